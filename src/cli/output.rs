@@ -1,0 +1,259 @@
+//! Rendering results for people (tables) and for scripts (JSON, NDJSON, CSV, TSV).
+//!
+//! Data goes to stdout; row counts and command tags go to stderr (and not at all with
+//! `--quiet`), so a pipeline reads only data. JSON keeps types: integers and floats are numbers,
+//! booleans are booleans, NULL is `null`; object keys are the column names in column order.
+
+use std::io::{IsTerminal, Write};
+
+use clap::ValueEnum;
+use comfy_table::presets::UTF8_FULL_CONDENSED;
+use comfy_table::Table;
+use serde_json::{Map, Number, Value as Json};
+
+use crate::sql::types::Value;
+use crate::sql::QueryResult;
+
+/// An output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+    Ndjson,
+    Csv,
+    Tsv,
+}
+
+impl Format {
+    /// The format to use: the one asked for, else a table on a terminal and TSV in a pipe.
+    pub fn resolve(asked: Option<Format>) -> Format {
+        asked.unwrap_or_else(|| {
+            if std::io::stdout().is_terminal() {
+                Format::Table
+            } else {
+                Format::Tsv
+            }
+        })
+    }
+}
+
+/// Writes results in one format.
+pub struct Printer {
+    pub format: Format,
+    pub quiet: bool,
+    pub header: bool,
+    /// How many row-returning results have been printed (to separate them).
+    printed: usize,
+}
+
+/// A value as JSON, keeping its type.
+pub fn to_json(v: &Value) -> Json {
+    match v {
+        Value::Null => Json::Null,
+        Value::Bool(b) => Json::Bool(*b),
+        Value::Int(i) => Json::Number((*i).into()),
+        Value::Float(f) => Number::from_f64(*f)
+            .map(Json::Number)
+            .unwrap_or_else(|| Json::String(v.to_string())),
+        Value::Text(s) => Json::String(s.clone()),
+        Value::Timestamp(_) => Json::String(v.to_string()),
+    }
+}
+
+fn csv_field(v: &Value) -> String {
+    if v.is_null() {
+        return String::new();
+    }
+    let s = v.to_string();
+    if s.contains([',', '"', '\n', '\r']) || s.is_empty() {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s
+    }
+}
+
+fn tsv_field(v: &Value) -> String {
+    if v.is_null() {
+        return String::new();
+    }
+    v.to_string()
+        .replace('\\', "\\\\")
+        .replace('\t', "\\t")
+        .replace('\n', "\\n")
+        .replace('\r', "\\r")
+}
+
+impl Printer {
+    /// A printer for `format`.
+    pub fn new(format: Format, quiet: bool, header: bool) -> Self {
+        Self {
+            format,
+            quiet,
+            header,
+            printed: 0,
+        }
+    }
+
+    /// Prints one statement's result to `out` (data) and `err` (tags and counts).
+    pub fn print(
+        &mut self,
+        result: &QueryResult,
+        out: &mut dyn Write,
+        err: &mut dyn Write,
+    ) -> std::io::Result<()> {
+        if result.columns.is_empty() {
+            if !self.quiet {
+                writeln!(err, "{}", result.tag)?;
+            }
+            return Ok(());
+        }
+        let names: Vec<&str> = result.columns.iter().map(|c| c.name.as_str()).collect();
+        if self.printed > 0 && matches!(self.format, Format::Csv | Format::Tsv | Format::Table) {
+            writeln!(out)?;
+        }
+        self.printed += 1;
+        match self.format {
+            Format::Table => {
+                let mut table = Table::new();
+                table.load_preset(UTF8_FULL_CONDENSED);
+                table.set_header(names.clone());
+                for row in &result.rows {
+                    table.add_row(row.iter().map(|v| v.to_string()).collect::<Vec<_>>());
+                }
+                writeln!(out, "{table}")?;
+            }
+            Format::Json | Format::Ndjson => {
+                let objects: Vec<Json> = result
+                    .rows
+                    .iter()
+                    .map(|row| {
+                        let mut m = Map::new();
+                        for (name, v) in names.iter().zip(row) {
+                            m.insert(name.to_string(), to_json(v));
+                        }
+                        Json::Object(m)
+                    })
+                    .collect();
+                if self.format == Format::Json {
+                    writeln!(out, "{}", Json::Array(objects))?;
+                } else {
+                    for o in objects {
+                        writeln!(out, "{o}")?;
+                    }
+                }
+            }
+            Format::Csv => {
+                if self.header {
+                    writeln!(
+                        out,
+                        "{}",
+                        names
+                            .iter()
+                            .map(|n| csv_field(&Value::Text(n.to_string())))
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    )?;
+                }
+                for row in &result.rows {
+                    writeln!(
+                        out,
+                        "{}",
+                        row.iter().map(csv_field).collect::<Vec<_>>().join(",")
+                    )?;
+                }
+            }
+            Format::Tsv => {
+                if self.header {
+                    writeln!(
+                        out,
+                        "{}",
+                        names
+                            .iter()
+                            .map(|n| tsv_field(&Value::Text(n.to_string())))
+                            .collect::<Vec<_>>()
+                            .join("\t")
+                    )?;
+                }
+                for row in &result.rows {
+                    writeln!(
+                        out,
+                        "{}",
+                        row.iter().map(tsv_field).collect::<Vec<_>>().join("\t")
+                    )?;
+                }
+            }
+        }
+        if !self.quiet {
+            let n = result.rows.len();
+            writeln!(err, "({n} row{})", if n == 1 { "" } else { "s" })?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sql::planner::OutputColumn;
+    use crate::sql::types::DataType;
+
+    fn result() -> QueryResult {
+        QueryResult {
+            columns: vec![
+                OutputColumn {
+                    name: "id".into(),
+                    data_type: DataType::Int,
+                },
+                OutputColumn {
+                    name: "name".into(),
+                    data_type: DataType::Text,
+                },
+                OutputColumn {
+                    name: "ok".into(),
+                    data_type: DataType::Bool,
+                },
+            ],
+            rows: vec![
+                vec![
+                    Value::Int(1),
+                    Value::Text("a,\"b\"".into()),
+                    Value::Bool(true),
+                ],
+                vec![Value::Int(2), Value::Null, Value::Null],
+            ],
+            tag: "SELECT 2".into(),
+        }
+    }
+
+    fn render(format: Format, header: bool) -> String {
+        let mut out = Vec::new();
+        let mut err = Vec::new();
+        Printer::new(format, false, header)
+            .print(&result(), &mut out, &mut err)
+            .unwrap();
+        assert_eq!(String::from_utf8(err).unwrap(), "(2 rows)\n");
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn json_keeps_types_and_column_order() {
+        assert_eq!(
+            render(Format::Json, true),
+            "[{\"id\":1,\"name\":\"a,\\\"b\\\"\",\"ok\":true},{\"id\":2,\"name\":null,\"ok\":null}]\n"
+        );
+    }
+
+    #[test]
+    fn csv_quotes_and_drops_header_on_request() {
+        assert_eq!(
+            render(Format::Csv, true),
+            "id,name,ok\n1,\"a,\"\"b\"\"\",t\n2,,\n"
+        );
+        assert_eq!(render(Format::Csv, false), "1,\"a,\"\"b\"\"\",t\n2,,\n");
+    }
+
+    #[test]
+    fn ndjson_is_one_object_per_line() {
+        assert_eq!(render(Format::Ndjson, true).lines().count(), 2);
+    }
+}

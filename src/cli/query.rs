@@ -1,0 +1,93 @@
+//! `ddb query`: runs SQL statements on a node and prints every result.
+//!
+//! The SQL comes from the argument, from `-f FILE`, or from standard input. All of it is sent in
+//! one request; the node runs the statements in order in one session (so `BEGIN … COMMIT`
+//! works) and stops at the first failing statement, which is named on stderr with its SQLSTATE.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+use super::output::{Format, Printer};
+use super::GlobalArgs;
+use crate::client::Client;
+use crate::error::Error;
+use crate::protocol::{Request, Response};
+
+/// Arguments of `ddb query`.
+#[derive(Debug, Args)]
+pub struct QueryArgs {
+    /// SQL to run (several statements separated by `;`); read from stdin when neither SQL nor -f is given
+    pub sql: Option<String>,
+    /// Read the SQL from a file
+    #[arg(short, long, value_name = "FILE", conflicts_with = "sql")]
+    pub file: Option<PathBuf>,
+    /// Omit the header line of csv/tsv output
+    #[arg(long)]
+    pub no_header: bool,
+    /// How long to wait for the node to answer when connecting
+    #[arg(
+        long,
+        value_name = "MS",
+        env = "DDB_CONNECT_TIMEOUT_MS",
+        default_value_t = 3000
+    )]
+    pub connect_timeout_ms: u64,
+}
+
+/// A statement failed: the error is already printed; the exit code is 6.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Reported(pub Error);
+
+/// Runs `ddb query`.
+pub async fn run(args: &QueryArgs, global: &GlobalArgs) -> anyhow::Result<()> {
+    let sql = match (&args.sql, &args.file) {
+        (Some(sql), _) => sql.clone(),
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .map_err(|e| Error::InvalidInput(format!("cannot read {}: {e}", path.display())))?,
+        (None, None) => {
+            let mut s = String::new();
+            std::io::stdin()
+                .read_to_string(&mut s)
+                .map_err(|e| Error::InvalidInput(format!("cannot read SQL from stdin: {e}")))?;
+            s
+        }
+    };
+    if sql.trim().trim_matches(';').trim().is_empty() {
+        return Err(Error::InvalidInput(
+            "no SQL given: pass it as an argument, with -f FILE, or on stdin".into(),
+        )
+        .into());
+    }
+    let addr = global.addr.clone().ok_or_else(|| {
+        Error::InvalidInput("no node to connect to: pass --addr HOST:PORT or set DDB_ADDR".into())
+    })?;
+    let client = Client::connect(&addr, Duration::from_millis(args.connect_timeout_ms)).await?;
+    let response = client.call(Request::Sql { session: 1, sql }).await?;
+    let Response::Sql { results, error } = response else {
+        return Err(Error::Corrupt(format!("unexpected answer {response:?}")).into());
+    };
+    let mut printer = Printer::new(
+        Format::resolve(global.format),
+        global.quiet,
+        !args.no_header,
+    );
+    let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr().lock());
+    for r in &results {
+        printer.print(r, &mut out, &mut err)?;
+    }
+    if let Some(e) = error {
+        let statement: String = e.statement.chars().take(200).collect();
+        eprintln!(
+            "error: statement {} failed: {statement}\n  SQLSTATE {}: {}",
+            e.index + 1,
+            e.error.sqlstate(),
+            e.error
+        );
+        return Err(Reported(e.error).into());
+    }
+    Ok(())
+}

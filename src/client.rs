@@ -1,0 +1,148 @@
+//! The RPC client, used by the CLI (and later by nodes to reach their peers).
+//!
+//! One TCP connection carries many requests at once: each request gets an id, a reader task
+//! routes each response to the caller waiting for that id, and a dead connection fails every
+//! waiting call with [`Error::Unreachable`]. Connecting has a timeout, so an unreachable node is
+//! reported quickly instead of hanging.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::stream::SplitSink;
+use futures::StreamExt;
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+
+use crate::error::{Error, Result};
+use crate::protocol::frame::framed;
+use crate::protocol::{
+    read_frame, write_frame, Envelope, FramedStream, Request, Response, PROTOCOL_VERSION,
+};
+
+type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Response>>>>;
+
+/// A connection to one node's RPC port.
+pub struct Client {
+    addr: String,
+    sink: tokio::sync::Mutex<SplitSink<FramedStream, bytes::Bytes>>,
+    pending: Pending,
+    next_id: AtomicU64,
+    reader: tokio::task::JoinHandle<()>,
+    /// The name the node reported in the handshake.
+    pub node_name: String,
+}
+
+impl Client {
+    /// Connects to `addr` (`HOST:PORT`) and performs the handshake, within `timeout`.
+    pub async fn connect(addr: &str, timeout: Duration) -> Result<Self> {
+        let unreachable =
+            |why: String| Error::Unreachable(format!("cannot reach node at {addr}: {why}"));
+        let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Err(unreachable(e.to_string())),
+            Err(_) => {
+                return Err(unreachable(format!(
+                    "no answer within {} ms",
+                    timeout.as_millis()
+                )))
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let (mut sink, mut stream) = framed(stream).split();
+        write_frame(
+            &mut sink,
+            &Envelope {
+                id: 0,
+                body: Request::Hello {
+                    protocol: PROTOCOL_VERSION,
+                },
+            },
+        )
+        .await?;
+        let hello =
+            match tokio::time::timeout(timeout, read_frame::<_, Envelope<Response>>(&mut stream))
+                .await
+            {
+                Ok(Ok(Some(env))) => env.body,
+                Ok(Ok(None)) => {
+                    return Err(unreachable("connection closed during handshake".into()))
+                }
+                Ok(Err(e)) => return Err(unreachable(e.to_string())),
+                Err(_) => return Err(unreachable("no handshake answer".into())),
+            };
+        let node_name = match hello {
+            Response::Hello { node, .. } => node,
+            Response::Error(e) => return Err(e),
+            other => {
+                return Err(Error::Corrupt(format!(
+                    "unexpected handshake answer {other:?}"
+                )))
+            }
+        };
+        let pending: Pending = Arc::default();
+        let reader_pending = pending.clone();
+        let reader = tokio::spawn(async move {
+            loop {
+                match read_frame::<_, Envelope<Response>>(&mut stream).await {
+                    Ok(Some(env)) => {
+                        let waiter = reader_pending
+                            .lock()
+                            .ok()
+                            .and_then(|mut p| p.remove(&env.id));
+                        if let Some(w) = waiter {
+                            let _ = w.send(env.body);
+                        }
+                    }
+                    _ => break,
+                }
+            }
+            // Dropping the senders fails every waiting call.
+            if let Ok(mut p) = reader_pending.lock() {
+                p.clear();
+            }
+        });
+        Ok(Self {
+            addr: addr.to_string(),
+            sink: tokio::sync::Mutex::new(sink),
+            pending,
+            next_id: AtomicU64::new(1),
+            reader,
+            node_name,
+        })
+    }
+
+    /// Sends a request and waits for its response. A [`Response::Error`] becomes `Err`.
+    pub async fn call(&self, body: Request) -> Result<Response> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.pending
+            .lock()
+            .map_err(|_| Error::Internal("client lock poisoned".into()))?
+            .insert(id, tx);
+        {
+            let mut sink = self.sink.lock().await;
+            if let Err(e) = write_frame(&mut *sink, &Envelope { id, body }).await {
+                if let Ok(mut p) = self.pending.lock() {
+                    p.remove(&id);
+                }
+                return Err(e);
+            }
+        }
+        match rx.await {
+            Ok(Response::Error(e)) => Err(e),
+            Ok(r) => Ok(r),
+            Err(_) => Err(Error::Unreachable(format!(
+                "lost the connection to node at {} before it answered",
+                self.addr
+            ))),
+        }
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}

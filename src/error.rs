@@ -1,0 +1,164 @@
+//! The one error type of ddb, classified by what the caller should do next.
+//!
+//! Every layer returns [`Error`]. Its variant says how the caller reacts: report bad input, retry
+//! the transaction, refuse, give up on an unreachable peer, or report corruption. It is
+//! serializable so it crosses the internal RPC unchanged, and it is mapped to a PostgreSQL
+//! SQLSTATE ([`Error::sqlstate`]) and to a CLI exit code ([`Error::exit_code`]) in exactly one
+//! place each. `anyhow` is used only at the CLI edge.
+
+use serde::{Deserialize, Serialize};
+
+/// SQLSTATE codes that ddb produces. Names follow PostgreSQL's `errcodes.txt`.
+pub mod sqlstate {
+    pub const SYNTAX_ERROR: &str = "42601";
+    pub const UNDEFINED_TABLE: &str = "42P01";
+    pub const UNDEFINED_COLUMN: &str = "42703";
+    pub const UNDEFINED_FUNCTION: &str = "42883";
+    pub const DUPLICATE_TABLE: &str = "42P07";
+    pub const DUPLICATE_COLUMN: &str = "42701";
+    pub const AMBIGUOUS_COLUMN: &str = "42702";
+    pub const DATATYPE_MISMATCH: &str = "42804";
+    pub const GROUPING_ERROR: &str = "42803";
+    pub const INVALID_TABLE_DEFINITION: &str = "42P16";
+    pub const INVALID_COLUMN_REFERENCE: &str = "42P10";
+    pub const UNDEFINED_PARAMETER: &str = "42P02";
+    pub const INDETERMINATE_DATATYPE: &str = "42P18";
+    pub const UNIQUE_VIOLATION: &str = "23505";
+    pub const NOT_NULL_VIOLATION: &str = "23502";
+    pub const NUMERIC_VALUE_OUT_OF_RANGE: &str = "22003";
+    pub const DIVISION_BY_ZERO: &str = "22012";
+    pub const INVALID_TEXT_REPRESENTATION: &str = "22P02";
+    pub const STRING_DATA_RIGHT_TRUNCATION: &str = "22001";
+    pub const INVALID_DATETIME_FORMAT: &str = "22007";
+    pub const DATETIME_FIELD_OVERFLOW: &str = "22008";
+    pub const INVALID_PARAMETER_VALUE: &str = "22023";
+    pub const INVALID_ROW_COUNT: &str = "2201W";
+    pub const FEATURE_NOT_SUPPORTED: &str = "0A000";
+    pub const IN_FAILED_SQL_TRANSACTION: &str = "25P02";
+    pub const ACTIVE_SQL_TRANSACTION: &str = "25001";
+    pub const SERIALIZATION_FAILURE: &str = "40001";
+    pub const TRANSACTION_RESOLUTION_UNKNOWN: &str = "40003";
+    pub const CONNECTION_FAILURE: &str = "08006";
+    pub const ADMIN_SHUTDOWN: &str = "57P01";
+    pub const QUERY_CANCELED: &str = "57014";
+    pub const OBJECT_NOT_IN_PREREQUISITE_STATE: &str = "55000";
+    pub const DATA_CORRUPTED: &str = "XX001";
+    pub const INTERNAL_ERROR: &str = "XX000";
+    pub const PROTOCOL_VIOLATION: &str = "08P01";
+}
+
+/// A ddb error. The variant is the caller's next move; the text says what went wrong.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum Error {
+    /// A SQL statement failed for a reason the client must fix or may retry (the SQLSTATE says
+    /// which): syntax, unknown names, types, constraints, serialization failures.
+    #[error("{message}")]
+    Sql { code: String, message: String },
+    /// Bad input to a command: a flag, a file, an address. Exit code 2.
+    #[error("{0}")]
+    InvalidInput(String),
+    /// A node or the cluster could not be reached. Exit code 3.
+    #[error("{0}")]
+    Unreachable(String),
+    /// A safety check refused the operation. Exit code 4.
+    #[error("{0}")]
+    Refused(String),
+    /// The operation timed out and its outcome is unknown. Exit code 5.
+    #[error("{0}")]
+    Timeout(String),
+    /// Stored data or a frame from the network could not be decoded.
+    #[error("corrupt data: {0}")]
+    Corrupt(String),
+    /// The node is shutting down and does not take new work.
+    #[error("{0}")]
+    ShuttingDown(String),
+    /// An I/O error on this node (disk, socket).
+    #[error("I/O error: {0}")]
+    Io(String),
+    /// A bug or an unexpected state.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// The result type used throughout ddb.
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    /// A SQL error with the given SQLSTATE.
+    pub fn sql(code: &str, message: impl Into<String>) -> Self {
+        Error::Sql {
+            code: code.to_string(),
+            message: message.into(),
+        }
+    }
+
+    /// A serialization failure (SQLSTATE 40001): the transaction was rolled back and may be retried.
+    pub fn serialization(message: impl Into<String>) -> Self {
+        Error::sql(sqlstate::SERIALIZATION_FAILURE, message)
+    }
+
+    /// A construct that ddb does not support (SQLSTATE 0A000); `what` names it.
+    pub fn unsupported(what: impl std::fmt::Display) -> Self {
+        Error::sql(
+            sqlstate::FEATURE_NOT_SUPPORTED,
+            format!("{what} is not supported"),
+        )
+    }
+
+    /// The PostgreSQL SQLSTATE for this error. The one place where errors become SQLSTATEs.
+    pub fn sqlstate(&self) -> &str {
+        match self {
+            Error::Sql { code, .. } => code,
+            Error::InvalidInput(_) => sqlstate::INVALID_PARAMETER_VALUE,
+            Error::Unreachable(_) => sqlstate::CONNECTION_FAILURE,
+            Error::Refused(_) => sqlstate::OBJECT_NOT_IN_PREREQUISITE_STATE,
+            Error::Timeout(_) => sqlstate::QUERY_CANCELED,
+            Error::Corrupt(_) => sqlstate::DATA_CORRUPTED,
+            Error::ShuttingDown(_) => sqlstate::ADMIN_SHUTDOWN,
+            Error::Io(_) | Error::Internal(_) => sqlstate::INTERNAL_ERROR,
+        }
+    }
+
+    /// The CLI exit code for this error (DESIGN §10.1). The one place where errors become exit codes.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Sql { .. } => 6,
+            Error::InvalidInput(_) => 2,
+            Error::Unreachable(_) | Error::ShuttingDown(_) => 3,
+            Error::Refused(_) => 4,
+            Error::Timeout(_) => 5,
+            Error::Corrupt(_) | Error::Io(_) | Error::Internal(_) => 1,
+        }
+    }
+
+    /// Whether a client may retry the whole transaction and expect it to succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Error::Sql { code, .. } if code == sqlstate::SERIALIZATION_FAILURE)
+    }
+}
+
+impl From<std::io::Error> for Error {
+    fn from(err: std::io::Error) -> Self {
+        Error::Io(err.to_string())
+    }
+}
+
+impl From<fjall::Error> for Error {
+    fn from(err: fjall::Error) -> Self {
+        Error::Io(format!("storage engine: {err}"))
+    }
+}
+
+impl From<postcard::Error> for Error {
+    fn from(err: postcard::Error) -> Self {
+        Error::Corrupt(format!("cannot decode: {err}"))
+    }
+}
+
+/// Returns early with a SQL error: `bail_sql!(sqlstate::X, "fmt", args)`.
+#[macro_export]
+macro_rules! bail_sql {
+    ($code:expr, $($arg:tt)*) => {
+        return Err($crate::error::Error::sql($code, format!($($arg)*)))
+    };
+}

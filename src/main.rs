@@ -1,0 +1,61 @@
+//! The `ddb` binary: parses the command line, runs the command, maps errors to exit codes.
+
+use clap::Parser;
+use ddb::cli::{self, Cli, Command};
+use ddb::error::Error;
+use tracing_subscriber::EnvFilter;
+
+fn init_logging(command: &Command, verbose: u8) {
+    let default = match (command, verbose) {
+        (_, 2..) => "trace",
+        (_, 1) => "debug",
+        (Command::Server(_), 0) => "info,fjall=warn,lsm_tree=warn",
+        (_, 0) => "warn",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// The exit code of a failed command: from the ddb error inside it, else 1.
+fn exit_code(err: &anyhow::Error) -> i32 {
+    if let Some(r) = err.downcast_ref::<cli::query::Reported>() {
+        return r.0.exit_code();
+    }
+    err.chain()
+        .find_map(|e| e.downcast_ref::<Error>())
+        .map(Error::exit_code)
+        .unwrap_or(1)
+}
+
+fn main() {
+    let cli = Cli::parse();
+    init_logging(&cli.command, cli.global.verbose);
+    let result = match &cli.command {
+        Command::Completions(args) => cli::completions::run(args),
+        command => match tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt.block_on(async {
+                match command {
+                    Command::Server(args) => cli::server::run(args).await,
+                    Command::Query(args) => cli::query::run(args, &cli.global).await,
+                    Command::Completions(_) => Ok(()),
+                }
+            }),
+            Err(e) => Err(anyhow::anyhow!("cannot start the async runtime: {e}")),
+        },
+    };
+    if let Err(err) = result {
+        // A failed statement is already reported in full on stderr.
+        if err.downcast_ref::<cli::query::Reported>().is_none() {
+            eprintln!("error: {err:#}");
+        }
+        std::process::exit(exit_code(&err));
+    }
+}

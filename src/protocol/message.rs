@@ -1,0 +1,79 @@
+//! The RPC messages. Each type is defined once and used by both the client and the server.
+//!
+//! Every frame is an [`Envelope`] carrying a request id chosen by the client, so one connection
+//! carries many requests at once and responses may come back in any order. The first request on
+//! a connection must be [`Request::Hello`], which carries the protocol version; a server that
+//! speaks another version answers with an error and closes the connection.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+use crate::sql::QueryResult;
+
+/// The version of this protocol. Bumped on any incompatible change to the messages.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// A request or response with its id.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Envelope<T> {
+    pub id: u64,
+    pub body: T,
+}
+
+/// A request to a node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Request {
+    /// The handshake: must be the first request on a connection.
+    Hello { protocol: u32 },
+    /// Runs SQL text (one or more statements) in the given session of this connection; the
+    /// session is created on first use and keeps its transaction between requests.
+    Sql { session: u64, sql: String },
+    /// Ends a session, rolling back any open transaction.
+    EndSession { session: u64 },
+    /// The node's status.
+    Status,
+}
+
+/// The failing statement of a [`Request::Sql`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatementError {
+    /// Zero-based index of the statement in the request.
+    pub index: usize,
+    /// The statement's text.
+    pub statement: String,
+    pub error: Error,
+}
+
+/// What a node reports about itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    pub name: String,
+    pub rpc_addr: String,
+    pub sql_addr: String,
+    pub version: String,
+    /// The LSN of the last durable commit.
+    pub lsn: u64,
+    /// Rows stored on this node.
+    pub keys: u64,
+    /// Resources locked or waited for right now.
+    pub locks: u64,
+}
+
+/// A response from a node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Response {
+    Hello {
+        protocol: u32,
+        node: String,
+        version: String,
+    },
+    /// The results of the statements that ran, and the error that stopped the rest, if any.
+    Sql {
+        results: Vec<QueryResult>,
+        error: Option<StatementError>,
+    },
+    Status(NodeStatus),
+    Done,
+    /// The request failed as a whole.
+    Error(Error),
+}

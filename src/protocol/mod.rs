@@ -1,0 +1,7 @@
+//! The internal RPC protocol: framing and the message types shared by client and server.
+
+pub mod frame;
+pub mod message;
+
+pub use frame::{read_frame, write_frame, FramedStream, MAX_FRAME};
+pub use message::{Envelope, NodeStatus, Request, Response, StatementError, PROTOCOL_VERSION};

@@ -1,0 +1,170 @@
+//! The daemon: a node's listeners, connection handling and shutdown.
+//!
+//! A node opens its store (which locks the data directory), loads the catalog, and serves two
+//! listeners: the internal RPC port ([`rpc`]) for peers and the CLI, and the SQL port ([`pg`]) for
+//! PostgreSQL clients. Each connection runs in its own task; a semaphore bounds how many run at
+//! once. On shutdown (SIGTERM/SIGINT) the listeners stop accepting, every connection is given a
+//! grace period to finish the statement it is running (an open transaction that does not finish
+//! is rolled back when its connection is dropped), the committer writes and persists what is
+//! queued, and the process exits 0.
+
+pub mod pg;
+pub mod rpc;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+
+use crate::error::{Error, Result};
+use crate::protocol::NodeStatus;
+use crate::sql::Database;
+use crate::storage::Store;
+use crate::txn::TxnManager;
+
+/// Most connections served at once per listener.
+const MAX_CONNECTIONS: usize = 1024;
+
+/// How long shutdown waits for running statements to finish.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// The settings of a node.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub name: String,
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub sql_listen: SocketAddr,
+    pub lock_timeout: Duration,
+}
+
+/// A running node's shared state.
+pub struct Node {
+    pub name: String,
+    pub db: Arc<Database>,
+    pub rpc_addr: SocketAddr,
+    pub sql_addr: SocketAddr,
+}
+
+impl Node {
+    /// The node's status.
+    pub fn status(&self) -> Result<NodeStatus> {
+        Ok(NodeStatus {
+            name: self.name.clone(),
+            rpc_addr: self.rpc_addr.to_string(),
+            sql_addr: self.sql_addr.to_string(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            lsn: self.db.txns.store.applied_lsn()?,
+            keys: crate::sql::session::count_keys(&self.db)?,
+            locks: self.db.txns.locks.locked_resources() as u64,
+        })
+    }
+}
+
+async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| Error::InvalidInput(format!("cannot listen for {what} on {addr}: {e}")))
+}
+
+/// Runs a node until `shutdown` completes, then shuts it down cleanly.
+pub async fn run(
+    config: ServerConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<()> {
+    let rpc_listener = bind(config.listen, "RPC").await?;
+    let sql_listener = bind(config.sql_listen, "SQL").await?;
+    let dir = config.data_dir.clone();
+    let store = tokio::task::spawn_blocking(move || Store::open(&dir))
+        .await
+        .map_err(|e| Error::Internal(format!("store open task: {e}")))??;
+    let store = Arc::new(store);
+    let txns = Arc::new(TxnManager::new(store.clone(), config.lock_timeout));
+    let db = Arc::new(Database::new(txns)?);
+    let node = Arc::new(Node {
+        name: config.name.clone(),
+        db: db.clone(),
+        rpc_addr: rpc_listener.local_addr()?,
+        sql_addr: sql_listener.local_addr()?,
+    });
+    tracing::info!(
+        name = %node.name,
+        rpc = %node.rpc_addr,
+        sql = %node.sql_addr,
+        data_dir = %config.data_dir.display(),
+        lsn = store.applied_lsn()?,
+        "ddb node ready"
+    );
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut listeners = JoinSet::new();
+    listeners.spawn(serve_sql(sql_listener, db.clone(), stop_rx.clone()));
+    listeners.spawn(rpc::serve(rpc_listener, node.clone(), stop_rx.clone()));
+
+    shutdown.await;
+    tracing::info!("shutting down: no new connections; waiting for running statements");
+    let _ = stop_tx.send(true);
+    while listeners.join_next().await.is_some() {}
+    drop(node);
+    store.committer.shutdown();
+    store.engine.persist()?;
+    tracing::info!("shut down cleanly");
+    Ok(())
+}
+
+/// Accepts PostgreSQL connections until stopped, then drains them.
+async fn serve_sql(listener: TcpListener, db: Arc<Database>, mut stop: watch::Receiver<bool>) {
+    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut conns = JoinSet::new();
+    loop {
+        let permit = tokio::select! {
+            p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            _ = stop.changed() => break,
+        };
+        let (socket, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!("SQL accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => break,
+        };
+        let _ = socket.set_nodelay(true);
+        let conn = pg::PgConnection::new(db.clone());
+        let mut stop = stop.clone();
+        conns.spawn(async move {
+            let _permit = permit;
+            let busy = conn.busy.clone();
+            let serve = pgwire::tokio::process_socket(socket, None, pg::PgHandlers(conn));
+            tokio::pin!(serve);
+            tokio::select! {
+                r = &mut serve => {
+                    if let Err(e) = r {
+                        tracing::debug!(%peer, "SQL connection ended: {e}");
+                    }
+                    return;
+                }
+                _ = stop.changed() => {}
+            }
+            // Shutting down: let a running statement finish, then drop the connection (an
+            // open transaction is rolled back with its session).
+            let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+            while busy.load(Ordering::Acquire) && tokio::time::Instant::now() < deadline {
+                tokio::select! {
+                    _ = &mut serve => return,
+                    _ = tokio::time::sleep(Duration::from_millis(5)) => {}
+                }
+            }
+        });
+        while conns.try_join_next().is_some() {}
+    }
+    while conns.join_next().await.is_some() {}
+}

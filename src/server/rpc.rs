@@ -1,0 +1,190 @@
+//! The internal RPC listener: peers and the CLI talk to a node here.
+//!
+//! A connection starts with a [`Request::Hello`] handshake that checks the protocol version.
+//! After it, every frame is an [`Envelope`] with a request id; requests on one connection run
+//! concurrently and their responses go back as they finish, tagged with the same id. SQL
+//! requests name a session of the connection, created on first use, so a CLI can run a
+//! transaction across several requests; the sessions end (rolling back open transactions) when
+//! the connection closes.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::stream::FuturesUnordered;
+use futures::StreamExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Mutex, Semaphore};
+use tokio::task::JoinSet;
+
+use super::Node;
+use crate::error::Error;
+use crate::protocol::frame::framed;
+use crate::protocol::{
+    read_frame, write_frame, Envelope, Request, Response, StatementError, PROTOCOL_VERSION,
+};
+use crate::sql::Session;
+
+/// How long a new connection has to send its handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Accepts RPC connections until stopped, then drains them.
+pub async fn serve(listener: TcpListener, node: Arc<Node>, mut stop: watch::Receiver<bool>) {
+    let limit = Arc::new(Semaphore::new(super::MAX_CONNECTIONS));
+    let mut conns = JoinSet::new();
+    loop {
+        let permit = tokio::select! {
+            p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            _ = stop.changed() => break,
+        };
+        let (socket, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!("RPC accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => break,
+        };
+        let _ = socket.set_nodelay(true);
+        let node = node.clone();
+        let stop = stop.clone();
+        conns.spawn(async move {
+            let _permit = permit;
+            if let Err(e) = connection(socket, node, stop).await {
+                tracing::debug!(%peer, "RPC connection ended: {e}");
+            }
+        });
+        while conns.try_join_next().is_some() {}
+    }
+    while conns.join_next().await.is_some() {}
+}
+
+type Sessions = Arc<Mutex<HashMap<u64, Arc<Mutex<Session>>>>>;
+
+async fn connection(
+    socket: TcpStream,
+    node: Arc<Node>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), Error> {
+    let (mut sink, mut stream) = framed(socket).split();
+    let hello: Envelope<Request> =
+        match tokio::time::timeout(HANDSHAKE_TIMEOUT, read_frame(&mut stream)).await {
+            Ok(Ok(Some(env))) => env,
+            Ok(Ok(None)) => return Ok(()),
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err(Error::Timeout("no handshake".into())),
+        };
+    match hello.body {
+        Request::Hello { protocol } if protocol == PROTOCOL_VERSION => {
+            let body = Response::Hello {
+                protocol: PROTOCOL_VERSION,
+                node: node.name.clone(),
+                version: env!("CARGO_PKG_VERSION").into(),
+            };
+            write_frame(&mut sink, &Envelope { id: hello.id, body }).await?;
+        }
+        Request::Hello { protocol } => {
+            let err = Error::Refused(format!(
+                "protocol version {protocol} is not supported; this node speaks {PROTOCOL_VERSION}"
+            ));
+            write_frame(
+                &mut sink,
+                &Envelope {
+                    id: hello.id,
+                    body: Response::Error(err.clone()),
+                },
+            )
+            .await?;
+            return Err(err);
+        }
+        _ => {
+            let err = Error::InvalidInput("the first request must be the handshake".into());
+            write_frame(
+                &mut sink,
+                &Envelope {
+                    id: hello.id,
+                    body: Response::Error(err.clone()),
+                },
+            )
+            .await?;
+            return Err(err);
+        }
+    }
+
+    let sessions: Sessions = Arc::default();
+    let mut inflight = FuturesUnordered::new();
+    loop {
+        tokio::select! {
+            frame = read_frame::<_, Envelope<Request>>(&mut stream) => match frame {
+                Ok(Some(env)) => {
+                    let (node, sessions) = (node.clone(), sessions.clone());
+                    inflight.push(async move { Envelope { id: env.id, body: handle(env.body, &node, &sessions).await } });
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    // A frame that does not decode: answer once and close the connection.
+                    let _ = write_frame(&mut sink, &Envelope { id: 0, body: Response::Error(e.clone()) }).await;
+                    return Err(e);
+                }
+            },
+            Some(reply) = inflight.next(), if !inflight.is_empty() => {
+                write_frame(&mut sink, &reply).await?;
+            }
+            _ = stop.changed() => {
+                // Shutting down: finish what is running, answer it, then close.
+                let deadline = tokio::time::sleep(super::SHUTDOWN_GRACE);
+                tokio::pin!(deadline);
+                loop {
+                    tokio::select! {
+                        Some(reply) = inflight.next(), if !inflight.is_empty() => { write_frame(&mut sink, &reply).await?; }
+                        _ = &mut deadline => break,
+                        else => break,
+                    }
+                }
+                return Ok(());
+            }
+        }
+    }
+    // The client closed its side: finish in-flight work (it may hold commits) before dropping.
+    while let Some(reply) = inflight.next().await {
+        let _ = write_frame(&mut sink, &reply).await;
+    }
+    Ok(())
+}
+
+async fn handle(request: Request, node: &Node, sessions: &Sessions) -> Response {
+    match request {
+        Request::Hello { .. } => {
+            Response::Error(Error::InvalidInput("handshake sent twice".into()))
+        }
+        Request::Sql { session, sql } => {
+            let s = sessions
+                .lock()
+                .await
+                .entry(session)
+                .or_insert_with(|| Arc::new(Mutex::new(Session::new(node.db.clone()))))
+                .clone();
+            let mut s = s.lock().await;
+            let (results, error) = s.execute_sql(&sql).await;
+            Response::Sql {
+                results,
+                error: error.map(|(index, statement, error)| StatementError {
+                    index,
+                    statement,
+                    error,
+                }),
+            }
+        }
+        Request::EndSession { session } => {
+            sessions.lock().await.remove(&session);
+            Response::Done
+        }
+        Request::Status => match node.status() {
+            Ok(s) => Response::Status(s),
+            Err(e) => Response::Error(e),
+        },
+    }
+}

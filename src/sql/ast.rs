@@ -1,0 +1,202 @@
+//! ddb's own statement and expression types.
+//!
+//! The parser converts sqlparser's PostgreSQL syntax tree into these types at once, so the rest
+//! of the SQL layer depends only on the subset ddb supports, and every construct outside it is
+//! refused in one place with an error that names it. Names here are unresolved; the planner
+//! binds them against the catalog.
+
+use crate::sql::types::DataType;
+
+/// A parsed SQL statement.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Statement {
+    Begin,
+    Commit,
+    Rollback,
+    CreateTable {
+        name: String,
+        columns: Vec<ColumnDef>,
+        /// The primary key columns, in key order; empty for a table without one.
+        primary_key: Vec<String>,
+        if_not_exists: bool,
+    },
+    DropTable {
+        names: Vec<String>,
+        if_exists: bool,
+    },
+    Insert {
+        table: String,
+        /// The target columns; `None` means every column in table order.
+        columns: Option<Vec<String>>,
+        rows: Vec<Vec<Expr>>,
+    },
+    Update {
+        table: String,
+        sets: Vec<(String, Expr)>,
+        filter: Option<Expr>,
+    },
+    Delete {
+        table: String,
+        filter: Option<Expr>,
+    },
+    Select(Box<Select>),
+}
+
+/// A column in `CREATE TABLE`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ColumnDef {
+    pub name: String,
+    pub data_type: DataType,
+    pub not_null: bool,
+    pub default: Option<Expr>,
+}
+
+/// A `SELECT` query.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Select {
+    pub projection: Vec<SelectItem>,
+    /// The table read from and its alias; `None` for `SELECT` without `FROM`.
+    pub from: Option<(String, Option<String>)>,
+    pub filter: Option<Expr>,
+    pub group_by: Vec<Expr>,
+    pub having: Option<Expr>,
+    pub order_by: Vec<OrderItem>,
+    pub limit: Option<Expr>,
+    pub offset: Option<Expr>,
+}
+
+/// One item of a select list.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SelectItem {
+    /// `*` or `t.*`.
+    Wildcard,
+    Expr {
+        expr: Expr,
+        alias: Option<String>,
+    },
+}
+
+/// One `ORDER BY` item.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OrderItem {
+    pub expr: Expr,
+    pub descending: bool,
+    /// `NULLS FIRST`/`NULLS LAST`; the default puts NULLs last ascending and first descending.
+    pub nulls_first: Option<bool>,
+}
+
+/// A literal as written.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Literal {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    /// A quoted string: untyped until context gives it a type, as in PostgreSQL.
+    String(String),
+}
+
+/// A unary operator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnaryOp {
+    Not,
+    Neg,
+    Plus,
+}
+
+/// A binary operator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum BinaryOp {
+    And,
+    Or,
+    Eq,
+    NotEq,
+    Lt,
+    LtEq,
+    Gt,
+    GtEq,
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Mod,
+    Concat,
+}
+
+impl BinaryOp {
+    /// Whether the operator compares its operands and yields a boolean.
+    pub fn is_comparison(self) -> bool {
+        matches!(
+            self,
+            BinaryOp::Eq
+                | BinaryOp::NotEq
+                | BinaryOp::Lt
+                | BinaryOp::LtEq
+                | BinaryOp::Gt
+                | BinaryOp::GtEq
+        )
+    }
+
+    /// The operator as written in SQL.
+    pub fn symbol(self) -> &'static str {
+        match self {
+            BinaryOp::And => "AND",
+            BinaryOp::Or => "OR",
+            BinaryOp::Eq => "=",
+            BinaryOp::NotEq => "<>",
+            BinaryOp::Lt => "<",
+            BinaryOp::LtEq => "<=",
+            BinaryOp::Gt => ">",
+            BinaryOp::GtEq => ">=",
+            BinaryOp::Add => "+",
+            BinaryOp::Sub => "-",
+            BinaryOp::Mul => "*",
+            BinaryOp::Div => "/",
+            BinaryOp::Mod => "%",
+            BinaryOp::Concat => "||",
+        }
+    }
+}
+
+/// An unresolved expression.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Expr {
+    Literal(Literal),
+    /// A column, optionally qualified by a table name or alias.
+    Column(Option<String>, String),
+    /// A parameter `$n`, 0-based.
+    Param(usize),
+    Unary(UnaryOp, Box<Expr>),
+    Binary(BinaryOp, Box<Expr>, Box<Expr>),
+    IsNull {
+        expr: Box<Expr>,
+        negated: bool,
+    },
+    InList {
+        expr: Box<Expr>,
+        list: Vec<Expr>,
+        negated: bool,
+    },
+    Between {
+        expr: Box<Expr>,
+        low: Box<Expr>,
+        high: Box<Expr>,
+        negated: bool,
+    },
+    Like {
+        expr: Box<Expr>,
+        pattern: Box<Expr>,
+        negated: bool,
+        case_insensitive: bool,
+    },
+    Cast(Box<Expr>, DataType),
+    /// A function or aggregate call; `star` for `count(*)`.
+    Function {
+        name: String,
+        args: Vec<Expr>,
+        star: bool,
+        distinct: bool,
+    },
+    /// `DEFAULT` in an `INSERT` values list.
+    Default,
+}

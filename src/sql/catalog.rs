@@ -1,0 +1,256 @@
+//! The catalog: table schemas, persisted in the node's meta space.
+//!
+//! A table has an id (the first part of its row keys), columns, and a primary key. A table
+//! declared without a primary key gets a hidden `BIGINT` row id as its key, generated on insert
+//! and never shown by `SELECT *`. The catalog is loaded at start-up and changed only by DDL, whose
+//! commit writes the schema in the same atomic log entry as its effects.
+//!
+//! Row ids are handed out from blocks: the high end of the current block is persisted before any
+//! id from it is used, so ids are never reused after a crash (a crash may leave a gap).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::sql::expr::Expr;
+use crate::sql::types::{DataType, Value};
+use crate::storage::log::CommitReceiver;
+use crate::storage::{keycode, Committer, Engine, Space, Write};
+
+/// The name of the hidden row id column of tables without a primary key.
+pub const ROWID_COLUMN: &str = "ddb_rowid";
+
+/// Row ids reserved per persisted block.
+const ROWID_BLOCK: i64 = 1000;
+
+/// A column of a table.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Column {
+    pub name: String,
+    pub data_type: DataType,
+    pub not_null: bool,
+    /// Evaluated (without a row) when an insert gives no value.
+    pub default: Option<Expr>,
+    /// Hidden columns (the generated row id) are not visible to SQL.
+    pub hidden: bool,
+}
+
+/// A table's schema.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Table {
+    pub id: u32,
+    pub name: String,
+    pub columns: Vec<Column>,
+    /// Positions of the primary key columns, in key order.
+    pub primary_key: Vec<usize>,
+}
+
+impl Table {
+    /// Whether the key is a generated hidden row id.
+    pub fn has_rowid(&self) -> bool {
+        self.primary_key.len() == 1 && self.columns[self.primary_key[0]].hidden
+    }
+
+    /// The storage key of a row of this table.
+    pub fn row_key(&self, row: &[Value]) -> Vec<u8> {
+        let pk: Vec<Value> = self.primary_key.iter().map(|&i| row[i].clone()).collect();
+        keycode::row_key(self.id, &pk)
+    }
+
+    /// The storage key for primary key values.
+    pub fn key_of(&self, pk: &[Value]) -> Vec<u8> {
+        keycode::row_key(self.id, pk)
+    }
+
+    /// Finds a visible column by name.
+    pub fn column_index(&self, name: &str) -> Option<usize> {
+        self.columns
+            .iter()
+            .position(|c| !c.hidden && c.name == name)
+    }
+
+    /// The name of the primary key constraint, as PostgreSQL names it.
+    pub fn pkey_name(&self) -> String {
+        format!("{}_pkey", self.name)
+    }
+}
+
+fn table_key(name: &str) -> Vec<u8> {
+    format!("table/{name}").into_bytes()
+}
+
+const NEXT_TABLE_ID_KEY: &[u8] = b"next_table_id";
+
+fn rowid_key(table: u32) -> Vec<u8> {
+    format!("rowid/{table}").into_bytes()
+}
+
+struct RowIds {
+    next: i64,
+    limit: i64,
+}
+
+/// The node's catalog.
+pub struct Catalog {
+    tables: RwLock<HashMap<String, Arc<Table>>>,
+    rowids: Mutex<HashMap<u32, RowIds>>,
+    /// Serialises DDL so table ids and names are assigned one at a time.
+    pub ddl: tokio::sync::Mutex<()>,
+}
+
+fn poisoned() -> Error {
+    Error::Internal("catalog lock poisoned".into())
+}
+
+impl Catalog {
+    /// Loads the catalog from the meta space.
+    pub fn load(engine: &dyn Engine) -> Result<Self> {
+        let mut tables = HashMap::new();
+        for (_, value) in engine.scan_prefix(Space::Meta, b"table/")? {
+            let table: Table = postcard::from_bytes(&value)?;
+            tables.insert(table.name.clone(), Arc::new(table));
+        }
+        Ok(Self {
+            tables: RwLock::new(tables),
+            rowids: Mutex::new(HashMap::new()),
+            ddl: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// The table called `name`.
+    pub fn get(&self, name: &str) -> Result<Option<Arc<Table>>> {
+        Ok(self
+            .tables
+            .read()
+            .map_err(|_| poisoned())?
+            .get(name)
+            .cloned())
+    }
+
+    /// Whether a table with this id exists (a statement checks it after locking the table, so a
+    /// concurrent `DROP TABLE` cannot leave rows behind).
+    pub fn contains_id(&self, id: u32) -> Result<bool> {
+        Ok(self
+            .tables
+            .read()
+            .map_err(|_| poisoned())?
+            .values()
+            .any(|t| t.id == id))
+    }
+
+    /// The names of all tables, sorted.
+    pub fn table_names(&self) -> Result<Vec<String>> {
+        let mut names: Vec<String> = self
+            .tables
+            .read()
+            .map_err(|_| poisoned())?
+            .keys()
+            .cloned()
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    /// The id the next created table gets.
+    pub fn next_table_id(&self, engine: &dyn Engine) -> Result<u32> {
+        match engine.get(Space::Meta, NEXT_TABLE_ID_KEY)? {
+            None => Ok(1),
+            Some(b) => Ok(u32::from_be_bytes(
+                b.as_slice()
+                    .try_into()
+                    .map_err(|_| Error::Corrupt("next_table_id".into()))?,
+            )),
+        }
+    }
+
+    /// The writes that create `table` in storage.
+    pub fn create_writes(&self, table: &Table) -> Result<Vec<Write>> {
+        let next = table
+            .id
+            .checked_add(1)
+            .ok_or_else(|| Error::Internal("table ids exhausted".into()))?;
+        Ok(vec![
+            Write::Put(
+                Space::Meta,
+                table_key(&table.name),
+                postcard::to_stdvec(table)?,
+            ),
+            Write::Put(
+                Space::Meta,
+                NEXT_TABLE_ID_KEY.to_vec(),
+                next.to_be_bytes().to_vec(),
+            ),
+        ])
+    }
+
+    /// The writes that remove `table` from the catalog (its rows are deleted separately).
+    pub fn drop_writes(&self, table: &Table) -> Vec<Write> {
+        vec![
+            Write::Delete(Space::Meta, table_key(&table.name)),
+            Write::Delete(Space::Meta, rowid_key(table.id)),
+        ]
+    }
+
+    /// Makes a committed `CREATE TABLE` visible.
+    pub fn add(&self, table: Table) -> Result<()> {
+        self.tables
+            .write()
+            .map_err(|_| poisoned())?
+            .insert(table.name.clone(), Arc::new(table));
+        Ok(())
+    }
+
+    /// Makes a committed `DROP TABLE` visible.
+    pub fn remove(&self, name: &str) -> Result<()> {
+        let removed = self.tables.write().map_err(|_| poisoned())?.remove(name);
+        if let Some(t) = removed {
+            self.rowids.lock().map_err(|_| poisoned())?.remove(&t.id);
+        }
+        Ok(())
+    }
+
+    /// Takes the next row id of `table`. When a new block is reserved, the reservation is
+    /// submitted to the committer before the catalog lock is released, so it is durable before
+    /// any commit that uses an id from the block; the returned receiver must be awaited before the
+    /// id is used.
+    pub fn next_rowid(
+        &self,
+        engine: &dyn Engine,
+        committer: &Committer,
+        table: u32,
+    ) -> Result<(i64, Option<CommitReceiver>)> {
+        let mut rowids = self.rowids.lock().map_err(|_| poisoned())?;
+        if !rowids.contains_key(&table) {
+            let persisted = match engine.get(Space::Meta, &rowid_key(table))? {
+                None => 1,
+                Some(b) => i64::from_be_bytes(
+                    b.as_slice()
+                        .try_into()
+                        .map_err(|_| Error::Corrupt("rowid block".into()))?,
+                ),
+            };
+            rowids.insert(
+                table,
+                RowIds {
+                    next: persisted,
+                    limit: persisted,
+                },
+            );
+        }
+        let ids = rowids
+            .get_mut(&table)
+            .ok_or_else(|| Error::Internal("rowid state".into()))?;
+        let mut reserved = None;
+        if ids.next >= ids.limit {
+            let limit = ids.next + ROWID_BLOCK;
+            let write = Write::Put(Space::Meta, rowid_key(table), limit.to_be_bytes().to_vec());
+            reserved = Some(committer.submit(0, vec![write])?);
+            ids.limit = limit;
+        }
+        let id = ids.next;
+        ids.next += 1;
+        Ok((id, reserved))
+    }
+}

@@ -1,0 +1,652 @@
+//! Parsing: SQL text → ddb's [`ast`](crate::sql::ast) types.
+//!
+//! sqlparser (PostgreSQL dialect) does the parsing; this module converts its tree into ddb's
+//! smaller one immediately. Any construct ddb does not implement is refused here with SQLSTATE
+//! 0A000 and a message that names the construct, so no later stage meets it.
+
+use sqlparser::ast as sp;
+use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::parser::Parser;
+
+use crate::error::{sqlstate, Error, Result};
+use crate::sql::ast::*;
+use crate::sql::types::DataType;
+
+/// Parses one or more `;`-separated statements, returning each with its SQL text.
+pub fn parse(sql: &str) -> Result<Vec<(Statement, String)>> {
+    let statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).map_err(|e| {
+        Error::sql(
+            sqlstate::SYNTAX_ERROR,
+            format!("syntax error: {}", strip_prefix(&e.to_string())),
+        )
+    })?;
+    statements
+        .into_iter()
+        .map(|s| Ok((convert_statement(&s)?, s.to_string())))
+        .collect()
+}
+
+fn strip_prefix(msg: &str) -> &str {
+    msg.strip_prefix("sql parser error: ").unwrap_or(msg)
+}
+
+fn unsupported<T>(what: impl std::fmt::Display) -> Result<T> {
+    Err(Error::unsupported(what))
+}
+
+/// The name of an object: the last part of a possibly qualified name, lower-cased unless quoted.
+fn object_name(name: &sp::ObjectName) -> Result<String> {
+    match name.0.as_slice() {
+        [part] => part_ident(part),
+        // `public.t` names the one schema ddb has.
+        [schema, part] if part_ident(schema)? == "public" => part_ident(part),
+        _ => unsupported(format!("qualified name {name}")),
+    }
+}
+
+fn part_ident(part: &sp::ObjectNamePart) -> Result<String> {
+    match part.as_ident() {
+        Some(ident) => Ok(ident_name(ident)),
+        None => unsupported(format!("name {part}")),
+    }
+}
+
+/// Identifiers fold to lower case unless double-quoted, as in PostgreSQL.
+fn ident_name(ident: &sp::Ident) -> String {
+    if ident.quote_style.is_some() {
+        ident.value.clone()
+    } else {
+        ident.value.to_lowercase()
+    }
+}
+
+fn convert_statement(stmt: &sp::Statement) -> Result<Statement> {
+    use sp::Statement as S;
+    match stmt {
+        S::StartTransaction { modes, .. } => {
+            if !modes.is_empty() {
+                return unsupported("transaction modes (ddb transactions are always serializable)");
+            }
+            Ok(Statement::Begin)
+        }
+        S::Commit { chain: false, .. } => Ok(Statement::Commit),
+        S::Rollback {
+            chain: false,
+            savepoint: None,
+        } => Ok(Statement::Rollback),
+        S::Rollback {
+            savepoint: Some(_), ..
+        } => unsupported("ROLLBACK TO SAVEPOINT"),
+        S::CreateTable(ct) => convert_create_table(ct),
+        S::Drop {
+            object_type: sp::ObjectType::Table,
+            if_exists,
+            names,
+            cascade: false,
+            ..
+        } => Ok(Statement::DropTable {
+            names: names.iter().map(object_name).collect::<Result<_>>()?,
+            if_exists: *if_exists,
+        }),
+        S::Insert(insert) => convert_insert(insert),
+        S::Update(update) => convert_update(update),
+        S::Delete(delete) => convert_delete(delete),
+        S::Query(query) => Ok(Statement::Select(Box::new(convert_query(query)?))),
+        other => {
+            let text = other.to_string();
+            let head: String = text
+                .split_whitespace()
+                .take(2)
+                .collect::<Vec<_>>()
+                .join(" ");
+            unsupported(format!("the statement {head}"))
+        }
+    }
+}
+
+fn convert_create_table(ct: &sp::CreateTable) -> Result<Statement> {
+    if ct.query.is_some() {
+        return unsupported("CREATE TABLE AS");
+    }
+    if ct.temporary || ct.or_replace || ct.unlogged {
+        return unsupported("CREATE TEMPORARY/UNLOGGED/OR REPLACE TABLE");
+    }
+    let name = object_name(&ct.name)?;
+    let mut columns = Vec::new();
+    let mut primary_key: Vec<String> = Vec::new();
+    for col in &ct.columns {
+        let col_name = ident_name(&col.name);
+        let mut def = ColumnDef {
+            name: col_name.clone(),
+            data_type: convert_type(&col.data_type)?,
+            not_null: false,
+            default: None,
+        };
+        for opt in &col.options {
+            match &opt.option {
+                sp::ColumnOption::Null => def.not_null = false,
+                sp::ColumnOption::NotNull => def.not_null = true,
+                sp::ColumnOption::Default(e) => def.default = Some(convert_expr(e)?),
+                sp::ColumnOption::PrimaryKey(_) => {
+                    if !primary_key.is_empty() {
+                        return Err(Error::sql(
+                            sqlstate::INVALID_TABLE_DEFINITION,
+                            format!("multiple primary keys for table \"{name}\" are not allowed"),
+                        ));
+                    }
+                    primary_key.push(col_name.clone());
+                }
+                other => return unsupported(format!("column option {other}")),
+            }
+        }
+        columns.push(def);
+    }
+    for constraint in &ct.constraints {
+        match constraint {
+            sp::TableConstraint::PrimaryKey(pk) => {
+                if !primary_key.is_empty() {
+                    return Err(Error::sql(
+                        sqlstate::INVALID_TABLE_DEFINITION,
+                        format!("multiple primary keys for table \"{name}\" are not allowed"),
+                    ));
+                }
+                for ic in &pk.columns {
+                    match &ic.column.expr {
+                        sp::Expr::Identifier(id) => primary_key.push(ident_name(id)),
+                        other => return unsupported(format!("primary key expression {other}")),
+                    }
+                }
+            }
+            other => return unsupported(format!("table constraint {other}")),
+        }
+    }
+    Ok(Statement::CreateTable {
+        name,
+        columns,
+        primary_key,
+        if_not_exists: ct.if_not_exists,
+    })
+}
+
+/// Converts a SQL type name to a ddb type.
+pub fn convert_type(ty: &sp::DataType) -> Result<DataType> {
+    use sp::DataType as T;
+    let length = |l: &Option<sp::CharacterLength>| -> Result<Option<u32>> {
+        match l {
+            None => Ok(None),
+            Some(sp::CharacterLength::IntegerLength { length, .. }) => {
+                if *length == 0 || *length > 10_485_760 {
+                    return Err(Error::sql(
+                        sqlstate::INVALID_PARAMETER_VALUE,
+                        format!(
+                            "length for type varchar must be between 1 and 10485760, not {length}"
+                        ),
+                    ));
+                }
+                Ok(Some(*length as u32))
+            }
+            Some(sp::CharacterLength::Max) => Ok(None),
+        }
+    };
+    Ok(match ty {
+        T::SmallInt(_) | T::Int2(_) => DataType::SmallInt,
+        T::Int(_) | T::Integer(_) | T::Int4(_) => DataType::Int,
+        T::BigInt(_) | T::Int8(_) | T::Int64 => DataType::BigInt,
+        T::Real | T::Float4 => DataType::Real,
+        T::Double(_) | T::DoublePrecision | T::Float8 | T::Float64 => DataType::Double,
+        T::Float(info) => match info {
+            sp::ExactNumberInfo::Precision(p) if *p <= 24 => DataType::Real,
+            _ => DataType::Double,
+        },
+        T::Text | T::String(None) => DataType::Text,
+        T::Varchar(l) | T::CharVarying(l) | T::CharacterVarying(l) => DataType::Varchar(length(l)?),
+        T::Char(l) | T::Character(l) => DataType::Char(length(l)?.unwrap_or(1)),
+        T::Boolean | T::Bool => DataType::Bool,
+        T::Timestamp(_, sp::TimezoneInfo::None | sp::TimezoneInfo::WithoutTimeZone) => {
+            DataType::Timestamp
+        }
+        other => return unsupported(format!("the type {other}")),
+    })
+}
+
+fn convert_insert(insert: &sp::Insert) -> Result<Statement> {
+    if insert.on.is_some() {
+        return unsupported("INSERT ... ON CONFLICT");
+    }
+    if insert.returning.is_some() {
+        return unsupported("RETURNING");
+    }
+    let table = match &insert.table {
+        sp::TableObject::TableName(name) => object_name(name)?,
+        other => return unsupported(format!("INSERT INTO {other}")),
+    };
+    let columns = if insert.columns.is_empty() {
+        None
+    } else {
+        Some(
+            insert
+                .columns
+                .iter()
+                .map(object_name)
+                .collect::<Result<Vec<_>>>()?,
+        )
+    };
+    let source = insert
+        .source
+        .as_ref()
+        .ok_or_else(|| Error::unsupported("INSERT without VALUES"))?;
+    if source.order_by.is_some() || source.limit_clause.is_some() || source.with.is_some() {
+        return unsupported("INSERT ... SELECT");
+    }
+    let rows = match source.body.as_ref() {
+        sp::SetExpr::Values(values) => values
+            .rows
+            .iter()
+            .map(|row| row.iter().map(convert_expr).collect::<Result<Vec<_>>>())
+            .collect::<Result<Vec<_>>>()?,
+        _ => return unsupported("INSERT ... SELECT"),
+    };
+    Ok(Statement::Insert {
+        table,
+        columns,
+        rows,
+    })
+}
+
+fn single_table(from: &[sp::TableWithJoins]) -> Result<(String, Option<String>)> {
+    match from {
+        [twj] if twj.joins.is_empty() => match &twj.relation {
+            sp::TableFactor::Table {
+                name,
+                alias,
+                args: None,
+                ..
+            } => {
+                let alias = alias.as_ref().map(|a| ident_name(&a.name));
+                Ok((object_name(name)?, alias))
+            }
+            other => unsupported(format!("FROM {other}")),
+        },
+        [_] => unsupported("JOIN"),
+        _ => unsupported("a FROM list of several tables (joins)"),
+    }
+}
+
+fn convert_update(update: &sp::Update) -> Result<Statement> {
+    if update.from.is_some() {
+        return unsupported("UPDATE ... FROM");
+    }
+    if update.returning.is_some() {
+        return unsupported("RETURNING");
+    }
+    let (table, _) = single_table(std::slice::from_ref(&update.table))?;
+    let mut sets = Vec::new();
+    for a in &update.assignments {
+        let column = match &a.target {
+            sp::AssignmentTarget::ColumnName(name) => object_name(name)?,
+            other => return unsupported(format!("assignment to {other}")),
+        };
+        sets.push((column, convert_expr(&a.value)?));
+    }
+    let filter = update.selection.as_ref().map(convert_expr).transpose()?;
+    Ok(Statement::Update {
+        table,
+        sets,
+        filter,
+    })
+}
+
+fn convert_delete(delete: &sp::Delete) -> Result<Statement> {
+    if delete.using.is_some() || !delete.tables.is_empty() {
+        return unsupported("DELETE ... USING");
+    }
+    if delete.returning.is_some() {
+        return unsupported("RETURNING");
+    }
+    let from = match &delete.from {
+        sp::FromTable::WithFromKeyword(f) | sp::FromTable::WithoutKeyword(f) => f,
+    };
+    let (table, _) = single_table(from)?;
+    let filter = delete.selection.as_ref().map(convert_expr).transpose()?;
+    Ok(Statement::Delete { table, filter })
+}
+
+fn convert_query(query: &sp::Query) -> Result<Select> {
+    if query.with.is_some() {
+        return unsupported("WITH");
+    }
+    if query.fetch.is_some() || !query.locks.is_empty() {
+        return unsupported("FETCH/FOR UPDATE");
+    }
+    let select = match query.body.as_ref() {
+        sp::SetExpr::Select(s) => s,
+        sp::SetExpr::Query(q) => return convert_query(q),
+        sp::SetExpr::SetOperation { op, .. } => return unsupported(format!("{op}")),
+        sp::SetExpr::Values(_) => return unsupported("VALUES as a query"),
+        other => return unsupported(format!("the query {other}")),
+    };
+    if select.distinct.is_some() {
+        return unsupported("SELECT DISTINCT");
+    }
+    if select.into.is_some() {
+        return unsupported("SELECT INTO");
+    }
+    let from = if select.from.is_empty() {
+        None
+    } else {
+        Some(single_table(&select.from)?)
+    };
+    let mut projection = Vec::new();
+    for item in &select.projection {
+        projection.push(match item {
+            sp::SelectItem::Wildcard(_) | sp::SelectItem::QualifiedWildcard(_, _) => {
+                SelectItem::Wildcard
+            }
+            sp::SelectItem::UnnamedExpr(e) => SelectItem::Expr {
+                expr: convert_expr(e)?,
+                alias: None,
+            },
+            sp::SelectItem::ExprWithAlias { expr, alias } => SelectItem::Expr {
+                expr: convert_expr(expr)?,
+                alias: Some(ident_name(alias)),
+            },
+            other => return unsupported(format!("select item {other}")),
+        });
+    }
+    let group_by = match &select.group_by {
+        sp::GroupByExpr::Expressions(exprs, modifiers) if modifiers.is_empty() => {
+            exprs.iter().map(convert_expr).collect::<Result<Vec<_>>>()?
+        }
+        other => return unsupported(format!("{other}")),
+    };
+    let mut order_by = Vec::new();
+    if let Some(ob) = &query.order_by {
+        match &ob.kind {
+            sp::OrderByKind::Expressions(items) => {
+                for item in items {
+                    let descending = match item.options.sort {
+                        None | Some(sp::OrderBySort::Asc) => false,
+                        Some(sp::OrderBySort::Desc) => true,
+                        Some(_) => return unsupported("ORDER BY ... USING"),
+                    };
+                    order_by.push(OrderItem {
+                        expr: convert_expr(&item.expr)?,
+                        descending,
+                        nulls_first: item.options.nulls_first,
+                    });
+                }
+            }
+            sp::OrderByKind::All(_) => return unsupported("ORDER BY ALL"),
+        }
+    }
+    let (limit, offset) = match &query.limit_clause {
+        None => (None, None),
+        Some(sp::LimitClause::LimitOffset {
+            limit,
+            offset,
+            limit_by,
+        }) => {
+            if !limit_by.is_empty() {
+                return unsupported("LIMIT BY");
+            }
+            (
+                limit.as_ref().map(convert_expr).transpose()?,
+                offset
+                    .as_ref()
+                    .map(|o| convert_expr(&o.value))
+                    .transpose()?,
+            )
+        }
+        Some(sp::LimitClause::OffsetCommaLimit { .. }) => {
+            return unsupported("LIMIT offset, count")
+        }
+    };
+    Ok(Select {
+        projection,
+        from,
+        filter: select.selection.as_ref().map(convert_expr).transpose()?,
+        group_by,
+        having: select.having.as_ref().map(convert_expr).transpose()?,
+        order_by,
+        limit,
+        offset,
+    })
+}
+
+fn convert_value(v: &sp::Value) -> Result<Expr> {
+    Ok(Expr::Literal(match v {
+        sp::Value::Number(n, _) => {
+            if let Ok(i) = n.parse::<i64>() {
+                Literal::Int(i)
+            } else if let Ok(f) = n.parse::<f64>() {
+                Literal::Float(f)
+            } else {
+                return Err(Error::sql(
+                    sqlstate::SYNTAX_ERROR,
+                    format!("invalid number {n}"),
+                ));
+            }
+        }
+        sp::Value::SingleQuotedString(s) | sp::Value::EscapedStringLiteral(s) => {
+            Literal::String(s.clone())
+        }
+        sp::Value::DollarQuotedString(s) => Literal::String(s.value.clone()),
+        sp::Value::Boolean(b) => Literal::Bool(*b),
+        sp::Value::Null => Literal::Null,
+        sp::Value::Placeholder(p) => {
+            let n: usize = p
+                .strip_prefix('$')
+                .and_then(|n| n.parse().ok())
+                .filter(|n| *n >= 1)
+                .ok_or_else(|| Error::unsupported(format!("the placeholder {p}")))?;
+            return Ok(Expr::Param(n - 1));
+        }
+        other => return unsupported(format!("the literal {other}")),
+    }))
+}
+
+fn convert_binary_op(op: &sp::BinaryOperator) -> Result<BinaryOp> {
+    use sp::BinaryOperator as B;
+    Ok(match op {
+        B::And => BinaryOp::And,
+        B::Or => BinaryOp::Or,
+        B::Eq => BinaryOp::Eq,
+        B::NotEq => BinaryOp::NotEq,
+        B::Lt => BinaryOp::Lt,
+        B::LtEq => BinaryOp::LtEq,
+        B::Gt => BinaryOp::Gt,
+        B::GtEq => BinaryOp::GtEq,
+        B::Plus => BinaryOp::Add,
+        B::Minus => BinaryOp::Sub,
+        B::Multiply => BinaryOp::Mul,
+        B::Divide => BinaryOp::Div,
+        B::Modulo => BinaryOp::Mod,
+        B::StringConcat => BinaryOp::Concat,
+        other => return unsupported(format!("the operator {other}")),
+    })
+}
+
+/// Converts an expression.
+pub fn convert_expr(e: &sp::Expr) -> Result<Expr> {
+    use sp::Expr as E;
+    let b = |e: &sp::Expr| convert_expr(e).map(Box::new);
+    Ok(match e {
+        E::Value(v) => convert_value(&v.value)?,
+        E::Identifier(id) => Expr::Column(None, ident_name(id)),
+        E::CompoundIdentifier(ids) => match ids.as_slice() {
+            [t, c] => Expr::Column(Some(ident_name(t)), ident_name(c)),
+            _ => return unsupported(format!("the name {e}")),
+        },
+        E::Nested(inner) => convert_expr(inner)?,
+        E::UnaryOp { op, expr } => {
+            let op = match op {
+                sp::UnaryOperator::Not => UnaryOp::Not,
+                sp::UnaryOperator::Minus => UnaryOp::Neg,
+                sp::UnaryOperator::Plus => UnaryOp::Plus,
+                other => return unsupported(format!("the operator {other}")),
+            };
+            // Fold a negative literal so that i64::MIN parses and -1 is a constant.
+            if let (UnaryOp::Neg, E::Value(v)) = (op, expr.as_ref()) {
+                if let sp::Value::Number(n, _) = &v.value {
+                    let neg = format!("-{n}");
+                    if let Ok(i) = neg.parse::<i64>() {
+                        return Ok(Expr::Literal(Literal::Int(i)));
+                    }
+                }
+            }
+            Expr::Unary(op, b(expr)?)
+        }
+        E::BinaryOp { left, op, right } => {
+            Expr::Binary(convert_binary_op(op)?, b(left)?, b(right)?)
+        }
+        E::IsNull(x) => Expr::IsNull {
+            expr: b(x)?,
+            negated: false,
+        },
+        E::IsNotNull(x) => Expr::IsNull {
+            expr: b(x)?,
+            negated: true,
+        },
+        E::In {
+            expr,
+            target: sp::InTarget::List(list),
+            negated,
+            global: false,
+        } => Expr::InList {
+            expr: b(expr)?,
+            list: list.iter().map(convert_expr).collect::<Result<_>>()?,
+            negated: *negated,
+        },
+        E::In { .. } => return unsupported("IN with a subquery"),
+        E::Between {
+            expr,
+            negated,
+            low,
+            high,
+        } => Expr::Between {
+            expr: b(expr)?,
+            low: b(low)?,
+            high: b(high)?,
+            negated: *negated,
+        },
+        E::Like {
+            negated,
+            any: false,
+            expr,
+            pattern,
+            escape_char: None,
+        } => Expr::Like {
+            expr: b(expr)?,
+            pattern: b(pattern)?,
+            negated: *negated,
+            case_insensitive: false,
+        },
+        E::ILike {
+            negated,
+            any: false,
+            expr,
+            pattern,
+            escape_char: None,
+        } => Expr::Like {
+            expr: b(expr)?,
+            pattern: b(pattern)?,
+            negated: *negated,
+            case_insensitive: true,
+        },
+        E::Cast {
+            kind: sp::CastKind::Cast | sp::CastKind::DoubleColon,
+            expr,
+            data_type,
+            format: None,
+        } => Expr::Cast(b(expr)?, convert_type(data_type)?),
+        E::TypedString(ts) => {
+            let value = match &ts.value.value {
+                sp::Value::SingleQuotedString(s) => s.clone(),
+                other => return unsupported(format!("the literal {other}")),
+            };
+            Expr::Cast(
+                Box::new(Expr::Literal(Literal::String(value))),
+                convert_type(&ts.data_type)?,
+            )
+        }
+        E::Function(f) => convert_function(f)?,
+        other => return unsupported(format!("the expression {other}")),
+    })
+}
+
+fn convert_function(f: &sp::Function) -> Result<Expr> {
+    if f.filter.is_some() || f.over.is_some() || !f.within_group.is_empty() {
+        return unsupported(format!("{f}"));
+    }
+    let name = object_name(&f.name)?;
+    let mut args = Vec::new();
+    let mut star = false;
+    let mut distinct = false;
+    match &f.args {
+        sp::FunctionArguments::None => {}
+        sp::FunctionArguments::Subquery(_) => return unsupported("subqueries"),
+        sp::FunctionArguments::List(list) => {
+            if !list.clauses.is_empty() {
+                return unsupported(format!("{f}"));
+            }
+            distinct = matches!(
+                list.duplicate_treatment,
+                Some(sp::DuplicateTreatment::Distinct)
+            );
+            for arg in &list.args {
+                match arg {
+                    sp::FunctionArg::Unnamed(sp::FunctionArgExpr::Expr(e)) => {
+                        args.push(convert_expr(e)?)
+                    }
+                    sp::FunctionArg::Unnamed(sp::FunctionArgExpr::Wildcard) => star = true,
+                    other => return unsupported(format!("the function argument {other}")),
+                }
+            }
+        }
+    }
+    Ok(Expr::Function {
+        name,
+        args,
+        star,
+        distinct,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_point_select() {
+        let stmts = parse("SELECT abalance FROM bench WHERE aid = 7").unwrap();
+        assert_eq!(stmts.len(), 1);
+        let Statement::Select(s) = &stmts[0].0 else {
+            panic!("not a select")
+        };
+        assert_eq!(s.from, Some(("bench".to_string(), None)));
+    }
+
+    #[test]
+    fn refuses_joins_by_name() {
+        let err = parse("SELECT * FROM a JOIN b ON a.x = b.x").unwrap_err();
+        assert_eq!(err.sqlstate(), sqlstate::FEATURE_NOT_SUPPORTED);
+        assert!(err.to_string().contains("JOIN"), "{err}");
+    }
+
+    #[test]
+    fn syntax_errors_carry_42601() {
+        assert_eq!(
+            parse("SELEC 1").unwrap_err().sqlstate(),
+            sqlstate::SYNTAX_ERROR
+        );
+    }
+
+    #[test]
+    fn placeholders_become_zero_based_params() {
+        let stmts = parse("UPDATE t SET a = $2 WHERE id = $1").unwrap();
+        let Statement::Update { sets, .. } = &stmts[0].0 else {
+            panic!("not an update")
+        };
+        assert_eq!(sets[0].1, Expr::Param(1));
+    }
+}

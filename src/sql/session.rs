@@ -1,0 +1,308 @@
+//! A SQL session: one client connection's transaction state.
+//!
+//! Every statement runs in a transaction. Outside `BEGIN … COMMIT` a statement is its own
+//! transaction (autocommit). Inside a block, an error rolls the transaction back at once and
+//! leaves the session *failed*: every statement but `ROLLBACK`/`COMMIT` is refused with 25P02
+//! until the block ends, as in PostgreSQL.
+//!
+//! An autocommit statement that loses a wait-die conflict is retried here with its original
+//! age, so it eventually becomes the oldest and wins: it has had no effect and its client has
+//! seen nothing, so the retry is invisible. Statements inside an explicit block are never retried
+//! (the client decides), and a commit whose outcome is unknown is never retried.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::error::{sqlstate, Error, Result};
+use crate::sql::ast::Statement;
+use crate::sql::catalog::Catalog;
+use crate::sql::execution::{Executor, QueryResult};
+use crate::sql::expr::Context;
+use crate::sql::planner::{self, Plan, Planned};
+use crate::sql::types::{DataType, Value};
+use crate::storage::{keycode, Space};
+use crate::txn::lock::{LockMode, Resource};
+use crate::txn::{Intent, Transaction, TxnManager};
+
+/// The SQL engine of a node: the catalog and the transaction manager.
+pub struct Database {
+    pub catalog: Catalog,
+    pub txns: Arc<TxnManager>,
+}
+
+impl Database {
+    /// Opens the SQL layer over a transaction manager, loading the catalog.
+    pub fn new(txns: Arc<TxnManager>) -> Result<Self> {
+        let catalog = Catalog::load(txns.store.engine.as_ref())?;
+        Ok(Self { catalog, txns })
+    }
+}
+
+/// The state of a session's transaction.
+enum State {
+    Idle,
+    Open(Transaction),
+    /// An error occurred in the block; waiting for ROLLBACK.
+    Failed,
+}
+
+/// One client's session.
+pub struct Session {
+    db: Arc<Database>,
+    state: State,
+}
+
+fn now_micros() -> i64 {
+    chrono::Utc::now().timestamp_micros()
+}
+
+impl Session {
+    /// A new session in autocommit mode.
+    pub fn new(db: Arc<Database>) -> Self {
+        Self {
+            db,
+            state: State::Idle,
+        }
+    }
+
+    /// Whether the session is inside a transaction block (open or failed).
+    pub fn in_transaction(&self) -> bool {
+        !matches!(self.state, State::Idle)
+    }
+
+    /// Whether the session's block has failed.
+    pub fn is_failed(&self) -> bool {
+        matches!(self.state, State::Failed)
+    }
+
+    /// Plans a statement (for describing it, or to execute it).
+    pub fn plan(&self, stmt: &Statement, param_types: &[DataType]) -> Result<Planned> {
+        planner::plan(&self.db.catalog, stmt, param_types)
+    }
+
+    /// Parses and runs a string of statements, stopping at the first error. Returns the
+    /// results of the statements that ran, and the error with the failing statement's index.
+    pub async fn execute_sql(
+        &mut self,
+        sql: &str,
+    ) -> (Vec<QueryResult>, Option<(usize, String, Error)>) {
+        let statements = match crate::sql::parser::parse(sql) {
+            Ok(s) => s,
+            Err(e) => {
+                if matches!(self.state, State::Open(_)) {
+                    self.fail();
+                }
+                return (Vec::new(), Some((0, sql.to_string(), e)));
+            }
+        };
+        let mut results = Vec::new();
+        for (i, (stmt, text)) in statements.iter().enumerate() {
+            match self.execute(stmt, &[], &[]).await {
+                Ok(r) => results.push(r),
+                Err(e) => return (results, Some((i, text.clone(), e))),
+            }
+        }
+        (results, None)
+    }
+
+    /// Runs one statement with parameter values.
+    pub async fn execute(
+        &mut self,
+        stmt: &Statement,
+        params: &[Value],
+        param_types: &[DataType],
+    ) -> Result<QueryResult> {
+        match stmt {
+            Statement::Begin => {
+                if let State::Idle = self.state {
+                    self.state = State::Open(self.db.txns.begin(None));
+                }
+                return Ok(QueryResult::tag("BEGIN"));
+            }
+            Statement::Commit => {
+                return match std::mem::replace(&mut self.state, State::Idle) {
+                    State::Idle => Ok(QueryResult::tag("COMMIT")),
+                    State::Failed => Ok(QueryResult::tag("ROLLBACK")),
+                    State::Open(txn) => txn.commit().await.map(|()| QueryResult::tag("COMMIT")),
+                };
+            }
+            Statement::Rollback => {
+                if let State::Open(txn) = std::mem::replace(&mut self.state, State::Idle) {
+                    txn.rollback();
+                }
+                return Ok(QueryResult::tag("ROLLBACK"));
+            }
+            _ => {}
+        }
+        if self.is_failed() {
+            return Err(Error::sql(
+                sqlstate::IN_FAILED_SQL_TRANSACTION,
+                "current transaction is aborted, commands ignored until end of transaction block",
+            ));
+        }
+        let result = self.execute_in_transaction(stmt, params, param_types).await;
+        if result.is_err() && matches!(self.state, State::Open(_)) {
+            self.fail();
+        }
+        result
+    }
+
+    fn fail(&mut self) {
+        if let State::Open(txn) = std::mem::replace(&mut self.state, State::Failed) {
+            txn.rollback();
+        }
+    }
+
+    async fn execute_in_transaction(
+        &mut self,
+        stmt: &Statement,
+        params: &[Value],
+        param_types: &[DataType],
+    ) -> Result<QueryResult> {
+        let planned = self.plan(stmt, param_types)?;
+        if params.len() < planned.param_types.len() {
+            return Err(Error::sql(
+                sqlstate::PROTOCOL_VIOLATION,
+                format!(
+                    "the statement has {} parameters but {} were given",
+                    planned.param_types.len(),
+                    params.len()
+                ),
+            ));
+        }
+        match &planned.plan {
+            Plan::CreateTable { .. } | Plan::DropTable { .. } => {
+                if self.in_transaction() {
+                    return Err(Error::unsupported(
+                        "DDL inside a transaction block (run it outside BEGIN … COMMIT)",
+                    ));
+                }
+                return self.ddl(&planned.plan).await;
+            }
+            Plan::Begin | Plan::Commit | Plan::Rollback => {
+                return Err(Error::Internal(
+                    "transaction control reached execution".into(),
+                ))
+            }
+            _ => {}
+        }
+        let db = self.db.clone();
+        let executor = Executor {
+            catalog: &db.catalog,
+            store: &db.txns.store,
+            ctx: Context {
+                params,
+                now: now_micros(),
+            },
+        };
+        if let State::Open(txn) = &mut self.state {
+            return executor.execute(txn, &planned.plan).await;
+        }
+        // Autocommit: retry a wait-die victim with its original age until the lock timeout.
+        let started = Instant::now();
+        let mut age = None;
+        let mut backoff = Duration::from_micros(200);
+        loop {
+            let mut txn = db.txns.begin(age);
+            match executor.execute(&mut txn, &planned.plan).await {
+                Ok(result) => {
+                    txn.commit().await?;
+                    return Ok(result);
+                }
+                Err(e) if txn.died() && started.elapsed() < db.txns.lock_timeout => {
+                    age = Some(txn.age());
+                    drop(txn);
+                    tracing::debug!("retrying statement after wait-die: {e}");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_millis(20));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn ddl(&mut self, plan: &Plan) -> Result<QueryResult> {
+        let db = self.db.clone();
+        let _ddl = db.catalog.ddl.lock().await;
+        let store = &db.txns.store;
+        match plan {
+            Plan::CreateTable {
+                table,
+                if_not_exists,
+            } => {
+                if db.catalog.get(&table.name)?.is_some() {
+                    if *if_not_exists {
+                        return Ok(QueryResult::tag("CREATE TABLE"));
+                    }
+                    return Err(Error::sql(
+                        sqlstate::DUPLICATE_TABLE,
+                        format!("relation \"{}\" already exists", table.name),
+                    ));
+                }
+                let mut table = table.clone();
+                table.id = db.catalog.next_table_id(store.engine.as_ref())?;
+                store
+                    .committer
+                    .commit(0, db.catalog.create_writes(&table)?)
+                    .await?;
+                db.catalog.add(table)?;
+                Ok(QueryResult::tag("CREATE TABLE"))
+            }
+            Plan::DropTable { names, if_exists } => {
+                let mut tables = Vec::new();
+                for name in names {
+                    match db.catalog.get(name)? {
+                        Some(t) => tables.push(t),
+                        None if *if_exists => {}
+                        None => {
+                            return Err(Error::sql(
+                                sqlstate::UNDEFINED_TABLE,
+                                format!("table \"{name}\" does not exist"),
+                            ))
+                        }
+                    }
+                }
+                let mut txn = db.txns.begin(None);
+                for t in &tables {
+                    // Waits for every transaction using the table to finish.
+                    txn.lock(Resource::Table(t.id), LockMode::Exclusive).await?;
+                    for (key, _) in txn.scan(t.id, Intent::Write).await? {
+                        txn.delete(t.id, key).await?;
+                    }
+                    for w in db.catalog.drop_writes(t) {
+                        txn.put_meta(w);
+                    }
+                }
+                txn.commit().await?;
+                for t in &tables {
+                    db.catalog.remove(&t.name)?;
+                }
+                Ok(QueryResult::tag("DROP TABLE"))
+            }
+            _ => Err(Error::Internal("not DDL".into())),
+        }
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        // Dropping an open transaction rolls it back and releases its locks.
+        self.state = State::Idle;
+    }
+}
+
+/// Counts the rows stored on this node (for status output).
+pub fn count_keys(db: &Database) -> Result<u64> {
+    let mut n = 0u64;
+    for name in db.catalog.table_names()? {
+        if let Some(t) = db.catalog.get(&name)? {
+            n += db
+                .txns
+                .store
+                .engine
+                .scan_prefix(Space::Data, &keycode::table_prefix(t.id))?
+                .len() as u64;
+        }
+    }
+    Ok(n)
+}

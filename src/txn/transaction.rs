@@ -1,0 +1,233 @@
+//! Local transactions: strict two-phase locking over a node's storage.
+//!
+//! A [`Transaction`] takes locks as it reads and writes (shared row locks for reads, exclusive
+//! for writes, with table intention locks so that a table scan and a row writer exclude each
+//! other), buffers its writes, and at commit hands them to the group committer as one log entry.
+//! Locks are held until the commit is durable or the transaction is rolled back (strict 2PL),
+//! which makes execution serializable for everything it reads and writes.
+//!
+//! Reads see the transaction's own buffered writes first, then committed storage. Because every
+//! row read is locked, committed storage cannot change under a transaction between its reads.
+//!
+//! Dropping a transaction without committing rolls it back: its buffered writes are discarded
+//! and its locks released, so a client that disconnects mid-transaction leaves nothing behind.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::lock::{LockMode, Resource, TxnId};
+use super::lock_table::{LockFailure, LockTable};
+use crate::error::{Error, Result};
+use crate::storage::{keycode, Space, Store, Write};
+
+/// Starts transactions and owns what they share: the store and the lock table.
+pub struct TxnManager {
+    pub store: Arc<Store>,
+    pub locks: LockTable,
+    next_id: AtomicU64,
+    /// How long a transaction waits for a lock before it gives up with 40001.
+    pub lock_timeout: Duration,
+}
+
+impl TxnManager {
+    /// A manager over `store`.
+    pub fn new(store: Arc<Store>, lock_timeout: Duration) -> Self {
+        Self {
+            store,
+            locks: LockTable::new(),
+            next_id: AtomicU64::new(1),
+            lock_timeout,
+        }
+    }
+
+    /// Begins a transaction. `age` is the wait-die timestamp of an earlier attempt of the same
+    /// work, so a retried statement keeps its priority and cannot starve.
+    pub fn begin(self: &Arc<Self>, age: Option<u64>) -> Transaction {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        Transaction {
+            mgr: self.clone(),
+            id,
+            ts: age.unwrap_or(id),
+            writes: BTreeMap::new(),
+            meta: Vec::new(),
+            died: false,
+            finished: false,
+        }
+    }
+}
+
+/// Whether a read intends to write the row afterwards (and so takes an exclusive lock).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Intent {
+    Read,
+    Write,
+}
+
+/// A transaction on this node.
+pub struct Transaction {
+    mgr: Arc<TxnManager>,
+    id: TxnId,
+    ts: u64,
+    /// Buffered row writes: key → new value, `None` for a delete.
+    writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Buffered writes to the meta space (DDL).
+    meta: Vec<Write>,
+    /// Set when wait-die chose this transaction as the victim.
+    died: bool,
+    finished: bool,
+}
+
+impl Transaction {
+    /// The transaction id.
+    pub fn id(&self) -> TxnId {
+        self.id
+    }
+
+    /// The wait-die age of the transaction.
+    pub fn age(&self) -> u64 {
+        self.ts
+    }
+
+    /// Whether wait-die made this transaction give up a lock wait (so retrying the same work
+    /// with the same age is safe and will eventually succeed).
+    pub fn died(&self) -> bool {
+        self.died
+    }
+
+    /// Whether the transaction has written anything.
+    pub fn has_writes(&self) -> bool {
+        !self.writes.is_empty() || !self.meta.is_empty()
+    }
+
+    /// Takes `mode` on `resource`, waiting if needed.
+    pub async fn lock(&mut self, resource: Resource, mode: LockMode) -> Result<()> {
+        let mgr = self.mgr.clone();
+        match mgr
+            .locks
+            .acquire(self.id, self.ts, &resource, mode, mgr.lock_timeout)
+            .await?
+        {
+            Ok(()) => Ok(()),
+            Err(LockFailure::Died) => {
+                self.died = true;
+                Err(Error::serialization(
+                    "could not serialize access due to a concurrent transaction (wait-die); retry the transaction",
+                ))
+            }
+            Err(LockFailure::TimedOut) => Err(Error::serialization(format!(
+                "could not obtain lock within {} ms; retry the transaction",
+                mgr.lock_timeout.as_millis()
+            ))),
+        }
+    }
+
+    /// Reads a row by key, locking it (shared, or exclusive with [`Intent::Write`]).
+    pub async fn get(&mut self, table: u32, key: &[u8], intent: Intent) -> Result<Option<Vec<u8>>> {
+        let (table_mode, row_mode) = match intent {
+            Intent::Read => (LockMode::IntentionShared, LockMode::Shared),
+            Intent::Write => (LockMode::IntentionExclusive, LockMode::Exclusive),
+        };
+        self.lock(Resource::Table(table), table_mode).await?;
+        self.lock(Resource::Row(table, key.to_vec()), row_mode)
+            .await?;
+        if let Some(buffered) = self.writes.get(key) {
+            return Ok(buffered.clone());
+        }
+        self.mgr.store.engine.get(Space::Data, key)
+    }
+
+    /// Reads every row of a table, in key order. Locks the table shared, or shared with intent
+    /// to write rows ([`Intent::Write`]), which keeps other writers out until the end.
+    pub async fn scan(&mut self, table: u32, intent: Intent) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let mode = match intent {
+            Intent::Read => LockMode::Shared,
+            Intent::Write => LockMode::SharedIntentionExclusive,
+        };
+        self.lock(Resource::Table(table), mode).await?;
+        let prefix = keycode::table_prefix(table);
+        let stored = self.mgr.store.engine.scan_prefix(Space::Data, &prefix)?;
+        if !self.writes.keys().any(|k| k.starts_with(&prefix)) {
+            return Ok(stored);
+        }
+        let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = stored.into_iter().collect();
+        for (k, v) in self
+            .writes
+            .range(prefix.to_vec()..)
+            .take_while(|(k, _)| k.starts_with(&prefix))
+        {
+            match v {
+                Some(v) => merged.insert(k.clone(), v.clone()),
+                None => merged.remove(k),
+            };
+        }
+        Ok(merged.into_iter().collect())
+    }
+
+    /// Writes a row, locking it exclusively.
+    pub async fn put(&mut self, table: u32, key: Vec<u8>, value: Vec<u8>) -> Result<()> {
+        self.lock_for_write(table, &key).await?;
+        self.writes.insert(key, Some(value));
+        Ok(())
+    }
+
+    /// Deletes a row, locking it exclusively.
+    pub async fn delete(&mut self, table: u32, key: Vec<u8>) -> Result<()> {
+        self.lock_for_write(table, &key).await?;
+        self.writes.insert(key, None);
+        Ok(())
+    }
+
+    async fn lock_for_write(&mut self, table: u32, key: &[u8]) -> Result<()> {
+        self.lock(Resource::Table(table), LockMode::IntentionExclusive)
+            .await?;
+        self.lock(Resource::Row(table, key.to_vec()), LockMode::Exclusive)
+            .await
+    }
+
+    /// Buffers a write to the meta space (catalog changes), committed with the rows.
+    pub fn put_meta(&mut self, write: Write) {
+        self.meta.push(write);
+    }
+
+    /// Commits: one log entry with every buffered write, durable before this returns; then
+    /// releases the locks.
+    pub async fn commit(mut self) -> Result<()> {
+        self.finished = true;
+        if !self.has_writes() {
+            self.mgr.locks.release_all(self.id);
+            return Ok(());
+        }
+        let mut writes: Vec<Write> = std::mem::take(&mut self.meta);
+        for (k, v) in std::mem::take(&mut self.writes) {
+            writes.push(match v {
+                Some(v) => Write::Put(Space::Data, k, v),
+                None => Write::Delete(Space::Data, k),
+            });
+        }
+        let result = self.mgr.store.committer.commit(self.id, writes).await;
+        self.mgr.locks.release_all(self.id);
+        result.map(|_| ())
+    }
+
+    /// Rolls back: discards the writes and releases the locks.
+    pub fn rollback(mut self) {
+        self.finish();
+    }
+
+    fn finish(&mut self) {
+        if !self.finished {
+            self.finished = true;
+            self.writes.clear();
+            self.meta.clear();
+            self.mgr.locks.release_all(self.id);
+        }
+    }
+}
+
+impl Drop for Transaction {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
