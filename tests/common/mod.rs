@@ -1,0 +1,284 @@
+//! Test harness: real `ddb server` processes on free loopback ports in temporary directories,
+//! killed when dropped, with helpers to reach them through tokio-postgres, psql and the CLI.
+
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The ddb binary built for these tests.
+pub fn ddb_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_ddb")
+}
+
+/// A free loopback port (the OS picks it; a race with another process is retried by `start`).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind port 0")
+}
+
+/// A ddb node running as a child process.
+pub struct TestNode {
+    child: Option<Child>,
+    _tmp: Option<tempfile::TempDir>,
+    pub dir: PathBuf,
+    pub rpc_port: u16,
+    pub sql_port: u16,
+    pub extra_args: Vec<String>,
+}
+
+impl TestNode {
+    /// Starts a node in a new temporary directory and waits until it answers.
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts a node with extra `ddb server` arguments.
+    pub fn start_with(extra: &[&str]) -> Self {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("data");
+        let mut node = TestNode {
+            child: None,
+            dir,
+            _tmp: Some(tmp),
+            rpc_port: 0,
+            sql_port: 0,
+            extra_args: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        node.spawn_fresh_ports();
+        node
+    }
+
+    fn spawn_fresh_ports(&mut self) {
+        for attempt in 0..5 {
+            self.rpc_port = free_port();
+            self.sql_port = free_port();
+            self.spawn();
+            if self.wait_ready(Duration::from_secs(30)) {
+                return;
+            }
+            let log = self.log_tail();
+            self.kill();
+            if !log.contains("cannot listen") || attempt == 4 {
+                panic!("ddb node did not start; log:\n{log}");
+            }
+        }
+    }
+
+    /// The RPC address.
+    pub fn rpc_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.rpc_port)
+    }
+
+    /// The node's log file.
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.with_file_name("ddb.log")
+    }
+
+    /// The last lines of the node's log.
+    pub fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    /// The `ddb server` command line of this node.
+    pub fn server_command(&self) -> Command {
+        let mut cmd = Command::new(ddb_bin());
+        cmd.arg("server")
+            .arg("--data-dir")
+            .arg(&self.dir)
+            .arg("--listen")
+            .arg(self.rpc_addr())
+            .arg("--sql-listen")
+            .arg(format!("127.0.0.1:{}", self.sql_port))
+            .arg("--name")
+            .arg("test")
+            .args(&self.extra_args);
+        cmd
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("open log");
+        let child = self
+            .server_command()
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn ddb server");
+        self.child = Some(child);
+    }
+
+    /// Polls until both ports accept connections, or the process exits, or the deadline passes.
+    pub fn wait_ready(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(child) = &mut self.child {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return false;
+                }
+            }
+            let up = |p: u16| std::net::TcpStream::connect(("127.0.0.1", p)).is_ok();
+            if up(self.rpc_port) && up(self.sql_port) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// Kills the process with SIGKILL (a crash) and waits for it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Sends SIGTERM and waits for the process to exit.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("node is running");
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!(
+                    "node did not exit within 30 s of SIGTERM; log:\n{}",
+                    self.log_tail()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The process id, while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// Starts the node again on the same data directory and ports.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+        assert!(
+            self.wait_ready(Duration::from_secs(30)),
+            "node did not restart; log:\n{}",
+            self.log_tail()
+        );
+    }
+
+    /// A tokio-postgres connection to the node's SQL port.
+    pub async fn connect(&self) -> tokio_postgres::Client {
+        connect(self.sql_port).await
+    }
+
+    /// Runs `ddb ARGS…` against this node (DDB_ADDR set), with `stdin` as standard input.
+    pub fn ddb(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        run_ddb(args, stdin, &[("DDB_ADDR", &self.rpc_addr())])
+    }
+
+    /// Runs `psql` against this node.
+    pub fn psql(&self, args: &[&str]) -> Output {
+        Command::new("psql")
+            .args([
+                "-X",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.sql_port.to_string(),
+                "-U",
+                "tester",
+                "-d",
+                "ddb",
+            ])
+            .args(args)
+            .env("PGCONNECT_TIMEOUT", "10")
+            .env("PGSSLMODE", "disable")
+            .output()
+            .expect("run psql (install postgresql-client)")
+    }
+}
+
+impl Drop for TestNode {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Connects tokio-postgres to a SQL port and drives the connection in the background.
+pub async fn connect(port: u16) -> tokio_postgres::Client {
+    try_connect(port).await.expect("connect to ddb")
+}
+
+/// Connects, returning the error instead of panicking.
+pub async fn try_connect(port: u16) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let conn_str = format!("host=127.0.0.1 port={port} user=tester dbname=ddb connect_timeout=10");
+    let (client, connection) = tokio_postgres::connect(&conn_str, tokio_postgres::NoTls).await?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(client)
+}
+
+/// Runs the ddb CLI with extra environment variables.
+pub fn run_ddb(args: &[&str], stdin: Option<&str>, env: &[(&str, &str)]) -> Output {
+    use std::io::Write;
+    let mut cmd = Command::new(ddb_bin());
+    cmd.args(args)
+        .env_remove("DDB_ADDR")
+        .env_remove("DDB_FORMAT");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn ddb");
+    if let Some(input) = stdin {
+        let mut pipe = child.stdin.take().expect("stdin");
+        pipe.write_all(input.as_bytes()).expect("write stdin");
+    }
+    child.wait_with_output().expect("wait for ddb")
+}
+
+/// The SQLSTATE of a tokio-postgres error, if the server sent one.
+pub fn sqlstate(e: &tokio_postgres::Error) -> Option<String> {
+    e.code().map(|c| c.code().to_string())
+}
+
+/// Polls `f` until it returns true or the deadline passes.
+pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+/// A path under the repository root.
+pub fn repo_path(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
