@@ -1,0 +1,502 @@
+//! One node, end to end: durability across `kill -9`, clean shutdown, the data directory lock,
+//! transactions under concurrency (the bank invariant, deadlocks), prepared statements with
+//! parameters of every type, and real clients (psql).
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{sqlstate, TestNode};
+use ddb::client::Client;
+use ddb::protocol::{Request, Response};
+
+async fn locks_held(node: &TestNode) -> u64 {
+    let client = Client::connect(&node.rpc_addr(), Duration::from_secs(5))
+        .await
+        .expect("rpc connect");
+    match client.call(Request::Status).await.expect("status") {
+        Response::Status(s) => s.locks,
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_writes_survive_kill_9_during_a_write_load() {
+    let mut node = TestNode::start();
+    let c = node.connect().await;
+    c.batch_execute("CREATE TABLE t (id BIGINT PRIMARY KEY, writer INT, payload TEXT)")
+        .await
+        .unwrap();
+
+    let acked: Arc<Mutex<BTreeSet<i64>>> = Arc::default();
+    let attempted: Arc<Mutex<BTreeSet<i64>>> = Arc::default();
+    let mut writers = Vec::new();
+    for w in 0..6i64 {
+        let (acked, attempted, port) = (acked.clone(), attempted.clone(), node.sql_port);
+        writers.push(tokio::spawn(async move {
+            let Ok(c) = common::try_connect(port).await else { return };
+            for i in 0.. {
+                let id = w * 1_000_000 + i;
+                attempted.lock().unwrap().insert(id);
+                // Alternate autocommit inserts and two-row explicit transactions.
+                let ok = if i % 2 == 0 {
+                    c.execute("INSERT INTO t VALUES ($1, $2, 'x')", &[&id, &(w as i32)]).await.is_ok()
+                } else {
+                    let id2 = id + 500_000;
+                    attempted.lock().unwrap().insert(id2);
+                    let r = c
+                        .batch_execute(&format!(
+                            "BEGIN; INSERT INTO t VALUES ({id}, {w}, 'y'); INSERT INTO t VALUES ({id2}, {w}, 'y'); COMMIT"
+                        ))
+                        .await;
+                    if r.is_ok() {
+                        acked.lock().unwrap().insert(id2);
+                    }
+                    r.is_ok()
+                };
+                if !ok {
+                    return;
+                }
+                acked.lock().unwrap().insert(id);
+            }
+        }));
+    }
+    // Let the load run, then crash the node in the middle of it.
+    assert!(common::wait_until(Duration::from_secs(20), || acked
+        .lock()
+        .unwrap()
+        .len()
+        > 300));
+    node.kill();
+    for w in writers {
+        let _ = tokio::time::timeout(Duration::from_secs(10), w)
+            .await
+            .expect("writer did not stop after the crash");
+    }
+
+    node.restart();
+    let c = node.connect().await;
+    let rows = c.query("SELECT id FROM t", &[]).await.unwrap();
+    let present: BTreeSet<i64> = rows.iter().map(|r| r.get(0)).collect();
+    let acked = acked.lock().unwrap().clone();
+    let attempted = attempted.lock().unwrap().clone();
+    let lost: Vec<_> = acked.difference(&present).collect();
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged rows lost after kill -9, e.g. {:?}",
+        lost.len(),
+        &lost[..lost.len().min(5)]
+    );
+    let phantom: Vec<_> = present.difference(&attempted).collect();
+    assert!(
+        phantom.is_empty(),
+        "rows that were never written: {phantom:?}"
+    );
+    // Transactions are atomic across the crash: both rows of a pair or neither.
+    for id in &present {
+        let (w, i) = (id / 1_000_000, id % 1_000_000);
+        if i % 2 == 1 && i < 500_000 {
+            assert!(
+                present.contains(&(w * 1_000_000 + i + 500_000)),
+                "half of transaction {id} survived"
+            );
+        }
+    }
+    assert!(acked.len() > 300);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_cleanly_and_rolls_back_open_transactions() {
+    let mut node = TestNode::start();
+    let c = node.connect().await;
+    c.batch_execute(
+        "CREATE TABLE t (id INT PRIMARY KEY, v TEXT); INSERT INTO t VALUES (1, 'committed')",
+    )
+    .await
+    .unwrap();
+    let open = node.connect().await;
+    open.batch_execute("BEGIN; INSERT INTO t VALUES (2, 'uncommitted')")
+        .await
+        .unwrap();
+
+    let status = node.terminate();
+    assert!(
+        status.success(),
+        "exit status {status:?}; log:\n{}",
+        node.log_tail()
+    );
+    assert!(
+        node.log_tail().contains("shut down cleanly"),
+        "{}",
+        node.log_tail()
+    );
+
+    node.restart();
+    let c = node.connect().await;
+    let rows = c
+        .query("SELECT id, v FROM t ORDER BY id", &[])
+        .await
+        .unwrap();
+    let got: Vec<(i32, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(got, vec![(1, "committed".to_string())]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_server_on_the_same_data_directory_is_refused() {
+    let node = TestNode::start();
+    let out = std::process::Command::new(common::ddb_bin())
+        .arg("server")
+        .arg("--data-dir")
+        .arg(&node.dir)
+        .args(["--listen", &format!("127.0.0.1:{}", common::free_port())])
+        .args([
+            "--sql-listen",
+            &format!("127.0.0.1:{}", common::free_port()),
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("in use by another ddb process"), "{stderr}");
+    // The first node is unharmed.
+    let c = node.connect().await;
+    c.simple_query("SELECT 1").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_transfers_conserve_the_total_and_nobody_hangs() {
+    const ACCOUNTS: i64 = 10;
+    const TOTAL: i64 = ACCOUNTS * 1000;
+    let node = TestNode::start();
+    let c = node.connect().await;
+    c.batch_execute("CREATE TABLE accounts (id BIGINT PRIMARY KEY, balance BIGINT NOT NULL)")
+        .await
+        .unwrap();
+    for id in 0..ACCOUNTS {
+        c.execute("INSERT INTO accounts VALUES ($1, 1000)", &[&id])
+            .await
+            .unwrap();
+    }
+
+    let mut tasks = Vec::new();
+    let committed = Arc::new(Mutex::new(0u64));
+    let retried = Arc::new(Mutex::new(0u64));
+    for w in 0..6i64 {
+        let (port, committed, retried) = (node.sql_port, committed.clone(), retried.clone());
+        tasks.push(tokio::spawn(async move {
+            let c = common::connect(port).await;
+            let mut n = 0;
+            while n < 40 {
+                let from = (w * 7 + n * 3) % ACCOUNTS;
+                let to = (from + 1 + n % (ACCOUNTS - 1)) % ACCOUNTS;
+                let amount = 1 + (n % 50);
+                let result: Result<(), tokio_postgres::Error> = async {
+                    c.batch_execute("BEGIN").await?;
+                    let row = c
+                        .query_one("SELECT balance FROM accounts WHERE id = $1", &[&from])
+                        .await?;
+                    let balance: i64 = row.get(0);
+                    if balance >= amount {
+                        c.execute(
+                            "UPDATE accounts SET balance = balance - $1 WHERE id = $2",
+                            &[&amount, &from],
+                        )
+                        .await?;
+                        c.execute(
+                            "UPDATE accounts SET balance = balance + $1 WHERE id = $2",
+                            &[&amount, &to],
+                        )
+                        .await?;
+                    }
+                    c.batch_execute("COMMIT").await
+                }
+                .await;
+                match result {
+                    Ok(()) => {
+                        n += 1;
+                        *committed.lock().unwrap() += 1;
+                    }
+                    Err(e) => {
+                        assert_eq!(
+                            sqlstate(&e).as_deref(),
+                            Some("40001"),
+                            "unexpected error: {e}"
+                        );
+                        *retried.lock().unwrap() += 1;
+                        c.batch_execute("ROLLBACK").await.unwrap();
+                    }
+                }
+            }
+        }));
+    }
+    for _ in 0..2 {
+        let port = node.sql_port;
+        tasks.push(tokio::spawn(async move {
+            let c = common::connect(port).await;
+            for _ in 0..60 {
+                let row = c
+                    .query_one("SELECT sum(balance) FROM accounts", &[])
+                    .await
+                    .expect("sum");
+                let sum: i64 = row.get(0);
+                assert_eq!(sum, TOTAL, "a reader saw a wrong total");
+            }
+        }));
+    }
+    for t in tasks {
+        tokio::time::timeout(Duration::from_secs(120), t)
+            .await
+            .expect("a client hung")
+            .expect("client task failed");
+    }
+    let row = c
+        .query_one("SELECT sum(balance), count(*) FROM accounts", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i64>(0), TOTAL);
+    assert_eq!(row.get::<_, i64>(1), ACCOUNTS);
+    assert_eq!(*committed.lock().unwrap(), 240);
+    assert!(common::wait_until(Duration::from_secs(5), || {
+        let rt = tokio::runtime::Handle::current();
+        tokio::task::block_in_place(|| rt.block_on(locks_held(&node))) == 0
+    }));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opposite_lock_order_gives_one_40001_and_one_commit() {
+    let node = TestNode::start();
+    let setup = node.connect().await;
+    setup
+        .batch_execute(
+            "CREATE TABLE r (id INT PRIMARY KEY, v INT); INSERT INTO r VALUES (1, 0), (2, 0)",
+        )
+        .await
+        .unwrap();
+    let older = node.connect().await;
+    let younger = node.connect().await;
+    older
+        .batch_execute("BEGIN; UPDATE r SET v = 1 WHERE id = 1")
+        .await
+        .unwrap();
+    younger
+        .batch_execute("BEGIN; UPDATE r SET v = 2 WHERE id = 2")
+        .await
+        .unwrap();
+    // The older transaction waits for the younger one's row...
+    let waiting = tokio::spawn(async move {
+        let r = older.batch_execute("UPDATE r SET v = 1 WHERE id = 2").await;
+        (older, r)
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // ...so the younger one, asking for the older one's row, dies instead of deadlocking.
+    let err = younger
+        .batch_execute("UPDATE r SET v = 2 WHERE id = 1")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&err).as_deref(), Some("40001"), "{err}");
+    younger.batch_execute("ROLLBACK").await.unwrap();
+    let (older, r) = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("older hung")
+        .unwrap();
+    r.unwrap();
+    older.batch_execute("COMMIT").await.unwrap();
+    let rows = setup
+        .query("SELECT v FROM r ORDER BY id", &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        rows.iter().map(|r| r.get::<_, i32>(0)).collect::<Vec<_>>(),
+        vec![1, 1]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_disconnects_mid_transaction_releases_its_locks() {
+    let node = TestNode::start();
+    let c = node.connect().await;
+    c.batch_execute("CREATE TABLE r (id INT PRIMARY KEY, v INT); INSERT INTO r VALUES (1, 0)")
+        .await
+        .unwrap();
+    {
+        let gone = node.connect().await;
+        gone.batch_execute("BEGIN; UPDATE r SET v = 99 WHERE id = 1")
+            .await
+            .unwrap();
+    }
+    // The dropped client's transaction is rolled back; this update does not wait for it.
+    let n = tokio::time::timeout(
+        Duration::from_secs(3),
+        c.execute("UPDATE r SET v = v + 1 WHERE id = 1", &[]),
+    )
+    .await
+    .expect("update waited for a dead client's lock")
+    .unwrap();
+    assert_eq!(n, 1);
+    let v: i32 = c
+        .query_one("SELECT v FROM r WHERE id = 1", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(v, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepared_statements_bind_parameters_of_every_type() {
+    let node = TestNode::start();
+    let c = node.connect().await;
+    c.batch_execute(
+        "CREATE TABLE every (id BIGINT PRIMARY KEY, s SMALLINT, i INT, r REAL, d DOUBLE PRECISION, \
+         b BOOLEAN, t TEXT, v VARCHAR(10), ch CHAR(3), ts TIMESTAMP)",
+    )
+    .await
+    .unwrap();
+    let ts = chrono::NaiveDate::from_ymd_opt(2024, 2, 29)
+        .unwrap()
+        .and_hms_micro_opt(13, 14, 15, 250_000)
+        .unwrap();
+    let insert = c
+        .prepare("INSERT INTO every VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)")
+        .await
+        .unwrap();
+    c.execute(
+        &insert,
+        &[
+            &1i64, &-7i16, &42i32, &1.5f32, &-2.25f64, &true, &"it's", &"varchar", &"ab", &ts,
+        ],
+    )
+    .await
+    .unwrap();
+    let none: Option<i32> = None;
+    let no_text: Option<&str> = None;
+    c.execute(
+        "INSERT INTO every (id, i, t) VALUES ($1, $2, $3)",
+        &[&2i64, &none, &no_text],
+    )
+    .await
+    .unwrap();
+
+    let row = c
+        .query_one(
+            "SELECT s, i, r, d, b, t, v, ch, ts FROM every WHERE id = $1",
+            &[&1i64],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i16>(0), -7);
+    assert_eq!(row.get::<_, i32>(1), 42);
+    assert_eq!(row.get::<_, f32>(2), 1.5);
+    assert_eq!(row.get::<_, f64>(3), -2.25);
+    assert!(row.get::<_, bool>(4));
+    assert_eq!(row.get::<_, String>(5), "it's");
+    assert_eq!(row.get::<_, String>(6), "varchar");
+    assert_eq!(row.get::<_, String>(7), "ab ");
+    assert_eq!(row.get::<_, chrono::NaiveDateTime>(8), ts);
+
+    let row = c
+        .query_one("SELECT i, t FROM every WHERE id = $1", &[&2i64])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, Option<i32>>(0), None);
+    assert_eq!(row.get::<_, Option<String>>(1), None);
+
+    // Parameters in expressions, comparisons, LIMIT; the statement is reused.
+    let stmt = c
+        .prepare("SELECT id FROM every WHERE i > $1 OR b = $2 ORDER BY id LIMIT $3")
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        let rows = c.query(&stmt, &[&0i32, &false, &10i64]).await.unwrap();
+        assert_eq!(
+            rows.iter().map(|r| r.get::<_, i64>(0)).collect::<Vec<_>>(),
+            vec![1]
+        );
+    }
+    // A bad parameter is an error, not a crash.
+    let err = c
+        .query(
+            "SELECT id FROM every WHERE v = $1",
+            &[&"much too long for varchar"],
+        )
+        .await;
+    assert!(
+        err.is_ok(),
+        "comparison with a long string is allowed: {err:?}"
+    );
+    let err = c
+        .execute(
+            "INSERT INTO every (id, v) VALUES ($1, $2)",
+            &[&3i64, &"much too long for varchar"],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&err).as_deref(), Some("22001"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_creates_inserts_and_reads() {
+    let node = TestNode::start();
+    let out = node.psql(&[
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-c",
+        "CREATE TABLE p (id INT PRIMARY KEY, name TEXT, at TIMESTAMP)",
+        "-c",
+        "INSERT INTO p VALUES (1, 'one', '2024-01-02 03:04:05'), (2, NULL, NULL)",
+        "-At",
+        "-c",
+        "SELECT id, coalesce(name, '-'), at FROM p ORDER BY id",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "psql failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("1|one|2024-01-02 03:04:05\n2|-|\n"),
+        "{stdout}"
+    );
+
+    let out = node.psql(&[
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-c",
+        "INSERT INTO p VALUES (1, 'dup', NULL)",
+    ]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("duplicate key value violates unique constraint \"p_pkey\""),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_on_the_rpc_port_does_not_harm_the_node() {
+    use tokio::io::AsyncWriteExt;
+    let node = TestNode::start();
+    for payload in [
+        &b"\x00\x00\x00\x05hello"[..],
+        &b"\xff\xff\xff\xff"[..],
+        b"GET / HTTP/1.1\r\n\r\n",
+    ] {
+        let mut s = tokio::net::TcpStream::connect(node.rpc_addr())
+            .await
+            .unwrap();
+        let _ = s.write_all(payload).await;
+        drop(s);
+    }
+    // A client speaking another protocol version is refused with a clear error.
+    let c = node.connect().await;
+    c.simple_query("SELECT 1").await.unwrap();
+    let client = Client::connect(&node.rpc_addr(), Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert!(matches!(
+        client.call(Request::Status).await.unwrap(),
+        Response::Status(_)
+    ));
+}
