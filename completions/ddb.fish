@@ -1,0 +1,82 @@
+# Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
+function __fish_ddb_global_optspecs
+    string join \n addr= format= q/quiet v/verbose h/help V/version
+end
+
+function __fish_ddb_needs_command
+    # Figure out if the current invocation already has a command.
+    set -l cmd (commandline -opc)
+    set -e cmd[1]
+    argparse -s (__fish_ddb_global_optspecs) -- $cmd 2>/dev/null
+    or return
+    if set -q argv[1]
+        # Also print the command, so this can be used to figure out what it is.
+        echo $argv[1]
+        return 1
+    end
+    return 0
+end
+
+function __fish_ddb_using_subcommand
+    set -l cmd (__fish_ddb_needs_command)
+    test -z "$cmd"
+    and return 1
+    contains -- $cmd[1] $argv
+end
+
+complete -c ddb -n "__fish_ddb_needs_command" -l addr -d 'A node\'s RPC address (HOST:PORT)' -r
+complete -c ddb -n "__fish_ddb_needs_command" -l format -d 'Output format [default: table on a terminal, tsv when piped]' -r -f -a "table\t''
+json\t''
+ndjson\t''
+csv\t''
+tsv\t''"
+complete -c ddb -n "__fish_ddb_needs_command" -s q -l quiet -d 'Print only data: no row counts or command tags'
+complete -c ddb -n "__fish_ddb_needs_command" -s v -l verbose -d 'More log output on stderr (repeat for more)'
+complete -c ddb -n "__fish_ddb_needs_command" -s h -l help -d 'Print help'
+complete -c ddb -n "__fish_ddb_needs_command" -s V -l version -d 'Print version'
+complete -c ddb -n "__fish_ddb_needs_command" -f -a "server" -d 'Run a node (storage daemon) in the foreground'
+complete -c ddb -n "__fish_ddb_needs_command" -f -a "query" -d 'Run SQL statements and print their results'
+complete -c ddb -n "__fish_ddb_needs_command" -f -a "completions" -d 'Print a shell completion script'
+complete -c ddb -n "__fish_ddb_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c ddb -n "__fish_ddb_using_subcommand server" -l data-dir -d 'The node\'s data directory (created if missing; locked while the node runs)' -r -F
+complete -c ddb -n "__fish_ddb_using_subcommand server" -l listen -d 'Address of the internal RPC listener (peers and the CLI)' -r
+complete -c ddb -n "__fish_ddb_using_subcommand server" -l sql-listen -d 'Address of the PostgreSQL protocol listener' -r
+complete -c ddb -n "__fish_ddb_using_subcommand server" -l name -d 'The node\'s name [default: the RPC address]' -r
+complete -c ddb -n "__fish_ddb_using_subcommand server" -l lock-timeout-ms -d 'How long a transaction waits for a lock before it fails with SQLSTATE 40001' -r
+complete -c ddb -n "__fish_ddb_using_subcommand server" -l addr -d 'A node\'s RPC address (HOST:PORT)' -r
+complete -c ddb -n "__fish_ddb_using_subcommand server" -l format -d 'Output format [default: table on a terminal, tsv when piped]' -r -f -a "table\t''
+json\t''
+ndjson\t''
+csv\t''
+tsv\t''"
+complete -c ddb -n "__fish_ddb_using_subcommand server" -s q -l quiet -d 'Print only data: no row counts or command tags'
+complete -c ddb -n "__fish_ddb_using_subcommand server" -s v -l verbose -d 'More log output on stderr (repeat for more)'
+complete -c ddb -n "__fish_ddb_using_subcommand server" -s h -l help -d 'Print help'
+complete -c ddb -n "__fish_ddb_using_subcommand server" -s V -l version -d 'Print version'
+complete -c ddb -n "__fish_ddb_using_subcommand query" -s f -l file -d 'Read the SQL from a file' -r -F
+complete -c ddb -n "__fish_ddb_using_subcommand query" -l connect-timeout-ms -d 'How long to wait for the node to answer when connecting' -r
+complete -c ddb -n "__fish_ddb_using_subcommand query" -l addr -d 'A node\'s RPC address (HOST:PORT)' -r
+complete -c ddb -n "__fish_ddb_using_subcommand query" -l format -d 'Output format [default: table on a terminal, tsv when piped]' -r -f -a "table\t''
+json\t''
+ndjson\t''
+csv\t''
+tsv\t''"
+complete -c ddb -n "__fish_ddb_using_subcommand query" -l no-header -d 'Omit the header line of csv/tsv output'
+complete -c ddb -n "__fish_ddb_using_subcommand query" -s q -l quiet -d 'Print only data: no row counts or command tags'
+complete -c ddb -n "__fish_ddb_using_subcommand query" -s v -l verbose -d 'More log output on stderr (repeat for more)'
+complete -c ddb -n "__fish_ddb_using_subcommand query" -s h -l help -d 'Print help'
+complete -c ddb -n "__fish_ddb_using_subcommand query" -s V -l version -d 'Print version'
+complete -c ddb -n "__fish_ddb_using_subcommand completions" -l addr -d 'A node\'s RPC address (HOST:PORT)' -r
+complete -c ddb -n "__fish_ddb_using_subcommand completions" -l format -d 'Output format [default: table on a terminal, tsv when piped]' -r -f -a "table\t''
+json\t''
+ndjson\t''
+csv\t''
+tsv\t''"
+complete -c ddb -n "__fish_ddb_using_subcommand completions" -s q -l quiet -d 'Print only data: no row counts or command tags'
+complete -c ddb -n "__fish_ddb_using_subcommand completions" -s v -l verbose -d 'More log output on stderr (repeat for more)'
+complete -c ddb -n "__fish_ddb_using_subcommand completions" -s h -l help -d 'Print help'
+complete -c ddb -n "__fish_ddb_using_subcommand completions" -s V -l version -d 'Print version'
+complete -c ddb -n "__fish_ddb_using_subcommand help; and not __fish_seen_subcommand_from server query completions help" -f -a "server" -d 'Run a node (storage daemon) in the foreground'
+complete -c ddb -n "__fish_ddb_using_subcommand help; and not __fish_seen_subcommand_from server query completions help" -f -a "query" -d 'Run SQL statements and print their results'
+complete -c ddb -n "__fish_ddb_using_subcommand help; and not __fish_seen_subcommand_from server query completions help" -f -a "completions" -d 'Print a shell completion script'
+complete -c ddb -n "__fish_ddb_using_subcommand help; and not __fish_seen_subcommand_from server query completions help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
