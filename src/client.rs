@@ -84,18 +84,13 @@ impl Client {
         let pending: Pending = Arc::default();
         let reader_pending = pending.clone();
         let reader = tokio::spawn(async move {
-            loop {
-                match read_frame::<_, Envelope<Response>>(&mut stream).await {
-                    Ok(Some(env)) => {
-                        let waiter = reader_pending
-                            .lock()
-                            .ok()
-                            .and_then(|mut p| p.remove(&env.id));
-                        if let Some(w) = waiter {
-                            let _ = w.send(env.body);
-                        }
-                    }
-                    _ => break,
+            while let Ok(Some(env)) = read_frame::<_, Envelope<Response>>(&mut stream).await {
+                let waiter = reader_pending
+                    .lock()
+                    .ok()
+                    .and_then(|mut p| p.remove(&env.id));
+                if let Some(w) = waiter {
+                    let _ = w.send(env.body);
                 }
             }
             // Dropping the senders fails every waiting call.

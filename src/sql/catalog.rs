@@ -222,26 +222,23 @@ impl Catalog {
         table: u32,
     ) -> Result<(i64, Option<CommitReceiver>)> {
         let mut rowids = self.rowids.lock().map_err(|_| poisoned())?;
-        if !rowids.contains_key(&table) {
-            let persisted = match engine.get(Space::Meta, &rowid_key(table))? {
-                None => 1,
-                Some(b) => i64::from_be_bytes(
-                    b.as_slice()
-                        .try_into()
-                        .map_err(|_| Error::Corrupt("rowid block".into()))?,
-                ),
-            };
-            rowids.insert(
-                table,
-                RowIds {
+        let ids = match rowids.entry(table) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                let persisted = match engine.get(Space::Meta, &rowid_key(table))? {
+                    None => 1,
+                    Some(b) => i64::from_be_bytes(
+                        b.as_slice()
+                            .try_into()
+                            .map_err(|_| Error::Corrupt("rowid block".into()))?,
+                    ),
+                };
+                e.insert(RowIds {
                     next: persisted,
                     limit: persisted,
-                },
-            );
-        }
-        let ids = rowids
-            .get_mut(&table)
-            .ok_or_else(|| Error::Internal("rowid state".into()))?;
+                })
+            }
+        };
         let mut reserved = None;
         if ids.next >= ids.limit {
             let limit = ids.next + ROWID_BLOCK;

@@ -651,12 +651,7 @@ impl Binder<'_> {
                         })?;
                     Some(idx - 1)
                 }
-                ast::Expr::Column(None, name) => {
-                    items.iter().position(|(_, n)| n == name).filter(|&i| {
-                        // An output name shadows an input column only when it is an alias or the same column.
-                        matches!(&s.projection.get(i), Some(_))
-                    })
-                }
+                ast::Expr::Column(None, name) => items.iter().position(|(_, n)| n == name),
                 _ => None,
             };
             let key = match by_output {

@@ -82,8 +82,11 @@ pub trait Engine: Send + Sync {
 /// An in-memory engine for unit tests. Not durable.
 #[derive(Default)]
 pub struct Memory {
-    spaces: RwLock<BTreeMap<(Space, Vec<u8>), Vec<u8>>>,
+    spaces: RwLock<MemoryMap>,
 }
+
+/// The memory engine's contents: (space, key) → value, in key order.
+type MemoryMap = BTreeMap<(Space, Vec<u8>), Vec<u8>>;
 
 impl Memory {
     /// An empty store.

@@ -232,7 +232,7 @@ mod tests {
         #[test]
         fn encoding_preserves_order_within_a_kind(a in value(), b in value()) {
             if let Some(ord) = a.sql_cmp(&b) {
-                let (ea, eb) = (encode_values(&[a.clone()]), encode_values(&[b.clone()]));
+                let (ea, eb) = (encode_values(std::slice::from_ref(&a)), encode_values(std::slice::from_ref(&b)));
                 // Int and Float compare across kinds but encode apart: only same-kind pairs sort together.
                 if std::mem::discriminant(&a) == std::mem::discriminant(&b) {
                     prop_assert_eq!(ea.cmp(&eb), ord);

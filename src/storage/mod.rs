@@ -58,7 +58,7 @@ impl Store {
             }
         }
         let engine: Arc<dyn Engine> = Arc::new(disk::Disk::open(&dir.join("store"))?);
-        Ok(Self::with_engine(engine, Some(lock))?)
+        Self::with_engine(engine, Some(lock))
     }
 
     /// A store on the in-memory engine, for tests.
