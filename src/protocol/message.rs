@@ -57,6 +57,10 @@ pub struct NodeStatus {
     pub keys: u64,
     /// Resources locked or waited for right now.
     pub locks: u64,
+    /// Commits written since the node started.
+    pub commits: u64,
+    /// Commit groups (one fsync each) written since the node started.
+    pub fsyncs: u64,
 }
 
 /// A response from a node.

@@ -62,6 +62,22 @@ impl Node {
             lsn: self.db.txns.store.applied_lsn()?,
             keys: crate::sql::session::count_keys(&self.db)?,
             locks: self.db.txns.locks.locked_resources() as u64,
+            commits: self
+                .db
+                .txns
+                .store
+                .committer
+                .stats
+                .commits
+                .load(Ordering::Relaxed),
+            fsyncs: self
+                .db
+                .txns
+                .store
+                .committer
+                .stats
+                .groups
+                .load(Ordering::Relaxed),
         })
     }
 }

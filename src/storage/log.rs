@@ -13,7 +13,7 @@
 //! unknown after a failed fsync); the node must be restarted, and recovery replays from what is
 //! durable.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -58,11 +58,22 @@ struct Request {
     reply: oneshot::Sender<Result<Lsn>>,
 }
 
+/// Counters of the committer, for status output and benchmarks.
+#[derive(Debug, Default)]
+pub struct CommitStats {
+    /// Commits written.
+    pub commits: AtomicU64,
+    /// Groups written, each with one fsync.
+    pub groups: AtomicU64,
+}
+
 /// The group committer of a node. Cheap to share behind an `Arc`.
 pub struct Committer {
     queue: std::sync::Mutex<Option<mpsc::Sender<Request>>>,
     thread: std::sync::Mutex<Option<JoinHandle<()>>>,
     failed: Arc<AtomicBool>,
+    /// How many commits and fsyncs the committer has done.
+    pub stats: Arc<CommitStats>,
 }
 
 impl Committer {
@@ -70,15 +81,17 @@ impl Committer {
     pub fn start(engine: Arc<dyn Engine>, next_lsn: Lsn, epoch: u64) -> Self {
         let (tx, rx) = mpsc::channel::<Request>();
         let failed = Arc::new(AtomicBool::new(false));
-        let flag = failed.clone();
+        let stats = Arc::new(CommitStats::default());
+        let (flag, counters) = (failed.clone(), stats.clone());
         let thread = std::thread::Builder::new()
             .name("ddb-committer".into())
-            .spawn(move || run(engine, rx, next_lsn, epoch, flag))
+            .spawn(move || run(engine, rx, next_lsn, epoch, flag, counters))
             .ok();
         Self {
             queue: std::sync::Mutex::new(Some(tx)),
             thread: std::sync::Mutex::new(thread),
             failed,
+            stats,
         }
     }
 
@@ -136,6 +149,7 @@ fn run(
     mut next_lsn: Lsn,
     epoch: u64,
     failed: Arc<AtomicBool>,
+    stats: Arc<CommitStats>,
 ) {
     while let Ok(first) = rx.recv() {
         let mut group = vec![first];
@@ -174,6 +188,10 @@ fn run(
         };
         match result {
             Ok(()) => {
+                stats.groups.fetch_add(1, Ordering::Relaxed);
+                stats
+                    .commits
+                    .fetch_add(group.len() as u64, Ordering::Relaxed);
                 for (req, lsn) in group.into_iter().zip(lsns) {
                     let _ = req.reply.send(Ok(lsn));
                 }
@@ -209,7 +227,56 @@ pub fn applied_lsn(engine: &dyn Engine) -> Result<Lsn> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::engine::Memory;
+    use crate::storage::engine::{KeyValue, Memory};
+
+    /// A memory engine whose fsync takes 5 ms, like a slow disk.
+    struct SlowPersist(Memory);
+
+    impl Engine for SlowPersist {
+        fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>> {
+            self.0.get(space, key)
+        }
+        fn scan_prefix(&self, space: Space, prefix: &[u8]) -> Result<Vec<KeyValue>> {
+            self.0.scan_prefix(space, prefix)
+        }
+        fn scan_range(
+            &self,
+            space: Space,
+            start: std::ops::Bound<Vec<u8>>,
+            end: std::ops::Bound<Vec<u8>>,
+            limit: usize,
+        ) -> Result<Vec<KeyValue>> {
+            self.0.scan_range(space, start, end, limit)
+        }
+        fn write(&self, writes: Vec<Write>) -> Result<()> {
+            self.0.write(writes)
+        }
+        fn persist(&self) -> Result<()> {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+            Ok(())
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_commits_share_one_fsync() {
+        let committer = Arc::new(Committer::start(Arc::new(SlowPersist(Memory::new())), 1, 1));
+        let mut handles = Vec::new();
+        for i in 0..64u8 {
+            let c = committer.clone();
+            handles.push(tokio::spawn(async move {
+                c.commit(1, vec![Write::Put(Space::Data, vec![i], vec![])])
+                    .await
+            }));
+        }
+        for h in handles {
+            h.await.unwrap().unwrap();
+        }
+        let commits = committer.stats.commits.load(Ordering::Relaxed);
+        let groups = committer.stats.groups.load(Ordering::Relaxed);
+        assert_eq!(commits, 64);
+        // While one group's fsync runs, the next commits queue up and go together.
+        assert!(groups < 32, "{groups} fsyncs for 64 concurrent commits");
+    }
 
     #[tokio::test]
     async fn commits_get_dense_lsns_and_their_log_entries() {
