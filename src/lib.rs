@@ -8,6 +8,7 @@
 
 pub mod cli;
 pub mod client;
+pub mod cluster;
 pub mod error;
 pub mod protocol;
 pub mod server;

@@ -1,0 +1,3 @@
+//! The cluster: placement of keys on shards (the hash ring).
+
+pub mod ring;
