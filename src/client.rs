@@ -37,6 +37,16 @@ pub struct Client {
 impl Client {
     /// Connects to `addr` (`HOST:PORT`) and performs the handshake, within `timeout`.
     pub async fn connect(addr: &str, timeout: Duration) -> Result<Self> {
+        Self::connect_to(addr, timeout, None).await
+    }
+
+    /// Connects to a node that must belong to the cluster named `cluster` (when given): a node
+    /// of another cluster refuses the handshake.
+    pub async fn connect_to(
+        addr: &str,
+        timeout: Duration,
+        cluster: Option<String>,
+    ) -> Result<Self> {
         let unreachable =
             |why: String| Error::Unreachable(format!("cannot reach node at {addr}: {why}"));
         let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
@@ -57,6 +67,7 @@ impl Client {
                 id: 0,
                 body: Request::Hello {
                     protocol: PROTOCOL_VERSION,
+                    cluster,
                 },
             },
         )

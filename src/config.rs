@@ -160,6 +160,8 @@ pub struct ClusterConfig {
     pub vnodes: u32,
     /// The nodes, in file order.
     pub nodes: Vec<NodeConfig>,
+    /// SSH defaults (used by SSH deployment, which is not built yet).
+    pub ssh: Ssh,
 }
 
 /// Whether `host` is this machine: a loopback address or `localhost`.
@@ -349,6 +351,7 @@ impl ClusterConfig {
             mode: raw.replication.mode,
             vnodes,
             nodes,
+            ssh: raw.ssh,
         })
     }
 

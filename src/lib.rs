@@ -10,6 +10,7 @@ pub mod cli;
 pub mod client;
 pub mod cluster;
 pub mod config;
+pub mod deploy;
 pub mod error;
 pub mod protocol;
 pub mod server;

@@ -45,6 +45,10 @@ fn main() {
                 match command {
                     Command::Server(args) => cli::server::run(args).await,
                     Command::Query(args) => cli::query::run(args, &cli.global).await,
+                    Command::Init(args) => cli::init::run(args, &cli.global).await,
+                    Command::Status(args) => cli::status::run(args, &cli.global).await,
+                    Command::Ring(args) => cli::ring::run(args, &cli.global).await,
+                    Command::Stop(args) => cli::stop::run(args, &cli.global).await,
                     Command::Completions(_) => Ok(()),
                 }
             }),

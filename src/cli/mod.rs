@@ -5,9 +5,14 @@
 //! which `main` maps to the documented exit code.
 
 pub mod completions;
+pub mod init;
+pub mod nodes;
 pub mod output;
 pub mod query;
+pub mod ring;
 pub mod server;
+pub mod status;
+pub mod stop;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -18,8 +23,8 @@ pub const EXIT_CODES: &str = "\
 Exit codes:
   0  success
   1  error not covered below
-  2  bad usage: unknown flag, invalid argument, invalid input file
-  3  cannot reach the node (or a node it needed)
+  2  bad usage: unknown flag, invalid argument, invalid cluster file
+  3  cannot reach the cluster or a node it needed
   4  refused: a safety check failed
   5  timed out: the outcome is unknown
   6  the SQL statement failed (syntax, constraint, serialization failure); stderr has the SQLSTATE";
@@ -37,6 +42,16 @@ pub struct Cli {
 /// Options every command takes.
 #[derive(Debug, Args)]
 pub struct GlobalArgs {
+    /// The cluster file
+    #[arg(
+        short = 'c',
+        long,
+        env = "DDB_CONFIG",
+        global = true,
+        value_name = "FILE",
+        default_value = "cluster.yaml"
+    )]
+    pub config: std::path::PathBuf,
     /// A node's RPC address (HOST:PORT)
     #[arg(long, env = "DDB_ADDR", global = true, value_name = "HOST:PORT")]
     pub addr: Option<String>,
@@ -56,6 +71,14 @@ pub struct GlobalArgs {
 pub enum Command {
     /// Run a node (storage daemon) in the foreground
     Server(server::ServerArgs),
+    /// Start every node of the cluster file and form the cluster
+    Init(init::InitArgs),
+    /// Show every node: addresses, shard, role, state, map version, keys
+    Status(status::StatusArgs),
+    /// Show how the hash ring divides keys among shards, or which shard owns a key
+    Ring(ring::RingArgs),
+    /// Stop the named nodes (default: all) and wait for them to exit
+    Stop(stop::StopArgs),
     /// Run SQL statements and print their results
     Query(query::QueryArgs),
     /// Print a shell completion script

@@ -42,6 +42,34 @@ pub struct QueryArgs {
 #[error("{0}")]
 pub struct Reported(pub Error);
 
+/// Connects to the first node of the cluster file that answers.
+async fn connect_any(global: &GlobalArgs, timeout: Duration) -> Result<Client, Error> {
+    if !global.config.exists() {
+        return Err(Error::InvalidInput(format!(
+            "no node to connect to: pass --addr HOST:PORT (or DDB_ADDR), or a cluster file with -c (no {} here)",
+            global.config.display()
+        )));
+    }
+    let config = crate::config::ClusterConfig::load(&global.config)?;
+    let mut last = None;
+    for node in &config.nodes {
+        match Client::connect_to(&node.rpc_addr(), timeout, Some(config.name.clone())).await {
+            Ok(c) => return Ok(c),
+            Err(e @ Error::Refused(_)) => return Err(e),
+            Err(e) => {
+                tracing::debug!("{} is not answering: {e}", node.name);
+                last = Some(e);
+            }
+        }
+    }
+    Err(Error::Unreachable(format!(
+        "no node of cluster '{}' answered{}",
+        config.name,
+        last.map(|e| format!(" (last error: {e})"))
+            .unwrap_or_default()
+    )))
+}
+
 /// Runs `ddb query`.
 pub async fn run(args: &QueryArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     let sql = match (&args.sql, &args.file) {
@@ -62,10 +90,11 @@ pub async fn run(args: &QueryArgs, global: &GlobalArgs) -> anyhow::Result<()> {
         )
         .into());
     }
-    let addr = global.addr.clone().ok_or_else(|| {
-        Error::InvalidInput("no node to connect to: pass --addr HOST:PORT or set DDB_ADDR".into())
-    })?;
-    let client = Client::connect(&addr, Duration::from_millis(args.connect_timeout_ms)).await?;
+    let timeout = Duration::from_millis(args.connect_timeout_ms);
+    let client = match &global.addr {
+        Some(addr) => Client::connect(addr, timeout).await?,
+        None => connect_any(global, timeout).await?,
+    };
     let response = client.call(Request::Sql { session: 1, sql }).await?;
     let Response::Sql { results, error } = response else {
         return Err(Error::Corrupt(format!("unexpected answer {response:?}")).into());

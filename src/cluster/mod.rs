@@ -1,3 +1,6 @@
-//! The cluster: placement of keys on shards (the hash ring).
+//! The cluster: the map (membership, placement, schema), its Raft group, and the hash ring.
 
+pub mod map;
+pub mod meta;
+pub mod raft;
 pub mod ring;

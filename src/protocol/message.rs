@@ -7,8 +7,16 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::cluster::map::{Change, ClusterMap};
+use crate::cluster::meta::Identity;
+use crate::cluster::raft::{NodeId, TypeConfig};
 use crate::error::Error;
 use crate::sql::QueryResult;
+use openraft::error::{InstallSnapshotError, RaftError};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
 
 /// The version of this protocol. Bumped on any incompatible change to the messages.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -20,11 +28,36 @@ pub struct Envelope<T> {
     pub body: T,
 }
 
+/// A message of the map's Raft group.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum RaftRequest {
+    Append(AppendEntriesRequest<TypeConfig>),
+    Vote(VoteRequest<NodeId>),
+    Snapshot(InstallSnapshotRequest<TypeConfig>),
+}
+
+/// The answer to a [`RaftRequest`].
+#[derive(Debug, Serialize, Deserialize)]
+pub enum RaftResponse {
+    Append(std::result::Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>),
+    Vote(std::result::Result<VoteResponse<NodeId>, RaftError<NodeId>>),
+    Snapshot(
+        std::result::Result<
+            InstallSnapshotResponse<NodeId>,
+            RaftError<NodeId, InstallSnapshotError>,
+        >,
+    ),
+}
+
 /// A request to a node.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub enum Request {
-    /// The handshake: must be the first request on a connection.
-    Hello { protocol: u32 },
+    /// The handshake: must be the first request on a connection. `cluster` is the cluster name
+    /// the caller expects; a node of another cluster refuses the connection.
+    Hello {
+        protocol: u32,
+        cluster: Option<String>,
+    },
     /// Runs SQL text (one or more statements) in the given session of this connection; the
     /// session is created on first use and keeps its transaction between requests.
     Sql { session: u64, sql: String },
@@ -32,6 +65,18 @@ pub enum Request {
     EndSession { session: u64 },
     /// The node's status.
     Status,
+    /// Joins the node to a cluster (from `ddb init`); refused if it belongs to another one.
+    Join(Identity),
+    /// Initialises the map's Raft group on this node and forms the cluster with this map.
+    Initialize(Box<ClusterMap>),
+    /// The node's current map.
+    GetMap,
+    /// A proposal forwarded to the Raft leader.
+    Propose(Change),
+    /// A Raft message between members of the map's group.
+    Raft(RaftRequest),
+    /// Stops the node gracefully (as SIGTERM does).
+    Shutdown,
 }
 
 /// The failing statement of a [`Request::Sql`].
@@ -61,10 +106,18 @@ pub struct NodeStatus {
     pub commits: u64,
     /// Commit groups (one fsync each) written since the node started.
     pub fsyncs: u64,
+    /// The cluster this node belongs to (None for a standalone node).
+    pub cluster: Option<String>,
+    /// The node's role in the map's Raft group.
+    pub raft: String,
+    /// The version of the node's map (0 without one).
+    pub map_version: u64,
+    /// The node's process id.
+    pub pid: u32,
 }
 
 /// A response from a node.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub enum Response {
     Hello {
         protocol: u32,
@@ -78,6 +131,11 @@ pub enum Response {
     },
     Status(NodeStatus),
     Done,
+    /// The node's map, if it has one.
+    Map(Option<Box<ClusterMap>>),
+    /// A proposal was applied, producing this map version.
+    Proposed(u64),
+    Raft(RaftResponse),
     /// The request failed as a whole.
     Error(Error),
 }

@@ -4,4 +4,7 @@ pub mod frame;
 pub mod message;
 
 pub use frame::{read_frame, write_frame, FramedStream, MAX_FRAME};
-pub use message::{Envelope, NodeStatus, Request, Response, StatementError, PROTOCOL_VERSION};
+pub use message::{
+    Envelope, NodeStatus, RaftRequest, RaftResponse, Request, Response, StatementError,
+    PROTOCOL_VERSION,
+};

@@ -8,7 +8,9 @@
 //! is rolled back when its connection is dropped), the committer writes and persists what is
 //! queued, and the process exits 0.
 
+pub mod cluster;
 pub mod pg;
+pub mod raft_network;
 pub mod rpc;
 
 use std::net::SocketAddr;
@@ -49,12 +51,28 @@ pub struct Node {
     pub db: Arc<Database>,
     pub rpc_addr: SocketAddr,
     pub sql_addr: SocketAddr,
+    /// Asked to stop (by `ddb stop`).
+    pub stop: tokio::sync::Notify,
+    /// Serialises joining a cluster.
+    pub join_lock: tokio::sync::Mutex<()>,
 }
 
 impl Node {
+    /// The node's cluster membership, once it has joined one.
+    pub fn meta(&self) -> Option<&Arc<crate::cluster::meta::Meta>> {
+        self.db.cluster.get()
+    }
+
     /// The node's status.
     pub fn status(&self) -> Result<NodeStatus> {
+        let meta = self.meta();
         Ok(NodeStatus {
+            cluster: meta.map(|m| m.identity.cluster_name.clone()),
+            raft: meta
+                .map(|m| m.role().to_string())
+                .unwrap_or_else(|| "none".into()),
+            map_version: meta.and_then(|m| m.map()).map(|m| m.version).unwrap_or(0),
+            pid: std::process::id(),
             name: self.name.clone(),
             rpc_addr: self.rpc_addr.to_string(),
             sql_addr: self.sql_addr.to_string(),
@@ -107,7 +125,15 @@ pub async fn run(
         db: db.clone(),
         rpc_addr: rpc_listener.local_addr()?,
         sql_addr: sql_listener.local_addr()?,
+        stop: tokio::sync::Notify::new(),
+        join_lock: tokio::sync::Mutex::new(()),
     });
+    let pid_file = config.data_dir.join("ddb.pid");
+    std::fs::write(&pid_file, format!("{}\n", std::process::id()))
+        .map_err(|e| Error::Io(format!("cannot write {}: {e}", pid_file.display())))?;
+    if let Some(identity) = crate::cluster::meta::Identity::load(store.engine.as_ref())? {
+        cluster::start_member(&node, identity).await?;
+    }
     tracing::info!(
         name = %node.name,
         rpc = %node.rpc_addr,
@@ -122,13 +148,20 @@ pub async fn run(
     listeners.spawn(serve_sql(sql_listener, db.clone(), stop_rx.clone()));
     listeners.spawn(rpc::serve(rpc_listener, node.clone(), stop_rx.clone()));
 
-    shutdown.await;
+    tokio::select! {
+        _ = shutdown => {}
+        _ = node.stop.notified() => {}
+    }
     tracing::info!("shutting down: no new connections; waiting for running statements");
     let _ = stop_tx.send(true);
     while listeners.join_next().await.is_some() {}
+    if let Some(meta) = node.meta() {
+        meta.shutdown().await;
+    }
     drop(node);
     store.committer.shutdown();
     store.engine.persist()?;
+    let _ = std::fs::remove_file(&pid_file);
     tracing::info!("shut down cleanly");
     Ok(())
 }

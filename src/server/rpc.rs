@@ -21,7 +21,8 @@ use super::Node;
 use crate::error::Error;
 use crate::protocol::frame::framed;
 use crate::protocol::{
-    read_frame, write_frame, Envelope, Request, Response, StatementError, PROTOCOL_VERSION,
+    read_frame, write_frame, Envelope, RaftRequest, RaftResponse, Request, Response,
+    StatementError, PROTOCOL_VERSION,
 };
 use crate::sql::Session;
 
@@ -78,7 +79,33 @@ async fn connection(
             Err(_) => return Err(Error::Timeout("no handshake".into())),
         };
     match hello.body {
-        Request::Hello { protocol } if protocol == PROTOCOL_VERSION => {
+        Request::Hello {
+            protocol,
+            cluster: Some(expected),
+        } if node
+            .meta()
+            .is_some_and(|m| m.identity.cluster_name != expected) =>
+        {
+            let actual = node
+                .meta()
+                .map(|m| m.identity.cluster_name.clone())
+                .unwrap_or_default();
+            let err = Error::Refused(format!(
+                "node {} belongs to cluster '{actual}', not '{expected}'",
+                node.name
+            ));
+            let _ = protocol;
+            write_frame(
+                &mut sink,
+                &Envelope {
+                    id: hello.id,
+                    body: Response::Error(err.clone()),
+                },
+            )
+            .await?;
+            return Err(err);
+        }
+        Request::Hello { protocol, .. } if protocol == PROTOCOL_VERSION => {
             let body = Response::Hello {
                 protocol: PROTOCOL_VERSION,
                 node: node.name.clone(),
@@ -86,7 +113,7 @@ async fn connection(
             };
             write_frame(&mut sink, &Envelope { id: hello.id, body }).await?;
         }
-        Request::Hello { protocol } => {
+        Request::Hello { protocol, .. } => {
             let err = Error::Refused(format!(
                 "protocol version {protocol} is not supported; this node speaks {PROTOCOL_VERSION}"
             ));
@@ -155,7 +182,7 @@ async fn connection(
     Ok(())
 }
 
-async fn handle(request: Request, node: &Node, sessions: &Sessions) -> Response {
+async fn handle(request: Request, node: &Arc<Node>, sessions: &Sessions) -> Response {
     match request {
         Request::Hello { .. } => {
             Response::Error(Error::InvalidInput("handshake sent twice".into()))
@@ -186,5 +213,47 @@ async fn handle(request: Request, node: &Node, sessions: &Sessions) -> Response 
             Ok(s) => Response::Status(s),
             Err(e) => Response::Error(e),
         },
+        Request::Join(identity) => done(super::cluster::join(node, identity).await),
+        Request::Initialize(map) => done(super::cluster::initialize(node, *map).await),
+        Request::GetMap => Response::Map(
+            node.meta()
+                .and_then(|m| m.map())
+                .map(|m| Box::new((*m).clone())),
+        ),
+        Request::Propose(change) => match node.meta() {
+            Some(meta) => match meta.propose_forwarded(change).await {
+                Ok(v) => Response::Proposed(v),
+                Err(e) => Response::Error(e),
+            },
+            None => Response::Error(not_member(node)),
+        },
+        Request::Raft(req) => match node.meta() {
+            Some(meta) => Response::Raft(match req {
+                RaftRequest::Append(r) => RaftResponse::Append(meta.raft.append_entries(r).await),
+                RaftRequest::Vote(r) => RaftResponse::Vote(meta.raft.vote(r).await),
+                RaftRequest::Snapshot(r) => {
+                    RaftResponse::Snapshot(meta.raft.install_snapshot(r).await)
+                }
+            }),
+            None => Response::Error(not_member(node)),
+        },
+        Request::Shutdown => {
+            node.stop.notify_one();
+            Response::Done
+        }
     }
+}
+
+fn done(r: crate::error::Result<()>) -> Response {
+    match r {
+        Ok(()) => Response::Done,
+        Err(e) => Response::Error(e),
+    }
+}
+
+fn not_member(node: &Node) -> Error {
+    Error::Refused(format!(
+        "node {} is not part of a cluster (run ddb init)",
+        node.name
+    ))
 }

@@ -10,8 +10,12 @@
 //! seen nothing, so the retry is invisible. Statements inside an explicit block are never retried
 //! (the client decides), and a commit whose outcome is unknown is never retried.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
+
+use crate::cluster::map::{Change, ClusterMap};
+use crate::cluster::meta::Meta;
 
 use crate::error::{sqlstate, Error, Result};
 use crate::sql::ast::Statement;
@@ -24,17 +28,79 @@ use crate::storage::{keycode, Space};
 use crate::txn::lock::{LockMode, Resource};
 use crate::txn::{Intent, Transaction, TxnManager};
 
-/// The SQL engine of a node: the catalog and the transaction manager.
+/// The SQL engine of a node: the catalog and the transaction manager, and the node's cluster
+/// membership once it has one (then DDL goes through the cluster map).
 pub struct Database {
     pub catalog: Catalog,
     pub txns: Arc<TxnManager>,
+    pub cluster: OnceLock<Arc<Meta>>,
+    /// The map version the catalog reflects.
+    pub catalog_version: AtomicU64,
+    catalog_changed: tokio::sync::Notify,
 }
 
 impl Database {
     /// Opens the SQL layer over a transaction manager, loading the catalog.
     pub fn new(txns: Arc<TxnManager>) -> Result<Self> {
         let catalog = Catalog::load(txns.store.engine.as_ref())?;
-        Ok(Self { catalog, txns })
+        Ok(Self {
+            catalog,
+            txns,
+            cluster: OnceLock::new(),
+            catalog_version: AtomicU64::new(0),
+            catalog_changed: tokio::sync::Notify::new(),
+        })
+    }
+
+    /// Makes the catalog follow a new cluster map: adds its new tables, and drops (with their
+    /// rows on this node) the tables it no longer has.
+    pub async fn follow_map(&self, map: &ClusterMap) -> Result<()> {
+        for table in map.tables.values() {
+            match self.catalog.get(&table.name)? {
+                Some(t) if t.id == table.id => {}
+                Some(old) => {
+                    self.drop_local(&old).await?;
+                    self.catalog.add(table.clone())?;
+                }
+                None => self.catalog.add(table.clone())?,
+            }
+        }
+        for name in self.catalog.table_names()? {
+            if !map.tables.contains_key(&name) {
+                if let Some(t) = self.catalog.get(&name)? {
+                    self.drop_local(&t).await?;
+                }
+            }
+        }
+        self.catalog_version.store(map.version, Ordering::Release);
+        self.catalog_changed.notify_waiters();
+        Ok(())
+    }
+
+    /// Deletes a table's rows on this node and removes it from the catalog.
+    async fn drop_local(&self, table: &crate::sql::catalog::Table) -> Result<()> {
+        let mut txn = self.txns.begin(None);
+        txn.lock(Resource::Table(table.id), LockMode::Exclusive)
+            .await?;
+        for (key, _) in txn.scan(table.id, Intent::Write).await? {
+            txn.delete(table.id, key).await?;
+        }
+        txn.commit().await?;
+        self.catalog.remove(&table.name)
+    }
+
+    /// Waits until the catalog reflects map `version`.
+    pub async fn wait_for_catalog(&self, version: u64) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let notified = self.catalog_changed.notified();
+            if self.catalog_version.load(Ordering::Acquire) >= version
+                || tokio::time::Instant::now() >= deadline
+            {
+                return;
+            }
+            let _ = tokio::time::timeout_at(deadline, notified).await;
+        }
     }
 }
 
@@ -223,6 +289,32 @@ impl Session {
 
     async fn ddl(&mut self, plan: &Plan) -> Result<QueryResult> {
         let db = self.db.clone();
+        if let Some(meta) = db.cluster.get() {
+            // In a cluster the schema is part of the map: change it through Raft.
+            let (change, tag) = match plan {
+                Plan::CreateTable {
+                    table,
+                    if_not_exists,
+                } => (
+                    Change::CreateTable {
+                        table: table.clone(),
+                        if_not_exists: *if_not_exists,
+                    },
+                    "CREATE TABLE",
+                ),
+                Plan::DropTable { names, if_exists } => (
+                    Change::DropTable {
+                        names: names.clone(),
+                        if_exists: *if_exists,
+                    },
+                    "DROP TABLE",
+                ),
+                _ => return Err(Error::Internal("not DDL".into())),
+            };
+            let version = meta.propose(change).await?;
+            db.wait_for_catalog(version).await;
+            return Ok(QueryResult::tag(tag));
+        }
         let _ddl = db.catalog.ddl.lock().await;
         let store = &db.txns.store;
         match plan {

@@ -16,7 +16,7 @@ use crate::error::Result;
 /// A fjall database with one keyspace per [`Space`].
 pub struct Disk {
     db: Database,
-    spaces: [Keyspace; 4],
+    spaces: [Keyspace; 5],
 }
 
 impl Disk {
@@ -29,6 +29,7 @@ impl Disk {
             open(Space::Log)?,
             open(Space::Txn)?,
             open(Space::Meta)?,
+            open(Space::Raft)?,
         ];
         Ok(Self { db, spaces })
     }

@@ -26,13 +26,21 @@ pub enum Space {
     Log,
     /// Transaction records of two-phase commit.
     Txn,
-    /// Node metadata: the catalog, the applied LSN, sequences.
+    /// Node metadata: the catalog, the applied LSN, sequences, the cluster identity.
     Meta,
+    /// The Raft log, vote and state of the cluster map's consensus group.
+    Raft,
 }
 
 impl Space {
     /// Every space, in a fixed order.
-    pub const ALL: [Space; 4] = [Space::Data, Space::Log, Space::Txn, Space::Meta];
+    pub const ALL: [Space; 5] = [
+        Space::Data,
+        Space::Log,
+        Space::Txn,
+        Space::Meta,
+        Space::Raft,
+    ];
 
     /// The keyspace's name on disk.
     pub fn name(self) -> &'static str {
@@ -41,6 +49,7 @@ impl Space {
             Space::Log => "log",
             Space::Txn => "txn",
             Space::Meta => "meta",
+            Space::Raft => "raft",
         }
     }
 }

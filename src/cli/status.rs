@@ -1,0 +1,37 @@
+//! `ddb status`: one row per node of the cluster file, live where the node answers.
+
+use clap::Args;
+
+use super::nodes::{fetch_map, load_config, node_table, statuses};
+use super::output::{Format, Printer};
+use super::GlobalArgs;
+use crate::error::Error;
+
+/// Arguments of `ddb status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {}
+
+/// Runs `ddb status`: exit 0 when every node answers, 3 when any does not.
+pub async fn run(_args: &StatusArgs, global: &GlobalArgs) -> anyhow::Result<()> {
+    let config = load_config(global)?;
+    let statuses = statuses(&config).await?;
+    let map = fetch_map(&config).await;
+    let table = node_table(&config, &statuses, map.as_ref());
+    let mut printer = Printer::new(Format::resolve(global.format), true, true);
+    printer.print(
+        &table,
+        &mut std::io::stdout().lock(),
+        &mut std::io::stderr().lock(),
+    )?;
+    let down: Vec<&str> = config
+        .nodes
+        .iter()
+        .zip(&statuses)
+        .filter(|(_, s)| s.is_none())
+        .map(|(n, _)| n.name.as_str())
+        .collect();
+    if !down.is_empty() {
+        return Err(Error::Unreachable(format!("not answering: {}", down.join(", "))).into());
+    }
+    Ok(())
+}

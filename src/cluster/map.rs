@@ -1,0 +1,290 @@
+//! The cluster map: who is in the cluster, which shard owns which keys, and the schema.
+//!
+//! Every node holds a copy. The map changes only by [`Change`]s applied in one order, the order
+//! of the Raft log (see [`super::meta`]); each change is validated against the current map when
+//! it is applied, so a change that was valid when proposed but is stale by the time it is
+//! ordered is refused, never applied twice. Every applied change raises `version` by one, and
+//! requests between nodes carry the version they were routed with.
+//!
+//! Applying a change is a pure function of the map: no I/O, no clock, no randomness. That is
+//! what lets every node reach the same map from the same log.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::ring::{Ring, ShardId};
+use crate::config::{ClusterConfig, Mode};
+use crate::error::{sqlstate, Error};
+use crate::sql::catalog::Table;
+
+/// Whether a shard is serving, or moving in or out (moves come with rebalancing).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ShardState {
+    Active,
+    Joining,
+    Leaving,
+}
+
+/// A shard: a replica group with one primary.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardInfo {
+    /// Raised by every promotion; fences old primaries.
+    pub epoch: u64,
+    pub primary: String,
+    pub replicas: Vec<String>,
+    pub state: ShardState,
+}
+
+/// A node of the cluster.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// The node's id in the Raft group of the map.
+    pub raft_id: u64,
+    pub rpc_addr: String,
+    pub sql_addr: String,
+    pub shard: ShardId,
+}
+
+/// The cluster map.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ClusterMap {
+    /// Unique per cluster: a node refuses requests and maps of another cluster.
+    pub cluster_id: String,
+    pub name: String,
+    pub version: u64,
+    pub factor: u32,
+    pub mode: Mode,
+    pub vnodes: u32,
+    pub ring: Ring,
+    pub shards: BTreeMap<ShardId, ShardInfo>,
+    pub nodes: BTreeMap<String, NodeInfo>,
+    /// The catalog.
+    pub tables: BTreeMap<String, Table>,
+    pub next_table_id: u32,
+}
+
+/// A change to the map: one Raft command.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Change {
+    /// Forms the cluster; valid only as the first change.
+    Init(Box<ClusterMap>),
+    /// Creates a table; the map assigns its id.
+    CreateTable { table: Table, if_not_exists: bool },
+    /// Drops tables by name.
+    DropTable { names: Vec<String>, if_exists: bool },
+}
+
+/// What applying a change produced: the map version after it.
+pub type ChangeResult = std::result::Result<u64, Error>;
+
+impl ClusterMap {
+    /// The map a new cluster starts with: one shard per node in the file (factor 1), each shard
+    /// on the ring with `vnodes` tokens, in shard order.
+    pub fn initial(config: &ClusterConfig, cluster_id: String) -> Self {
+        let mut nodes = BTreeMap::new();
+        let mut shards = BTreeMap::new();
+        for (i, n) in config.nodes.iter().enumerate() {
+            nodes.insert(
+                n.name.clone(),
+                NodeInfo {
+                    raft_id: i as u64 + 1,
+                    rpc_addr: n.rpc_addr(),
+                    sql_addr: n.sql_addr(),
+                    shard: n.shard,
+                },
+            );
+            shards.insert(
+                n.shard,
+                ShardInfo {
+                    epoch: 1,
+                    primary: n.name.clone(),
+                    replicas: Vec::new(),
+                    state: ShardState::Active,
+                },
+            );
+        }
+        let mut ring = Ring::new();
+        for &s in shards.keys() {
+            ring.add_shard(s, config.vnodes);
+        }
+        Self {
+            cluster_id,
+            name: config.name.clone(),
+            version: 0,
+            factor: config.factor,
+            mode: config.mode,
+            vnodes: config.vnodes,
+            ring,
+            shards,
+            nodes,
+            tables: BTreeMap::new(),
+            next_table_id: 1,
+        }
+    }
+
+    /// Applies a change, validating it against the map. On error the map is unchanged.
+    pub fn apply(current: &mut Option<ClusterMap>, change: &Change) -> ChangeResult {
+        match (current.as_mut(), change) {
+            (None, Change::Init(map)) => {
+                let mut map = (**map).clone();
+                map.version = 1;
+                let v = map.version;
+                *current = Some(map);
+                Ok(v)
+            }
+            (Some(_), Change::Init(_)) => {
+                Err(Error::Refused("the cluster is already formed".into()))
+            }
+            (None, _) => Err(Error::Refused(
+                "the cluster is not formed yet (run ddb init)".into(),
+            )),
+            (
+                Some(map),
+                Change::CreateTable {
+                    table,
+                    if_not_exists,
+                },
+            ) => {
+                if map.tables.contains_key(&table.name) {
+                    if *if_not_exists {
+                        return Ok(map.version);
+                    }
+                    return Err(Error::sql(
+                        sqlstate::DUPLICATE_TABLE,
+                        format!("relation \"{}\" already exists", table.name),
+                    ));
+                }
+                let mut table = table.clone();
+                table.id = map.next_table_id;
+                map.next_table_id += 1;
+                map.tables.insert(table.name.clone(), table);
+                map.version += 1;
+                Ok(map.version)
+            }
+            (Some(map), Change::DropTable { names, if_exists }) => {
+                for name in names {
+                    if !map.tables.contains_key(name) && !*if_exists {
+                        return Err(Error::sql(
+                            sqlstate::UNDEFINED_TABLE,
+                            format!("table \"{name}\" does not exist"),
+                        ));
+                    }
+                }
+                for name in names {
+                    map.tables.remove(name);
+                }
+                map.version += 1;
+                Ok(map.version)
+            }
+        }
+    }
+
+    /// The shard that owns a ring token.
+    pub fn shard_of_token(&self, token: u64) -> Option<ShardId> {
+        self.ring.owner(token)
+    }
+
+    /// The primary node of a shard.
+    pub fn primary(&self, shard: ShardId) -> Option<(&str, &NodeInfo)> {
+        let s = self.shards.get(&shard)?;
+        self.nodes.get(&s.primary).map(|n| (s.primary.as_str(), n))
+    }
+
+    /// The node named `name`.
+    pub fn node(&self, name: &str) -> Option<&NodeInfo> {
+        self.nodes.get(name)
+    }
+
+    /// The Raft voters: the first three nodes by Raft id (five once there are five or more).
+    pub fn voters(&self) -> Vec<u64> {
+        let mut ids: Vec<u64> = self.nodes.values().map(|n| n.raft_id).collect();
+        ids.sort_unstable();
+        let n = if ids.len() >= 5 { 5 } else { ids.len().min(3) };
+        ids.truncate(n);
+        ids
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sql::catalog::Column;
+    use crate::sql::types::DataType;
+
+    fn config() -> ClusterConfig {
+        let text = "name: demo\nnodes:\n".to_string()
+            + &(1..=4)
+                .map(|i| {
+                    format!(
+                        "  - {{ name: n{i}, host: 127.0.0.1, rpc_port: {}, sql_port: {} }}\n",
+                        7070 + i,
+                        5440 + i
+                    )
+                })
+                .collect::<String>();
+        ClusterConfig::parse(&text, std::path::Path::new("c.yaml")).unwrap()
+    }
+
+    fn table(name: &str) -> Table {
+        Table {
+            id: 0,
+            name: name.into(),
+            columns: vec![Column {
+                name: "id".into(),
+                data_type: DataType::Int,
+                not_null: true,
+                default: None,
+                hidden: false,
+            }],
+            primary_key: vec![0],
+        }
+    }
+
+    #[test]
+    fn the_initial_map_has_one_shard_per_node_and_three_voters() {
+        let m = ClusterMap::initial(&config(), "x".into());
+        assert_eq!(m.shards.len(), 4);
+        assert_eq!(m.ring.shards(), vec![1, 2, 3, 4]);
+        assert_eq!(m.voters(), vec![1, 2, 3]);
+        assert_eq!(m.primary(2).unwrap().0, "n2");
+    }
+
+    #[test]
+    fn changes_are_validated_when_applied_and_raise_the_version() {
+        let mut map = None;
+        assert!(ClusterMap::apply(
+            &mut map,
+            &Change::CreateTable {
+                table: table("t"),
+                if_not_exists: false
+            }
+        )
+        .is_err());
+        let init = Change::Init(Box::new(ClusterMap::initial(&config(), "x".into())));
+        assert_eq!(ClusterMap::apply(&mut map, &init), Ok(1));
+        assert!(
+            ClusterMap::apply(&mut map, &init).is_err(),
+            "a second init is refused"
+        );
+        let create = Change::CreateTable {
+            table: table("t"),
+            if_not_exists: false,
+        };
+        assert_eq!(ClusterMap::apply(&mut map, &create), Ok(2));
+        let err = ClusterMap::apply(&mut map, &create).unwrap_err();
+        assert_eq!(err.sqlstate(), sqlstate::DUPLICATE_TABLE);
+        assert_eq!(
+            map.as_ref().unwrap().version,
+            2,
+            "a refused change leaves the map as it was"
+        );
+        assert_eq!(map.as_ref().unwrap().tables["t"].id, 1);
+        let drop = Change::DropTable {
+            names: vec!["t".into()],
+            if_exists: false,
+        };
+        assert_eq!(ClusterMap::apply(&mut map, &drop), Ok(3));
+        assert!(ClusterMap::apply(&mut map, &drop).is_err());
+    }
+}

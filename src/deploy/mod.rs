@@ -1,0 +1,3 @@
+//! Starting nodes: as local processes (SSH deployment comes with a later issue).
+
+pub mod local;

@@ -1,0 +1,110 @@
+//! The node's side of cluster membership: joining, forming the cluster, and following the map.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::raft_network::{forwarder, Network};
+use super::Node;
+use crate::cluster::map::{Change, ClusterMap};
+use crate::cluster::meta::{Identity, Meta};
+use crate::cluster::raft::members;
+use crate::error::{Error, Result};
+
+/// Starts the node's member of the map's Raft group and makes the catalog follow the map.
+pub async fn start_member(node: &Arc<Node>, identity: Identity) -> Result<Arc<Meta>> {
+    let engine = node.db.txns.store.engine.clone();
+    let network = Network {
+        cluster: identity.cluster_name.clone(),
+    };
+    let forward = forwarder(identity.cluster_name.clone());
+    let meta = Meta::start(identity, engine, network, forward).await?;
+    if node.db.cluster.set(meta.clone()).is_err() {
+        return Err(Error::Internal("cluster membership started twice".into()));
+    }
+    let db = node.db.clone();
+    let mut rx = meta.subscribe();
+    tokio::spawn(async move {
+        loop {
+            let map = rx.borrow_and_update().clone();
+            if let Some(map) = map {
+                if let Err(e) = db.follow_map(&map).await {
+                    tracing::error!(
+                        "cannot apply map version {} to the catalog: {e}",
+                        map.version
+                    );
+                }
+            }
+            if rx.changed().await.is_err() {
+                break;
+            }
+        }
+    });
+    tracing::info!(cluster = %meta.identity.cluster_name, raft_id = meta.identity.raft_id, "member of the cluster map group");
+    Ok(meta)
+}
+
+/// Joins this node to a cluster (idempotent for the same identity).
+pub async fn join(node: &Arc<Node>, identity: Identity) -> Result<()> {
+    let _guard = node.join_lock.lock().await;
+    if let Some(meta) = node.meta() {
+        if meta.identity == identity {
+            return Ok(());
+        }
+        return Err(Error::Refused(format!(
+            "node {} already belongs to cluster '{}' (as {}); use an empty data directory for a new cluster",
+            node.name, meta.identity.cluster_name, meta.identity.node_name
+        )));
+    }
+    if !node.db.catalog.table_names()?.is_empty() {
+        return Err(Error::Refused(format!(
+            "node {} has tables of its own (it ran standalone); use an empty data directory to join a cluster",
+            node.name
+        )));
+    }
+    identity.save(node.db.txns.store.engine.as_ref())?;
+    start_member(node, identity).await?;
+    Ok(())
+}
+
+/// Forms the cluster on this node (the first voter): initialises the Raft group, commits the
+/// initial map, and adds the other nodes as learners. Safe to repeat.
+pub async fn initialize(node: &Arc<Node>, map: ClusterMap) -> Result<()> {
+    let meta = node
+        .meta()
+        .cloned()
+        .ok_or_else(|| Error::Refused("the node has not joined a cluster".into()))?;
+    if meta.map().is_none() {
+        meta.initialize(members(&map)).await?;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        // Wait for a leader (this node, unless another voter won the first election).
+        loop {
+            if meta.raft.metrics().borrow().current_leader.is_some() {
+                break;
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(Error::Timeout(
+                    "no Raft leader was elected; are the voters reachable?".into(),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        match meta.propose(Change::Init(Box::new(map.clone()))).await {
+            Ok(_) => {}
+            // Another init won the race: the cluster is formed.
+            Err(Error::Refused(_)) if meta.map().is_some() => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let map = meta
+        .map()
+        .ok_or_else(|| Error::Internal("no map after init".into()))?;
+    let voters = map.voters();
+    let membership = meta.raft.metrics().borrow().membership_config.clone();
+    for n in map.nodes.values().filter(|n| !voters.contains(&n.raft_id)) {
+        let known = membership.nodes().any(|(id, _)| *id == n.raft_id);
+        if !known {
+            meta.add_learner(n.raft_id, n.rpc_addr.clone()).await?;
+        }
+    }
+    Ok(())
+}
