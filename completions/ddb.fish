@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_ddb_global_optspecs
-    string join \n addr= format= q/quiet v/verbose h/help V/version
+    string join \n c/config= addr= format= q/quiet v/verbose h/help V/version
 end
 
 function __fish_ddb_needs_command
@@ -24,6 +24,7 @@ function __fish_ddb_using_subcommand
     contains -- $cmd[1] $argv
 end
 
+complete -c ddb -n "__fish_ddb_needs_command" -s c -l config -d 'The cluster file' -r -F
 complete -c ddb -n "__fish_ddb_needs_command" -l addr -d 'A node\'s RPC address (HOST:PORT)' -r
 complete -c ddb -n "__fish_ddb_needs_command" -l format -d 'Output format [default: table on a terminal, tsv when piped]' -r -f -a "table\t''
 json\t''
@@ -35,6 +36,10 @@ complete -c ddb -n "__fish_ddb_needs_command" -s v -l verbose -d 'More log outpu
 complete -c ddb -n "__fish_ddb_needs_command" -s h -l help -d 'Print help'
 complete -c ddb -n "__fish_ddb_needs_command" -s V -l version -d 'Print version'
 complete -c ddb -n "__fish_ddb_needs_command" -f -a "server" -d 'Run a node (storage daemon) in the foreground'
+complete -c ddb -n "__fish_ddb_needs_command" -f -a "init" -d 'Start every node of the cluster file and form the cluster'
+complete -c ddb -n "__fish_ddb_needs_command" -f -a "status" -d 'Show every node: addresses, shard, role, state, map version, keys'
+complete -c ddb -n "__fish_ddb_needs_command" -f -a "ring" -d 'Show how the hash ring divides keys among shards, or which shard owns a key'
+complete -c ddb -n "__fish_ddb_needs_command" -f -a "stop" -d 'Stop the named nodes (default: all) and wait for them to exit'
 complete -c ddb -n "__fish_ddb_needs_command" -f -a "query" -d 'Run SQL statements and print their results'
 complete -c ddb -n "__fish_ddb_needs_command" -f -a "completions" -d 'Print a shell completion script'
 complete -c ddb -n "__fish_ddb_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
@@ -43,6 +48,7 @@ complete -c ddb -n "__fish_ddb_using_subcommand server" -l listen -d 'Address of
 complete -c ddb -n "__fish_ddb_using_subcommand server" -l sql-listen -d 'Address of the PostgreSQL protocol listener' -r
 complete -c ddb -n "__fish_ddb_using_subcommand server" -l name -d 'The node\'s name [default: the RPC address]' -r
 complete -c ddb -n "__fish_ddb_using_subcommand server" -l lock-timeout-ms -d 'How long a transaction waits for a lock before it fails with SQLSTATE 40001' -r
+complete -c ddb -n "__fish_ddb_using_subcommand server" -s c -l config -d 'The cluster file' -r -F
 complete -c ddb -n "__fish_ddb_using_subcommand server" -l addr -d 'A node\'s RPC address (HOST:PORT)' -r
 complete -c ddb -n "__fish_ddb_using_subcommand server" -l format -d 'Output format [default: table on a terminal, tsv when piped]' -r -f -a "table\t''
 json\t''
@@ -53,8 +59,58 @@ complete -c ddb -n "__fish_ddb_using_subcommand server" -s q -l quiet -d 'Print 
 complete -c ddb -n "__fish_ddb_using_subcommand server" -s v -l verbose -d 'More log output on stderr (repeat for more)'
 complete -c ddb -n "__fish_ddb_using_subcommand server" -s h -l help -d 'Print help'
 complete -c ddb -n "__fish_ddb_using_subcommand server" -s V -l version -d 'Print version'
+complete -c ddb -n "__fish_ddb_using_subcommand init" -l timeout -d 'How long to wait for each node to start, in seconds' -r
+complete -c ddb -n "__fish_ddb_using_subcommand init" -s c -l config -d 'The cluster file' -r -F
+complete -c ddb -n "__fish_ddb_using_subcommand init" -l addr -d 'A node\'s RPC address (HOST:PORT)' -r
+complete -c ddb -n "__fish_ddb_using_subcommand init" -l format -d 'Output format [default: table on a terminal, tsv when piped]' -r -f -a "table\t''
+json\t''
+ndjson\t''
+csv\t''
+tsv\t''"
+complete -c ddb -n "__fish_ddb_using_subcommand init" -l dry-run -d 'Print the plan (nodes, shards, ring shares) and start nothing'
+complete -c ddb -n "__fish_ddb_using_subcommand init" -s q -l quiet -d 'Print only data: no row counts or command tags'
+complete -c ddb -n "__fish_ddb_using_subcommand init" -s v -l verbose -d 'More log output on stderr (repeat for more)'
+complete -c ddb -n "__fish_ddb_using_subcommand init" -s h -l help -d 'Print help'
+complete -c ddb -n "__fish_ddb_using_subcommand init" -s V -l version -d 'Print version'
+complete -c ddb -n "__fish_ddb_using_subcommand status" -s c -l config -d 'The cluster file' -r -F
+complete -c ddb -n "__fish_ddb_using_subcommand status" -l addr -d 'A node\'s RPC address (HOST:PORT)' -r
+complete -c ddb -n "__fish_ddb_using_subcommand status" -l format -d 'Output format [default: table on a terminal, tsv when piped]' -r -f -a "table\t''
+json\t''
+ndjson\t''
+csv\t''
+tsv\t''"
+complete -c ddb -n "__fish_ddb_using_subcommand status" -s q -l quiet -d 'Print only data: no row counts or command tags'
+complete -c ddb -n "__fish_ddb_using_subcommand status" -s v -l verbose -d 'More log output on stderr (repeat for more)'
+complete -c ddb -n "__fish_ddb_using_subcommand status" -s h -l help -d 'Print help'
+complete -c ddb -n "__fish_ddb_using_subcommand status" -s V -l version -d 'Print version'
+complete -c ddb -n "__fish_ddb_using_subcommand ring" -l key -d 'Show the shard that owns this primary key value' -r
+complete -c ddb -n "__fish_ddb_using_subcommand ring" -l table -d 'The table whose primary key type reads VALUE (default: an integer if VALUE is one, else text)' -r
+complete -c ddb -n "__fish_ddb_using_subcommand ring" -s c -l config -d 'The cluster file' -r -F
+complete -c ddb -n "__fish_ddb_using_subcommand ring" -l addr -d 'A node\'s RPC address (HOST:PORT)' -r
+complete -c ddb -n "__fish_ddb_using_subcommand ring" -l format -d 'Output format [default: table on a terminal, tsv when piped]' -r -f -a "table\t''
+json\t''
+ndjson\t''
+csv\t''
+tsv\t''"
+complete -c ddb -n "__fish_ddb_using_subcommand ring" -s q -l quiet -d 'Print only data: no row counts or command tags'
+complete -c ddb -n "__fish_ddb_using_subcommand ring" -s v -l verbose -d 'More log output on stderr (repeat for more)'
+complete -c ddb -n "__fish_ddb_using_subcommand ring" -s h -l help -d 'Print help'
+complete -c ddb -n "__fish_ddb_using_subcommand ring" -s V -l version -d 'Print version'
+complete -c ddb -n "__fish_ddb_using_subcommand stop" -l timeout -d 'How long to wait for each node to exit, in seconds' -r
+complete -c ddb -n "__fish_ddb_using_subcommand stop" -s c -l config -d 'The cluster file' -r -F
+complete -c ddb -n "__fish_ddb_using_subcommand stop" -l addr -d 'A node\'s RPC address (HOST:PORT)' -r
+complete -c ddb -n "__fish_ddb_using_subcommand stop" -l format -d 'Output format [default: table on a terminal, tsv when piped]' -r -f -a "table\t''
+json\t''
+ndjson\t''
+csv\t''
+tsv\t''"
+complete -c ddb -n "__fish_ddb_using_subcommand stop" -s q -l quiet -d 'Print only data: no row counts or command tags'
+complete -c ddb -n "__fish_ddb_using_subcommand stop" -s v -l verbose -d 'More log output on stderr (repeat for more)'
+complete -c ddb -n "__fish_ddb_using_subcommand stop" -s h -l help -d 'Print help'
+complete -c ddb -n "__fish_ddb_using_subcommand stop" -s V -l version -d 'Print version'
 complete -c ddb -n "__fish_ddb_using_subcommand query" -s f -l file -d 'Read the SQL from a file' -r -F
 complete -c ddb -n "__fish_ddb_using_subcommand query" -l connect-timeout-ms -d 'How long to wait for the node to answer when connecting' -r
+complete -c ddb -n "__fish_ddb_using_subcommand query" -s c -l config -d 'The cluster file' -r -F
 complete -c ddb -n "__fish_ddb_using_subcommand query" -l addr -d 'A node\'s RPC address (HOST:PORT)' -r
 complete -c ddb -n "__fish_ddb_using_subcommand query" -l format -d 'Output format [default: table on a terminal, tsv when piped]' -r -f -a "table\t''
 json\t''
@@ -66,6 +122,7 @@ complete -c ddb -n "__fish_ddb_using_subcommand query" -s q -l quiet -d 'Print o
 complete -c ddb -n "__fish_ddb_using_subcommand query" -s v -l verbose -d 'More log output on stderr (repeat for more)'
 complete -c ddb -n "__fish_ddb_using_subcommand query" -s h -l help -d 'Print help'
 complete -c ddb -n "__fish_ddb_using_subcommand query" -s V -l version -d 'Print version'
+complete -c ddb -n "__fish_ddb_using_subcommand completions" -s c -l config -d 'The cluster file' -r -F
 complete -c ddb -n "__fish_ddb_using_subcommand completions" -l addr -d 'A node\'s RPC address (HOST:PORT)' -r
 complete -c ddb -n "__fish_ddb_using_subcommand completions" -l format -d 'Output format [default: table on a terminal, tsv when piped]' -r -f -a "table\t''
 json\t''
@@ -76,7 +133,11 @@ complete -c ddb -n "__fish_ddb_using_subcommand completions" -s q -l quiet -d 'P
 complete -c ddb -n "__fish_ddb_using_subcommand completions" -s v -l verbose -d 'More log output on stderr (repeat for more)'
 complete -c ddb -n "__fish_ddb_using_subcommand completions" -s h -l help -d 'Print help'
 complete -c ddb -n "__fish_ddb_using_subcommand completions" -s V -l version -d 'Print version'
-complete -c ddb -n "__fish_ddb_using_subcommand help; and not __fish_seen_subcommand_from server query completions help" -f -a "server" -d 'Run a node (storage daemon) in the foreground'
-complete -c ddb -n "__fish_ddb_using_subcommand help; and not __fish_seen_subcommand_from server query completions help" -f -a "query" -d 'Run SQL statements and print their results'
-complete -c ddb -n "__fish_ddb_using_subcommand help; and not __fish_seen_subcommand_from server query completions help" -f -a "completions" -d 'Print a shell completion script'
-complete -c ddb -n "__fish_ddb_using_subcommand help; and not __fish_seen_subcommand_from server query completions help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c ddb -n "__fish_ddb_using_subcommand help; and not __fish_seen_subcommand_from server init status ring stop query completions help" -f -a "server" -d 'Run a node (storage daemon) in the foreground'
+complete -c ddb -n "__fish_ddb_using_subcommand help; and not __fish_seen_subcommand_from server init status ring stop query completions help" -f -a "init" -d 'Start every node of the cluster file and form the cluster'
+complete -c ddb -n "__fish_ddb_using_subcommand help; and not __fish_seen_subcommand_from server init status ring stop query completions help" -f -a "status" -d 'Show every node: addresses, shard, role, state, map version, keys'
+complete -c ddb -n "__fish_ddb_using_subcommand help; and not __fish_seen_subcommand_from server init status ring stop query completions help" -f -a "ring" -d 'Show how the hash ring divides keys among shards, or which shard owns a key'
+complete -c ddb -n "__fish_ddb_using_subcommand help; and not __fish_seen_subcommand_from server init status ring stop query completions help" -f -a "stop" -d 'Stop the named nodes (default: all) and wait for them to exit'
+complete -c ddb -n "__fish_ddb_using_subcommand help; and not __fish_seen_subcommand_from server init status ring stop query completions help" -f -a "query" -d 'Run SQL statements and print their results'
+complete -c ddb -n "__fish_ddb_using_subcommand help; and not __fish_seen_subcommand_from server init status ring stop query completions help" -f -a "completions" -d 'Print a shell completion script'
+complete -c ddb -n "__fish_ddb_using_subcommand help; and not __fish_seen_subcommand_from server init status ring stop query completions help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

@@ -11,6 +11,7 @@ use crate::cluster::map::{Change, ClusterMap};
 use crate::cluster::meta::Identity;
 use crate::cluster::raft::{NodeId, TypeConfig};
 use crate::error::Error;
+use crate::sql::router::{ShardReply, ShardRequest};
 use crate::sql::QueryResult;
 use openraft::error::{InstallSnapshotError, RaftError};
 use openraft::raft::{
@@ -77,6 +78,8 @@ pub enum Request {
     Raft(RaftRequest),
     /// Stops the node gracefully (as SIGTERM does).
     Shutdown,
+    /// A row operation of a gateway transaction for this node's shard.
+    Shard(ShardRequest),
 }
 
 /// The failing statement of a [`Request::Sql`].
@@ -136,6 +139,7 @@ pub enum Response {
     /// A proposal was applied, producing this map version.
     Proposed(u64),
     Raft(RaftResponse),
+    Shard(ShardReply),
     /// The request failed as a whole.
     Error(Error),
 }

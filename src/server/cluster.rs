@@ -17,6 +17,7 @@ pub async fn start_member(node: &Arc<Node>, identity: Identity) -> Result<Arc<Me
         cluster: identity.cluster_name.clone(),
     };
     let forward = forwarder(identity.cluster_name.clone());
+    node.db.txns.set_node_tag(identity.raft_id);
     let meta = Meta::start(identity, engine, network, forward).await?;
     if node.db.cluster.set(meta.clone()).is_err() {
         return Err(Error::Internal("cluster membership started twice".into()));

@@ -9,6 +9,7 @@
 //! queued, and the process exits 0.
 
 pub mod cluster;
+pub mod participant;
 pub mod pg;
 pub mod raft_network;
 pub mod rpc;

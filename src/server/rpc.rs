@@ -142,13 +142,20 @@ async fn connection(
     }
 
     let sessions: Sessions = Arc::default();
+    let participants: super::participant::Participants = Arc::default();
     let mut inflight = FuturesUnordered::new();
     loop {
         tokio::select! {
             frame = read_frame::<_, Envelope<Request>>(&mut stream) => match frame {
                 Ok(Some(env)) => {
-                    let (node, sessions) = (node.clone(), sessions.clone());
-                    inflight.push(async move { Envelope { id: env.id, body: handle(env.body, &node, &sessions).await } });
+                    let (node, sessions, participants) = (node.clone(), sessions.clone(), participants.clone());
+                    inflight.push(async move {
+                        let body = match env.body {
+                            Request::Shard(req) => super::participant::handle(&node, &participants, req).await,
+                            other => handle(other, &node, &sessions).await,
+                        };
+                        Envelope { id: env.id, body }
+                    });
                 }
                 Ok(None) => break,
                 Err(e) => {
@@ -240,6 +247,9 @@ async fn handle(request: Request, node: &Arc<Node>, sessions: &Sessions) -> Resp
         Request::Shutdown => {
             node.stop.notify_one();
             Response::Done
+        }
+        Request::Shard(_) => {
+            Response::Error(Error::Internal("shard request outside a connection".into()))
         }
     }
 }

@@ -13,10 +13,11 @@ use crate::error::{sqlstate, Error, Result};
 use crate::sql::catalog::{Catalog, Table};
 use crate::sql::expr::{Context, Expr};
 use crate::sql::planner::{AggCall, AggFunc, Aggregate, OutputColumn, Plan, SelectPlan, Source};
+use crate::sql::rows::RowTxn;
 use crate::sql::types::Value;
 use crate::storage::{keycode, Store};
-use crate::txn::lock::{LockMode, Resource};
-use crate::txn::{Intent, Transaction};
+use crate::txn::lock::LockMode;
+use crate::txn::Intent;
 
 /// The result of one statement: columns and rows for queries, and the command tag.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -53,11 +54,13 @@ pub struct Executor<'a> {
     pub catalog: &'a Catalog,
     pub store: &'a Store,
     pub ctx: Context<'a>,
+    /// The node's tag, which makes generated row ids unique across gateways.
+    pub node_tag: u64,
 }
 
 impl Executor<'_> {
     /// Executes a data statement.
-    pub async fn execute(&self, txn: &mut Transaction, plan: &Plan) -> Result<QueryResult> {
+    pub async fn execute(&self, txn: &mut dyn RowTxn, plan: &Plan) -> Result<QueryResult> {
         match plan {
             Plan::Insert { table, rows } => self.insert(txn, table, rows).await,
             Plan::Update { source, sets } => self.update(txn, source, sets).await,
@@ -67,9 +70,13 @@ impl Executor<'_> {
         }
     }
 
+    fn store_tag(&self) -> u64 {
+        self.node_tag & 0x3ff
+    }
+
     /// Locks the table and checks that it was not dropped after the statement was planned.
-    async fn open_table(&self, txn: &mut Transaction, table: &Table, mode: LockMode) -> Result<()> {
-        txn.lock(Resource::Table(table.id), mode).await?;
+    async fn open_table(&self, txn: &mut dyn RowTxn, table: &Table, mode: LockMode) -> Result<()> {
+        txn.lock_table(table.id, mode).await?;
         if !self.catalog.contains_id(table.id)? {
             return Err(Error::sql(
                 sqlstate::UNDEFINED_TABLE,
@@ -81,7 +88,7 @@ impl Executor<'_> {
 
     async fn insert(
         &self,
-        txn: &mut Transaction,
+        txn: &mut dyn RowTxn,
         table: &Table,
         rows: &[Vec<Option<Expr>>],
     ) -> Result<QueryResult> {
@@ -102,7 +109,9 @@ impl Executor<'_> {
                             rx.await
                                 .map_err(|_| Error::Io("the committer stopped".into()))??;
                         }
-                        Value::Int(id)
+                        // Row ids made on different gateways must differ: the node tag goes in
+                        // the high bits.
+                        Value::Int(((self.store_tag() << 48) | id as u64) as i64)
                     }
                     (None, Some(d)) => d.eval(&[], &self.ctx)?,
                     (None, None) => Value::Null,
@@ -122,7 +131,7 @@ impl Executor<'_> {
     /// The rows a statement reads, with their keys, after the filter.
     async fn rows(
         &self,
-        txn: &mut Transaction,
+        txn: &mut dyn RowTxn,
         source: &Source,
         intent: Intent,
     ) -> Result<Vec<(Vec<u8>, Vec<Value>)>> {
@@ -134,7 +143,7 @@ impl Executor<'_> {
             (None, Intent::Write) => LockMode::SharedIntentionExclusive,
         };
         self.open_table(txn, table, mode).await?;
-        let candidates = match &source.key {
+        match &source.key {
             Some(exprs) => {
                 let mut pk = Vec::with_capacity(exprs.len());
                 for (e, &col) in exprs.iter().zip(&table.primary_key) {
@@ -145,29 +154,27 @@ impl Executor<'_> {
                     pk.push(v.cast(&table.columns[col].data_type)?);
                 }
                 let key = table.key_of(&pk);
-                match txn.get(table.id, &key, intent).await? {
-                    Some(bytes) => vec![(key, bytes)],
-                    None => Vec::new(),
+                let Some(bytes) = txn.get(table.id, &key, intent).await? else {
+                    return Ok(Vec::new());
+                };
+                let row = decode_row(&bytes)?;
+                if let Some(f) = &source.filter {
+                    if !f.matches(&row, &self.ctx)? {
+                        return Ok(Vec::new());
+                    }
                 }
+                Ok(vec![(key, row)])
             }
-            None => txn.scan(table.id, intent).await?,
-        };
-        let mut out = Vec::with_capacity(candidates.len());
-        for (key, bytes) in candidates {
-            let row = decode_row(&bytes)?;
-            if let Some(f) = &source.filter {
-                if !f.matches(&row, &self.ctx)? {
-                    continue;
-                }
+            None => {
+                txn.scan(table.id, intent, source.filter.as_ref(), &self.ctx)
+                    .await
             }
-            out.push((key, row));
         }
-        Ok(out)
     }
 
     async fn update(
         &self,
-        txn: &mut Transaction,
+        txn: &mut dyn RowTxn,
         source: &Source,
         sets: &[(usize, Expr)],
     ) -> Result<QueryResult> {
@@ -195,7 +202,7 @@ impl Executor<'_> {
         Ok(QueryResult::tag(format!("UPDATE {count}")))
     }
 
-    async fn delete(&self, txn: &mut Transaction, source: &Source) -> Result<QueryResult> {
+    async fn delete(&self, txn: &mut dyn RowTxn, source: &Source) -> Result<QueryResult> {
         let rows = self.rows(txn, source, Intent::Write).await?;
         let count = rows.len();
         for (key, _) in rows {
@@ -204,7 +211,7 @@ impl Executor<'_> {
         Ok(QueryResult::tag(format!("DELETE {count}")))
     }
 
-    async fn select(&self, txn: &mut Transaction, plan: &SelectPlan) -> Result<QueryResult> {
+    async fn select(&self, txn: &mut dyn RowTxn, plan: &SelectPlan) -> Result<QueryResult> {
         let input: Vec<Vec<Value>> = match &plan.source {
             Some(source) => self
                 .rows(txn, source, Intent::Read)

@@ -11,6 +11,8 @@ pub mod execution;
 pub mod expr;
 pub mod parser;
 pub mod planner;
+pub mod router;
+pub mod rows;
 pub mod session;
 pub mod types;
 

@@ -23,10 +23,12 @@ use crate::sql::catalog::Catalog;
 use crate::sql::execution::{Executor, QueryResult};
 use crate::sql::expr::Context;
 use crate::sql::planner::{self, Plan, Planned};
+use crate::sql::router::{ClusterTxn, Peers};
+use crate::sql::rows::RowTxn;
 use crate::sql::types::{DataType, Value};
 use crate::storage::{keycode, Space};
 use crate::txn::lock::{LockMode, Resource};
-use crate::txn::{Intent, Transaction, TxnManager};
+use crate::txn::{Intent, TxnManager};
 
 /// The SQL engine of a node: the catalog and the transaction manager, and the node's cluster
 /// membership once it has one (then DDL goes through the cluster map).
@@ -34,6 +36,9 @@ pub struct Database {
     pub catalog: Catalog,
     pub txns: Arc<TxnManager>,
     pub cluster: OnceLock<Arc<Meta>>,
+    /// Connections to the other nodes, for gateway transactions.
+    pub peers: Peers,
+    next_gateway_txn: AtomicU64,
     /// The map version the catalog reflects.
     pub catalog_version: AtomicU64,
     catalog_changed: tokio::sync::Notify,
@@ -47,9 +52,38 @@ impl Database {
             catalog,
             txns,
             cluster: OnceLock::new(),
+            peers: Peers::default(),
+            next_gateway_txn: AtomicU64::new(1),
             catalog_version: AtomicU64::new(0),
             catalog_changed: tokio::sync::Notify::new(),
         })
+    }
+
+    /// A new id for a gateway transaction.
+    pub fn next_gateway_txn(&self) -> u64 {
+        self.next_gateway_txn.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Waits (briefly) until this node's map reaches `version`.
+    pub async fn wait_for_map(&self, version: u64) {
+        if let Some(meta) = self.cluster.get() {
+            meta.wait_for_version(version, Duration::from_secs(2)).await;
+        }
+    }
+
+    /// Begins a transaction: across the cluster's shards when the node is in a formed cluster,
+    /// on this node otherwise. `age` keeps the wait-die age of retried work.
+    pub fn begin(self: &Arc<Self>, age: Option<u64>) -> Box<dyn RowTxn> {
+        if let Some(meta) = self.cluster.get() {
+            if let Some(map) = meta.map() {
+                let (cluster, me) = (
+                    meta.identity.cluster_name.clone(),
+                    meta.identity.node_name.clone(),
+                );
+                return Box::new(ClusterTxn::begin(self.clone(), map, cluster, &me, age));
+            }
+        }
+        Box::new(self.txns.begin(age))
     }
 
     /// Makes the catalog follow a new cluster map: adds its new tables, and drops (with their
@@ -107,7 +141,7 @@ impl Database {
 /// The state of a session's transaction.
 enum State {
     Idle,
-    Open(Transaction),
+    Open(Box<dyn RowTxn>),
     /// An error occurred in the block; waiting for ROLLBACK.
     Failed,
 }
@@ -181,7 +215,7 @@ impl Session {
         match stmt {
             Statement::Begin => {
                 if let State::Idle = self.state {
-                    self.state = State::Open(self.db.txns.begin(None));
+                    self.state = State::Open(self.db.begin(None));
                 }
                 return Ok(QueryResult::tag("BEGIN"));
             }
@@ -260,24 +294,25 @@ impl Session {
                 params,
                 now: now_micros(),
             },
+            node_tag: db.txns.node_tag(),
         };
         if let State::Open(txn) = &mut self.state {
-            return executor.execute(txn, &planned.plan).await;
+            return executor.execute(txn.as_mut(), &planned.plan).await;
         }
         // Autocommit: retry a wait-die victim with its original age until the lock timeout.
         let started = Instant::now();
         let mut age = None;
         let mut backoff = Duration::from_micros(200);
         loop {
-            let mut txn = db.txns.begin(age);
-            match executor.execute(&mut txn, &planned.plan).await {
+            let mut txn = db.begin(age);
+            match executor.execute(txn.as_mut(), &planned.plan).await {
                 Ok(result) => {
                     txn.commit().await?;
                     return Ok(result);
                 }
-                Err(e) if txn.died() && started.elapsed() < db.txns.lock_timeout => {
+                Err(e) if txn.retryable() && started.elapsed() < db.txns.lock_timeout => {
                     age = Some(txn.age());
-                    drop(txn);
+                    txn.rollback();
                     tracing::debug!("retrying statement after wait-die: {e}");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_millis(20));

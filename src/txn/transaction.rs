@@ -27,6 +27,9 @@ pub struct TxnManager {
     pub store: Arc<Store>,
     pub locks: LockTable,
     next_id: AtomicU64,
+    /// The last wait-die timestamp handed out, and this node's tag in its low bits.
+    last_ts: std::sync::Mutex<u64>,
+    node_tag: AtomicU64,
     /// How long a transaction waits for a lock before it gives up with 40001.
     pub lock_timeout: Duration,
 }
@@ -38,6 +41,8 @@ impl TxnManager {
             store,
             locks: LockTable::new(),
             next_id: AtomicU64::new(1),
+            last_ts: std::sync::Mutex::new(0),
+            node_tag: AtomicU64::new(0),
             lock_timeout,
         }
     }
@@ -49,7 +54,7 @@ impl TxnManager {
         Transaction {
             mgr: self.clone(),
             id,
-            ts: age.unwrap_or(id),
+            ts: age.unwrap_or_else(|| self.new_age()),
             writes: BTreeMap::new(),
             meta: Vec::new(),
             died: false,
@@ -58,8 +63,35 @@ impl TxnManager {
     }
 }
 
+impl TxnManager {
+    /// Sets the tag (the node's Raft id) that makes this node's ages distinct from other nodes'.
+    pub fn set_node_tag(&self, tag: u64) {
+        self.node_tag.store(tag & 0x3ff, Ordering::Relaxed);
+    }
+
+    /// The node's tag (its Raft id in a cluster, 0 standalone).
+    pub fn node_tag(&self) -> u64 {
+        self.node_tag.load(Ordering::Relaxed)
+    }
+
+    /// A new wait-die age: microseconds since the epoch with the node tag in the low 10 bits,
+    /// strictly increasing on this node, so ages are comparable across the nodes of a cluster
+    /// (up to clock skew, which only makes a transaction look a little older or younger).
+    pub fn new_age(&self) -> u64 {
+        let now = chrono::Utc::now().timestamp_micros().max(0) as u64;
+        let tag = self.node_tag.load(Ordering::Relaxed);
+        let mut last = match self.last_ts.lock() {
+            Ok(l) => l,
+            Err(p) => p.into_inner(),
+        };
+        let micros = (now).max((*last >> 10) + 1);
+        *last = (micros << 10) | tag;
+        *last
+    }
+}
+
 /// Whether a read intends to write the row afterwards (and so takes an exclusive lock).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Intent {
     Read,
     Write,

@@ -1,0 +1,478 @@
+//! The gateway: a transaction that spans the shards of a cluster.
+//!
+//! Every node is a gateway. A statement is planned here, and its row operations go to the
+//! primary of the shard that owns each key. This node's own shard is served in-process, and
+//! other shards over RPC as [`ShardRequest`]s. A point operation goes to one shard; a scan goes
+//! to every shard with its filter pushed down, and the rows are merged here (sorting, grouping,
+//! aggregation and limits run on the merged rows).
+//!
+//! Each shard that a transaction touches holds a participant transaction with the locks of what
+//! it read or wrote; all of them use the gateway transaction's age, so wait-die orders them the
+//! same way on every shard. The commit is one-phase on the single shard that was written, and
+//! the read-only participants release their locks after it. A transaction that would write to a
+//! second shard is refused, because multi-shard writes need two-phase commit, which is not built
+//! yet.
+//!
+//! Every request carries the map version the gateway routed with. A shard that does not own the
+//! key under its (newer) map answers `WrongShard`; the statement then fails as retryable, and an
+//! autocommit statement is retried with the fresh map.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::client::Client;
+use crate::cluster::map::ClusterMap;
+use crate::cluster::ring::ShardId;
+use crate::error::{sqlstate, Error, Result};
+use crate::protocol::{Request, Response};
+use crate::sql::expr::{Context, Expr};
+use crate::sql::rows::{KeyedRows, RowTxn};
+use crate::sql::session::Database;
+use crate::sql::types::Value;
+use crate::txn::lock::LockMode;
+use crate::txn::{Intent, Transaction};
+
+/// How long the gateway waits to connect to another shard's primary.
+const PEER_CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// A row operation for one shard's participant.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ShardOp {
+    Get {
+        table: u32,
+        key: Vec<u8>,
+        intent: Intent,
+    },
+    Scan {
+        table: u32,
+        intent: Intent,
+        filter: Option<Expr>,
+        params: Vec<Value>,
+        now: i64,
+    },
+    Put {
+        table: u32,
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+    Delete {
+        table: u32,
+        key: Vec<u8>,
+    },
+    Commit,
+    Rollback,
+}
+
+/// A request to a shard's primary on behalf of a gateway transaction.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ShardRequest {
+    /// The gateway's transaction id (unique on the gateway's connection).
+    pub txn: u64,
+    /// The wait-die age of the transaction.
+    pub age: u64,
+    /// The shard the gateway believes it is talking to.
+    pub shard: ShardId,
+    /// The map version the gateway routed with.
+    pub map_version: u64,
+    pub op: ShardOp,
+}
+
+/// A participant's answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ShardReply {
+    Row(Option<Vec<u8>>),
+    Rows(KeyedRows),
+    Done,
+    /// This node does not own the key (or is not the shard's primary) under map `version`.
+    WrongShard {
+        version: u64,
+    },
+}
+
+/// The ring token stored in a row key (bytes 4..12, after the table id).
+pub fn key_token(key: &[u8]) -> Option<u64> {
+    let bytes: [u8; 8] = key.get(4..12)?.try_into().ok()?;
+    Some(u64::from_be_bytes(bytes))
+}
+
+/// RPC connections to the other nodes, one per node, reopened after a failure.
+#[derive(Default)]
+pub struct Peers {
+    clients: tokio::sync::Mutex<HashMap<String, Arc<Client>>>,
+}
+
+impl Peers {
+    async fn get(&self, addr: &str, cluster: &str) -> Result<Arc<Client>> {
+        let mut clients = self.clients.lock().await;
+        if let Some(c) = clients.get(addr) {
+            return Ok(c.clone());
+        }
+        let c = Arc::new(
+            Client::connect_to(addr, PEER_CONNECT_TIMEOUT, Some(cluster.to_string())).await?,
+        );
+        clients.insert(addr.to_string(), c.clone());
+        Ok(c)
+    }
+
+    async fn forget(&self, addr: &str) {
+        self.clients.lock().await.remove(addr);
+    }
+}
+
+/// A shard's participant as the gateway holds it.
+enum Part {
+    Local(Transaction),
+    Remote {
+        node: String,
+        addr: String,
+        client: Arc<Client>,
+    },
+}
+
+/// A transaction across the shards of a cluster, driven by this node as gateway.
+pub struct ClusterTxn {
+    db: Arc<Database>,
+    map: Arc<ClusterMap>,
+    cluster: String,
+    my_shard: Option<ShardId>,
+    id: u64,
+    age: u64,
+    parts: BTreeMap<ShardId, Part>,
+    written: BTreeSet<ShardId>,
+    retry: bool,
+    finished: bool,
+}
+
+impl ClusterTxn {
+    /// Begins a gateway transaction under `map`.
+    pub fn begin(
+        db: Arc<Database>,
+        map: Arc<ClusterMap>,
+        cluster: String,
+        me: &str,
+        age: Option<u64>,
+    ) -> Self {
+        let my_shard = map.node(me).map(|n| n.shard);
+        let age = age.unwrap_or_else(|| db.txns.new_age());
+        let id = db.next_gateway_txn();
+        Self {
+            db,
+            map,
+            cluster,
+            my_shard,
+            id,
+            age,
+            parts: BTreeMap::new(),
+            written: BTreeSet::new(),
+            retry: false,
+            finished: false,
+        }
+    }
+
+    fn shard_of(&self, key: &[u8]) -> Result<ShardId> {
+        let token =
+            key_token(key).ok_or_else(|| Error::Internal("row key without a token".into()))?;
+        self.map
+            .shard_of_token(token)
+            .ok_or_else(|| Error::Internal("the ring is empty".into()))
+    }
+
+    /// The participant of `shard`, opened on first use.
+    async fn part(&mut self, shard: ShardId) -> Result<&mut Part> {
+        if !self.parts.contains_key(&shard) {
+            let part = if Some(shard) == self.my_shard {
+                Part::Local(self.db.txns.begin(Some(self.age)))
+            } else {
+                let (node, info) = self.map.primary(shard).ok_or_else(|| {
+                    Error::Internal(format!("shard {shard} has no primary in the map"))
+                })?;
+                let (node, addr) = (node.to_string(), info.rpc_addr.clone());
+                let client = self
+                    .db
+                    .peers
+                    .get(&addr, &self.cluster)
+                    .await
+                    .map_err(|e| unreachable(shard, &node, e))?;
+                Part::Remote { node, addr, client }
+            };
+            self.parts.insert(shard, part);
+        }
+        self.parts
+            .get_mut(&shard)
+            .ok_or_else(|| Error::Internal("participant vanished".into()))
+    }
+
+    fn request(&self, shard: ShardId, op: ShardOp) -> ShardRequest {
+        ShardRequest {
+            txn: self.id,
+            age: self.age,
+            shard,
+            map_version: self.map.version,
+            op,
+        }
+    }
+
+    /// Sends one operation to a remote participant.
+    async fn remote(&mut self, shard: ShardId, op: ShardOp) -> Result<ShardReply> {
+        let req = self.request(shard, op);
+        let Some(Part::Remote { node, addr, client }) = self.parts.get(&shard) else {
+            return Err(Error::Internal("not a remote participant".into()));
+        };
+        let (node, addr, client) = (node.clone(), addr.clone(), client.clone());
+        match call(&client, req).await {
+            Ok(ShardReply::WrongShard { version }) => {
+                self.retry = true;
+                self.db.wait_for_map(version).await;
+                Err(Error::serialization(format!(
+                    "shard {shard} moved (map version {} → {version}); retry the transaction",
+                    self.map.version
+                )))
+            }
+            Ok(reply) => Ok(reply),
+            Err(e) => {
+                if e.is_retryable() {
+                    self.retry = true;
+                }
+                if matches!(e, Error::Unreachable(_)) {
+                    self.db.peers.forget(&addr).await;
+                    return Err(unreachable(shard, &node, e));
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn refuse_second_writer(&self, shard: ShardId) -> Result<()> {
+        if self.written.is_empty() || self.written.contains(&shard) {
+            return Ok(());
+        }
+        let mut all: Vec<ShardId> = self.written.iter().copied().collect();
+        all.push(shard);
+        all.sort_unstable();
+        let shards: Vec<String> = all.iter().map(|s| s.to_string()).collect();
+        Err(Error::sql(
+            sqlstate::FEATURE_NOT_SUPPORTED,
+            format!(
+                "this transaction writes to shards {}; multi-shard writes need two-phase commit, which is not built yet",
+                shards.join(" and ")
+            ),
+        ))
+    }
+
+    /// Releases every participant (rollback), remote ones in the background.
+    fn release_all(&mut self) {
+        self.finished = true;
+        for (shard, part) in std::mem::take(&mut self.parts) {
+            match part {
+                Part::Local(t) => t.rollback(),
+                Part::Remote { client, .. } => {
+                    let req = self.request(shard, ShardOp::Rollback);
+                    if let Ok(handle) = tokio::runtime::Handle::try_current() {
+                        handle.spawn(async move {
+                            let _ = call(&client, req).await;
+                        });
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn unreachable(shard: ShardId, node: &str, e: Error) -> Error {
+    match e {
+        Error::Unreachable(msg) => {
+            Error::Unreachable(format!("shard {shard} is unavailable (node {node}): {msg}"))
+        }
+        other => other,
+    }
+}
+
+async fn call(client: &Client, req: ShardRequest) -> Result<ShardReply> {
+    match client.call(Request::Shard(req)).await? {
+        Response::Shard(r) => Ok(r),
+        other => Err(Error::Corrupt(format!(
+            "unexpected answer from a shard: {other:?}"
+        ))),
+    }
+}
+
+#[async_trait]
+impl RowTxn for ClusterTxn {
+    fn age(&self) -> u64 {
+        self.age
+    }
+
+    fn retryable(&self) -> bool {
+        self.retry
+            || self
+                .parts
+                .values()
+                .any(|p| matches!(p, Part::Local(t) if t.died()))
+    }
+
+    async fn lock_table(&mut self, _table: u32, _mode: LockMode) -> Result<()> {
+        // Each participant locks its own part of the table with its first operation.
+        Ok(())
+    }
+
+    async fn get(&mut self, table: u32, key: &[u8], intent: Intent) -> Result<Option<Vec<u8>>> {
+        let shard = self.shard_of(key)?;
+        if let Part::Local(t) = self.part(shard).await? {
+            return t.get(table, key, intent).await;
+        }
+        match self
+            .remote(
+                shard,
+                ShardOp::Get {
+                    table,
+                    key: key.to_vec(),
+                    intent,
+                },
+            )
+            .await?
+        {
+            ShardReply::Row(r) => Ok(r),
+            other => Err(Error::Corrupt(format!("unexpected shard reply {other:?}"))),
+        }
+    }
+
+    async fn scan(
+        &mut self,
+        table: u32,
+        intent: Intent,
+        filter: Option<&Expr>,
+        ctx: &Context<'_>,
+    ) -> Result<KeyedRows> {
+        let shards: Vec<ShardId> = self.map.shards.keys().copied().collect();
+        for &s in &shards {
+            self.part(s).await?;
+        }
+        // Remote scans run concurrently while the local one runs here.
+        let mut remote = Vec::new();
+        for &s in &shards {
+            if let Some(Part::Remote { node, addr, client }) = self.parts.get(&s) {
+                let op = ShardOp::Scan {
+                    table,
+                    intent,
+                    filter: filter.cloned(),
+                    params: ctx.params.to_vec(),
+                    now: ctx.now,
+                };
+                let (req, client, node, addr) = (
+                    self.request(s, op),
+                    client.clone(),
+                    node.clone(),
+                    addr.clone(),
+                );
+                remote.push(async move { (s, node, addr, call(&client, req).await) });
+            }
+        }
+        let remote = futures::future::join_all(remote);
+        let local = async {
+            match self.my_shard.and_then(|s| self.parts.get_mut(&s)) {
+                Some(Part::Local(t)) => {
+                    Some(crate::sql::rows::scan_local(t, table, intent, filter, ctx).await)
+                }
+                _ => None,
+            }
+        };
+        let (remote, local) = futures::join!(remote, local);
+        let mut rows = match local {
+            Some(r) => r?,
+            None => Vec::new(),
+        };
+        for (shard, node, addr, reply) in remote {
+            match reply {
+                Ok(ShardReply::Rows(r)) => rows.extend(r),
+                Ok(ShardReply::WrongShard { version }) => {
+                    self.retry = true;
+                    self.db.wait_for_map(version).await;
+                    return Err(Error::serialization(format!(
+                        "shard {shard} moved; retry the transaction"
+                    )));
+                }
+                Ok(other) => {
+                    return Err(Error::Corrupt(format!("unexpected shard reply {other:?}")))
+                }
+                Err(e) => {
+                    if e.is_retryable() {
+                        self.retry = true;
+                    }
+                    if matches!(e, Error::Unreachable(_)) {
+                        self.db.peers.forget(&addr).await;
+                    }
+                    return Err(unreachable(shard, &node, e));
+                }
+            }
+        }
+        Ok(rows)
+    }
+
+    async fn put(&mut self, table: u32, key: Vec<u8>, value: Vec<u8>) -> Result<()> {
+        let shard = self.shard_of(&key)?;
+        self.refuse_second_writer(shard)?;
+        self.written.insert(shard);
+        if let Part::Local(t) = self.part(shard).await? {
+            return t.put(table, key, value).await;
+        }
+        self.remote(shard, ShardOp::Put { table, key, value })
+            .await
+            .map(|_| ())
+    }
+
+    async fn delete(&mut self, table: u32, key: Vec<u8>) -> Result<()> {
+        let shard = self.shard_of(&key)?;
+        self.refuse_second_writer(shard)?;
+        self.written.insert(shard);
+        if let Part::Local(t) = self.part(shard).await? {
+            return t.delete(table, key).await;
+        }
+        self.remote(shard, ShardOp::Delete { table, key })
+            .await
+            .map(|_| ())
+    }
+
+    async fn commit(mut self: Box<Self>) -> Result<()> {
+        // One phase on the one written shard; read locks elsewhere are held until it is done.
+        let written = self.written.iter().next().copied();
+        let result = match written {
+            None => Ok(()),
+            Some(shard) => match self.parts.remove(&shard) {
+                Some(Part::Local(t)) => t.commit().await,
+                Some(Part::Remote { node, addr, client }) => {
+                    let req = self.request(shard, ShardOp::Commit);
+                    match call(&client, req).await {
+                        Ok(_) => Ok(()),
+                        Err(Error::Unreachable(e)) => {
+                            self.db.peers.forget(&addr).await;
+                            Err(Error::sql(
+                                sqlstate::TRANSACTION_RESOLUTION_UNKNOWN,
+                                format!("lost shard {shard} (node {node}) during commit; the transaction's outcome is unknown: {e}"),
+                            ))
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
+                None => Ok(()),
+            },
+        };
+        self.release_all();
+        result
+    }
+
+    fn rollback(mut self: Box<Self>) {
+        self.release_all();
+    }
+}
+
+impl Drop for ClusterTxn {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.release_all();
+        }
+    }
+}
