@@ -33,6 +33,8 @@ pub mod sqlstate {
     pub const DATETIME_FIELD_OVERFLOW: &str = "22008";
     pub const INVALID_PARAMETER_VALUE: &str = "22023";
     pub const INVALID_ROW_COUNT: &str = "2201W";
+    pub const INVALID_OFFSET: &str = "2201X";
+    pub const UNDEFINED_OBJECT: &str = "42704";
     pub const FEATURE_NOT_SUPPORTED: &str = "0A000";
     pub const IN_FAILED_SQL_TRANSACTION: &str = "25P02";
     pub const ACTIVE_SQL_TRANSACTION: &str = "25001";

@@ -175,6 +175,16 @@ pub struct Prepared {
 /// Parses and plans statements of the extended protocol.
 pub struct Parser {
     db: Arc<Database>,
+    /// The connection's session: an error while preparing fails its open transaction block,
+    /// as any other error in a block does.
+    session: Arc<tokio::sync::Mutex<Session>>,
+}
+
+impl Parser {
+    async fn fail(&self, e: Error) -> PgWireError {
+        self.session.lock().await.fail_block();
+        user_error(e)
+    }
 }
 
 #[async_trait]
@@ -190,12 +200,16 @@ impl QueryParser for Parser {
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
-        let mut stmts = parser::parse(sql).map_err(user_error)?;
+        let mut stmts = match parser::parse(sql) {
+            Ok(s) => s,
+            Err(e) => return Err(self.fail(e).await),
+        };
         if stmts.len() > 1 {
-            return Err(user_error(Error::sql(
+            let e = Error::sql(
                 sqlstate::SYNTAX_ERROR,
                 "cannot insert multiple commands into a prepared statement",
-            )));
+            );
+            return Err(self.fail(e).await);
         }
         let Some((stmt, _)) = stmts.pop() else {
             return Ok(None);
@@ -204,8 +218,10 @@ impl QueryParser for Parser {
             .iter()
             .map(|t| t.as_ref().map(ddb_type).unwrap_or(DataType::Unknown))
             .collect();
-        let planned =
-            crate::sql::planner::plan(&self.db.catalog, &stmt, &declared).map_err(user_error)?;
+        let planned = match crate::sql::planner::plan(&self.db.catalog, &stmt, &declared) {
+            Ok(p) => p,
+            Err(e) => return Err(self.fail(e).await),
+        };
         Ok(Some(Prepared {
             columns: planned.plan.columns().to_vec(),
             param_types: planned.param_types,
@@ -310,7 +326,7 @@ fn decode_params(portal: &Portal<Prepared>) -> Result<(Vec<Value>, Vec<DataType>
 
 /// The handler of one PostgreSQL connection.
 pub struct PgConnection {
-    session: tokio::sync::Mutex<Session>,
+    session: Arc<tokio::sync::Mutex<Session>>,
     parser: Arc<Parser>,
     /// True while a statement runs; shutdown waits for it to clear.
     pub busy: Arc<AtomicBool>,
@@ -319,9 +335,10 @@ pub struct PgConnection {
 impl PgConnection {
     /// A handler with a fresh session.
     pub fn new(db: Arc<Database>) -> Arc<Self> {
+        let session = Arc::new(tokio::sync::Mutex::new(Session::new(db.clone())));
         Arc::new(Self {
-            session: tokio::sync::Mutex::new(Session::new(db.clone())),
-            parser: Arc::new(Parser { db }),
+            session: session.clone(),
+            parser: Arc::new(Parser { db, session }),
             busy: Arc::new(AtomicBool::new(false)),
         })
     }

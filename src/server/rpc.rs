@@ -171,11 +171,10 @@ async fn connection(
                 // Shutting down: finish what is running, answer it, then close.
                 let deadline = tokio::time::sleep(super::SHUTDOWN_GRACE);
                 tokio::pin!(deadline);
-                loop {
+                while !inflight.is_empty() {
                     tokio::select! {
-                        Some(reply) = inflight.next(), if !inflight.is_empty() => { write_frame(&mut sink, &reply).await?; }
+                        Some(reply) = inflight.next() => { write_frame(&mut sink, &reply).await?; }
                         _ = &mut deadline => break,
-                        else => break,
                     }
                 }
                 return Ok(());

@@ -172,6 +172,12 @@ pub enum Expr {
         expr: Box<Expr>,
         negated: bool,
     },
+    /// `IS [NOT] TRUE` / `IS [NOT] FALSE`: never NULL.
+    IsBool {
+        expr: Box<Expr>,
+        value: bool,
+        negated: bool,
+    },
     InList {
         expr: Box<Expr>,
         list: Vec<Expr>,

@@ -320,7 +320,11 @@ fn count_value(e: Option<&Expr>, ctx: &Context, what: &str) -> Result<Option<usi
         Value::Null => Ok(None),
         Value::Int(i) if i >= 0 => Ok(Some(usize::try_from(i).unwrap_or(usize::MAX))),
         Value::Int(_) => Err(Error::sql(
-            sqlstate::INVALID_ROW_COUNT,
+            if what == "OFFSET" {
+                sqlstate::INVALID_OFFSET
+            } else {
+                sqlstate::INVALID_ROW_COUNT
+            },
             format!("{what} must not be negative"),
         )),
         v => Err(Error::sql(

@@ -36,6 +36,8 @@ pub enum Expr {
     Neg(Box<Expr>),
     Binary(BinaryOp, Box<Expr>, Box<Expr>),
     IsNull(Box<Expr>, bool),
+    /// `IS [NOT] TRUE/FALSE`: the value to test for, and whether negated.
+    IsBool(Box<Expr>, bool, bool),
     InList(Box<Expr>, Vec<Expr>, bool),
     Like {
         expr: Box<Expr>,
@@ -104,6 +106,10 @@ impl Expr {
             }
             Expr::Binary(op, l, r) => binary(*op, l.eval(row, ctx)?, r.eval(row, ctx)?)?,
             Expr::IsNull(e, negated) => Value::Bool(e.eval(row, ctx)?.is_null() != *negated),
+            Expr::IsBool(e, value, negated) => {
+                let is = truth(e.eval(row, ctx)?)? == Some(*value);
+                Value::Bool(is != *negated)
+            }
             Expr::InList(e, list, negated) => {
                 let v = e.eval(row, ctx)?;
                 if v.is_null() {
@@ -173,7 +179,11 @@ impl Expr {
         f(self);
         match self {
             Expr::Const(_) | Expr::Column(_) | Expr::Param(_) => {}
-            Expr::Not(e) | Expr::Neg(e) | Expr::IsNull(e, _) | Expr::Cast(e, _) => e.walk(f),
+            Expr::Not(e)
+            | Expr::Neg(e)
+            | Expr::IsNull(e, _)
+            | Expr::IsBool(e, _, _)
+            | Expr::Cast(e, _) => e.walk(f),
             Expr::Binary(_, l, r) => {
                 l.walk(f);
                 r.walk(f);
@@ -245,7 +255,10 @@ fn binary(op: BinaryOp, l: Value, r: Value) -> Result<Value> {
     }
     let div_zero = || Error::sql(sqlstate::DIVISION_BY_ZERO, "division by zero");
     Ok(match (op, l, r) {
-        (BinaryOp::Concat, a, b) => Value::Text(format!("{a}{b}")),
+        (BinaryOp::Concat, a, b) => {
+            let text = |v: Value| v.cast(&DataType::Text).map(|v| v.to_string());
+            Value::Text(format!("{}{}", text(a)?, text(b)?))
+        }
         (op, Value::Int(a), Value::Int(b)) => Value::Int(match op {
             BinaryOp::Add => a.checked_add(b).ok_or_else(overflow)?,
             BinaryOp::Sub => a.checked_sub(b).ok_or_else(overflow)?,
@@ -258,7 +271,7 @@ fn binary(op: BinaryOp, l: Value, r: Value) -> Result<Value> {
         }),
         (op, a @ (Value::Int(_) | Value::Float(_)), b @ (Value::Int(_) | Value::Float(_))) => {
             let (a, b) = (as_f64(&a), as_f64(&b));
-            Value::Float(match op {
+            let result = match op {
                 BinaryOp::Add => a + b,
                 BinaryOp::Sub => a - b,
                 BinaryOp::Mul => a * b,
@@ -267,7 +280,15 @@ fn binary(op: BinaryOp, l: Value, r: Value) -> Result<Value> {
                 BinaryOp::Mod if b == 0.0 => return Err(div_zero()),
                 BinaryOp::Mod => a % b,
                 _ => return Err(Error::Internal(format!("bad float operator {op:?}"))),
-            })
+            };
+            // A finite computation that overflows to infinity is an error, as in PostgreSQL.
+            if result.is_infinite() && a.is_finite() && b.is_finite() {
+                return Err(Error::sql(
+                    sqlstate::NUMERIC_VALUE_OUT_OF_RANGE,
+                    "value out of range: overflow",
+                ));
+            }
+            Value::Float(result)
         }
         (op, a, b) => {
             return Err(Error::sql(

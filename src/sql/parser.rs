@@ -64,8 +64,14 @@ fn convert_statement(stmt: &sp::Statement) -> Result<Statement> {
     use sp::Statement as S;
     match stmt {
         S::StartTransaction { modes, .. } => {
-            if !modes.is_empty() {
-                return unsupported("transaction modes (ddb transactions are always serializable)");
+            // Every ddb transaction is serializable, which satisfies any isolation level asked
+            // for; READ ONLY is not enforced yet, so it is refused rather than ignored.
+            for m in modes {
+                match m {
+                    sp::TransactionMode::IsolationLevel(_)
+                    | sp::TransactionMode::AccessMode(sp::TransactionAccessMode::ReadWrite) => {}
+                    other => return unsupported(format!("the transaction mode {other}")),
+                }
             }
             Ok(Statement::Begin)
         }
@@ -205,11 +211,24 @@ pub fn convert_type(ty: &sp::DataType) -> Result<DataType> {
         T::Timestamp(_, sp::TimezoneInfo::None | sp::TimezoneInfo::WithoutTimeZone) => {
             DataType::Timestamp
         }
+        T::Custom(name, _) => {
+            return Err(Error::sql(
+                sqlstate::UNDEFINED_OBJECT,
+                format!("type \"{name}\" does not exist"),
+            ))
+        }
         other => return unsupported(format!("the type {other}")),
     })
 }
 
 fn convert_insert(insert: &sp::Insert) -> Result<Statement> {
+    if !insert.into {
+        // PostgreSQL requires INTO; sqlparser also accepts MySQL's INSERT t VALUES.
+        return Err(Error::sql(
+            sqlstate::SYNTAX_ERROR,
+            "syntax error: INSERT requires INTO",
+        ));
+    }
     if insert.on.is_some() {
         return unsupported("INSERT ... ON CONFLICT");
     }
@@ -242,7 +261,11 @@ fn convert_insert(insert: &sp::Insert) -> Result<Statement> {
         sp::SetExpr::Values(values) => values
             .rows
             .iter()
-            .map(|row| row.iter().map(convert_expr).collect::<Result<Vec<_>>>())
+            .map(|row| {
+                row.iter()
+                    .map(convert_value_item)
+                    .collect::<Result<Vec<_>>>()
+            })
             .collect::<Result<Vec<_>>>()?,
         _ => return unsupported("INSERT ... SELECT"),
     };
@@ -251,6 +274,18 @@ fn convert_insert(insert: &sp::Insert) -> Result<Statement> {
         columns,
         rows,
     })
+}
+
+/// A VALUES item: the `DEFAULT` keyword, or an expression.
+fn convert_value_item(e: &sp::Expr) -> Result<Expr> {
+    match e {
+        sp::Expr::Identifier(id)
+            if id.quote_style.is_none() && id.value.eq_ignore_ascii_case("default") =>
+        {
+            Ok(Expr::Default)
+        }
+        other => convert_expr(other),
+    }
 }
 
 fn single_table(from: &[sp::TableWithJoins]) -> Result<(String, Option<String>)> {
@@ -499,9 +534,33 @@ pub fn convert_expr(e: &sp::Expr) -> Result<Expr> {
         E::BinaryOp { left, op, right } => {
             Expr::Binary(convert_binary_op(op)?, b(left)?, b(right)?)
         }
-        E::IsNull(x) => Expr::IsNull {
+        E::IsNull(x) | E::IsUnknown(x) => Expr::IsNull {
             expr: b(x)?,
             negated: false,
+        },
+        E::IsNotUnknown(x) => Expr::IsNull {
+            expr: b(x)?,
+            negated: true,
+        },
+        E::IsTrue(x) => Expr::IsBool {
+            expr: b(x)?,
+            value: true,
+            negated: false,
+        },
+        E::IsNotTrue(x) => Expr::IsBool {
+            expr: b(x)?,
+            value: true,
+            negated: true,
+        },
+        E::IsFalse(x) => Expr::IsBool {
+            expr: b(x)?,
+            value: false,
+            negated: false,
+        },
+        E::IsNotFalse(x) => Expr::IsBool {
+            expr: b(x)?,
+            value: false,
+            negated: true,
         },
         E::IsNotNull(x) => Expr::IsNull {
             expr: b(x)?,

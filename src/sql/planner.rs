@@ -189,9 +189,10 @@ fn contains_aggregate(e: &ast::Expr) -> bool {
         | ast::Expr::Column(..)
         | ast::Expr::Param(_)
         | ast::Expr::Default => false,
-        ast::Expr::Unary(_, e) | ast::Expr::IsNull { expr: e, .. } | ast::Expr::Cast(e, _) => {
-            contains_aggregate(e)
-        }
+        ast::Expr::Unary(_, e)
+        | ast::Expr::IsNull { expr: e, .. }
+        | ast::Expr::IsBool { expr: e, .. }
+        | ast::Expr::Cast(e, _) => contains_aggregate(e),
         ast::Expr::Binary(_, l, r) => contains_aggregate(l) || contains_aggregate(r),
         ast::Expr::InList { expr, list, .. } => {
             contains_aggregate(expr) || list.iter().any(contains_aggregate)
@@ -273,7 +274,7 @@ impl Binder<'_> {
                     })?;
                     if bound.iter().any(|(j, _)| *j == i) {
                         return Err(err(
-                            sqlstate::DUPLICATE_COLUMN,
+                            sqlstate::SYNTAX_ERROR,
                             format!("multiple assignments to same column \"{name}\""),
                         ));
                     }
@@ -392,9 +393,18 @@ impl Binder<'_> {
         rows: &[Vec<ast::Expr>],
     ) -> Result<Plan> {
         let t = self.table(table)?;
+        if rows.iter().any(|r| r.len() != rows[0].len()) {
+            return Err(err(
+                sqlstate::SYNTAX_ERROR,
+                "VALUES lists must all be the same length",
+            ));
+        }
+        let width = rows.first().map(|r| r.len()).unwrap_or(0);
         let targets: Vec<usize> = match columns {
+            // Without a column list the values fill the leading columns; the rest get defaults.
             None => (0..t.columns.len())
                 .filter(|&i| !t.columns[i].hidden)
+                .take(width)
                 .collect(),
             Some(names) => {
                 let mut v = Vec::new();
@@ -418,7 +428,7 @@ impl Binder<'_> {
         };
         let mut bound_rows = Vec::with_capacity(rows.len());
         for row in rows {
-            if row.len() > targets.len() {
+            if row.len() > targets.len() || (columns.is_none() && row.len() > width) {
                 return Err(err(
                     sqlstate::SYNTAX_ERROR,
                     "INSERT has more expressions than target columns",
@@ -455,7 +465,13 @@ impl Binder<'_> {
         ty: &DataType,
     ) -> Result<(Expr, DataType)> {
         if let ast::Expr::Literal(Literal::String(s)) = e {
-            let v = Value::Text(s.clone()).cast(ty)?;
+            // An untyped literal takes the column's type; text keeps the length check of an
+            // assignment (22001), where an explicit cast would truncate.
+            let v = if ty.is_text() {
+                Value::Text(s.clone()).coerce_to(ty, "?")?
+            } else {
+                Value::Text(s.clone()).cast(ty)?
+            };
             return Ok((Expr::Const(v), ty.clone()));
         }
         let (expr, t) = self.expr(e, scope, &mut None)?;
@@ -605,6 +621,13 @@ impl Binder<'_> {
                             })?;
                         items[idx - 1].0.clone()
                     }
+                    // A bare name that is not a column of the table but an output alias.
+                    ast::Expr::Column(None, name) if !matches!(&scope, Scope::Table { table, .. } if table.column_index(name).is_some()) => {
+                        match items.iter().find(|(_, n)| n == name) {
+                            Some((e, _)) => e.clone(),
+                            None => g.clone(),
+                        }
+                    }
                     other => other.clone(),
                 };
                 if contains_aggregate(&g) {
@@ -707,6 +730,9 @@ impl Binder<'_> {
     }
 
     fn count_expr(&mut self, e: &ast::Expr) -> Result<Expr> {
+        if let ast::Expr::Literal(Literal::String(s)) = e {
+            return Ok(Expr::Const(Value::Text(s.clone()).cast(&DataType::BigInt)?));
+        }
         let (expr, ty) = self.expr(e, &Scope::Empty, &mut None)?;
         if ty == DataType::Unknown {
             self.hint(&expr, &DataType::BigInt);
@@ -882,6 +908,24 @@ impl Binder<'_> {
                 let (x, _) = sub(self, expr, grouping)?;
                 (Expr::IsNull(Box::new(x), *negated), DataType::Bool)
             }
+            ast::Expr::IsBool {
+                expr,
+                value,
+                negated,
+            } => {
+                let (x, ty) = sub(self, expr, grouping)?;
+                if !matches!(ty, DataType::Bool | DataType::Unknown) {
+                    return Err(err(
+                        sqlstate::DATATYPE_MISMATCH,
+                        format!(
+                            "argument of IS {} must be type boolean, not type {ty}",
+                            if *value { "TRUE" } else { "FALSE" }
+                        ),
+                    ));
+                }
+                self.hint(&x, &DataType::Bool);
+                (Expr::IsBool(Box::new(x), *value, *negated), DataType::Bool)
+            }
             ast::Expr::InList {
                 expr,
                 list,
@@ -1005,6 +1049,7 @@ impl Binder<'_> {
                         (Function::Length, DataType::Int)
                     }
                     ("abs", [t]) if t.is_numeric() => (Function::Abs, t.clone()),
+                    ("abs", [DataType::Unknown]) => (Function::Abs, DataType::Double),
                     ("coalesce", ts) if !ts.is_empty() => {
                         let ty = ts
                             .iter()
@@ -1058,8 +1103,13 @@ impl Binder<'_> {
         scope: &Scope,
         g: &mut Option<Grouping>,
     ) -> Result<(Expr, DataType)> {
-        // Bind the side that is not a quoted literal first, so the literal can take its type.
-        let (le, lt, re, rt) = if matches!(l, ast::Expr::Literal(Literal::String(_))) {
+        // Bind the side that is not a quoted literal first, so the literal can take its type
+        // (except for `||`, which turns both sides into text).
+        let (le, lt, re, rt) = if op == BinaryOp::Concat {
+            let (le, lt) = self.expr(l, scope, g)?;
+            let (re, rt) = self.expr(r, scope, g)?;
+            (le, lt, re, rt)
+        } else if matches!(l, ast::Expr::Literal(Literal::String(_))) {
             let (re, rt) = self.expr(r, scope, g)?;
             let (le, lt) = self.operand_for(l, &rt, scope, g)?;
             (le, lt, re, rt)

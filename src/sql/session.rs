@@ -247,6 +247,14 @@ impl Session {
         result
     }
 
+    /// Fails an open transaction block (an error happened outside execution, e.g. while a
+    /// statement was prepared); outside a block this does nothing.
+    pub fn fail_block(&mut self) {
+        if matches!(self.state, State::Open(_)) {
+            self.fail();
+        }
+    }
+
     fn fail(&mut self) {
         if let State::Open(txn) = std::mem::replace(&mut self.state, State::Failed) {
             txn.rollback();

@@ -227,23 +227,27 @@ impl Value {
             (Value::Null, _) => Ok(Value::Null),
             (Value::Int(_), t) if t.is_numeric() => self.cast(ty),
             (Value::Float(_), t) if t.is_numeric() => self.cast(ty),
-            (Value::Text(s), DataType::Varchar(Some(n))) if s.chars().count() > *n as usize => {
-                Err(Error::sql(
-                    sqlstate::STRING_DATA_RIGHT_TRUNCATION,
-                    format!(
-                        "value too long for type character varying({n}) in column \"{column}\""
-                    ),
-                ))
-            }
-            (Value::Text(s), DataType::Char(n))
+            // Too long, unless only trailing spaces are in excess (those are cut, as in PostgreSQL).
+            (Value::Text(s), DataType::Varchar(Some(n)) | DataType::Char(n))
                 if s.trim_end_matches(' ').chars().count() > *n as usize =>
             {
+                let name = if matches!(ty, DataType::Char(_)) {
+                    "character"
+                } else {
+                    "character varying"
+                };
                 Err(Error::sql(
                     sqlstate::STRING_DATA_RIGHT_TRUNCATION,
-                    format!("value too long for type character({n}) in column \"{column}\""),
+                    format!("value too long for type {name}({n})"),
                 ))
             }
             (Value::Text(_), t) if t.is_text() => self.cast(ty),
+            // Any value is assignable to a text column, through its text form.
+            (Value::Int(_) | Value::Float(_) | Value::Bool(_) | Value::Timestamp(_), t)
+                if t.is_text() =>
+            {
+                self.cast(&DataType::Text)?.coerce_to(ty, column)
+            }
             (Value::Bool(_), DataType::Bool) | (Value::Timestamp(_), DataType::Timestamp) => {
                 Ok(self)
             }
@@ -269,7 +273,11 @@ impl Value {
             (Value::Int(i), t) if t.is_integer() => Value::Int(t.check_integer(i)?),
             (Value::Float(f), t) if t.is_integer() => {
                 let r = f.round();
-                if !r.is_finite() || r < i64::MIN as f64 || r > i64::MAX as f64 {
+                // i64::MAX as f64 rounds up to 2^63, which does not fit: compare with 2^63 itself.
+                if !r.is_finite()
+                    || r < -9.223_372_036_854_775_808e18
+                    || r >= 9.223_372_036_854_775_808e18
+                {
                     return Err(Error::sql(
                         sqlstate::NUMERIC_VALUE_OUT_OF_RANGE,
                         format!("{t} out of range"),
@@ -319,6 +327,9 @@ impl Value {
                 let s: String = v.to_string().chars().take(*n as usize).collect();
                 let pad = (*n as usize).saturating_sub(s.chars().count());
                 Value::Text(format!("{s}{}", " ".repeat(pad)))
+            }
+            (Value::Bool(b), t) if t.is_text() => {
+                Value::Text(if b { "true" } else { "false" }.into())
             }
             (v, t) if t.is_text() => Value::Text(v.to_string()),
             (v, t) => {
@@ -385,6 +396,21 @@ pub fn parse_timestamp(s: &str) -> Result<i64> {
         if let Some(dt) = d.and_hms_opt(0, 0, 0) {
             return Ok(dt.and_utc().timestamp_micros());
         }
+    }
+    // Well-formed but impossible (2024-02-30, 25:00): out of range rather than bad syntax.
+    let shaped = t.len() >= 10
+        && t.as_bytes()[..10].iter().enumerate().all(|(i, b)| {
+            if i == 4 || i == 7 {
+                *b == b'-'
+            } else {
+                b.is_ascii_digit()
+            }
+        });
+    if shaped {
+        return Err(Error::sql(
+            sqlstate::DATETIME_FIELD_OVERFLOW,
+            format!("date/time field value out of range: \"{s}\""),
+        ));
     }
     Err(Error::sql(
         sqlstate::INVALID_DATETIME_FORMAT,
