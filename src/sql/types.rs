@@ -273,11 +273,9 @@ impl Value {
             (Value::Int(i), t) if t.is_integer() => Value::Int(t.check_integer(i)?),
             (Value::Float(f), t) if t.is_integer() => {
                 let r = f.round();
-                // i64::MAX as f64 rounds up to 2^63, which does not fit: compare with 2^63 itself.
-                if !r.is_finite()
-                    || r < -9.223_372_036_854_775_808e18
-                    || r >= 9.223_372_036_854_775_808e18
-                {
+                // i64::MAX as f64 rounds up to 2^63, which does not fit: the range is [-2^63, 2^63).
+                const TWO_63: f64 = 9_223_372_036_854_775_808.0;
+                if !(-TWO_63..TWO_63).contains(&r) {
                     return Err(Error::sql(
                         sqlstate::NUMERIC_VALUE_OUT_OF_RANGE,
                         format!("{t} out of range"),
