@@ -6,7 +6,7 @@
 //! reported quickly instead of hanging.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -28,6 +28,8 @@ pub struct Client {
     addr: String,
     sink: tokio::sync::Mutex<SplitSink<FramedStream, bytes::Bytes>>,
     pending: Pending,
+    /// Set by the reader when the connection ends; calls after that fail at once.
+    closed: Arc<AtomicBool>,
     next_id: AtomicU64,
     reader: tokio::task::JoinHandle<()>,
     /// The name the node reported in the handshake.
@@ -94,6 +96,8 @@ impl Client {
         };
         let pending: Pending = Arc::default();
         let reader_pending = pending.clone();
+        let closed = Arc::new(AtomicBool::new(false));
+        let reader_closed = closed.clone();
         let reader = tokio::spawn(async move {
             while let Ok(Some(env)) = read_frame::<_, Envelope<Response>>(&mut stream).await {
                 let waiter = reader_pending
@@ -104,7 +108,9 @@ impl Client {
                     let _ = w.send(env.body);
                 }
             }
-            // Dropping the senders fails every waiting call.
+            // Mark the connection closed first, then drop the senders: a call that registered
+            // before the mark is failed here, and one that registers after sees the mark.
+            reader_closed.store(true, Ordering::SeqCst);
             if let Ok(mut p) = reader_pending.lock() {
                 p.clear();
             }
@@ -113,6 +119,7 @@ impl Client {
             addr: addr.to_string(),
             sink: tokio::sync::Mutex::new(sink),
             pending,
+            closed,
             next_id: AtomicU64::new(1),
             reader,
             node_name,
@@ -127,6 +134,15 @@ impl Client {
             .lock()
             .map_err(|_| Error::Internal("client lock poisoned".into()))?
             .insert(id, tx);
+        if self.is_closed() {
+            if let Ok(mut p) = self.pending.lock() {
+                p.remove(&id);
+            }
+            return Err(Error::Unreachable(format!(
+                "the connection to node at {} is closed",
+                self.addr
+            )));
+        }
         {
             let mut sink = self.sink.lock().await;
             if let Err(e) = write_frame(&mut *sink, &Envelope { id, body }).await {
@@ -144,6 +160,13 @@ impl Client {
                 self.addr
             ))),
         }
+    }
+}
+
+impl Client {
+    /// Whether the connection has ended (the node closed it or went away).
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
     }
 }
 

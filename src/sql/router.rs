@@ -109,7 +109,9 @@ impl Peers {
     async fn get(&self, addr: &str, cluster: &str) -> Result<Arc<Client>> {
         let mut clients = self.clients.lock().await;
         if let Some(c) = clients.get(addr) {
-            return Ok(c.clone());
+            if !c.is_closed() {
+                return Ok(c.clone());
+            }
         }
         let c = Arc::new(
             Client::connect_to(addr, PEER_CONNECT_TIMEOUT, Some(cluster.to_string())).await?,

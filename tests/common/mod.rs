@@ -282,3 +282,145 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
 pub fn repo_path(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
 }
+
+/// A cluster started with `ddb init` from a cluster file in a temporary directory.
+pub struct TestCluster {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub name: String,
+    /// (name, rpc port, sql port) in file order.
+    pub nodes: Vec<(String, u16, u16)>,
+}
+
+impl TestCluster {
+    /// Writes a cluster file for `n` local nodes on free ports (nothing is started).
+    pub fn new(name: &str, n: usize) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let nodes: Vec<(String, u16, u16)> = (1..=n)
+            .map(|i| (format!("n{i}"), free_port(), free_port()))
+            .collect();
+        let mut yaml = format!("name: {name}\nsharding:\n  vnodes: 64\ndefaults:\n  data_dir: ./data/{{name}}\nnodes:\n");
+        for (node, rpc, sql) in &nodes {
+            yaml.push_str(&format!(
+                "  - name: {node}\n    host: 127.0.0.1\n    rpc_port: {rpc}\n    sql_port: {sql}\n"
+            ));
+        }
+        let config = dir.path().join("cluster.yaml");
+        std::fs::write(&config, yaml).expect("write cluster file");
+        TestCluster {
+            dir,
+            config,
+            name: name.to_string(),
+            nodes,
+        }
+    }
+
+    /// Runs `ddb ARGS…` with this cluster file.
+    pub fn ddb(&self, args: &[&str]) -> Output {
+        run_ddb(
+            args,
+            None,
+            &[("DDB_CONFIG", self.config.to_str().expect("utf-8 path"))],
+        )
+    }
+
+    /// Runs `ddb init` and asserts that it succeeded.
+    pub fn init(&self) -> Output {
+        let out = self.ddb(&["init"]);
+        assert!(
+            out.status.success(),
+            "ddb init failed ({:?}):\n{}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr),
+            self.logs()
+        );
+        out
+    }
+
+    /// The data directory of a node.
+    pub fn data_dir(&self, node: &str) -> PathBuf {
+        self.dir.path().join("data").join(node)
+    }
+
+    /// The SQL port of a node.
+    pub fn sql_port(&self, node: &str) -> u16 {
+        self.nodes
+            .iter()
+            .find(|n| n.0 == node)
+            .map(|n| n.2)
+            .expect("node")
+    }
+
+    /// The RPC address of a node.
+    pub fn rpc_addr(&self, node: &str) -> String {
+        let port = self
+            .nodes
+            .iter()
+            .find(|n| n.0 == node)
+            .map(|n| n.1)
+            .expect("node");
+        format!("127.0.0.1:{port}")
+    }
+
+    /// The pid a node wrote, if its pid file is there.
+    pub fn pid(&self, node: &str) -> Option<i32> {
+        std::fs::read_to_string(self.data_dir(node).join("ddb.pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// Kills a node with SIGKILL and waits until its port is closed.
+    pub fn kill(&self, node: &str) {
+        if let Some(pid) = self.pid(node) {
+            let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
+        }
+        let port = self
+            .nodes
+            .iter()
+            .find(|n| n.0 == node)
+            .map(|n| n.1)
+            .expect("node");
+        assert!(
+            wait_until(Duration::from_secs(10), || std::net::TcpStream::connect((
+                "127.0.0.1",
+                port
+            ))
+            .is_err()),
+            "node {node} still answers after kill -9"
+        );
+    }
+
+    /// The last lines of every node's log.
+    pub fn logs(&self) -> String {
+        let mut all = String::new();
+        for (node, _, _) in &self.nodes {
+            let log =
+                std::fs::read_to_string(self.data_dir(node).join("ddb.log")).unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            all.push_str(&format!(
+                "--- {node}\n{}\n",
+                lines[lines.len().saturating_sub(15)..].join("\n")
+            ));
+        }
+        all
+    }
+
+    /// `ddb status --format json`, parsed.
+    pub fn status(&self) -> (Option<i32>, Vec<serde_json::Value>) {
+        let out = self.ddb(&["status", "--format", "json"]);
+        let rows = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        (out.status.code(), rows)
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        for (node, _, _) in &self.nodes {
+            if let Some(pid) = self.pid(node) {
+                let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
+            }
+        }
+    }
+}

@@ -1,0 +1,404 @@
+//! Sharded clusters from one file, end to end: `ddb init` on real processes, routing through
+//! every gateway, the Raft-backed map under node loss, restarts, and the CLI's view of it all.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use common::{connect, sqlstate, TestCluster, TestNode};
+
+fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn stdout(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Runs queries through simple query protocol and renders every row as text.
+async fn rows(client: &tokio_postgres::Client, sql: &str) -> Vec<Vec<Option<String>>> {
+    let mut out = Vec::new();
+    for m in client
+        .simple_query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    {
+        if let tokio_postgres::SimpleQueryMessage::Row(r) = m {
+            out.push((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect());
+        }
+    }
+    out
+}
+
+const ROWS: i64 = 10_000;
+
+/// Inserts ROWS rows (id, grp, v) through one connection per task, concurrently.
+async fn load(port: u16) {
+    let mut tasks = Vec::new();
+    for w in 0..4 {
+        tasks.push(tokio::spawn(async move {
+            let c = connect(port).await;
+            let stmt = c
+                .prepare("INSERT INTO t VALUES ($1, $2, $3)")
+                .await
+                .unwrap();
+            let mut id = w;
+            while id < ROWS {
+                let grp = format!("g{}", id % 7);
+                let v = (id * 7919) % 1000;
+                c.execute(&stmt, &[&id, &grp, &v]).await.unwrap();
+                id += 4;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
+const SCHEMA: &str = "CREATE TABLE t (id BIGINT PRIMARY KEY, grp TEXT NOT NULL, v BIGINT)";
+
+const QUERIES: &[&str] = &[
+    "SELECT count(*), sum(v), min(v), max(v), avg(v) FROM t",
+    "SELECT grp, count(*), sum(v), min(id) FROM t GROUP BY grp ORDER BY grp",
+    "SELECT id, v FROM t ORDER BY v DESC, id LIMIT 10 OFFSET 5",
+    "SELECT id FROM t WHERE v BETWEEN 100 AND 105 ORDER BY id",
+    "SELECT grp, avg(v) AS a FROM t GROUP BY grp HAVING count(*) > 1000 ORDER BY a DESC, grp",
+    "SELECT count(*) FROM t WHERE grp LIKE 'g1%' AND v > 500",
+    "SELECT v, count(*) FROM t GROUP BY v ORDER BY 2 DESC, 1 LIMIT 3",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_three_node_cluster_shards_rows_and_answers_like_a_single_node() {
+    let cluster = TestCluster::new("alpha", 3);
+    let out = cluster.init();
+    assert!(
+        stderr(&out).contains("cluster 'alpha' formed with 3 nodes"),
+        "{}",
+        stderr(&out)
+    );
+
+    // ddb status --format json, with the stable field names.
+    let (code, status) = cluster.status();
+    assert_eq!(code, Some(0));
+    assert_eq!(status.len(), 3);
+    let leaders = status.iter().filter(|n| n["raft"] == "leader").count();
+    assert_eq!(leaders, 1, "{status:?}");
+    for (i, n) in status.iter().enumerate() {
+        assert_eq!(n["name"], format!("n{}", i + 1));
+        assert_eq!(n["shard"], i as i64 + 1);
+        assert_eq!(n["role"], "primary");
+        assert_eq!(n["state"], "up");
+        assert!(n["map_version"].as_i64().unwrap() >= 1);
+        for field in ["rpc_addr", "sql_addr", "lsn", "lag", "keys", "prepared"] {
+            assert!(n.get(field).is_some(), "missing {field}");
+        }
+    }
+
+    let gw = connect(cluster.sql_port("n1")).await;
+    gw.batch_execute(SCHEMA).await.unwrap();
+    let started = Instant::now();
+    load(cluster.sql_port("n1")).await;
+    eprintln!(
+        "loaded {ROWS} rows through one gateway in {:?}",
+        started.elapsed()
+    );
+
+    // Each shard holds its ring share of the rows (a third, within a few percent).
+    let (_, status) = cluster.status();
+    let keys: Vec<i64> = status.iter().map(|n| n["keys"].as_i64().unwrap()).collect();
+    assert_eq!(keys.iter().sum::<i64>(), ROWS);
+    for k in &keys {
+        let share = *k as f64 / ROWS as f64;
+        assert!((share - 1.0 / 3.0).abs() < 0.04, "uneven shards: {keys:?}");
+    }
+
+    // The same data on a single node is the reference for every query.
+    let single = TestNode::start();
+    let reference = single.connect().await;
+    reference.batch_execute(SCHEMA).await.unwrap();
+    load(single.sql_port).await;
+
+    for node in ["n1", "n2", "n3"] {
+        let c = connect(cluster.sql_port(node)).await;
+        for q in QUERIES {
+            assert_eq!(
+                rows(&c, q).await,
+                rows(&reference, q).await,
+                "{q} through {node}"
+            );
+        }
+        // Point reads through every gateway reach every shard.
+        for id in [0i64, 1, 2, 3, 4999, 9998, 9999] {
+            let r = c
+                .query_one("SELECT v FROM t WHERE id = $1", &[&id])
+                .await
+                .unwrap();
+            assert_eq!(r.get::<_, i64>(0), (id * 7919) % 1000);
+        }
+    }
+
+    // A transaction that writes to two shards is refused until two-phase commit exists.
+    let ring = cluster.ddb(&["ring", "--key", "1", "--format", "json"]);
+    let owner1: serde_json::Value = serde_json::from_slice(&ring.stdout).unwrap();
+    let other = (2..100)
+        .find(|k| {
+            let r = cluster.ddb(&["ring", "--key", &k.to_string(), "--format", "json"]);
+            let v: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+            v[0]["shard"] != owner1[0]["shard"]
+        })
+        .unwrap();
+    gw.batch_execute("BEGIN; UPDATE t SET v = 0 WHERE id = 1")
+        .await
+        .unwrap();
+    let err = gw
+        .batch_execute(&format!("UPDATE t SET v = 0 WHERE id = {other}"))
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&err).as_deref(), Some("0A000"));
+    let msg = err.as_db_error().unwrap().message().to_string();
+    assert!(
+        msg.contains("multi-shard writes need two-phase commit") && msg.contains("shards"),
+        "{msg}"
+    );
+    gw.batch_execute("ROLLBACK").await.unwrap();
+    // Reads across shards in one transaction are fine, with a write to one of them.
+    gw.batch_execute(&format!(
+        "BEGIN; SELECT sum(v) FROM t; UPDATE t SET v = v + 1 WHERE id = {other}; COMMIT"
+    ))
+    .await
+    .unwrap();
+
+    // Stop everything, init again: the map and the data are all there.
+    let stop = cluster.ddb(&["stop"]);
+    assert!(stop.status.success(), "{}", stderr(&stop));
+    let (code, _) = cluster.status();
+    assert_eq!(code, Some(3), "status exits 3 when nodes are down");
+    let again = cluster.init();
+    assert!(
+        stderr(&again).contains("already formed"),
+        "{}",
+        stderr(&again)
+    );
+    let c = connect(cluster.sql_port("n2")).await;
+    assert_eq!(
+        rows(&c, "SELECT count(*) FROM t").await,
+        vec![vec![Some(ROWS.to_string())]]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_map_accepts_changes_with_any_one_voter_down_and_a_restarted_node_catches_up() {
+    let cluster = TestCluster::new("beta", 3);
+    cluster.init();
+    for (i, down) in ["n1", "n2", "n3"].iter().enumerate() {
+        cluster.kill(down);
+        let alive = if *down == "n1" { "n2" } else { "n1" };
+        let c = connect(cluster.sql_port(alive)).await;
+        let started = Instant::now();
+        c.batch_execute(&format!("CREATE TABLE t{i} (id INT PRIMARY KEY)"))
+            .await
+            .unwrap_or_else(|e| {
+                panic!("CREATE TABLE with {down} down: {e}\n{}", cluster.logs());
+            });
+        eprintln!("CREATE TABLE with {down} down took {:?}", started.elapsed());
+        // Bring it back: init starts the nodes that are down and changes nothing else.
+        let out = cluster.init();
+        assert!(
+            stderr(&out).contains(&format!("started {down}")),
+            "{}",
+            stderr(&out)
+        );
+        // The restarted node catches up with the change it missed.
+        let back = connect(cluster.sql_port(down)).await;
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            match back
+                .simple_query(&format!("SELECT count(*) FROM t{i}"))
+                .await
+            {
+                Ok(_) => break,
+                Err(e) if Instant::now() < deadline => {
+                    assert_eq!(sqlstate(&e).as_deref(), Some("42P01"), "{e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("{down} never saw t{i}: {e}"),
+            }
+        }
+    }
+    let (code, status) = cluster.status();
+    assert_eq!(code, Some(0));
+    let versions: Vec<i64> = status
+        .iter()
+        .map(|n| n["map_version"].as_i64().unwrap())
+        .collect();
+    assert!(versions.iter().all(|v| *v == versions[0]), "{versions:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_node_fails_only_the_statements_that_need_its_shard_and_quickly() {
+    let cluster = TestCluster::new("gamma", 3);
+    cluster.init();
+    let c = connect(cluster.sql_port("n1")).await;
+    c.batch_execute("CREATE TABLE kv (k BIGINT PRIMARY KEY, v TEXT)")
+        .await
+        .unwrap();
+    for k in 0..60i64 {
+        c.execute("INSERT INTO kv VALUES ($1, 'x')", &[&k])
+            .await
+            .unwrap();
+    }
+    let mut owner: BTreeMap<i64, String> = BTreeMap::new();
+    for k in 0..60i64 {
+        let r = cluster.ddb(&[
+            "ring",
+            "--key",
+            &k.to_string(),
+            "--table",
+            "kv",
+            "--format",
+            "json",
+        ]);
+        let v: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+        owner.insert(k, v[0]["node"].as_str().unwrap().to_string());
+    }
+    cluster.kill("n3");
+    let on_live = owner
+        .iter()
+        .find(|(_, n)| *n == "n2")
+        .map(|(k, _)| *k)
+        .unwrap();
+    let on_dead = owner
+        .iter()
+        .find(|(_, n)| *n == "n3")
+        .map(|(k, _)| *k)
+        .unwrap();
+
+    let r = c
+        .query_one("SELECT v FROM kv WHERE k = $1", &[&on_live])
+        .await
+        .unwrap();
+    assert_eq!(r.get::<_, String>(0), "x");
+    c.execute("UPDATE kv SET v = 'y' WHERE k = $1", &[&on_live])
+        .await
+        .unwrap();
+
+    for sql in [
+        format!("SELECT v FROM kv WHERE k = {on_dead}"),
+        "SELECT count(*) FROM kv".to_string(),
+    ] {
+        let started = Instant::now();
+        let err = c.simple_query(&sql).await.unwrap_err();
+        let code = sqlstate(&err).unwrap_or_default();
+        assert!(
+            code.starts_with("08") || code.starts_with("57"),
+            "{sql}: {err}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{sql} took {:?}",
+            started.elapsed()
+        );
+    }
+    let out = run_query(&cluster, &format!("SELECT v FROM kv WHERE k = {on_dead}"));
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("SQLSTATE 08"), "{}", stderr(&out));
+
+    // ddb status shows the node down and exits 3; the table is still printed.
+    let status = cluster.ddb(&["status", "--format", "csv"]);
+    assert_eq!(status.status.code(), Some(3));
+    assert!(
+        stdout(&status).contains("n3,") && stdout(&status).contains(",down,"),
+        "{}",
+        stdout(&status)
+    );
+}
+
+fn run_query(cluster: &TestCluster, sql: &str) -> std::process::Output {
+    cluster.ddb(&["query", sql])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_moves_to_the_next_node_when_one_is_down() {
+    let cluster = TestCluster::new("delta", 3);
+    cluster.init();
+    let out = run_query(&cluster, "CREATE TABLE t (id INT PRIMARY KEY)");
+    assert!(out.status.success(), "{}", stderr(&out));
+    cluster.kill("n1");
+    let out = cluster.ddb(&["query", "--no-header", "SELECT 40 + 2"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "42\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_of_another_cluster_refuse_to_join() {
+    let cluster = TestCluster::new("one", 1);
+    cluster.init();
+    let text = std::fs::read_to_string(&cluster.config)
+        .unwrap()
+        .replace("name: one", "name: two");
+    let other = cluster.dir.path().join("other.yaml");
+    std::fs::write(&other, text).unwrap();
+    let out = common::run_ddb(&["init", "-c", other.to_str().unwrap()], None, &[]);
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("belongs to cluster 'one', not 'two'"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_dry_run_prints_the_plan_and_starts_nothing() {
+    let cluster = TestCluster::new("plan", 3);
+    let out = cluster.ddb(&["init", "--dry-run", "--format", "json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let plan: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(plan.len(), 3);
+    let total: f64 = plan.iter().map(|n| n["share"].as_f64().unwrap()).sum();
+    assert!((total - 1.0).abs() < 1e-3);
+    assert!(stderr(&out).contains("nothing was started"));
+    assert!(
+        !cluster.data_dir("n1").exists(),
+        "dry run created a data directory"
+    );
+    let (code, _) = cluster.status();
+    assert_eq!(code, Some(3));
+}
+
+#[test]
+fn an_invalid_cluster_file_is_refused_with_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.yaml");
+    std::fs::write(
+        &file,
+        "name: x\nnodes:\n  - name: n1\n    host: 127.0.0.1\n    rpc_port: 1\n    sql_prot: 2\n",
+    )
+    .unwrap();
+    let out = common::run_ddb(&["init", "-c", file.to_str().unwrap()], None, &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("bad.yaml:6") && err.contains("unknown field `sql_prot`"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ring_reports_shares_and_key_owners() {
+    let cluster = TestCluster::new("ringo", 3);
+    cluster.init();
+    let out = cluster.ddb(&["ring", "--format", "json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let shards: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(shards.len(), 3);
+    for s in &shards {
+        assert_eq!(s["tokens"], 64);
+        assert!((s["share"].as_f64().unwrap() - 1.0 / 3.0).abs() < 0.01);
+    }
+    assert!(stderr(&out).contains("spread"));
+    let key = cluster.ddb(&["ring", "--key", "hello", "--format", "json"]);
+    let owner: Vec<serde_json::Value> = serde_json::from_slice(&key.stdout).unwrap();
+    assert!(owner[0]["shard"].as_i64().unwrap() >= 1);
+}
