@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
-# Compare ddb against a local PostgreSQL with pgbench point-select and
-# point-update workloads on the same table. See bench/README.md.
+# Compare ddb (one node, and a 3-node cluster on this machine) against a
+# local PostgreSQL with pgbench point-select and point-update workloads on the
+# same table. See bench/README.md.
 #
 # Environment:
 #   DDB_BIN   ddb binary (default: <repo>/target/release/ddb, built if missing)
 #   BUILD=1   run `cargo build --release` even if the default binary exists
-#   TARGETS   space-separated subset of "postgres ddb" (default: both)
+#   TARGETS   space-separated subset of "postgres ddb cluster" (default: all three)
 #   ROWS      rows in bench_accounts (default 100000)
-#   CLIENTS   pgbench clients (default 8)
-#   JOBS      pgbench threads (default 2, capped at CLIENTS)
+#   CLIENTS   pgbench clients (default 8); on the cluster, in all over the 3 nodes
+#   JOBS      pgbench threads (default 2, capped at CLIENTS); on the cluster,
+#             per pgbench process (one per node), capped at its clients
 #   DURATION  seconds per pgbench run (default 20)
 #   PG_BIN    PostgreSQL server binaries (default: newest /usr/lib/postgresql/*/bin)
 #   KEEP=1    keep the temp dir (logs, pgbench outputs, data) after exit
-#   LOAD_TIMEOUT  seconds allowed for loading the table into one server (default 1800)
+#   LOAD_TIMEOUT  seconds allowed for loading the table into one target (default 1800)
 #
 # Summary goes to stdout; progress and diagnostics go to stderr.
 set -euo pipefail
@@ -22,11 +24,13 @@ export LC_ALL=C
 # ambient libpq settings.
 export PGSSLMODE=disable PGGSSENCMODE=disable
 unset PGHOST PGHOSTADDR PGPORT PGUSER PGDATABASE PGSERVICE PGOPTIONS PGPASSWORD 2>/dev/null || true
+# Likewise for the ddb command line (`ddb init/status/stop`).
+unset DDB_CONFIG DDB_ADDR DDB_FORMAT 2>/dev/null || true
 
 SCRIPT_DIR=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
 REPO_ROOT=$(cd -- "$SCRIPT_DIR/.." && pwd)
 
-TARGETS=${TARGETS:-"postgres ddb"}
+TARGETS=${TARGETS:-"postgres ddb cluster"}
 ROWS=${ROWS:-100000}
 CLIENTS=${CLIENTS:-8}
 JOBS=${JOBS:-2}
@@ -36,6 +40,8 @@ BUILD=${BUILD:-0}
 LOAD_TIMEOUT=${LOAD_TIMEOUT:-1800}
 BATCH=1000
 DEADLINE=30
+CLUSTER_NODES=3
+CLUSTER_LOADERS=4   # concurrent psql processes loading the cluster
 WORKLOADS=(select update)
 
 # fd 3 = the script's original stderr: progress must reach it even when a trap
@@ -51,15 +57,16 @@ done
 (( JOBS > CLIENTS )) && JOBS=$CLIENTS
 (( CLIENTS > 45 )) && log "warning: CLIENTS=$CLIENTS is close to PostgreSQL max_connections=50"
 
-RUN_PG=0 RUN_DDB=0
+RUN_PG=0 RUN_DDB=0 RUN_CLUSTER=0
 for t in $TARGETS; do
     case $t in
         postgres) RUN_PG=1 ;;
         ddb) RUN_DDB=1 ;;
-        *) die "unknown target '$t' in TARGETS (expected: postgres ddb)" ;;
+        cluster) RUN_CLUSTER=1 ;;
+        *) die "unknown target '$t' in TARGETS (expected: postgres ddb cluster)" ;;
     esac
 done
-(( RUN_PG + RUN_DDB > 0 )) || die "TARGETS is empty"
+(( RUN_PG + RUN_DDB + RUN_CLUSTER > 0 )) || die "TARGETS is empty"
 
 # ---------------------------------------------------------------- tools
 PG_HINT="install PostgreSQL with: apt-get install -y postgresql postgresql-client"
@@ -85,7 +92,7 @@ if (( RUN_PG )); then
 fi
 
 # ---------------------------------------------------------------- ddb binary
-if (( RUN_DDB )); then
+if (( RUN_DDB || RUN_CLUSTER )); then
     DEFAULT_DDB="$REPO_ROOT/target/release/ddb"
     DDB=${DDB_BIN:-$DEFAULT_DDB}
     if [[ $DDB == "$DEFAULT_DDB" && ( $BUILD == 1 || ! -x $DDB ) ]]; then
@@ -99,8 +106,10 @@ fi
 # ---------------------------------------------------------------- temp dir + cleanup
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/ddb-pgbench.XXXXXX")
 DDB_PID=""
-CHILD_PID=""
+CHILD_PIDS=()
 PGDATA="$TMP/pg/data"
+CLUSTER_YAML="$TMP/cluster.yaml"
+CLUSTER_STARTED=0
 
 as_pg() { # run a PostgreSQL server command; as root, via the postgres user
     if (( EUID == 0 )); then
@@ -116,6 +125,15 @@ ddb_log_tail() {
         tail -n 40 "$TMP/ddb.log" >&2 || true
     fi
 }
+cluster_log_tail() {
+    local i f
+    for (( i = 1; i <= CLUSTER_NODES; i++ )); do
+        f="$TMP/cluster/n$i/ddb.log"
+        [[ -f $f ]] || continue
+        printf -- '----- last 25 lines of %s -----\n' "$f" >&2
+        tail -n 25 "$f" >&2 || true
+    done
+}
 pg_log_tail() {
     if [[ -f $TMP/pg/postgres.log ]]; then
         printf -- '----- last 40 lines of %s -----\n' "$TMP/pg/postgres.log" >&2
@@ -123,15 +141,57 @@ pg_log_tail() {
     fi
 }
 
-# Run a long client command (load, pgbench) in the background and wait for it,
-# so that INT/TERM sent to this script run the cleanup trap right away.
-run_child() {
-    local rc=0
+# Run long client commands (load, pgbench) in the background and wait for
+# them, so that INT/TERM sent to this script run the cleanup trap right away.
+# spawn_child: start one (its pid goes to CHILD_PIDS);
+# wait_children: wait for all of them, set CHILD_RCS (exit statuses, in start
+# order) and return 0 only if all succeeded.
+spawn_child() {
     "$@" &
-    CHILD_PID=$!
-    wait "$CHILD_PID" || rc=$?
-    CHILD_PID=""
-    return "$rc"
+    CHILD_PIDS+=("$!")
+}
+CHILD_RCS=()
+wait_children() {
+    local pid rc all=0
+    CHILD_RCS=()
+    for pid in "${CHILD_PIDS[@]}"; do
+        rc=0
+        wait "$pid" || rc=$?
+        CHILD_RCS+=("$rc")
+        (( rc == 0 )) || all=1
+    done
+    CHILD_PIDS=()
+    return "$all"
+}
+run_child() {
+    spawn_child "$@"
+    wait_children
+}
+
+# The ddb server pids in the cluster's pid files that are still running (and
+# really are a node of this run: the command line names our temp dir).
+cluster_live_pids() {
+    local i pid
+    for (( i = 1; i <= CLUSTER_NODES; i++ )); do
+        pid=$(cat "$TMP/cluster/n$i/ddb.pid" 2>/dev/null) || continue
+        [[ $pid =~ ^[0-9]+$ ]] || continue
+        kill -0 "$pid" 2>/dev/null || continue
+        tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$TMP/cluster/n$i" || continue
+        echo "$pid"
+    done
+}
+stop_cluster() {
+    local pids
+    log "stopping the cluster (ddb stop)"
+    timeout 60 "$DDB" stop -c "$CLUSTER_YAML" </dev/null >/dev/null 2>"$TMP/cluster-stop.err" 3>&- \
+        || { log "warning: ddb stop failed:"; cat "$TMP/cluster-stop.err" >&2; }
+    pids=$(cluster_live_pids | tr '\n' ' ')
+    if [[ -n ${pids// /} ]]; then
+        log "cluster nodes still running after ddb stop (pids $pids); sending SIGKILL"
+        # shellcheck disable=SC2086
+        kill -KILL $pids 2>/dev/null
+        sleep 0.5
+    fi
 }
 
 cleanup() {
@@ -139,10 +199,13 @@ cleanup() {
     trap - EXIT INT TERM
     set +e
     exec 2>&3
-    if [[ -n $CHILD_PID ]] && kill -0 "$CHILD_PID" 2>/dev/null; then
-        kill -TERM "$CHILD_PID" 2>/dev/null
-        wait "$CHILD_PID" 2>/dev/null
-    fi
+    local pid
+    for pid in "${CHILD_PIDS[@]}"; do
+        kill -0 "$pid" 2>/dev/null && kill -TERM "$pid" 2>/dev/null
+    done
+    for pid in "${CHILD_PIDS[@]}"; do
+        wait "$pid" 2>/dev/null
+    done
     if [[ -n $DDB_PID ]] && kill -0 "$DDB_PID" 2>/dev/null; then
         log "stopping ddb (pid $DDB_PID)"
         kill -TERM "$DDB_PID" 2>/dev/null
@@ -153,6 +216,7 @@ cleanup() {
         fi
         wait "$DDB_PID" 2>/dev/null
     fi
+    (( CLUSTER_STARTED )) && stop_cluster
     if [[ -f $PGDATA/postmaster.pid ]]; then
         log "stopping PostgreSQL"
         as_pg "$PG_BIN/pg_ctl" -D "$PGDATA" -m fast -w -t 30 stop >/dev/null 2>&1 \
@@ -192,8 +256,10 @@ for s in socks: s.close()' "$1"
         echo "${out[*]}"
     fi
 }
-read -r RPC_PORT SQL_PORT PG_PORT <<<"$(pick_ports 3)"
-[[ -n $PG_PORT ]] || die "could not pick free ports"
+read -r RPC_PORT SQL_PORT PG_PORT C_RPC1 C_RPC2 C_RPC3 C_SQL1 C_SQL2 C_SQL3 <<<"$(pick_ports 9)"
+[[ -n $C_SQL3 ]] || die "could not pick free ports"
+CL_RPC=("$C_RPC1" "$C_RPC2" "$C_RPC3")
+CL_SQL=("$C_SQL1" "$C_SQL2" "$C_SQL3")
 
 now() { printf '%s\n' "$EPOCHREALTIME"; }
 elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }'; }
@@ -267,34 +333,101 @@ start_ddb() {
     log "ddb is ready (pid $DDB_PID)"
 }
 
+# ---------------------------------------------------------------- ddb cluster
+start_cluster() {
+    local i t0 rc
+    log "starting a $CLUSTER_NODES-node ddb cluster: RPC ports ${CL_RPC[*]}, SQL ports ${CL_SQL[*]}"
+    {
+        echo "name: bench"
+        echo "sharding:"
+        echo "  vnodes: 128"
+        echo "defaults:"
+        echo "  data_dir: ./cluster/{name}     # relative to this file"
+        echo "nodes:"
+        for (( i = 0; i < CLUSTER_NODES; i++ )); do
+            echo "  - { name: n$(( i + 1 )), host: 127.0.0.1, rpc_port: ${CL_RPC[i]}, sql_port: ${CL_SQL[i]} }"
+        done
+    } >"$CLUSTER_YAML"
+    CLUSTER_STARTED=1   # from here on, cleanup stops whatever init started
+    t0=$(now)
+    rc=0
+    # init detaches the nodes; keep our fd 3 out of them.
+    timeout 120 "$DDB" init -c "$CLUSTER_YAML" </dev/null >"$TMP/cluster-init.out" 2>"$TMP/cluster-init.err" 3>&- \
+        || rc=$?
+    if (( rc != 0 )); then
+        cat "$TMP/cluster-init.out" "$TMP/cluster-init.err" >&2
+        cluster_log_tail
+        die "ddb init failed (exit status $rc)"
+    fi
+    sed 's/^/    /' "$TMP/cluster-init.out" >&2
+    # init waits for the RPC ports and the map; wait for every SQL port too.
+    for (( i = 0; i < CLUSTER_NODES; i++ )); do
+        local t1=$SECONDS
+        until timeout 10 "$PSQL" -X -q -w -h 127.0.0.1 -p "${CL_SQL[i]}" -U ddb -d ddb -c 'SELECT 1' \
+                >/dev/null 2>"$TMP/ddb-ping.err"; do
+            if (( SECONDS - t1 >= DEADLINE )); then
+                cat "$TMP/ddb-ping.err" >&2
+                cluster_log_tail
+                die "cluster node n$(( i + 1 )) SQL port 127.0.0.1:${CL_SQL[i]} not answering 'SELECT 1' after ${DEADLINE}s"
+            fi
+            sleep 0.3
+        done
+    done
+    log "cluster is ready (init and SQL ports took $(elapsed "$t0")s; pids $(cluster_live_pids | tr '\n' ' '))"
+}
+
 # ---------------------------------------------------------------- targets
-target_conn() { # target -> "port user dbname"
+target_conn() { # target [node index, cluster only; default 0] -> "port user dbname"
     case $1 in
         postgres) echo "$PG_PORT postgres postgres" ;;
         ddb) echo "$SQL_PORT ddb ddb" ;;
+        cluster) echo "${CL_SQL[${2:-0}]} ddb ddb" ;;
     esac
 }
 target_fail() { # target message
-    if [[ $1 == ddb ]]; then ddb_log_tail; else pg_log_tail; fi
+    case $1 in
+        ddb) ddb_log_tail ;;
+        cluster) cluster_log_tail ;;
+        *) pg_log_tail ;;
+    esac
     die "$2"
 }
-run_psql() { # target psql-args...  (time limit: $PSQL_TIMEOUT seconds, default 300)
-    local target=$1 port user db
-    shift
-    read -r port user db <<<"$(target_conn "$target")"
+run_psql_at() { # target node psql-args...  (time limit: $PSQL_TIMEOUT seconds, default 300)
+    local port user db
+    read -r port user db <<<"$(target_conn "$1" "$2")"
+    shift 2
     timeout "${PSQL_TIMEOUT:-300}" "$PSQL" -X -w -v ON_ERROR_STOP=1 -q -h 127.0.0.1 -p "$port" -U "$user" -d "$db" "$@"
+}
+run_psql() { # target psql-args...  (the cluster: through node n1)
+    local target=$1
+    shift
+    run_psql_at "$target" 0 "$@"
 }
 
 # ---------------------------------------------------------------- data + scripts
 FILLER=$(printf 'filler%074d' 0)   # fixed 80-character string
+CREATE_SQL="CREATE TABLE bench_accounts (aid INT PRIMARY KEY, abalance INT NOT NULL, filler TEXT);"
 LOAD_SQL="$TMP/load.sql"
-awk -v rows="$ROWS" -v batch="$BATCH" -v filler="$FILLER" 'BEGIN {
-    print "CREATE TABLE bench_accounts (aid INT PRIMARY KEY, abalance INT NOT NULL, filler TEXT);"
-    for (i = 1; i <= rows; i++) {
-        if ((i - 1) % batch == 0) print "INSERT INTO bench_accounts (aid, abalance, filler) VALUES"
-        printf "(%d, 0, \047%s\047)%s\n", i, filler, (i % batch == 0 || i == rows) ? ";" : ","
-    }
-}' >"$LOAD_SQL"
+if (( RUN_PG || RUN_DDB )); then
+    awk -v rows="$ROWS" -v batch="$BATCH" -v filler="$FILLER" -v create="$CREATE_SQL" 'BEGIN {
+        print create
+        for (i = 1; i <= rows; i++) {
+            if ((i - 1) % batch == 0) print "INSERT INTO bench_accounts (aid, abalance, filler) VALUES"
+            printf "(%d, 0, \047%s\047)%s\n", i, filler, (i % batch == 0 || i == rows) ? ";" : ","
+        }
+    }' >"$LOAD_SQL"
+fi
+# The cluster refuses a statement that writes to two or more shards (no
+# two-phase commit yet), so it gets one single-row INSERT per statement (each
+# its own transaction), in CLUSTER_LOADERS files of consecutive keys.
+if (( RUN_CLUSTER )); then
+    awk -v rows="$ROWS" -v parts="$CLUSTER_LOADERS" -v filler="$FILLER" -v dir="$TMP" 'BEGIN {
+        for (i = 1; i <= rows; i++) {
+            f = sprintf("%s/load-cluster-%d.sql", dir, int((i - 1) * parts / rows) + 1)
+            printf "INSERT INTO bench_accounts VALUES (%d, 0, \047%s\047);\n", i, filler > f
+        }
+    }'
+fi
 
 cat >"$TMP/scripts/select.sql" <<EOF
 \\set aid random(1, $ROWS)
@@ -306,26 +439,69 @@ cat >"$TMP/scripts/update.sql" <<EOF
 UPDATE bench_accounts SET abalance = abalance + :delta WHERE aid = :aid;
 EOF
 
-load_target() { # target
-    local target=$1 t0 secs check
-    log "loading $ROWS rows into $target (batches of $BATCH)"
+declare -A LOAD_SECS
+load_cluster() {
+    local t0 secs k node failed=0
+    log "cluster: creating bench_accounts through n1"
+    run_psql cluster -c "$CREATE_SQL" >/dev/null 2>"$TMP/load-cluster.err" \
+        || { cat "$TMP/load-cluster.err" >&2; target_fail cluster "CREATE TABLE on the cluster failed"; }
+    log "loading $ROWS rows into cluster (single-row INSERTs, $CLUSTER_LOADERS concurrent psql over the $CLUSTER_NODES nodes)"
     t0=$(now)
-    PSQL_TIMEOUT=$LOAD_TIMEOUT run_child run_psql "$target" -f "$LOAD_SQL" \
-        >/dev/null 2>"$TMP/load-$target.err" \
-        || { cat "$TMP/load-$target.err" >&2
-             target_fail "$target" "loading data into $target failed or took over ${LOAD_TIMEOUT}s"; }
+    for (( k = 1; k <= CLUSTER_LOADERS; k++ )); do
+        [[ -f $TMP/load-cluster-$k.sql ]] || continue   # fewer rows than loaders
+        node=$(( (k - 1) % CLUSTER_NODES ))
+        PSQL_TIMEOUT=$LOAD_TIMEOUT spawn_child run_psql_at cluster "$node" -f "$TMP/load-cluster-$k.sql" \
+            >/dev/null 2>"$TMP/load-cluster-$k.err"
+    done
+    if ! wait_children; then
+        for (( k = 1; k <= CLUSTER_LOADERS; k++ )); do
+            if [[ -s $TMP/load-cluster-$k.err ]]; then
+                log "loader $k (load-cluster-$k.sql, node n$(( (k - 1) % CLUSTER_NODES + 1 ))):"
+                cat "$TMP/load-cluster-$k.err" >&2
+            fi
+        done
+        log "loader exit statuses: ${CHILD_RCS[*]} (124 = took over ${LOAD_TIMEOUT}s)"
+        target_fail cluster "loading data into the cluster failed"
+    fi
     secs=$(elapsed "$t0")
-    log "$target: loaded $ROWS rows in ${secs}s"
+    LOAD_SECS[cluster]=$secs
+    log "cluster: loaded $ROWS rows in ${secs}s ($(awk -v r="$ROWS" -v s="$secs" 'BEGIN { printf "%.0f", (s > 0 ? r / s : 0) }') rows/s)"
+    "$DDB" status -c "$CLUSTER_YAML" </dev/null 2>&1 3>&- | sed 's/^/    /' >&2 || true
+}
+
+load_target() { # target
+    local target=$1 t0 secs check i n
+    if [[ $target == cluster ]]; then
+        load_cluster
+    else
+        log "loading $ROWS rows into $target (batches of $BATCH)"
+        t0=$(now)
+        PSQL_TIMEOUT=$LOAD_TIMEOUT run_child run_psql "$target" -f "$LOAD_SQL" \
+            >/dev/null 2>"$TMP/load-$target.err" \
+            || { cat "$TMP/load-$target.err" >&2
+                 target_fail "$target" "loading data into $target failed or took over ${LOAD_TIMEOUT}s"; }
+        secs=$(elapsed "$t0")
+        LOAD_SECS[$target]=$secs
+        log "$target: loaded $ROWS rows in ${secs}s"
+    fi
     if [[ $target == postgres ]]; then
         t0=$(now)
         run_psql "$target" -c 'VACUUM ANALYZE bench_accounts' >/dev/null \
             || target_fail "$target" "VACUUM ANALYZE failed"
         log "$target: VACUUM ANALYZE took $(elapsed "$t0")s"
     fi
-    # Sanity check with the benchmark's own query shape.
-    check=$(run_psql "$target" -A -t -c "SELECT abalance FROM bench_accounts WHERE aid = $ROWS" 2>"$TMP/check.err") \
-        || { cat "$TMP/check.err" >&2; target_fail "$target" "sanity query on $target failed"; }
-    [[ $check == 0 ]] || target_fail "$target" "sanity query on $target returned '$check', expected '0'"
+    # Sanity checks: the row count, and the benchmark's own query shape (on
+    # the cluster through every node).
+    check=$(run_psql "$target" -A -t -c "SELECT count(*) FROM bench_accounts" 2>"$TMP/check.err") \
+        || { cat "$TMP/check.err" >&2; target_fail "$target" "count(*) on $target failed"; }
+    [[ $check == "$ROWS" ]] || target_fail "$target" "count(*) on $target returned '$check', expected '$ROWS'"
+    n=1
+    [[ $target == cluster ]] && n=$CLUSTER_NODES
+    for (( i = 0; i < n; i++ )); do
+        check=$(run_psql_at "$target" "$i" -A -t -c "SELECT abalance FROM bench_accounts WHERE aid = $(( ROWS - i ))" 2>"$TMP/check.err") \
+            || { cat "$TMP/check.err" >&2; target_fail "$target" "sanity query on $target failed"; }
+        [[ $check == 0 ]] || target_fail "$target" "sanity query on $target returned '$check', expected '0'"
+    done
 }
 
 # ---------------------------------------------------------------- pgbench

@@ -67,6 +67,9 @@ const QUERIES: &[&str] = &[
     "SELECT grp, avg(v) AS a FROM t GROUP BY grp HAVING count(*) > 1000 ORDER BY a DESC, grp",
     "SELECT count(*) FROM t WHERE grp LIKE 'g1%' AND v > 500",
     "SELECT v, count(*) FROM t GROUP BY v ORDER BY 2 DESC, 1 LIMIT 3",
+    "SELECT count(DISTINCT grp), count(DISTINCT v) FROM t",
+    "SELECT count(*), sum(v), avg(v), min(grp) FROM t WHERE id < 0",
+    "SELECT id, grp FROM t WHERE v = 17 ORDER BY grp DESC, id LIMIT 4",
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -15,7 +15,7 @@ use crate::protocol::Response;
 use crate::sql::expr::Context;
 use crate::sql::router::{key_token, ShardOp, ShardReply, ShardRequest};
 use crate::sql::rows::scan_local;
-use crate::txn::Transaction;
+use crate::txn::{Intent, Transaction};
 
 /// The participant transactions of one gateway connection.
 pub type Participants = Arc<Mutex<HashMap<u64, Arc<tokio::sync::Mutex<Transaction>>>>>;
@@ -102,6 +102,22 @@ async fn run(node: &Node, txns: &Participants, req: ShardRequest) -> Result<Shar
             };
             Ok(ShardReply::Rows(
                 scan_local(&mut txn, table, intent, filter.as_ref(), &ctx).await?,
+            ))
+        }
+        ShardOp::ScanPushdown {
+            table,
+            filter,
+            push,
+            params,
+            now,
+        } => {
+            let ctx = Context {
+                params: &params,
+                now,
+            };
+            let rows = scan_local(&mut txn, table, Intent::Read, filter.as_ref(), &ctx).await?;
+            Ok(ShardReply::Values(
+                push.apply(rows.into_iter().map(|(_, r)| r).collect(), &ctx)?,
             ))
         }
         ShardOp::Put { table, key, value } => {

@@ -13,6 +13,7 @@ use crate::error::{sqlstate, Error, Result};
 use crate::sql::catalog::{Catalog, Table};
 use crate::sql::expr::{Context, Expr};
 use crate::sql::planner::{AggCall, AggFunc, Aggregate, OutputColumn, Plan, SelectPlan, Source};
+use crate::sql::pushdown::{compare_keys, merge_partials, Pushdown};
 use crate::sql::rows::RowTxn;
 use crate::sql::types::Value;
 use crate::storage::{keycode, Store};
@@ -213,6 +214,27 @@ impl Executor<'_> {
 
     async fn select(&self, txn: &mut dyn RowTxn, plan: &SelectPlan) -> Result<QueryResult> {
         let input: Vec<Vec<Value>> = match &plan.source {
+            // A scan across shards takes its aggregation or top-N along when it can.
+            Some(source) if source.key.is_none() && txn.distributed() => {
+                if let Some(push) = Pushdown::for_select(plan, &self.ctx) {
+                    self.open_table(txn, &source.table, LockMode::Shared)
+                        .await?;
+                    let rows = txn
+                        .scan_pushdown(source.table.id, source.filter.as_ref(), &push, &self.ctx)
+                        .await?;
+                    return match (&push, &plan.aggregate) {
+                        (Pushdown::Partial { .. }, Some(agg)) => {
+                            finish_grouped(plan, merge_partials(agg, rows)?, &self.ctx)
+                        }
+                        _ => finish_select(plan, rows, &self.ctx),
+                    };
+                }
+                self.rows(txn, source, Intent::Read)
+                    .await?
+                    .into_iter()
+                    .map(|(_, r)| r)
+                    .collect()
+            }
             Some(source) => self
                 .rows(txn, source, Intent::Read)
                 .await?
@@ -235,6 +257,15 @@ pub fn finish_select(
         Some(agg) => aggregate(agg, input, ctx)?,
         None => input,
     };
+    finish_grouped(plan, rows, ctx)
+}
+
+/// Filters (HAVING), projects, sorts and limits rows that are already grouped (or need none).
+pub fn finish_grouped(
+    plan: &SelectPlan,
+    rows: Vec<Vec<Value>>,
+    ctx: &Context,
+) -> Result<QueryResult> {
     let mut out: Vec<(Vec<Value>, Vec<Value>)> = Vec::new();
     for row in rows {
         if let Some(h) = &plan.having {
@@ -264,38 +295,11 @@ pub fn finish_select(
     }
     if !plan.order_by.is_empty() {
         out.sort_by(|(_, a), (_, b)| {
-            for (i, k) in plan.order_by.iter().enumerate() {
-                let (x, y) = (&a[i], &b[i]);
-                let ord = match (x.is_null(), y.is_null()) {
-                    (true, true) => std::cmp::Ordering::Equal,
-                    (true, false) => {
-                        if k.nulls_first {
-                            std::cmp::Ordering::Less
-                        } else {
-                            std::cmp::Ordering::Greater
-                        }
-                    }
-                    (false, true) => {
-                        if k.nulls_first {
-                            std::cmp::Ordering::Greater
-                        } else {
-                            std::cmp::Ordering::Less
-                        }
-                    }
-                    (false, false) => {
-                        let o = x.sort_cmp(y);
-                        if k.descending {
-                            o.reverse()
-                        } else {
-                            o
-                        }
-                    }
-                };
-                if ord != std::cmp::Ordering::Equal {
-                    return ord;
-                }
-            }
-            std::cmp::Ordering::Equal
+            compare_keys(
+                a,
+                b,
+                plan.order_by.iter().map(|k| (k.descending, k.nulls_first)),
+            )
         });
     }
     let offset = count_value(plan.offset.as_ref(), ctx, "OFFSET")?.unwrap_or(0);
@@ -375,7 +379,7 @@ fn duplicate_key(table: &Table, row: &[Value]) -> Error {
 }
 
 /// The running state of one aggregate call over one group.
-enum Acc {
+pub(crate) enum Acc {
     Count(i64),
     Sum(Value),
     Min(Value),
@@ -384,7 +388,7 @@ enum Acc {
 }
 
 impl Acc {
-    fn new(func: AggFunc) -> Self {
+    pub(crate) fn new(func: AggFunc) -> Self {
         match func {
             AggFunc::Count => Acc::Count(0),
             AggFunc::Sum => Acc::Sum(Value::Null),
@@ -429,7 +433,43 @@ impl Acc {
         Ok(())
     }
 
-    fn finish(self) -> Value {
+    /// The state as values a gateway can merge: one value, or (sum, count) for avg.
+    pub(crate) fn partial(self) -> Vec<Value> {
+        match self {
+            Acc::Count(n) => vec![Value::Int(n)],
+            Acc::Sum(v) | Acc::Min(v) | Acc::Max(v) => vec![v],
+            Acc::Avg(sum, n) => vec![Value::Float(sum), Value::Int(n)],
+        }
+    }
+
+    /// How many values [`Acc::partial`] produces for a function.
+    pub(crate) fn partial_width(func: AggFunc) -> usize {
+        if func == AggFunc::Avg {
+            2
+        } else {
+            1
+        }
+    }
+
+    /// Merges another shard's partial state into this one.
+    pub(crate) fn merge(&mut self, parts: &[Value]) -> Result<()> {
+        let int = |v: Option<&Value>| match v {
+            Some(Value::Int(i)) => Ok(*i),
+            other => Err(Error::Corrupt(format!("bad partial aggregate {other:?}"))),
+        };
+        match self {
+            Acc::Count(n) => *n += int(parts.first())?,
+            Acc::Avg(sum, n) => {
+                *sum += as_f64(parts.first().unwrap_or(&Value::Null));
+                *n += int(parts.get(1))?;
+            }
+            // Sum, min and max merge like the values they hold.
+            _ => self.add(parts.first().cloned().unwrap_or(Value::Null))?,
+        }
+        Ok(())
+    }
+
+    pub(crate) fn finish(self) -> Value {
         match self {
             Acc::Count(n) => Value::Int(n),
             Acc::Sum(v) | Acc::Min(v) | Acc::Max(v) => v,
@@ -447,13 +487,18 @@ fn as_f64(v: &Value) -> f64 {
     }
 }
 
-struct Group {
-    values: Vec<Value>,
-    accs: Vec<Acc>,
+pub(crate) struct Group {
+    pub(crate) values: Vec<Value>,
+    pub(crate) accs: Vec<Acc>,
     seen: Vec<Option<std::collections::HashSet<Vec<u8>>>>,
 }
 
-fn aggregate(agg: &Aggregate, input: Vec<Vec<Value>>, ctx: &Context) -> Result<Vec<Vec<Value>>> {
+/// Groups rows and runs the aggregate calls over each group (groups in first-seen order).
+pub(crate) fn group_rows(
+    agg: &Aggregate,
+    input: Vec<Vec<Value>>,
+    ctx: &Context,
+) -> Result<Vec<Group>> {
     let mut index: HashMap<Vec<u8>, usize> = HashMap::new();
     let mut groups: Vec<Group> = Vec::new();
     let new_group = |values: Vec<Value>, calls: &[AggCall]| Group {
@@ -496,7 +541,11 @@ fn aggregate(agg: &Aggregate, input: Vec<Vec<Value>>, ctx: &Context) -> Result<V
     if groups.is_empty() && agg.group_by.is_empty() {
         groups.push(new_group(Vec::new(), &agg.calls));
     }
-    Ok(groups
+    Ok(groups)
+}
+
+fn aggregate(agg: &Aggregate, input: Vec<Vec<Value>>, ctx: &Context) -> Result<Vec<Vec<Value>>> {
+    Ok(group_rows(agg, input, ctx)?
         .into_iter()
         .map(|g| {
             let mut row = g.values;

@@ -11,6 +11,7 @@ pub mod execution;
 pub mod expr;
 pub mod parser;
 pub mod planner;
+pub mod pushdown;
 pub mod router;
 pub mod rows;
 pub mod session;

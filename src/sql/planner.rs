@@ -54,7 +54,7 @@ pub struct Source {
 }
 
 /// An aggregate function.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum AggFunc {
     Count,
     Sum,
@@ -64,7 +64,7 @@ pub enum AggFunc {
 }
 
 /// One aggregate call; `arg` is `None` for `count(*)`.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct AggCall {
     pub func: AggFunc,
     pub arg: Option<Expr>,

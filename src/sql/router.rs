@@ -30,6 +30,7 @@ use crate::cluster::ring::ShardId;
 use crate::error::{sqlstate, Error, Result};
 use crate::protocol::{Request, Response};
 use crate::sql::expr::{Context, Expr};
+use crate::sql::pushdown::Pushdown;
 use crate::sql::rows::{KeyedRows, RowTxn};
 use crate::sql::session::Database;
 use crate::sql::types::Value;
@@ -51,6 +52,14 @@ pub enum ShardOp {
         table: u32,
         intent: Intent,
         filter: Option<Expr>,
+        params: Vec<Value>,
+        now: i64,
+    },
+    /// A scan with work pushed down (partial aggregation, top-N).
+    ScanPushdown {
+        table: u32,
+        filter: Option<Expr>,
+        push: Pushdown,
         params: Vec<Value>,
         now: i64,
     },
@@ -86,6 +95,8 @@ pub struct ShardRequest {
 pub enum ShardReply {
     Row(Option<Vec<u8>>),
     Rows(KeyedRows),
+    /// Output rows of a pushed-down scan.
+    Values(Vec<Vec<Value>>),
     Done,
     /// This node does not own the key (or is not the shard's primary) under map `version`.
     WrongShard {
@@ -248,6 +259,59 @@ impl ClusterTxn {
         }
     }
 
+    /// Sends `op` to every other shard's participant at once and gathers the replies. Returns
+    /// this node's own participant (if its shard is in the cluster) for the caller to run the
+    /// local half, after the remote halves have been answered. Remote shards work in parallel
+    /// with each other; the local half runs while nothing else is waiting on this task.
+    async fn scatter(
+        &mut self,
+        op: ShardOp,
+    ) -> Result<(Option<&mut Transaction>, Vec<ShardReply>)> {
+        let shards: Vec<ShardId> = self.map.shards.keys().copied().collect();
+        for &s in &shards {
+            self.part(s).await?;
+        }
+        let mut remote = Vec::new();
+        for &s in &shards {
+            if let Some(Part::Remote { node, addr, client }) = self.parts.get(&s) {
+                let (req, client, node, addr) = (
+                    self.request(s, op.clone()),
+                    client.clone(),
+                    node.clone(),
+                    addr.clone(),
+                );
+                remote.push(async move { (s, node, addr, call(&client, req).await) });
+            }
+        }
+        let mut replies = Vec::with_capacity(remote.len());
+        for (shard, node, addr, reply) in futures::future::join_all(remote).await {
+            match reply {
+                Ok(ShardReply::WrongShard { version }) => {
+                    self.retry = true;
+                    self.db.wait_for_map(version).await;
+                    return Err(Error::serialization(format!(
+                        "shard {shard} moved; retry the transaction"
+                    )));
+                }
+                Ok(r) => replies.push(r),
+                Err(e) => {
+                    if e.is_retryable() {
+                        self.retry = true;
+                    }
+                    if matches!(e, Error::Unreachable(_)) {
+                        self.db.peers.forget(&addr).await;
+                    }
+                    return Err(unreachable(shard, &node, e));
+                }
+            }
+        }
+        let local = match self.my_shard.and_then(|s| self.parts.get_mut(&s)) {
+            Some(Part::Local(t)) => Some(t),
+            _ => None,
+        };
+        Ok((local, replies))
+    }
+
     fn refuse_second_writer(&self, shard: ShardId) -> Result<()> {
         if self.written.is_empty() || self.written.contains(&shard) {
             return Ok(());
@@ -349,66 +413,57 @@ impl RowTxn for ClusterTxn {
         filter: Option<&Expr>,
         ctx: &Context<'_>,
     ) -> Result<KeyedRows> {
-        let shards: Vec<ShardId> = self.map.shards.keys().copied().collect();
-        for &s in &shards {
-            self.part(s).await?;
-        }
-        // Remote scans run concurrently while the local one runs here.
-        let mut remote = Vec::new();
-        for &s in &shards {
-            if let Some(Part::Remote { node, addr, client }) = self.parts.get(&s) {
-                let op = ShardOp::Scan {
-                    table,
-                    intent,
-                    filter: filter.cloned(),
-                    params: ctx.params.to_vec(),
-                    now: ctx.now,
-                };
-                let (req, client, node, addr) = (
-                    self.request(s, op),
-                    client.clone(),
-                    node.clone(),
-                    addr.clone(),
-                );
-                remote.push(async move { (s, node, addr, call(&client, req).await) });
-            }
-        }
-        let remote = futures::future::join_all(remote);
-        let local = async {
-            match self.my_shard.and_then(|s| self.parts.get_mut(&s)) {
-                Some(Part::Local(t)) => {
-                    Some(crate::sql::rows::scan_local(t, table, intent, filter, ctx).await)
-                }
-                _ => None,
-            }
+        let op = ShardOp::Scan {
+            table,
+            intent,
+            filter: filter.cloned(),
+            params: ctx.params.to_vec(),
+            now: ctx.now,
         };
-        let (remote, local) = futures::join!(remote, local);
+        let (local, remote) = self.scatter(op).await?;
         let mut rows = match local {
-            Some(r) => r?,
+            Some(t) => crate::sql::rows::scan_local(t, table, intent, filter, ctx).await?,
             None => Vec::new(),
         };
-        for (shard, node, addr, reply) in remote {
+        for reply in remote {
             match reply {
-                Ok(ShardReply::Rows(r)) => rows.extend(r),
-                Ok(ShardReply::WrongShard { version }) => {
-                    self.retry = true;
-                    self.db.wait_for_map(version).await;
-                    return Err(Error::serialization(format!(
-                        "shard {shard} moved; retry the transaction"
-                    )));
-                }
-                Ok(other) => {
-                    return Err(Error::Corrupt(format!("unexpected shard reply {other:?}")))
-                }
-                Err(e) => {
-                    if e.is_retryable() {
-                        self.retry = true;
-                    }
-                    if matches!(e, Error::Unreachable(_)) {
-                        self.db.peers.forget(&addr).await;
-                    }
-                    return Err(unreachable(shard, &node, e));
-                }
+                ShardReply::Rows(r) => rows.extend(r),
+                other => return Err(Error::Corrupt(format!("unexpected shard reply {other:?}"))),
+            }
+        }
+        Ok(rows)
+    }
+
+    fn distributed(&self) -> bool {
+        true
+    }
+
+    async fn scan_pushdown(
+        &mut self,
+        table: u32,
+        filter: Option<&Expr>,
+        push: &Pushdown,
+        ctx: &Context<'_>,
+    ) -> Result<Vec<Vec<Value>>> {
+        let op = ShardOp::ScanPushdown {
+            table,
+            filter: filter.cloned(),
+            push: push.clone(),
+            params: ctx.params.to_vec(),
+            now: ctx.now,
+        };
+        let (local, remote) = self.scatter(op).await?;
+        let mut rows = match local {
+            Some(t) => {
+                let r = crate::sql::rows::scan_local(t, table, Intent::Read, filter, ctx).await?;
+                push.apply(r.into_iter().map(|(_, r)| r).collect(), ctx)?
+            }
+            None => Vec::new(),
+        };
+        for reply in remote {
+            match reply {
+                ShardReply::Values(r) => rows.extend(r),
+                other => return Err(Error::Corrupt(format!("unexpected shard reply {other:?}"))),
             }
         }
         Ok(rows)

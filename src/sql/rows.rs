@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use crate::error::Result;
 use crate::sql::execution::decode_row;
 use crate::sql::expr::{Context, Expr};
+use crate::sql::pushdown::Pushdown;
 use crate::sql::types::Value;
 use crate::txn::lock::{LockMode, Resource};
 use crate::txn::{Intent, Transaction};
@@ -41,6 +42,23 @@ pub trait RowTxn: Send {
         filter: Option<&Expr>,
         ctx: &Context<'_>,
     ) -> Result<KeyedRows>;
+
+    /// Whether scans fan out to several shards (so pushing work down to them pays).
+    fn distributed(&self) -> bool {
+        false
+    }
+
+    /// Scans with work pushed down (partial aggregation or top-N), returning its output rows.
+    async fn scan_pushdown(
+        &mut self,
+        table: u32,
+        filter: Option<&Expr>,
+        push: &Pushdown,
+        ctx: &Context<'_>,
+    ) -> Result<Vec<Vec<Value>>> {
+        let rows = self.scan(table, Intent::Read, filter, ctx).await?;
+        push.apply(rows.into_iter().map(|(_, r)| r).collect(), ctx)
+    }
 
     /// Writes a row.
     async fn put(&mut self, table: u32, key: Vec<u8>, value: Vec<u8>) -> Result<()>;
