@@ -176,7 +176,7 @@ cluster_live_pids() {
         pid=$(cat "$TMP/cluster/n$i/ddb.pid" 2>/dev/null) || continue
         [[ $pid =~ ^[0-9]+$ ]] || continue
         kill -0 "$pid" 2>/dev/null || continue
-        tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$TMP/cluster/n$i" || continue
+        tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$TMP/" || continue
         echo "$pid"
     done
 }
@@ -506,64 +506,132 @@ load_target() { # target
 
 # ---------------------------------------------------------------- pgbench
 declare -A TPS LAT
+PGBENCH_LIMIT=$(( DURATION + 60 ))
+pgbench_cmd() { # workload port user db clients jobs
+    # timeout guards against a server that stops answering (pgbench would wait forever)
+    timeout "$PGBENCH_LIMIT" "$PGBENCH" -n -f "$TMP/scripts/$1.sql" -c "$5" -j "$6" -T "$DURATION" \
+        -h 127.0.0.1 -p "$2" -U "$3" "$4" </dev/null
+}
+parse_pgbench() { # output-file -> "tps latency failed" (latency/failed may be "?")
+    awk '/^tps = / {
+            if (first == "") first = $3
+            if ($0 ~ /without initial connection time|excluding connections/) best = $3
+        }
+        /^latency average = / && lat == "" { lat = $4 }
+        /^number of failed transactions/ && failed == "" { split($0, a, /[: ]+/); failed = a[5] }
+        END { print (best != "" ? best : first), (lat != "" ? lat : "?"), (failed != "" ? failed : "?") }' "$1"
+}
+pgbench_fail() { # target workload out rc
+    cat "$3" >&2
+    (( $4 == 124 )) && log "pgbench did not finish within ${PGBENCH_LIMIT}s"
+    target_fail "$1" "pgbench $2 on $1 failed (exit status $4; output $3)"
+}
 run_pgbench() { # target workload
     local target=$1 workload=$2 port user db out rc tps lat failed
     read -r port user db <<<"$(target_conn "$target")"
     out="$TMP/results/$workload-$target.txt"
     log "pgbench $workload on $target: $CLIENTS clients, $JOBS threads, ${DURATION}s"
     rc=0
-    # timeout guards against a server that stops answering (pgbench would wait forever)
-    run_child timeout "$(( DURATION + 60 ))" "$PGBENCH" -n -f "$TMP/scripts/$workload.sql" -c "$CLIENTS" -j "$JOBS" -T "$DURATION" \
-        -h 127.0.0.1 -p "$port" -U "$user" "$db" </dev/null >"$out" 2>&1 || rc=$?
-    if (( rc != 0 )); then
-        cat "$out" >&2
-        (( rc == 124 )) && log "pgbench did not finish within $(( DURATION + 60 ))s"
-        target_fail "$target" "pgbench $workload on $target failed (exit status $rc)"
-    fi
-    tps=$(awk '/^tps = / {
-            if (first == "") first = $3
-            if ($0 ~ /without initial connection time|excluding connections/) best = $3
-        } END { print (best != "" ? best : first) }' "$out")
-    lat=$(awk '/^latency average = / { print $4; exit }' "$out")
-    failed=$(awk -F'[: ]+' '/^number of failed transactions/ { print $5; exit }' "$out")
+    run_child pgbench_cmd "$workload" "$port" "$user" "$db" "$CLIENTS" "$JOBS" >"$out" 2>&1 || rc=$?
+    (( rc == 0 )) || pgbench_fail "$target" "$workload" "$out" "$rc"
+    read -r tps lat failed <<<"$(parse_pgbench "$out")"
     if [[ -z $tps ]]; then
         cat "$out" >&2
         target_fail "$target" "could not find a 'tps = ' line in pgbench output for $workload on $target"
     fi
-    if [[ -n $failed && $failed != 0 ]]; then
+    if [[ $failed != "?" && $failed != 0 ]]; then
         log "warning: $failed failed transactions in $workload on $target (see $out)"
     fi
     TPS[$workload.$target]=$tps
-    LAT[$workload.$target]=${lat:-?}
-    log "$target $workload: tps=$tps latency_avg=${lat:-?}ms"
+    LAT[$workload.$target]=$lat
+    log "$target $workload: tps=$tps latency_avg=${lat}ms"
+}
+# The cluster: CLIENTS clients in all, split as evenly as possible over one
+# pgbench process per node (each node is a gateway for every row), all started
+# together with the same -T. TPS = the sum; latency = the client-weighted mean.
+run_pgbench_cluster() { # workload
+    local workload=$1 i c j port user db out rc tps lat failed bad=0 rcs
+    local -a clients=() outs=() nodes=()
+    for (( i = 0; i < CLUSTER_NODES; i++ )); do
+        c=$(( CLIENTS / CLUSTER_NODES + (i < CLIENTS % CLUSTER_NODES ? 1 : 0) ))
+        (( c > 0 )) || continue
+        j=$(( JOBS < c ? JOBS : c ))
+        read -r port user db <<<"$(target_conn cluster "$i")"
+        out="$TMP/results/$workload-cluster-n$(( i + 1 )).txt"
+        clients+=("$c") outs+=("$out") nodes+=("n$(( i + 1 ))")
+        spawn_child pgbench_cmd "$workload" "$port" "$user" "$db" "$c" "$j" >"$out" 2>&1
+    done
+    log "pgbench $workload on cluster: $CLIENTS clients in all (${clients[*]} on ${nodes[*]}), ${DURATION}s"
+    wait_children || true
+    rcs=("${CHILD_RCS[@]}")
+    for (( i = 0; i < ${#outs[@]}; i++ )); do
+        if (( rcs[i] != 0 )); then
+            log "pgbench $workload on cluster node ${nodes[i]} failed (exit status ${rcs[i]}):"
+            cat "${outs[i]}" >&2
+            (( rcs[i] == 124 )) && log "pgbench did not finish within ${PGBENCH_LIMIT}s"
+            bad=1
+        fi
+    done
+    (( bad == 0 )) || target_fail cluster "pgbench $workload on the cluster failed (exit statuses ${rcs[*]})"
+    local sum_tps=0 sum_lat=0 sum_c=0 sum_failed=0 parts=()
+    for (( i = 0; i < ${#outs[@]}; i++ )); do
+        read -r tps lat failed <<<"$(parse_pgbench "${outs[i]}")"
+        if [[ -z $tps ]]; then
+            cat "${outs[i]}" >&2
+            target_fail cluster "could not find a 'tps = ' line in pgbench output for $workload on ${nodes[i]}"
+        fi
+        parts+=("${nodes[i]}=$tps/${lat}ms")
+        sum_tps=$(awk -v a="$sum_tps" -v b="$tps" 'BEGIN { printf "%.6f", a + b }')
+        if [[ $lat == "?" || $sum_lat == "?" ]]; then sum_lat="?"
+        else sum_lat=$(awk -v a="$sum_lat" -v l="$lat" -v c="${clients[i]}" 'BEGIN { printf "%.6f", a + l * c }'); fi
+        sum_c=$(( sum_c + clients[i] ))
+        [[ $failed != "?" ]] && sum_failed=$(( sum_failed + failed ))
+    done
+    (( sum_failed == 0 )) || log "warning: $sum_failed failed transactions in $workload on cluster (see ${outs[*]})"
+    TPS[$workload.cluster]=$sum_tps
+    if [[ $sum_lat == "?" ]]; then lat="?"
+    else lat=$(awk -v a="$sum_lat" -v c="$sum_c" 'BEGIN { printf "%.3f", a / c }'); fi
+    LAT[$workload.cluster]=$lat
+    log "cluster $workload: tps=$(num 1 "$sum_tps") latency_avg=${lat}ms (per node tps/latency: ${parts[*]})"
+}
+
+num() { # precision value -> formatted value ("-" / "?" passed through)
+    awk -v p="$1" -v x="$2" 'BEGIN { if (x == "-" || x == "?") print x; else printf "%.*f\n", p, x }'
 }
 
 # ---------------------------------------------------------------- main
 log "temp dir $TMP; ROWS=$ROWS CLIENTS=$CLIENTS JOBS=$JOBS DURATION=${DURATION}s TARGETS='$TARGETS'"
 (( RUN_PG )) && start_postgres
 (( RUN_DDB )) && start_ddb
+(( RUN_CLUSTER )) && start_cluster
 (( RUN_PG )) && load_target postgres
 (( RUN_DDB )) && load_target ddb
+(( RUN_CLUSTER )) && load_target cluster
 
 for w in "${WORKLOADS[@]}"; do
     (( RUN_PG )) && run_pgbench postgres "$w"
     (( RUN_DDB )) && run_pgbench ddb "$w"
+    (( RUN_CLUSTER )) && run_pgbench_cluster "$w"
 done
 
 LOAD_END=$(cut -d' ' -f1 /proc/loadavg)
 
-num() { # precision value -> formatted value ("-" / "?" passed through)
-    awk -v p="$1" -v x="$2" 'BEGIN { if (x == "-" || x == "?") print x; else printf "%.*f\n", p, x }'
+ratio() { # tps tps-of-postgres -> a/b
+    awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || b + 0 == 0) print "-"; else printf "%.3f", a / b }'
 }
-
-printf '%-9s %13s %12s %14s %10s %11s\n' workload postgres_tps ddb_tps 'ratio(ddb/pg)' pg_lat_ms ddb_lat_ms
+fmt='%-9s %13s %12s %14s %10s %11s %12s %18s %15s\n'
+# shellcheck disable=SC2059
+printf "$fmt" workload postgres_tps ddb_tps 'ratio(ddb/pg)' pg_lat_ms ddb_lat_ms \
+    cluster_tps 'ratio(cluster/pg)' cluster_lat_ms
 for w in "${WORKLOADS[@]}"; do
-    pg_tps=${TPS[$w.postgres]:--} ddb_tps=${TPS[$w.ddb]:--}
-    pg_lat=${LAT[$w.postgres]:--} ddb_lat=${LAT[$w.ddb]:--}
-    ratio=$(awk -v a="$ddb_tps" -v b="$pg_tps" 'BEGIN {
-        if (a == "-" || b == "-" || b + 0 == 0) print "-"; else printf "%.3f", a / b }')
-    printf '%-9s %13s %12s %14s %10s %11s\n' "$w" "$(num 1 "$pg_tps")" "$(num 1 "$ddb_tps")" \
-        "$ratio" "$(num 3 "$pg_lat")" "$(num 3 "$ddb_lat")"
+    pg_tps=${TPS[$w.postgres]:--} ddb_tps=${TPS[$w.ddb]:--} cl_tps=${TPS[$w.cluster]:--}
+    pg_lat=${LAT[$w.postgres]:--} ddb_lat=${LAT[$w.ddb]:--} cl_lat=${LAT[$w.cluster]:--}
+    # shellcheck disable=SC2059
+    printf "$fmt" "$w" "$(num 1 "$pg_tps")" "$(num 1 "$ddb_tps")" "$(ratio "$ddb_tps" "$pg_tps")" \
+        "$(num 3 "$pg_lat")" "$(num 3 "$ddb_lat")" \
+        "$(num 1 "$cl_tps")" "$(ratio "$cl_tps" "$pg_tps")" "$(num 3 "$cl_lat")"
 done
+printf 'load_secs postgres=%s ddb=%s cluster=%s\n' \
+    "${LOAD_SECS[postgres]:--}" "${LOAD_SECS[ddb]:--}" "${LOAD_SECS[cluster]:--}"
 printf 'nproc=%s loadavg_1m_start=%s loadavg_1m_end=%s rows=%s clients=%s jobs=%s duration=%ss date=%s\n' \
     "$(nproc)" "$LOAD_START" "$LOAD_END" "$ROWS" "$CLIENTS" "$JOBS" "$DURATION" "$(date -u +%Y-%m-%dT%H:%M:%SZ)"

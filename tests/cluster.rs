@@ -405,3 +405,55 @@ async fn ring_reports_shares_and_key_owners() {
     let owner: Vec<serde_json::Value> = serde_json::from_slice(&key.stdout).unwrap();
     assert!(owner[0]["shard"].as_i64().unwrap() >= 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_three_nodes_vote_and_the_rest_are_learners() {
+    let cluster = TestCluster::new("quad", 4);
+    cluster.init();
+    // Roles settle within a heartbeat or two.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (code, status) = cluster.status();
+        assert_eq!(code, Some(0));
+        let roles: Vec<String> = status
+            .iter()
+            .map(|n| n["raft"].as_str().unwrap().to_string())
+            .collect();
+        let voters_ok = roles[..3].iter().filter(|r| *r == "leader").count() == 1
+            && roles[..3].iter().all(|r| r == "leader" || r == "follower");
+        if voters_ok && roles[3] == "learner" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "roles {roles:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The learner receives every change: the table is there through it at once.
+    let c = connect(cluster.sql_port("n1")).await;
+    c.batch_execute("CREATE TABLE t (id INT PRIMARY KEY)")
+        .await
+        .unwrap();
+    let learner = connect(cluster.sql_port("n4")).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while learner
+        .simple_query("SELECT count(*) FROM t")
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "the learner never saw the table");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_cannot_start_is_reported_with_its_log() {
+    let cluster = TestCluster::new("broken", 2);
+    // Something else holds n2's SQL port.
+    let _squatter = std::net::TcpListener::bind(("127.0.0.1", cluster.sql_port("n2"))).unwrap();
+    let out = cluster.ddb(&["init", "--timeout", "10"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("node n2 exited during start-up") && err.contains("cannot listen for SQL"),
+        "{err}"
+    );
+}
