@@ -131,7 +131,7 @@ cluster_log_tail() {
         f="$TMP/cluster/n$i/ddb.log"
         [[ -f $f ]] || continue
         printf -- '----- last 25 lines of %s -----\n' "$f" >&2
-        tail -n 25 "$f" >&2 || true
+        tail -n 25 "$f" | cut -c1-400 >&2 || true
     done
 }
 pg_log_tail() {

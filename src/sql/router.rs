@@ -236,7 +236,20 @@ impl ClusterTxn {
             return Err(Error::Internal("not a remote participant".into()));
         };
         let (node, addr, client) = (node.clone(), addr.clone(), client.clone());
-        match call(&client, req).await {
+        let reply = call(&client, req).await;
+        self.settle(shard, &node, &addr, reply).await
+    }
+
+    /// Interprets a participant's answer: a stale map or a wait-die loss makes the transaction
+    /// retryable, and an unreachable node is dropped from the pool and named in the error.
+    async fn settle(
+        &mut self,
+        shard: ShardId,
+        node: &str,
+        addr: &str,
+        reply: Result<ShardReply>,
+    ) -> Result<ShardReply> {
+        match reply {
             Ok(ShardReply::WrongShard { version }) => {
                 self.retry = true;
                 self.db.wait_for_map(version).await;
@@ -251,10 +264,9 @@ impl ClusterTxn {
                     self.retry = true;
                 }
                 if matches!(e, Error::Unreachable(_)) {
-                    self.db.peers.forget(&addr).await;
-                    return Err(unreachable(shard, &node, e));
+                    self.db.peers.forget(addr).await;
                 }
-                Err(e)
+                Err(unreachable(shard, node, e))
             }
         }
     }
@@ -285,25 +297,7 @@ impl ClusterTxn {
         }
         let mut replies = Vec::with_capacity(remote.len());
         for (shard, node, addr, reply) in futures::future::join_all(remote).await {
-            match reply {
-                Ok(ShardReply::WrongShard { version }) => {
-                    self.retry = true;
-                    self.db.wait_for_map(version).await;
-                    return Err(Error::serialization(format!(
-                        "shard {shard} moved; retry the transaction"
-                    )));
-                }
-                Ok(r) => replies.push(r),
-                Err(e) => {
-                    if e.is_retryable() {
-                        self.retry = true;
-                    }
-                    if matches!(e, Error::Unreachable(_)) {
-                        self.db.peers.forget(&addr).await;
-                    }
-                    return Err(unreachable(shard, &node, e));
-                }
-            }
+            replies.push(self.settle(shard, &node, &addr, reply).await?);
         }
         let local = match self.my_shard.and_then(|s| self.parts.get_mut(&s)) {
             Some(Part::Local(t)) => Some(t),
