@@ -457,3 +457,59 @@ async fn a_node_that_cannot_start_is_reported_with_its_log() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_answers_wrong_shard_for_keys_it_does_not_own() {
+    use ddb::client::Client;
+    use ddb::protocol::{Request, Response};
+    use ddb::sql::router::{ShardOp, ShardReply, ShardRequest};
+    use ddb::sql::types::Value;
+    use ddb::storage::keycode;
+    use ddb::txn::Intent;
+
+    let cluster = TestCluster::new("fence", 2);
+    cluster.init();
+    let c = connect(cluster.sql_port("n1")).await;
+    c.batch_execute("CREATE TABLE t (id BIGINT PRIMARY KEY)")
+        .await
+        .unwrap();
+    let (_, status) = cluster.status();
+    let version = status[0]["map_version"].as_i64().unwrap() as u64;
+    let table_id = 1;
+    // A key owned by shard 2 (n2), asked of n1 as if n1 owned it.
+    let on_n2 = (0..1000i64)
+        .find(|k| {
+            let r = cluster.ddb(&["ring", "--key", &k.to_string(), "--format", "json"]);
+            let v: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap_or_default();
+            v[0]["node"] == "n2"
+        })
+        .expect("a key on n2");
+    let key = keycode::row_key(table_id, &[Value::Int(on_n2)]);
+    let client = Client::connect_to(
+        &cluster.rpc_addr("n1"),
+        Duration::from_secs(2),
+        Some("fence".into()),
+    )
+    .await
+    .unwrap();
+    let ask = |shard: u32, key: Vec<u8>| {
+        Request::Shard(ShardRequest {
+            txn: 1,
+            age: 1,
+            shard,
+            map_version: version,
+            op: ShardOp::Get {
+                table: table_id,
+                key,
+                intent: Intent::Read,
+            },
+        })
+    };
+    // The wrong shard id for this node, and a key of another shard: both are fenced.
+    for req in [ask(2, key.clone()), ask(1, key)] {
+        match client.call(req).await.unwrap() {
+            Response::Shard(ShardReply::WrongShard { version: v }) => assert!(v >= version),
+            other => panic!("expected WrongShard, got {other:?}"),
+        }
+    }
+}
