@@ -11,7 +11,9 @@ use crate::cluster::map::{Change, ClusterMap};
 use crate::cluster::meta::Identity;
 use crate::cluster::raft::{NodeId, TypeConfig};
 use crate::error::Error;
+use crate::sql::ast::Statement;
 use crate::sql::router::{ShardReply, ShardRequest};
+use crate::sql::types::{DataType, Value};
 use crate::sql::QueryResult;
 use openraft::error::{InstallSnapshotError, RaftError};
 use openraft::raft::{
@@ -80,6 +82,12 @@ pub enum Request {
     Shutdown,
     /// A row operation of a gateway transaction for this node's shard.
     Shard(ShardRequest),
+    /// An autocommit statement on one key, shipped to the primary that owns the key.
+    Execute {
+        stmt: Statement,
+        params: Vec<Value>,
+        param_types: Vec<DataType>,
+    },
 }
 
 /// The failing statement of a [`Request::Sql`].
@@ -140,6 +148,8 @@ pub enum Response {
     Proposed(u64),
     Raft(RaftResponse),
     Shard(ShardReply),
+    /// The result of a shipped statement.
+    Executed(QueryResult),
     /// The request failed as a whole.
     Error(Error),
 }

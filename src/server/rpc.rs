@@ -250,6 +250,17 @@ async fn handle(request: Request, node: &Arc<Node>, sessions: &Sessions) -> Resp
         Request::Shard(_) => {
             Response::Error(Error::Internal("shard request outside a connection".into()))
         }
+        Request::Execute {
+            stmt,
+            params,
+            param_types,
+        } => {
+            let mut session = Session::shipped(node.db.clone());
+            match session.execute(&stmt, &params, &param_types).await {
+                Ok(result) => Response::Executed(result),
+                Err(e) => Response::Error(e),
+            }
+        }
     }
 }
 

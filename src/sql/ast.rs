@@ -8,7 +8,7 @@
 use crate::sql::types::DataType;
 
 /// A parsed SQL statement.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Statement {
     Begin,
     Commit,
@@ -43,7 +43,7 @@ pub enum Statement {
 }
 
 /// A column in `CREATE TABLE`.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ColumnDef {
     pub name: String,
     pub data_type: DataType,
@@ -52,7 +52,7 @@ pub struct ColumnDef {
 }
 
 /// A `SELECT` query.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Select {
     pub projection: Vec<SelectItem>,
     /// The table read from and its alias; `None` for `SELECT` without `FROM`.
@@ -66,7 +66,7 @@ pub struct Select {
 }
 
 /// One item of a select list.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum SelectItem {
     /// `*` or `t.*`.
     Wildcard,
@@ -77,7 +77,7 @@ pub enum SelectItem {
 }
 
 /// One `ORDER BY` item.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct OrderItem {
     pub expr: Expr,
     pub descending: bool,
@@ -86,7 +86,7 @@ pub struct OrderItem {
 }
 
 /// A literal as written.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Literal {
     Null,
     Bool(bool),
@@ -97,7 +97,7 @@ pub enum Literal {
 }
 
 /// A unary operator.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum UnaryOp {
     Not,
     Neg,
@@ -159,7 +159,7 @@ impl BinaryOp {
 }
 
 /// An unresolved expression.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Expr {
     Literal(Literal),
     /// A column, optionally qualified by a table name or alias.

@@ -117,7 +117,8 @@ pub struct Peers {
 }
 
 impl Peers {
-    async fn get(&self, addr: &str, cluster: &str) -> Result<Arc<Client>> {
+    /// The connection to `addr`, opened (and kept) on first use.
+    pub async fn get(&self, addr: &str, cluster: &str) -> Result<Arc<Client>> {
         let mut clients = self.clients.lock().await;
         if let Some(c) = clients.get(addr) {
             if !c.is_closed() {
@@ -131,7 +132,8 @@ impl Peers {
         Ok(c)
     }
 
-    async fn forget(&self, addr: &str) {
+    /// Drops the connection to `addr` (it failed); the next use reconnects.
+    pub async fn forget(&self, addr: &str) {
         self.clients.lock().await.remove(addr);
     }
 }

@@ -17,13 +17,15 @@ use std::time::{Duration, Instant};
 use crate::cluster::map::{Change, ClusterMap};
 use crate::cluster::meta::Meta;
 
+use crate::cluster::ring::ShardId;
 use crate::error::{sqlstate, Error, Result};
+use crate::protocol::{Request, Response};
 use crate::sql::ast::Statement;
 use crate::sql::catalog::Catalog;
 use crate::sql::execution::{Executor, QueryResult};
 use crate::sql::expr::Context;
 use crate::sql::planner::{self, Plan, Planned};
-use crate::sql::router::{ClusterTxn, Peers};
+use crate::sql::router::{key_token, ClusterTxn, Peers};
 use crate::sql::rows::RowTxn;
 use crate::sql::types::{DataType, Value};
 use crate::storage::{keycode, Space};
@@ -150,6 +152,8 @@ enum State {
 pub struct Session {
     db: Arc<Database>,
     state: State,
+    /// Runs statements another gateway shipped here: never ships them on.
+    shipped: bool,
 }
 
 fn now_micros() -> i64 {
@@ -162,6 +166,16 @@ impl Session {
         Self {
             db,
             state: State::Idle,
+            shipped: false,
+        }
+    }
+
+    /// A session for one statement shipped here by another gateway.
+    pub fn shipped(db: Arc<Database>) -> Self {
+        Self {
+            db,
+            state: State::Idle,
+            shipped: true,
         }
     }
 
@@ -307,6 +321,13 @@ impl Session {
         if let State::Open(txn) = &mut self.state {
             return executor.execute(txn.as_mut(), &planned.plan).await;
         }
+        // An autocommit statement on one key of another shard is shipped whole to that shard's
+        // primary: one round trip instead of one per row operation and one for the commit.
+        if !self.shipped {
+            if let Some(target) = point_target(&db, &planned.plan, &executor.ctx) {
+                return ship(&db, target, stmt, params, param_types, &planned.plan).await;
+            }
+        }
         // Autocommit: retry a wait-die victim with its original age until the lock timeout.
         let started = Instant::now();
         let mut age = None;
@@ -440,4 +461,87 @@ pub fn count_keys(db: &Database) -> Result<u64> {
         }
     }
     Ok(n)
+}
+
+/// Where a point statement must run: the shard, its primary's name and RPC address, when that
+/// is another node. Anything that does not evaluate cleanly here runs the ordinary way.
+fn point_target(db: &Database, plan: &Plan, ctx: &Context) -> Option<(ShardId, String, String)> {
+    let meta = db.cluster.get()?;
+    let map = meta.map()?;
+    let me = map.node(&meta.identity.node_name).map(|n| n.shard);
+    let key_of = |source: &crate::sql::planner::Source| -> Option<Vec<u8>> {
+        let exprs = source.key.as_ref()?;
+        let mut pk = Vec::with_capacity(exprs.len());
+        for (e, &col) in exprs.iter().zip(&source.table.primary_key) {
+            let v = e.eval(&[], ctx).ok()?;
+            if v.is_null() {
+                return None;
+            }
+            pk.push(v.cast(&source.table.columns[col].data_type).ok()?);
+        }
+        Some(source.table.key_of(&pk))
+    };
+    let key = match plan {
+        Plan::Select(s) => key_of(s.source.as_ref()?)?,
+        Plan::Update { source, .. } | Plan::Delete { source } => key_of(source)?,
+        Plan::Insert { table, rows } if rows.len() == 1 && !table.has_rowid() => {
+            let mut pk = Vec::with_capacity(table.primary_key.len());
+            for &i in &table.primary_key {
+                let col = &table.columns[i];
+                let v = rows[0][i].as_ref()?.eval(&[], ctx).ok()?;
+                pk.push(v.coerce_to(&col.data_type, &col.name).ok()?);
+            }
+            table.key_of(&pk)
+        }
+        _ => return None,
+    };
+    let shard = map.shard_of_token(key_token(&key)?)?;
+    if Some(shard) == me {
+        return None;
+    }
+    let (node, info) = map.primary(shard)?;
+    Some((shard, node.to_string(), info.rpc_addr.clone()))
+}
+
+/// Runs a statement on another node and returns its result.
+async fn ship(
+    db: &Database,
+    (shard, node, addr): (ShardId, String, String),
+    stmt: &Statement,
+    params: &[Value],
+    param_types: &[DataType],
+    plan: &Plan,
+) -> Result<QueryResult> {
+    let cluster = db
+        .cluster
+        .get()
+        .map(|m| m.identity.cluster_name.clone())
+        .unwrap_or_default();
+    let unavailable =
+        |e: Error| Error::Unreachable(format!("shard {shard} is unavailable (node {node}): {e}"));
+    let client = db.peers.get(&addr, &cluster).await.map_err(unavailable)?;
+    let request = Request::Execute {
+        stmt: stmt.clone(),
+        params: params.to_vec(),
+        param_types: param_types.to_vec(),
+    };
+    match client.call(request).await {
+        Ok(Response::Executed(result)) => Ok(result),
+        Ok(other) => Err(Error::Corrupt(format!(
+            "unexpected answer to a shipped statement: {other:?}"
+        ))),
+        Err(Error::Unreachable(e)) => {
+            db.peers.forget(&addr).await;
+            if matches!(plan, Plan::Select(_)) {
+                Err(unavailable(Error::Unreachable(e)))
+            } else {
+                // The statement was sent: it may have committed there.
+                Err(Error::sql(
+                    sqlstate::TRANSACTION_RESOLUTION_UNKNOWN,
+                    format!("lost shard {shard} (node {node}) while it ran the statement; its outcome is unknown: {e}"),
+                ))
+            }
+        }
+        Err(e) => Err(e),
+    }
 }
