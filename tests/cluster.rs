@@ -513,3 +513,44 @@ async fn a_shard_answers_wrong_shard_for_keys_it_does_not_own() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drop_table_waits_for_open_transactions_and_then_holds_on_every_node() {
+    let cluster = TestCluster::new("dropper", 3);
+    cluster.init();
+    let c = connect(cluster.sql_port("n1")).await;
+    c.batch_execute("CREATE TABLE t (id BIGINT PRIMARY KEY, v INT)")
+        .await
+        .unwrap();
+    for id in 0..30i64 {
+        c.execute("INSERT INTO t VALUES ($1, 0)", &[&id])
+            .await
+            .unwrap();
+    }
+    // An open transaction on another node holds locks on the table.
+    let holder = connect(cluster.sql_port("n2")).await;
+    holder
+        .batch_execute("BEGIN; UPDATE t SET v = 1 WHERE id = 3; SELECT count(*) FROM t")
+        .await
+        .unwrap();
+    let port = cluster.sql_port("n3");
+    let dropper = tokio::spawn(async move {
+        let c = connect(port).await;
+        c.batch_execute("DROP TABLE t").await
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    holder.batch_execute("COMMIT").await.unwrap();
+    tokio::time::timeout(Duration::from_secs(20), dropper)
+        .await
+        .expect("DROP TABLE hung")
+        .unwrap()
+        .unwrap();
+    for node in ["n1", "n2", "n3"] {
+        let c = connect(cluster.sql_port(node)).await;
+        let err = c.simple_query("SELECT count(*) FROM t").await.unwrap_err();
+        assert_eq!(sqlstate(&err).as_deref(), Some("42P01"), "{node}: {err}");
+    }
+    // No rows of the dropped table remain anywhere.
+    let (_, status) = cluster.status();
+    assert!(status.iter().all(|n| n["keys"] == 0), "{status:?}");
+}

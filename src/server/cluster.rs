@@ -28,11 +28,17 @@ pub async fn start_member(node: &Arc<Node>, identity: Identity) -> Result<Arc<Me
         loop {
             let map = rx.borrow_and_update().clone();
             if let Some(map) = map {
-                if let Err(e) = db.follow_map(&map).await {
-                    tracing::error!(
-                        "cannot apply map version {} to the catalog: {e}",
+                // Retry until the catalog follows (a drop may wait for long transactions), or
+                // a newer map supersedes this one.
+                while let Err(e) = db.follow_map(&map).await {
+                    tracing::warn!(
+                        "cannot apply map version {} to the catalog yet: {e}",
                         map.version
                     );
+                    if rx.has_changed().unwrap_or(true) {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
                 }
             }
             if rx.changed().await.is_err() {

@@ -5,7 +5,7 @@
 //! `Commit` or `Rollback`. If the gateway's connection closes (the gateway crashed or went
 //! away), its participant transactions are dropped and rolled back, so nothing stays locked.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -18,7 +18,19 @@ use crate::sql::rows::scan_local;
 use crate::txn::{Intent, Transaction};
 
 /// The participant transactions of one gateway connection.
-pub type Participants = Arc<Mutex<HashMap<u64, Arc<tokio::sync::Mutex<Transaction>>>>>;
+pub type Participants = Arc<Mutex<Table>>;
+
+/// How many ended transaction ids a connection remembers (to refuse late operations).
+const ENDED_MEMORY: usize = 100_000;
+
+/// Open participant transactions by gateway transaction id, and the ids that have ended.
+#[derive(Default)]
+pub struct Table {
+    open: HashMap<u64, Arc<tokio::sync::Mutex<Transaction>>>,
+    /// Ids that were committed or rolled back: an operation that arrives late for one of them
+    /// (it was overtaken by the end on the connection) must not open a new transaction.
+    ended: BTreeSet<u64>,
+}
 
 /// Handles one shard request.
 pub async fn handle(node: &Node, txns: &Participants, req: ShardRequest) -> Response {
@@ -33,6 +45,33 @@ fn poisoned() -> Error {
 }
 
 async fn run(node: &Node, txns: &Participants, req: ShardRequest) -> Result<ShardReply> {
+    // Ending a transaction comes first, before anything that waits: it must not be overtaken.
+    if matches!(req.op, ShardOp::Commit | ShardOp::Rollback) {
+        let txn = {
+            let mut table = txns.lock().map_err(|_| poisoned())?;
+            table.ended.insert(req.txn);
+            while table.ended.len() > ENDED_MEMORY {
+                table.ended.pop_first();
+            }
+            table.open.remove(&req.txn)
+        };
+        if matches!(req.op, ShardOp::Rollback) {
+            // Dropping the last handle rolls back (an operation still running holds one).
+            return Ok(ShardReply::Done);
+        }
+        let Some(txn) = txn else {
+            return Err(Error::serialization(format!(
+                "transaction {} was already rolled back on shard {}",
+                req.txn, req.shard
+            )));
+        };
+        let txn = Arc::try_unwrap(txn)
+            .map_err(|_| Error::Internal("a participant transaction is still in use".into()))?
+            .into_inner();
+        txn.commit().await?;
+        return Ok(ShardReply::Done);
+    }
+
     let meta = node
         .meta()
         .ok_or_else(|| Error::Refused(format!("node {} is not part of a cluster", node.name)))?;
@@ -57,26 +96,16 @@ async fn run(node: &Node, txns: &Participants, req: ShardRequest) -> Result<Shar
     }
     let owns = |key: &[u8]| key_token(key).and_then(|t| map.shard_of_token(t)) == my_shard;
 
-    // Ending a transaction.
-    if matches!(req.op, ShardOp::Commit | ShardOp::Rollback) {
-        let txn = txns.lock().map_err(|_| poisoned())?.remove(&req.txn);
-        let Some(txn) = txn else {
-            return Ok(ShardReply::Done);
-        };
-        let txn = Arc::try_unwrap(txn)
-            .map_err(|_| Error::Internal("a participant transaction is still in use".into()))?
-            .into_inner();
-        if matches!(req.op, ShardOp::Commit) {
-            txn.commit().await?;
-        } else {
-            txn.rollback();
-        }
-        return Ok(ShardReply::Done);
-    }
-
     let txn = {
         let mut table = txns.lock().map_err(|_| poisoned())?;
+        if table.ended.contains(&req.txn) {
+            return Err(Error::serialization(format!(
+                "transaction {} has already ended",
+                req.txn
+            )));
+        }
         table
+            .open
             .entry(req.txn)
             .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(node.db.txns.begin(Some(req.age)))))
             .clone()

@@ -396,11 +396,14 @@ impl ExtendedQueryHandler for PgConnection {
     {
         self.busy.store(true, Ordering::Release);
         let _busy = Busy(&self.busy);
+        let mut session = self.session.lock().await;
         let (params, types) = match decode_params(portal) {
             Ok(p) => p,
-            Err(e) => return Ok(Response::Error(Box::new(error_info(&e)))),
+            Err(e) => {
+                session.fail_block();
+                return Ok(Response::Error(Box::new(error_info(&e))));
+            }
         };
-        let mut session = self.session.lock().await;
         match session
             .execute(&portal.statement.statement.stmt, &params, &types)
             .await

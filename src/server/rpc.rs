@@ -159,13 +159,18 @@ async fn connection(
                 }
                 Ok(None) => break,
                 Err(e) => {
-                    // A frame that does not decode: answer once and close the connection.
+                    // A frame that does not decode, or a broken connection: answer once (if we
+                    // can) and stop reading; what is running still finishes below.
                     let _ = write_frame(&mut sink, &Envelope { id: 0, body: Response::Error(e.clone()) }).await;
-                    return Err(e);
+                    tracing::debug!("RPC connection: {e}");
+                    break;
                 }
             },
             Some(reply) = inflight.next(), if !inflight.is_empty() => {
-                write_frame(&mut sink, &reply).await?;
+                if let Err(e) = write_frame(&mut sink, &reply).await {
+                    tracing::debug!("RPC connection: cannot answer: {e}");
+                    break;
+                }
             }
             _ = stop.changed() => {
                 // Shutting down: finish what is running, answer it, then close.
@@ -181,7 +186,8 @@ async fn connection(
             }
         }
     }
-    // The client closed its side: finish in-flight work (it may hold commits) before dropping.
+    // The connection ended: finish in-flight work (it may hold commits) before dropping the
+    // sessions and participants, which rolls back whatever is still open.
     while let Some(reply) = inflight.next().await {
         let _ = write_frame(&mut sink, &reply).await;
     }

@@ -353,8 +353,19 @@ fn unreachable(shard: ShardId, node: &str, e: Error) -> Error {
     }
 }
 
+/// How long a shard may take to answer one row operation before the statement gives up.
+const PEER_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
 async fn call(client: &Client, req: ShardRequest) -> Result<ShardReply> {
-    match client.call(Request::Shard(req)).await? {
+    let reply = tokio::time::timeout(PEER_CALL_TIMEOUT, client.call(Request::Shard(req)))
+        .await
+        .map_err(|_| {
+            Error::Unreachable(format!(
+                "no answer within {} s",
+                PEER_CALL_TIMEOUT.as_secs()
+            ))
+        })?;
+    match reply? {
         Response::Shard(r) => Ok(r),
         other => Err(Error::Corrupt(format!(
             "unexpected answer from a shard: {other:?}"
@@ -499,7 +510,11 @@ impl RowTxn for ClusterTxn {
                 Some(Part::Remote { node, addr, client }) => {
                     let req = self.request(shard, ShardOp::Commit);
                     match call(&client, req).await {
-                        Ok(_) => Ok(()),
+                        Ok(ShardReply::Done) => Ok(()),
+                        Ok(other) => Err(Error::sql(
+                            sqlstate::TRANSACTION_RESOLUTION_UNKNOWN,
+                            format!("shard {shard} (node {node}) answered the commit with {other:?}; the outcome is unknown"),
+                        )),
                         Err(Error::Unreachable(e)) => {
                             self.db.peers.forget(&addr).await;
                             Err(Error::sql(

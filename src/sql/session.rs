@@ -115,25 +115,30 @@ impl Database {
 
     /// Deletes a table's rows on this node and removes it from the catalog.
     async fn drop_local(&self, table: &crate::sql::catalog::Table) -> Result<()> {
-        let mut txn = self.txns.begin(None);
+        // The oldest possible age: the drop waits for every user of the table instead of
+        // losing wait-die to them (the map has already dropped it; this only catches up).
+        let mut txn = self.txns.begin(Some(0));
         txn.lock(Resource::Table(table.id), LockMode::Exclusive)
             .await?;
+        // With the table locked, take it out of the catalog first: a statement waiting for the
+        // lock then finds it gone instead of writing rows that would outlive it.
+        self.catalog.remove(&table.name)?;
         for (key, _) in txn.scan(table.id, Intent::Write).await? {
             txn.delete(table.id, key).await?;
         }
-        txn.commit().await?;
-        self.catalog.remove(&table.name)
+        txn.commit().await
     }
 
-    /// Waits until the catalog reflects map `version`.
-    pub async fn wait_for_catalog(&self, version: u64) {
+    /// Waits until the catalog reflects map `version`; false if it did not within 10 s.
+    pub async fn wait_for_catalog(&self, version: u64) -> bool {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
             let notified = self.catalog_changed.notified();
-            if self.catalog_version.load(Ordering::Acquire) >= version
-                || tokio::time::Instant::now() >= deadline
-            {
-                return;
+            if self.catalog_version.load(Ordering::Acquire) >= version {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
             }
             let _ = tokio::time::timeout_at(deadline, notified).await;
         }
@@ -376,7 +381,11 @@ impl Session {
                 _ => return Err(Error::Internal("not DDL".into())),
             };
             let version = meta.propose(change).await?;
-            db.wait_for_catalog(version).await;
+            if !db.wait_for_catalog(version).await {
+                return Err(Error::Timeout(format!(
+                    "{tag} is in the cluster map (version {version}) but this node has not applied it yet; check the node log"
+                )));
+            }
             return Ok(QueryResult::tag(tag));
         }
         let _ddl = db.catalog.ddl.lock().await;
@@ -429,10 +438,20 @@ impl Session {
                         txn.put_meta(w);
                     }
                 }
-                txn.commit().await?;
-                for t in &tables {
-                    db.catalog.remove(&t.name)?;
-                }
+                // The tables leave the catalog before the exclusive locks are released, so a
+                // statement waiting on them finds them gone instead of writing orphan rows.
+                let names: Vec<String> = tables.iter().map(|t| t.name.clone()).collect();
+                let after = db.clone();
+                txn.commit_then(move || {
+                    for name in &names {
+                        if let Err(e) = after.catalog.remove(name) {
+                            tracing::error!(
+                                "cannot remove dropped table {name} from the catalog: {e}"
+                            );
+                        }
+                    }
+                })
+                .await?;
                 Ok(QueryResult::tag("DROP TABLE"))
             }
             _ => Err(Error::Internal("not DDL".into())),
@@ -525,7 +544,11 @@ async fn ship(
         params: params.to_vec(),
         param_types: param_types.to_vec(),
     };
-    match client.call(request).await {
+    let reply = match tokio::time::timeout(Duration::from_secs(30), client.call(request)).await {
+        Ok(r) => r,
+        Err(_) => Err(Error::Unreachable("no answer within 30 s".into())),
+    };
+    match reply {
         Ok(Response::Executed(result)) => Ok(result),
         Ok(other) => Err(Error::Corrupt(format!(
             "unexpected answer to a shipped statement: {other:?}"

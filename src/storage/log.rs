@@ -151,6 +151,8 @@ fn run(
     failed: Arc<AtomicBool>,
     stats: Arc<CommitStats>,
 ) {
+    // Tests of the committer run in the test process itself: they must not abort it.
+    let stop_on_failure = !cfg!(test);
     while let Ok(first) = rx.recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -197,10 +199,16 @@ fn run(
                 }
             }
             Err(e) => {
-                tracing::error!("commit failed, refusing further commits: {e}");
+                // After a failed write or fsync the state of the disk is unknown, and what was
+                // written may already be visible to readers: stop at once, as PostgreSQL does.
+                // Recovery at restart starts again from what is durable.
+                tracing::error!("commit failed ({e}); stopping the node to protect the data");
                 failed.store(true, Ordering::Release);
                 for req in group {
                     let _ = req.reply.send(Err(e.clone()));
+                }
+                if stop_on_failure {
+                    std::process::abort();
                 }
             }
         }

@@ -225,9 +225,20 @@ impl Transaction {
 
     /// Commits: one log entry with every buffered write, durable before this returns; then
     /// releases the locks.
-    pub async fn commit(mut self) -> Result<()> {
+    pub async fn commit(self) -> Result<()> {
+        self.commit_then(|| {}).await
+    }
+
+    /// Commits, running `on_durable` after the commit is durable and before the locks are
+    /// released (so nothing waiting on them sees the state in between).
+    ///
+    /// Once the commit is submitted it runs to the end in its own task: if the caller stops
+    /// waiting (its connection died), the commit still finishes and the locks are still
+    /// released.
+    pub async fn commit_then(mut self, on_durable: impl FnOnce() + Send + 'static) -> Result<()> {
         self.finished = true;
         if !self.has_writes() {
+            on_durable();
             self.mgr.locks.release_all(self.id);
             return Ok(());
         }
@@ -238,9 +249,28 @@ impl Transaction {
                 None => Write::Delete(Space::Data, k),
             });
         }
-        let result = self.mgr.store.committer.commit(self.id, writes).await;
-        self.mgr.locks.release_all(self.id);
-        result.map(|_| ())
+        let (mgr, id) = (self.mgr.clone(), self.id);
+        let rx = match mgr.store.committer.submit(id, writes) {
+            Ok(rx) => rx,
+            Err(e) => {
+                mgr.locks.release_all(id);
+                return Err(e);
+            }
+        };
+        let finish = tokio::spawn(async move {
+            let result = match rx.await {
+                Ok(r) => r.map(|_| ()),
+                Err(_) => Err(Error::Io("the committer stopped before answering".into())),
+            };
+            if result.is_ok() {
+                on_durable();
+            }
+            mgr.locks.release_all(id);
+            result
+        });
+        finish
+            .await
+            .map_err(|e| Error::Internal(format!("commit task: {e}")))?
     }
 
     /// Rolls back: discards the writes and releases the locks.
