@@ -145,11 +145,21 @@ impl Meta {
 
     /// Adds a non-voting member that receives every change.
     pub async fn add_learner(&self, id: NodeId, addr: String) -> Result<()> {
-        self.raft
-            .add_learner(id, BasicNode::new(addr), true)
-            .await
-            .map(|_| ())
-            .map_err(|e| Error::Unreachable(format!("cannot add learner {id}: {e}")))
+        // Blocking: it returns once the learner has caught up, so bound the wait.
+        match tokio::time::timeout(
+            PROPOSE_TIMEOUT,
+            self.raft
+                .add_learner(id, BasicNode::new(addr.clone()), true),
+        )
+        .await
+        {
+            Ok(r) => r
+                .map(|_| ())
+                .map_err(|e| Error::Unreachable(format!("cannot add learner {id} at {addr}: {e}"))),
+            Err(_) => Err(Error::Timeout(format!(
+                "learner {id} at {addr} did not catch up in time"
+            ))),
+        }
     }
 
     /// Proposes a change to the map and waits until it is applied on this node. Returns the map

@@ -119,17 +119,24 @@ pub struct Peers {
 impl Peers {
     /// The connection to `addr`, opened (and kept) on first use.
     pub async fn get(&self, addr: &str, cluster: &str) -> Result<Arc<Client>> {
-        let mut clients = self.clients.lock().await;
-        if let Some(c) = clients.get(addr) {
+        if let Some(c) = self.clients.lock().await.get(addr) {
             if !c.is_closed() {
                 return Ok(c.clone());
             }
         }
+        // Connect without holding the pool: a dead node must not stall connections to others.
         let c = Arc::new(
             Client::connect_to(addr, PEER_CONNECT_TIMEOUT, Some(cluster.to_string())).await?,
         );
-        clients.insert(addr.to_string(), c.clone());
-        Ok(c)
+        let mut clients = self.clients.lock().await;
+        match clients.get(addr) {
+            // Another task connected meanwhile: use one connection.
+            Some(existing) if !existing.is_closed() => Ok(existing.clone()),
+            _ => {
+                clients.insert(addr.to_string(), c.clone());
+                Ok(c)
+            }
+        }
     }
 
     /// Drops the connection to `addr` (it failed); the next use reconnects.
