@@ -78,65 +78,11 @@ async fn connection(
             Ok(Err(e)) => return Err(e),
             Err(_) => return Err(Error::Timeout("no handshake".into())),
         };
-    match hello.body {
-        Request::Hello {
-            protocol,
-            cluster: Some(expected),
-        } if node
-            .meta()
-            .is_some_and(|m| m.identity.cluster_name != expected) =>
-        {
-            let actual = node
-                .meta()
-                .map(|m| m.identity.cluster_name.clone())
-                .unwrap_or_default();
-            let err = Error::Refused(format!(
-                "node {} belongs to cluster '{actual}', not '{expected}'",
-                node.name
-            ));
-            let _ = protocol;
-            write_frame(
-                &mut sink,
-                &Envelope {
-                    id: hello.id,
-                    body: Response::Error(err.clone()),
-                },
-            )
-            .await?;
-            return Err(err);
-        }
-        Request::Hello { protocol, .. } if protocol == PROTOCOL_VERSION => {
-            let body = Response::Hello {
-                protocol: PROTOCOL_VERSION,
-                node: node.name.clone(),
-                version: env!("CARGO_PKG_VERSION").into(),
-            };
+    match greet(&node, hello.body) {
+        Ok(body) => write_frame(&mut sink, &Envelope { id: hello.id, body }).await?,
+        Err(err) => {
+            let body = Response::Error(err.clone());
             write_frame(&mut sink, &Envelope { id: hello.id, body }).await?;
-        }
-        Request::Hello { protocol, .. } => {
-            let err = Error::Refused(format!(
-                "protocol version {protocol} is not supported; this node speaks {PROTOCOL_VERSION}"
-            ));
-            write_frame(
-                &mut sink,
-                &Envelope {
-                    id: hello.id,
-                    body: Response::Error(err.clone()),
-                },
-            )
-            .await?;
-            return Err(err);
-        }
-        _ => {
-            let err = Error::InvalidInput("the first request must be the handshake".into());
-            write_frame(
-                &mut sink,
-                &Envelope {
-                    id: hello.id,
-                    body: Response::Error(err.clone()),
-                },
-            )
-            .await?;
             return Err(err);
         }
     }
@@ -192,6 +138,42 @@ async fn connection(
         let _ = write_frame(&mut sink, &reply).await;
     }
     Ok(())
+}
+
+/// Answers the handshake, or refuses it: another protocol version, another cluster, or a
+/// first request that is not a handshake.
+fn greet(node: &Node, first: Request) -> Result<Response, Error> {
+    match first {
+        Request::Hello { protocol, .. } if protocol != PROTOCOL_VERSION => {
+            Err(Error::Refused(format!(
+                "protocol version {protocol} is not supported; this node speaks {PROTOCOL_VERSION}"
+            )))
+        }
+        Request::Hello {
+            cluster: Some(expected),
+            ..
+        } if node
+            .meta()
+            .is_some_and(|m| m.identity.cluster_name != expected) =>
+        {
+            let actual = node
+                .meta()
+                .map(|m| m.identity.cluster_name.clone())
+                .unwrap_or_default();
+            Err(Error::Refused(format!(
+                "node {} belongs to cluster '{actual}', not '{expected}'",
+                node.name
+            )))
+        }
+        Request::Hello { .. } => Ok(Response::Hello {
+            protocol: PROTOCOL_VERSION,
+            node: node.name.clone(),
+            version: env!("CARGO_PKG_VERSION").into(),
+        }),
+        _ => Err(Error::InvalidInput(
+            "the first request must be the handshake".into(),
+        )),
+    }
 }
 
 async fn handle(request: Request, node: &Arc<Node>, sessions: &Sessions) -> Response {
