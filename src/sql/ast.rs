@@ -166,39 +166,59 @@ pub enum Expr {
     Column(Option<String>, String),
     /// A parameter `$n`, 0-based.
     Param(usize),
-    Unary(UnaryOp, Box<Expr>),
-    Binary(BinaryOp, Box<Expr>, Box<Expr>),
+    Unary(
+        UnaryOp,
+        #[serde(deserialize_with = "crate::sql::nesting::boxed")] Box<Expr>,
+    ),
+    Binary(
+        BinaryOp,
+        #[serde(deserialize_with = "crate::sql::nesting::boxed")] Box<Expr>,
+        #[serde(deserialize_with = "crate::sql::nesting::boxed")] Box<Expr>,
+    ),
     IsNull {
+        #[serde(deserialize_with = "crate::sql::nesting::boxed")]
         expr: Box<Expr>,
         negated: bool,
     },
     /// `IS [NOT] TRUE` / `IS [NOT] FALSE`: never NULL.
     IsBool {
+        #[serde(deserialize_with = "crate::sql::nesting::boxed")]
         expr: Box<Expr>,
         value: bool,
         negated: bool,
     },
     InList {
+        #[serde(deserialize_with = "crate::sql::nesting::boxed")]
         expr: Box<Expr>,
+        #[serde(deserialize_with = "crate::sql::nesting::vec")]
         list: Vec<Expr>,
         negated: bool,
     },
     Between {
+        #[serde(deserialize_with = "crate::sql::nesting::boxed")]
         expr: Box<Expr>,
+        #[serde(deserialize_with = "crate::sql::nesting::boxed")]
         low: Box<Expr>,
+        #[serde(deserialize_with = "crate::sql::nesting::boxed")]
         high: Box<Expr>,
         negated: bool,
     },
     Like {
+        #[serde(deserialize_with = "crate::sql::nesting::boxed")]
         expr: Box<Expr>,
+        #[serde(deserialize_with = "crate::sql::nesting::boxed")]
         pattern: Box<Expr>,
         negated: bool,
         case_insensitive: bool,
     },
-    Cast(Box<Expr>, DataType),
+    Cast(
+        #[serde(deserialize_with = "crate::sql::nesting::boxed")] Box<Expr>,
+        DataType,
+    ),
     /// A function or aggregate call; `star` for `count(*)`.
     Function {
         name: String,
+        #[serde(deserialize_with = "crate::sql::nesting::vec")]
         args: Vec<Expr>,
         star: bool,
         distinct: bool,

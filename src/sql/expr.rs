@@ -32,21 +32,44 @@ pub enum Expr {
     Column(usize),
     /// Statement parameter `$n+1`.
     Param(usize),
-    Not(Box<Expr>),
-    Neg(Box<Expr>),
-    Binary(BinaryOp, Box<Expr>, Box<Expr>),
-    IsNull(Box<Expr>, bool),
+    Not(#[serde(deserialize_with = "crate::sql::nesting::boxed")] Box<Expr>),
+    Neg(#[serde(deserialize_with = "crate::sql::nesting::boxed")] Box<Expr>),
+    Binary(
+        BinaryOp,
+        #[serde(deserialize_with = "crate::sql::nesting::boxed")] Box<Expr>,
+        #[serde(deserialize_with = "crate::sql::nesting::boxed")] Box<Expr>,
+    ),
+    IsNull(
+        #[serde(deserialize_with = "crate::sql::nesting::boxed")] Box<Expr>,
+        bool,
+    ),
     /// `IS [NOT] TRUE/FALSE`: the value to test for, and whether negated.
-    IsBool(Box<Expr>, bool, bool),
-    InList(Box<Expr>, Vec<Expr>, bool),
+    IsBool(
+        #[serde(deserialize_with = "crate::sql::nesting::boxed")] Box<Expr>,
+        bool,
+        bool,
+    ),
+    InList(
+        #[serde(deserialize_with = "crate::sql::nesting::boxed")] Box<Expr>,
+        #[serde(deserialize_with = "crate::sql::nesting::vec")] Vec<Expr>,
+        bool,
+    ),
     Like {
+        #[serde(deserialize_with = "crate::sql::nesting::boxed")]
         expr: Box<Expr>,
+        #[serde(deserialize_with = "crate::sql::nesting::boxed")]
         pattern: Box<Expr>,
         negated: bool,
         case_insensitive: bool,
     },
-    Cast(Box<Expr>, DataType),
-    Call(Function, Vec<Expr>),
+    Cast(
+        #[serde(deserialize_with = "crate::sql::nesting::boxed")] Box<Expr>,
+        DataType,
+    ),
+    Call(
+        Function,
+        #[serde(deserialize_with = "crate::sql::nesting::vec")] Vec<Expr>,
+    ),
 }
 
 /// What an expression is evaluated against: the row, the parameters, and the statement's clock.

@@ -9,6 +9,7 @@ pub mod ast;
 pub mod catalog;
 pub mod execution;
 pub mod expr;
+pub mod nesting;
 pub mod parser;
 pub mod planner;
 pub mod pushdown;
