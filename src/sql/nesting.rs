@@ -3,7 +3,7 @@
 //! Expressions arrive over the internal RPC (pushed-down filters, shipped statements) and are
 //! decoded recursively. Without a bound, a frame of a few megabytes holding one expression
 //! nested millions of levels deep would overflow the stack and abort the node. Every recursive
-//! field of an expression is decoded through [`boxed`] or [`vec`], which count the nesting on
+//! field of an expression is decoded through [`boxed()`] or [`vec()`], which count the nesting on
 //! this thread and refuse to go deeper than [`MAX_DEPTH`], with an ordinary decoding error.
 //! (SQL text is already bounded by the parser's own recursion limit.)
 
