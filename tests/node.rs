@@ -146,15 +146,13 @@ async fn sigterm_stops_cleanly_and_rolls_back_open_transactions() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_server_on_the_same_data_directory_is_refused() {
     let node = TestNode::start();
+    let ports = common::free_ports(2);
     let out = std::process::Command::new(common::ddb_bin())
         .arg("server")
         .arg("--data-dir")
         .arg(&node.dir)
-        .args(["--listen", &format!("127.0.0.1:{}", common::free_port())])
-        .args([
-            "--sql-listen",
-            &format!("127.0.0.1:{}", common::free_port()),
-        ])
+        .args(["--listen", &format!("127.0.0.1:{}", ports[0])])
+        .args(["--sql-listen", &format!("127.0.0.1:{}", ports[1])])
         .output()
         .unwrap();
     assert!(!out.status.success());

@@ -15,10 +15,19 @@ pub fn ddb_bin() -> &'static str {
 
 /// A free loopback port (the OS picks it; a race with another process is retried by `start`).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind port 0")
+    free_ports(1)[0]
+}
+
+/// `n` distinct free loopback ports: the listeners are held until all are chosen, so the OS
+/// cannot hand out the same port twice.
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind port 0"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().expect("local addr").port())
+        .collect()
 }
 
 /// A ddb node running as a child process.
@@ -55,8 +64,9 @@ impl TestNode {
 
     fn spawn_fresh_ports(&mut self) {
         for attempt in 0..5 {
-            self.rpc_port = free_port();
-            self.sql_port = free_port();
+            let ports = free_ports(2);
+            self.rpc_port = ports[0];
+            self.sql_port = ports[1];
             self.spawn();
             if self.wait_ready(Duration::from_secs(30)) {
                 return;
@@ -296,8 +306,9 @@ impl TestCluster {
     /// Writes a cluster file for `n` local nodes on free ports (nothing is started).
     pub fn new(name: &str, n: usize) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
+        let ports = free_ports(2 * n);
         let nodes: Vec<(String, u16, u16)> = (1..=n)
-            .map(|i| (format!("n{i}"), free_port(), free_port()))
+            .map(|i| (format!("n{i}"), ports[2 * i - 2], ports[2 * i - 1]))
             .collect();
         let mut yaml = format!("name: {name}\nsharding:\n  vnodes: 64\ndefaults:\n  data_dir: ./data/{{name}}\nnodes:\n");
         for (node, rpc, sql) in &nodes {
