@@ -18,16 +18,25 @@ pub fn free_port() -> u16 {
     free_ports(1)[0]
 }
 
-/// `n` distinct free loopback ports: the listeners are held until all are chosen, so the OS
-/// cannot hand out the same port twice.
+/// `n` distinct free loopback ports.
+///
+/// Ports come from 20000–31999, below Linux's ephemeral range (32768 and up), so the outgoing
+/// connections of tests running in parallel cannot take a port between the moment it is chosen
+/// and the moment a node binds it; a process-wide counter keeps the tests of one binary from
+/// choosing the same port twice.
 pub fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind port 0"))
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().expect("local addr").port())
-        .collect()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let base = 20_000 + (std::process::id() * 7919) % 12_000;
+    let mut ports = Vec::with_capacity(n);
+    while ports.len() < n {
+        let offset = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (20_000 + (base - 20_000 + offset) % 12_000) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            ports.push(port);
+        }
+    }
+    ports
 }
 
 /// A ddb node running as a child process.
