@@ -362,24 +362,23 @@ impl TestCluster {
         self.dir.path().join("data").join(node)
     }
 
-    /// The SQL port of a node.
-    pub fn sql_port(&self, node: &str) -> u16 {
+    /// The (RPC, SQL) ports of a node of the file.
+    fn ports(&self, node: &str) -> (u16, u16) {
         self.nodes
             .iter()
             .find(|n| n.0 == node)
-            .map(|n| n.2)
-            .expect("node")
+            .map(|n| (n.1, n.2))
+            .expect("no such node in the cluster file")
+    }
+
+    /// The SQL port of a node.
+    pub fn sql_port(&self, node: &str) -> u16 {
+        self.ports(node).1
     }
 
     /// The RPC address of a node.
     pub fn rpc_addr(&self, node: &str) -> String {
-        let port = self
-            .nodes
-            .iter()
-            .find(|n| n.0 == node)
-            .map(|n| n.1)
-            .expect("node");
-        format!("127.0.0.1:{port}")
+        format!("127.0.0.1:{}", self.ports(node).0)
     }
 
     /// The pid a node wrote, if its pid file is there.
@@ -396,12 +395,7 @@ impl TestCluster {
         if let Some(pid) = self.pid(node) {
             let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
         }
-        let port = self
-            .nodes
-            .iter()
-            .find(|n| n.0 == node)
-            .map(|n| n.1)
-            .expect("node");
+        let port = self.ports(node).0;
         assert!(
             wait_until(Duration::from_secs(10), || std::net::TcpStream::connect((
                 "127.0.0.1",
