@@ -235,13 +235,12 @@ impl Transaction {
     /// Once the commit is submitted it runs to the end in its own task: if the caller stops
     /// waiting (its connection died), the commit still finishes and the locks are still
     /// released.
-    pub async fn commit_then(mut self, on_durable: impl FnOnce() + Send + 'static) -> Result<()> {
-        self.finished = true;
-        if !self.has_writes() {
-            on_durable();
-            self.mgr.locks.release_all(self.id);
-            return Ok(());
-        }
+    pub async fn commit_then(self, on_durable: impl FnOnce() + Send + 'static) -> Result<()> {
+        self.commit_with(Vec::new(), on_durable).await
+    }
+
+    /// Takes the buffered writes out of the transaction, as engine writes; the locks stay.
+    pub fn take_writes(&mut self) -> Vec<Write> {
         let mut writes: Vec<Write> = std::mem::take(&mut self.meta);
         for (k, v) in std::mem::take(&mut self.writes) {
             writes.push(match v {
@@ -249,6 +248,35 @@ impl Transaction {
                 None => Write::Delete(Space::Data, k),
             });
         }
+        writes
+    }
+
+    /// Writes `writes` as one durable log entry while the transaction keeps its locks and
+    /// buffered writes (a two-phase commit's `Prepared` entry).
+    pub async fn log_keeping_locks(&self, writes: Vec<Write>) -> Result<()> {
+        self.mgr
+            .store
+            .committer
+            .commit(self.id, writes)
+            .await
+            .map(|_| ())
+    }
+
+    /// Commits the buffered writes together with `extra` writes in one log entry (a two-phase
+    /// commit's record), running `on_durable` before the locks are released.
+    pub async fn commit_with(
+        mut self,
+        extra: Vec<Write>,
+        on_durable: impl FnOnce() + Send + 'static,
+    ) -> Result<()> {
+        self.finished = true;
+        if !self.has_writes() && extra.is_empty() {
+            on_durable();
+            self.mgr.locks.release_all(self.id);
+            return Ok(());
+        }
+        let mut writes = self.take_writes();
+        writes.extend(extra);
         let (mgr, id) = (self.mgr.clone(), self.id);
         let rx = match mgr.store.committer.submit(id, writes) {
             Ok(rx) => rx,

@@ -1,0 +1,542 @@
+//! A node's part in two-phase commits: its open and prepared participant transactions and, as
+//! an anchor, its decision records.
+//!
+//! [`TwoPhase`] carries out what the state machines of [`super::twopc`] decide, against this
+//! node's store:
+//!
+//! * **open** participant transactions of gateways on other nodes, by transaction id (gid);
+//! * **prepared** transactions: their write set and lock set are durable in a `Prepared` record
+//!   (key `p | gid` in [`Space::Txn`], written by its own log entry), and the transaction keeps
+//!   its locks until the outcome is applied. Committing applies the writes and deletes the record
+//!   in one log entry; aborting deletes the record. At startup [`TwoPhase::load`] reads the
+//!   records back and re-acquires their locks before the node serves anything;
+//! * **decision records** (key `d | gid`) of transactions anchored here: `COMMITTED` is written
+//!   in the same log entry as the anchor's own writes (the commit point), `ABORTED` by recovery.
+//!
+//! Every step that writes runs to its end in a task of its own, so a caller that goes away (its
+//! connection died) cannot leave durable state and memory disagreeing.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::lock::{LockMode, Resource};
+use super::twopc::{Decisions, Gid, Outcome, Record, Refusal, Resolve};
+use super::{Transaction, TxnManager};
+use crate::cluster::ring::ShardId;
+use crate::error::{Error, Result};
+use crate::storage::{Space, Write};
+
+/// The longest a gateway may take from its first prepare to the anchor's commit. A slower
+/// gateway aborts instead (see [`ABORTED_RETENTION`]).
+pub const DECISION_DEADLINE: Duration = Duration::from_secs(60);
+
+/// How long an `ABORTED` record is kept. Longer than [`DECISION_DEADLINE`], so no gateway can
+/// still commit a transaction whose record is gone.
+pub const ABORTED_RETENTION: Duration = Duration::from_secs(600);
+
+/// What a participant stores when it prepares.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreparedRecord {
+    pub gid: Gid,
+    /// The wait-die age, kept so the re-acquired locks order the same way.
+    pub age: u64,
+    pub anchor: ShardId,
+    pub participants: Vec<ShardId>,
+    /// The write set, applied at commit.
+    pub writes: Vec<Write>,
+    /// The lock set, re-acquired at restart.
+    pub locks: Vec<(Resource, LockMode)>,
+}
+
+/// The key of a prepared record.
+pub fn prepared_key(gid: Gid) -> Vec<u8> {
+    let mut k = vec![b'p'];
+    k.extend_from_slice(&gid.to_be_bytes());
+    k
+}
+
+/// The key of a decision record.
+pub fn decision_key(gid: Gid) -> Vec<u8> {
+    let mut k = vec![b'd'];
+    k.extend_from_slice(&gid.to_be_bytes());
+    k
+}
+
+fn gid_of(key: &[u8]) -> Result<Gid> {
+    let bytes: [u8; 8] = key
+        .get(1..9)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| Error::Corrupt("a transaction record key is not 9 bytes".into()))?;
+    Ok(u64::from_be_bytes(bytes))
+}
+
+/// The locks that protect a write set after a restart: the rows exclusively, their tables with
+/// intention. (Read locks are not kept: a prepared transaction reads nothing more, so releasing
+/// them cannot break serializability.)
+fn lock_set(writes: &[Write]) -> Vec<(Resource, LockMode)> {
+    let mut locks = BTreeMap::new();
+    for w in writes {
+        let key = match w {
+            Write::Put(Space::Data, k, _) | Write::Delete(Space::Data, k) => k,
+            _ => continue,
+        };
+        let Some(table) = key
+            .get(..4)
+            .and_then(|b| <[u8; 4]>::try_from(b).ok())
+            .map(u32::from_be_bytes)
+        else {
+            continue;
+        };
+        locks.insert(Resource::Table(table), LockMode::IntentionExclusive);
+        locks.insert(Resource::Row(table, key.clone()), LockMode::Exclusive);
+    }
+    locks.into_iter().collect()
+}
+
+/// A prepared transaction in memory.
+struct Prepared {
+    record: PreparedRecord,
+    /// Holds the locks.
+    txn: Transaction,
+    since: Instant,
+    /// When recovery last asked the anchor about it.
+    asked: Option<Instant>,
+}
+
+/// A prepared transaction that recovery should ask its anchor about.
+#[derive(Clone, Debug)]
+pub struct InDoubt {
+    pub gid: Gid,
+    pub anchor: ShardId,
+    pub participants: Vec<ShardId>,
+}
+
+/// Counters of two-phase commits on this node, for status output and benchmarks.
+#[derive(Debug, Default)]
+pub struct TwoPhaseStats {
+    /// Transactions this node committed through two-phase commit as gateway.
+    pub distributed: std::sync::atomic::AtomicU64,
+    /// Transactions this node committed in one phase as gateway.
+    pub single: std::sync::atomic::AtomicU64,
+}
+
+/// This node's two-phase commit state. See the module documentation.
+pub struct TwoPhase {
+    mgr: Arc<TxnManager>,
+    open: Mutex<HashMap<Gid, Arc<tokio::sync::Mutex<Transaction>>>>,
+    prepared: Mutex<BTreeMap<Gid, Prepared>>,
+    decisions: Mutex<Decisions>,
+    origin: Instant,
+    pub stats: TwoPhaseStats,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
+    postcard::to_stdvec(value).map_err(|e| Error::Internal(format!("encode a 2PC record: {e}")))
+}
+
+/// Kills the process as `kill -9` would, when the named failpoint is switched on. Compiled only
+/// with the `failpoints` feature (the test build); otherwise it does nothing.
+pub fn crash_point(name: &str) {
+    #[cfg(feature = "failpoints")]
+    if fail::eval(name, |_| ()).is_some() {
+        tracing::error!("failpoint {name}: crashing");
+        // SAFETY: kill(2) on our own pid has no memory-safety preconditions.
+        unsafe {
+            libc::kill(libc::getpid(), libc::SIGKILL);
+        }
+    }
+    #[cfg(not(feature = "failpoints"))]
+    let _ = name;
+}
+
+impl TwoPhase {
+    /// An empty state over `mgr`; call [`TwoPhase::load`] before serving.
+    pub fn new(mgr: Arc<TxnManager>) -> Self {
+        Self {
+            mgr,
+            open: Mutex::default(),
+            prepared: Mutex::default(),
+            decisions: Mutex::default(),
+            origin: Instant::now(),
+            stats: TwoPhaseStats::default(),
+        }
+    }
+
+    fn now(&self) -> u64 {
+        self.origin.elapsed().as_millis() as u64
+    }
+
+    /// Reloads prepared transactions (re-acquiring their locks) and decision records from the
+    /// store. Runs before the node serves any statement, so the locks are free.
+    pub async fn load(&self) -> Result<()> {
+        let engine = self.mgr.store.engine.clone();
+        let now = self.now();
+        for (key, value) in engine.scan_prefix(Space::Txn, b"d")? {
+            let gid = gid_of(&key)?;
+            let record: Record = postcard::from_bytes(&value)
+                .map_err(|e| Error::Corrupt(format!("decision record {gid}: {e}")))?;
+            lock(&self.decisions).load(gid, record, now);
+        }
+        for (key, value) in engine.scan_prefix(Space::Txn, b"p")? {
+            let gid = gid_of(&key)?;
+            let record: PreparedRecord = postcard::from_bytes(&value)
+                .map_err(|e| Error::Corrupt(format!("prepared record {gid}: {e}")))?;
+            let mut txn = self.mgr.begin(Some(record.age));
+            for (resource, mode) in &record.locks {
+                txn.lock(resource.clone(), *mode).await?;
+            }
+            tracing::info!(
+                gid,
+                anchor = record.anchor,
+                "reloaded a prepared transaction; resolving it with its anchor"
+            );
+            lock(&self.prepared).insert(
+                gid,
+                Prepared {
+                    record,
+                    txn,
+                    // A reloaded transaction's gateway is gone: ask the anchor at once.
+                    since: Instant::now()
+                        .checked_sub(Duration::from_secs(3600))
+                        .unwrap_or_else(Instant::now),
+                    asked: None,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// The open participant transaction `gid`, begun with `age` if it is new.
+    pub fn open(&self, gid: Gid, age: u64) -> Arc<tokio::sync::Mutex<Transaction>> {
+        lock(&self.open)
+            .entry(gid)
+            .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(self.mgr.begin(Some(age)))))
+            .clone()
+    }
+
+    /// Takes the open transaction `gid` out of the table (to commit or prepare it, or to roll
+    /// it back by dropping it).
+    pub fn take_open(&self, gid: Gid) -> Option<Arc<tokio::sync::Mutex<Transaction>>> {
+        lock(&self.open).remove(&gid)
+    }
+
+    /// Prepares `txn`: logs its write set and lock set, then keeps it (with its locks) until
+    /// the outcome is known.
+    pub async fn prepare(
+        self: &Arc<Self>,
+        gid: Gid,
+        mut txn: Transaction,
+        anchor: ShardId,
+        participants: Vec<ShardId>,
+    ) -> Result<()> {
+        let writes = txn.take_writes();
+        let record = PreparedRecord {
+            gid,
+            age: txn.age(),
+            anchor,
+            participants,
+            locks: lock_set(&writes),
+            writes,
+        };
+        let entry = vec![Write::Put(Space::Txn, prepared_key(gid), encode(&record)?)];
+        let this = self.clone();
+        let task = tokio::spawn(async move {
+            txn.log_keeping_locks(entry).await?;
+            lock(&this.prepared).insert(
+                gid,
+                Prepared {
+                    record,
+                    txn,
+                    since: Instant::now(),
+                    asked: None,
+                },
+            );
+            crash_point("participant-after-prepare");
+            Ok(())
+        });
+        task.await
+            .map_err(|e| Error::Internal(format!("prepare task: {e}")))?
+    }
+
+    /// Applies the commit of prepared `gid`; `false` if it is not prepared here (already
+    /// resolved).
+    pub async fn commit_prepared(&self, gid: Gid) -> Result<bool> {
+        let Some(p) = lock(&self.prepared).remove(&gid) else {
+            return Ok(false);
+        };
+        let mut writes = p.record.writes;
+        writes.push(Write::Delete(Space::Txn, prepared_key(gid)));
+        p.txn.commit_with(writes, || {}).await?;
+        Ok(true)
+    }
+
+    /// Aborts `gid` here: rolls back its open transaction, or deletes its prepared record and
+    /// releases its locks.
+    pub async fn abort(&self, gid: Gid) -> Result<()> {
+        drop(self.take_open(gid));
+        let Some(p) = lock(&self.prepared).remove(&gid) else {
+            return Ok(());
+        };
+        p.txn
+            .commit_with(vec![Write::Delete(Space::Txn, prepared_key(gid))], || {})
+            .await
+    }
+
+    /// Whether `gid` is prepared here.
+    pub fn is_prepared(&self, gid: Gid) -> bool {
+        lock(&self.prepared).contains_key(&gid)
+    }
+
+    /// As the anchor: commits `txn`'s writes with the `COMMITTED` record, unless recovery
+    /// aborted `gid` first. `started` is when the gateway began to prepare, if it is this node
+    /// (the deadline is measured on one clock).
+    pub async fn commit_anchor(
+        &self,
+        gid: Gid,
+        txn: Transaction,
+        participants: Vec<ShardId>,
+        started: Option<Instant>,
+    ) -> Result<()> {
+        let started = started.map(|s| s.saturating_duration_since(self.origin).as_millis() as u64);
+        let claim = lock(&self.decisions).begin_commit(
+            gid,
+            started,
+            DECISION_DEADLINE.as_millis() as u64,
+            self.now(),
+        );
+        if let Err(refusal) = claim {
+            txn.rollback();
+            return Err(Error::serialization(match refusal {
+                Refusal::Aborted => format!(
+                    "transaction {gid} was aborted by recovery before it could commit; retry the transaction"
+                ),
+                Refusal::Duplicate => format!("transaction {gid} already has a decision"),
+                Refusal::TooLate => format!(
+                    "transaction {gid} took longer than {} s to prepare and was aborted; retry the transaction",
+                    DECISION_DEADLINE.as_secs()
+                ),
+            }));
+        }
+        let record = Record::Committed {
+            participants: participants.clone(),
+        };
+        let entry = vec![Write::Put(Space::Txn, decision_key(gid), encode(&record)?)];
+        let result = txn.commit_with(entry, || {}).await;
+        lock(&self.decisions).committed(gid, participants, result.is_ok(), self.now());
+        result?;
+        crash_point("anchor-after-commit");
+        Ok(())
+    }
+
+    /// As the anchor: the outcome of `gid` for a participant that asks (None: being decided,
+    /// ask again). With no record, writes `ABORTED` first and rolls back this node's open part,
+    /// so the gateway can no longer commit.
+    pub async fn resolve(&self, gid: Gid) -> Result<Option<Outcome>> {
+        let step = lock(&self.decisions).resolve(gid);
+        match step {
+            Resolve::Known(o) => Ok(Some(o)),
+            Resolve::Pending => Ok(None),
+            Resolve::WriteAborted => {
+                drop(self.take_open(gid));
+                let entry = vec![Write::Put(
+                    Space::Txn,
+                    decision_key(gid),
+                    encode(&Record::Aborted)?,
+                )];
+                let result = self.mgr.store.committer.commit(0, entry).await;
+                lock(&self.decisions).aborted(gid, result.is_ok(), self.now());
+                result?;
+                tracing::info!(gid, "recovery aborted an undecided transaction");
+                Ok(Some(Outcome::Aborted))
+            }
+        }
+    }
+
+    /// As the anchor: drops the record of `gid`, once every participant has applied it.
+    pub async fn forget(&self, gid: Gid) -> Result<()> {
+        if lock(&self.decisions).forget(gid) {
+            self.mgr
+                .store
+                .committer
+                .commit(0, vec![Write::Delete(Space::Txn, decision_key(gid))])
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Prepared transactions held longer than `timeout` and not asked about within `timeout`:
+    /// recovery asks their anchors.
+    pub fn in_doubt(&self, timeout: Duration) -> Vec<InDoubt> {
+        let now = Instant::now();
+        let mut prepared = lock(&self.prepared);
+        let mut due = Vec::new();
+        for (&gid, p) in prepared.iter_mut() {
+            let held = now.saturating_duration_since(p.since) >= timeout;
+            let asked = p
+                .asked
+                .is_some_and(|a| now.saturating_duration_since(a) < timeout);
+            if held && !asked {
+                p.asked = Some(now);
+                due.push(InDoubt {
+                    gid,
+                    anchor: p.record.anchor,
+                    participants: p.record.participants.clone(),
+                });
+            }
+        }
+        due
+    }
+
+    /// How many transactions are prepared here, and how long the oldest has been.
+    pub fn prepared_summary(&self) -> (u64, Duration) {
+        let prepared = lock(&self.prepared);
+        let oldest = prepared
+            .values()
+            .map(|p| p.since.elapsed())
+            .max()
+            .unwrap_or_default();
+        (prepared.len() as u64, oldest)
+    }
+
+    /// Decision records kept here.
+    pub fn decision_count(&self) -> u64 {
+        lock(&self.decisions).len() as u64
+    }
+
+    /// `COMMITTED` records older than `min_age` (candidates for garbage collection), and
+    /// `ABORTED` records past their retention (to delete).
+    pub fn gc_candidates(&self, min_age: Duration) -> (Vec<(Gid, Vec<ShardId>)>, Vec<Gid>) {
+        let d = lock(&self.decisions);
+        let now = self.now();
+        (
+            d.committed_older_than(min_age.as_millis() as u64, now),
+            d.aborted_older_than(ABORTED_RETENTION.as_millis() as u64, now),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::{Engine, Store};
+
+    fn manager(dir: &std::path::Path) -> Arc<TxnManager> {
+        let store = Arc::new(Store::open(dir).unwrap());
+        Arc::new(TxnManager::new(store, Duration::from_millis(200)))
+    }
+
+    fn row(table: u32, k: u8) -> Vec<u8> {
+        let mut key = table.to_be_bytes().to_vec();
+        key.extend_from_slice(&[0; 8]);
+        key.push(k);
+        key
+    }
+
+    #[tokio::test]
+    async fn a_prepared_transaction_survives_a_restart_with_its_locks() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mgr = manager(dir.path());
+            let tp = Arc::new(TwoPhase::new(mgr.clone()));
+            let mut t = mgr.begin(None);
+            t.put(1, row(1, 1), b"v".to_vec()).await.unwrap();
+            tp.prepare(42, t, 0, vec![0, 1]).await.unwrap();
+            assert!(tp.is_prepared(42));
+            // Not applied yet.
+            assert_eq!(mgr.store.engine.get(Space::Data, &row(1, 1)).unwrap(), None);
+            mgr.store.committer.shutdown();
+        }
+        let mgr = manager(dir.path());
+        let tp = Arc::new(TwoPhase::new(mgr.clone()));
+        tp.load().await.unwrap();
+        assert_eq!(tp.prepared_summary().0, 1);
+        assert_eq!(tp.in_doubt(Duration::from_secs(1)).len(), 1);
+        // The row is still locked: another writer times out.
+        let mut other = mgr.begin(None);
+        assert!(other.put(1, row(1, 1), b"w".to_vec()).await.is_err());
+        drop(other);
+        assert!(tp.commit_prepared(42).await.unwrap());
+        assert_eq!(
+            mgr.store.engine.get(Space::Data, &row(1, 1)).unwrap(),
+            Some(b"v".to_vec())
+        );
+        assert!(mgr
+            .store
+            .engine
+            .scan_prefix(Space::Txn, b"p")
+            .unwrap()
+            .is_empty());
+        let mut other = mgr.begin(None);
+        other.put(1, row(1, 1), b"w".to_vec()).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn abort_deletes_the_record_and_releases_the_locks() {
+        let dir = tempfile::tempdir().unwrap();
+        let mgr = manager(dir.path());
+        let tp = Arc::new(TwoPhase::new(mgr.clone()));
+        let mut t = mgr.begin(None);
+        t.put(1, row(1, 2), b"v".to_vec()).await.unwrap();
+        tp.prepare(7, t, 0, vec![0, 1]).await.unwrap();
+        tp.abort(7).await.unwrap();
+        assert!(!tp.is_prepared(7));
+        assert_eq!(mgr.store.engine.get(Space::Data, &row(1, 2)).unwrap(), None);
+        assert!(mgr
+            .store
+            .engine
+            .scan_prefix(Space::Txn, b"")
+            .unwrap()
+            .is_empty());
+        let mut other = mgr.begin(None);
+        other.put(1, row(1, 2), b"w".to_vec()).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn recovery_aborts_an_undecided_anchor_and_the_late_commit_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let mgr = manager(dir.path());
+        let tp = Arc::new(TwoPhase::new(mgr.clone()));
+        let mut t = mgr.begin(None);
+        t.put(1, row(1, 3), b"v".to_vec()).await.unwrap();
+        assert_eq!(tp.resolve(9).await.unwrap(), Some(Outcome::Aborted));
+        let err = tp.commit_anchor(9, t, vec![0, 1], None).await.unwrap_err();
+        assert!(err.is_retryable(), "{err}");
+        assert_eq!(mgr.store.engine.get(Space::Data, &row(1, 3)).unwrap(), None);
+        // The anchor's row is free again.
+        let mut other = mgr.begin(None);
+        other.put(1, row(1, 3), b"w".to_vec()).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_anchor_commit_writes_the_record_with_the_rows_and_forget_drops_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mgr = manager(dir.path());
+        let tp = Arc::new(TwoPhase::new(mgr.clone()));
+        let mut t = mgr.begin(None);
+        t.put(1, row(1, 4), b"v".to_vec()).await.unwrap();
+        tp.commit_anchor(5, t, vec![0, 1], Some(Instant::now()))
+            .await
+            .unwrap();
+        assert_eq!(tp.resolve(5).await.unwrap(), Some(Outcome::Committed));
+        let records = mgr.store.engine.scan_prefix(Space::Txn, b"d").unwrap();
+        assert_eq!(records.len(), 1);
+        // Reloaded after a restart, the record still answers.
+        let again = TwoPhase::new(mgr.clone());
+        again.load().await.unwrap();
+        assert_eq!(again.resolve(5).await.unwrap(), Some(Outcome::Committed));
+        tp.forget(5).await.unwrap();
+        assert!(mgr
+            .store
+            .engine
+            .scan_prefix(Space::Txn, b"d")
+            .unwrap()
+            .is_empty());
+    }
+}
