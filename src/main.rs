@@ -35,6 +35,9 @@ fn exit_code(err: &anyhow::Error) -> i32 {
 fn main() {
     let cli = Cli::parse();
     init_logging(&cli.command, cli.global.verbose);
+    // Test builds only: crash points named in the FAILPOINTS environment variable.
+    #[cfg(feature = "failpoints")]
+    let _failpoints = fail::FailScenario::setup();
     let result = match &cli.command {
         Command::Completions(args) => cli::completions::run(args),
         command => match tokio::runtime::Builder::new_multi_thread()

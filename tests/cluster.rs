@@ -142,7 +142,7 @@ async fn a_three_node_cluster_shards_rows_and_answers_like_a_single_node() {
         }
     }
 
-    // A transaction that writes to two shards is refused until two-phase commit exists.
+    // A transaction that writes to two shards commits on both, through two-phase commit.
     let ring = cluster.ddb(&["ring", "--key", "1", "--format", "json"]);
     let owner1: serde_json::Value = serde_json::from_slice(&ring.stdout).unwrap();
     let other = (2..100)
@@ -152,20 +152,30 @@ async fn a_three_node_cluster_shards_rows_and_answers_like_a_single_node() {
             v[0]["shard"] != owner1[0]["shard"]
         })
         .unwrap();
-    gw.batch_execute("BEGIN; UPDATE t SET v = 0 WHERE id = 1")
-        .await
-        .unwrap();
-    let err = gw
-        .batch_execute(&format!("UPDATE t SET v = 0 WHERE id = {other}"))
-        .await
-        .unwrap_err();
-    assert_eq!(sqlstate(&err).as_deref(), Some("0A000"));
-    let msg = err.as_db_error().unwrap().message().to_string();
+    gw.batch_execute(&format!(
+        "BEGIN; UPDATE t SET v = -1 WHERE id = 1; UPDATE t SET v = -2 WHERE id = {other}; COMMIT"
+    ))
+    .await
+    .unwrap();
+    for node in ["n2", "n3"] {
+        let c = connect(cluster.sql_port(node)).await;
+        assert_eq!(
+            rows(
+                &c,
+                &format!("SELECT id, v FROM t WHERE id IN (1, {other}) ORDER BY id")
+            )
+            .await,
+            vec![
+                vec![Some("1".into()), Some("-1".into())],
+                vec![Some(other.to_string()), Some("-2".into())]
+            ]
+        );
+    }
+    let (_, status) = cluster.status();
     assert!(
-        msg.contains("multi-shard writes need two-phase commit") && msg.contains("shards"),
-        "{msg}"
+        status.iter().all(|n| n["prepared"] == 0),
+        "nothing stays prepared: {status:?}"
     );
-    gw.batch_execute("ROLLBACK").await.unwrap();
     // Reads across shards in one transaction are fine, with a write to one of them.
     gw.batch_execute(&format!(
         "BEGIN; SELECT sum(v) FROM t; UPDATE t SET v = v + 1 WHERE id = {other}; COMMIT"
@@ -484,6 +494,13 @@ async fn a_shard_answers_wrong_shard_for_keys_it_does_not_own() {
             v[0]["node"] == "n2"
         })
         .expect("a key on n2");
+    let on_n1 = (0..1000i64)
+        .find(|k| {
+            let r = cluster.ddb(&["ring", "--key", &k.to_string(), "--format", "json"]);
+            let v: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap_or_default();
+            v[0]["node"] == "n1"
+        })
+        .expect("a key on n1");
     let key = keycode::row_key(table_id, &[Value::Int(on_n2)]);
     let client = Client::connect_to(
         &cluster.rpc_addr("n1"),
@@ -492,12 +509,13 @@ async fn a_shard_answers_wrong_shard_for_keys_it_does_not_own() {
     )
     .await
     .unwrap();
-    let ask = |shard: u32, key: Vec<u8>| {
+    let ask = |shard: u32, key: Vec<u8>, epoch: u64| {
         Request::Shard(ShardRequest {
             txn: 1,
             age: 1,
             shard,
             map_version: version,
+            epoch,
             op: ShardOp::Get {
                 table: table_id,
                 key,
@@ -505,8 +523,10 @@ async fn a_shard_answers_wrong_shard_for_keys_it_does_not_own() {
             },
         })
     };
-    // The wrong shard id for this node, and a key of another shard: both are fenced.
-    for req in [ask(2, key.clone()), ask(1, key)] {
+    let own = keycode::row_key(table_id, &[Value::Int(on_n1)]);
+    // The wrong shard id for this node, a key of another shard, and a stale epoch (a message
+    // meant for an older primary): all are fenced.
+    for req in [ask(2, key.clone(), 1), ask(1, key, 1), ask(1, own, 0)] {
         match client.call(req).await.unwrap() {
             Response::Shard(ShardReply::WrongShard { version: v }) => assert!(v >= version),
             other => panic!("expected WrongShard, got {other:?}"),

@@ -81,6 +81,7 @@ pub fn node_table(
         col("lag", DataType::BigInt),
         col("keys", DataType::BigInt),
         col("prepared", DataType::BigInt),
+        col("oldest_prepared_s", DataType::Double),
     ];
     let mut rows = Vec::new();
     for (node, status) in config.nodes.iter().zip(statuses) {
@@ -112,7 +113,11 @@ pub fn node_table(
             // Replication is not built yet: a primary has no lag.
             opt_int(status.as_ref().map(|_| 0)),
             opt_int(status.as_ref().map(|s| s.keys)),
-            opt_int(status.as_ref().map(|_| 0)),
+            opt_int(status.as_ref().map(|s| s.prepared)),
+            status
+                .as_ref()
+                .map(|s| Value::Float(s.oldest_prepared_ms as f64 / 1000.0))
+                .unwrap_or(Value::Null),
         ]);
     }
     let tag = format!("SELECT {}", rows.len());

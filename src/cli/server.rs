@@ -27,6 +27,10 @@ pub struct ServerArgs {
     /// How long a transaction waits for a lock before it fails with SQLSTATE 40001
     #[arg(long, value_name = "MS", default_value_t = 5000)]
     pub lock_timeout_ms: u64,
+    /// How long a transaction may stay prepared (two-phase commit) before the node asks its
+    /// anchor for the outcome
+    #[arg(long, value_name = "MS", default_value_t = 3000)]
+    pub prepared_timeout_ms: u64,
 }
 
 fn parse_addr(s: &str, flag: &str) -> Result<SocketAddr, Error> {
@@ -67,12 +71,16 @@ pub async fn run(args: &ServerArgs) -> anyhow::Result<()> {
     if args.lock_timeout_ms == 0 {
         return Err(Error::InvalidInput("--lock-timeout-ms must be at least 1".into()).into());
     }
+    if args.prepared_timeout_ms == 0 {
+        return Err(Error::InvalidInput("--prepared-timeout-ms must be at least 1".into()).into());
+    }
     let config = ServerConfig {
         name: args.name.clone().unwrap_or_else(|| args.listen.clone()),
         data_dir: args.data_dir.clone(),
         listen,
         sql_listen,
         lock_timeout: Duration::from_millis(args.lock_timeout_ms),
+        prepared_timeout: Duration::from_millis(args.prepared_timeout_ms),
     };
     server::run(config, shutdown_signal()).await?;
     Ok(())

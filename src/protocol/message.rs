@@ -22,7 +22,7 @@ use openraft::raft::{
 };
 
 /// The version of this protocol. Bumped on any incompatible change to the messages.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// A request or response with its id.
 #[derive(Debug, Serialize, Deserialize)]
@@ -125,6 +125,16 @@ pub struct NodeStatus {
     pub map_version: u64,
     /// The node's process id.
     pub pid: u32,
+    /// Transactions prepared on this node whose outcome it does not know yet (in doubt).
+    pub prepared: u64,
+    /// How long the oldest of them has been prepared, in milliseconds (0 with none).
+    pub oldest_prepared_ms: u64,
+    /// Decision records of two-phase commits anchored here, not yet garbage-collected.
+    pub decisions: u64,
+    /// Transactions this node committed as gateway through two-phase commit.
+    pub two_phase_commits: u64,
+    /// Transactions this node committed as gateway in one phase on a single shard.
+    pub one_phase_commits: u64,
 }
 
 /// A response from a node.

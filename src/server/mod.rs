@@ -12,6 +12,7 @@ pub mod cluster;
 pub mod participant;
 pub mod pg;
 pub mod raft_network;
+pub mod recovery;
 pub mod rpc;
 
 use std::net::SocketAddr;
@@ -44,6 +45,8 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     pub sql_listen: SocketAddr,
     pub lock_timeout: Duration,
+    /// How long a transaction may stay prepared before this node asks its anchor.
+    pub prepared_timeout: Duration,
 }
 
 /// A running node's shared state.
@@ -67,7 +70,14 @@ impl Node {
     /// The node's status.
     pub fn status(&self) -> Result<NodeStatus> {
         let meta = self.meta();
+        let (prepared, oldest) = self.db.twopc.prepared_summary();
+        let stats = &self.db.twopc.stats;
         Ok(NodeStatus {
+            prepared,
+            oldest_prepared_ms: oldest.as_millis() as u64,
+            decisions: self.db.twopc.decision_count(),
+            two_phase_commits: stats.distributed.load(Ordering::Relaxed),
+            one_phase_commits: stats.single.load(Ordering::Relaxed),
             cluster: meta.map(|m| m.identity.cluster_name.clone()),
             raft: meta
                 .map(|m| m.role().to_string())
@@ -121,6 +131,8 @@ pub async fn run(
     let store = Arc::new(store);
     let txns = Arc::new(TxnManager::new(store.clone(), config.lock_timeout));
     let db = Arc::new(Database::new(txns)?);
+    // Prepared transactions take their locks back before anything is served.
+    db.twopc.load().await?;
     let node = Arc::new(Node {
         name: config.name.clone(),
         db: db.clone(),
@@ -148,6 +160,11 @@ pub async fn run(
     let mut listeners = JoinSet::new();
     listeners.spawn(serve_sql(sql_listener, db.clone(), stop_rx.clone()));
     listeners.spawn(rpc::serve(rpc_listener, node.clone(), stop_rx.clone()));
+    listeners.spawn(recovery::run(
+        node.clone(),
+        config.prepared_timeout,
+        stop_rx.clone(),
+    ));
 
     tokio::select! {
         _ = shutdown => {}

@@ -1,12 +1,20 @@
-//! The shard side of a gateway transaction: runs row operations sent by other nodes.
+//! The shard side of a gateway transaction: runs row operations and two-phase commit messages
+//! sent by other nodes.
 //!
-//! Each gateway connection keeps its own table of participant transactions, by the gateway's
-//! transaction id. They all use the gateway's age. A transaction ends with the gateway's
-//! `Commit` or `Rollback`. If the gateway's connection closes (the gateway crashed or went
-//! away), its participant transactions are dropped and rolled back, so nothing stays locked.
+//! Participant transactions live in the node's [`TwoPhase`] table, by the gateway's
+//! transaction id (unique in the cluster), and use the gateway's age. Each gateway connection
+//! remembers the ids it opened: if the connection closes (the gateway crashed or went away),
+//! those that are still open are rolled back, so nothing stays locked. A transaction that has
+//! prepared is no longer the connection's: it waits for its outcome from the gateway or, past
+//! a timeout, from its anchor (see `server::recovery`).
+//!
+//! Every message carries the shard epoch and the map version the gateway routed with. A message
+//! for an older epoch, a row operation for a key this node does not own, and a prepare or
+//! anchor commit routed with an older map are refused (`WrongShard`); the messages that apply a
+//! decision already made (commit of a prepared transaction, rollback) are not.
 
-use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex};
+use std::collections::{BTreeSet, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use super::Node;
@@ -15,69 +23,130 @@ use crate::protocol::Response;
 use crate::sql::expr::Context;
 use crate::sql::router::{key_token, ShardOp, ShardReply, ShardRequest};
 use crate::sql::rows::scan_local;
-use crate::txn::{Intent, Transaction};
-
-/// The participant transactions of one gateway connection.
-pub type Participants = Arc<Mutex<Table>>;
+use crate::txn::twopc::Gid;
+use crate::txn::{Intent, Transaction, TwoPhase};
 
 /// How many ended transaction ids a connection remembers (to refuse late operations).
 const ENDED_MEMORY: usize = 100_000;
 
-/// Open participant transactions by gateway transaction id, and the ids that have ended.
+/// The participant transactions one gateway connection opened.
+pub type Participants = Arc<Conn>;
+
+/// What one gateway connection opened, and which of its ids have ended.
+pub struct Conn {
+    twopc: Arc<TwoPhase>,
+    state: Mutex<ConnState>,
+}
+
 #[derive(Default)]
-pub struct Table {
-    open: HashMap<u64, Arc<tokio::sync::Mutex<Transaction>>>,
-    /// Ids that were committed or rolled back: an operation that arrives late for one of them
-    /// (it was overtaken by the end on the connection) must not open a new transaction.
-    ended: BTreeSet<u64>,
+struct ConnState {
+    opened: HashSet<Gid>,
+    /// Ids that were committed, prepared or rolled back: an operation that arrives late for one
+    /// of them (it was overtaken on the connection) must not open a new transaction.
+    ended: BTreeSet<Gid>,
+}
+
+impl Conn {
+    /// The table of a new connection.
+    pub fn new(twopc: Arc<TwoPhase>) -> Participants {
+        Arc::new(Conn {
+            twopc,
+            state: Mutex::default(),
+        })
+    }
+
+    fn state(&self) -> MutexGuard<'_, ConnState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Marks `gid` ended on this connection and takes its open transaction.
+    fn end(&self, gid: Gid) -> Option<Transaction> {
+        {
+            let mut st = self.state();
+            st.opened.remove(&gid);
+            st.ended.insert(gid);
+            while st.ended.len() > ENDED_MEMORY {
+                st.ended.pop_first();
+            }
+        }
+        let txn = self.twopc.take_open(gid)?;
+        // An operation still running holds the other handle; it ends with the transaction.
+        Arc::try_unwrap(txn).ok().map(|m| m.into_inner())
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        for gid in std::mem::take(&mut self.state().opened) {
+            drop(self.twopc.take_open(gid));
+        }
+    }
 }
 
 /// Handles one shard request.
-pub async fn handle(node: &Node, txns: &Participants, req: ShardRequest) -> Response {
-    match run(node, txns, req).await {
+pub async fn handle(node: &Node, conn: &Participants, req: ShardRequest) -> Response {
+    match run(node, conn, req).await {
         Ok(reply) => Response::Shard(reply),
         Err(e) => Response::Error(e),
     }
 }
 
-fn poisoned() -> Error {
-    Error::Internal("participant table lock poisoned".into())
+fn still_in_use(gid: Gid) -> Error {
+    Error::serialization(format!(
+        "transaction {gid} was rolled back on this shard (an operation of it was still running)"
+    ))
 }
 
-async fn run(node: &Node, txns: &Participants, req: ShardRequest) -> Result<ShardReply> {
-    // Ending a transaction comes first, before anything that waits: it must not be overtaken.
-    if matches!(req.op, ShardOp::Commit | ShardOp::Rollback) {
-        let txn = {
-            let mut table = txns.lock().map_err(|_| poisoned())?;
-            table.ended.insert(req.txn);
-            while table.ended.len() > ENDED_MEMORY {
-                table.ended.pop_first();
-            }
-            table.open.remove(&req.txn)
-        };
-        if matches!(req.op, ShardOp::Rollback) {
-            // Dropping the last handle rolls back (an operation still running holds one).
-            return Ok(ShardReply::Done);
-        }
-        let Some(txn) = txn else {
-            return Err(Error::serialization(format!(
-                "transaction {} was already rolled back on shard {}",
-                req.txn, req.shard
-            )));
-        };
-        let txn = Arc::try_unwrap(txn)
-            .map_err(|_| Error::Internal("a participant transaction is still in use".into()))?
-            .into_inner();
-        txn.commit().await?;
-        return Ok(ShardReply::Done);
-    }
-
+async fn run(node: &Node, conn: &Participants, req: ShardRequest) -> Result<ShardReply> {
+    let twopc = &node.db.twopc;
+    let gid = req.txn;
     let meta = node
         .meta()
         .ok_or_else(|| Error::Refused(format!("node {} is not part of a cluster", node.name)))?;
     let mut map = meta
         .map()
         .ok_or_else(|| Error::Refused("the cluster is not formed yet".into()))?;
+    let stale_epoch = map
+        .shards
+        .get(&req.shard)
+        .is_some_and(|s| s.epoch > req.epoch);
+    if stale_epoch {
+        return Ok(ShardReply::WrongShard {
+            version: map.version,
+        });
+    }
+
+    // Ending a transaction, and the messages of recovery, come first, before anything that
+    // waits: they must not be overtaken, and they apply decisions already made.
+    match &req.op {
+        ShardOp::Rollback => {
+            drop(conn.end(gid));
+            twopc.abort(gid).await?;
+            return Ok(ShardReply::Done);
+        }
+        ShardOp::Commit => {
+            let txn = conn.end(gid).ok_or_else(|| {
+                Error::serialization(format!(
+                    "transaction {gid} was already rolled back on shard {}",
+                    req.shard
+                ))
+            })?;
+            txn.commit().await?;
+            return Ok(ShardReply::Done);
+        }
+        ShardOp::CommitPrepared => {
+            twopc.commit_prepared(gid).await?;
+            return Ok(ShardReply::Done);
+        }
+        ShardOp::Resolve => return Ok(ShardReply::Outcome(twopc.resolve(gid).await?)),
+        ShardOp::IsPrepared => return Ok(ShardReply::Prepared(twopc.is_prepared(gid))),
+        ShardOp::Forget => {
+            twopc.forget(gid).await?;
+            return Ok(ShardReply::Done);
+        }
+        _ => {}
+    }
+
     if map.version < req.map_version {
         meta.wait_for_version(req.map_version, Duration::from_secs(2))
             .await;
@@ -94,21 +163,48 @@ async fn run(node: &Node, txns: &Participants, req: ShardRequest) -> Result<Shar
     if my_shard != Some(req.shard) || !primary {
         return Ok(wrong);
     }
-    let owns = |key: &[u8]| key_token(key).and_then(|t| map.shard_of_token(t)) == my_shard;
 
+    match req.op {
+        ShardOp::Prepare {
+            anchor,
+            participants,
+        } => {
+            let txn = conn.end(gid);
+            if map.version > req.map_version {
+                // Routed with an older map: the write set may no longer be all ours.
+                return Ok(wrong);
+            }
+            let txn = txn.ok_or_else(|| still_in_use(gid))?;
+            twopc.prepare(gid, txn, anchor, participants).await?;
+            return Ok(ShardReply::Done);
+        }
+        ShardOp::CommitAnchor { participants } => {
+            let txn = conn.end(gid);
+            if map.version > req.map_version {
+                return Ok(wrong);
+            }
+            let txn = txn.ok_or_else(|| {
+                Error::serialization(format!(
+                    "transaction {gid} was already rolled back on its anchor shard {}",
+                    req.shard
+                ))
+            })?;
+            twopc.commit_anchor(gid, txn, participants, None).await?;
+            return Ok(ShardReply::Done);
+        }
+        _ => {}
+    }
+
+    let owns = |key: &[u8]| key_token(key).and_then(|t| map.shard_of_token(t)) == my_shard;
     let txn = {
-        let mut table = txns.lock().map_err(|_| poisoned())?;
-        if table.ended.contains(&req.txn) {
+        let mut st = conn.state();
+        if st.ended.contains(&gid) {
             return Err(Error::serialization(format!(
-                "transaction {} has already ended",
-                req.txn
+                "transaction {gid} has already ended"
             )));
         }
-        table
-            .open
-            .entry(req.txn)
-            .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(node.db.txns.begin(Some(req.age)))))
-            .clone()
+        st.opened.insert(gid);
+        twopc.open(gid, req.age)
     };
     let mut txn = txn.lock().await;
     match req.op {
@@ -165,7 +261,15 @@ async fn run(node: &Node, txns: &Participants, req: ShardRequest) -> Result<Shar
             check_table(node, table)?;
             Ok(ShardReply::Done)
         }
-        ShardOp::Commit | ShardOp::Rollback => Ok(ShardReply::Done),
+        // Handled above.
+        ShardOp::Commit
+        | ShardOp::Rollback
+        | ShardOp::Prepare { .. }
+        | ShardOp::CommitAnchor { .. }
+        | ShardOp::CommitPrepared
+        | ShardOp::Resolve
+        | ShardOp::IsPrepared
+        | ShardOp::Forget => Ok(ShardReply::Done),
     }
 }
 

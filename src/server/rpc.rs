@@ -88,7 +88,7 @@ async fn connection(
     }
 
     let sessions: Sessions = Arc::default();
-    let participants: super::participant::Participants = Arc::default();
+    let participants = super::participant::Conn::new(node.db.twopc.clone());
     let mut inflight = FuturesUnordered::new();
     loop {
         tokio::select! {

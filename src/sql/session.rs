@@ -30,7 +30,7 @@ use crate::sql::rows::RowTxn;
 use crate::sql::types::{DataType, Value};
 use crate::storage::{keycode, Space};
 use crate::txn::lock::{LockMode, Resource};
-use crate::txn::{Intent, TxnManager};
+use crate::txn::{Intent, TwoPhase, TxnManager};
 
 /// The SQL engine of a node: the catalog and the transaction manager, and the node's cluster
 /// membership once it has one (then DDL goes through the cluster map).
@@ -40,7 +40,8 @@ pub struct Database {
     pub cluster: OnceLock<Arc<Meta>>,
     /// Connections to the other nodes, for gateway transactions.
     pub peers: Peers,
-    next_gateway_txn: AtomicU64,
+    /// This node's part in two-phase commits.
+    pub twopc: Arc<TwoPhase>,
     /// The map version the catalog reflects.
     pub catalog_version: AtomicU64,
     catalog_changed: tokio::sync::Notify,
@@ -52,18 +53,13 @@ impl Database {
         let catalog = Catalog::load(txns.store.engine.as_ref())?;
         Ok(Self {
             catalog,
-            txns,
             cluster: OnceLock::new(),
             peers: Peers::default(),
-            next_gateway_txn: AtomicU64::new(1),
+            twopc: Arc::new(TwoPhase::new(txns.clone())),
+            txns,
             catalog_version: AtomicU64::new(0),
             catalog_changed: tokio::sync::Notify::new(),
         })
-    }
-
-    /// A new id for a gateway transaction.
-    pub fn next_gateway_txn(&self) -> u64 {
-        self.next_gateway_txn.fetch_add(1, Ordering::Relaxed)
     }
 
     /// Waits (briefly) until this node's map reaches `version`.

@@ -425,7 +425,7 @@ impl TwoPhase {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::{Engine, Store};
+    use crate::storage::Store;
 
     fn manager(dir: &std::path::Path) -> Arc<TxnManager> {
         let store = Arc::new(Store::open(dir).unwrap());
