@@ -25,11 +25,21 @@ pub struct ServerArgs {
     #[arg(long)]
     pub name: Option<String>,
     /// How long a transaction waits for a lock before it fails with SQLSTATE 40001
-    #[arg(long, value_name = "MS", default_value_t = 5000)]
+    #[arg(
+        long,
+        value_name = "MS",
+        default_value_t = 5000,
+        env = "DDB_LOCK_TIMEOUT_MS"
+    )]
     pub lock_timeout_ms: u64,
     /// How long a transaction may stay prepared (two-phase commit) before the node asks its
     /// anchor for the outcome
-    #[arg(long, value_name = "MS", default_value_t = 3000)]
+    #[arg(
+        long,
+        value_name = "MS",
+        default_value_t = 3000,
+        env = "DDB_PREPARED_TIMEOUT_MS"
+    )]
     pub prepared_timeout_ms: u64,
 }
 

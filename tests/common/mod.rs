@@ -344,9 +344,23 @@ impl TestCluster {
         )
     }
 
+    /// Runs `ddb ARGS…` with this cluster file and extra environment variables (which nodes
+    /// started by the command inherit).
+    pub fn ddb_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut all = vec![("DDB_CONFIG", self.config.to_str().expect("utf-8 path"))];
+        all.extend_from_slice(env);
+        run_ddb(args, None, &all)
+    }
+
     /// Runs `ddb init` and asserts that it succeeded.
     pub fn init(&self) -> Output {
-        let out = self.ddb(&["init"]);
+        self.init_env(&[])
+    }
+
+    /// Runs `ddb init` with extra environment variables for the nodes it starts, and asserts
+    /// that it succeeded.
+    pub fn init_env(&self, env: &[(&str, &str)]) -> Output {
+        let out = self.ddb_env(&["init"], env);
         assert!(
             out.status.success(),
             "ddb init failed ({:?}):\n{}\n{}",
@@ -419,6 +433,20 @@ impl TestCluster {
             ));
         }
         all
+    }
+
+    /// The first `n` keys from 0 up whose rows the named node owns.
+    pub fn keys_on(&self, node: &str, n: usize) -> Vec<i64> {
+        let out = self.ddb(&["ring", "--format", "json"]);
+        assert!(out.status.success(), "ddb ring failed");
+        (0..10_000i64)
+            .filter(|k| {
+                let r = self.ddb(&["ring", "--key", &k.to_string(), "--format", "json"]);
+                let v: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap_or_default();
+                v[0]["node"] == node
+            })
+            .take(n)
+            .collect()
     }
 
     /// `ddb status --format json`, parsed.

@@ -1,0 +1,323 @@
+//! Transactions across shards: two-phase commit on real clusters, crash points at every step,
+//! deadlocks across shards, and what `ddb status` shows of in-doubt transactions.
+//!
+//! The crash-point tests need the `failpoints` feature (`cargo test --features failpoints`,
+//! which `.ci/run` uses): the nodes then crash (as `kill -9` would) at the point named in
+//! `FAILPOINTS`.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{connect, sqlstate, wait_until, TestCluster};
+
+/// Environment for the nodes of these tests: short timeouts so recovery and lock waits are
+/// quick.
+const FAST: [(&str, &str); 2] = [
+    ("DDB_PREPARED_TIMEOUT_MS", "500"),
+    ("DDB_LOCK_TIMEOUT_MS", "2000"),
+];
+
+async fn balances(c: &tokio_postgres::Client, ids: &[i64]) -> Vec<i64> {
+    let mut out = Vec::new();
+    for id in ids {
+        let r = c
+            .query_one("SELECT balance FROM a WHERE id = $1", &[id])
+            .await
+            .unwrap_or_else(|e| panic!("read {id}: {e}"));
+        out.push(r.get(0));
+    }
+    out
+}
+
+/// A 3-node cluster with table `a(id, balance)` holding `[k1, k2, k3]`, one key on each of
+/// n1, n2, n3, at balance 100.
+async fn bank3(name: &str) -> (TestCluster, [i64; 3]) {
+    let cluster = TestCluster::new(name, 3);
+    cluster.init_env(&FAST);
+    let keys = [
+        cluster.keys_on("n1", 1)[0],
+        cluster.keys_on("n2", 1)[0],
+        cluster.keys_on("n3", 1)[0],
+    ];
+    let c = connect(cluster.sql_port("n1")).await;
+    c.batch_execute("CREATE TABLE a (id BIGINT PRIMARY KEY, balance BIGINT NOT NULL)")
+        .await
+        .unwrap();
+    c.batch_execute(&format!(
+        "INSERT INTO a VALUES ({}, 100), ({}, 100), ({}, 100)",
+        keys[0], keys[1], keys[2]
+    ))
+    .await
+    .unwrap();
+    (cluster, keys)
+}
+
+fn prepared(cluster: &TestCluster) -> Vec<i64> {
+    cluster
+        .status()
+        .1
+        .iter()
+        .map(|n| n["prepared"].as_i64().unwrap_or(-1))
+        .collect()
+}
+
+fn wait_resolved(cluster: &TestCluster) {
+    assert!(
+        wait_until(Duration::from_secs(20), || prepared(cluster)
+            == vec![0, 0, 0]),
+        "in-doubt transactions were not resolved: {:?}\n{}",
+        cluster.status().1,
+        cluster.logs()
+    );
+}
+
+fn node_down(cluster: &TestCluster, node: &str) -> bool {
+    std::net::TcpStream::connect(cluster.rpc_addr(node)).is_err()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statements_and_blocks_that_span_shards_commit_atomically() {
+    let (cluster, [k1, k2, k3]) = bank3("span").await;
+    let c = connect(cluster.sql_port("n2")).await;
+    // An explicit block over three shards.
+    c.batch_execute(&format!(
+        "BEGIN; UPDATE a SET balance = balance - 30 WHERE id = {k1}; \
+         UPDATE a SET balance = balance + 10 WHERE id = {k2}; \
+         UPDATE a SET balance = balance + 20 WHERE id = {k3}; COMMIT"
+    ))
+    .await
+    .unwrap();
+    assert_eq!(balances(&c, &[k1, k2, k3]).await, vec![70, 110, 120]);
+    // Single statements whose rows span shards: UPDATE and DELETE without the key, multi-row
+    // INSERT.
+    c.batch_execute("UPDATE a SET balance = balance * 2")
+        .await
+        .unwrap();
+    assert_eq!(balances(&c, &[k1, k2, k3]).await, vec![140, 220, 240]);
+    let more: Vec<i64> = cluster
+        .keys_on("n3", 3)
+        .into_iter()
+        .chain(cluster.keys_on("n1", 3))
+        .filter(|k| ![k1, k2, k3].contains(k))
+        .collect();
+    let values: Vec<String> = more.iter().map(|k| format!("({k}, 1)")).collect();
+    c.batch_execute(&format!("INSERT INTO a VALUES {}", values.join(", ")))
+        .await
+        .unwrap();
+    // A multi-row INSERT that fails on one shard (duplicate key) leaves nothing on the others.
+    let dup = format!(
+        "INSERT INTO a VALUES ({}, 5), ({k1}, 5)",
+        cluster.keys_on("n2", 5)[4]
+    );
+    let err = c.batch_execute(&dup).await.unwrap_err();
+    assert_eq!(sqlstate(&err).as_deref(), Some("23505"), "{err}");
+    let r = c.query_one("SELECT count(*) FROM a", &[]).await.unwrap();
+    assert_eq!(r.get::<_, i64>(0), 3 + more.len() as i64);
+    c.batch_execute("DELETE FROM a WHERE balance = 1")
+        .await
+        .unwrap();
+    let r = c
+        .query_one("SELECT count(*), sum(balance) FROM a", &[])
+        .await
+        .unwrap();
+    assert_eq!(r.get::<_, i64>(0), 3);
+    assert_eq!(r.get::<_, i64>(1), 600);
+    // A rolled-back block leaves nothing anywhere.
+    c.batch_execute(&format!(
+        "BEGIN; UPDATE a SET balance = 0 WHERE id = {k1}; UPDATE a SET balance = 0 WHERE id = {k3}; ROLLBACK"
+    ))
+    .await
+    .unwrap();
+    assert_eq!(balances(&c, &[k1, k2, k3]).await, vec![140, 220, 240]);
+
+    let (_, status) = cluster.status();
+    let two_phase: i64 = status.iter().map(|n| n["prepared"].as_i64().unwrap()).sum();
+    assert_eq!(two_phase, 0, "nothing stays prepared: {status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cross_shard_deadlock_kills_one_and_commits_the_other() {
+    let (cluster, [k1, _, k3]) = bank3("deadlock").await;
+    let a = connect(cluster.sql_port("n1")).await;
+    let b = connect(cluster.sql_port("n2")).await;
+    // A is older: it begins and locks k1 (shard 1) first.
+    a.batch_execute(&format!(
+        "BEGIN; UPDATE a SET balance = balance + 1 WHERE id = {k1}"
+    ))
+    .await
+    .unwrap();
+    b.batch_execute(&format!(
+        "BEGIN; UPDATE a SET balance = balance + 2 WHERE id = {k3}"
+    ))
+    .await
+    .unwrap();
+    // A waits for k3 (held by the younger B); B then asks for k1, held by the older A: B dies.
+    let a_wait = tokio::spawn(async move {
+        let r = a
+            .batch_execute(&format!(
+                "UPDATE a SET balance = balance + 1 WHERE id = {k3}; COMMIT"
+            ))
+            .await;
+        (a, r)
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let err = b
+        .batch_execute(&format!(
+            "UPDATE a SET balance = balance + 2 WHERE id = {k1}"
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&err).as_deref(), Some("40001"), "{err}");
+    b.batch_execute("ROLLBACK").await.unwrap();
+    let started = Instant::now();
+    let (a, r) = a_wait.await.unwrap();
+    r.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the survivor hung"
+    );
+    assert_eq!(balances(&a, &[k1, k3]).await, vec![101, 101]);
+}
+
+/// Runs the transfer `k2 → k3 → k1` (anchor: the shard of k2, n2) through gateway n1 with a
+/// crash point switched on at `node`, and returns what the client saw.
+async fn crash_during_commit(
+    cluster: &TestCluster,
+    keys: [i64; 3],
+    node: &str,
+    failpoint: &str,
+) -> Result<(), tokio_postgres::Error> {
+    let [k1, k2, k3] = keys;
+    cluster.kill(node);
+    let fp = format!("{failpoint}=1*return");
+    let mut env = FAST.to_vec();
+    env.push(("FAILPOINTS", &fp));
+    cluster.init_env(&env);
+    let c = connect(cluster.sql_port("n1")).await;
+    let result = c
+        .batch_execute(&format!(
+            "BEGIN; UPDATE a SET balance = balance + 1 WHERE id = {k2}; \
+             UPDATE a SET balance = balance + 1 WHERE id = {k3}; \
+             UPDATE a SET balance = balance + 1 WHERE id = {k1}; COMMIT"
+        ))
+        .await;
+    assert!(
+        wait_until(Duration::from_secs(10), || node_down(cluster, node)),
+        "failpoint {failpoint} did not crash {node}: {result:?}\n{}",
+        cluster.logs()
+    );
+    result
+}
+
+/// Restarts every node that is down (without crash points), waits for recovery, and checks
+/// that the transfer is applied on every shard or on none (`committed` says which), that no
+/// lock remains and that new transactions on those rows work.
+async fn recover_and_check(cluster: &TestCluster, keys: [i64; 3], committed: bool) {
+    cluster.init_env(&FAST);
+    wait_resolved(cluster);
+    let c = connect(cluster.sql_port("n3")).await;
+    let want = if committed { 101 } else { 100 };
+    assert_eq!(
+        balances(&c, &keys).await,
+        vec![want; 3],
+        "\n{}",
+        cluster.logs()
+    );
+    // No lock remains: a new transaction over the same rows commits at once.
+    let [k1, k2, k3] = keys;
+    c.batch_execute(&format!(
+        "BEGIN; UPDATE a SET balance = balance + 10 WHERE id = {k1}; \
+         UPDATE a SET balance = balance + 10 WHERE id = {k2}; \
+         UPDATE a SET balance = balance + 10 WHERE id = {k3}; COMMIT"
+    ))
+    .await
+    .unwrap();
+    assert_eq!(balances(&c, &keys).await, vec![want + 10; 3]);
+    assert_eq!(prepared(cluster), vec![0, 0, 0]);
+}
+
+#[cfg(feature = "failpoints")]
+mod crash_points {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn gateway_crash_after_some_prepares_aborts_everywhere() {
+        let (cluster, keys) = bank3("fp-some-prep").await;
+        let r = crash_during_commit(&cluster, keys, "n1", "gateway-after-some-prepares").await;
+        assert!(r.is_err(), "the client saw its gateway die");
+        recover_and_check(&cluster, keys, false).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn gateway_crash_after_all_prepares_aborts_everywhere() {
+        let (cluster, keys) = bank3("fp-all-prep").await;
+        let r = crash_during_commit(&cluster, keys, "n1", "gateway-after-all-prepares").await;
+        assert!(r.is_err());
+        recover_and_check(&cluster, keys, false).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn gateway_crash_after_the_anchor_commit_commits_everywhere() {
+        let (cluster, keys) = bank3("fp-anchor").await;
+        let r = crash_during_commit(&cluster, keys, "n1", "gateway-after-anchor-commit").await;
+        assert!(r.is_err());
+        recover_and_check(&cluster, keys, true).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn gateway_crash_after_some_commits_commits_everywhere() {
+        let (cluster, keys) = bank3("fp-some-commit").await;
+        let r = crash_during_commit(&cluster, keys, "n1", "gateway-after-some-commits").await;
+        assert!(r.is_err());
+        recover_and_check(&cluster, keys, true).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_participant_that_crashes_while_prepared_learns_the_abort() {
+        let (cluster, keys) = bank3("fp-part").await;
+        let r = crash_during_commit(&cluster, keys, "n3", "participant-after-prepare").await;
+        let err = r.expect_err("the commit cannot succeed without a vote");
+        assert_eq!(sqlstate(&err).as_deref(), Some("40001"), "{err}");
+        recover_and_check(&cluster, keys, false).await;
+    }
+
+    /// The anchor dies right after its commit entry: the gateway cannot know the outcome
+    /// (40003); the prepared participants stay in doubt, visible in `ddb status`, keep their
+    /// locks (a newer transaction waits and gives up: a prepared transaction is never the
+    /// victim), and commit once the anchor is back.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_anchor_crash_after_its_commit_entry_is_in_doubt_then_committed() {
+        let (cluster, keys) = bank3("fp-anchor-crash").await;
+        let r = crash_during_commit(&cluster, keys, "n2", "anchor-after-commit").await;
+        let err = r.expect_err("the gateway cannot know the outcome");
+        assert_eq!(sqlstate(&err).as_deref(), Some("40003"), "{err}");
+
+        let out = cluster.ddb(&["status", "--format", "json"]);
+        assert_eq!(out.status.code(), Some(3), "a node is down");
+        let status: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+        for n in ["n1", "n3"] {
+            let row = status.iter().find(|r| r["name"] == n).unwrap();
+            assert_eq!(row["prepared"], 1, "{status:?}");
+            assert!(row["oldest_prepared_s"].as_f64().unwrap() >= 0.0);
+        }
+        let table = cluster.ddb(&["status", "--format", "table"]);
+        let text = String::from_utf8_lossy(&table.stdout);
+        assert!(text.contains("prepared"), "{text}");
+        // The in-doubt row stays locked: a new writer gives up with 40001 after its lock wait.
+        let c = connect(cluster.sql_port("n3")).await;
+        let err = c
+            .batch_execute(&format!("UPDATE a SET balance = 0 WHERE id = {}", keys[2]))
+            .await
+            .unwrap_err();
+        assert_eq!(sqlstate(&err).as_deref(), Some("40001"), "{err}");
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        let status = cluster.status().1;
+        let row = status.iter().find(|r| r["name"] == "n3").unwrap();
+        assert!(
+            row["oldest_prepared_s"].as_f64().unwrap() >= 1.0,
+            "{status:?}"
+        );
+        recover_and_check(&cluster, keys, true).await;
+    }
+}
