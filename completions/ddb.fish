@@ -48,6 +48,7 @@ complete -c ddb -n "__fish_ddb_using_subcommand server" -l listen -d 'Address of
 complete -c ddb -n "__fish_ddb_using_subcommand server" -l sql-listen -d 'Address of the PostgreSQL protocol listener' -r
 complete -c ddb -n "__fish_ddb_using_subcommand server" -l name -d 'The node\'s name [default: the RPC address]' -r
 complete -c ddb -n "__fish_ddb_using_subcommand server" -l lock-timeout-ms -d 'How long a transaction waits for a lock before it fails with SQLSTATE 40001' -r
+complete -c ddb -n "__fish_ddb_using_subcommand server" -l prepared-timeout-ms -d 'How long a transaction may stay prepared (two-phase commit) before the node asks its anchor for the outcome' -r
 complete -c ddb -n "__fish_ddb_using_subcommand server" -s c -l config -d 'The cluster file' -r -F
 complete -c ddb -n "__fish_ddb_using_subcommand server" -l addr -d 'A node\'s RPC address (HOST:PORT)' -r
 complete -c ddb -n "__fish_ddb_using_subcommand server" -l format -d 'Output format [default: table on a terminal, tsv when piped]' -r -f -a "table\t''
@@ -79,6 +80,7 @@ json\t''
 ndjson\t''
 csv\t''
 tsv\t''"
+complete -c ddb -n "__fish_ddb_using_subcommand status" -l txns -d 'Add transaction counters per node: commits in one phase and in two phases as gateway, the average time of each two-phase step, and decision records kept'
 complete -c ddb -n "__fish_ddb_using_subcommand status" -s q -l quiet -d 'Print only data: no row counts or command tags'
 complete -c ddb -n "__fish_ddb_using_subcommand status" -s v -l verbose -d 'More log output on stderr (repeat for more)'
 complete -c ddb -n "__fish_ddb_using_subcommand status" -s h -l help -d 'Print help'

@@ -124,6 +124,42 @@ pub fn node_table(
     QueryResult { columns, rows, tag }
 }
 
+/// Appends the transaction counters of `ddb status --txns` to a node table.
+pub fn add_txn_columns(table: &mut QueryResult, statuses: &[Option<NodeStatus>]) {
+    for (name, ty) in [
+        ("one_phase", DataType::BigInt),
+        ("two_phase", DataType::BigInt),
+        ("prepare_ms", DataType::Double),
+        ("decide_ms", DataType::Double),
+        ("finish_ms", DataType::Double),
+        ("decisions", DataType::BigInt),
+    ] {
+        table.columns.push(col(name, ty));
+    }
+    for (row, status) in table.rows.iter_mut().zip(statuses) {
+        let Some(s) = status else {
+            row.extend(std::iter::repeat_n(Value::Null, 6));
+            continue;
+        };
+        // Average milliseconds per two-phase commit of each step.
+        let avg = |us: u64| {
+            if s.two_phase_commits == 0 {
+                Value::Null
+            } else {
+                Value::Float((us as f64 / s.two_phase_commits as f64 / 10.0).round() / 100.0)
+            }
+        };
+        row.extend([
+            Value::Int(s.one_phase_commits as i64),
+            Value::Int(s.two_phase_commits as i64),
+            avg(s.twopc_prepare_us),
+            avg(s.twopc_decide_us),
+            avg(s.twopc_finish_us),
+            Value::Int(s.decisions as i64),
+        ]);
+    }
+}
+
 /// Probes every node of the file, in order.
 pub async fn statuses(config: &ClusterConfig) -> Result<Vec<Option<NodeStatus>>> {
     let probes = config.nodes.iter().map(|n| probe(n, &config.name));

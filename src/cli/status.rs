@@ -2,21 +2,29 @@
 
 use clap::Args;
 
-use super::nodes::{fetch_map, load_config, node_table, statuses};
+use super::nodes::{add_txn_columns, fetch_map, load_config, node_table, statuses};
 use super::output::{Format, Printer};
 use super::GlobalArgs;
 use crate::error::Error;
 
 /// Arguments of `ddb status`.
 #[derive(Debug, Args)]
-pub struct StatusArgs {}
+pub struct StatusArgs {
+    /// Add transaction counters per node: commits in one phase and in two phases as gateway,
+    /// the average time of each two-phase step, and decision records kept
+    #[arg(long)]
+    pub txns: bool,
+}
 
 /// Runs `ddb status`: exit 0 when every node answers, 3 when any does not.
-pub async fn run(_args: &StatusArgs, global: &GlobalArgs) -> anyhow::Result<()> {
+pub async fn run(args: &StatusArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     let config = load_config(global)?;
     let statuses = statuses(&config).await?;
     let map = fetch_map(&config).await;
-    let table = node_table(&config, &statuses, map.as_ref());
+    let mut table = node_table(&config, &statuses, map.as_ref());
+    if args.txns {
+        add_txn_columns(&mut table, &statuses);
+    }
     let mut printer = Printer::new(Format::resolve(global.format), true, true);
     printer.print(
         &table,

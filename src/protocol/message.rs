@@ -135,6 +135,11 @@ pub struct NodeStatus {
     pub two_phase_commits: u64,
     /// Transactions this node committed as gateway in one phase on a single shard.
     pub one_phase_commits: u64,
+    /// Microseconds spent as gateway in the three steps of two-phase commits (all of them
+    /// together): prepares and votes, the anchor's commit, telling the others.
+    pub twopc_prepare_us: u64,
+    pub twopc_decide_us: u64,
+    pub twopc_finish_us: u64,
 }
 
 /// A response from a node.

@@ -78,6 +78,9 @@ impl Node {
             decisions: self.db.twopc.decision_count(),
             two_phase_commits: stats.distributed.load(Ordering::Relaxed),
             one_phase_commits: stats.single.load(Ordering::Relaxed),
+            twopc_prepare_us: stats.prepare_us.load(Ordering::Relaxed),
+            twopc_decide_us: stats.decide_us.load(Ordering::Relaxed),
+            twopc_finish_us: stats.finish_us.load(Ordering::Relaxed),
             cluster: meta.map(|m| m.identity.cluster_name.clone()),
             raft: meta
                 .map(|m| m.role().to_string())

@@ -404,9 +404,11 @@ impl ClusterTxn {
                     Action::Prepare(shard) => prepares.push(shard),
                     Action::CommitAnchor(shard) => {
                         crash_point("gateway-after-all-prepares");
+                        let t = Instant::now();
                         let reply = self
                             .commit_anchor(shard, coord.participants(), started)
                             .await;
+                        add_micros(&self.db.twopc.stats.decide_us, t);
                         if reply == AnchorReply::Committed {
                             crash_point("gateway-after-anchor-commit");
                         }
@@ -437,6 +439,7 @@ impl ClusterTxn {
                 }
             }
             if !prepares.is_empty() {
+                let t = Instant::now();
                 let anchor = coord.anchor();
                 let participants = coord.participants();
                 let mut votes = self.send_all(
@@ -473,8 +476,10 @@ impl ClusterTxn {
                     }
                     queue.extend(coord.on_vote(shard, vote));
                 }
+                add_micros(&self.db.twopc.stats.prepare_us, t);
             }
             if !commits.is_empty() {
+                let t = Instant::now();
                 let mut acks = self.send_all(
                     &commits,
                     |_| ShardOp::CommitPrepared,
@@ -497,6 +502,7 @@ impl ClusterTxn {
                     }
                     queue.extend(coord.on_commit_ack(shard, reply.is_ok()));
                 }
+                add_micros(&self.db.twopc.stats.finish_us, t);
             }
         }
         // Every part was committed, released or handed to recovery: nothing is left to roll
@@ -672,6 +678,10 @@ impl ClusterTxn {
             _ => {}
         }
     }
+}
+
+fn add_micros(counter: &std::sync::atomic::AtomicU64, since: Instant) {
+    counter.fetch_add(since.elapsed().as_micros() as u64, Ordering::Relaxed);
 }
 
 /// This node's own step in a 2PC message round.

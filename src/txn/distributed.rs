@@ -121,6 +121,11 @@ pub struct TwoPhaseStats {
     pub distributed: std::sync::atomic::AtomicU64,
     /// Transactions this node committed in one phase as gateway.
     pub single: std::sync::atomic::AtomicU64,
+    /// Microseconds this node spent as gateway in each step of its two-phase commits: sending
+    /// the prepares and collecting the votes; the anchor's commit; telling the others.
+    pub prepare_us: std::sync::atomic::AtomicU64,
+    pub decide_us: std::sync::atomic::AtomicU64,
+    pub finish_us: std::sync::atomic::AtomicU64,
 }
 
 /// This node's two-phase commit state. See the module documentation.
