@@ -72,6 +72,25 @@ fn wait_resolved(cluster: &TestCluster) {
     );
 }
 
+/// Decision records kept per node (`ddb status --txns`).
+fn decisions(cluster: &TestCluster) -> Vec<i64> {
+    let out = cluster.ddb(&["status", "--txns", "--format", "json"]);
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    rows.iter()
+        .map(|n| n["decisions"].as_i64().unwrap_or(-1))
+        .collect()
+}
+
+/// Waits until every decision record has been garbage-collected.
+fn wait_collected(cluster: &TestCluster) {
+    assert!(
+        wait_until(Duration::from_secs(30), || decisions(cluster)
+            == vec![0, 0, 0]),
+        "decision records were not collected: {:?}",
+        decisions(cluster)
+    );
+}
+
 fn node_down(cluster: &TestCluster, node: &str) -> bool {
     std::net::TcpStream::connect(cluster.rpc_addr(node)).is_err()
 }
@@ -130,6 +149,14 @@ async fn statements_and_blocks_that_span_shards_commit_atomically() {
     .await
     .unwrap();
     assert_eq!(balances(&c, &[k1, k2, k3]).await, vec![140, 220, 240]);
+
+    // The gateways counted their commits, and the anchors' records are gone once applied.
+    let out = cluster.ddb(&["status", "--txns", "--format", "json"]);
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let n2 = rows.iter().find(|r| r["name"] == "n2").unwrap();
+    assert!(n2["two_phase"].as_i64().unwrap() >= 4, "{n2}");
+    assert!(n2["prepare_ms"].as_f64().is_some(), "{n2}");
+    wait_collected(&cluster);
 
     let (_, status) = cluster.status();
     let two_phase: i64 = status.iter().map(|n| n["prepared"].as_i64().unwrap()).sum();
@@ -263,6 +290,9 @@ mod crash_points {
         let r = crash_during_commit(&cluster, keys, "n1", "gateway-after-anchor-commit").await;
         assert!(r.is_err());
         recover_and_check(&cluster, keys, true).await;
+        // The gateway died before it could say so: the anchor collects its record itself once
+        // no participant holds the transaction prepared.
+        wait_collected(&cluster);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -319,5 +349,6 @@ mod crash_points {
             "{status:?}"
         );
         recover_and_check(&cluster, keys, true).await;
+        wait_collected(&cluster);
     }
 }
