@@ -12,6 +12,7 @@ pub mod cluster;
 pub mod config;
 pub mod deploy;
 pub mod error;
+pub mod failpoint;
 pub mod protocol;
 pub mod server;
 pub mod sql;

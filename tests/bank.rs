@@ -36,6 +36,8 @@ struct Outcomes {
     failed: BTreeSet<i64>,
     /// Transfers whose outcome the client could not know.
     unknown: BTreeSet<i64>,
+    /// Why outcomes were unknown, and a few reasons for rollbacks (printed at the end).
+    reasons: Vec<String>,
 }
 
 /// A tiny deterministic generator (the test must not depend on a random crate's versions).
@@ -78,13 +80,20 @@ async fn transfer(c: &tokio_postgres::Client, id: i64, src: i64, dst: i64, amoun
     for sql in &body {
         if let Err(e) = statement(c, sql).await {
             let _ = tokio::time::timeout(STATEMENT_LIMIT, c.batch_execute("ROLLBACK")).await;
-            return Step::RolledBack(format!("{sql}: {e}"));
+            return Step::RolledBack(format!("{sql}: {}", describe(&e)));
         }
     }
     match statement(c, "COMMIT").await {
         Ok(()) => Step::Committed,
-        Err(e) if sqlstate(&e).as_deref() == Some("40001") => Step::RolledBack(e.to_string()),
-        Err(e) => Step::Unknown(format!("{:?}: {e}", sqlstate(&e))),
+        Err(e) if sqlstate(&e).as_deref() == Some("40001") => Step::RolledBack(describe(&e)),
+        Err(e) => Step::Unknown(describe(&e)),
+    }
+}
+
+fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{}: {}", db.code().code(), db.message()),
+        None => e.to_string(),
     }
 }
 
@@ -131,12 +140,16 @@ async fn writer(
                         o.committed.insert(id, (src, dst, amount));
                         true
                     }
-                    Step::Unknown(_) => {
+                    Step::Unknown(why) => {
                         o.unknown.insert(id);
+                        o.reasons.push(format!("unknown: {why}"));
                         true
                     }
-                    Step::RolledBack(_) => {
+                    Step::RolledBack(why) => {
                         o.failed.insert(id);
+                        if o.failed.len() % 500 == 1 {
+                            o.reasons.push(format!("rolled back: {why}"));
+                        }
                         false
                     }
                 }
@@ -351,6 +364,9 @@ async fn transfers_across_shards_survive_kill_9_of_any_node() {
         o.unknown.len(),
         unknown_applied
     );
+    for r in &o.reasons {
+        eprintln!("  {r}");
+    }
     assert!(
         o.committed.len() > 50,
         "too little work got done to mean anything"

@@ -188,7 +188,7 @@ async fn a_cross_shard_deadlock_kills_one_and_commits_the_other() {
             .await;
         (a, r)
     });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Whether or not A is already waiting, B (younger) dies when it asks for A's row.
     let err = b
         .batch_execute(&format!(
             "UPDATE a SET balance = balance + 2 WHERE id = {k1}"
@@ -341,7 +341,7 @@ mod crash_points {
             .await
             .unwrap_err();
         assert_eq!(sqlstate(&err).as_deref(), Some("40001"), "{err}");
-        tokio::time::sleep(Duration::from_millis(1200)).await;
+        // That wait took the lock timeout (2 s): the in-doubt transaction has aged meanwhile.
         let status = cluster.status().1;
         let row = status.iter().find(|r| r["name"] == "n3").unwrap();
         assert!(

@@ -8,10 +8,12 @@
 //! prepared is no longer the connection's: it waits for its outcome from the gateway or, past
 //! a timeout, from its anchor (see `server::recovery`).
 //!
-//! Every message carries the shard epoch and the map version the gateway routed with. A message
-//! for an older epoch, a row operation for a key this node does not own, and a prepare or
-//! anchor commit routed with an older map are refused (`WrongShard`); the messages that apply a
-//! decision already made (commit of a prepared transaction, rollback) are not.
+//! Every message carries the shard, its epoch and the map version the sender routed with. A
+//! message for a shard this node is not the primary of, or under another epoch, is refused
+//! (`WrongShard`), whatever it is. So are a row operation for a key this node does not own, and
+//! a remote prepare or anchor commit routed with an older map (ownership may have moved since).
+//! This node's own part of a gateway transaction is checked per operation only: it shares the
+//! gateway's map.
 
 use std::collections::{BTreeSet, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -93,7 +95,7 @@ pub async fn handle(node: &Node, conn: &Participants, req: ShardRequest) -> Resp
 
 fn still_in_use(gid: Gid) -> Error {
     Error::serialization(format!(
-        "transaction {gid} was rolled back on this shard (an operation of it was still running)"
+        "transaction {gid} cannot prepare on this shard: it was rolled back, or an operation of it is still running"
     ))
 }
 
@@ -106,11 +108,14 @@ async fn run(node: &Node, conn: &Participants, req: ShardRequest) -> Result<Shar
     let mut map = meta
         .map()
         .ok_or_else(|| Error::Refused("the cluster is not formed yet".into()))?;
-    let stale_epoch = map
-        .shards
-        .get(&req.shard)
-        .is_some_and(|s| s.epoch > req.epoch);
-    if stale_epoch {
+    // Every message is for the primary of its shard under the epoch the sender knows. A
+    // different epoch means one side has a stale map: refuse, and let the sender find out.
+    let me = &meta.identity.node_name;
+    let fenced = match map.shards.get(&req.shard) {
+        Some(s) => s.epoch != req.epoch || &s.primary != me,
+        None => true,
+    };
+    if fenced {
         return Ok(ShardReply::WrongShard {
             version: map.version,
         });

@@ -12,6 +12,7 @@
 //! right after the commit; this catches gateways that died), and an `ABORTED` record after its
 //! retention.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -34,6 +35,7 @@ pub async fn run(node: Arc<Node>, timeout: Duration, mut stop: watch::Receiver<b
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_gc = Instant::now();
+    let collecting = Arc::new(AtomicBool::new(false));
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -45,9 +47,14 @@ pub async fn run(node: Arc<Node>, timeout: Duration, mut stop: watch::Receiver<b
         for doubt in node.db.twopc.in_doubt(timeout) {
             tokio::spawn(resolve(node.clone(), map.clone(), doubt));
         }
-        if last_gc.elapsed() >= GC_INTERVAL {
+        // One collection at a time: against a hung node, its calls take up to their timeout.
+        if last_gc.elapsed() >= GC_INTERVAL && !collecting.swap(true, Ordering::AcqRel) {
             last_gc = Instant::now();
-            tokio::spawn(collect(node.clone(), map.clone()));
+            let (node, map, collecting) = (node.clone(), map.clone(), collecting.clone());
+            tokio::spawn(async move {
+                collect(node, map).await;
+                collecting.store(false, Ordering::Release);
+            });
         }
     }
 }
@@ -90,7 +97,13 @@ async fn ask(
 /// Asks the anchor of an in-doubt transaction for its outcome and applies it here.
 async fn resolve(node: Arc<Node>, map: Arc<ClusterMap>, doubt: InDoubt) {
     let gid = doubt.gid;
-    let outcome = match ask(&node, &map, doubt.anchor, gid, ShardOp::Resolve).await {
+    resolve_once(&node, &map, &doubt).await;
+    node.db.twopc.asked(gid);
+}
+
+async fn resolve_once(node: &Arc<Node>, map: &ClusterMap, doubt: &InDoubt) {
+    let gid = doubt.gid;
+    let outcome = match ask(node, map, doubt.anchor, gid, ShardOp::Resolve).await {
         Ok(ShardReply::Outcome(o)) => o,
         Ok(other) => {
             tracing::warn!(
@@ -136,6 +149,7 @@ async fn collect(node: Arc<Node>, map: Arc<ClusterMap>) {
         let mut applied_everywhere = true;
         for &shard in participants.iter().filter(|&&s| Some(s) != me) {
             match ask(&node, &map, shard, gid, ShardOp::IsPrepared).await {
+                // Only a definite "no longer prepared" from the shard's primary counts.
                 Ok(ShardReply::Prepared(false)) => {}
                 _ => {
                     applied_everywhere = false;

@@ -17,6 +17,7 @@
 //! connection died) cannot leave durable state and memory disagreeing.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -27,6 +28,7 @@ use super::twopc::{Decisions, Gid, Outcome, Record, Refusal, Resolve};
 use super::{Transaction, TxnManager};
 use crate::cluster::ring::ShardId;
 use crate::error::{Error, Result};
+use crate::failpoint::crash_point;
 use crate::storage::{Space, Write};
 
 /// The longest a gateway may take from its first prepare to the anchor's commit. A slower
@@ -99,11 +101,28 @@ fn lock_set(writes: &[Write]) -> Vec<(Resource, LockMode)> {
 /// A prepared transaction in memory.
 struct Prepared {
     record: PreparedRecord,
-    /// Holds the locks.
-    txn: Transaction,
+    /// Holds the locks; taken out while the outcome is being applied.
+    txn: Option<Transaction>,
     since: Instant,
     /// When recovery last asked the anchor about it.
     asked: Option<Instant>,
+    /// Recovery is asking the anchor right now.
+    asking: bool,
+    /// Reloaded at startup: its gateway is gone, so ask the anchor at once.
+    reloaded: bool,
+}
+
+impl Prepared {
+    fn new(record: PreparedRecord, txn: Transaction, reloaded: bool) -> Self {
+        Prepared {
+            record,
+            txn: Some(txn),
+            since: Instant::now(),
+            asked: None,
+            asking: false,
+            reloaded,
+        }
+    }
 }
 
 /// A prepared transaction that recovery should ask its anchor about.
@@ -111,21 +130,21 @@ struct Prepared {
 pub struct InDoubt {
     pub gid: Gid,
     pub anchor: ShardId,
-    pub participants: Vec<ShardId>,
 }
 
 /// Counters of two-phase commits on this node, for status output and benchmarks.
 #[derive(Debug, Default)]
 pub struct TwoPhaseStats {
     /// Transactions this node committed through two-phase commit as gateway.
-    pub distributed: std::sync::atomic::AtomicU64,
+    pub distributed: AtomicU64,
     /// Transactions this node committed in one phase as gateway.
-    pub single: std::sync::atomic::AtomicU64,
-    /// Microseconds this node spent as gateway in each step of its two-phase commits: sending
-    /// the prepares and collecting the votes; the anchor's commit; telling the others.
-    pub prepare_us: std::sync::atomic::AtomicU64,
-    pub decide_us: std::sync::atomic::AtomicU64,
-    pub finish_us: std::sync::atomic::AtomicU64,
+    pub single: AtomicU64,
+    /// Microseconds this node spent as gateway in each step of its committed two-phase
+    /// commits: sending the prepares and collecting the votes; the anchor's commit; telling
+    /// the others.
+    pub prepare_us: AtomicU64,
+    pub decide_us: AtomicU64,
+    pub finish_us: AtomicU64,
 }
 
 /// This node's two-phase commit state. See the module documentation.
@@ -144,21 +163,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
     postcard::to_stdvec(value).map_err(|e| Error::Internal(format!("encode a 2PC record: {e}")))
-}
-
-/// Kills the process as `kill -9` would, when the named failpoint is switched on. Compiled only
-/// with the `failpoints` feature (the test build); otherwise it does nothing.
-pub fn crash_point(name: &str) {
-    #[cfg(feature = "failpoints")]
-    if fail::eval(name, |_| ()).is_some() {
-        tracing::error!("failpoint {name}: crashing");
-        // SAFETY: kill(2) on our own pid has no memory-safety preconditions.
-        unsafe {
-            libc::kill(libc::getpid(), libc::SIGKILL);
-        }
-    }
-    #[cfg(not(feature = "failpoints"))]
-    let _ = name;
 }
 
 impl TwoPhase {
@@ -202,18 +206,7 @@ impl TwoPhase {
                 anchor = record.anchor,
                 "reloaded a prepared transaction; resolving it with its anchor"
             );
-            lock(&self.prepared).insert(
-                gid,
-                Prepared {
-                    record,
-                    txn,
-                    // A reloaded transaction's gateway is gone: ask the anchor at once.
-                    since: Instant::now()
-                        .checked_sub(Duration::from_secs(3600))
-                        .unwrap_or_else(Instant::now),
-                    asked: None,
-                },
-            );
+            lock(&self.prepared).insert(gid, Prepared::new(record, txn, true));
         }
         Ok(())
     }
@@ -251,18 +244,16 @@ impl TwoPhase {
             writes,
         };
         let entry = vec![Write::Put(Space::Txn, prepared_key(gid), encode(&record)?)];
+        if lock(&self.prepared).contains_key(&gid) {
+            // Ids are unique; a repeat (a clock stepped back) must not replace an in-doubt one.
+            return Err(Error::Internal(format!(
+                "transaction {gid} is already prepared here"
+            )));
+        }
         let this = self.clone();
         let task = tokio::spawn(async move {
             txn.log_keeping_locks(entry).await?;
-            lock(&this.prepared).insert(
-                gid,
-                Prepared {
-                    record,
-                    txn,
-                    since: Instant::now(),
-                    asked: None,
-                },
-            );
+            lock(&this.prepared).insert(gid, Prepared::new(record, txn, false));
             crash_point("participant-after-prepare");
             Ok(())
         });
@@ -271,27 +262,50 @@ impl TwoPhase {
     }
 
     /// Applies the commit of prepared `gid`; `false` if it is not prepared here (already
-    /// resolved).
-    pub async fn commit_prepared(&self, gid: Gid) -> Result<bool> {
-        let Some(p) = lock(&self.prepared).remove(&gid) else {
-            return Ok(false);
-        };
-        let mut writes = p.record.writes;
-        writes.push(Write::Delete(Space::Txn, prepared_key(gid)));
-        p.txn.commit_with(writes, || {}).await?;
-        Ok(true)
+    /// resolved, or being applied by another caller).
+    pub async fn commit_prepared(self: &Arc<Self>, gid: Gid) -> Result<bool> {
+        self.apply(gid, Outcome::Committed).await
     }
 
     /// Aborts `gid` here: rolls back its open transaction, or deletes its prepared record and
     /// releases its locks.
-    pub async fn abort(&self, gid: Gid) -> Result<()> {
+    pub async fn abort(self: &Arc<Self>, gid: Gid) -> Result<()> {
         drop(self.take_open(gid));
-        let Some(p) = lock(&self.prepared).remove(&gid) else {
-            return Ok(());
+        self.apply(gid, Outcome::Aborted).await.map(|_| ())
+    }
+
+    /// Applies the outcome of prepared `gid`. The transaction stays in the table (so it still
+    /// counts as prepared for the anchor's garbage collection) until the outcome is durable,
+    /// and the step runs to its end even if the caller goes away.
+    async fn apply(self: &Arc<Self>, gid: Gid, outcome: Outcome) -> Result<bool> {
+        let (txn, mut writes) = {
+            let mut prepared = lock(&self.prepared);
+            let Some(p) = prepared.get_mut(&gid) else {
+                return Ok(false);
+            };
+            let Some(txn) = p.txn.take() else {
+                return Ok(false);
+            };
+            let writes = match outcome {
+                Outcome::Committed => p.record.writes.clone(),
+                Outcome::Aborted => Vec::new(),
+            };
+            (txn, writes)
         };
-        p.txn
-            .commit_with(vec![Write::Delete(Space::Txn, prepared_key(gid))], || {})
-            .await
+        writes.push(Write::Delete(Space::Txn, prepared_key(gid)));
+        let this = self.clone();
+        let task = tokio::spawn(async move {
+            let result = txn.commit_with(writes, || {}).await;
+            // Only once the outcome is durable is the transaction no longer prepared here. A
+            // failed write stops the node (the committer aborts), and the restart reloads it.
+            if result.is_ok() {
+                lock(&this.prepared).remove(&gid);
+            }
+            result
+        });
+        task.await
+            .map_err(|e| Error::Internal(format!("apply task: {e}")))??;
+        Ok(true)
     }
 
     /// Whether `gid` is prepared here.
@@ -301,14 +315,22 @@ impl TwoPhase {
 
     /// As the anchor: commits `txn`'s writes with the `COMMITTED` record, unless recovery
     /// aborted `gid` first. `started` is when the gateway began to prepare, if it is this node
-    /// (the deadline is measured on one clock).
+    /// (the deadline is measured on one clock). A remote gateway needs no deadline: recovery
+    /// rolls back the open part it would commit, so its late request finds nothing.
+    ///
+    /// A refusal is a [`Error::serialization`] (the transaction is definitely aborted); any
+    /// other error leaves the outcome unknown to the caller.
     pub async fn commit_anchor(
-        &self,
+        self: &Arc<Self>,
         gid: Gid,
         txn: Transaction,
         participants: Vec<ShardId>,
         started: Option<Instant>,
     ) -> Result<()> {
+        let record = Record::Committed {
+            participants: participants.clone(),
+        };
+        let entry = vec![Write::Put(Space::Txn, decision_key(gid), encode(&record)?)];
         let started = started.map(|s| s.saturating_duration_since(self.origin).as_millis() as u64);
         let claim = lock(&self.decisions).begin_commit(
             gid,
@@ -316,48 +338,66 @@ impl TwoPhase {
             DECISION_DEADLINE.as_millis() as u64,
             self.now(),
         );
-        if let Err(refusal) = claim {
-            txn.rollback();
-            return Err(Error::serialization(match refusal {
-                Refusal::Aborted => format!(
+        match claim {
+            Ok(()) => {}
+            Err(Refusal::Aborted) => {
+                txn.rollback();
+                return Err(Error::serialization(format!(
                     "transaction {gid} was aborted by recovery before it could commit; retry the transaction"
-                ),
-                Refusal::Duplicate => format!("transaction {gid} already has a decision"),
-                Refusal::TooLate => format!(
+                )));
+            }
+            Err(Refusal::TooLate) => {
+                txn.rollback();
+                return Err(Error::serialization(format!(
                     "transaction {gid} took longer than {} s to prepare and was aborted; retry the transaction",
                     DECISION_DEADLINE.as_secs()
-                ),
-            }));
+                )));
+            }
+            Err(Refusal::Duplicate) => {
+                // A record exists and may say committed: the caller must not take this as an
+                // abort.
+                txn.rollback();
+                return Err(Error::Internal(format!(
+                    "transaction {gid} already has a decision on its anchor"
+                )));
+            }
         }
-        let record = Record::Committed {
-            participants: participants.clone(),
-        };
-        let entry = vec![Write::Put(Space::Txn, decision_key(gid), encode(&record)?)];
-        let result = txn.commit_with(entry, || {}).await;
-        lock(&self.decisions).committed(gid, participants, result.is_ok(), self.now());
-        result?;
-        crash_point("anchor-after-commit");
-        Ok(())
+        // From the claim on, the step runs to its end: the claim is always settled.
+        let this = self.clone();
+        let task = tokio::spawn(async move {
+            let result = txn.commit_with(entry, || {}).await;
+            lock(&this.decisions).committed(gid, participants, result.is_ok(), this.now());
+            result?;
+            crash_point("anchor-after-commit");
+            Ok(())
+        });
+        task.await
+            .map_err(|e| Error::Internal(format!("anchor commit task: {e}")))?
     }
 
     /// As the anchor: the outcome of `gid` for a participant that asks (None: being decided,
     /// ask again). With no record, writes `ABORTED` first and rolls back this node's open part,
     /// so the gateway can no longer commit.
-    pub async fn resolve(&self, gid: Gid) -> Result<Option<Outcome>> {
+    pub async fn resolve(self: &Arc<Self>, gid: Gid) -> Result<Option<Outcome>> {
+        let entry = vec![Write::Put(
+            Space::Txn,
+            decision_key(gid),
+            encode(&Record::Aborted)?,
+        )];
         let step = lock(&self.decisions).resolve(gid);
         match step {
             Resolve::Known(o) => Ok(Some(o)),
             Resolve::Pending => Ok(None),
             Resolve::WriteAborted => {
                 drop(self.take_open(gid));
-                let entry = vec![Write::Put(
-                    Space::Txn,
-                    decision_key(gid),
-                    encode(&Record::Aborted)?,
-                )];
-                let result = self.mgr.store.committer.commit(0, entry).await;
-                lock(&self.decisions).aborted(gid, result.is_ok(), self.now());
-                result?;
+                let this = self.clone();
+                let task = tokio::spawn(async move {
+                    let result = this.mgr.store.committer.commit(0, entry).await;
+                    lock(&this.decisions).aborted(gid, result.is_ok(), this.now());
+                    result
+                });
+                task.await
+                    .map_err(|e| Error::Internal(format!("abort record task: {e}")))??;
                 tracing::info!(gid, "recovery aborted an undecided transaction");
                 Ok(Some(Outcome::Aborted))
             }
@@ -376,27 +416,35 @@ impl TwoPhase {
         Ok(())
     }
 
-    /// Prepared transactions held longer than `timeout` and not asked about within `timeout`:
-    /// recovery asks their anchors.
+    /// Prepared transactions held longer than `timeout` (or reloaded at startup), not being
+    /// applied, and not asked about within `timeout`: recovery asks their anchors, and calls
+    /// [`TwoPhase::asked`] when done.
     pub fn in_doubt(&self, timeout: Duration) -> Vec<InDoubt> {
         let now = Instant::now();
         let mut prepared = lock(&self.prepared);
         let mut due = Vec::new();
         for (&gid, p) in prepared.iter_mut() {
-            let held = now.saturating_duration_since(p.since) >= timeout;
-            let asked = p
+            let held = p.reloaded || now.saturating_duration_since(p.since) >= timeout;
+            let recently = p
                 .asked
                 .is_some_and(|a| now.saturating_duration_since(a) < timeout);
-            if held && !asked {
+            if held && !recently && !p.asking && p.txn.is_some() {
                 p.asked = Some(now);
+                p.asking = true;
                 due.push(InDoubt {
                     gid,
                     anchor: p.record.anchor,
-                    participants: p.record.participants.clone(),
                 });
             }
         }
         due
+    }
+
+    /// Recovery finished asking about `gid`.
+    pub fn asked(&self, gid: Gid) {
+        if let Some(p) = lock(&self.prepared).get_mut(&gid) {
+            p.asking = false;
+        }
     }
 
     /// How many transactions are prepared here, and how long the oldest has been.
@@ -533,7 +581,7 @@ mod tests {
         let records = mgr.store.engine.scan_prefix(Space::Txn, b"d").unwrap();
         assert_eq!(records.len(), 1);
         // Reloaded after a restart, the record still answers.
-        let again = TwoPhase::new(mgr.clone());
+        let again = Arc::new(TwoPhase::new(mgr.clone()));
         again.load().await.unwrap();
         assert_eq!(again.resolve(5).await.unwrap(), Some(Outcome::Committed));
         tp.forget(5).await.unwrap();

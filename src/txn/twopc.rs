@@ -168,11 +168,6 @@ impl Coordinator {
         self.anchor
     }
 
-    /// The written shards other than the anchor.
-    pub fn others(&self) -> impl Iterator<Item = ShardId> + '_ {
-        self.others.iter().copied()
-    }
-
     /// Every written shard, anchor first.
     pub fn participants(&self) -> Vec<ShardId> {
         std::iter::once(self.anchor)

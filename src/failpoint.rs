@@ -1,0 +1,27 @@
+//! Crash points for testing two-phase commit (DESIGN §12).
+//!
+//! A crash point is a named place in the code where a test can make the node die as `kill -9`
+//! would: no clean-up, no flush, no answer. They are compiled in only with the `failpoints`
+//! feature, which the test build turns on (`cargo test --features failpoints`); a release build
+//! has none. A node started with `FAILPOINTS=name=1*return` crashes the first time it reaches
+//! `name` (the syntax is the `fail` crate's).
+//!
+//! The points: `gateway-after-some-prepares`, `gateway-after-all-prepares`,
+//! `gateway-after-anchor-commit`, `gateway-after-some-commits` (in the gateway's commit),
+//! `participant-after-prepare` (after a participant's prepared entry is durable, before it
+//! votes) and `anchor-after-commit` (after the anchor's commit entry is durable, before it
+//! answers).
+
+/// Kills the process when the named crash point is switched on; otherwise does nothing.
+pub fn crash_point(name: &str) {
+    #[cfg(feature = "failpoints")]
+    if fail::eval(name, |_| ()).is_some() {
+        tracing::error!("failpoint {name}: crashing");
+        // SAFETY: kill(2) on our own pid has no memory-safety preconditions.
+        unsafe {
+            libc::kill(libc::getpid(), libc::SIGKILL);
+        }
+    }
+    #[cfg(not(feature = "failpoints"))]
+    let _ = name;
+}

@@ -1,0 +1,356 @@
+//! The gateway's commit: one phase on a single written shard, two-phase commit across several.
+//!
+//! [`ClusterTxn::commit_all`] drives the pure [`Coordinator`] of [`crate::txn::twopc`]: it
+//! carries out the actions the coordinator returns (prepares, the anchor's commit, commit and
+//! abort messages, releasing read-only parts) and feeds it the answers, as they arrive, until it
+//! finishes. Crash points (compiled only for tests) sit between the steps.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::stream::FuturesUnordered;
+use futures::StreamExt;
+
+use super::{call, ClusterTxn, Part, ShardOp, ShardReply};
+use crate::cluster::ring::ShardId;
+use crate::error::{sqlstate, Error, Result};
+use crate::failpoint::crash_point;
+use crate::txn::twopc::{Action, AnchorReply, Coordinator, Finish, Vote};
+use crate::txn::{Transaction, TwoPhase};
+
+impl ClusterTxn {
+    /// Commits: one phase if one shard was written, two-phase commit otherwise (see
+    /// [`crate::txn::twopc`]); this drives the [`Coordinator`] and carries out its actions.
+    pub(super) async fn commit_all(mut self: Box<Self>) -> Result<()> {
+        let read_only: Vec<ShardId> = self
+            .parts
+            .keys()
+            .copied()
+            .filter(|s| !self.written.contains(s))
+            .collect();
+        let (mut coord, mut queue) = Coordinator::start(&self.written, &read_only);
+        let started = Instant::now();
+        let mut result = None;
+        // Microseconds of each two-phase step, counted if the transaction commits.
+        let mut steps = [0u64; 3];
+        while !queue.is_empty() {
+            let mut prepares = Vec::new();
+            let mut commits = Vec::new();
+            for action in std::mem::take(&mut queue) {
+                match action {
+                    Action::CommitOnePhase(shard) => {
+                        let r = self.commit_one(shard).await;
+                        if r.is_ok() {
+                            self.db.twopc.stats.single.fetch_add(1, Ordering::Relaxed);
+                        }
+                        result = Some(r);
+                    }
+                    Action::Release(shard) | Action::Abort(shard) => self.end_part(shard),
+                    Action::Prepare(shard) => prepares.push(shard),
+                    Action::CommitAnchor(shard) => {
+                        crash_point("gateway-after-all-prepares");
+                        let t = Instant::now();
+                        let reply = self
+                            .commit_anchor(shard, coord.participants(), started)
+                            .await;
+                        steps[1] += micros(t);
+                        if reply == AnchorReply::Committed {
+                            crash_point("gateway-after-anchor-commit");
+                        }
+                        queue.extend(coord.on_anchor(reply));
+                    }
+                    Action::Commit(shard) => commits.push(shard),
+                    Action::Forget(shard) => self.send_in_background(shard, ShardOp::Forget),
+                    Action::Finish(finish) => {
+                        result = Some(match finish {
+                            Finish::Committed => {
+                                if !self.written.is_empty() {
+                                    let stats = &self.db.twopc.stats;
+                                    stats.distributed.fetch_add(1, Ordering::Relaxed);
+                                    stats.prepare_us.fetch_add(steps[0], Ordering::Relaxed);
+                                    stats.decide_us.fetch_add(steps[1], Ordering::Relaxed);
+                                    stats.finish_us.fetch_add(steps[2], Ordering::Relaxed);
+                                }
+                                Ok(())
+                            }
+                            Finish::Aborted(reason) => Err(Error::serialization(format!(
+                                "the transaction was rolled back: {reason}"
+                            ))),
+                            Finish::Unknown(reason) => {
+                                Err(Error::sql(sqlstate::TRANSACTION_RESOLUTION_UNKNOWN, reason))
+                            }
+                        })
+                    }
+                }
+            }
+            if !prepares.is_empty() {
+                // From the first prepare on, the participants' fate is decided by this driver
+                // or by recovery; dropping the transaction must never roll them back.
+                self.finished = true;
+                let t = Instant::now();
+                let anchor = coord.anchor();
+                let participants = coord.participants();
+                let mut votes = self.send_all(
+                    &prepares,
+                    |_| ShardOp::Prepare {
+                        anchor,
+                        participants: participants.clone(),
+                    },
+                    |twopc, gid, txn| {
+                        let participants = participants.clone();
+                        Box::pin(async move {
+                            match txn {
+                                Some(txn) => twopc.prepare(gid, txn, anchor, participants).await,
+                                None => Err(Error::Internal("no local part to prepare".into())),
+                            }
+                        })
+                    },
+                );
+                let mut yes = 0;
+                while let Some((shard, node, addr, reply)) = votes.next().await {
+                    let vote = match self.settle(shard, &node, &addr, reply).await {
+                        Ok(ShardReply::Done) => Vote::Yes,
+                        Ok(other) => Vote::No(format!("unexpected answer {other:?}")),
+                        Err(e @ Error::Unreachable(_)) => Vote::Lost(e.to_string()),
+                        Err(e) => Vote::No(e.to_string()),
+                    };
+                    if vote == Vote::Yes {
+                        yes += 1;
+                        if yes == 1 && prepares.len() > 1 {
+                            crash_point("gateway-after-some-prepares");
+                        }
+                    }
+                    queue.extend(coord.on_vote(shard, vote));
+                }
+                steps[0] += micros(t);
+            }
+            if !commits.is_empty() {
+                let t = Instant::now();
+                let mut acks = self.send_all(
+                    &commits,
+                    |_| ShardOp::CommitPrepared,
+                    |twopc, gid, _| {
+                        Box::pin(async move { twopc.commit_prepared(gid).await.map(|_| ()) })
+                    },
+                );
+                let mut acked = 0;
+                while let Some((shard, node, _addr, reply)) = acks.next().await {
+                    // Only a shard that says it applied the commit acknowledged it; the anchor
+                    // keeps its record for the others.
+                    let applied = matches!(reply, Ok(ShardReply::Done));
+                    if !applied {
+                        tracing::warn!(
+                            gid = self.id,
+                            "shard {shard} (node {node}) did not apply the commit ({reply:?}); it will learn the outcome from the anchor"
+                        );
+                    } else {
+                        acked += 1;
+                        if acked == 1 {
+                            crash_point("gateway-after-some-commits");
+                        }
+                    }
+                    queue.extend(coord.on_commit_ack(shard, applied));
+                }
+                steps[2] += micros(t);
+            }
+        }
+        // Every part was committed, released or handed to recovery: nothing is left to roll
+        // back (an unknown outcome in particular must not be rolled back here).
+        self.finished = true;
+        self.parts.clear();
+        result.unwrap_or_else(|| {
+            Err(Error::Internal(
+                "the commit ended without an outcome".into(),
+            ))
+        })
+    }
+
+    /// One-phase commit on the only written shard.
+    async fn commit_one(&mut self, shard: ShardId) -> Result<()> {
+        match self.parts.remove(&shard) {
+            Some(Part::Local(t)) => t.commit().await,
+            Some(Part::Remote { node, addr, client }) => {
+                let req = self.request(shard, ShardOp::Commit);
+                match call(&client, req).await {
+                    Ok(ShardReply::Done) => Ok(()),
+                    Ok(other) => Err(Error::sql(
+                        sqlstate::TRANSACTION_RESOLUTION_UNKNOWN,
+                        format!("shard {shard} (node {node}) answered the commit with {other:?}; the outcome is unknown"),
+                    )),
+                    Err(Error::Unreachable(e)) => {
+                        self.db.peers.forget(&addr).await;
+                        Err(Error::sql(
+                            sqlstate::TRANSACTION_RESOLUTION_UNKNOWN,
+                            format!("lost shard {shard} (node {node}) during commit; the transaction's outcome is unknown: {e}"),
+                        ))
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Asks the anchor to commit its writes with the `COMMITTED` record.
+    async fn commit_anchor(
+        &mut self,
+        shard: ShardId,
+        participants: Vec<ShardId>,
+        started: Instant,
+    ) -> AnchorReply {
+        match self.parts.remove(&shard) {
+            Some(Part::Local(t)) => {
+                match self
+                    .db
+                    .twopc
+                    .commit_anchor(self.id, t, participants, Some(started))
+                    .await
+                {
+                    Ok(()) => AnchorReply::Committed,
+                    Err(e) if e.is_retryable() => AnchorReply::Refused(e.to_string()),
+                    Err(e) => AnchorReply::Lost(e.to_string()),
+                }
+            }
+            Some(Part::Remote { client, .. }) if client.is_closed() => {
+                // The anchor dropped its part with the connection: nothing can commit it.
+                AnchorReply::Refused(format!(
+                    "the connection to the anchor shard {shard} closed before the commit, which rolled back its part"
+                ))
+            }
+            Some(Part::Remote { node, addr, client }) => {
+                let req = self.request(shard, ShardOp::CommitAnchor { participants });
+                let reply = call(&client, req).await;
+                self.parts.insert(
+                    shard,
+                    Part::Remote {
+                        node: node.clone(),
+                        addr: addr.clone(),
+                        client,
+                    },
+                );
+                match reply {
+                    Ok(ShardReply::Done) => AnchorReply::Committed,
+                    // Fenced before anything was done: a definite refusal.
+                    Ok(ShardReply::WrongShard { version }) => AnchorReply::Refused(format!(
+                        "the anchor shard {shard} moved (map version {version})"
+                    )),
+                    Ok(other) => AnchorReply::Lost(format!("node {node} answered {other:?}")),
+                    // The anchor's own refusals are serialization failures; anything else
+                    // (a lost connection, an I/O error) leaves the outcome unknown.
+                    Err(e) if e.is_retryable() => AnchorReply::Refused(e.to_string()),
+                    Err(e) => {
+                        if matches!(e, Error::Unreachable(_)) {
+                            self.db.peers.forget(&addr).await;
+                        }
+                        AnchorReply::Lost(format!("node {node}: {e}"))
+                    }
+                }
+            }
+            None => AnchorReply::Refused("the anchor's part is gone".into()),
+        }
+    }
+
+    /// Sends a message to several participants at once: remote ones get `remote(shard)`, this
+    /// node's own part runs `local` (with its transaction, taken out of the parts). The answers
+    /// come back as they arrive.
+    fn send_all(
+        &mut self,
+        shards: &[ShardId],
+        remote: impl Fn(ShardId) -> ShardOp,
+        local: impl FnOnce(Arc<TwoPhase>, u64, Option<Transaction>) -> LocalStep,
+    ) -> FuturesUnordered<PartFuture> {
+        let all = FuturesUnordered::new();
+        let mut local = Some(local);
+        for &shard in shards {
+            match self.parts.get(&shard) {
+                Some(Part::Remote { node, addr, client }) => {
+                    let (req, client, node, addr) = (
+                        self.request(shard, remote(shard)),
+                        client.clone(),
+                        node.clone(),
+                        addr.clone(),
+                    );
+                    all.push(Box::pin(async move {
+                        let reply = call(&client, req).await;
+                        (shard, node, addr, reply)
+                    }) as PartFuture);
+                }
+                _ if Some(shard) == self.my_shard => {
+                    let txn = match self.parts.remove(&shard) {
+                        Some(Part::Local(t)) => Some(t),
+                        _ => None,
+                    };
+                    if let Some(local) = local.take() {
+                        let step = local(self.db.twopc.clone(), self.id, txn);
+                        all.push(Box::pin(async move {
+                            let reply = step.await.map(|()| ShardReply::Done);
+                            (shard, "(this node)".to_string(), String::new(), reply)
+                        }) as PartFuture);
+                    }
+                }
+                _ => {}
+            }
+        }
+        all
+    }
+
+    /// Ends a participant without waiting: rolls back (or aborts, if prepared) this node's
+    /// part, and sends a rollback to a remote one.
+    fn end_part(&mut self, shard: ShardId) {
+        match self.parts.remove(&shard) {
+            Some(Part::Local(t)) => t.rollback(),
+            Some(Part::Remote { client, .. }) => {
+                let req = self.request(shard, ShardOp::Rollback);
+                tokio::spawn(async move {
+                    let _ = call(&client, req).await;
+                });
+            }
+            None if Some(shard) == self.my_shard => {
+                let (twopc, gid) = (self.db.twopc.clone(), self.id);
+                tokio::spawn(async move {
+                    if let Err(e) = twopc.abort(gid).await {
+                        tracing::warn!(gid, "aborting a prepared transaction failed: {e}");
+                    }
+                });
+            }
+            None => {}
+        }
+    }
+
+    /// Sends `op` to a participant (local or remote) without waiting for the answer.
+    fn send_in_background(&self, shard: ShardId, op: ShardOp) {
+        let gid = self.id;
+        match self.parts.get(&shard) {
+            Some(Part::Remote { client, .. }) => {
+                let (req, client) = (self.request(shard, op), client.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = call(&client, req).await {
+                        tracing::debug!(gid, "background 2PC message to shard {shard}: {e}");
+                    }
+                });
+            }
+            _ if Some(shard) == self.my_shard => {
+                let twopc = self.db.twopc.clone();
+                if let ShardOp::Forget = op {
+                    tokio::spawn(async move {
+                        if let Err(e) = twopc.forget(gid).await {
+                            tracing::debug!(gid, "forgetting a decision record: {e}");
+                        }
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+fn micros(since: Instant) -> u64 {
+    since.elapsed().as_micros() as u64
+}
+
+/// This node's own step in a 2PC message round.
+type LocalStep = std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send>>;
+/// A participant's answer: shard, node, address, reply.
+type PartReply = (ShardId, String, String, Result<ShardReply>);
+type PartFuture = std::pin::Pin<Box<dyn std::future::Future<Output = PartReply> + Send>>;
