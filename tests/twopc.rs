@@ -298,8 +298,9 @@ mod crash_points {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn gateway_crash_after_some_commits_commits_everywhere() {
         let (cluster, keys) = bank3("fp-some-commit").await;
-        let r = crash_during_commit(&cluster, keys, "n1", "gateway-after-some-commits").await;
-        assert!(r.is_err());
+        // The client is answered once the anchor's record is durable, so it may or may not
+        // have seen the commit before its gateway died; either way the transfer is committed.
+        let _ = crash_during_commit(&cluster, keys, "n1", "gateway-after-some-commits").await;
         recover_and_check(&cluster, keys, true).await;
     }
 

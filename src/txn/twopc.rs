@@ -216,8 +216,14 @@ impl Coordinator {
         }
         match reply {
             AnchorReply::Committed => {
+                // The decision is made and durable: the client can have it now. The others
+                // apply it as they get the message; until then their locks keep every later
+                // transaction from seeing the state in between.
                 self.phase = Phase::Committing;
-                self.others.iter().map(|&s| Action::Commit(s)).collect()
+                let mut actions: Vec<Action> =
+                    self.others.iter().map(|&s| Action::Commit(s)).collect();
+                actions.push(Action::Finish(Finish::Committed));
+                actions
             }
             AnchorReply::Refused(why) => {
                 let reason = format!("the anchor shard {} refused the commit: {why}", self.anchor);
@@ -235,8 +241,9 @@ impl Coordinator {
         }
     }
 
-    /// Takes a participant's answer to the commit. The transaction is committed whatever the
-    /// answer (the decision is made); a participant that missed it learns it from the anchor.
+    /// Takes a participant's answer to the commit (after the client has its answer). When all
+    /// have applied it, the anchor may drop its record; a participant that missed it learns the
+    /// outcome from the anchor instead.
     pub fn on_commit_ack(&mut self, shard: ShardId, ok: bool) -> Vec<Action> {
         if self.phase != Phase::Committing || !self.others.contains(&shard) {
             return Vec::new();
@@ -246,12 +253,11 @@ impl Coordinator {
             return Vec::new();
         }
         self.phase = Phase::Done;
-        let mut actions = Vec::new();
         if self.acks.values().all(|&ok| ok) {
-            actions.push(Action::Forget(self.anchor));
+            vec![Action::Forget(self.anchor)]
+        } else {
+            Vec::new()
         }
-        actions.push(Action::Finish(Finish::Committed));
-        actions
     }
 
     /// Whether the coordinator has finished.
@@ -475,15 +481,18 @@ mod tests {
         let (mut c, _) = Coordinator::start(&[1, 2, 3], &[]);
         assert!(c.on_vote(2, Vote::Yes).is_empty());
         assert_eq!(c.on_vote(3, Vote::Yes), vec![Action::CommitAnchor(1)]);
+        // The client is answered as soon as the anchor's record is durable.
         assert_eq!(
             c.on_anchor(AnchorReply::Committed),
-            vec![Action::Commit(2), Action::Commit(3)]
+            vec![
+                Action::Commit(2),
+                Action::Commit(3),
+                Action::Finish(Finish::Committed)
+            ]
         );
+        assert!(!c.is_done());
         assert!(c.on_commit_ack(2, true).is_empty());
-        assert_eq!(
-            c.on_commit_ack(3, true),
-            vec![Action::Forget(1), Action::Finish(Finish::Committed)]
-        );
+        assert_eq!(c.on_commit_ack(3, true), vec![Action::Forget(1)]);
         assert!(c.is_done());
     }
 
@@ -492,10 +501,8 @@ mod tests {
         let (mut c, _) = Coordinator::start(&[1, 2], &[]);
         c.on_vote(2, Vote::Yes);
         c.on_anchor(AnchorReply::Committed);
-        assert_eq!(
-            c.on_commit_ack(2, false),
-            vec![Action::Finish(Finish::Committed)]
-        );
+        assert!(c.on_commit_ack(2, false).is_empty());
+        assert!(c.is_done());
     }
 
     #[test]

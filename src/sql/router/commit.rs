@@ -32,8 +32,9 @@ impl ClusterTxn {
         let (mut coord, mut queue) = Coordinator::start(&self.written, &read_only);
         let started = Instant::now();
         let mut result = None;
-        // Microseconds of each two-phase step, counted if the transaction commits.
-        let mut steps = [0u64; 3];
+        // Microseconds of the prepare and decide steps, counted if the transaction commits
+        // (the last step, telling the others, runs after the answer: see `finish_commit`).
+        let mut steps = [0u64; 2];
         while !queue.is_empty() {
             let mut prepares = Vec::new();
             let mut commits = Vec::new();
@@ -61,7 +62,12 @@ impl ClusterTxn {
                         queue.extend(coord.on_anchor(reply));
                     }
                     Action::Commit(shard) => commits.push(shard),
-                    Action::Forget(shard) => self.send_in_background(shard, ShardOp::Forget),
+                    Action::Forget(shard) => {
+                        // Only sent after the acknowledgements (in `finish_commit`).
+                        if let Some(f) = self.message_later(shard, ShardOp::Forget) {
+                            tokio::spawn(f);
+                        }
+                    }
                     Action::Finish(finish) => {
                         result = Some(match finish {
                             Finish::Committed => {
@@ -70,7 +76,6 @@ impl ClusterTxn {
                                     stats.distributed.fetch_add(1, Ordering::Relaxed);
                                     stats.prepare_us.fetch_add(steps[0], Ordering::Relaxed);
                                     stats.decide_us.fetch_add(steps[1], Ordering::Relaxed);
-                                    stats.finish_us.fetch_add(steps[2], Ordering::Relaxed);
                                 }
                                 Ok(())
                             }
@@ -126,33 +131,25 @@ impl ClusterTxn {
                 steps[0] += micros(t);
             }
             if !commits.is_empty() {
-                let t = Instant::now();
-                let mut acks = self.send_all(
+                // The client has its answer (the decision is durable at the anchor); the
+                // others apply it in the background, and the anchor's record goes when all
+                // have.
+                let acks = self.send_all(
                     &commits,
                     |_| ShardOp::CommitPrepared,
                     |twopc, gid, _| {
                         Box::pin(async move { twopc.commit_prepared(gid).await.map(|_| ()) })
                     },
                 );
-                let mut acked = 0;
-                while let Some((shard, node, _addr, reply)) = acks.next().await {
-                    // Only a shard that says it applied the commit acknowledged it; the anchor
-                    // keeps its record for the others.
-                    let applied = matches!(reply, Ok(ShardReply::Done));
-                    if !applied {
-                        tracing::warn!(
-                            gid = self.id,
-                            "shard {shard} (node {node}) did not apply the commit ({reply:?}); it will learn the outcome from the anchor"
-                        );
-                    } else {
-                        acked += 1;
-                        if acked == 1 {
-                            crash_point("gateway-after-some-commits");
-                        }
-                    }
-                    queue.extend(coord.on_commit_ack(shard, applied));
-                }
-                steps[2] += micros(t);
+                let forget = self.message_later(coord.anchor(), ShardOp::Forget);
+                tokio::spawn(finish_commit(
+                    coord,
+                    acks,
+                    forget,
+                    self.db.twopc.clone(),
+                    self.id,
+                ));
+                break;
             }
         }
         // Every part was committed, released or handed to recovery: nothing is left to roll
@@ -318,37 +315,76 @@ impl ClusterTxn {
         }
     }
 
-    /// Sends `op` to a participant (local or remote) without waiting for the answer.
-    fn send_in_background(&self, shard: ShardId, op: ShardOp) {
+    /// A message to a participant (local or remote), to send later; `None` if there is no way
+    /// to reach it.
+    fn message_later(&self, shard: ShardId, op: ShardOp) -> Option<Later> {
         let gid = self.id;
         match self.parts.get(&shard) {
             Some(Part::Remote { client, .. }) => {
                 let (req, client) = (self.request(shard, op), client.clone());
-                tokio::spawn(async move {
+                Some(Box::pin(async move {
                     if let Err(e) = call(&client, req).await {
-                        tracing::debug!(gid, "background 2PC message to shard {shard}: {e}");
+                        tracing::debug!(gid, "2PC message to shard {shard}: {e}");
                     }
-                });
+                }))
             }
-            _ if Some(shard) == self.my_shard => {
+            _ if Some(shard) == self.my_shard && matches!(op, ShardOp::Forget) => {
                 let twopc = self.db.twopc.clone();
-                if let ShardOp::Forget = op {
-                    tokio::spawn(async move {
-                        if let Err(e) = twopc.forget(gid).await {
-                            tracing::debug!(gid, "forgetting a decision record: {e}");
-                        }
-                    });
-                }
+                Some(Box::pin(async move {
+                    if let Err(e) = twopc.forget(gid).await {
+                        tracing::debug!(gid, "forgetting a decision record: {e}");
+                    }
+                }))
             }
-            _ => {}
+            _ => None,
         }
     }
+}
+
+/// After the client has its answer: collects the participants' commit acknowledgements, and
+/// tells the anchor to drop its record once every participant has applied the commit.
+async fn finish_commit(
+    mut coord: Coordinator,
+    mut acks: FuturesUnordered<PartFuture>,
+    mut forget: Option<Later>,
+    twopc: Arc<TwoPhase>,
+    gid: u64,
+) {
+    let t = Instant::now();
+    let mut acked = 0;
+    while let Some((shard, node, _addr, reply)) = acks.next().await {
+        // Only a shard that says it applied the commit acknowledged it; the anchor keeps its
+        // record for the others.
+        let applied = matches!(reply, Ok(ShardReply::Done));
+        if applied {
+            acked += 1;
+            if acked == 1 {
+                crash_point("gateway-after-some-commits");
+            }
+        } else {
+            tracing::warn!(
+                gid,
+                "shard {shard} (node {node}) did not apply the commit ({reply:?}); it will learn the outcome from the anchor"
+            );
+        }
+        for action in coord.on_commit_ack(shard, applied) {
+            if let (Action::Forget(_), Some(f)) = (action, forget.take()) {
+                f.await;
+            }
+        }
+    }
+    twopc
+        .stats
+        .finish_us
+        .fetch_add(micros(t), Ordering::Relaxed);
 }
 
 fn micros(since: Instant) -> u64 {
     since.elapsed().as_micros() as u64
 }
 
+/// A message to send later.
+type Later = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 /// This node's own step in a 2PC message round.
 type LocalStep = std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send>>;
 /// A participant's answer: shard, node, address, reply.
