@@ -353,3 +353,66 @@ mod crash_points {
         wait_collected(&cluster);
     }
 }
+
+fn lsns(cluster: &TestCluster) -> Vec<i64> {
+    cluster
+        .status()
+        .1
+        .iter()
+        .map(|n| n["lsn"].as_i64().unwrap_or(-1))
+        .collect()
+}
+
+fn commits_at(cluster: &TestCluster, node: &str) -> (i64, i64) {
+    let out = cluster.ddb(&["status", "--txns", "--format", "json"]);
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let row = rows.iter().find(|r| r["name"] == node).unwrap();
+    (
+        row["one_phase"].as_i64().unwrap(),
+        row["two_phase"].as_i64().unwrap(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_write_nothing_and_one_written_shard_commits_in_one_phase() {
+    let (cluster, [k1, k2, k3]) = bank3("phases").await;
+    let c = connect(cluster.sql_port("n1")).await;
+    // Reads n2, writes n1 and n3: two-phase, and n2 logs nothing.
+    let before = lsns(&cluster);
+    let (one, two) = commits_at(&cluster, "n1");
+    c.batch_execute(&format!(
+        "BEGIN; SELECT balance FROM a WHERE id = {k2}; \
+         UPDATE a SET balance = balance + 1 WHERE id = {k1}; \
+         UPDATE a SET balance = balance + 1 WHERE id = {k3}; \
+         UPDATE a SET balance = 0 WHERE id = -12345; COMMIT"
+    ))
+    .await
+    .unwrap();
+    let after = lsns(&cluster);
+    assert_eq!(
+        after[1], before[1],
+        "the reader logged nothing: {before:?} → {after:?}"
+    );
+    assert!(
+        after[0] > before[0] && after[2] > before[2],
+        "{before:?} → {after:?}"
+    );
+    assert_eq!(commits_at(&cluster, "n1"), (one, two + 1));
+    // Writes n3 only (the update of a missing key writes nothing): one phase.
+    c.batch_execute(&format!(
+        "BEGIN; SELECT balance FROM a WHERE id = {k2}; SELECT balance FROM a WHERE id = {k1}; \
+         UPDATE a SET balance = balance + 1 WHERE id = {k3}; \
+         UPDATE a SET balance = 0 WHERE id = -12345; COMMIT"
+    ))
+    .await
+    .unwrap();
+    assert_eq!(commits_at(&cluster, "n1"), (one + 1, two + 1));
+    assert_eq!(balances(&c, &[k1, k2, k3]).await, vec![101, 100, 102]);
+    // Nothing stays locked: each row can be written at once from another gateway.
+    let d = connect(cluster.sql_port("n3")).await;
+    for k in [k1, k2, k3] {
+        d.batch_execute(&format!("UPDATE a SET balance = balance WHERE id = {k}"))
+            .await
+            .unwrap();
+    }
+}

@@ -16,6 +16,7 @@
 //! gateway's map.
 
 use std::collections::{BTreeSet, HashSet};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -25,6 +26,7 @@ use crate::protocol::Response;
 use crate::sql::expr::Context;
 use crate::sql::router::{key_token, ShardOp, ShardReply, ShardRequest};
 use crate::sql::rows::scan_local;
+use crate::sql::session::execute_point;
 use crate::txn::twopc::Gid;
 use crate::txn::{Intent, Transaction, TwoPhase};
 
@@ -249,6 +251,28 @@ async fn run(node: &Node, conn: &Participants, req: ShardRequest) -> Result<Shar
             Ok(ShardReply::Values(
                 push.apply(rows.into_iter().map(|(_, r)| r).collect(), &ctx)?,
             ))
+        }
+        ShardOp::Execute {
+            stmt,
+            params,
+            param_types,
+        } => {
+            // The catalog follows the map; it may be a moment behind the gateway's.
+            if node.db.catalog_version.load(Ordering::Acquire) < req.map_version {
+                node.db.wait_for_catalog(req.map_version).await;
+            }
+            let txn: &mut Transaction = &mut txn;
+            let result =
+                execute_point(&node.db, txn, &stmt, &params, &param_types, |key| owns(key)).await?;
+            match result {
+                Some((result, written)) => {
+                    if let Some(table) = written {
+                        check_table(node, table)?;
+                    }
+                    Ok(ShardReply::Executed(result))
+                }
+                None => Ok(wrong),
+            }
         }
         ShardOp::Put { table, key, value } => {
             if !owns(&key) {

@@ -29,11 +29,13 @@ use crate::cluster::ring::ShardId;
 use crate::error::{Error, Result};
 use crate::protocol::{Request, Response};
 
+use crate::sql::ast::Statement;
+use crate::sql::execution::QueryResult;
 use crate::sql::expr::{Context, Expr};
 use crate::sql::pushdown::Pushdown;
 use crate::sql::rows::{KeyedRows, RowTxn};
 use crate::sql::session::Database;
-use crate::sql::types::Value;
+use crate::sql::types::{DataType, Value};
 use crate::txn::lock::LockMode;
 use crate::txn::twopc::Outcome;
 use crate::txn::{Intent, Transaction};
@@ -74,6 +76,12 @@ pub enum ShardOp {
     Delete {
         table: u32,
         key: Vec<u8>,
+    },
+    /// A whole statement on one key of this shard, run in the transaction's part here.
+    Execute {
+        stmt: Statement,
+        params: Vec<Value>,
+        param_types: Vec<DataType>,
     },
     /// One-phase commit: this is the only shard the transaction wrote.
     Commit,
@@ -122,6 +130,8 @@ pub enum ShardReply {
     Rows(KeyedRows),
     /// Output rows of a pushed-down scan.
     Values(Vec<Vec<Value>>),
+    /// The result of a statement run by [`ShardOp::Execute`].
+    Executed(QueryResult),
     Done,
     /// The outcome of a transaction anchored here; `None` while it is being decided.
     Outcome(Option<Outcome>),
@@ -504,6 +514,37 @@ impl RowTxn for ClusterTxn {
             }
         }
         Ok(rows)
+    }
+
+    async fn execute_on(
+        &mut self,
+        shard: ShardId,
+        stmt: &Statement,
+        params: &[Value],
+        param_types: &[DataType],
+        writes: bool,
+    ) -> Result<QueryResult> {
+        if let Part::Local(_) = self.part(shard).await? {
+            return Err(Error::Internal(
+                "a statement for this node's own shard was sent to execute_on".into(),
+            ));
+        }
+        let op = ShardOp::Execute {
+            stmt: stmt.clone(),
+            params: params.to_vec(),
+            param_types: param_types.to_vec(),
+        };
+        match self.remote(shard, op).await? {
+            ShardReply::Executed(result) => {
+                // A statement that changed nothing leaves the shard a reader: it is released
+                // at prepare time instead of preparing an empty write set.
+                if writes && crate::sql::session::rows_changed(&result) > 0 {
+                    self.note_write(shard);
+                }
+                Ok(result)
+            }
+            other => Err(Error::Corrupt(format!("unexpected shard reply {other:?}"))),
+        }
     }
 
     async fn put(&mut self, table: u32, key: Vec<u8>, value: Vec<u8>) -> Result<()> {

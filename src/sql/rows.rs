@@ -7,11 +7,14 @@
 
 use async_trait::async_trait;
 
-use crate::error::Result;
+use crate::cluster::ring::ShardId;
+use crate::error::{Error, Result};
+use crate::sql::ast::Statement;
 use crate::sql::execution::decode_row;
+use crate::sql::execution::QueryResult;
 use crate::sql::expr::{Context, Expr};
 use crate::sql::pushdown::Pushdown;
-use crate::sql::types::Value;
+use crate::sql::types::{DataType, Value};
 use crate::txn::lock::{LockMode, Resource};
 use crate::txn::{Intent, Transaction};
 
@@ -46,6 +49,23 @@ pub trait RowTxn: Send {
     /// Whether scans fan out to several shards (so pushing work down to them pays).
     fn distributed(&self) -> bool {
         false
+    }
+
+    /// Runs a whole statement on one key of another shard, in that shard's part of this
+    /// transaction: one round trip instead of one per row operation. Only a distributed
+    /// transaction can.
+    async fn execute_on(
+        &mut self,
+        shard: ShardId,
+        stmt: &Statement,
+        params: &[Value],
+        param_types: &[DataType],
+        writes: bool,
+    ) -> Result<QueryResult> {
+        let _ = (shard, stmt, params, param_types, writes);
+        Err(Error::Internal(
+            "a local transaction cannot run statements on other shards".into(),
+        ))
     }
 
     /// Scans with work pushed down (partial aggregation or top-N), returning its output rows.

@@ -320,6 +320,16 @@ impl Session {
             node_tag: db.txns.node_tag(),
         };
         if let State::Open(txn) = &mut self.state {
+            // A point statement on another shard runs there whole, in the transaction's part.
+            if txn.distributed() {
+                if let Some((shard, _, _)) = point_target(&db, &planned.plan, &executor.ctx) {
+                    let writes = !matches!(planned.plan, Plan::Select(_));
+                    let result = txn
+                        .execute_on(shard, stmt, params, param_types, writes)
+                        .await?;
+                    return Ok(result);
+                }
+            }
             return executor.execute(txn.as_mut(), &planned.plan).await;
         }
         // An autocommit statement on one key of another shard is shipped whole to that shard's
@@ -484,6 +494,19 @@ fn point_target(db: &Database, plan: &Plan, ctx: &Context) -> Option<(ShardId, S
     let meta = db.cluster.get()?;
     let map = meta.map()?;
     let me = map.node(&meta.identity.node_name).map(|n| n.shard);
+    let key = point_key(plan, ctx)?;
+    let shard = map.shard_of_token(key_token(&key)?)?;
+    if Some(shard) == me {
+        return None;
+    }
+    let (node, info) = map.primary(shard)?;
+    Some((shard, node.to_string(), info.rpc_addr.clone()))
+}
+
+/// The one row key a statement touches, if it is a point statement: a `SELECT`, `UPDATE` or
+/// `DELETE` that fixes the whole primary key, or a one-row `INSERT` into a table with a
+/// primary key.
+fn point_key(plan: &Plan, ctx: &Context) -> Option<Vec<u8>> {
     let key_of = |source: &crate::sql::planner::Source| -> Option<Vec<u8>> {
         let exprs = source.key.as_ref()?;
         let mut pk = Vec::with_capacity(exprs.len());
@@ -510,12 +533,58 @@ fn point_target(db: &Database, plan: &Plan, ctx: &Context) -> Option<(ShardId, S
         }
         _ => return None,
     };
-    let shard = map.shard_of_token(key_token(&key)?)?;
-    if Some(shard) == me {
-        return None;
+    Some(key)
+}
+
+/// How many rows a write statement's result says it changed.
+pub fn rows_changed(result: &QueryResult) -> u64 {
+    result
+        .tag
+        .rsplit(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Runs a point statement shipped by a gateway inside its transaction's part on this shard
+/// ([`crate::sql::router::ShardOp::Execute`]). `owns` says whether this shard owns a key;
+/// `Ok(None)` means the statement is not a point statement on a key owned here. Also returns
+/// the table the statement wrote to, if it is a write.
+pub async fn execute_point(
+    db: &Database,
+    txn: &mut dyn RowTxn,
+    stmt: &Statement,
+    params: &[Value],
+    param_types: &[DataType],
+    owns: impl Fn(&[u8]) -> bool,
+) -> Result<Option<(QueryResult, Option<u32>)>> {
+    let planned = planner::plan(&db.catalog, stmt, param_types)?;
+    if params.len() < planned.param_types.len() {
+        return Err(Error::sql(
+            sqlstate::PROTOCOL_VIOLATION,
+            "a shipped statement came without its parameters",
+        ));
     }
-    let (node, info) = map.primary(shard)?;
-    Some((shard, node.to_string(), info.rpc_addr.clone()))
+    let executor = Executor {
+        catalog: &db.catalog,
+        store: &db.txns.store,
+        ctx: Context {
+            params,
+            now: now_micros(),
+        },
+        node_tag: db.txns.node_tag(),
+    };
+    match point_key(&planned.plan, &executor.ctx) {
+        Some(key) if owns(&key) => {}
+        _ => return Ok(None),
+    }
+    let written = match &planned.plan {
+        Plan::Insert { table, .. } => Some(table.id),
+        Plan::Update { source, .. } | Plan::Delete { source } => Some(source.table.id),
+        _ => None,
+    };
+    let result = executor.execute(txn, &planned.plan).await?;
+    Ok(Some((result, written)))
 }
 
 /// Runs a statement on another node and returns its result.
