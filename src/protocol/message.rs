@@ -87,6 +87,8 @@ pub enum Request {
         stmt: Statement,
         params: Vec<Value>,
         param_types: Vec<DataType>,
+        /// The catalog version the gateway planned with; the target waits to have it.
+        catalog_version: u64,
     },
 }
 

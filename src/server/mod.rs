@@ -176,6 +176,8 @@ pub async fn run(
     tracing::info!("shutting down: no new connections; waiting for running statements");
     let _ = stop_tx.send(true);
     while listeners.join_next().await.is_some() {}
+    // Commits already answered are still being sent to their participants: let them finish.
+    db.twopc.drain(SHUTDOWN_GRACE).await;
     if let Some(meta) = node.meta() {
         meta.shutdown().await;
     }

@@ -159,6 +159,11 @@ async fn run(node: &Node, conn: &Participants, req: ShardRequest) -> Result<Shar
             .await;
         map = meta.map().unwrap_or(map);
     }
+    // The catalog follows the map a moment later: a table the gateway already knows must not
+    // look dropped here.
+    if node.db.catalog_version.load(Ordering::Acquire) < req.map_version {
+        node.db.wait_for_catalog(req.map_version).await;
+    }
     let me = &meta.identity.node_name;
     let my_shard = map.node(me).map(|n| n.shard);
     let primary = my_shard
@@ -219,7 +224,9 @@ async fn run(node: &Node, conn: &Participants, req: ShardRequest) -> Result<Shar
             if !owns(&key) {
                 return Ok(wrong);
             }
-            Ok(ShardReply::Row(txn.get(table, &key, intent).await?))
+            let row = txn.get(table, &key, intent).await?;
+            check_table(node, table)?;
+            Ok(ShardReply::Row(row))
         }
         ShardOp::Scan {
             table,
@@ -232,9 +239,9 @@ async fn run(node: &Node, conn: &Participants, req: ShardRequest) -> Result<Shar
                 params: &params,
                 now,
             };
-            Ok(ShardReply::Rows(
-                scan_local(&mut txn, table, intent, filter.as_ref(), &ctx).await?,
-            ))
+            let rows = scan_local(&mut txn, table, intent, filter.as_ref(), &ctx).await?;
+            check_table(node, table)?;
+            Ok(ShardReply::Rows(rows))
         }
         ShardOp::ScanPushdown {
             table,
@@ -248,6 +255,7 @@ async fn run(node: &Node, conn: &Participants, req: ShardRequest) -> Result<Shar
                 now,
             };
             let rows = scan_local(&mut txn, table, Intent::Read, filter.as_ref(), &ctx).await?;
+            check_table(node, table)?;
             Ok(ShardReply::Values(
                 push.apply(rows.into_iter().map(|(_, r)| r).collect(), &ctx)?,
             ))
@@ -256,20 +264,34 @@ async fn run(node: &Node, conn: &Participants, req: ShardRequest) -> Result<Shar
             stmt,
             params,
             param_types,
+            now,
+            catalog_version,
         } => {
             // The catalog follows the map; it may be a moment behind the gateway's.
-            if node.db.catalog_version.load(Ordering::Acquire) < req.map_version {
-                node.db.wait_for_catalog(req.map_version).await;
+            if node.db.catalog_version.load(Ordering::Acquire) < catalog_version
+                && !node.db.wait_for_catalog(catalog_version).await
+            {
+                return Err(Error::serialization(format!(
+                    "shard {} has not caught up with catalog version {catalog_version} yet; retry the transaction",
+                    req.shard
+                )));
             }
-            let txn: &mut Transaction = &mut txn;
-            let result =
-                execute_point(&node.db, txn, &stmt, &params, &param_types, |key| owns(key)).await?;
+            let result = {
+                let txn: &mut Transaction = &mut txn;
+                execute_point(&node.db, txn, &stmt, &params, &param_types, now, |key| {
+                    owns(key)
+                })
+                .await?
+            };
             match result {
                 Some((result, written)) => {
                     if let Some(table) = written {
                         check_table(node, table)?;
                     }
-                    Ok(ShardReply::Executed(result))
+                    Ok(ShardReply::Executed {
+                        result,
+                        wrote: txn.has_writes(),
+                    })
                 }
                 None => Ok(wrong),
             }
@@ -302,7 +324,8 @@ async fn run(node: &Node, conn: &Participants, req: ShardRequest) -> Result<Shar
     }
 }
 
-/// A write to a table that was dropped meanwhile is refused (its rows would outlive it).
+/// An operation on a table that was dropped meanwhile is refused: a write's rows would outlive
+/// the table, and a gateway whose catalog is behind must not read it as empty.
 fn check_table(node: &Node, table: u32) -> Result<()> {
     if node.db.catalog.contains_id(table)? {
         Ok(())

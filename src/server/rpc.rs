@@ -8,6 +8,7 @@
 //! the connection closes.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -242,7 +243,17 @@ async fn handle(request: Request, node: &Arc<Node>, sessions: &Sessions) -> Resp
             stmt,
             params,
             param_types,
+            catalog_version,
         } => {
+            // The catalog follows the map: it may be a moment behind the gateway's.
+            if node.db.catalog_version.load(Ordering::Acquire) < catalog_version
+                && !node.db.wait_for_catalog(catalog_version).await
+            {
+                return Response::Error(Error::serialization(format!(
+                    "node {} has not caught up with catalog version {catalog_version} yet; retry",
+                    node.name
+                )));
+            }
             let mut session = Session::shipped(node.db.clone());
             match session.execute(&stmt, &params, &param_types).await {
                 Ok(result) => Response::Executed(result),

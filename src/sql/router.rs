@@ -17,6 +17,7 @@
 //! autocommit statement is retried with the fresh map.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -82,6 +83,10 @@ pub enum ShardOp {
         stmt: Statement,
         params: Vec<Value>,
         param_types: Vec<DataType>,
+        /// The statement's time at the gateway, so `now()` means the same on both sides.
+        now: i64,
+        /// The catalog version the gateway planned with; the shard waits to have it.
+        catalog_version: u64,
     },
     /// One-phase commit: this is the only shard the transaction wrote.
     Commit,
@@ -130,8 +135,12 @@ pub enum ShardReply {
     Rows(KeyedRows),
     /// Output rows of a pushed-down scan.
     Values(Vec<Vec<Value>>),
-    /// The result of a statement run by [`ShardOp::Execute`].
-    Executed(QueryResult),
+    /// The result of a statement run by [`ShardOp::Execute`], and whether the transaction has
+    /// written anything on this shard so far.
+    Executed {
+        result: QueryResult,
+        wrote: bool,
+    },
     Done,
     /// The outcome of a transaction anchored here; `None` while it is being decided.
     Outcome(Option<Outcome>),
@@ -522,7 +531,7 @@ impl RowTxn for ClusterTxn {
         stmt: &Statement,
         params: &[Value],
         param_types: &[DataType],
-        writes: bool,
+        now: i64,
     ) -> Result<QueryResult> {
         if let Part::Local(_) = self.part(shard).await? {
             return Err(Error::Internal(
@@ -533,12 +542,14 @@ impl RowTxn for ClusterTxn {
             stmt: stmt.clone(),
             params: params.to_vec(),
             param_types: param_types.to_vec(),
+            now,
+            catalog_version: self.db.catalog_version.load(Ordering::Acquire),
         };
         match self.remote(shard, op).await? {
-            ShardReply::Executed(result) => {
-                // A statement that changed nothing leaves the shard a reader: it is released
-                // at prepare time instead of preparing an empty write set.
-                if writes && crate::sql::session::rows_changed(&result) > 0 {
+            ShardReply::Executed { result, wrote } => {
+                // A shard where nothing was written stays a reader: it is released at prepare
+                // time instead of preparing an empty write set.
+                if wrote {
                     self.note_write(shard);
                 }
                 Ok(result)

@@ -53,16 +53,16 @@ pub trait RowTxn: Send {
 
     /// Runs a whole statement on one key of another shard, in that shard's part of this
     /// transaction: one round trip instead of one per row operation. Only a distributed
-    /// transaction can.
+    /// transaction can. `now` is the statement's time.
     async fn execute_on(
         &mut self,
         shard: ShardId,
         stmt: &Statement,
         params: &[Value],
         param_types: &[DataType],
-        writes: bool,
+        now: i64,
     ) -> Result<QueryResult> {
-        let _ = (shard, stmt, params, param_types, writes);
+        let _ = (shard, stmt, params, param_types, now);
         Err(Error::Internal(
             "a local transaction cannot run statements on other shards".into(),
         ))

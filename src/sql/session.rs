@@ -323,9 +323,9 @@ impl Session {
             // A point statement on another shard runs there whole, in the transaction's part.
             if txn.distributed() {
                 if let Some((shard, _, _)) = point_target(&db, &planned.plan, &executor.ctx) {
-                    let writes = !matches!(planned.plan, Plan::Select(_));
+                    let now = executor.ctx.now;
                     let result = txn
-                        .execute_on(shard, stmt, params, param_types, writes)
+                        .execute_on(shard, stmt, params, param_types, now)
                         .await?;
                     return Ok(result);
                 }
@@ -521,6 +521,15 @@ fn point_key(plan: &Plan, ctx: &Context) -> Option<Vec<u8>> {
     };
     let key = match plan {
         Plan::Select(s) => key_of(s.source.as_ref()?)?,
+        // An update that assigns a key column may move the row to another shard: not a
+        // point statement (the gateway routes each of its row operations).
+        Plan::Update { source, sets }
+            if sets
+                .iter()
+                .any(|(col, _)| source.table.primary_key.contains(col)) =>
+        {
+            return None
+        }
         Plan::Update { source, .. } | Plan::Delete { source } => key_of(source)?,
         Plan::Insert { table, rows } if rows.len() == 1 && !table.has_rowid() => {
             let mut pk = Vec::with_capacity(table.primary_key.len());
@@ -536,16 +545,6 @@ fn point_key(plan: &Plan, ctx: &Context) -> Option<Vec<u8>> {
     Some(key)
 }
 
-/// How many rows a write statement's result says it changed.
-pub fn rows_changed(result: &QueryResult) -> u64 {
-    result
-        .tag
-        .rsplit(' ')
-        .next()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
-}
-
 /// Runs a point statement shipped by a gateway inside its transaction's part on this shard
 /// ([`crate::sql::router::ShardOp::Execute`]). `owns` says whether this shard owns a key;
 /// `Ok(None)` means the statement is not a point statement on a key owned here. Also returns
@@ -556,6 +555,7 @@ pub async fn execute_point(
     stmt: &Statement,
     params: &[Value],
     param_types: &[DataType],
+    now: i64,
     owns: impl Fn(&[u8]) -> bool,
 ) -> Result<Option<(QueryResult, Option<u32>)>> {
     let planned = planner::plan(&db.catalog, stmt, param_types)?;
@@ -568,10 +568,7 @@ pub async fn execute_point(
     let executor = Executor {
         catalog: &db.catalog,
         store: &db.txns.store,
-        ctx: Context {
-            params,
-            now: now_micros(),
-        },
+        ctx: Context { params, now },
         node_tag: db.txns.node_tag(),
     };
     match point_key(&planned.plan, &executor.ctx) {
@@ -608,6 +605,7 @@ async fn ship(
         stmt: stmt.clone(),
         params: params.to_vec(),
         param_types: param_types.to_vec(),
+        catalog_version: db.catalog_version.load(Ordering::Acquire),
     };
     let reply = match tokio::time::timeout(Duration::from_secs(30), client.call(request)).await {
         Ok(r) => r,

@@ -17,7 +17,7 @@
 //! connection died) cannot leave durable state and memory disagreeing.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -155,6 +155,17 @@ pub struct TwoPhase {
     decisions: Mutex<Decisions>,
     origin: Instant,
     pub stats: TwoPhaseStats,
+    /// Commits still being sent to participants after the client's answer.
+    finishing: AtomicU64,
+}
+
+/// Counts a background finish while it runs (see [`TwoPhase::finishing`]).
+pub struct Finishing(Arc<TwoPhase>);
+
+impl Drop for Finishing {
+    fn drop(&mut self) {
+        self.0.finishing.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -175,11 +186,28 @@ impl TwoPhase {
             decisions: Mutex::default(),
             origin: Instant::now(),
             stats: TwoPhaseStats::default(),
+            finishing: AtomicU64::new(0),
         }
     }
 
     fn now(&self) -> u64 {
         self.origin.elapsed().as_millis() as u64
+    }
+
+    /// Counts a commit that is still being sent to the participants after the client got its
+    /// answer, until the returned guard is dropped.
+    pub fn finishing(self: &Arc<Self>) -> Finishing {
+        self.finishing.fetch_add(1, Ordering::AcqRel);
+        Finishing(self.clone())
+    }
+
+    /// Waits (at most `grace`) for the background finishes to end: at shutdown, so the
+    /// participants learn their commits now rather than from recovery later.
+    pub async fn drain(&self, grace: Duration) {
+        let deadline = Instant::now() + grace;
+        while self.finishing.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     /// Reloads prepared transactions (re-acquiring their locks) and decision records from the
@@ -201,6 +229,7 @@ impl TwoPhase {
             for (resource, mode) in &record.locks {
                 txn.lock(resource.clone(), *mode).await?;
             }
+            txn.mark_prepared();
             tracing::info!(
                 gid,
                 anchor = record.anchor,
@@ -253,6 +282,7 @@ impl TwoPhase {
         let this = self.clone();
         let task = tokio::spawn(async move {
             txn.log_keeping_locks(entry).await?;
+            txn.mark_prepared();
             lock(&this.prepared).insert(gid, Prepared::new(record, txn, false));
             crash_point("participant-after-prepare");
             Ok(())

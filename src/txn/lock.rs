@@ -103,8 +103,15 @@
 //! [`LockManager::cancel_wait`] return, in grant order, every queued wait
 //! that their change allowed to be granted. The caller wakes exactly those
 //! transactions, and their locks are already held when they run again.
+//!
+//! Prepared transactions (two-phase commit) are the one exception to wait-die.
+//! A prepared transaction holds every lock it will ever take and waits for
+//! nothing, so a wait for it cannot close a cycle: any requester may wait for
+//! it, younger or not ([`LockManager::mark_prepared`]). It is never made to die
+//! either, since it requests nothing more. A requester that waits too long for
+//! an in-doubt transaction gives up at the lock timeout.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 
 /// The identifier of a transaction, unique among live transactions.
 pub type TxnId = u64;
@@ -255,6 +262,10 @@ pub struct LockManager {
     /// Held and awaited resources per transaction, so `release_all` touches
     /// only the locks the transaction holds.
     txns: HashMap<TxnId, TxnLocks>,
+    /// Transactions that are prepared (two-phase commit): they hold every lock
+    /// they will ever take, so they never wait, and waiting for them cannot
+    /// close a cycle. Wait-die lets any requester wait for them.
+    prepared: HashSet<TxnId>,
 }
 
 impl LockManager {
@@ -338,7 +349,9 @@ impl LockManager {
                 .insert(resource.clone());
             return Acquire::Granted;
         }
-        if let Some(holder) = older_conflict(ts, conflicts) {
+        let prepared = &self.prepared;
+        let could_cycle = conflicts.into_iter().filter(|(t, _)| !prepared.contains(t));
+        if let Some(holder) = older_conflict(ts, could_cycle) {
             return Acquire::Die { holder };
         }
 
@@ -373,7 +386,12 @@ impl LockManager {
             .filter(|h| h.txn != txn && !h.mode.compatible(target))
             .map(|h| (h.txn, h.ts))
             .collect();
-        if let Some(holder) = older_conflict(ts, conflicting_holders.iter().copied()) {
+        let prepared = &self.prepared;
+        let could_cycle = conflicting_holders
+            .iter()
+            .copied()
+            .filter(|(t, _)| !prepared.contains(t));
+        if let Some(holder) = older_conflict(ts, could_cycle) {
             return Acquire::Die { holder };
         }
 
@@ -433,6 +451,7 @@ impl LockManager {
     /// waiting. Releasing a transaction that holds nothing is a no-op that
     /// returns an empty list.
     pub fn release_all(&mut self, txn: TxnId) -> Vec<(TxnId, Resource)> {
+        self.prepared.remove(&txn);
         let Some(state) = self.txns.remove(&txn) else {
             return Vec::new();
         };
@@ -493,6 +512,13 @@ impl LockManager {
     /// for the mode already held.
     pub fn held_count(&self, txn: TxnId) -> usize {
         self.txns.get(&txn).map_or(0, |state| state.held.len())
+    }
+
+    /// Marks `txn` prepared: it will take no more locks, so anyone may wait for
+    /// it without risk of a deadlock (a prepared transaction is never made to
+    /// die, and never makes others die). Cleared by [`LockManager::release_all`].
+    pub fn mark_prepared(&mut self, txn: TxnId) {
+        self.prepared.insert(txn);
     }
 
     /// Returns the total number of resources with any holder or waiter.
@@ -1093,5 +1119,27 @@ mod tests {
             prop_assert_eq!(lm.locked_resources(), 0);
             prop_assert_eq!(lm, LockManager::default());
         }
+    }
+
+    #[test]
+    fn a_younger_requester_waits_for_a_prepared_holder_instead_of_dying() {
+        let mut m = LockManager::new();
+        let row = Resource::Row(1, vec![1]);
+        assert_eq!(m.acquire(1, 10, &row, X), Acquire::Granted);
+        // Without the mark, the younger requester dies.
+        assert!(matches!(
+            m.acquire(2, 20, &row, X),
+            Acquire::Die { holder: 1 }
+        ));
+        m.mark_prepared(1);
+        assert_eq!(m.acquire(2, 20, &row, X), Acquire::Wait);
+        // An older transaction queued behind still follows wait-die with the waiter.
+        assert!(matches!(
+            m.acquire(3, 30, &row, S),
+            Acquire::Die { holder: 2 }
+        ));
+        assert_eq!(m.release_all(1), vec![(2, row.clone())]);
+        // The mark goes with the release.
+        assert!(m.prepared.is_empty());
     }
 }

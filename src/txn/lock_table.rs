@@ -99,6 +99,14 @@ impl LockTable {
         }
     }
 
+    /// Marks `txn` prepared: others may wait for it without wait-die (see
+    /// [`super::lock::LockManager::mark_prepared`]).
+    pub fn mark_prepared(&self, txn: TxnId) {
+        if let Ok(mut inner) = self.inner.lock() {
+            inner.manager.mark_prepared(txn);
+        }
+    }
+
     /// The number of resources locked or waited for (0 when the node is idle).
     pub fn locked_resources(&self) -> usize {
         self.inner

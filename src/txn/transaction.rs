@@ -251,6 +251,12 @@ impl Transaction {
         writes
     }
 
+    /// Marks the transaction prepared: it takes no more locks, so others may wait for it
+    /// without wait-die making them give up, and it is never the victim of a deadlock.
+    pub fn mark_prepared(&self) {
+        self.mgr.locks.mark_prepared(self.id);
+    }
+
     /// Writes `writes` as one durable log entry while the transaction keeps its locks and
     /// buffered writes (a two-phase commit's `Prepared` entry).
     pub async fn log_keeping_locks(&self, writes: Vec<Write>) -> Result<()> {

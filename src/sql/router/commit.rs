@@ -142,13 +142,12 @@ impl ClusterTxn {
                     },
                 );
                 let forget = self.message_later(coord.anchor(), ShardOp::Forget);
-                tokio::spawn(finish_commit(
-                    coord,
-                    acks,
-                    forget,
-                    self.db.twopc.clone(),
-                    self.id,
-                ));
+                let guard = self.db.twopc.finishing();
+                let (twopc, gid) = (self.db.twopc.clone(), self.id);
+                tokio::spawn(async move {
+                    finish_commit(coord, acks, forget, twopc, gid).await;
+                    drop(guard);
+                });
                 break;
             }
         }
