@@ -8,7 +8,7 @@
 //!
 //! Each shard that a transaction touches holds a participant transaction with the locks of what
 //! it read or wrote; all of them use the gateway transaction's age, so wait-die orders them the
-//! same way on every shard. The commit ([`commit`]) is one-phase on the single shard that was
+//! same way on every shard. The commit (`router/commit.rs`) is one-phase on the single shard that was
 //! written, and the read-only participants release their locks after it; a transaction that
 //! wrote to several shards commits by two-phase commit ([`crate::txn::twopc`]).
 //!
@@ -404,7 +404,7 @@ fn unreachable(shard: ShardId, node: &str, e: Error) -> Error {
 /// How long a shard may take to answer one row operation before the statement gives up.
 const PEER_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Sends one shard request and waits (at most [`PEER_CALL_TIMEOUT`]) for the answer.
+/// Sends one shard request and waits (at most `PEER_CALL_TIMEOUT`, 30 s) for the answer.
 pub async fn call(client: &Client, req: ShardRequest) -> Result<ShardReply> {
     let reply = tokio::time::timeout(PEER_CALL_TIMEOUT, client.call(Request::Shard(req)))
         .await
