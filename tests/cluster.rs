@@ -487,20 +487,8 @@ async fn a_shard_answers_wrong_shard_for_keys_it_does_not_own() {
     let version = status[0]["map_version"].as_i64().unwrap() as u64;
     let table_id = 1;
     // A key owned by shard 2 (n2), asked of n1 as if n1 owned it.
-    let on_n2 = (0..1000i64)
-        .find(|k| {
-            let r = cluster.ddb(&["ring", "--key", &k.to_string(), "--format", "json"]);
-            let v: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap_or_default();
-            v[0]["node"] == "n2"
-        })
-        .expect("a key on n2");
-    let on_n1 = (0..1000i64)
-        .find(|k| {
-            let r = cluster.ddb(&["ring", "--key", &k.to_string(), "--format", "json"]);
-            let v: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap_or_default();
-            v[0]["node"] == "n1"
-        })
-        .expect("a key on n1");
+    let on_n2 = cluster.keys_on("n2", 1)[0];
+    let on_n1 = cluster.keys_on("n1", 1)[0];
     let key = keycode::row_key(table_id, &[Value::Int(on_n2)]);
     let client = Client::connect_to(
         &cluster.rpc_addr("n1"),

@@ -16,7 +16,6 @@
 //! gateway's map.
 
 use std::collections::{BTreeSet, HashSet};
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -161,9 +160,7 @@ async fn run(node: &Node, conn: &Participants, req: ShardRequest) -> Result<Shar
     }
     // The catalog follows the map a moment later: a table the gateway already knows must not
     // look dropped here.
-    if node.db.catalog_version.load(Ordering::Acquire) < req.map_version {
-        node.db.wait_for_catalog(req.map_version).await;
-    }
+    node.db.catch_up_catalog(req.map_version).await?;
     let me = &meta.identity.node_name;
     let my_shard = map.node(me).map(|n| n.shard);
     let primary = my_shard
@@ -267,15 +264,8 @@ async fn run(node: &Node, conn: &Participants, req: ShardRequest) -> Result<Shar
             now,
             catalog_version,
         } => {
-            // The catalog follows the map; it may be a moment behind the gateway's.
-            if node.db.catalog_version.load(Ordering::Acquire) < catalog_version
-                && !node.db.wait_for_catalog(catalog_version).await
-            {
-                return Err(Error::serialization(format!(
-                    "shard {} has not caught up with catalog version {catalog_version} yet; retry the transaction",
-                    req.shard
-                )));
-            }
+            // The gateway planned with this catalog; this shard may be a moment behind it.
+            node.db.catch_up_catalog(catalog_version).await?;
             let result = {
                 let txn: &mut Transaction = &mut txn;
                 execute_point(&node.db, txn, &stmt, &params, &param_types, now, |key| {

@@ -8,7 +8,6 @@
 //! the connection closes.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -245,14 +244,9 @@ async fn handle(request: Request, node: &Arc<Node>, sessions: &Sessions) -> Resp
             param_types,
             catalog_version,
         } => {
-            // The catalog follows the map: it may be a moment behind the gateway's.
-            if node.db.catalog_version.load(Ordering::Acquire) < catalog_version
-                && !node.db.wait_for_catalog(catalog_version).await
-            {
-                return Response::Error(Error::serialization(format!(
-                    "node {} has not caught up with catalog version {catalog_version} yet; retry",
-                    node.name
-                )));
+            // The gateway planned with this catalog; this node may be a moment behind it.
+            if let Err(e) = node.db.catch_up_catalog(catalog_version).await {
+                return Response::Error(e);
             }
             let mut session = Session::shipped(node.db.clone());
             match session.execute(&stmt, &params, &param_types).await {

@@ -125,6 +125,19 @@ impl Database {
         txn.commit().await
     }
 
+    /// Waits until the catalog reflects map `version` (a request from a node that is ahead);
+    /// a retryable error if it does not within 10 s.
+    pub async fn catch_up_catalog(&self, version: u64) -> Result<()> {
+        if self.catalog_version.load(Ordering::Acquire) >= version
+            || self.wait_for_catalog(version).await
+        {
+            return Ok(());
+        }
+        Err(Error::serialization(format!(
+            "this node's catalog has not caught up with map version {version} yet; retry"
+        )))
+    }
+
     /// Waits until the catalog reflects map `version`; false if it did not within 10 s.
     pub async fn wait_for_catalog(&self, version: u64) -> bool {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
