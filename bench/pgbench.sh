@@ -19,16 +19,13 @@
 # Summary goes to stdout; progress and diagnostics go to stderr.
 set -euo pipefail
 
-export LC_ALL=C
-# Keep client connections plain and comparable on both sides; ignore any
-# ambient libpq settings.
-export PGSSLMODE=disable PGGSSENCMODE=disable
-unset PGHOST PGHOSTADDR PGPORT PGUSER PGDATABASE PGSERVICE PGOPTIONS PGPASSWORD 2>/dev/null || true
-# Likewise for the ddb command line (`ddb init/status/stop`).
-unset DDB_CONFIG DDB_ADDR DDB_FORMAT 2>/dev/null || true
-
 SCRIPT_DIR=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
-REPO_ROOT=$(cd -- "$SCRIPT_DIR/.." && pwd)
+# Shared setup and helpers (environment, logging, tools, cleanup, PostgreSQL,
+# the ddb cluster): see lib.sh.
+# shellcheck source=SCRIPTDIR/lib.sh
+. "$SCRIPT_DIR/lib.sh"
+LOG_TAG=bench
+CLUSTER_DESC="the cluster"
 
 TARGETS=${TARGETS:-"postgres ddb cluster"}
 ROWS=${ROWS:-100000}
@@ -44,18 +41,9 @@ CLUSTER_NODES=3
 CLUSTER_LOADERS=4   # concurrent psql processes loading the cluster
 WORKLOADS=(select update)
 
-# fd 3 = the script's original stderr: progress must reach it even when a trap
-# fires while stderr is redirected (e.g. into a pgbench output file).
-exec 3>&2
-log() { printf '[bench %(%H:%M:%S)T] %s\n' -1 "$*" >&3; }
-die() { printf '[bench] ERROR: %s\n' "$*" >&3; exit 1; }
-
 # ---------------------------------------------------------------- arguments
-for v in ROWS CLIENTS JOBS DURATION LOAD_TIMEOUT; do
-    [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer (got '${!v}')"
-done
-(( JOBS > CLIENTS )) && JOBS=$CLIENTS
-(( CLIENTS > 45 )) && log "warning: CLIENTS=$CLIENTS is close to PostgreSQL max_connections=50"
+require_positive_ints ROWS CLIENTS JOBS DURATION LOAD_TIMEOUT
+check_clients_jobs
 
 RUN_PG=0 RUN_DDB=0 RUN_CLUSTER=0
 for t in $TARGETS; do
@@ -69,55 +57,21 @@ done
 (( RUN_PG + RUN_DDB + RUN_CLUSTER > 0 )) || die "TARGETS is empty"
 
 # ---------------------------------------------------------------- tools
-PG_HINT="install PostgreSQL with: apt-get install -y postgresql postgresql-client"
-if [[ -z ${PG_BIN:-} ]]; then
-    PG_BIN=$(printf '%s\n' /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
-    [[ -d $PG_BIN ]] || PG_BIN=""
-fi
-find_tool() { # name -> path (PATH first, then $PG_BIN)
-    local p
-    if p=$(command -v "$1"); then printf '%s\n' "$p"
-    elif [[ -n $PG_BIN && -x $PG_BIN/$1 ]]; then printf '%s\n' "$PG_BIN/$1"
-    else return 1; fi
-}
-PSQL=$(find_tool psql) || die "psql not found; $PG_HINT"
-PGBENCH=$(find_tool pgbench) || die "pgbench not found; $PG_HINT"
-for tool in awk timeout; do
-    command -v "$tool" >/dev/null || die "$tool not found"
-done
+find_client_tools
+require_tools awk timeout
 if (( RUN_PG )); then
-    [[ -n $PG_BIN && -x $PG_BIN/initdb && -x $PG_BIN/pg_ctl && -x $PG_BIN/postgres ]] \
-        || die "PostgreSQL server binaries (initdb, pg_ctl, postgres) not found (set PG_BIN); $PG_HINT"
-    PG_ISREADY=$(find_tool pg_isready) || die "pg_isready not found; $PG_HINT"
+    find_pg_server
 fi
 
 # ---------------------------------------------------------------- ddb binary
 if (( RUN_DDB || RUN_CLUSTER )); then
-    DEFAULT_DDB="$REPO_ROOT/target/release/ddb"
-    DDB=${DDB_BIN:-$DEFAULT_DDB}
-    if [[ $DDB == "$DEFAULT_DDB" && ( $BUILD == 1 || ! -x $DDB ) ]]; then
-        command -v cargo >/dev/null || die "$DDB missing and cargo not found"
-        log "building ddb: cargo build --release (in $REPO_ROOT)"
-        (cd "$REPO_ROOT" && cargo build --release) >&2 || die "cargo build --release failed"
-    fi
-    [[ -x $DDB ]] || die "ddb binary not found or not executable: $DDB (set DDB_BIN)"
+    find_ddb
 fi
 
 # ---------------------------------------------------------------- temp dir + cleanup
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/ddb-pgbench.XXXXXX")
 DDB_PID=""
-CHILD_PIDS=()
-PGDATA="$TMP/pg/data"
-CLUSTER_YAML="$TMP/cluster.yaml"
-CLUSTER_STARTED=0
-
-as_pg() { # run a PostgreSQL server command; as root, via the postgres user
-    if (( EUID == 0 )); then
-        (cd "$TMP" && runuser -u postgres -- "$@")
-    else
-        "$@"
-    fi
-}
+CLEANUP_HOOK=stop_ddb   # the single ddb node; lib.sh's cleanup does the rest
+make_tmp_dir ddb-pgbench
 
 ddb_log_tail() {
     if [[ -f $TMP/ddb.log ]]; then
@@ -125,188 +79,15 @@ ddb_log_tail() {
         tail -n 40 "$TMP/ddb.log" >&2 || true
     fi
 }
-cluster_log_tail() {
-    local i f
-    for (( i = 1; i <= CLUSTER_NODES; i++ )); do
-        f="$TMP/cluster/n$i/ddb.log"
-        [[ -f $f ]] || continue
-        printf -- '----- last 25 lines of %s -----\n' "$f" >&2
-        tail -n 25 "$f" | cut -c1-400 >&2 || true
-    done
-}
-pg_log_tail() {
-    if [[ -f $TMP/pg/postgres.log ]]; then
-        printf -- '----- last 40 lines of %s -----\n' "$TMP/pg/postgres.log" >&2
-        tail -n 40 "$TMP/pg/postgres.log" >&2 || true
-    fi
-}
-
-# Run long client commands (load, pgbench) in the background and wait for
-# them, so that INT/TERM sent to this script run the cleanup trap right away.
-# spawn_child: start one (its pid goes to CHILD_PIDS);
-# wait_children: wait for all of them, set CHILD_RCS (exit statuses, in start
-# order) and return 0 only if all succeeded.
-spawn_child() {
-    "$@" &
-    CHILD_PIDS+=("$!")
-}
-CHILD_RCS=()
-wait_children() {
-    local pid rc all=0
-    CHILD_RCS=()
-    for pid in "${CHILD_PIDS[@]}"; do
-        rc=0
-        wait "$pid" || rc=$?
-        CHILD_RCS+=("$rc")
-        (( rc == 0 )) || all=1
-    done
-    CHILD_PIDS=()
-    return "$all"
-}
-run_child() {
-    spawn_child "$@"
-    wait_children
-}
-
-# The ddb server pids in the cluster's pid files that are still running (and
-# really are a node of this run: the command line names our temp dir).
-cluster_live_pids() {
-    local i pid
-    for (( i = 1; i <= CLUSTER_NODES; i++ )); do
-        pid=$(cat "$TMP/cluster/n$i/ddb.pid" 2>/dev/null) || continue
-        [[ $pid =~ ^[0-9]+$ ]] || continue
-        kill -0 "$pid" 2>/dev/null || continue
-        tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$TMP/" || continue
-        echo "$pid"
-    done
-}
-stop_cluster() {
-    local pids
-    log "stopping the cluster (ddb stop)"
-    timeout 60 "$DDB" stop -c "$CLUSTER_YAML" </dev/null >/dev/null 2>"$TMP/cluster-stop.err" 3>&- \
-        || { log "warning: ddb stop failed:"; cat "$TMP/cluster-stop.err" >&2; }
-    pids=$(cluster_live_pids | tr '\n' ' ')
-    if [[ -n ${pids// /} ]]; then
-        log "cluster nodes still running after ddb stop (pids $pids); sending SIGKILL"
-        # shellcheck disable=SC2086
-        kill -KILL $pids 2>/dev/null
-        sleep 0.5
-    fi
-}
-
-cleanup() {
-    local rc=$?
-    trap - EXIT INT TERM
-    set +e
-    exec 2>&3
-    local pid
-    for pid in "${CHILD_PIDS[@]}"; do
-        kill -0 "$pid" 2>/dev/null && kill -TERM "$pid" 2>/dev/null
-    done
-    for pid in "${CHILD_PIDS[@]}"; do
-        wait "$pid" 2>/dev/null
-    done
-    if [[ -n $DDB_PID ]] && kill -0 "$DDB_PID" 2>/dev/null; then
-        log "stopping ddb (pid $DDB_PID)"
-        kill -TERM "$DDB_PID" 2>/dev/null
-        for _ in $(seq 50); do kill -0 "$DDB_PID" 2>/dev/null || break; sleep 0.2; done
-        if kill -0 "$DDB_PID" 2>/dev/null; then
-            log "ddb did not exit after SIGTERM; sending SIGKILL"
-            kill -KILL "$DDB_PID" 2>/dev/null
-        fi
-        wait "$DDB_PID" 2>/dev/null
-    fi
-    (( CLUSTER_STARTED )) && stop_cluster
-    if [[ -f $PGDATA/postmaster.pid ]]; then
-        log "stopping PostgreSQL"
-        as_pg "$PG_BIN/pg_ctl" -D "$PGDATA" -m fast -w -t 30 stop >/dev/null 2>&1 \
-            || as_pg "$PG_BIN/pg_ctl" -D "$PGDATA" -m immediate -w -t 30 stop >/dev/null 2>&1 \
-            || log "warning: could not stop PostgreSQL (data dir $PGDATA)"
-    fi
-    if [[ $KEEP == 1 ]]; then
-        log "KEEP=1: temp dir kept at $TMP"
-    else
-        rm -rf -- "$TMP"
-    fi
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
 
 LOAD_START=$(cut -d' ' -f1 /proc/loadavg)
 mkdir -p "$TMP/scripts" "$TMP/results"
 
 # ---------------------------------------------------------------- ports
-pick_ports() { # n -> n distinct free loopback ports, space-separated
-    if command -v python3 >/dev/null; then
-        python3 -c '
-import socket, sys
-socks = [socket.socket() for _ in range(int(sys.argv[1]))]
-for s in socks: s.bind(("127.0.0.1", 0))
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-for s in socks: s.close()' "$1"
-    else
-        local out=() p
-        while (( ${#out[@]} < $1 )); do
-            p=$(( 20000 + RANDOM % 30000 ))
-            [[ " ${out[*]} " == *" $p "* ]] && continue
-            [[ -z $(ss -Hltn "sport = :$p") ]] && out+=("$p")
-        done
-        echo "${out[*]}"
-    fi
-}
 read -r RPC_PORT SQL_PORT PG_PORT C_RPC1 C_RPC2 C_RPC3 C_SQL1 C_SQL2 C_SQL3 <<<"$(pick_ports 9)"
 [[ -n $C_SQL3 ]] || die "could not pick free ports"
 CL_RPC=("$C_RPC1" "$C_RPC2" "$C_RPC3")
 CL_SQL=("$C_SQL1" "$C_SQL2" "$C_SQL3")
-
-now() { printf '%s\n' "$EPOCHREALTIME"; }
-elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }'; }
-
-# ---------------------------------------------------------------- PostgreSQL
-start_postgres() {
-    log "starting PostgreSQL ($PG_BIN) on 127.0.0.1:$PG_PORT"
-    mkdir -p "$TMP/pg"
-    if (( EUID == 0 )); then
-        id postgres >/dev/null 2>&1 || die "running as root but there is no 'postgres' user; $PG_HINT"
-        chmod 755 "$TMP"
-        chown postgres: "$TMP/pg"
-        runuser -u postgres -- test -x "$TMP" \
-            || die "user postgres cannot access $TMP (set TMPDIR to a world-accessible dir such as /tmp)"
-    fi
-    as_pg "$PG_BIN/initdb" -D "$PGDATA" -U postgres --auth=trust -E UTF8 --locale=C -N \
-        >"$TMP/initdb.log" 2>&1 || { cat "$TMP/initdb.log" >&2; die "initdb failed"; }
-    as_pg mkdir -p "$TMP/pg/sock"
-    as_pg tee -a "$PGDATA/postgresql.conf" >/dev/null <<EOF
-
-# --- ddb bench settings ---
-listen_addresses = '127.0.0.1'
-port = $PG_PORT
-unix_socket_directories = '$TMP/pg/sock'
-max_connections = 50
-fsync = on
-synchronous_commit = on
-EOF
-    # initdb --auth=trust already writes trust lines for local and loopback
-    # host connections; make it explicit anyway.
-    as_pg tee "$PGDATA/pg_hba.conf" >/dev/null <<'EOF'
-local all all              trust
-host  all all 127.0.0.1/32 trust
-host  all all ::1/128      trust
-EOF
-    as_pg "$PG_BIN/pg_ctl" -D "$PGDATA" -l "$TMP/pg/postgres.log" -W start >/dev/null 3>&- \
-        || { pg_log_tail; die "pg_ctl start failed"; }
-    local t0=$SECONDS
-    until "$PG_ISREADY" -q -h 127.0.0.1 -p "$PG_PORT" -t 2; do
-        if (( SECONDS - t0 >= DEADLINE )); then
-            pg_log_tail
-            die "PostgreSQL not ready on 127.0.0.1:$PG_PORT after ${DEADLINE}s"
-        fi
-        sleep 0.3
-    done
-    log "PostgreSQL is ready"
-}
 
 # ---------------------------------------------------------------- ddb
 start_ddb() {
@@ -332,48 +113,23 @@ start_ddb() {
     done
     log "ddb is ready (pid $DDB_PID)"
 }
+stop_ddb() { # (cleanup) stop the single ddb node if it is running
+    if [[ -n $DDB_PID ]] && kill -0 "$DDB_PID" 2>/dev/null; then
+        log "stopping ddb (pid $DDB_PID)"
+        kill -TERM "$DDB_PID" 2>/dev/null
+        for _ in $(seq 50); do kill -0 "$DDB_PID" 2>/dev/null || break; sleep 0.2; done
+        if kill -0 "$DDB_PID" 2>/dev/null; then
+            log "ddb did not exit after SIGTERM; sending SIGKILL"
+            kill -KILL "$DDB_PID" 2>/dev/null
+        fi
+        wait "$DDB_PID" 2>/dev/null
+    fi
+}
 
 # ---------------------------------------------------------------- ddb cluster
 start_cluster() {
-    local i t0 rc
     log "starting a $CLUSTER_NODES-node ddb cluster: RPC ports ${CL_RPC[*]}, SQL ports ${CL_SQL[*]}"
-    {
-        echo "name: bench"
-        echo "sharding:"
-        echo "  vnodes: 128"
-        echo "defaults:"
-        echo "  data_dir: ./cluster/{name}     # relative to this file"
-        echo "nodes:"
-        for (( i = 0; i < CLUSTER_NODES; i++ )); do
-            echo "  - { name: n$(( i + 1 )), host: 127.0.0.1, rpc_port: ${CL_RPC[i]}, sql_port: ${CL_SQL[i]} }"
-        done
-    } >"$CLUSTER_YAML"
-    CLUSTER_STARTED=1   # from here on, cleanup stops whatever init started
-    t0=$(now)
-    rc=0
-    # init detaches the nodes; keep our fd 3 out of them.
-    timeout 120 "$DDB" init -c "$CLUSTER_YAML" </dev/null >"$TMP/cluster-init.out" 2>"$TMP/cluster-init.err" 3>&- \
-        || rc=$?
-    if (( rc != 0 )); then
-        cat "$TMP/cluster-init.out" "$TMP/cluster-init.err" >&2
-        cluster_log_tail
-        die "ddb init failed (exit status $rc)"
-    fi
-    sed 's/^/    /' "$TMP/cluster-init.out" >&2
-    # init waits for the RPC ports and the map; wait for every SQL port too.
-    for (( i = 0; i < CLUSTER_NODES; i++ )); do
-        local t1=$SECONDS
-        until timeout 10 "$PSQL" -X -q -w -h 127.0.0.1 -p "${CL_SQL[i]}" -U ddb -d ddb -c 'SELECT 1' \
-                >/dev/null 2>"$TMP/ddb-ping.err"; do
-            if (( SECONDS - t1 >= DEADLINE )); then
-                cat "$TMP/ddb-ping.err" >&2
-                cluster_log_tail
-                die "cluster node n$(( i + 1 )) SQL port 127.0.0.1:${CL_SQL[i]} not answering 'SELECT 1' after ${DEADLINE}s"
-            fi
-            sleep 0.3
-        done
-    done
-    log "cluster is ready (init and SQL ports took $(elapsed "$t0")s; pids $(cluster_live_pids | tr '\n' ' '))"
+    init_cluster bench
 }
 
 # ---------------------------------------------------------------- targets
@@ -391,17 +147,6 @@ target_fail() { # target message
         *) pg_log_tail ;;
     esac
     die "$2"
-}
-run_psql_at() { # target node psql-args...  (time limit: $PSQL_TIMEOUT seconds, default 300)
-    local port user db
-    read -r port user db <<<"$(target_conn "$1" "$2")"
-    shift 2
-    timeout "${PSQL_TIMEOUT:-300}" "$PSQL" -X -w -v ON_ERROR_STOP=1 -q -h 127.0.0.1 -p "$port" -U "$user" -d "$db" "$@"
-}
-run_psql() { # target psql-args...  (the cluster: through node n1)
-    local target=$1
-    shift
-    run_psql_at "$target" 0 "$@"
 }
 
 # ---------------------------------------------------------------- data + scripts
@@ -466,7 +211,7 @@ load_cluster() {
     secs=$(elapsed "$t0")
     LOAD_SECS[cluster]=$secs
     log "cluster: loaded $ROWS rows in ${secs}s ($(awk -v r="$ROWS" -v s="$secs" 'BEGIN { printf "%.0f", (s > 0 ? r / s : 0) }') rows/s)"
-    "$DDB" status -c "$CLUSTER_YAML" </dev/null 2>&1 3>&- | sed 's/^/    /' >&2 || true
+    show_cluster_status
 }
 
 load_target() { # target
@@ -550,29 +295,18 @@ run_pgbench() { # target workload
 # pgbench process per node (each node is a gateway for every row), all started
 # together with the same -T. TPS = the sum; latency = the client-weighted mean.
 run_pgbench_cluster() { # workload
-    local workload=$1 i c j port user db out rc tps lat failed bad=0 rcs
+    local workload=$1 i c j port user db out tps lat failed
     local -a clients=() outs=() nodes=()
     for (( i = 0; i < CLUSTER_NODES; i++ )); do
-        c=$(( CLIENTS / CLUSTER_NODES + (i < CLIENTS % CLUSTER_NODES ? 1 : 0) ))
+        read -r c j <<<"$(split_clients "$i")"
         (( c > 0 )) || continue
-        j=$(( JOBS < c ? JOBS : c ))
         read -r port user db <<<"$(target_conn cluster "$i")"
         out="$TMP/results/$workload-cluster-n$(( i + 1 )).txt"
         clients+=("$c") outs+=("$out") nodes+=("n$(( i + 1 ))")
         spawn_child pgbench_cmd "$workload" "$port" "$user" "$db" "$c" "$j" >"$out" 2>&1
     done
     log "pgbench $workload on cluster: $CLIENTS clients in all (${clients[*]} on ${nodes[*]}), ${DURATION}s"
-    wait_children || true
-    rcs=("${CHILD_RCS[@]}")
-    for (( i = 0; i < ${#outs[@]}; i++ )); do
-        if (( rcs[i] != 0 )); then
-            log "pgbench $workload on cluster node ${nodes[i]} failed (exit status ${rcs[i]}):"
-            cat "${outs[i]}" >&2
-            (( rcs[i] == 124 )) && log "pgbench did not finish within ${PGBENCH_LIMIT}s"
-            bad=1
-        fi
-    done
-    (( bad == 0 )) || target_fail cluster "pgbench $workload on the cluster failed (exit statuses ${rcs[*]})"
+    wait_node_pgbenches cluster "pgbench $workload on cluster" "pgbench $workload on the cluster" "${outs[@]}"
     local sum_tps=0 sum_lat=0 sum_c=0 sum_failed=0 parts=()
     for (( i = 0; i < ${#outs[@]}; i++ )); do
         read -r tps lat failed <<<"$(parse_pgbench "${outs[i]}")"
