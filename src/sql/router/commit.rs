@@ -62,12 +62,9 @@ impl ClusterTxn {
                         queue.extend(coord.on_anchor(reply));
                     }
                     Action::Commit(shard) => commits.push(shard),
-                    Action::Forget(shard) => {
-                        // Only sent after the acknowledgements (in `finish_commit`).
-                        if let Some(f) = self.message_later(shard, ShardOp::Forget) {
-                            tokio::spawn(f);
-                        }
-                    }
+                    // Produced only by the commit acknowledgements, which `finish_commit`
+                    // handles after the client's answer.
+                    Action::Forget(_) => {}
                     Action::Finish(finish) => {
                         result = Some(match finish {
                             Finish::Committed => {
