@@ -13,11 +13,13 @@ pub mod config;
 pub mod deploy;
 pub mod error;
 pub mod failpoint;
+pub mod gateway;
 pub mod protocol;
 pub mod server;
 pub mod sql;
 pub mod storage;
 pub mod txn;
+pub mod types;
 
 /// The version string `SELECT version()` returns. Drivers parse the leading
 /// `PostgreSQL <version>` to decide which features they may use, so ddb reports the PostgreSQL

@@ -472,10 +472,10 @@ async fn a_node_that_cannot_start_is_reported_with_its_log() {
 async fn a_shard_answers_wrong_shard_for_keys_it_does_not_own() {
     use ddb::client::Client;
     use ddb::protocol::{Request, Response};
-    use ddb::sql::router::{ShardOp, ShardReply, ShardRequest};
-    use ddb::sql::types::Value;
+    use ddb::protocol::{ShardOp, ShardReply, ShardRequest};
     use ddb::storage::keycode;
     use ddb::txn::Intent;
+    use ddb::types::Value;
 
     let cluster = TestCluster::new("fence", 2);
     cluster.init();

@@ -20,9 +20,9 @@ use crate::cluster::ring::spread;
 use crate::deploy::local;
 use crate::error::{Error, Result};
 use crate::protocol::{Request, Response};
-use crate::sql::planner::OutputColumn;
-use crate::sql::types::{DataType, Value};
-use crate::sql::QueryResult;
+use crate::types::value::{DataType, Value};
+use crate::types::OutputColumn;
+use crate::types::QueryResult;
 
 /// Arguments of `ddb init`.
 #[derive(Debug, Args)]

@@ -8,9 +8,9 @@ use crate::cluster::map::ClusterMap;
 use crate::config::{ClusterConfig, NodeConfig};
 use crate::error::{Error, Result};
 use crate::protocol::{NodeStatus, Request, Response};
-use crate::sql::planner::OutputColumn;
-use crate::sql::types::{DataType, Value};
-use crate::sql::QueryResult;
+use crate::types::value::{DataType, Value};
+use crate::types::OutputColumn;
+use crate::types::QueryResult;
 
 use super::GlobalArgs;
 

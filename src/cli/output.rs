@@ -11,8 +11,8 @@ use comfy_table::presets::UTF8_FULL_CONDENSED;
 use comfy_table::Table;
 use serde_json::{Map, Number, Value as Json};
 
-use crate::sql::types::Value;
-use crate::sql::QueryResult;
+use crate::types::value::Value;
+use crate::types::QueryResult;
 
 /// An output format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -194,8 +194,8 @@ impl Printer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sql::planner::OutputColumn;
-    use crate::sql::types::DataType;
+    use crate::types::value::DataType;
+    use crate::types::OutputColumn;
 
     fn result() -> QueryResult {
         QueryResult {

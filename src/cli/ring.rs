@@ -7,10 +7,10 @@ use super::output::{Format, Printer};
 use super::GlobalArgs;
 use crate::cluster::ring::spread;
 use crate::error::Error;
-use crate::sql::planner::OutputColumn;
-use crate::sql::types::{DataType, Value};
-use crate::sql::QueryResult;
 use crate::storage::keycode;
+use crate::types::value::{DataType, Value};
+use crate::types::OutputColumn;
+use crate::types::QueryResult;
 
 /// Arguments of `ddb ring`.
 #[derive(Debug, Args)]

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use super::ring::{Ring, ShardId};
 use crate::config::{ClusterConfig, Mode};
 use crate::error::{sqlstate, Error};
-use crate::sql::catalog::Table;
+use crate::types::Table;
 
 /// Whether a shard is serving, or moving in or out (moves come with rebalancing).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -209,8 +209,8 @@ impl ClusterMap {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sql::catalog::Column;
-    use crate::sql::types::DataType;
+    use crate::types::value::DataType;
+    use crate::types::Column;
 
     fn config() -> ClusterConfig {
         let text = "name: demo\nnodes:\n".to_string()

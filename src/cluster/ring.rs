@@ -171,8 +171,8 @@ pub fn spread(shares: &BTreeMap<ShardId, f64>) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sql::types::Value;
     use crate::storage::keycode::{encode_values, token};
+    use crate::types::value::Value;
     use proptest::prelude::*;
 
     fn ring(shards: u32, vnodes: u32) -> Ring {

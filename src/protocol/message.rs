@@ -7,14 +7,14 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::shard::{ShardReply, ShardRequest};
 use crate::cluster::map::{Change, ClusterMap};
 use crate::cluster::meta::Identity;
 use crate::cluster::raft::{NodeId, TypeConfig};
 use crate::error::Error;
 use crate::sql::ast::Statement;
-use crate::sql::router::{ShardReply, ShardRequest};
-use crate::sql::types::{DataType, Value};
-use crate::sql::QueryResult;
+use crate::types::value::{DataType, Value};
+use crate::types::QueryResult;
 use openraft::error::{InstallSnapshotError, RaftError};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,

@@ -19,9 +19,7 @@ pub async fn start_member(node: &Arc<Node>, identity: Identity) -> Result<Arc<Me
     let forward = forwarder(identity.cluster_name.clone());
     node.db.txns.set_node_tag(identity.raft_id);
     let meta = Meta::start(identity, engine, network, forward).await?;
-    if node.db.cluster.set(meta.clone()).is_err() {
-        return Err(Error::Internal("cluster membership started twice".into()));
-    }
+    node.db.join_cluster(meta.clone())?;
     let db = node.db.clone();
     let mut rx = meta.subscribe();
     tokio::spawn(async move {

@@ -9,6 +9,7 @@
 //! queued, and the process exits 0.
 
 pub mod cluster;
+pub mod database;
 pub mod participant;
 pub mod pg;
 pub mod raft_network;
@@ -27,9 +28,9 @@ use tokio::task::JoinSet;
 
 use crate::error::{Error, Result};
 use crate::protocol::NodeStatus;
-use crate::sql::Database;
 use crate::storage::Store;
 use crate::txn::TxnManager;
+pub use database::Database;
 
 /// Most connections served at once per listener.
 const MAX_CONNECTIONS: usize = 1024;
@@ -64,7 +65,7 @@ pub struct Node {
 impl Node {
     /// The node's cluster membership, once it has joined one.
     pub fn meta(&self) -> Option<&Arc<crate::cluster::meta::Meta>> {
-        self.db.cluster.get()
+        self.db.meta()
     }
 
     /// The node's status.
@@ -92,7 +93,7 @@ impl Node {
             sql_addr: self.sql_addr.to_string(),
             version: env!("CARGO_PKG_VERSION").to_string(),
             lsn: self.db.txns.store.applied_lsn()?,
-            keys: crate::sql::session::count_keys(&self.db)?,
+            keys: self.db.count_keys()?,
             locks: self.db.txns.locks.locked_resources() as u64,
             commits: self
                 .db
@@ -190,7 +191,7 @@ pub async fn run(
 }
 
 /// Accepts PostgreSQL connections until stopped, then drains them.
-async fn serve_sql(listener: TcpListener, db: Arc<Database>, mut stop: watch::Receiver<bool>) {
+async fn serve_sql(listener: TcpListener, db: Arc<dyn crate::sql::Backend>, mut stop: watch::Receiver<bool>) {
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let mut conns = JoinSet::new();
     loop {

@@ -22,12 +22,13 @@ use std::time::Duration;
 use super::Node;
 use crate::error::{sqlstate, Error, Result};
 use crate::protocol::Response;
-use crate::sql::expr::Context;
-use crate::sql::router::{key_token, ShardOp, ShardReply, ShardRequest};
+use crate::protocol::{ShardOp, ShardReply, ShardRequest};
+use crate::sql::point::execute_point;
 use crate::sql::rows::scan_local;
-use crate::sql::session::execute_point;
+use crate::storage::keycode::token_of_key;
 use crate::txn::twopc::Gid;
 use crate::txn::{Intent, Transaction, TwoPhase};
+use crate::types::Context;
 
 /// How many ended transaction ids a connection remembers (to refuse late operations).
 const ENDED_MEMORY: usize = 100_000;
@@ -204,7 +205,7 @@ async fn run(node: &Node, conn: &Participants, req: ShardRequest) -> Result<Shar
         _ => {}
     }
 
-    let owns = |key: &[u8]| key_token(key).and_then(|t| map.shard_of_token(t)) == my_shard;
+    let owns = |key: &[u8]| token_of_key(key).and_then(|t| map.shard_of_token(t)) == my_shard;
     let txn = {
         let mut st = conn.state();
         if st.ended.contains(&gid) {
@@ -268,9 +269,15 @@ async fn run(node: &Node, conn: &Participants, req: ShardRequest) -> Result<Shar
             node.db.catch_up_catalog(catalog_version).await?;
             let result = {
                 let txn: &mut Transaction = &mut txn;
-                execute_point(&node.db, txn, &stmt, &params, &param_types, now, |key| {
-                    owns(key)
-                })
+                execute_point(
+                    node.db.as_ref(),
+                    txn,
+                    &stmt,
+                    &params,
+                    &param_types,
+                    now,
+                    |key| owns(key),
+                )
                 .await?
             };
             match result {

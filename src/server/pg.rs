@@ -26,9 +26,10 @@ use pgwire::messages::PgWireBackendMessage;
 
 use crate::error::{sqlstate, Error};
 use crate::sql::ast::Statement;
-use crate::sql::planner::OutputColumn;
-use crate::sql::types::{timestamp_to_naive, DataType, Value};
-use crate::sql::{parser, Database, QueryResult, Session};
+use crate::sql::{parser, Backend, Session};
+use crate::types::QueryResult;
+use crate::types::value::{timestamp_to_naive, DataType, Value};
+use crate::types::OutputColumn;
 
 /// The pgwire type of a ddb type.
 pub fn pg_type(ty: &DataType) -> Type {
@@ -117,7 +118,7 @@ fn encode_value(
             enc.encode_field_with_type_and_format(&(*f as f32), ty, format, &opts)
         }
         (Value::Float(f), &Type::FLOAT4) => {
-            put_text(enc, crate::sql::types::format_real(*f as f32))
+            put_text(enc, crate::types::value::format_real(*f as f32))
         }
         (Value::Timestamp(t), &Type::TIMESTAMP) if format == FieldFormat::Binary => {
             match timestamp_to_naive(*t) {
@@ -174,7 +175,7 @@ pub struct Prepared {
 
 /// Parses and plans statements of the extended protocol.
 pub struct Parser {
-    db: Arc<Database>,
+    db: Arc<dyn Backend>,
     /// The connection's session: an error while preparing fails its open transaction block,
     /// as any other error in a block does.
     session: Arc<tokio::sync::Mutex<Session>>,
@@ -218,7 +219,7 @@ impl QueryParser for Parser {
             .iter()
             .map(|t| t.as_ref().map(ddb_type).unwrap_or(DataType::Unknown))
             .collect();
-        let planned = match crate::sql::planner::plan(&self.db.catalog, &stmt, &declared) {
+        let planned = match crate::sql::planner::plan(self.db.catalog(), &stmt, &declared) {
             Ok(p) => p,
             Err(e) => return Err(self.fail(e).await),
         };
@@ -334,7 +335,7 @@ pub struct PgConnection {
 
 impl PgConnection {
     /// A handler with a fresh session.
-    pub fn new(db: Arc<Database>) -> Arc<Self> {
+    pub fn new(db: Arc<dyn Backend>) -> Arc<Self> {
         let session = Arc::new(tokio::sync::Mutex::new(Session::new(db.clone())));
         Arc::new(Self {
             session: session.clone(),

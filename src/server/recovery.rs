@@ -22,7 +22,8 @@ use super::Node;
 use crate::cluster::map::ClusterMap;
 use crate::cluster::ring::ShardId;
 use crate::error::{Error, Result};
-use crate::sql::router::{call, ShardOp, ShardReply, ShardRequest};
+use crate::gateway::peers::call;
+use crate::protocol::{ShardOp, ShardReply, ShardRequest};
 use crate::txn::distributed::InDoubt;
 use crate::txn::twopc::{Gid, Outcome};
 

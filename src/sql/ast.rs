@@ -5,7 +5,8 @@
 //! refused in one place with an error that names it. Names here are unresolved; the planner
 //! binds them against the catalog.
 
-use crate::sql::types::DataType;
+pub use crate::types::BinaryOp;
+use crate::types::DataType;
 
 /// A parsed SQL statement.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -104,60 +105,6 @@ pub enum UnaryOp {
     Plus,
 }
 
-/// A binary operator.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum BinaryOp {
-    And,
-    Or,
-    Eq,
-    NotEq,
-    Lt,
-    LtEq,
-    Gt,
-    GtEq,
-    Add,
-    Sub,
-    Mul,
-    Div,
-    Mod,
-    Concat,
-}
-
-impl BinaryOp {
-    /// Whether the operator compares its operands and yields a boolean.
-    pub fn is_comparison(self) -> bool {
-        matches!(
-            self,
-            BinaryOp::Eq
-                | BinaryOp::NotEq
-                | BinaryOp::Lt
-                | BinaryOp::LtEq
-                | BinaryOp::Gt
-                | BinaryOp::GtEq
-        )
-    }
-
-    /// The operator as written in SQL.
-    pub fn symbol(self) -> &'static str {
-        match self {
-            BinaryOp::And => "AND",
-            BinaryOp::Or => "OR",
-            BinaryOp::Eq => "=",
-            BinaryOp::NotEq => "<>",
-            BinaryOp::Lt => "<",
-            BinaryOp::LtEq => "<=",
-            BinaryOp::Gt => ">",
-            BinaryOp::GtEq => ">=",
-            BinaryOp::Add => "+",
-            BinaryOp::Sub => "-",
-            BinaryOp::Mul => "*",
-            BinaryOp::Div => "/",
-            BinaryOp::Mod => "%",
-            BinaryOp::Concat => "||",
-        }
-    }
-}
-
 /// An unresolved expression.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Expr {
@@ -168,57 +115,57 @@ pub enum Expr {
     Param(usize),
     Unary(
         UnaryOp,
-        #[serde(deserialize_with = "crate::sql::nesting::boxed")] Box<Expr>,
+        #[serde(deserialize_with = "crate::types::nesting::boxed")] Box<Expr>,
     ),
     Binary(
         BinaryOp,
-        #[serde(deserialize_with = "crate::sql::nesting::boxed")] Box<Expr>,
-        #[serde(deserialize_with = "crate::sql::nesting::boxed")] Box<Expr>,
+        #[serde(deserialize_with = "crate::types::nesting::boxed")] Box<Expr>,
+        #[serde(deserialize_with = "crate::types::nesting::boxed")] Box<Expr>,
     ),
     IsNull {
-        #[serde(deserialize_with = "crate::sql::nesting::boxed")]
+        #[serde(deserialize_with = "crate::types::nesting::boxed")]
         expr: Box<Expr>,
         negated: bool,
     },
     /// `IS [NOT] TRUE` / `IS [NOT] FALSE`: never NULL.
     IsBool {
-        #[serde(deserialize_with = "crate::sql::nesting::boxed")]
+        #[serde(deserialize_with = "crate::types::nesting::boxed")]
         expr: Box<Expr>,
         value: bool,
         negated: bool,
     },
     InList {
-        #[serde(deserialize_with = "crate::sql::nesting::boxed")]
+        #[serde(deserialize_with = "crate::types::nesting::boxed")]
         expr: Box<Expr>,
-        #[serde(deserialize_with = "crate::sql::nesting::vec")]
+        #[serde(deserialize_with = "crate::types::nesting::vec")]
         list: Vec<Expr>,
         negated: bool,
     },
     Between {
-        #[serde(deserialize_with = "crate::sql::nesting::boxed")]
+        #[serde(deserialize_with = "crate::types::nesting::boxed")]
         expr: Box<Expr>,
-        #[serde(deserialize_with = "crate::sql::nesting::boxed")]
+        #[serde(deserialize_with = "crate::types::nesting::boxed")]
         low: Box<Expr>,
-        #[serde(deserialize_with = "crate::sql::nesting::boxed")]
+        #[serde(deserialize_with = "crate::types::nesting::boxed")]
         high: Box<Expr>,
         negated: bool,
     },
     Like {
-        #[serde(deserialize_with = "crate::sql::nesting::boxed")]
+        #[serde(deserialize_with = "crate::types::nesting::boxed")]
         expr: Box<Expr>,
-        #[serde(deserialize_with = "crate::sql::nesting::boxed")]
+        #[serde(deserialize_with = "crate::types::nesting::boxed")]
         pattern: Box<Expr>,
         negated: bool,
         case_insensitive: bool,
     },
     Cast(
-        #[serde(deserialize_with = "crate::sql::nesting::boxed")] Box<Expr>,
+        #[serde(deserialize_with = "crate::types::nesting::boxed")] Box<Expr>,
         DataType,
     ),
     /// A function or aggregate call; `star` for `count(*)`.
     Function {
         name: String,
-        #[serde(deserialize_with = "crate::sql::nesting::vec")]
+        #[serde(deserialize_with = "crate::types::nesting::vec")]
         args: Vec<Expr>,
         star: bool,
         distinct: bool,

@@ -9,73 +9,17 @@
 //! id from it is used, so ids are never reused after a crash (a crash may leave a gap).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-
-use serde::{Deserialize, Serialize};
+use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::sql::expr::Expr;
-use crate::sql::types::{DataType, Value};
 use crate::storage::log::CommitReceiver;
-use crate::storage::{keycode, Committer, Engine, Space, Write};
-
-/// The name of the hidden row id column of tables without a primary key.
-pub const ROWID_COLUMN: &str = "ddb_rowid";
+use crate::storage::{Committer, Engine, Space, Write};
+use crate::types::Table;
 
 /// Row ids reserved per persisted block.
 const ROWID_BLOCK: i64 = 1000;
-
-/// A column of a table.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Column {
-    pub name: String,
-    pub data_type: DataType,
-    pub not_null: bool,
-    /// Evaluated (without a row) when an insert gives no value.
-    pub default: Option<Expr>,
-    /// Hidden columns (the generated row id) are not visible to SQL.
-    pub hidden: bool,
-}
-
-/// A table's schema.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Table {
-    pub id: u32,
-    pub name: String,
-    pub columns: Vec<Column>,
-    /// Positions of the primary key columns, in key order.
-    pub primary_key: Vec<usize>,
-}
-
-impl Table {
-    /// Whether the key is a generated hidden row id.
-    pub fn has_rowid(&self) -> bool {
-        self.primary_key.len() == 1 && self.columns[self.primary_key[0]].hidden
-    }
-
-    /// The storage key of a row of this table.
-    pub fn row_key(&self, row: &[Value]) -> Vec<u8> {
-        let pk: Vec<Value> = self.primary_key.iter().map(|&i| row[i].clone()).collect();
-        keycode::row_key(self.id, &pk)
-    }
-
-    /// The storage key for primary key values.
-    pub fn key_of(&self, pk: &[Value]) -> Vec<u8> {
-        keycode::row_key(self.id, pk)
-    }
-
-    /// Finds a visible column by name.
-    pub fn column_index(&self, name: &str) -> Option<usize> {
-        self.columns
-            .iter()
-            .position(|c| !c.hidden && c.name == name)
-    }
-
-    /// The name of the primary key constraint, as PostgreSQL names it.
-    pub fn pkey_name(&self) -> String {
-        format!("{}_pkey", self.name)
-    }
-}
 
 fn table_key(name: &str) -> Vec<u8> {
     format!("table/{name}").into_bytes()
@@ -98,6 +42,9 @@ pub struct Catalog {
     rowids: Mutex<HashMap<u32, RowIds>>,
     /// Serialises DDL so table ids and names are assigned one at a time.
     pub ddl: tokio::sync::Mutex<()>,
+    /// The cluster map version the catalog reflects (0 on a standalone node).
+    version: AtomicU64,
+    version_changed: tokio::sync::Notify,
 }
 
 fn poisoned() -> Error {
@@ -105,6 +52,32 @@ fn poisoned() -> Error {
 }
 
 impl Catalog {
+    /// The cluster map version the catalog reflects.
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
+    }
+
+    /// Records that the catalog now reflects map `version`, and wakes those waiting for it.
+    pub fn set_version(&self, version: u64) {
+        self.version.store(version, Ordering::Release);
+        self.version_changed.notify_waiters();
+    }
+
+    /// Waits until the catalog reflects map `version`; false if it did not within `timeout`.
+    pub async fn wait_for_version(&self, version: u64, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.version_changed.notified();
+            if self.version() >= version {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            let _ = tokio::time::timeout_at(deadline, notified).await;
+        }
+    }
+
     /// Loads the catalog from the meta space.
     pub fn load(engine: &dyn Engine) -> Result<Self> {
         let mut tables = HashMap::new();
@@ -116,6 +89,8 @@ impl Catalog {
             tables: RwLock::new(tables),
             rowids: Mutex::new(HashMap::new()),
             ddl: tokio::sync::Mutex::new(()),
+            version: AtomicU64::new(0),
+            version_changed: tokio::sync::Notify::new(),
         })
     }
 

@@ -5,50 +5,22 @@
 //! become durable at commit. Constraint checks (NOT NULL, primary key uniqueness, column types,
 //! lengths and ranges) happen as each row is written.
 
+use std::cmp::Ordering;
 use std::collections::HashMap;
 
-use serde::{Deserialize, Serialize};
-
 use crate::error::{sqlstate, Error, Result};
-use crate::sql::catalog::{Catalog, Table};
-use crate::sql::expr::{Context, Expr};
-use crate::sql::planner::{AggCall, AggFunc, Aggregate, OutputColumn, Plan, SelectPlan, Source};
-use crate::sql::pushdown::{compare_keys, merge_partials, Pushdown};
+use crate::sql::catalog::Catalog;
+use crate::sql::planner::{AggCall, AggFunc, Aggregate, Plan, SelectPlan, Source};
 use crate::sql::rows::RowTxn;
-use crate::sql::types::Value;
-use crate::storage::{keycode, Store};
+use crate::sql::rows::{decode_row, encode_row};
+use crate::storage::keycode::{self, RowKeys};
+use crate::storage::Store;
 use crate::txn::lock::LockMode;
 use crate::txn::Intent;
-
-/// The result of one statement: columns and rows for queries, and the command tag.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct QueryResult {
-    pub columns: Vec<OutputColumn>,
-    pub rows: Vec<Vec<Value>>,
-    /// The PostgreSQL command tag: `SELECT 3`, `INSERT 0 2`, `UPDATE 1`, `BEGIN`, …
-    pub tag: String,
-}
-
-impl QueryResult {
-    /// A result with a tag and no rows.
-    pub fn tag(tag: impl Into<String>) -> Self {
-        Self {
-            columns: Vec::new(),
-            rows: Vec::new(),
-            tag: tag.into(),
-        }
-    }
-}
-
-/// Encodes a row for storage.
-pub fn encode_row(row: &[Value]) -> Result<Vec<u8>> {
-    postcard::to_stdvec(row).map_err(|e| Error::Internal(format!("encode row: {e}")))
-}
-
-/// Decodes a stored row.
-pub fn decode_row(bytes: &[u8]) -> Result<Vec<Value>> {
-    Ok(postcard::from_bytes(bytes)?)
-}
+use crate::types::expr::{Context, Expr};
+use crate::types::value::Value;
+use crate::types::QueryResult;
+use crate::types::Table;
 
 /// Runs data statements (`INSERT`, `UPDATE`, `DELETE`, `SELECT`) in `txn`.
 pub struct Executor<'a> {
@@ -76,7 +48,12 @@ impl Executor<'_> {
     }
 
     /// Locks the table and checks that it was not dropped after the statement was planned.
-    async fn open_table(&self, txn: &mut dyn RowTxn, table: &Table, mode: LockMode) -> Result<()> {
+    pub async fn open_table(
+        &self,
+        txn: &mut dyn RowTxn,
+        table: &Table,
+        mode: LockMode,
+    ) -> Result<()> {
         txn.lock_table(table.id, mode).await?;
         if !self.catalog.contains_id(table.id)? {
             return Err(Error::sql(
@@ -214,27 +191,6 @@ impl Executor<'_> {
 
     async fn select(&self, txn: &mut dyn RowTxn, plan: &SelectPlan) -> Result<QueryResult> {
         let input: Vec<Vec<Value>> = match &plan.source {
-            // A scan across shards takes its aggregation or top-N along when it can.
-            Some(source) if source.key.is_none() && txn.distributed() => {
-                if let Some(push) = Pushdown::for_select(plan, &self.ctx) {
-                    self.open_table(txn, &source.table, LockMode::Shared)
-                        .await?;
-                    let rows = txn
-                        .scan_pushdown(source.table.id, source.filter.as_ref(), &push, &self.ctx)
-                        .await?;
-                    return match (&push, &plan.aggregate) {
-                        (Pushdown::Partial { .. }, Some(agg)) => {
-                            finish_grouped(plan, merge_partials(agg, rows)?, &self.ctx)
-                        }
-                        _ => finish_select(plan, rows, &self.ctx),
-                    };
-                }
-                self.rows(txn, source, Intent::Read)
-                    .await?
-                    .into_iter()
-                    .map(|(_, r)| r)
-                    .collect()
-            }
             Some(source) => self
                 .rows(txn, source, Intent::Read)
                 .await?
@@ -245,6 +201,47 @@ impl Executor<'_> {
         };
         finish_select(plan, input, &self.ctx)
     }
+}
+
+/// Compares two rows of sort keys: NULLs placed by `nulls_first`, the rest by value and
+/// direction.
+pub fn compare_keys<'a>(
+    a: &[Value],
+    b: &[Value],
+    specs: impl Iterator<Item = (bool, bool)> + 'a,
+) -> Ordering {
+    for (i, (descending, nulls_first)) in specs.enumerate() {
+        let (x, y) = (&a[i], &b[i]);
+        let ord = match (x.is_null(), y.is_null()) {
+            (true, true) => Ordering::Equal,
+            (true, false) => {
+                if nulls_first {
+                    Ordering::Less
+                } else {
+                    Ordering::Greater
+                }
+            }
+            (false, true) => {
+                if nulls_first {
+                    Ordering::Greater
+                } else {
+                    Ordering::Less
+                }
+            }
+            (false, false) => {
+                let o = x.sort_cmp(y);
+                if descending {
+                    o.reverse()
+                } else {
+                    o
+                }
+            }
+        };
+        if ord != Ordering::Equal {
+            return ord;
+        }
+    }
+    Ordering::Equal
 }
 
 /// Aggregates, filters, projects, sorts and limits the rows of a `SELECT`.

@@ -10,7 +10,7 @@ use sqlparser::parser::Parser;
 
 use crate::error::{sqlstate, Error, Result};
 use crate::sql::ast::*;
-use crate::sql::types::DataType;
+use crate::types::value::DataType;
 
 /// Parses one or more `;`-separated statements, returning each with its SQL text.
 pub fn parse(sql: &str) -> Result<Vec<(Statement, String)>> {

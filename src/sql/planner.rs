@@ -11,9 +11,10 @@ use std::sync::Arc;
 
 use crate::error::{sqlstate, Error, Result};
 use crate::sql::ast::{self, BinaryOp, Literal, UnaryOp};
-use crate::sql::catalog::{Catalog, Column, Table, ROWID_COLUMN};
-use crate::sql::expr::{Expr, Function};
-use crate::sql::types::{DataType, Value};
+use crate::sql::catalog::Catalog;
+use crate::types::expr::{Expr, Function};
+use crate::types::value::{DataType, Value};
+use crate::types::{Column, OutputColumn, Table, ROWID_COLUMN};
 
 /// An executable statement.
 #[derive(Clone, Debug)]
@@ -76,13 +77,6 @@ pub struct AggCall {
 pub struct Aggregate {
     pub group_by: Vec<Expr>,
     pub calls: Vec<AggCall>,
-}
-
-/// A result column.
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct OutputColumn {
-    pub name: String,
-    pub data_type: DataType,
 }
 
 /// One sort key: over the output row (`ORDER BY 1`, `ORDER BY alias`) or the input row.

@@ -1,22 +1,19 @@
 //! The executor's access to rows: [`RowTxn`], a transaction as the executor sees it.
 //!
 //! Two implementations: a node's own [`Transaction`] (a standalone node, and each shard's
-//! participant in a cluster), and the gateway's [`crate::sql::router::ClusterTxn`], which sends
-//! each row operation to the primary of the shard that owns the key and scatters scans to every
-//! shard. The executor does not know which one it drives.
+//! participant in a cluster), and the gateway's cluster transaction (`gateway::ClusterTxn`),
+//! which sends each row operation to the primary of the shard that owns the key and scatters
+//! scans to every shard. The executor does not know which one it drives. Rows are stored as
+//! their values encoded with postcard ([`encode_row`]); the key is the primary key's
+//! order-preserving encoding (`storage::keycode`).
 
 use async_trait::async_trait;
 
-use crate::cluster::ring::ShardId;
 use crate::error::{Error, Result};
-use crate::sql::ast::Statement;
-use crate::sql::execution::decode_row;
-use crate::sql::execution::QueryResult;
-use crate::sql::expr::{Context, Expr};
-use crate::sql::pushdown::Pushdown;
-use crate::sql::types::{DataType, Value};
 use crate::txn::lock::{LockMode, Resource};
 use crate::txn::{Intent, Transaction};
+use crate::types::expr::{Context, Expr};
+use crate::types::value::Value;
 
 /// Rows with their storage keys.
 pub type KeyedRows = Vec<(Vec<u8>, Vec<Value>)>;
@@ -46,40 +43,6 @@ pub trait RowTxn: Send {
         ctx: &Context<'_>,
     ) -> Result<KeyedRows>;
 
-    /// Whether scans fan out to several shards (so pushing work down to them pays).
-    fn distributed(&self) -> bool {
-        false
-    }
-
-    /// Runs a whole statement on one key of another shard, in that shard's part of this
-    /// transaction: one round trip instead of one per row operation. Only a distributed
-    /// transaction can. `now` is the statement's time.
-    async fn execute_on(
-        &mut self,
-        shard: ShardId,
-        stmt: &Statement,
-        params: &[Value],
-        param_types: &[DataType],
-        now: i64,
-    ) -> Result<QueryResult> {
-        let _ = (shard, stmt, params, param_types, now);
-        Err(Error::Internal(
-            "a local transaction cannot run statements on other shards".into(),
-        ))
-    }
-
-    /// Scans with work pushed down (partial aggregation or top-N), returning its output rows.
-    async fn scan_pushdown(
-        &mut self,
-        table: u32,
-        filter: Option<&Expr>,
-        push: &Pushdown,
-        ctx: &Context<'_>,
-    ) -> Result<Vec<Vec<Value>>> {
-        let rows = self.scan(table, Intent::Read, filter, ctx).await?;
-        push.apply(rows.into_iter().map(|(_, r)| r).collect(), ctx)
-    }
-
     /// Writes a row.
     async fn put(&mut self, table: u32, key: Vec<u8>, value: Vec<u8>) -> Result<()>;
 
@@ -91,6 +54,16 @@ pub trait RowTxn: Send {
 
     /// Rolls back.
     fn rollback(self: Box<Self>);
+}
+
+/// Encodes a row for storage.
+pub fn encode_row(row: &[Value]) -> Result<Vec<u8>> {
+    postcard::to_stdvec(row).map_err(|e| Error::Internal(format!("encode row: {e}")))
+}
+
+/// Decodes a stored row.
+pub fn decode_row(bytes: &[u8]) -> Result<Vec<Value>> {
+    Ok(postcard::from_bytes(bytes)?)
 }
 
 /// Scans a table on this node and applies the filter: the local half of every scan.

@@ -17,7 +17,7 @@
 //! versions, unlike `std`'s `DefaultHasher`.
 
 use crate::error::{Error, Result};
-use crate::sql::types::Value;
+use crate::types::{Table, Value};
 
 /// The seed of the ring hash. Changing it moves every row: never change it.
 pub const RING_HASH_SEED: u64 = 0x6464_625f_7269_6e67; // "ddb_ring"
@@ -173,6 +173,32 @@ pub fn row_key(table_id: u32, pk: &[Value]) -> Vec<u8> {
     key.extend_from_slice(&token(&encoded).to_be_bytes());
     key.extend_from_slice(&encoded);
     key
+}
+
+/// The ring token stored in a row key (bytes 4..12, after the table id).
+pub fn token_of_key(key: &[u8]) -> Option<u64> {
+    let bytes: [u8; 8] = key.get(4..12)?.try_into().ok()?;
+    Some(u64::from_be_bytes(bytes))
+}
+
+/// The storage keys of a table's rows: the schema says which columns form the key, and this
+/// module how a key is laid out.
+pub trait RowKeys {
+    /// The storage key of a row of this table.
+    fn row_key(&self, row: &[Value]) -> Vec<u8>;
+    /// The storage key for primary key values.
+    fn key_of(&self, pk: &[Value]) -> Vec<u8>;
+}
+
+impl RowKeys for Table {
+    fn row_key(&self, row: &[Value]) -> Vec<u8> {
+        let pk: Vec<Value> = self.primary_key.iter().map(|&i| row[i].clone()).collect();
+        row_key(self.id, &pk)
+    }
+
+    fn key_of(&self, pk: &[Value]) -> Vec<u8> {
+        row_key(self.id, pk)
+    }
 }
 
 /// The key prefix of every row of a table.

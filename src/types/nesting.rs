@@ -63,8 +63,8 @@ where
 
 #[cfg(test)]
 mod tests {
-    use crate::sql::expr::Expr;
-    use crate::sql::types::Value;
+    use crate::types::expr::Expr;
+    use crate::types::value::Value;
 
     #[test]
     fn deeply_nested_expressions_are_refused_not_a_stack_overflow() {

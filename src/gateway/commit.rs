@@ -12,10 +12,12 @@ use std::time::Instant;
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 
-use super::{call, ClusterTxn, Part, ShardOp, ShardReply};
+use super::peers::call;
+use super::txn::{ClusterTxn, Part};
 use crate::cluster::ring::ShardId;
 use crate::error::{sqlstate, Error, Result};
 use crate::failpoint::crash_point;
+use crate::protocol::{ShardOp, ShardReply};
 use crate::txn::twopc::{Action, AnchorReply, Coordinator, Finish, Vote};
 use crate::txn::{Transaction, TwoPhase};
 
@@ -43,7 +45,7 @@ impl ClusterTxn {
                     Action::CommitOnePhase(shard) => {
                         let r = self.commit_one(shard).await;
                         if r.is_ok() {
-                            self.db.twopc.stats.single.fetch_add(1, Ordering::Relaxed);
+                            self.gw.twopc.stats.single.fetch_add(1, Ordering::Relaxed);
                         }
                         result = Some(r);
                     }
@@ -69,7 +71,7 @@ impl ClusterTxn {
                         result = Some(match finish {
                             Finish::Committed => {
                                 if !self.written.is_empty() {
-                                    let stats = &self.db.twopc.stats;
+                                    let stats = &self.gw.twopc.stats;
                                     stats.distributed.fetch_add(1, Ordering::Relaxed);
                                     stats.prepare_us.fetch_add(steps[0], Ordering::Relaxed);
                                     stats.decide_us.fetch_add(steps[1], Ordering::Relaxed);
@@ -139,8 +141,8 @@ impl ClusterTxn {
                     },
                 );
                 let forget = self.message_later(coord.anchor(), ShardOp::Forget);
-                let guard = self.db.twopc.finishing();
-                let (twopc, gid) = (self.db.twopc.clone(), self.id);
+                let guard = self.gw.twopc.finishing();
+                let (twopc, gid) = (self.gw.twopc.clone(), self.id);
                 tokio::spawn(async move {
                     finish_commit(coord, acks, forget, twopc, gid).await;
                     drop(guard);
@@ -172,7 +174,7 @@ impl ClusterTxn {
                         format!("shard {shard} (node {node}) answered the commit with {other:?}; the outcome is unknown"),
                     )),
                     Err(Error::Unreachable(e)) => {
-                        self.db.peers.forget(&addr).await;
+                        self.gw.peers.forget(&addr).await;
                         Err(Error::sql(
                             sqlstate::TRANSACTION_RESOLUTION_UNKNOWN,
                             format!("lost shard {shard} (node {node}) during commit; the transaction's outcome is unknown: {e}"),
@@ -194,9 +196,7 @@ impl ClusterTxn {
     ) -> AnchorReply {
         match self.parts.remove(&shard) {
             Some(Part::Local(t)) => {
-                match self
-                    .db
-                    .twopc
+                match self.gw.twopc
                     .commit_anchor(self.id, t, participants, Some(started))
                     .await
                 {
@@ -234,7 +234,7 @@ impl ClusterTxn {
                     Err(e) if e.is_retryable() => AnchorReply::Refused(e.to_string()),
                     Err(e) => {
                         if matches!(e, Error::Unreachable(_)) {
-                            self.db.peers.forget(&addr).await;
+                            self.gw.peers.forget(&addr).await;
                         }
                         AnchorReply::Lost(format!("node {node}: {e}"))
                     }
@@ -275,7 +275,7 @@ impl ClusterTxn {
                         _ => None,
                     };
                     if let Some(local) = local.take() {
-                        let step = local(self.db.twopc.clone(), self.id, txn);
+                        let step = local(self.gw.twopc.clone(), self.id, txn);
                         all.push(Box::pin(async move {
                             let reply = step.await.map(|()| ShardReply::Done);
                             (shard, "(this node)".to_string(), String::new(), reply)
@@ -300,7 +300,7 @@ impl ClusterTxn {
                 });
             }
             None if Some(shard) == self.my_shard => {
-                let (twopc, gid) = (self.db.twopc.clone(), self.id);
+                let (twopc, gid) = (self.gw.twopc.clone(), self.id);
                 tokio::spawn(async move {
                     if let Err(e) = twopc.abort(gid).await {
                         tracing::warn!(gid, "aborting a prepared transaction failed: {e}");
@@ -325,7 +325,7 @@ impl ClusterTxn {
                 }))
             }
             _ if Some(shard) == self.my_shard && matches!(op, ShardOp::Forget) => {
-                let twopc = self.db.twopc.clone();
+                let twopc = self.gw.twopc.clone();
                 Some(Box::pin(async move {
                     if let Err(e) = twopc.forget(gid).await {
                         tracing::debug!(gid, "forgetting a decision record: {e}");

@@ -9,8 +9,61 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{sqlstate, Error, Result};
-use crate::sql::ast::BinaryOp;
-use crate::sql::types::{DataType, Value};
+use crate::types::value::{DataType, Value};
+
+/// A binary operator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BinaryOp {
+    And,
+    Or,
+    Eq,
+    NotEq,
+    Lt,
+    LtEq,
+    Gt,
+    GtEq,
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Mod,
+    Concat,
+}
+
+impl BinaryOp {
+    /// Whether the operator compares its operands and yields a boolean.
+    pub fn is_comparison(self) -> bool {
+        matches!(
+            self,
+            BinaryOp::Eq
+                | BinaryOp::NotEq
+                | BinaryOp::Lt
+                | BinaryOp::LtEq
+                | BinaryOp::Gt
+                | BinaryOp::GtEq
+        )
+    }
+
+    /// The operator as written in SQL.
+    pub fn symbol(self) -> &'static str {
+        match self {
+            BinaryOp::And => "AND",
+            BinaryOp::Or => "OR",
+            BinaryOp::Eq => "=",
+            BinaryOp::NotEq => "<>",
+            BinaryOp::Lt => "<",
+            BinaryOp::LtEq => "<=",
+            BinaryOp::Gt => ">",
+            BinaryOp::GtEq => ">=",
+            BinaryOp::Add => "+",
+            BinaryOp::Sub => "-",
+            BinaryOp::Mul => "*",
+            BinaryOp::Div => "/",
+            BinaryOp::Mod => "%",
+            BinaryOp::Concat => "||",
+        }
+    }
+}
 
 /// A scalar function known to ddb.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,43 +85,43 @@ pub enum Expr {
     Column(usize),
     /// Statement parameter `$n+1`.
     Param(usize),
-    Not(#[serde(deserialize_with = "crate::sql::nesting::boxed")] Box<Expr>),
-    Neg(#[serde(deserialize_with = "crate::sql::nesting::boxed")] Box<Expr>),
+    Not(#[serde(deserialize_with = "crate::types::nesting::boxed")] Box<Expr>),
+    Neg(#[serde(deserialize_with = "crate::types::nesting::boxed")] Box<Expr>),
     Binary(
         BinaryOp,
-        #[serde(deserialize_with = "crate::sql::nesting::boxed")] Box<Expr>,
-        #[serde(deserialize_with = "crate::sql::nesting::boxed")] Box<Expr>,
+        #[serde(deserialize_with = "crate::types::nesting::boxed")] Box<Expr>,
+        #[serde(deserialize_with = "crate::types::nesting::boxed")] Box<Expr>,
     ),
     IsNull(
-        #[serde(deserialize_with = "crate::sql::nesting::boxed")] Box<Expr>,
+        #[serde(deserialize_with = "crate::types::nesting::boxed")] Box<Expr>,
         bool,
     ),
     /// `IS [NOT] TRUE/FALSE`: the value to test for, and whether negated.
     IsBool(
-        #[serde(deserialize_with = "crate::sql::nesting::boxed")] Box<Expr>,
+        #[serde(deserialize_with = "crate::types::nesting::boxed")] Box<Expr>,
         bool,
         bool,
     ),
     InList(
-        #[serde(deserialize_with = "crate::sql::nesting::boxed")] Box<Expr>,
-        #[serde(deserialize_with = "crate::sql::nesting::vec")] Vec<Expr>,
+        #[serde(deserialize_with = "crate::types::nesting::boxed")] Box<Expr>,
+        #[serde(deserialize_with = "crate::types::nesting::vec")] Vec<Expr>,
         bool,
     ),
     Like {
-        #[serde(deserialize_with = "crate::sql::nesting::boxed")]
+        #[serde(deserialize_with = "crate::types::nesting::boxed")]
         expr: Box<Expr>,
-        #[serde(deserialize_with = "crate::sql::nesting::boxed")]
+        #[serde(deserialize_with = "crate::types::nesting::boxed")]
         pattern: Box<Expr>,
         negated: bool,
         case_insensitive: bool,
     },
     Cast(
-        #[serde(deserialize_with = "crate::sql::nesting::boxed")] Box<Expr>,
+        #[serde(deserialize_with = "crate::types::nesting::boxed")] Box<Expr>,
         DataType,
     ),
     Call(
         Function,
-        #[serde(deserialize_with = "crate::sql::nesting::vec")] Vec<Expr>,
+        #[serde(deserialize_with = "crate::types::nesting::vec")] Vec<Expr>,
     ),
 }
 

@@ -1,0 +1,379 @@
+//! A transaction that spans the shards of a cluster, driven by this node as gateway.
+//!
+//! A statement is planned here, and its row operations go to the primary of the shard that owns
+//! each key. This node's own shard is served in-process, and other shards over RPC as
+//! [`ShardRequest`](crate::protocol::ShardRequest)s. A point operation goes to one shard; a scan
+//! goes to every shard with its filter pushed down, and the rows are merged here (sorting,
+//! grouping, aggregation and limits run on the merged rows, or on the shards: `pushdown.rs`).
+//!
+//! Each shard that a transaction touches holds a participant transaction with the locks of what
+//! it read or wrote; all of them use the gateway transaction's age, so wait-die orders them the
+//! same way on every shard. The commit (`commit.rs`) is one-phase on the single shard that was
+//! written, and the read-only participants release their locks after it; a transaction that
+//! wrote to several shards commits by two-phase commit ([`crate::txn::twopc`]).
+//!
+//! Every request carries the map version the gateway routed with. A shard that does not own the
+//! key under its (newer) map answers `WrongShard`; the statement then fails as retryable, and an
+//! autocommit statement is retried with the fresh map.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use super::peers::{call, unreachable};
+use super::Gateway;
+use crate::client::Client;
+use crate::cluster::map::ClusterMap;
+use crate::cluster::ring::ShardId;
+use crate::error::{Error, Result};
+use crate::protocol::{ShardOp, ShardReply, ShardRequest};
+use crate::sql::backend::{Prepared, SqlTxn};
+use crate::sql::execution::Executor;
+use crate::sql::planner::Plan;
+use crate::sql::rows::{scan_local, KeyedRows, RowTxn};
+use crate::storage::keycode::token_of_key;
+use crate::txn::lock::LockMode;
+use crate::txn::{Intent, Transaction};
+use crate::types::{Context, Expr, QueryResult};
+
+/// A shard's participant as the gateway holds it.
+pub(super) enum Part {
+    Local(Transaction),
+    Remote {
+        node: String,
+        addr: String,
+        client: Arc<Client>,
+    },
+}
+
+/// A transaction across the shards of a cluster, driven by this node as gateway.
+pub struct ClusterTxn {
+    pub(super) gw: Arc<Gateway>,
+    pub(super) map: Arc<ClusterMap>,
+    pub(super) cluster: String,
+    pub(super) my_shard: Option<ShardId>,
+    pub(super) id: u64,
+    pub(super) age: u64,
+    pub(super) parts: BTreeMap<ShardId, Part>,
+    /// Written shards, in the order of their first write (the first is the anchor).
+    pub(super) written: Vec<ShardId>,
+    pub(super) retry: bool,
+    pub(super) finished: bool,
+}
+
+impl ClusterTxn {
+    /// Begins a gateway transaction under `map`.
+    pub fn begin(gw: Arc<Gateway>, map: Arc<ClusterMap>, age: Option<u64>) -> Self {
+        let my_shard = map.node(&gw.meta.identity.node_name).map(|n| n.shard);
+        let cluster = gw.meta.identity.cluster_name.clone();
+        let age = age.unwrap_or_else(|| gw.txns.new_age());
+        // A fresh timestamp: unique in the cluster (it carries this node's tag), even for a
+        // retried statement that keeps its age.
+        let id = gw.txns.new_age();
+        Self {
+            gw,
+            map,
+            cluster,
+            my_shard,
+            id,
+            age,
+            parts: BTreeMap::new(),
+            written: Vec::new(),
+            retry: false,
+            finished: false,
+        }
+    }
+
+    pub(super) fn shard_of(&self, key: &[u8]) -> Result<ShardId> {
+        let token =
+            token_of_key(key).ok_or_else(|| Error::Internal("row key without a token".into()))?;
+        self.map
+            .shard_of_token(token)
+            .ok_or_else(|| Error::Internal("the ring is empty".into()))
+    }
+
+    /// The participant of `shard`, opened on first use.
+    pub(super) async fn part(&mut self, shard: ShardId) -> Result<&mut Part> {
+        if !self.parts.contains_key(&shard) {
+            let part = if Some(shard) == self.my_shard {
+                Part::Local(self.gw.txns.begin(Some(self.age)))
+            } else {
+                let (node, info) = self.map.primary(shard).ok_or_else(|| {
+                    Error::Internal(format!("shard {shard} has no primary in the map"))
+                })?;
+                let (node, addr) = (node.to_string(), info.rpc_addr.clone());
+                let client = self
+                    .gw
+                    .peers
+                    .get(&addr, &self.cluster)
+                    .await
+                    .map_err(|e| unreachable(shard, &node, e))?;
+                Part::Remote { node, addr, client }
+            };
+            self.parts.insert(shard, part);
+        }
+        self.parts
+            .get_mut(&shard)
+            .ok_or_else(|| Error::Internal("participant vanished".into()))
+    }
+
+    pub(super) fn request(&self, shard: ShardId, op: ShardOp) -> ShardRequest {
+        ShardRequest {
+            txn: self.id,
+            age: self.age,
+            shard,
+            map_version: self.map.version,
+            epoch: self.map.shards.get(&shard).map_or(0, |s| s.epoch),
+            op,
+        }
+    }
+
+    /// Sends one operation to a remote participant.
+    pub(super) async fn remote(&mut self, shard: ShardId, op: ShardOp) -> Result<ShardReply> {
+        let req = self.request(shard, op);
+        let Some(Part::Remote { node, addr, client }) = self.parts.get(&shard) else {
+            return Err(Error::Internal("not a remote participant".into()));
+        };
+        let (node, addr, client) = (node.clone(), addr.clone(), client.clone());
+        let reply = call(&client, req).await;
+        self.settle(shard, &node, &addr, reply).await
+    }
+
+    /// Interprets a participant's answer: a stale map or a wait-die loss makes the transaction
+    /// retryable, and an unreachable node is dropped from the pool and named in the error.
+    pub(super) async fn settle(
+        &mut self,
+        shard: ShardId,
+        node: &str,
+        addr: &str,
+        reply: Result<ShardReply>,
+    ) -> Result<ShardReply> {
+        match reply {
+            Ok(ShardReply::WrongShard { version }) => {
+                self.retry = true;
+                self.gw.wait_for_map(version).await;
+                Err(Error::serialization(format!(
+                    "shard {shard} moved (map version {} → {version}); retry the transaction",
+                    self.map.version
+                )))
+            }
+            Ok(reply) => Ok(reply),
+            Err(e) => {
+                if e.is_retryable() {
+                    self.retry = true;
+                }
+                if matches!(e, Error::Unreachable(_)) {
+                    self.gw.peers.forget(addr).await;
+                }
+                Err(unreachable(shard, node, e))
+            }
+        }
+    }
+
+    /// Sends `op` to every other shard's participant at once and gathers the replies. Returns
+    /// this node's own participant (if its shard is in the cluster) for the caller to run the
+    /// local half, after the remote halves have been answered. Remote shards work in parallel
+    /// with each other; the local half runs while nothing else is waiting on this task.
+    pub(super) async fn scatter(
+        &mut self,
+        op: ShardOp,
+    ) -> Result<(Option<&mut Transaction>, Vec<ShardReply>)> {
+        let shards: Vec<ShardId> = self.map.shards.keys().copied().collect();
+        for &s in &shards {
+            self.part(s).await?;
+        }
+        let mut remote = Vec::new();
+        for &s in &shards {
+            if let Some(Part::Remote { node, addr, client }) = self.parts.get(&s) {
+                let (req, client, node, addr) = (
+                    self.request(s, op.clone()),
+                    client.clone(),
+                    node.clone(),
+                    addr.clone(),
+                );
+                remote.push(async move { (s, node, addr, call(&client, req).await) });
+            }
+        }
+        let mut replies = Vec::with_capacity(remote.len());
+        for (shard, node, addr, reply) in futures::future::join_all(remote).await {
+            replies.push(self.settle(shard, &node, &addr, reply).await?);
+        }
+        let local = match self.my_shard.and_then(|s| self.parts.get_mut(&s)) {
+            Some(Part::Local(t)) => Some(t),
+            _ => None,
+        };
+        Ok((local, replies))
+    }
+
+    pub(super) fn note_write(&mut self, shard: ShardId) {
+        if !self.written.contains(&shard) {
+            self.written.push(shard);
+        }
+    }
+
+    /// Releases every participant (rollback), remote ones in the background.
+    pub(super) fn release_all(&mut self) {
+        self.finished = true;
+        for (shard, part) in std::mem::take(&mut self.parts) {
+            match part {
+                Part::Local(t) => t.rollback(),
+                Part::Remote { client, .. } => {
+                    let req = self.request(shard, ShardOp::Rollback);
+                    if let Ok(handle) = tokio::runtime::Handle::try_current() {
+                        handle.spawn(async move {
+                            let _ = call(&client, req).await;
+                        });
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl RowTxn for ClusterTxn {
+    fn age(&self) -> u64 {
+        self.age
+    }
+
+    fn retryable(&self) -> bool {
+        self.retry
+            || self
+                .parts
+                .values()
+                .any(|p| matches!(p, Part::Local(t) if t.died()))
+    }
+
+    async fn lock_table(&mut self, _table: u32, _mode: LockMode) -> Result<()> {
+        // Each participant locks its own part of the table with its first operation.
+        Ok(())
+    }
+
+    async fn get(&mut self, table: u32, key: &[u8], intent: Intent) -> Result<Option<Vec<u8>>> {
+        let shard = self.shard_of(key)?;
+        if let Part::Local(t) = self.part(shard).await? {
+            return t.get(table, key, intent).await;
+        }
+        match self
+            .remote(
+                shard,
+                ShardOp::Get {
+                    table,
+                    key: key.to_vec(),
+                    intent,
+                },
+            )
+            .await?
+        {
+            ShardReply::Row(r) => Ok(r),
+            other => Err(Error::Corrupt(format!("unexpected shard reply {other:?}"))),
+        }
+    }
+
+    async fn scan(
+        &mut self,
+        table: u32,
+        intent: Intent,
+        filter: Option<&Expr>,
+        ctx: &Context<'_>,
+    ) -> Result<KeyedRows> {
+        let op = ShardOp::Scan {
+            table,
+            intent,
+            filter: filter.cloned(),
+            params: ctx.params.to_vec(),
+            now: ctx.now,
+        };
+        let (local, remote) = self.scatter(op).await?;
+        let mut rows = match local {
+            Some(t) => scan_local(t, table, intent, filter, ctx).await?,
+            None => Vec::new(),
+        };
+        for reply in remote {
+            match reply {
+                ShardReply::Rows(r) => rows.extend(r),
+                other => return Err(Error::Corrupt(format!("unexpected shard reply {other:?}"))),
+            }
+        }
+        Ok(rows)
+    }
+
+    async fn put(&mut self, table: u32, key: Vec<u8>, value: Vec<u8>) -> Result<()> {
+        let shard = self.shard_of(&key)?;
+        self.note_write(shard);
+        if let Part::Local(t) = self.part(shard).await? {
+            return t.put(table, key, value).await;
+        }
+        self.remote(shard, ShardOp::Put { table, key, value })
+            .await
+            .map(|_| ())
+    }
+
+    async fn delete(&mut self, table: u32, key: Vec<u8>) -> Result<()> {
+        let shard = self.shard_of(&key)?;
+        self.note_write(shard);
+        if let Part::Local(t) = self.part(shard).await? {
+            return t.delete(table, key).await;
+        }
+        self.remote(shard, ShardOp::Delete { table, key })
+            .await
+            .map(|_| ())
+    }
+
+    async fn commit(self: Box<Self>) -> Result<()> {
+        // The commit runs to its end in its own task: a client that goes away mid-commit must
+        // not cut the protocol short (dropping the transaction would roll back a part that may
+        // already be committed).
+        tokio::spawn(self.commit_all())
+            .await
+            .map_err(|e| Error::Internal(format!("commit task: {e}")))?
+    }
+
+    fn rollback(mut self: Box<Self>) {
+        self.release_all();
+    }
+}
+
+#[async_trait]
+impl SqlTxn for ClusterTxn {
+    fn age(&self) -> u64 {
+        self.age
+    }
+
+    fn retryable(&self) -> bool {
+        RowTxn::retryable(self)
+    }
+
+    async fn execute(&mut self, stmt: &Prepared<'_>, exec: &Executor<'_>) -> Result<QueryResult> {
+        // A point statement on another shard runs there whole, in the transaction's part.
+        if let Some(shard) = self.gw.point_shard(stmt.plan, &exec.ctx) {
+            if Some(shard) != self.my_shard {
+                return self.execute_on(shard, stmt, &exec.ctx).await;
+            }
+        }
+        // A scan across shards takes its aggregation or top-N along when it can.
+        if let Plan::Select(select) = stmt.plan {
+            if let Some(result) = self.select_pushed_down(select, exec).await? {
+                return Ok(result);
+            }
+        }
+        exec.execute(self, stmt.plan).await
+    }
+
+    async fn commit(self: Box<Self>) -> Result<()> {
+        RowTxn::commit(self).await
+    }
+
+    fn rollback(self: Box<Self>) {
+        RowTxn::rollback(self)
+    }
+}
+
+impl Drop for ClusterTxn {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.release_all();
+        }
+    }
+}

@@ -1,0 +1,102 @@
+//! What a session runs on: the catalog it plans against, and where its transactions come from.
+//!
+//! A [`Session`](crate::sql::Session) knows the SQL state machine of one connection (autocommit,
+//! blocks, failed blocks, retries) and nothing of the cluster. The server wires in a
+//! [`Backend`]: a standalone node's own transactions, or a gateway's transactions across the
+//! shards once the node is in a cluster. The backend also decides what the session cannot:
+//! whether an autocommit statement belongs whole to another node ([`Backend::ship`]), and how
+//! DDL is carried out (in the local catalog, or through the cluster map).
+//!
+//! A transaction, as the session drives it, is a [`SqlTxn`]: it runs one planned statement at a
+//! time. A node's own [`Transaction`] runs each statement with the executor; a gateway's may
+//! send a statement whole to a shard, or push work down with a scan.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::error::Result;
+use crate::sql::ast::Statement;
+use crate::sql::catalog::Catalog;
+use crate::sql::execution::Executor;
+use crate::sql::planner::Plan;
+use crate::storage::Store;
+use crate::txn::Transaction;
+use crate::types::{DataType, QueryResult};
+
+/// One statement ready to run: its syntax (what is shipped), its plan, and the declared types
+/// of its parameters.
+pub struct Prepared<'a> {
+    pub stmt: &'a Statement,
+    pub plan: &'a Plan,
+    pub param_types: &'a [DataType],
+}
+
+/// What a session runs its statements on.
+#[async_trait]
+pub trait Backend: Send + Sync {
+    /// The schema statements are planned against.
+    fn catalog(&self) -> &Catalog;
+
+    /// The node's store (the executor reserves row ids in it).
+    fn store(&self) -> &Store;
+
+    /// The node's tag, which makes generated row ids unique across gateways.
+    fn node_tag(&self) -> u64;
+
+    /// How long an autocommit statement that loses wait-die keeps being retried.
+    fn lock_timeout(&self) -> Duration;
+
+    /// Begins a transaction. `age` keeps the wait-die age of retried work.
+    fn begin(&self, age: Option<u64>) -> Box<dyn SqlTxn>;
+
+    /// Runs an autocommit statement whole on another node when it belongs there (one key on
+    /// another shard): its result, or `None` to run it here.
+    async fn ship(&self, stmt: &Prepared<'_>, exec: &Executor<'_>) -> Option<Result<QueryResult>>;
+
+    /// Carries out a `CREATE TABLE` or `DROP TABLE` (outside a transaction block).
+    async fn ddl(&self, plan: &Plan) -> Result<QueryResult>;
+}
+
+/// A transaction as a session drives it: one planned statement at a time.
+#[async_trait]
+pub trait SqlTxn: Send {
+    /// The wait-die age (kept when the work is retried).
+    fn age(&self) -> u64;
+
+    /// Whether the last failure allows retrying the same work (a wait-die loss, or a request
+    /// routed with a stale map).
+    fn retryable(&self) -> bool;
+
+    /// Runs one data statement in this transaction.
+    async fn execute(&mut self, stmt: &Prepared<'_>, exec: &Executor<'_>) -> Result<QueryResult>;
+
+    /// Commits; durable when this returns.
+    async fn commit(self: Box<Self>) -> Result<()>;
+
+    /// Rolls back.
+    fn rollback(self: Box<Self>);
+}
+
+#[async_trait]
+impl SqlTxn for Transaction {
+    fn age(&self) -> u64 {
+        Transaction::age(self)
+    }
+
+    fn retryable(&self) -> bool {
+        self.died()
+    }
+
+    async fn execute(&mut self, stmt: &Prepared<'_>, exec: &Executor<'_>) -> Result<QueryResult> {
+        exec.execute(self, stmt.plan).await
+    }
+
+    async fn commit(self: Box<Self>) -> Result<()> {
+        Transaction::commit(*self).await
+    }
+
+    fn rollback(self: Box<Self>) {
+        Transaction::rollback(*self)
+    }
+}
