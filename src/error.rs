@@ -39,6 +39,9 @@ pub mod sqlstate {
     pub const IN_FAILED_SQL_TRANSACTION: &str = "25P02";
     pub const ACTIVE_SQL_TRANSACTION: &str = "25001";
     pub const SERIALIZATION_FAILURE: &str = "40001";
+    pub const DEADLOCK_DETECTED: &str = "40P01";
+    pub const INSUFFICIENT_RESOURCES: &str = "53000";
+    pub const LOCK_NOT_AVAILABLE: &str = "55P03";
     pub const TRANSACTION_RESOLUTION_UNKNOWN: &str = "40003";
     pub const CONNECTION_FAILURE: &str = "08006";
     pub const ADMIN_SHUTDOWN: &str = "57P01";
@@ -49,13 +52,29 @@ pub mod sqlstate {
     pub const PROTOCOL_VIOLATION: &str = "08P01";
 }
 
+/// The SQLSTATEs of failures after which nothing of the transaction happened and running it
+/// again may succeed: a serialization failure, a deadlock, too few in-sync copies for a write.
+const RETRYABLE: [&str; 3] = [
+    sqlstate::SERIALIZATION_FAILURE,
+    sqlstate::DEADLOCK_DETECTED,
+    sqlstate::INSUFFICIENT_RESOURCES,
+];
+
 /// A ddb error. The variant is the caller's next move; the text says what went wrong.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum Error {
-    /// A SQL statement failed for a reason the client must fix or may retry (the SQLSTATE says
-    /// which): syntax, unknown names, types, constraints, serialization failures.
+    /// A SQL statement is wrong for the data or the schema: the client must change it (syntax,
+    /// unknown names, types, constraints). The SQLSTATE says what is wrong. Exit code 6.
     #[error("{message}")]
     Sql { code: String, message: String },
+    /// The transaction was rolled back and none of it happened; running it again may succeed
+    /// (a serialization failure, a deadlock, too few in-sync copies). Exit code 6.
+    #[error("{message}")]
+    Retry { code: String, message: String },
+    /// The transaction may or may not have committed (SQLSTATE 40003): a participant or the
+    /// anchor stopped answering after the decision was sent. Never retried blindly. Exit code 5.
+    #[error("{0}")]
+    UnknownOutcome(String),
     /// Bad input to a command: a flag, a file, an address. Exit code 2.
     #[error("{0}")]
     InvalidInput(String),
@@ -86,17 +105,36 @@ pub enum Error {
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
-    /// A SQL error with the given SQLSTATE.
+    /// A SQL error with the given SQLSTATE, classified by it: a retryable code gives
+    /// [`Error::Retry`], 40003 gives [`Error::UnknownOutcome`], anything else [`Error::Sql`].
     pub fn sql(code: &str, message: impl Into<String>) -> Self {
+        let message = message.into();
+        if RETRYABLE.contains(&code) {
+            return Error::Retry {
+                code: code.to_string(),
+                message,
+            };
+        }
+        if code == sqlstate::TRANSACTION_RESOLUTION_UNKNOWN {
+            return Error::UnknownOutcome(message);
+        }
         Error::Sql {
             code: code.to_string(),
-            message: message.into(),
+            message,
         }
     }
 
     /// A serialization failure (SQLSTATE 40001): the transaction was rolled back and may be retried.
     pub fn serialization(message: impl Into<String>) -> Self {
-        Error::sql(sqlstate::SERIALIZATION_FAILURE, message)
+        Error::Retry {
+            code: sqlstate::SERIALIZATION_FAILURE.to_string(),
+            message: message.into(),
+        }
+    }
+
+    /// An unknown outcome (SQLSTATE 40003): the transaction may have committed.
+    pub fn unknown_outcome(message: impl Into<String>) -> Self {
+        Error::UnknownOutcome(message.into())
     }
 
     /// A construct that ddb does not support (SQLSTATE 0A000); `what` names it.
@@ -110,7 +148,8 @@ impl Error {
     /// The PostgreSQL SQLSTATE for this error. The one place where errors become SQLSTATEs.
     pub fn sqlstate(&self) -> &str {
         match self {
-            Error::Sql { code, .. } => code,
+            Error::Sql { code, .. } | Error::Retry { code, .. } => code,
+            Error::UnknownOutcome(_) => sqlstate::TRANSACTION_RESOLUTION_UNKNOWN,
             Error::InvalidInput(_) => sqlstate::INVALID_PARAMETER_VALUE,
             Error::Unreachable(_) => sqlstate::CONNECTION_FAILURE,
             Error::Refused(_) => sqlstate::OBJECT_NOT_IN_PREREQUISITE_STATE,
@@ -124,7 +163,8 @@ impl Error {
     /// The CLI exit code for this error (DESIGN §10.1). The one place where errors become exit codes.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Sql { .. } => 6,
+            Error::Sql { .. } | Error::Retry { .. } => 6,
+            Error::UnknownOutcome(_) => 5,
             Error::InvalidInput(_) => 2,
             Error::Unreachable(_) | Error::ShuttingDown(_) => 3,
             Error::Refused(_) => 4,
@@ -133,9 +173,15 @@ impl Error {
         }
     }
 
-    /// Whether a client may retry the whole transaction and expect it to succeed.
+    /// Whether a client may retry the whole transaction and expect it to succeed: nothing of
+    /// it happened. False for an unknown outcome, which may have committed.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Error::Sql { code, .. } if code == sqlstate::SERIALIZATION_FAILURE)
+        matches!(self, Error::Retry { .. })
+    }
+
+    /// Whether the outcome of the transaction is unknown: it may have committed.
+    pub fn is_unknown_outcome(&self) -> bool {
+        matches!(self, Error::UnknownOutcome(_))
     }
 }
 
@@ -163,4 +209,29 @@ macro_rules! bail_sql {
     ($code:expr, $($arg:tt)*) => {
         return Err($crate::error::Error::sql($code, format!($($arg)*)))
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retryable_failures_are_told_apart_from_bad_input_and_unknown_outcomes() {
+        let retry = Error::serialization("wait-die");
+        assert!(retry.is_retryable());
+        assert_eq!(retry.sqlstate(), "40001");
+        assert_eq!(retry.exit_code(), 6);
+        for code in ["40001", "40P01", "53000"] {
+            assert!(Error::sql(code, "x").is_retryable(), "{code}");
+        }
+        let unknown = Error::sql(sqlstate::TRANSACTION_RESOLUTION_UNKNOWN, "lost the anchor");
+        assert!(unknown.is_unknown_outcome());
+        assert!(!unknown.is_retryable());
+        assert_eq!(unknown.sqlstate(), "40003");
+        assert_eq!(unknown.exit_code(), 5);
+        let bad = Error::sql(sqlstate::UNIQUE_VIOLATION, "duplicate key");
+        assert!(!bad.is_retryable() && !bad.is_unknown_outcome());
+        assert_eq!(bad.exit_code(), 6);
+        assert!(!Error::Unreachable("gone".into()).is_retryable());
+    }
 }

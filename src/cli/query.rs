@@ -37,7 +37,8 @@ pub struct QueryArgs {
     pub connect_timeout_ms: u64,
 }
 
-/// A statement failed: the error is already printed; the exit code is 6.
+/// A statement failed: the error is already printed; the exit code follows the error (6, or 5
+/// for an unknown outcome).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct Reported(pub Error);

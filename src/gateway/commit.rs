@@ -15,11 +15,29 @@ use futures::StreamExt;
 use super::peers::call;
 use super::txn::{ClusterTxn, Part};
 use crate::cluster::ring::ShardId;
-use crate::error::{sqlstate, Error, Result};
+use crate::error::{Error, Result};
 use crate::failpoint::crash_point;
 use crate::protocol::{ShardOp, ShardReply};
 use crate::txn::twopc::{Action, AnchorReply, Coordinator, Finish, Vote};
 use crate::txn::{Transaction, TwoPhase};
+
+/// The state of one commit as the driver carries it out: the coordinator, the outcome once
+/// known, and the time of the steps.
+struct Run {
+    coord: Coordinator,
+    started: Instant,
+    result: Option<Result<()>>,
+    /// Microseconds of the prepare and decide steps, counted if the transaction commits (the
+    /// last step, telling the others, runs after the answer: see `finish_commit`).
+    steps: [u64; 2],
+}
+
+/// The messages one pass over the coordinator's actions collects, to send together.
+#[derive(Default)]
+struct Round {
+    prepares: Vec<ShardId>,
+    commits: Vec<ShardId>,
+}
 
 impl ClusterTxn {
     /// Commits: one phase if one shard was written, two-phase commit otherwise (see
@@ -31,127 +49,32 @@ impl ClusterTxn {
             .copied()
             .filter(|s| !self.written.contains(s))
             .collect();
-        let (mut coord, mut queue) = Coordinator::start(&self.written, &read_only);
-        let started = Instant::now();
-        let mut result = None;
-        // Microseconds of the prepare and decide steps, counted if the transaction commits
-        // (the last step, telling the others, runs after the answer: see `finish_commit`).
-        let mut steps = [0u64; 2];
+        let (coord, mut queue) = Coordinator::start(&self.written, &read_only);
+        let mut run = Run {
+            coord,
+            started: Instant::now(),
+            result: None,
+            steps: [0; 2],
+        };
         while !queue.is_empty() {
-            let mut prepares = Vec::new();
-            let mut commits = Vec::new();
+            let mut round = Round::default();
             for action in std::mem::take(&mut queue) {
-                match action {
-                    Action::CommitOnePhase(shard) => {
-                        let r = self.commit_one(shard).await;
-                        if r.is_ok() {
-                            self.gw.twopc.stats.single.fetch_add(1, Ordering::Relaxed);
-                        }
-                        result = Some(r);
-                    }
-                    Action::Release(shard) | Action::Abort(shard) => self.end_part(shard),
-                    Action::Prepare(shard) => prepares.push(shard),
-                    Action::CommitAnchor(shard) => {
-                        crash_point("gateway-after-all-prepares");
-                        let t = Instant::now();
-                        let reply = self
-                            .commit_anchor(shard, coord.participants(), started)
-                            .await;
-                        steps[1] += micros(t);
-                        if reply == AnchorReply::Committed {
-                            crash_point("gateway-after-anchor-commit");
-                        }
-                        queue.extend(coord.on_anchor(reply));
-                    }
-                    Action::Commit(shard) => commits.push(shard),
-                    // Produced only by the commit acknowledgements, which `finish_commit`
-                    // handles after the client's answer.
-                    Action::Forget(_) => {}
-                    Action::Finish(finish) => {
-                        result = Some(match finish {
-                            Finish::Committed => {
-                                if !self.written.is_empty() {
-                                    let stats = &self.gw.twopc.stats;
-                                    stats.distributed.fetch_add(1, Ordering::Relaxed);
-                                    stats.prepare_us.fetch_add(steps[0], Ordering::Relaxed);
-                                    stats.decide_us.fetch_add(steps[1], Ordering::Relaxed);
-                                }
-                                Ok(())
-                            }
-                            Finish::Aborted(reason) => Err(Error::serialization(format!(
-                                "the transaction was rolled back: {reason}"
-                            ))),
-                            Finish::Unknown(reason) => {
-                                Err(Error::sql(sqlstate::TRANSACTION_RESOLUTION_UNKNOWN, reason))
-                            }
-                        })
-                    }
-                }
+                queue.extend(self.carry_out(action, &mut run, &mut round).await);
             }
-            if !prepares.is_empty() {
-                // From the first prepare on, the participants' fate is decided by this driver
-                // or by recovery; dropping the transaction must never roll them back.
-                self.finished = true;
-                let t = Instant::now();
-                let anchor = coord.anchor();
-                let participants = coord.participants();
-                let mut votes = self.send_all(
-                    &prepares,
-                    |_| ShardOp::Prepare {
-                        anchor,
-                        participants: participants.clone(),
-                    },
-                    |twopc, gid, txn| {
-                        let participants = participants.clone();
-                        Box::pin(async move {
-                            match txn {
-                                Some(txn) => twopc.prepare(gid, txn, anchor, participants).await,
-                                None => Err(Error::Internal("no local part to prepare".into())),
-                            }
-                        })
-                    },
-                );
-                let mut yes = 0;
-                while let Some((shard, node, addr, reply)) = votes.next().await {
-                    let vote = match self.settle(shard, &node, &addr, reply).await {
-                        Ok(ShardReply::Done) => Vote::Yes,
-                        Ok(other) => Vote::No(format!("unexpected answer {other:?}")),
-                        Err(e @ Error::Unreachable(_)) => Vote::Lost(e.to_string()),
-                        Err(e) => Vote::No(e.to_string()),
-                    };
-                    if vote == Vote::Yes {
-                        yes += 1;
-                        if yes == 1 && prepares.len() > 1 {
-                            crash_point("gateway-after-some-prepares");
-                        }
-                    }
-                    queue.extend(coord.on_vote(shard, vote));
-                }
-                steps[0] += micros(t);
+            if !round.prepares.is_empty() {
+                queue.extend(self.prepare(&round.prepares, &mut run).await);
             }
-            if !commits.is_empty() {
-                // The client has its answer (the decision is durable at the anchor); the
-                // others apply it in the background, and the anchor's record goes when all
-                // have.
-                let acks = self.send_all(
-                    &commits,
-                    |_| ShardOp::CommitPrepared,
-                    |twopc, gid, _| {
-                        Box::pin(async move { twopc.commit_prepared(gid).await.map(|_| ()) })
-                    },
-                );
-                let forget = self.message_later(coord.anchor(), ShardOp::Forget);
-                let guard = self.gw.twopc.finishing();
-                let (twopc, gid) = (self.gw.twopc.clone(), self.id);
-                tokio::spawn(async move {
-                    finish_commit(coord, acks, forget, twopc, gid).await;
-                    drop(guard);
-                });
-                break;
+            if !round.commits.is_empty() {
+                self.commit_others(&round.commits, run.coord);
+                return self.finished(run.result);
             }
         }
-        // Every part was committed, released or handed to recovery: nothing is left to roll
-        // back (an unknown outcome in particular must not be rolled back here).
+        self.finished(run.result)
+    }
+
+    /// Every part was committed, released or handed to recovery: nothing is left to roll back
+    /// (an unknown outcome in particular must not be rolled back here).
+    fn finished(&mut self, result: Option<Result<()>>) -> Result<()> {
         self.finished = true;
         self.parts.clear();
         result.unwrap_or_else(|| {
@@ -159,6 +82,121 @@ impl ClusterTxn {
                 "the commit ended without an outcome".into(),
             ))
         })
+    }
+
+    /// Carries out one action of the coordinator, or puts it in the round when it is a message
+    /// sent to several participants at once. Returns the coordinator's next actions.
+    async fn carry_out(&mut self, action: Action, run: &mut Run, round: &mut Round) -> Vec<Action> {
+        match action {
+            Action::CommitOnePhase(shard) => {
+                let r = self.commit_one(shard).await;
+                if r.is_ok() {
+                    self.gw.twopc.stats.single.fetch_add(1, Ordering::Relaxed);
+                }
+                run.result = Some(r);
+            }
+            Action::Release(shard) | Action::Abort(shard) => self.end_part(shard),
+            Action::Prepare(shard) => round.prepares.push(shard),
+            Action::CommitAnchor(shard) => return self.decide(shard, run).await,
+            Action::Commit(shard) => round.commits.push(shard),
+            // Produced only by the commit acknowledgements, which `finish_commit` handles
+            // after the client's answer.
+            Action::Forget(_) => {}
+            Action::Finish(finish) => run.result = Some(self.outcome(finish, run.steps)),
+        }
+        Vec::new()
+    }
+
+    /// The commit point: asks the anchor to commit with the record, and tells the coordinator.
+    async fn decide(&mut self, anchor: ShardId, run: &mut Run) -> Vec<Action> {
+        crash_point("gateway-after-all-prepares");
+        let t = Instant::now();
+        let reply = self
+            .commit_anchor(anchor, run.coord.participants(), run.started)
+            .await;
+        run.steps[1] += micros(t);
+        if reply == AnchorReply::Committed {
+            crash_point("gateway-after-anchor-commit");
+        }
+        run.coord.on_anchor(reply)
+    }
+
+    /// What the client is told, and the counters of a committed two-phase commit.
+    fn outcome(&self, finish: Finish, steps: [u64; 2]) -> Result<()> {
+        match finish {
+            Finish::Committed => {
+                if !self.written.is_empty() {
+                    let stats = &self.gw.twopc.stats;
+                    stats.distributed.fetch_add(1, Ordering::Relaxed);
+                    stats.prepare_us.fetch_add(steps[0], Ordering::Relaxed);
+                    stats.decide_us.fetch_add(steps[1], Ordering::Relaxed);
+                }
+                Ok(())
+            }
+            Finish::Aborted(reason) => Err(Error::serialization(format!(
+                "the transaction was rolled back: {reason}"
+            ))),
+            Finish::Unknown(reason) => Err(Error::unknown_outcome(reason)),
+        }
+    }
+
+    /// Phase one: sends the prepares at once and feeds the votes to the coordinator as they
+    /// arrive. Returns the coordinator's next actions.
+    async fn prepare(&mut self, shards: &[ShardId], run: &mut Run) -> Vec<Action> {
+        // From the first prepare on, the participants' fate is decided by this driver or by
+        // recovery; dropping the transaction must never roll them back.
+        self.finished = true;
+        let t = Instant::now();
+        let anchor = run.coord.anchor();
+        let participants = run.coord.participants();
+        let mut votes = self.send_all(
+            shards,
+            |_| ShardOp::Prepare {
+                anchor,
+                participants: participants.clone(),
+            },
+            |twopc, gid, txn| {
+                let participants = participants.clone();
+                Box::pin(async move {
+                    match txn {
+                        Some(txn) => twopc.prepare(gid, txn, anchor, participants).await,
+                        None => Err(Error::Internal("no local part to prepare".into())),
+                    }
+                })
+            },
+        );
+        let mut next = Vec::new();
+        let mut yes = 0;
+        while let Some((shard, node, addr, reply)) = votes.next().await {
+            let vote = vote_of(self.settle(shard, &node, &addr, reply).await);
+            if vote == Vote::Yes {
+                yes += 1;
+                if yes == 1 && shards.len() > 1 {
+                    crash_point("gateway-after-some-prepares");
+                }
+            }
+            next.extend(run.coord.on_vote(shard, vote));
+        }
+        run.steps[0] += micros(t);
+        next
+    }
+
+    /// Phase two, after the decision is durable at the anchor and the client may have its
+    /// answer: the others apply the commit in the background, and the anchor's record goes
+    /// when all have.
+    fn commit_others(&mut self, shards: &[ShardId], coord: Coordinator) {
+        let acks = self.send_all(
+            shards,
+            |_| ShardOp::CommitPrepared,
+            |twopc, gid, _| Box::pin(async move { twopc.commit_prepared(gid).await.map(|_| ()) }),
+        );
+        let forget = self.message_later(coord.anchor(), ShardOp::Forget);
+        let guard = self.gw.twopc.finishing();
+        let (twopc, gid) = (self.gw.twopc.clone(), self.id);
+        tokio::spawn(async move {
+            finish_commit(coord, acks, forget, twopc, gid).await;
+            drop(guard);
+        });
     }
 
     /// One-phase commit on the only written shard.
@@ -169,15 +207,11 @@ impl ClusterTxn {
                 let req = self.request(shard, ShardOp::Commit);
                 match call(&client, req).await {
                     Ok(ShardReply::Done) => Ok(()),
-                    Ok(other) => Err(Error::sql(
-                        sqlstate::TRANSACTION_RESOLUTION_UNKNOWN,
-                        format!("shard {shard} (node {node}) answered the commit with {other:?}; the outcome is unknown"),
+                    Ok(other) => Err(Error::unknown_outcome(format!("shard {shard} (node {node}) answered the commit with {other:?}; the outcome is unknown"),
                     )),
                     Err(Error::Unreachable(e)) => {
                         self.gw.peers.forget(&addr).await;
-                        Err(Error::sql(
-                            sqlstate::TRANSACTION_RESOLUTION_UNKNOWN,
-                            format!("lost shard {shard} (node {node}) during commit; the transaction's outcome is unknown: {e}"),
+                        Err(Error::unknown_outcome(format!("lost shard {shard} (node {node}) during commit; the transaction's outcome is unknown: {e}"),
                         ))
                     }
                     Err(e) => Err(e),
@@ -196,7 +230,9 @@ impl ClusterTxn {
     ) -> AnchorReply {
         match self.parts.remove(&shard) {
             Some(Part::Local(t)) => {
-                match self.gw.twopc
+                match self
+                    .gw
+                    .twopc
                     .commit_anchor(self.id, t, participants, Some(started))
                     .await
                 {
@@ -334,6 +370,16 @@ impl ClusterTxn {
             }
             _ => None,
         }
+    }
+}
+
+/// A participant's vote, from its answer to the prepare.
+fn vote_of(reply: Result<ShardReply>) -> Vote {
+    match reply {
+        Ok(ShardReply::Done) => Vote::Yes,
+        Ok(other) => Vote::No(format!("unexpected answer {other:?}")),
+        Err(e @ Error::Unreachable(_)) => Vote::Lost(e.to_string()),
+        Err(e) => Vote::No(e.to_string()),
     }
 }
 

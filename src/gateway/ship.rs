@@ -12,7 +12,7 @@ use std::time::Duration;
 use super::txn::{ClusterTxn, Part};
 use super::Gateway;
 use crate::cluster::ring::ShardId;
-use crate::error::{sqlstate, Error, Result};
+use crate::error::{Error, Result};
 use crate::protocol::{Request, Response, ShardOp, ShardReply};
 use crate::sql::backend::Prepared;
 use crate::sql::planner::Plan;
@@ -88,9 +88,7 @@ impl Gateway {
                     Err(unavailable(Error::Unreachable(e)))
                 } else {
                     // The statement was sent: it may have committed there.
-                    Err(Error::sql(
-                        sqlstate::TRANSACTION_RESOLUTION_UNKNOWN,
-                        format!("lost shard {shard} (node {node}) while it ran the statement; its outcome is unknown: {e}"),
+                    Err(Error::unknown_outcome(format!("lost shard {shard} (node {node}) while it ran the statement; its outcome is unknown: {e}"),
                     ))
                 }
             }

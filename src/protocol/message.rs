@@ -22,7 +22,7 @@ use openraft::raft::{
 };
 
 /// The version of this protocol. Bumped on any incompatible change to the messages.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// A request or response with its id.
 #[derive(Debug, Serialize, Deserialize)]

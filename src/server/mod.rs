@@ -10,6 +10,7 @@
 
 pub mod cluster;
 pub mod database;
+pub mod listener;
 pub mod participant;
 pub mod pg;
 pub mod raft_network;
@@ -23,7 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::error::{Error, Result};
@@ -191,30 +192,14 @@ pub async fn run(
 }
 
 /// Accepts PostgreSQL connections until stopped, then drains them.
-async fn serve_sql(listener: TcpListener, db: Arc<dyn crate::sql::Backend>, mut stop: watch::Receiver<bool>) {
-    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let mut conns = JoinSet::new();
-    loop {
-        let permit = tokio::select! {
-            p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-            _ = stop.changed() => break,
-        };
-        let (socket, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::warn!("SQL accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = stop.changed() => break,
-        };
-        let _ = socket.set_nodelay(true);
+async fn serve_sql(
+    listener: TcpListener,
+    db: Arc<dyn crate::sql::Backend>,
+    stop: watch::Receiver<bool>,
+) {
+    let serve = move |socket, peer: SocketAddr, mut stop: watch::Receiver<bool>| {
         let conn = pg::PgConnection::new(db.clone());
-        let mut stop = stop.clone();
-        conns.spawn(async move {
-            let _permit = permit;
+        async move {
             let busy = conn.busy.clone();
             let serve = pgwire::tokio::process_socket(socket, None, pg::PgHandlers(conn));
             tokio::pin!(serve);
@@ -236,8 +221,7 @@ async fn serve_sql(listener: TcpListener, db: Arc<dyn crate::sql::Backend>, mut 
                     _ = tokio::time::sleep(Duration::from_millis(5)) => {}
                 }
             }
-        });
-        while conns.try_join_next().is_some() {}
-    }
-    while conns.join_next().await.is_some() {}
+        }
+    };
+    listener::accept_loop(listener, "SQL", MAX_CONNECTIONS, stop, serve).await;
 }

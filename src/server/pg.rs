@@ -27,9 +27,9 @@ use pgwire::messages::PgWireBackendMessage;
 use crate::error::{sqlstate, Error};
 use crate::sql::ast::Statement;
 use crate::sql::{parser, Backend, Session};
-use crate::types::QueryResult;
 use crate::types::value::{timestamp_to_naive, DataType, Value};
 use crate::types::OutputColumn;
+use crate::types::QueryResult;
 
 /// The pgwire type of a ddb type.
 pub fn pg_type(ty: &DataType) -> Type {

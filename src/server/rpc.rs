@@ -8,15 +8,16 @@
 //! the connection closes.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Mutex, Semaphore};
-use tokio::task::JoinSet;
+use tokio::sync::{watch, Mutex};
 
+use super::listener::accept_loop;
 use super::Node;
 use crate::error::Error;
 use crate::protocol::frame::framed;
@@ -30,37 +31,16 @@ use crate::sql::Session;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Accepts RPC connections until stopped, then drains them.
-pub async fn serve(listener: TcpListener, node: Arc<Node>, mut stop: watch::Receiver<bool>) {
-    let limit = Arc::new(Semaphore::new(super::MAX_CONNECTIONS));
-    let mut conns = JoinSet::new();
-    loop {
-        let permit = tokio::select! {
-            p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-            _ = stop.changed() => break,
-        };
-        let (socket, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::warn!("RPC accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = stop.changed() => break,
-        };
-        let _ = socket.set_nodelay(true);
+pub async fn serve(listener: TcpListener, node: Arc<Node>, stop: watch::Receiver<bool>) {
+    let serve = move |socket, peer: SocketAddr, stop| {
         let node = node.clone();
-        let stop = stop.clone();
-        conns.spawn(async move {
-            let _permit = permit;
+        async move {
             if let Err(e) = connection(socket, node, stop).await {
                 tracing::debug!(%peer, "RPC connection ended: {e}");
             }
-        });
-        while conns.try_join_next().is_some() {}
-    }
-    while conns.join_next().await.is_some() {}
+        }
+    };
+    accept_loop(listener, "RPC", super::MAX_CONNECTIONS, stop, serve).await;
 }
 
 type Sessions = Arc<Mutex<HashMap<u64, Arc<Mutex<Session>>>>>;
