@@ -1,6 +1,6 @@
 //! The `ddb` binary: parses the command line, runs the command, maps errors to exit codes.
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use ddb::cli::{self, Cli, Command};
 use ddb::error::Error;
 use tracing_subscriber::EnvFilter;
@@ -39,7 +39,7 @@ fn main() {
     #[cfg(feature = "failpoints")]
     let _failpoints = fail::FailScenario::setup();
     let result = match &cli.command {
-        Command::Completions(args) => cli::completions::run(args),
+        Command::Completions(args) => cli::completions::run(args, Cli::command()),
         command => match tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()

@@ -1,9 +1,7 @@
 //! `ddb completions SHELL`: prints a completion script generated from the argument definitions.
 
-use clap::{Args, CommandFactory};
+use clap::Args;
 use clap_complete::Shell;
-
-use super::Cli;
 
 /// Arguments of `ddb completions`.
 #[derive(Debug, Args)]
@@ -13,14 +11,13 @@ pub struct CompletionsArgs {
     pub shell: Shell,
 }
 
-/// Writes the completion script for `shell` to `out`.
-pub fn generate(shell: Shell, out: &mut dyn std::io::Write) {
-    let mut cmd = Cli::command();
+/// Writes the completion script of the command line `cmd` for `shell` to `out`.
+pub fn generate(mut cmd: clap::Command, shell: Shell, out: &mut dyn std::io::Write) {
     clap_complete::generate(shell, &mut cmd, "ddb", out);
 }
 
-/// Runs `ddb completions`.
-pub fn run(args: &CompletionsArgs) -> anyhow::Result<()> {
-    generate(args.shell, &mut std::io::stdout().lock());
+/// Runs `ddb completions` for the command line `cmd` (the binary's whole argument structure).
+pub fn run(args: &CompletionsArgs, cmd: clap::Command) -> anyhow::Result<()> {
+    generate(cmd, args.shell, &mut std::io::stdout().lock());
     Ok(())
 }

@@ -10,9 +10,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use super::global::GlobalArgs;
 use super::nodes::{fetch_map, load_config, node_table, probe, statuses};
 use super::output::{Format, Printer};
-use super::GlobalArgs;
 use crate::client::Client;
 use crate::cluster::map::ClusterMap;
 use crate::cluster::meta::Identity;

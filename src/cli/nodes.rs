@@ -12,7 +12,7 @@ use crate::types::value::{DataType, Value};
 use crate::types::OutputColumn;
 use crate::types::QueryResult;
 
-use super::GlobalArgs;
+use super::global::GlobalArgs;
 
 /// How long to wait for a node to answer a probe.
 pub const PROBE_TIMEOUT: Duration = Duration::from_millis(1000);

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use clap::Args;
 
+use super::global::GlobalArgs;
 use super::output::{Format, Printer};
-use super::GlobalArgs;
 use crate::client::Client;
 use crate::error::Error;
 use crate::protocol::{Request, Response};

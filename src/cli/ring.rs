@@ -2,9 +2,9 @@
 
 use clap::Args;
 
+use super::global::GlobalArgs;
 use super::nodes::{fetch_map, load_config, statuses};
 use super::output::{Format, Printer};
-use super::GlobalArgs;
 use crate::cluster::ring::spread;
 use crate::error::Error;
 use crate::storage::keycode;

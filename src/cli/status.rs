@@ -2,9 +2,9 @@
 
 use clap::Args;
 
+use super::global::GlobalArgs;
 use super::nodes::{add_txn_columns, fetch_map, load_config, node_table, statuses};
 use super::output::{Format, Printer};
-use super::GlobalArgs;
 use crate::error::Error;
 
 /// Arguments of `ddb status`.

@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use clap::Args;
 
+use super::global::GlobalArgs;
 use super::nodes::{load_config, probe};
-use super::GlobalArgs;
 use crate::deploy::local;
 use crate::error::Error;
 use crate::protocol::Request;

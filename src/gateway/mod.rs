@@ -11,45 +11,13 @@
 //! two-phase commit ended.
 
 mod commit;
+mod context;
 pub mod peers;
 mod pushdown;
 mod ship;
 mod txn;
 
-use std::sync::Arc;
-use std::time::Duration;
-
-use crate::cluster::meta::Meta;
-use crate::sql::catalog::Catalog;
-use crate::txn::{TwoPhase, TxnManager};
-
+pub use context::Gateway;
 pub use peers::Peers;
 pub use pushdown::{choose, merge_partials};
 pub use txn::ClusterTxn;
-
-/// What a node needs to act as gateway: its membership (identity and map), its own shard's
-/// transactions, its part in two-phase commits, and connections to the others.
-pub struct Gateway {
-    pub meta: Arc<Meta>,
-    pub txns: Arc<TxnManager>,
-    pub twopc: Arc<TwoPhase>,
-    pub peers: Arc<Peers>,
-    /// The node's catalog: its version is the map version shards must reach before they run a
-    /// statement planned here.
-    pub catalog: Arc<Catalog>,
-}
-
-impl Gateway {
-    /// Begins a transaction across the cluster, or `None` while the node has no map yet.
-    pub fn begin(self: &Arc<Self>, age: Option<u64>) -> Option<ClusterTxn> {
-        let map = self.meta.map()?;
-        Some(ClusterTxn::begin(self.clone(), map, age))
-    }
-
-    /// Waits (briefly) until this node's map reaches `version`.
-    pub async fn wait_for_map(&self, version: u64) {
-        self.meta
-            .wait_for_version(version, Duration::from_secs(2))
-            .await;
-    }
-}

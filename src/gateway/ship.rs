@@ -9,8 +9,8 @@
 
 use std::time::Duration;
 
+use super::context::Gateway;
 use super::txn::{ClusterTxn, Part};
-use super::Gateway;
 use crate::cluster::ring::ShardId;
 use crate::error::{Error, Result};
 use crate::protocol::{Request, Response, ShardOp, ShardReply};

@@ -21,8 +21,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use super::context::Gateway;
 use super::peers::{call, unreachable};
-use super::Gateway;
 use crate::client::Client;
 use crate::cluster::map::ClusterMap;
 use crate::cluster::ring::ShardId;
@@ -36,6 +36,14 @@ use crate::storage::keycode::token_of_key;
 use crate::txn::lock::LockMode;
 use crate::txn::{Intent, Transaction};
 use crate::types::{Context, Expr, QueryResult};
+
+impl Gateway {
+    /// Begins a transaction across the cluster, or `None` while the node has no map yet.
+    pub fn begin(self: &Arc<Self>, age: Option<u64>) -> Option<ClusterTxn> {
+        let map = self.meta.map()?;
+        Some(ClusterTxn::begin(self.clone(), map, age))
+    }
+}
 
 /// A shard's participant as the gateway holds it.
 pub(super) enum Part {

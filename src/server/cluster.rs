@@ -3,8 +3,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::node::Node;
 use super::raft_network::{forwarder, Network};
-use super::Node;
 use crate::cluster::map::{Change, ClusterMap};
 use crate::cluster::meta::{Identity, Meta};
 use crate::cluster::raft::members;

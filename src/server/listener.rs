@@ -15,6 +15,12 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
+/// Most connections served at once per listener.
+pub const MAX_CONNECTIONS: usize = 1024;
+
+/// How long shutdown waits for running statements to finish.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
 /// How long the loop pauses after a failed accept (out of file descriptors, say) before it
 /// tries again, so that it does not spin.
 const ACCEPT_RETRY: Duration = Duration::from_millis(50);

@@ -19,7 +19,7 @@ use std::collections::{BTreeSet, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use super::Node;
+use super::node::Node;
 use crate::error::{sqlstate, Error, Result};
 use crate::protocol::Response;
 use crate::protocol::{ShardOp, ShardReply, ShardRequest};

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use super::Node;
+use super::node::Node;
 use crate::cluster::map::ClusterMap;
 use crate::cluster::ring::ShardId;
 use crate::error::{Error, Result};

@@ -18,7 +18,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Mutex};
 
 use super::listener::accept_loop;
-use super::Node;
+use super::node::Node;
 use crate::error::Error;
 use crate::protocol::frame::framed;
 use crate::protocol::{
@@ -40,7 +40,14 @@ pub async fn serve(listener: TcpListener, node: Arc<Node>, stop: watch::Receiver
             }
         }
     };
-    accept_loop(listener, "RPC", super::MAX_CONNECTIONS, stop, serve).await;
+    accept_loop(
+        listener,
+        "RPC",
+        super::listener::MAX_CONNECTIONS,
+        stop,
+        serve,
+    )
+    .await;
 }
 
 type Sessions = Arc<Mutex<HashMap<u64, Arc<Mutex<Session>>>>>;
@@ -100,7 +107,7 @@ async fn connection(
             }
             _ = stop.changed() => {
                 // Shutting down: finish what is running, answer it, then close.
-                let deadline = tokio::time::sleep(super::SHUTDOWN_GRACE);
+                let deadline = tokio::time::sleep(super::listener::SHUTDOWN_GRACE);
                 tokio::pin!(deadline);
                 while !inflight.is_empty() {
                     tokio::select! {

@@ -1,0 +1,141 @@
+//! A node's life: open the store, serve the two listeners, shut down cleanly.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use super::database::Database;
+use super::listener::{self, MAX_CONNECTIONS, SHUTDOWN_GRACE};
+use super::node::Node;
+use super::{cluster, pg, recovery, rpc};
+use crate::error::{Error, Result};
+use crate::storage::Store;
+use crate::txn::TxnManager;
+
+/// The settings of a node.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub name: String,
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub sql_listen: SocketAddr,
+    pub lock_timeout: Duration,
+    /// How long a transaction may stay prepared before this node asks its anchor.
+    pub prepared_timeout: Duration,
+}
+
+async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| Error::InvalidInput(format!("cannot listen for {what} on {addr}: {e}")))
+}
+
+/// Runs a node until `shutdown` completes, then shuts it down cleanly.
+pub async fn run(
+    config: ServerConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<()> {
+    let rpc_listener = bind(config.listen, "RPC").await?;
+    let sql_listener = bind(config.sql_listen, "SQL").await?;
+    let dir = config.data_dir.clone();
+    let store = tokio::task::spawn_blocking(move || Store::open(&dir))
+        .await
+        .map_err(|e| Error::Internal(format!("store open task: {e}")))??;
+    let store = Arc::new(store);
+    let txns = Arc::new(TxnManager::new(store.clone(), config.lock_timeout));
+    let db = Arc::new(Database::new(txns)?);
+    // Prepared transactions take their locks back before anything is served.
+    db.twopc.load().await?;
+    let node = Arc::new(Node {
+        name: config.name.clone(),
+        db: db.clone(),
+        rpc_addr: rpc_listener.local_addr()?,
+        sql_addr: sql_listener.local_addr()?,
+        stop: tokio::sync::Notify::new(),
+        join_lock: tokio::sync::Mutex::new(()),
+    });
+    let pid_file = config.data_dir.join("ddb.pid");
+    std::fs::write(&pid_file, format!("{}\n", std::process::id()))
+        .map_err(|e| Error::Io(format!("cannot write {}: {e}", pid_file.display())))?;
+    if let Some(identity) = crate::cluster::meta::Identity::load(store.engine.as_ref())? {
+        cluster::start_member(&node, identity).await?;
+    }
+    tracing::info!(
+        name = %node.name,
+        rpc = %node.rpc_addr,
+        sql = %node.sql_addr,
+        data_dir = %config.data_dir.display(),
+        lsn = store.applied_lsn()?,
+        "ddb node ready"
+    );
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut listeners = JoinSet::new();
+    listeners.spawn(serve_sql(sql_listener, db.clone(), stop_rx.clone()));
+    listeners.spawn(rpc::serve(rpc_listener, node.clone(), stop_rx.clone()));
+    listeners.spawn(recovery::run(
+        node.clone(),
+        config.prepared_timeout,
+        stop_rx.clone(),
+    ));
+
+    tokio::select! {
+        _ = shutdown => {}
+        _ = node.stop.notified() => {}
+    }
+    tracing::info!("shutting down: no new connections; waiting for running statements");
+    let _ = stop_tx.send(true);
+    while listeners.join_next().await.is_some() {}
+    // Commits already answered are still being sent to their participants: let them finish.
+    db.twopc.drain(SHUTDOWN_GRACE).await;
+    if let Some(meta) = node.meta() {
+        meta.shutdown().await;
+    }
+    drop(node);
+    store.committer.shutdown();
+    store.engine.persist()?;
+    let _ = std::fs::remove_file(&pid_file);
+    tracing::info!("shut down cleanly");
+    Ok(())
+}
+
+/// Accepts PostgreSQL connections until stopped, then drains them.
+async fn serve_sql(
+    listener: TcpListener,
+    db: Arc<dyn crate::sql::Backend>,
+    stop: watch::Receiver<bool>,
+) {
+    let serve = move |socket, peer: SocketAddr, mut stop: watch::Receiver<bool>| {
+        let conn = pg::PgConnection::new(db.clone());
+        async move {
+            let busy = conn.busy.clone();
+            let serve = pgwire::tokio::process_socket(socket, None, pg::PgHandlers(conn));
+            tokio::pin!(serve);
+            tokio::select! {
+                r = &mut serve => {
+                    if let Err(e) = r {
+                        tracing::debug!(%peer, "SQL connection ended: {e}");
+                    }
+                    return;
+                }
+                _ = stop.changed() => {}
+            }
+            // Shutting down: let a running statement finish, then drop the connection (an
+            // open transaction is rolled back with its session).
+            let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+            while busy.load(Ordering::Acquire) && tokio::time::Instant::now() < deadline {
+                tokio::select! {
+                    _ = &mut serve => return,
+                    _ = tokio::time::sleep(Duration::from_millis(5)) => {}
+                }
+            }
+        }
+    };
+    listener::accept_loop(listener, "SQL", MAX_CONNECTIONS, stop, serve).await;
+}
