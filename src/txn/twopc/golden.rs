@@ -271,11 +271,14 @@ impl goldenscript::Runner for Runner {
             name => return Err(format!("unknown command {name}").into()),
         };
         args.reject_rest()?;
+        self.check()?;
         Ok(ensure_newline(out))
     }
+}
 
+impl Runner {
     /// Checks, after every command, that what each client was told agrees with the anchor.
-    fn end_command(&mut self, _: &Command) -> Out {
+    fn check(&self) -> Result<(), Box<dyn Error>> {
         for (gid, g) in &self.gateways {
             // Only a two-phase commit has a record behind its answer.
             if g.coord.others.is_empty() {
@@ -284,10 +287,11 @@ impl goldenscript::Runner for Runner {
             let durable = self.durable.get(gid);
             match (&g.told, durable) {
                 (Some(Finish::Committed), Some(Outcome::Committed)) => {}
-                (Some(Finish::Committed), _) => return Err(format!(
-                    "t{gid}: the client was told committed, but the anchor has no COMMITTED record"
-                )
-                .into()),
+                (Some(Finish::Committed), _) => {
+                    let why =
+                        "the client was told committed, but the anchor has no COMMITTED record";
+                    return Err(format!("t{gid}: {why}").into());
+                }
                 (Some(Finish::Aborted(_)), Some(Outcome::Committed)) => {
                     return Err(format!(
                         "t{gid}: the client was told aborted, but the anchor recorded COMMITTED"
@@ -297,11 +301,9 @@ impl goldenscript::Runner for Runner {
                 _ => {}
             }
         }
-        Ok(String::new())
+        Ok(())
     }
-}
 
-impl Runner {
     fn gateway(&mut self, gid: Gid) -> Result<&mut Gateway, Box<dyn Error>> {
         self.gateways
             .get_mut(&gid)
