@@ -1,12 +1,16 @@
-//! SQL behaviour, specified in sqllogictest files under `tests/sql/`, run against a real node
-//! over the PostgreSQL protocol (tokio-postgres, extended protocol with binary results).
+//! SQL behaviour, specified in sqllogictest files under `tests/sql/`, run over the PostgreSQL
+//! protocol (tokio-postgres, extended protocol with binary results) against a single node and
+//! against a three-shard cluster, with the same expectations: on the cluster the rows are spread
+//! over the shards, so the same files check routing, pushdown, the merge of ordered and limited
+//! results, and the combination of partial aggregates.
 //!
-//! Each `.slt` file gets its own fresh node. Errors are reported as `SQLSTATE <code>: <message>`
-//! so a file can assert the code: `statement error 23505`.
+//! Each `.slt` file gets its own fresh node, or its own fresh cluster. Errors are reported as
+//! `SQLSTATE <code>: <message>` so a file can assert the code: `statement error 23505`. `SLT=name`
+//! runs only the files whose path contains `name`.
 
 mod common;
 
-use common::TestNode;
+use common::{TestCluster, TestNode};
 use sqllogictest::{AsyncDB, DBOutput, DefaultColumnType};
 use tokio_postgres::types::Type;
 
@@ -117,9 +121,8 @@ impl AsyncDB for Ddb {
     }
 }
 
-async fn run_file(path: &std::path::Path) {
-    let node = TestNode::start();
-    let port = node.sql_port;
+/// Runs one file against the SQL port `port`; `logs` gives the servers' logs for a failure.
+async fn run_file(path: &std::path::Path, port: u16, logs: impl Fn() -> String) {
     let mut runner = sqllogictest::Runner::new(move || async move {
         Ok(Ddb {
             client: common::connect(port).await,
@@ -133,17 +136,12 @@ async fn run_file(path: &std::path::Path) {
             })
     });
     if let Err(e) = runner.run_file_async(path).await {
-        panic!(
-            "{}: {}\nnode log:\n{}",
-            path.display(),
-            e.display(true),
-            node.log_tail()
-        );
+        panic!("{}: {}\nlogs:\n{}", path.display(), e.display(true), logs());
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sql_logic_tests() {
+/// The `.slt` files, sorted, less those `SLT` filters out.
+fn files() -> Vec<std::path::PathBuf> {
     let dir = common::repo_path("tests/sql");
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .expect("tests/sql")
@@ -153,14 +151,48 @@ async fn sql_logic_tests() {
     files.sort();
     assert!(!files.is_empty(), "no .slt files in {}", dir.display());
     let filter = std::env::var("SLT").ok();
-    for f in files {
-        if filter
+    files.retain(|f| {
+        filter
             .as_ref()
-            .is_some_and(|s| !f.to_string_lossy().contains(s.as_str()))
-        {
-            continue;
-        }
-        eprintln!("running {}", f.display());
-        run_file(&f).await;
+            .is_none_or(|s| f.to_string_lossy().contains(s.as_str()))
+    });
+    files
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_logic_tests() {
+    for f in files() {
+        eprintln!("running {} on a single node", f.display());
+        let node = TestNode::start();
+        run_file(&f, node.sql_port, || node.log_tail()).await;
     }
+}
+
+/// How many files run at once against their own clusters: starting a cluster is mostly waiting
+/// (for the map's Raft group and the nodes' first heartbeats), so a few overlap well.
+const CLUSTERS_AT_ONCE: usize = 3;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_logic_tests_on_a_three_shard_cluster() {
+    use futures::StreamExt;
+    let runs = files().into_iter().enumerate().map(|(i, f)| async move {
+        // Files use different gateways, so each shard is sometimes the gateway's own.
+        let gateway = format!("n{}", i % 3 + 1);
+        let cluster = tokio::task::spawn_blocking(|| {
+            let cluster = TestCluster::new("slt", 3);
+            cluster.init();
+            cluster
+        })
+        .await
+        .expect("start a cluster");
+        eprintln!(
+            "running {} on a three-shard cluster through {gateway}",
+            f.display()
+        );
+        run_file(&f, cluster.sql_port(&gateway), || cluster.logs()).await;
+    });
+    futures::stream::iter(runs)
+        .buffer_unordered(CLUSTERS_AT_ONCE)
+        .collect::<Vec<()>>()
+        .await;
 }
