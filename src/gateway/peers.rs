@@ -2,7 +2,7 @@
 //!
 //! A gateway keeps one RPC connection per peer, opened on first use and reopened after a
 //! failure; many transactions share it (requests carry ids, so they interleave). A shard
-//! request that gets no answer within [`PEER_CALL_TIMEOUT`] fails as unreachable.
+//! request that gets no answer within `PEER_CALL_TIMEOUT` (30 s) fails as unreachable.
 
 use std::collections::HashMap;
 use std::sync::Arc;
