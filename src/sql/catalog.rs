@@ -108,7 +108,8 @@ impl Catalog {
     /// Loads the catalog from the meta space.
     pub fn load(engine: &dyn Engine) -> Result<Self> {
         let mut tables = HashMap::new();
-        for (_, value) in engine.scan_prefix(Space::Meta, b"table/")? {
+        for kv in engine.scan_prefix(Space::Meta, b"table/") {
+            let (_, value) = kv?;
             let table: Table = postcard::from_bytes(&value)?;
             tables.insert(table.name.clone(), Arc::new(table));
         }

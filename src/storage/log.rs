@@ -235,7 +235,9 @@ pub fn applied_lsn(engine: &dyn Engine) -> Result<Lsn> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::engine::{KeyValue, Memory};
+    use std::ops::Bound;
+
+    use crate::storage::engine::{Memory, Scan, Snapshot};
 
     /// A memory engine whose fsync takes 5 ms, like a slow disk.
     struct SlowPersist(Memory);
@@ -244,17 +246,14 @@ mod tests {
         fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>> {
             self.0.get(space, key)
         }
-        fn scan_prefix(&self, space: Space, prefix: &[u8]) -> Result<Vec<KeyValue>> {
+        fn scan_prefix(&self, space: Space, prefix: &[u8]) -> Scan<'_> {
             self.0.scan_prefix(space, prefix)
         }
-        fn scan_range(
-            &self,
-            space: Space,
-            start: std::ops::Bound<Vec<u8>>,
-            end: std::ops::Bound<Vec<u8>>,
-            limit: usize,
-        ) -> Result<Vec<KeyValue>> {
-            self.0.scan_range(space, start, end, limit)
+        fn scan_range(&self, space: Space, start: Bound<Vec<u8>>, end: Bound<Vec<u8>>) -> Scan<'_> {
+            self.0.scan_range(space, start, end)
+        }
+        fn snapshot(&self) -> Result<Box<dyn Snapshot>> {
+            self.0.snapshot()
         }
         fn write(&self, writes: Vec<Write>) -> Result<()> {
             self.0.write(writes)
@@ -306,7 +305,10 @@ mod tests {
         lsns.sort();
         assert_eq!(lsns, (1..=20).collect::<Vec<_>>());
         assert_eq!(applied_lsn(engine.as_ref()).unwrap(), 20);
-        let log = engine.scan_prefix(Space::Log, &[]).unwrap();
+        let log: Vec<_> = engine
+            .scan_prefix(Space::Log, &[])
+            .collect::<Result<_>>()
+            .unwrap();
         assert_eq!(log.len(), 20);
         let entry: LogEntry = postcard::from_bytes(&log[0].1).unwrap();
         assert_eq!(entry.lsn, 1);

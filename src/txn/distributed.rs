@@ -215,13 +215,15 @@ impl TwoPhase {
     pub async fn load(&self) -> Result<()> {
         let engine = self.mgr.store.engine.clone();
         let now = self.now();
-        for (key, value) in engine.scan_prefix(Space::Txn, b"d")? {
+        for kv in engine.scan_prefix(Space::Txn, b"d") {
+            let (key, value) = kv?;
             let gid = gid_of(&key)?;
             let record: Record = postcard::from_bytes(&value)
                 .map_err(|e| Error::Corrupt(format!("decision record {gid}: {e}")))?;
             lock(&self.decisions).load(gid, record, now);
         }
-        for (key, value) in engine.scan_prefix(Space::Txn, b"p")? {
+        for kv in engine.scan_prefix(Space::Txn, b"p") {
+            let (key, value) = kv?;
             let gid = gid_of(&key)?;
             let record: PreparedRecord = postcard::from_bytes(&value)
                 .map_err(|e| Error::Corrupt(format!("prepared record {gid}: {e}")))?;
@@ -554,8 +556,8 @@ mod tests {
             .store
             .engine
             .scan_prefix(Space::Txn, b"p")
-            .unwrap()
-            .is_empty());
+            .next()
+            .is_none());
         let mut other = mgr.begin(None);
         other.put(1, row(1, 1), b"w".to_vec()).await.unwrap();
     }
@@ -575,8 +577,8 @@ mod tests {
             .store
             .engine
             .scan_prefix(Space::Txn, b"")
-            .unwrap()
-            .is_empty());
+            .next()
+            .is_none());
         let mut other = mgr.begin(None);
         other.put(1, row(1, 2), b"w".to_vec()).await.unwrap();
     }
@@ -608,8 +610,8 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(tp.resolve(5).await.unwrap(), Some(Outcome::Committed));
-        let records = mgr.store.engine.scan_prefix(Space::Txn, b"d").unwrap();
-        assert_eq!(records.len(), 1);
+        let records = mgr.store.engine.scan_prefix(Space::Txn, b"d");
+        assert_eq!(records.count(), 1);
         // Reloaded after a restart, the record still answers.
         let again = Arc::new(TwoPhase::new(mgr.clone()));
         again.load().await.unwrap();
@@ -619,7 +621,7 @@ mod tests {
             .store
             .engine
             .scan_prefix(Space::Txn, b"d")
-            .unwrap()
-            .is_empty());
+            .next()
+            .is_none());
     }
 }

@@ -179,7 +179,12 @@ impl Transaction {
         };
         self.lock(Resource::Table(table), mode).await?;
         let prefix = keycode::table_prefix(table);
-        let stored = self.mgr.store.engine.scan_prefix(Space::Data, &prefix)?;
+        let stored: Vec<_> = self
+            .mgr
+            .store
+            .engine
+            .scan_prefix(Space::Data, &prefix)
+            .collect::<Result<_>>()?;
         if !self.writes.keys().any(|k| k.starts_with(&prefix)) {
             return Ok(stored);
         }
