@@ -27,7 +27,7 @@ use std::sync::RwLock;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode, Readable};
 
 use super::engine::{
-    encloses_nothing, end_at_error, Engine, KeyValue, Scan, Snapshot, Space, Write,
+    check_keys, encloses_nothing, end_at_error, Engine, KeyValue, Scan, Snapshot, Space, Write,
 };
 use crate::error::Result;
 
@@ -89,6 +89,7 @@ impl Engine for Disk {
     }
 
     fn write(&self, writes: Vec<Write>) -> Result<()> {
+        check_keys(&writes)?;
         let deletes_ranges = writes.iter().any(|w| matches!(w, Write::DeleteRange(..)));
         // The lock guards no data, so a panic elsewhere while holding it leaves nothing broken.
         let (_shared, _exclusive);

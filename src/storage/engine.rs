@@ -73,6 +73,8 @@ impl Space {
 }
 
 /// One write of a batch. A batch applies its writes in order, so a later write to a key wins.
+/// Keys are 1 to [`MAX_KEY`] bytes long (fjall's limits); an engine refuses a batch with any
+/// other key as a whole, before it writes anything.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Write {
     /// Sets a key to a value.
@@ -84,6 +86,9 @@ pub enum Write {
     /// including keys put earlier in the same batch. A later `Put` in the batch is kept.
     DeleteRange(Space, Bound<Vec<u8>>, Bound<Vec<u8>>),
 }
+
+/// The longest key an engine takes, in bytes.
+pub const MAX_KEY: usize = u16::MAX as usize;
 
 /// A key-value pair read from the engine.
 pub type KeyValue = (Vec<u8>, Vec<u8>);
@@ -128,6 +133,24 @@ pub trait Snapshot: Send + Sync {
 
     /// Scans every pair whose key lies between the bounds, as of the snapshot.
     fn scan_range(&self, space: Space, start: Bound<Vec<u8>>, end: Bound<Vec<u8>>) -> Scan<'_>;
+}
+
+/// Refuses a batch that writes a key no engine can store: empty, or longer than [`MAX_KEY`].
+/// Both engines call it on the whole batch first, so such a batch writes nothing (fjall would
+/// panic on the key halfway through building its batch).
+pub(crate) fn check_keys(writes: &[Write]) -> Result<()> {
+    for w in writes {
+        let (Write::Put(_, k, _) | Write::Delete(_, k)) = w else {
+            continue;
+        };
+        if k.is_empty() || k.len() > MAX_KEY {
+            return Err(Error::InvalidInput(format!(
+                "a key of {} bytes cannot be stored: keys are 1 to {MAX_KEY} bytes",
+                k.len()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Whether the bounds enclose no key at all: start after end, or equal with either excluded.
@@ -224,6 +247,7 @@ impl Engine for Memory {
     }
 
     fn write(&self, writes: Vec<Write>) -> Result<()> {
+        check_keys(&writes)?;
         let mut guard = self.map.write().map_err(|_| poisoned())?;
         // Copies the map if a scan or a snapshot still reads it; they keep the old one.
         let map = Arc::make_mut(&mut guard);

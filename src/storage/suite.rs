@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use super::disk::Disk;
-use super::engine::{Engine, KeyValue, Memory, Scan, Snapshot, Space, Write};
-use crate::error::Result;
+use super::engine::{Engine, KeyValue, Memory, Scan, Snapshot, Space, Write, MAX_KEY};
+use crate::error::{Error, Result};
 
 fn put(space: Space, key: &[u8], value: &[u8]) -> Write {
     Write::Put(space, key.to_vec(), value.to_vec())
@@ -89,6 +89,29 @@ fn a_batch_applies_in_order_so_the_last_write_to_a_key_wins(e: &dyn Engine) {
     assert_eq!(e.get(Space::Data, b"a").unwrap(), Some(b"2".to_vec()));
     assert_eq!(e.get(Space::Data, b"b").unwrap(), None);
     assert_eq!(e.get(Space::Data, b"c").unwrap(), Some(b"1".to_vec()));
+}
+
+fn a_batch_with_an_empty_or_overlong_key_is_refused_whole(e: &dyn Engine) {
+    let longest = vec![7; MAX_KEY];
+    e.write(vec![put(Space::Data, &longest, b"v")]).unwrap();
+    assert_eq!(e.get(Space::Data, &longest).unwrap(), Some(b"v".to_vec()));
+    for bad in [Vec::new(), vec![7; MAX_KEY + 1]] {
+        let refused = e.write(vec![
+            put(Space::Data, b"first", b"v"),
+            Write::Delete(Space::Data, longest.clone()),
+            put(Space::Data, &bad, b"v"),
+        ]);
+        assert!(
+            matches!(refused, Err(Error::InvalidInput(_))),
+            "{refused:?}"
+        );
+        let refused = e.write(vec![Write::Delete(Space::Meta, bad)]);
+        assert!(
+            matches!(refused, Err(Error::InvalidInput(_))),
+            "{refused:?}"
+        );
+    }
+    assert_eq!(keys(e.scan_prefix(Space::Data, b"")), vec![longest]);
 }
 
 fn scans_return_keys_in_byte_order(e: &dyn Engine) {
@@ -365,6 +388,7 @@ macro_rules! suite {
 suite!(
     a_put_is_read_back_and_a_delete_removes_it,
     a_batch_applies_in_order_so_the_last_write_to_a_key_wins,
+    a_batch_with_an_empty_or_overlong_key_is_refused_whole,
     scans_return_keys_in_byte_order,
     prefix_scans_stay_inside_their_space_and_prefix,
     range_scans_honour_each_kind_of_bound,
