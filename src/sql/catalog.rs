@@ -244,7 +244,8 @@ impl Catalog {
         if ids.next >= ids.limit {
             let limit = ids.next + ROWID_BLOCK;
             let write = Write::Put(Space::Meta, rowid_key(table), limit.to_be_bytes().to_vec());
-            reserved = Some(committer.submit(0, vec![write])?);
+            // epoch: 1 until shard epochs reach the committer.
+            reserved = Some(committer.submit(1, 0, vec![write])?);
             ids.limit = limit;
         }
         let id = ids.next;

@@ -425,9 +425,10 @@ impl Session {
                 }
                 let mut table = table.clone();
                 table.id = db.catalog.next_table_id(store.engine.as_ref())?;
+                // epoch: 1 until shard epochs reach the committer.
                 store
                     .committer
-                    .commit(0, db.catalog.create_writes(&table)?)
+                    .commit(1, 0, db.catalog.create_writes(&table)?)
                     .await?;
                 db.catalog.add(table)?;
                 Ok(QueryResult::tag("CREATE TABLE"))

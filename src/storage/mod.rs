@@ -72,7 +72,7 @@ impl Store {
 
     fn with_engine(engine: Arc<dyn Engine>, lock: Option<File>) -> Result<Self> {
         let next = log::applied_lsn(engine.as_ref())? + 1;
-        let committer = Committer::start(engine.clone(), next, 1);
+        let committer = Committer::start(engine.clone(), next);
         Ok(Self {
             engine,
             committer,

@@ -424,7 +424,8 @@ impl TwoPhase {
                 drop(self.take_open(gid));
                 let this = self.clone();
                 let task = tokio::spawn(async move {
-                    let result = this.mgr.store.committer.commit(0, entry).await;
+                    // epoch: 1 until shard epochs reach the committer.
+                    let result = this.mgr.store.committer.commit(1, 0, entry).await;
                     lock(&this.decisions).aborted(gid, result.is_ok(), this.now());
                     result
                 });
@@ -439,10 +440,11 @@ impl TwoPhase {
     /// As the anchor: drops the record of `gid`, once every participant has applied it.
     pub async fn forget(&self, gid: Gid) -> Result<()> {
         if lock(&self.decisions).forget(gid) {
+            // epoch: 1 until shard epochs reach the committer.
             self.mgr
                 .store
                 .committer
-                .commit(0, vec![Write::Delete(Space::Txn, decision_key(gid))])
+                .commit(1, 0, vec![Write::Delete(Space::Txn, decision_key(gid))])
                 .await?;
         }
         Ok(())

@@ -268,7 +268,8 @@ impl Transaction {
         self.mgr
             .store
             .committer
-            .commit(self.id, writes)
+            // epoch: 1 until shard epochs reach the committer.
+            .commit(1, self.id, writes)
             .await
             .map(|_| ())
     }
@@ -289,7 +290,8 @@ impl Transaction {
         let mut writes = self.take_writes();
         writes.extend(extra);
         let (mgr, id) = (self.mgr.clone(), self.id);
-        let rx = match mgr.store.committer.submit(id, writes) {
+        // epoch: 1 until shard epochs reach the committer.
+        let rx = match mgr.store.committer.submit(1, id, writes) {
             Ok(rx) => rx,
             Err(e) => {
                 mgr.locks.release_all(id);
