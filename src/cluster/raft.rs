@@ -93,9 +93,9 @@ pub struct LogStore {
 impl LogStore {
     /// Opens the log store, finding the last entry.
     pub fn open(engine: Arc<dyn Engine>) -> Result<Self, Error> {
-        let entries = engine.scan_prefix(Space::Raft, LOG_PREFIX)?;
-        let last = match entries.last() {
-            Some((_, bytes)) => Some(postcard::from_bytes::<Entry<TypeConfig>>(bytes)?.log_id),
+        let entries = engine.scan_prefix(Space::Raft, LOG_PREFIX);
+        let last = match entries.last().transpose()? {
+            Some((_, bytes)) => Some(postcard::from_bytes::<Entry<TypeConfig>>(&bytes)?.log_id),
             None => None,
         };
         Ok(Self {
@@ -128,7 +128,8 @@ impl RaftLogReader<TypeConfig> for LogStore {
         };
         let rows = self
             .engine
-            .scan_range(Space::Raft, start, end, usize::MAX)
+            .scan_range(Space::Raft, start, end)
+            .collect::<Result<Vec<_>, Error>>()
             .map_err(read_err)?;
         rows.iter()
             .map(|(_, v)| postcard::from_bytes(v).map_err(read_err))
@@ -209,8 +210,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 Space::Raft,
                 Bound::Included(log_key(log_id.index)),
                 Bound::Included(log_key(u64::MAX)),
-                usize::MAX,
             )
+            .collect::<Result<Vec<_>, Error>>()
             .map_err(read_err)?;
         let writes = rows
             .into_iter()
@@ -238,8 +239,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 Space::Raft,
                 Bound::Included(log_key(0)),
                 Bound::Included(log_key(log_id.index)),
-                usize::MAX,
             )
+            .collect::<Result<Vec<_>, Error>>()
             .map_err(read_err)?;
         let mut writes: Vec<Write> = rows
             .into_iter()

@@ -142,8 +142,9 @@ impl Database {
                     .txns
                     .store
                     .engine
-                    .scan_prefix(Space::Data, &keycode::table_prefix(t.id))?
-                    .len() as u64;
+                    .scan_prefix(Space::Data, &keycode::table_prefix(t.id))
+                    .map(|kv| kv.map(|_| 1))
+                    .sum::<Result<u64>>()?;
             }
         }
         Ok(n)

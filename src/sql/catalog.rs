@@ -81,7 +81,8 @@ impl Catalog {
     /// Loads the catalog from the meta space.
     pub fn load(engine: &dyn Engine) -> Result<Self> {
         let mut tables = HashMap::new();
-        for (_, value) in engine.scan_prefix(Space::Meta, b"table/")? {
+        for kv in engine.scan_prefix(Space::Meta, b"table/") {
+            let (_, value) = kv?;
             let table: Table = postcard::from_bytes(&value)?;
             tables.insert(table.name.clone(), Arc::new(table));
         }
@@ -218,7 +219,8 @@ impl Catalog {
         if ids.next >= ids.limit {
             let limit = ids.next + ROWID_BLOCK;
             let write = Write::Put(Space::Meta, rowid_key(table), limit.to_be_bytes().to_vec());
-            reserved = Some(committer.submit(0, vec![write])?);
+            // epoch: 1 until shard epochs reach the committer.
+            reserved = Some(committer.submit(1, 0, vec![write])?);
             ids.limit = limit;
         }
         let id = ids.next;

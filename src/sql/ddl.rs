@@ -38,9 +38,10 @@ pub async fn run_local(
             }
             let mut table = table.clone();
             table.id = catalog.next_table_id(store.engine.as_ref())?;
+            // epoch: 1 until shard epochs reach the committer.
             store
                 .committer
-                .commit(0, catalog.create_writes(&table)?)
+                .commit(1, 0, catalog.create_writes(&table)?)
                 .await?;
             catalog.add(table)?;
             Ok(QueryResult::tag("CREATE TABLE"))

@@ -1,13 +1,20 @@
 //! The commit log and the group committer.
 //!
-//! Every commit on a node is one [`LogEntry`]: a dense LSN, the epoch of the shard, the
-//! transaction id and the writes. The committer writes the entry **and** its effects in one
-//! atomic engine batch, so the log and the data can never disagree, and then persists.
+//! Every commit on a node is one [`LogEntry`]: a dense LSN, the epoch of the shard it was
+//! written under, the transaction id and the writes. The committer writes the entry **and** its
+//! effects in one atomic engine batch, so the log and the data can never disagree, and then
+//! persists.
 //!
 //! Group commit: the committer is one thread that takes every commit request waiting in its
 //! queue, writes them all in one batch and calls `persist` (one fsync) once for the group, then
 //! answers each requester. Under load many commits share one fsync; an idle node pays one fsync
 //! per commit. A commit is acknowledged only after its fsync.
+//!
+//! The committer assigns the LSN; the caller names the epoch, per commit. An entry is identified
+//! by (epoch, LSN) (DESIGN §6.1), and the epoch belongs to the shard, not to the committer: a
+//! node promoted to primary stamps its new epoch from the next commit on, and a replica appends
+//! its primary's entries with the epochs they were written under. The committer does not check
+//! the epoch; fencing an old primary is the replication layer's work.
 //!
 //! If a write or an fsync fails the committer stops accepting commits (the state of the disk is
 //! unknown after a failed fsync); the node must be restarted, and recovery replays from what is
@@ -53,6 +60,7 @@ pub fn log_key(lsn: Lsn) -> [u8; 8] {
 }
 
 struct Request {
+    epoch: u64,
     txn: u64,
     writes: Vec<Write>,
     reply: oneshot::Sender<Result<Lsn>>,
@@ -78,14 +86,14 @@ pub struct Committer {
 
 impl Committer {
     /// Starts the committer thread over `engine`; the next entry gets `next_lsn`.
-    pub fn start(engine: Arc<dyn Engine>, next_lsn: Lsn, epoch: u64) -> Self {
+    pub fn start(engine: Arc<dyn Engine>, next_lsn: Lsn) -> Self {
         let (tx, rx) = mpsc::channel::<Request>();
         let failed = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(CommitStats::default());
         let (flag, counters) = (failed.clone(), stats.clone());
         let thread = std::thread::Builder::new()
             .name("ddb-committer".into())
-            .spawn(move || run(engine, rx, next_lsn, epoch, flag, counters))
+            .spawn(move || run(engine, rx, next_lsn, flag, counters))
             .ok();
         Self {
             queue: std::sync::Mutex::new(Some(tx)),
@@ -95,17 +103,19 @@ impl Committer {
         }
     }
 
-    /// Commits `writes` as one log entry and returns its LSN once it is durable.
-    pub async fn commit(&self, txn: u64, writes: Vec<Write>) -> Result<Lsn> {
-        let rx = self.submit(txn, writes)?;
+    /// Commits `writes` as one log entry of shard epoch `epoch` and returns its LSN once it is
+    /// durable.
+    pub async fn commit(&self, epoch: u64, txn: u64, writes: Vec<Write>) -> Result<Lsn> {
+        let rx = self.submit(epoch, txn, writes)?;
         rx.await
             .map_err(|_| Error::Io("the committer stopped before answering".into()))?
     }
 
-    /// Queues `writes` for commit and returns the receiver of its outcome. Commits are written
-    /// in the order they are submitted, so a caller that submits under a lock orders its commit
-    /// before any commit submitted after it releases the lock.
-    pub fn submit(&self, txn: u64, writes: Vec<Write>) -> Result<oneshot::Receiver<Result<Lsn>>> {
+    /// Queues `writes` for commit as one log entry of shard epoch `epoch`, and returns the
+    /// receiver of its outcome. Commits are written in the order they are submitted, so a caller
+    /// that submits under a lock orders its commit before any commit submitted after it releases
+    /// the lock.
+    pub fn submit(&self, epoch: u64, txn: u64, writes: Vec<Write>) -> Result<CommitReceiver> {
         if self.failed.load(Ordering::Acquire) {
             return Err(Error::Io(
                 "a previous write to disk failed; restart the node".into(),
@@ -120,7 +130,12 @@ impl Committer {
             .as_ref()
             .ok_or_else(|| Error::ShuttingDown("the node is shutting down".into()))?;
         sender
-            .send(Request { txn, writes, reply })
+            .send(Request {
+                epoch,
+                txn,
+                writes,
+                reply,
+            })
             .map_err(|_| Error::ShuttingDown("the committer has stopped".into()))?;
         Ok(rx)
     }
@@ -147,7 +162,6 @@ fn run(
     engine: Arc<dyn Engine>,
     rx: mpsc::Receiver<Request>,
     mut next_lsn: Lsn,
-    epoch: u64,
     failed: Arc<AtomicBool>,
     stats: Arc<CommitStats>,
 ) {
@@ -167,7 +181,7 @@ fn run(
         for req in &group {
             let entry = LogEntry {
                 lsn: next_lsn,
-                epoch,
+                epoch: req.epoch,
                 txn: req.txn,
                 writes: req.writes.clone(),
             };
@@ -235,7 +249,9 @@ pub fn applied_lsn(engine: &dyn Engine) -> Result<Lsn> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::engine::{KeyValue, Memory};
+    use std::ops::Bound;
+
+    use crate::storage::engine::{Memory, Scan, Snapshot};
 
     /// A memory engine whose fsync takes 5 ms, like a slow disk.
     struct SlowPersist(Memory);
@@ -244,17 +260,14 @@ mod tests {
         fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>> {
             self.0.get(space, key)
         }
-        fn scan_prefix(&self, space: Space, prefix: &[u8]) -> Result<Vec<KeyValue>> {
+        fn scan_prefix(&self, space: Space, prefix: &[u8]) -> Scan<'_> {
             self.0.scan_prefix(space, prefix)
         }
-        fn scan_range(
-            &self,
-            space: Space,
-            start: std::ops::Bound<Vec<u8>>,
-            end: std::ops::Bound<Vec<u8>>,
-            limit: usize,
-        ) -> Result<Vec<KeyValue>> {
-            self.0.scan_range(space, start, end, limit)
+        fn scan_range(&self, space: Space, start: Bound<Vec<u8>>, end: Bound<Vec<u8>>) -> Scan<'_> {
+            self.0.scan_range(space, start, end)
+        }
+        fn snapshot(&self) -> Result<Box<dyn Snapshot>> {
+            self.0.snapshot()
         }
         fn write(&self, writes: Vec<Write>) -> Result<()> {
             self.0.write(writes)
@@ -267,12 +280,12 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_commits_share_one_fsync() {
-        let committer = Arc::new(Committer::start(Arc::new(SlowPersist(Memory::new())), 1, 1));
+        let committer = Arc::new(Committer::start(Arc::new(SlowPersist(Memory::new())), 1));
         let mut handles = Vec::new();
         for i in 0..64u8 {
             let c = committer.clone();
             handles.push(tokio::spawn(async move {
-                c.commit(1, vec![Write::Put(Space::Data, vec![i], vec![])])
+                c.commit(1, 1, vec![Write::Put(Space::Data, vec![i], vec![])])
                     .await
             }));
         }
@@ -289,13 +302,13 @@ mod tests {
     #[tokio::test]
     async fn commits_get_dense_lsns_and_their_log_entries() {
         let engine: Arc<dyn Engine> = Arc::new(Memory::new());
-        let committer = Committer::start(engine.clone(), 1, 1);
+        let committer = Committer::start(engine.clone(), 1);
         let mut handles = Vec::new();
         let committer = Arc::new(committer);
         for i in 0..20u8 {
             let c = committer.clone();
             handles.push(tokio::spawn(async move {
-                c.commit(7, vec![Write::Put(Space::Data, vec![i], vec![i])])
+                c.commit(1, 7, vec![Write::Put(Space::Data, vec![i], vec![i])])
                     .await
             }));
         }
@@ -306,12 +319,42 @@ mod tests {
         lsns.sort();
         assert_eq!(lsns, (1..=20).collect::<Vec<_>>());
         assert_eq!(applied_lsn(engine.as_ref()).unwrap(), 20);
-        let log = engine.scan_prefix(Space::Log, &[]).unwrap();
+        let log: Vec<_> = engine
+            .scan_prefix(Space::Log, &[])
+            .collect::<Result<_>>()
+            .unwrap();
         assert_eq!(log.len(), 20);
         let entry: LogEntry = postcard::from_bytes(&log[0].1).unwrap();
         assert_eq!(entry.lsn, 1);
         assert_eq!(engine.get(Space::Data, &[3]).unwrap(), Some(vec![3]));
         committer.shutdown();
-        assert!(committer.commit(1, vec![]).await.is_err());
+        assert!(committer.commit(1, 1, vec![]).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn each_entry_carries_the_epoch_it_was_committed_under() {
+        let engine: Arc<dyn Engine> = Arc::new(Memory::new());
+        let committer = Committer::start(engine.clone(), 5);
+        // Submitted back to back, these usually share a group and one engine batch: the epoch is
+        // still each entry's own.
+        let receivers = [(1, 10), (2, 11), (1, 12)].map(|(epoch, txn)| {
+            committer
+                .submit(
+                    epoch,
+                    txn,
+                    vec![Write::Put(Space::Data, vec![txn as u8], vec![])],
+                )
+                .unwrap()
+        });
+        for rx in receivers {
+            rx.await.unwrap().unwrap();
+        }
+        committer.commit(7, 13, vec![]).await.unwrap();
+        let entries: Vec<LogEntry> = engine
+            .scan_prefix(Space::Log, &[])
+            .map(|kv| postcard::from_bytes(&kv.unwrap().1).unwrap())
+            .collect();
+        let stamps: Vec<_> = entries.iter().map(|e| (e.lsn, e.epoch, e.txn)).collect();
+        assert_eq!(stamps, vec![(5, 1, 10), (6, 2, 11), (7, 1, 12), (8, 7, 13)]);
     }
 }

@@ -1,18 +1,22 @@
 //! Durable storage of one node: the engine, the key layout and the commit log.
 //!
 //! [`Store`] bundles an [`Engine`] with the group [`Committer`]; it is opened once per node on
-//! its data directory, which it locks so that a second process cannot open it.
+//! its data directory, which it locks so that a second process cannot open it. The engine trait
+//! (iterator scans, snapshots, range deletes) is in `engine`, its fjall implementation in `disk`,
+//! and the test suite that both engines pass in `suite`.
 
 pub mod disk;
 pub mod engine;
 pub mod keycode;
 pub mod log;
+#[cfg(test)]
+mod suite;
 
 use std::fs::{File, TryLockError};
 use std::path::Path;
 use std::sync::Arc;
 
-pub use engine::{Engine, Space, Write};
+pub use engine::{Engine, KeyValue, Scan, Snapshot, Space, Write};
 pub use log::{Committer, Lsn};
 
 use crate::error::{Error, Result};
@@ -68,7 +72,7 @@ impl Store {
 
     fn with_engine(engine: Arc<dyn Engine>, lock: Option<File>) -> Result<Self> {
         let next = log::applied_lsn(engine.as_ref())? + 1;
-        let committer = Committer::start(engine.clone(), next, 1);
+        let committer = Committer::start(engine.clone(), next);
         Ok(Self {
             engine,
             committer,

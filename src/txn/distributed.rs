@@ -215,13 +215,15 @@ impl TwoPhase {
     pub async fn load(&self) -> Result<()> {
         let engine = self.mgr.store.engine.clone();
         let now = self.now();
-        for (key, value) in engine.scan_prefix(Space::Txn, b"d")? {
+        for kv in engine.scan_prefix(Space::Txn, b"d") {
+            let (key, value) = kv?;
             let gid = gid_of(&key)?;
             let record: Record = postcard::from_bytes(&value)
                 .map_err(|e| Error::Corrupt(format!("decision record {gid}: {e}")))?;
             lock(&self.decisions).load(gid, record, now);
         }
-        for (key, value) in engine.scan_prefix(Space::Txn, b"p")? {
+        for kv in engine.scan_prefix(Space::Txn, b"p") {
+            let (key, value) = kv?;
             let gid = gid_of(&key)?;
             let record: PreparedRecord = postcard::from_bytes(&value)
                 .map_err(|e| Error::Corrupt(format!("prepared record {gid}: {e}")))?;
@@ -422,7 +424,8 @@ impl TwoPhase {
                 drop(self.take_open(gid));
                 let this = self.clone();
                 let task = tokio::spawn(async move {
-                    let result = this.mgr.store.committer.commit(0, entry).await;
+                    // epoch: 1 until shard epochs reach the committer.
+                    let result = this.mgr.store.committer.commit(1, 0, entry).await;
                     lock(&this.decisions).aborted(gid, result.is_ok(), this.now());
                     result
                 });
@@ -437,10 +440,11 @@ impl TwoPhase {
     /// As the anchor: drops the record of `gid`, once every participant has applied it.
     pub async fn forget(&self, gid: Gid) -> Result<()> {
         if lock(&self.decisions).forget(gid) {
+            // epoch: 1 until shard epochs reach the committer.
             self.mgr
                 .store
                 .committer
-                .commit(0, vec![Write::Delete(Space::Txn, decision_key(gid))])
+                .commit(1, 0, vec![Write::Delete(Space::Txn, decision_key(gid))])
                 .await?;
         }
         Ok(())
@@ -554,8 +558,8 @@ mod tests {
             .store
             .engine
             .scan_prefix(Space::Txn, b"p")
-            .unwrap()
-            .is_empty());
+            .next()
+            .is_none());
         let mut other = mgr.begin(None);
         other.put(1, row(1, 1), b"w".to_vec()).await.unwrap();
     }
@@ -575,8 +579,8 @@ mod tests {
             .store
             .engine
             .scan_prefix(Space::Txn, b"")
-            .unwrap()
-            .is_empty());
+            .next()
+            .is_none());
         let mut other = mgr.begin(None);
         other.put(1, row(1, 2), b"w".to_vec()).await.unwrap();
     }
@@ -608,8 +612,8 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(tp.resolve(5).await.unwrap(), Some(Outcome::Committed));
-        let records = mgr.store.engine.scan_prefix(Space::Txn, b"d").unwrap();
-        assert_eq!(records.len(), 1);
+        let records = mgr.store.engine.scan_prefix(Space::Txn, b"d");
+        assert_eq!(records.count(), 1);
         // Reloaded after a restart, the record still answers.
         let again = Arc::new(TwoPhase::new(mgr.clone()));
         again.load().await.unwrap();
@@ -619,7 +623,7 @@ mod tests {
             .store
             .engine
             .scan_prefix(Space::Txn, b"d")
-            .unwrap()
-            .is_empty());
+            .next()
+            .is_none());
     }
 }

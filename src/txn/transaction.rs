@@ -179,7 +179,12 @@ impl Transaction {
         };
         self.lock(Resource::Table(table), mode).await?;
         let prefix = keycode::table_prefix(table);
-        let stored = self.mgr.store.engine.scan_prefix(Space::Data, &prefix)?;
+        let stored: Vec<_> = self
+            .mgr
+            .store
+            .engine
+            .scan_prefix(Space::Data, &prefix)
+            .collect::<Result<_>>()?;
         if !self.writes.keys().any(|k| k.starts_with(&prefix)) {
             return Ok(stored);
         }
@@ -263,7 +268,8 @@ impl Transaction {
         self.mgr
             .store
             .committer
-            .commit(self.id, writes)
+            // epoch: 1 until shard epochs reach the committer.
+            .commit(1, self.id, writes)
             .await
             .map(|_| ())
     }
@@ -284,7 +290,8 @@ impl Transaction {
         let mut writes = self.take_writes();
         writes.extend(extra);
         let (mgr, id) = (self.mgr.clone(), self.id);
-        let rx = match mgr.store.committer.submit(id, writes) {
+        // epoch: 1 until shard epochs reach the committer.
+        let rx = match mgr.store.committer.submit(1, id, writes) {
             Ok(rx) => rx,
             Err(e) => {
                 mgr.locks.release_all(id);
