@@ -19,7 +19,7 @@ use crate::sql::backend::{Backend, Prepared, SqlTxn};
 use crate::sql::catalog::Catalog;
 use crate::sql::execution::Executor;
 use crate::sql::planner::Plan;
-use crate::storage::{keycode, Space, Store};
+use crate::storage::{Space, Store};
 use crate::txn::lock::{LockMode, Resource};
 use crate::txn::{Intent, TwoPhase, TxnManager};
 use crate::types::{QueryResult, Table};
@@ -135,19 +135,7 @@ impl Database {
 
     /// Counts the rows stored on this node (for status output).
     pub fn count_keys(&self) -> Result<u64> {
-        let mut n = 0u64;
-        for name in self.catalog.table_names()? {
-            if let Some(t) = self.catalog.get(&name)? {
-                n += self
-                    .txns
-                    .store
-                    .engine
-                    .scan_prefix(Space::Data, &keycode::table_prefix(t.id))
-                    .map(|kv| kv.map(|_| 1))
-                    .sum::<Result<u64>>()?;
-            }
-        }
-        Ok(n)
+        self.txns.store.engine.count(Space::Data)
     }
 
     /// DDL in a cluster: the schema is part of the map, so it changes through Raft; the

@@ -114,6 +114,13 @@ pub trait Engine: Send + Sync {
     /// versions alive while it lives, so hold it for one copy, not for the life of the node.
     fn snapshot(&self) -> Result<Box<dyn Snapshot>>;
 
+    /// How many keys a space holds: a statistic for status output (`ddb status` shows a
+    /// node's rows as the keys of [`Space::Data`]). It reads the whole space, so it costs what
+    /// a scan costs; neither engine keeps an exact count on the side.
+    fn count(&self, space: Space) -> Result<u64> {
+        self.scan_prefix(space, &[]).map(|kv| kv.map(|_| 1)).sum()
+    }
+
     /// Applies the writes in order and atomically: readers see all of them or none, and after a
     /// crash either all of them are there or none.
     fn write(&self, writes: Vec<Write>) -> Result<()>;

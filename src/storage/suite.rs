@@ -362,6 +362,17 @@ fn a_range_delete_takes_its_place_in_the_batch(e: &dyn Engine) {
 }
 
 /// Declares each test once per engine.
+fn a_count_is_the_number_of_keys_in_the_space(e: &dyn Engine) {
+    assert_eq!(e.count(Space::Data).unwrap(), 0);
+    fill(e, &[b"a", b"b", b"c"]);
+    e.write(vec![put(Space::Meta, b"m", b"x")]).unwrap();
+    assert_eq!(e.count(Space::Data).unwrap(), 3);
+    e.write(vec![Write::Delete(Space::Data, b"b".to_vec())])
+        .unwrap();
+    assert_eq!(e.count(Space::Data).unwrap(), 2);
+    assert_eq!(e.count(Space::Meta).unwrap(), 1);
+}
+
 macro_rules! suite {
     ($($test:ident),* $(,)?) => {
         mod memory {
@@ -386,6 +397,7 @@ macro_rules! suite {
 }
 
 suite!(
+    a_count_is_the_number_of_keys_in_the_space,
     a_put_is_read_back_and_a_delete_removes_it,
     a_batch_applies_in_order_so_the_last_write_to_a_key_wins,
     a_batch_with_an_empty_or_overlong_key_is_refused_whole,
