@@ -41,7 +41,6 @@ pub mod sqlstate {
     pub const SERIALIZATION_FAILURE: &str = "40001";
     pub const DEADLOCK_DETECTED: &str = "40P01";
     pub const INSUFFICIENT_RESOURCES: &str = "53000";
-    pub const LOCK_NOT_AVAILABLE: &str = "55P03";
     pub const TRANSACTION_RESOLUTION_UNKNOWN: &str = "40003";
     pub const CONNECTION_FAILURE: &str = "08006";
     pub const ADMIN_SHUTDOWN: &str = "57P01";
@@ -177,6 +176,14 @@ impl Error {
     /// it happened. False for an unknown outcome, which may have committed.
     pub fn is_retryable(&self) -> bool {
         matches!(self, Error::Retry { .. })
+    }
+
+    /// Whether this is a serialization failure (40001): the refusal of a participant or an
+    /// anchor that wrote nothing, so the transaction is definitely rolled back there. Narrower
+    /// than [`Error::is_retryable`] on purpose: a two-phase commit may treat only this answer
+    /// from the anchor as a definite abort.
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, Error::Retry { code, .. } if code == sqlstate::SERIALIZATION_FAILURE)
     }
 
     /// Whether the outcome of the transaction is unknown: it may have committed.

@@ -21,7 +21,7 @@
 //! | `cluster` | the map, the ring, the map's Raft group |
 //! | `storage` | the engine trait, disk and memory engines, key encoding, the log and group commit |
 //! | `types` | values, data types, expressions, schemas, results |
-//! | `failpoint`, `error` | crash points for tests; the one error type |
+//! | `failpoint`, `version`, `error` | crash points for tests; the version string; the one error type |
 
 pub mod cli;
 pub mod client;
@@ -37,14 +37,4 @@ pub mod sql;
 pub mod storage;
 pub mod txn;
 pub mod types;
-
-/// The version string `SELECT version()` returns. Drivers parse the leading
-/// `PostgreSQL <version>` to decide which features they may use, so ddb reports the PostgreSQL
-/// protocol level it speaks first.
-pub fn version_string() -> String {
-    format!(
-        "PostgreSQL 15.0 (ddb {}) on {}",
-        env!("CARGO_PKG_VERSION"),
-        std::env::consts::ARCH
-    )
-}
+pub mod version;

@@ -7,9 +7,13 @@
 //! own children), and fails on an import that points up and on any cycle between files, naming
 //! the files and the path that closes the circle.
 //!
-//! What is not an edge: `mod`/`pub mod` declarations and `pub use` re-exports (a `mod.rs` that
-//! only declares and re-exports, as the house style wants, depends on nothing), comments, and
-//! test code (`#[cfg(test)]` onwards: tests may reach across layers).
+//! A name used through a re-export (`crate::sql::Session`) counts as a use of the file that
+//! defines it (`sql::session`). What is not an edge: `mod`/`pub mod` declarations and the
+//! re-exports of a `mod.rs` (a `mod.rs` that only declares and re-exports, as the house style
+//! wants, depends on nothing), comments, and items under `#[cfg(test)]` (tests may reach across
+//! layers). What this reader cannot see: a method called on a type whose `impl` block lives in
+//! another file (an inherent impl split across files); keep such impls in files that sit above
+//! the type's own file, as `gateway/` does.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -32,6 +36,7 @@ const LAYERS: &[&str] = &[
     "storage",
     "types",
     "failpoint",
+    "version",
     "error",
     "lib",
 ];
@@ -79,21 +84,32 @@ fn files(dir: &Path, prefix: &[String], out: &mut Vec<File>) {
     }
 }
 
-/// The lines of `text` that are code a dependency can hide in: no comments, no test code, no
-/// module declarations, no re-exports. The re-exports go to `reexports`: a `mod.rs` that uses
-/// a name it re-exports depends on the child it comes from.
+/// The lines of `text` that are code a dependency can hide in: no comments, no test items
+/// (an item under `#[cfg(test)]`: tests may reach across layers), no module declarations. The
+/// `pub use` items go to `reexports` instead.
 fn code_lines(text: &str, reexports: &mut Vec<String>) -> Vec<String> {
     let mut out = Vec::new();
     let mut pending = String::new();
+    // Brace depth of a test item being skipped; `Some(0)` skips the next item.
+    let mut skipping: Option<i64> = None;
     for line in text.lines() {
         let t = line.trim();
-        if t.starts_with("#[cfg(test)]") {
-            break;
-        }
-        if t.starts_with("//") {
+        if t.starts_with("//") || t.is_empty() {
             continue;
         }
-        // A `pub use …;` may span lines: skip through its semicolon.
+        if t.starts_with("#[cfg(test)]") {
+            skipping = Some(0);
+            continue;
+        }
+        if let Some(depth) = skipping {
+            if t.starts_with("#[") && depth == 0 {
+                continue;
+            }
+            let depth = depth + t.matches('{').count() as i64 - t.matches('}').count() as i64;
+            skipping = (depth > 0 || !(t.ends_with(';') || t.ends_with('}'))).then_some(depth);
+            continue;
+        }
+        // A `pub use …;` may span lines: read through its semicolon.
         if !pending.is_empty() || t.starts_with("pub use ") || t.starts_with("pub(crate) use ") {
             pending.push_str(t);
             if t.ends_with(';') {
@@ -156,6 +172,10 @@ fn expand(rest: &str, prefix: Vec<String>, out: &mut Vec<Vec<String>>) {
     }
     let mut path = prefix;
     let mut s = rest;
+    if s.starts_with('*') {
+        out.push(path);
+        return;
+    }
     loop {
         let end = s
             .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
@@ -167,6 +187,7 @@ fn expand(rest: &str, prefix: Vec<String>, out: &mut Vec<Vec<String>>) {
         s = &s[end..];
         match s.strip_prefix("::") {
             Some(next) if next.starts_with('{') => return expand(next, path, out),
+            Some(next) if next.starts_with('*') => break,
             Some(next) => s = next,
             None => break,
         }
@@ -198,49 +219,134 @@ type Module = Vec<String>;
 /// Module → the modules it uses.
 type Edges = BTreeMap<Module, BTreeSet<Module>>;
 
+/// One file's code and re-exports, read once.
+struct Read {
+    code: String,
+    reexports: Vec<String>,
+}
+
+/// A path as written in `module`'s file, made absolute: `crate::a` → `a`, `super::super::b`
+/// → two levels up, `self::c` and (in a mod.rs) a child's name → inside the module.
+fn absolute(file: &File, path: &[String], modules: &BTreeSet<Module>) -> Option<Module> {
+    let first = path.first()?;
+    match first.as_str() {
+        "crate" => Some(path[1..].to_vec()),
+        "self" => {
+            let mut m = file.module.clone();
+            m.extend(path[1..].iter().cloned());
+            Some(m)
+        }
+        "super" => {
+            // `super` is the parent of a file's module, and of a mod.rs's own module.
+            let mut m = file.module.clone();
+            let mut rest = path;
+            while rest.first().is_some_and(|s| s == "super") {
+                m.pop();
+                rest = &rest[1..];
+            }
+            m.extend(rest.iter().cloned());
+            Some(m)
+        }
+        _ => {
+            let mut child = file.module.clone();
+            child.push(first.clone());
+            modules.contains(&child).then(|| {
+                child.extend(path[1..].iter().cloned());
+                child
+            })
+        }
+    }
+}
+
+/// The file an absolute path leads to: its longest module prefix, followed through that
+/// module's re-exports (`crate::sql::Session` is in `sql::session`). Paths to no module (a
+/// macro exported at the root) lead to `lib`.
+fn target(path: &[String], modules: &BTreeSet<Module>, reexports: &Reexports) -> Module {
+    let mut m = resolve(path, modules).unwrap_or_else(|| vec!["lib".into()]);
+    for _ in 0..4 {
+        match path
+            .get(m.len())
+            .and_then(|n| reexports.get(&(m.clone(), n.clone())))
+        {
+            Some(to) if *to != m => m = to.clone(),
+            _ => break,
+        }
+    }
+    m
+}
+
+/// (module, name) → the module that defines what the module re-exports under that name.
+type Reexports = BTreeMap<(Module, String), Module>;
+
 /// The graph of files: module → the modules it uses, with one file per module.
 fn graph() -> (Edges, BTreeMap<Module, PathBuf>) {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut all = Vec::new();
     files(&src, &[], &mut all);
-    let mut modules: BTreeSet<Vec<String>> = all.iter().map(|f| f.module.clone()).collect();
+    let mut modules: BTreeSet<Module> = all.iter().map(|f| f.module.clone()).collect();
     modules.insert(vec!["lib".into()]);
-    let mut edges: BTreeMap<Vec<String>, BTreeSet<Vec<String>>> = BTreeMap::new();
-    let mut paths = BTreeMap::new();
-    for f in &all {
-        let text = fs::read_to_string(&f.path).expect("read source file");
-        let mut reexports = Vec::new();
-        let code = code_lines(&text, &mut reexports).join("\n");
-        let mut used = BTreeSet::new();
-        let crate_root =
-            |p: Vec<String>| resolve(&p, &modules).unwrap_or_else(|| vec!["lib".into()]);
-        let root_of_main = f.module == ["main"];
-        for p in paths_after(&code, if root_of_main { "ddb" } else { "crate" }) {
-            used.insert(crate_root(p));
+    let read: Vec<Read> = all
+        .iter()
+        .map(|f| {
+            let text = fs::read_to_string(&f.path).expect("read source file");
+            let mut reexports = Vec::new();
+            let code = code_lines(&text, &mut reexports).join("\n");
+            Read { code, reexports }
+        })
+        .collect();
+    // Every `pub use`, by the name it gives.
+    let mut reexports = Reexports::new();
+    for (f, r) in all.iter().zip(&read) {
+        for line in &r.reexports {
+            let after_use = line.split_once("use ").map_or("", |(_, rest)| rest);
+            let mut paths = Vec::new();
+            expand(after_use, Vec::new(), &mut paths);
+            for p in paths {
+                if let (Some(name), Some(abs)) = (p.last(), absolute(f, &p, &modules)) {
+                    if let Some(m) = resolve(&abs, &modules) {
+                        reexports.insert((f.module.clone(), name.clone()), m);
+                    }
+                }
+            }
         }
-        // `super` is the parent of a file's module, or of a mod.rs's own module.
-        let parent: Vec<String> = f.module[..f.module.len().saturating_sub(1)].to_vec();
-        for p in paths_after(&code, "super") {
-            let mut full = parent.clone();
+    }
+    let mut edges = Edges::new();
+    let mut paths = BTreeMap::new();
+    for (f, r) in all.iter().zip(&read) {
+        let mut used = BTreeSet::new();
+        let root_of_main = f.module == ["main"];
+        let root = if root_of_main { "ddb" } else { "crate" };
+        for p in paths_after(&r.code, root) {
+            used.insert(target(&p, &modules, &reexports));
+        }
+        for p in paths_after(&r.code, "super") {
+            let mut full = vec!["super".to_string()];
             full.extend(p);
-            used.insert(resolve(&full, &modules).unwrap_or_else(|| parent.clone()));
+            if let Some(abs) = absolute(f, &full, &modules) {
+                used.insert(target(&abs, &modules, &reexports));
+            }
         }
         if f.is_mod {
+            // A mod.rs names its children bare (`rpc::serve`), and uses what it re-exports.
             for child in modules
                 .iter()
                 .filter(|m| m.len() == f.module.len() + 1 && m.starts_with(&f.module))
             {
                 let name = child.last().expect("child name");
-                if !paths_after(&code, name).is_empty() {
+                if !paths_after(&r.code, name).is_empty() {
                     used.insert(child.clone());
                 }
-                // `pub use child::{A, B}` and then `A` in the code of this mod.rs.
-                for line in &reexports {
-                    let names = paths_after(line, &format!("use {name}"));
-                    let names = names.iter().filter_map(|p| p.last());
-                    if names.into_iter().any(|n| mentions(&code, n)) {
-                        used.insert(child.clone());
-                    }
+            }
+            for ((m, name), to) in &reexports {
+                if *m == f.module && mentions(&r.code, name) {
+                    used.insert(to.clone());
+                }
+            }
+        } else {
+            // A file that re-exports another module's item depends on it.
+            for ((m, _), to) in &reexports {
+                if *m == f.module {
+                    used.insert(to.clone());
                 }
             }
         }

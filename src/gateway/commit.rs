@@ -237,7 +237,7 @@ impl ClusterTxn {
                     .await
                 {
                     Ok(()) => AnchorReply::Committed,
-                    Err(e) if e.is_retryable() => AnchorReply::Refused(e.to_string()),
+                    Err(e) if e.is_refusal() => AnchorReply::Refused(e.to_string()),
                     Err(e) => AnchorReply::Lost(e.to_string()),
                 }
             }
@@ -267,7 +267,7 @@ impl ClusterTxn {
                     Ok(other) => AnchorReply::Lost(format!("node {node} answered {other:?}")),
                     // The anchor's own refusals are serialization failures; anything else
                     // (a lost connection, an I/O error) leaves the outcome unknown.
-                    Err(e) if e.is_retryable() => AnchorReply::Refused(e.to_string()),
+                    Err(e) if e.is_refusal() => AnchorReply::Refused(e.to_string()),
                     Err(e) => {
                         if matches!(e, Error::Unreachable(_)) {
                             self.gw.peers.forget(&addr).await;

@@ -15,6 +15,7 @@ mod context;
 pub mod peers;
 mod pushdown;
 mod ship;
+mod statement;
 mod txn;
 
 pub use context::Gateway;

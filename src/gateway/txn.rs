@@ -28,14 +28,11 @@ use crate::cluster::map::ClusterMap;
 use crate::cluster::ring::ShardId;
 use crate::error::{Error, Result};
 use crate::protocol::{ShardOp, ShardReply, ShardRequest};
-use crate::sql::backend::{Prepared, SqlTxn};
-use crate::sql::execution::Executor;
-use crate::sql::planner::Plan;
 use crate::sql::rows::{scan_local, KeyedRows, RowTxn};
 use crate::storage::keycode::token_of_key;
 use crate::txn::lock::LockMode;
 use crate::txn::{Intent, Transaction};
-use crate::types::{Context, Expr, QueryResult};
+use crate::types::{Context, Expr};
 
 impl Gateway {
     /// Begins a transaction across the cluster, or `None` while the node has no map yet.
@@ -241,18 +238,6 @@ impl ClusterTxn {
 
 #[async_trait]
 impl RowTxn for ClusterTxn {
-    fn age(&self) -> u64 {
-        self.age
-    }
-
-    fn retryable(&self) -> bool {
-        self.retry
-            || self
-                .parts
-                .values()
-                .any(|p| matches!(p, Part::Local(t) if t.died()))
-    }
-
     async fn lock_table(&mut self, _table: u32, _mode: LockMode) -> Result<()> {
         // Each participant locks its own part of the table with its first operation.
         Ok(())
@@ -327,54 +312,6 @@ impl RowTxn for ClusterTxn {
         self.remote(shard, ShardOp::Delete { table, key })
             .await
             .map(|_| ())
-    }
-
-    async fn commit(self: Box<Self>) -> Result<()> {
-        // The commit runs to its end in its own task: a client that goes away mid-commit must
-        // not cut the protocol short (dropping the transaction would roll back a part that may
-        // already be committed).
-        tokio::spawn(self.commit_all())
-            .await
-            .map_err(|e| Error::Internal(format!("commit task: {e}")))?
-    }
-
-    fn rollback(mut self: Box<Self>) {
-        self.release_all();
-    }
-}
-
-#[async_trait]
-impl SqlTxn for ClusterTxn {
-    fn age(&self) -> u64 {
-        self.age
-    }
-
-    fn retryable(&self) -> bool {
-        RowTxn::retryable(self)
-    }
-
-    async fn execute(&mut self, stmt: &Prepared<'_>, exec: &Executor<'_>) -> Result<QueryResult> {
-        // A point statement on another shard runs there whole, in the transaction's part.
-        if let Some(shard) = self.gw.point_shard(stmt.plan, &exec.ctx) {
-            if Some(shard) != self.my_shard {
-                return self.execute_on(shard, stmt, &exec.ctx).await;
-            }
-        }
-        // A scan across shards takes its aggregation or top-N along when it can.
-        if let Plan::Select(select) = stmt.plan {
-            if let Some(result) = self.select_pushed_down(select, exec).await? {
-                return Ok(result);
-            }
-        }
-        exec.execute(self, stmt.plan).await
-    }
-
-    async fn commit(self: Box<Self>) -> Result<()> {
-        RowTxn::commit(self).await
-    }
-
-    fn rollback(self: Box<Self>) {
-        RowTxn::rollback(self)
     }
 }
 

@@ -30,6 +30,11 @@ pub struct Prepared<'a> {
     pub stmt: &'a Statement,
     pub plan: &'a Plan,
     pub param_types: &'a [DataType],
+    /// Whether it runs inside a transaction block (`BEGIN … COMMIT`). Only there may a
+    /// transaction send a point statement whole to another shard: an autocommit statement is
+    /// shipped (or not) by [`Backend::ship`] before its transaction begins, and one that another
+    /// gateway shipped here must never be sent on.
+    pub in_block: bool,
 }
 
 /// What a session runs its statements on.

@@ -2,8 +2,10 @@
 //!
 //! A table has an id (the first part of its row keys), columns, and a primary key. A table
 //! declared without a primary key gets a hidden `BIGINT` row id as its key, generated on insert
-//! and never shown by `SELECT *`. The catalog is loaded at start-up and changed only by DDL, whose
-//! commit writes the schema in the same atomic log entry as its effects.
+//! and never shown by `SELECT *`. The catalog is loaded at start-up. On a standalone node it is
+//! changed only by DDL, whose commit writes the schema in the same atomic log entry as its
+//! effects; in a cluster it follows the cluster map, and records the map version it reflects
+//! (a shard waits for that version before it runs a statement planned against it).
 //!
 //! Row ids are handed out from blocks: the high end of the current block is persisted before any
 //! id from it is used, so ids are never reused after a crash (a crash may leave a gap).

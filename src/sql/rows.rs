@@ -21,13 +21,6 @@ pub type KeyedRows = Vec<(Vec<u8>, Vec<Value>)>;
 /// A transaction as the executor uses it.
 #[async_trait]
 pub trait RowTxn: Send {
-    /// The wait-die age (kept when the work is retried).
-    fn age(&self) -> u64;
-
-    /// Whether the last failure allows retrying the same work (a wait-die loss, or a request
-    /// routed with a stale map).
-    fn retryable(&self) -> bool;
-
     /// Locks a table before it is used (where locking happens on this node).
     async fn lock_table(&mut self, table: u32, mode: LockMode) -> Result<()>;
 
@@ -48,12 +41,6 @@ pub trait RowTxn: Send {
 
     /// Deletes a row.
     async fn delete(&mut self, table: u32, key: Vec<u8>) -> Result<()>;
-
-    /// Commits; durable when this returns.
-    async fn commit(self: Box<Self>) -> Result<()>;
-
-    /// Rolls back.
-    fn rollback(self: Box<Self>);
 }
 
 /// Encodes a row for storage.
@@ -89,14 +76,6 @@ pub async fn scan_local(
 
 #[async_trait]
 impl RowTxn for Transaction {
-    fn age(&self) -> u64 {
-        Transaction::age(self)
-    }
-
-    fn retryable(&self) -> bool {
-        self.died()
-    }
-
     async fn lock_table(&mut self, table: u32, mode: LockMode) -> Result<()> {
         self.lock(Resource::Table(table), mode).await
     }
@@ -121,13 +100,5 @@ impl RowTxn for Transaction {
 
     async fn delete(&mut self, table: u32, key: Vec<u8>) -> Result<()> {
         Transaction::delete(self, table, key).await
-    }
-
-    async fn commit(self: Box<Self>) -> Result<()> {
-        Transaction::commit(*self).await
-    }
-
-    fn rollback(self: Box<Self>) {
-        Transaction::rollback(*self)
     }
 }

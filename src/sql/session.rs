@@ -202,6 +202,7 @@ impl Session {
             stmt,
             plan: &planned.plan,
             param_types,
+            in_block: matches!(self.state, State::Open(_)),
         };
         if let State::Open(txn) = &mut self.state {
             return txn.execute(&prepared, &executor).await;

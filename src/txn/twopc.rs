@@ -18,7 +18,7 @@
 //! This module holds the two deciding parts, each a plain data structure driven by method calls:
 //! [`Coordinator`], what the gateway does next given the answers it got; and [`Decisions`], the
 //! anchor's table of records with the compare-and-set. They read no clock (time is passed in) and
-//! do no I/O; `sql::router` and `txn::distributed` carry out what they return.
+//! do no I/O; `gateway::commit` and `txn::distributed` carry out what they return.
 
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -442,7 +442,7 @@ pub fn like(s: &str, pattern: &str) -> Result<bool> {
 fn call(f: Function, args: Vec<Value>, ctx: &Context) -> Result<Value> {
     let arg = |i: usize| args.get(i).cloned().unwrap_or(Value::Null);
     Ok(match f {
-        Function::Version => Value::Text(crate::version_string()),
+        Function::Version => Value::Text(crate::version::version_string()),
         Function::Now => Value::Timestamp(ctx.now),
         Function::Lower => match arg(0) {
             Value::Text(s) => Value::Text(s.to_lowercase()),

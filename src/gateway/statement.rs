@@ -1,0 +1,62 @@
+//! A cluster transaction as a session drives it: one statement at a time, then the commit.
+//!
+//! This is where the gateway's ways of running a statement meet: a point statement inside a
+//! block goes whole to the shard that owns its key (`ship.rs`), a scan across shards takes its
+//! aggregation or top-N along (`pushdown.rs`), and anything else runs in the executor over the
+//! transaction's row operations (`txn.rs`). The commit is the distributed commit (`commit.rs`).
+
+use async_trait::async_trait;
+
+use super::txn::{ClusterTxn, Part};
+use crate::error::{Error, Result};
+use crate::sql::backend::{Prepared, SqlTxn};
+use crate::sql::execution::Executor;
+use crate::sql::planner::Plan;
+use crate::types::QueryResult;
+
+#[async_trait]
+impl SqlTxn for ClusterTxn {
+    fn age(&self) -> u64 {
+        self.age
+    }
+
+    fn retryable(&self) -> bool {
+        self.retry
+            || self
+                .parts
+                .values()
+                .any(|p| matches!(p, Part::Local(t) if t.died()))
+    }
+
+    async fn execute(&mut self, stmt: &Prepared<'_>, exec: &Executor<'_>) -> Result<QueryResult> {
+        // Inside a block, a point statement on another shard runs there whole, in the
+        // transaction's part (an autocommit one was shipped before the transaction began).
+        if stmt.in_block {
+            if let Some(shard) = self.gw.point_shard(stmt.plan, &exec.ctx) {
+                if Some(shard) != self.my_shard {
+                    return self.execute_on(shard, stmt, &exec.ctx).await;
+                }
+            }
+        }
+        // A scan across shards takes its aggregation or top-N along when it can.
+        if let Plan::Select(select) = stmt.plan {
+            if let Some(result) = self.select_pushed_down(select, exec).await? {
+                return Ok(result);
+            }
+        }
+        exec.execute(self, stmt.plan).await
+    }
+
+    async fn commit(self: Box<Self>) -> Result<()> {
+        // The commit runs to its end in its own task: a client that goes away mid-commit must
+        // not cut the protocol short (dropping the transaction would roll back a part that may
+        // already be committed).
+        tokio::spawn(self.commit_all())
+            .await
+            .map_err(|e| Error::Internal(format!("commit task: {e}")))?
+    }
+
+    fn rollback(mut self: Box<Self>) {
+        self.release_all();
+    }
+}
