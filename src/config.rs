@@ -5,6 +5,10 @@
 //! serde_yaml reports; validation then checks what the types cannot: unique node names, no two
 //! listeners on one address, ranges of numbers. Every error names the file and the field, and
 //! says what is expected.
+//!
+//! The first map of a cluster is made here from its file ([`ClusterConfig::initial_map`]), not in
+//! `cluster/`: the map knows nothing of the file, and `config` depends on `cluster`, never the
+//! other way round.
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::IpAddr;
@@ -12,16 +16,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::cluster::ring::ShardId;
+use crate::cluster::map::{ClusterMap, Mode, NodeInfo, ShardInfo, ShardState};
+use crate::cluster::ring::{Ring, ShardId};
 use crate::error::{Error, Result};
-
-/// The replication mode of a cluster.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    Sync,
-    Async,
-}
 
 /// `replication:` in the file.
 #[derive(Clone, Debug, Deserialize)]
@@ -363,6 +360,54 @@ impl ClusterConfig {
     }
 }
 
+impl ClusterConfig {
+    /// The first map of the cluster `cluster_id`: one shard per node of the file (factor 1),
+    /// each at epoch 1 with that node as primary, and on the ring with `vnodes` tokens, added in
+    /// shard order. Raft ids follow file order from 1, so the first nodes of the file are the
+    /// voters. The version is 0; applying the change makes it 1.
+    pub fn initial_map(&self, cluster_id: String) -> ClusterMap {
+        let mut nodes = BTreeMap::new();
+        let mut shards = BTreeMap::new();
+        for (i, n) in self.nodes.iter().enumerate() {
+            nodes.insert(
+                n.name.clone(),
+                NodeInfo {
+                    raft_id: i as u64 + 1,
+                    rpc_addr: n.rpc_addr(),
+                    sql_addr: n.sql_addr(),
+                    shard: n.shard,
+                },
+            );
+            shards.insert(
+                n.shard,
+                ShardInfo {
+                    epoch: 1,
+                    primary: n.name.clone(),
+                    replicas: Vec::new(),
+                    state: ShardState::Active,
+                },
+            );
+        }
+        let mut ring = Ring::new();
+        for &s in shards.keys() {
+            ring.add_shard(s, self.vnodes);
+        }
+        ClusterMap {
+            cluster_id,
+            name: self.name.clone(),
+            version: 0,
+            factor: self.factor,
+            mode: self.mode,
+            vnodes: self.vnodes,
+            ring,
+            shards,
+            nodes,
+            tables: BTreeMap::new(),
+            next_table_id: 1,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -491,5 +536,38 @@ nodes:
             .replace("    rpc_port: 7071\n", "    rpc_port: 7071\n    shard: 2\n")
             .replace("    rpc_port: 7072\n", "    rpc_port: 7072\n    shard: 2\n"));
         assert!(e.contains("shard 2 already has node n1"), "{e}");
+    }
+
+    fn config(n: u16) -> ClusterConfig {
+        let text = "name: demo\nnodes:\n".to_string()
+            + &(1..=n)
+                .map(|i| {
+                    format!(
+                        "  - {{ name: n{i}, host: 127.0.0.1, rpc_port: {}, sql_port: {} }}\n",
+                        7070 + i,
+                        5440 + i
+                    )
+                })
+                .collect::<String>();
+        parse(&text).unwrap()
+    }
+
+    #[test]
+    fn the_initial_map_has_one_shard_per_node_and_three_voters() {
+        let m = config(4).initial_map("x".into());
+        assert_eq!((m.cluster_id.as_str(), m.name.as_str()), ("x", "demo"));
+        assert_eq!(m.shards.len(), 4);
+        assert_eq!(m.ring.shards(), vec![1, 2, 3, 4]);
+        assert_eq!(m.ring.tokens_of(3).len(), 128);
+        assert_eq!(m.voters(), vec![1, 2, 3]);
+        assert_eq!(m.primary(2).unwrap().0, "n2");
+        assert_eq!(m.node("n4").unwrap().rpc_addr, "127.0.0.1:7074");
+    }
+
+    #[test]
+    fn the_initial_map_forms_the_cluster_at_version_1() {
+        let mut map = None;
+        let init = crate::cluster::map::Change::Init(Box::new(config(4).initial_map("x".into())));
+        assert_eq!(ClusterMap::apply(&mut map, &init), Ok(1));
     }
 }

@@ -18,9 +18,20 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::ring::{Ring, ShardId};
-use crate::config::{ClusterConfig, Mode};
 use crate::error::{sqlstate, Error};
 use crate::types::Table;
+
+/// When a primary acknowledges a write: once the in-sync replicas hold it (`Sync`), or as soon
+/// as it holds it itself (`Async`).
+///
+/// The cluster file has its own spelling of this (`replication.mode`); this one is part of the
+/// map, so its serialized form is what nodes persist and exchange, and must not change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Sync,
+    Async,
+}
 
 /// Whether a shard is serving, or moving in or out (moves come with rebalancing).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,50 +94,6 @@ pub enum Change {
 pub type ChangeResult = std::result::Result<u64, Error>;
 
 impl ClusterMap {
-    /// The map a new cluster starts with: one shard per node in the file (factor 1), each shard
-    /// on the ring with `vnodes` tokens, in shard order.
-    pub fn initial(config: &ClusterConfig, cluster_id: String) -> Self {
-        let mut nodes = BTreeMap::new();
-        let mut shards = BTreeMap::new();
-        for (i, n) in config.nodes.iter().enumerate() {
-            nodes.insert(
-                n.name.clone(),
-                NodeInfo {
-                    raft_id: i as u64 + 1,
-                    rpc_addr: n.rpc_addr(),
-                    sql_addr: n.sql_addr(),
-                    shard: n.shard,
-                },
-            );
-            shards.insert(
-                n.shard,
-                ShardInfo {
-                    epoch: 1,
-                    primary: n.name.clone(),
-                    replicas: Vec::new(),
-                    state: ShardState::Active,
-                },
-            );
-        }
-        let mut ring = Ring::new();
-        for &s in shards.keys() {
-            ring.add_shard(s, config.vnodes);
-        }
-        Self {
-            cluster_id,
-            name: config.name.clone(),
-            version: 0,
-            factor: config.factor,
-            mode: config.mode,
-            vnodes: config.vnodes,
-            ring,
-            shards,
-            nodes,
-            tables: BTreeMap::new(),
-            next_table_id: 1,
-        }
-    }
-
     /// Applies a change, validating it against the map. On error the map is unchanged.
     ///
     /// This is the only way the map changes: each change has its own function below, which
@@ -238,20 +205,6 @@ mod tests {
     use crate::types::value::DataType;
     use crate::types::Column;
 
-    fn config() -> ClusterConfig {
-        let text = "name: demo\nnodes:\n".to_string()
-            + &(1..=4)
-                .map(|i| {
-                    format!(
-                        "  - {{ name: n{i}, host: 127.0.0.1, rpc_port: {}, sql_port: {} }}\n",
-                        7070 + i,
-                        5440 + i
-                    )
-                })
-                .collect::<String>();
-        ClusterConfig::parse(&text, std::path::Path::new("c.yaml")).unwrap()
-    }
-
     /// A formed-looking map of `n` nodes, one shard each, built without a cluster file: the
     /// map must not depend on how the CLI reads one.
     fn formed(n: u32) -> ClusterMap {
@@ -307,15 +260,6 @@ mod tests {
             }],
             primary_key: vec![0],
         }
-    }
-
-    #[test]
-    fn the_initial_map_has_one_shard_per_node_and_three_voters() {
-        let m = ClusterMap::initial(&config(), "x".into());
-        assert_eq!(m.shards.len(), 4);
-        assert_eq!(m.ring.shards(), vec![1, 2, 3, 4]);
-        assert_eq!(m.voters(), vec![1, 2, 3]);
-        assert_eq!(m.primary(2).unwrap().0, "n2");
     }
 
     #[test]
