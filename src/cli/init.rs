@@ -108,7 +108,7 @@ pub async fn run(args: &InitArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     let config = load_config(global)?;
     let format = Format::resolve(global.format);
     if args.dry_run {
-        let map = ClusterMap::initial(&config, "dry-run".into());
+        let map = config.initial_map("dry-run".into());
         let mut printer = Printer::new(format, true, true);
         printer.print(
             &plan_table(&map, &config),
@@ -206,7 +206,7 @@ async fn form(config: &crate::config::ClusterConfig) -> Result<()> {
         Some(map) => map.cluster_id,
         None => new_cluster_id(&config.name),
     };
-    let map = ClusterMap::initial(config, cluster_id.clone());
+    let map = config.initial_map(cluster_id.clone());
     let mut clients = Vec::new();
     for node in &config.nodes {
         let client = Client::connect_to(

@@ -6,6 +6,10 @@
 //! ordered is refused, never applied twice. Every applied change raises `version` by one, and
 //! requests between nodes carry the version they were routed with.
 //!
+//! Each kind of change is applied by its own function ([`ClusterMap::apply`] only dispatches),
+//! and each checks everything before it changes anything, so a refused change leaves the map as
+//! it was.
+//!
 //! Applying a change is a pure function of the map: no I/O, no clock, no randomness. That is
 //! what lets every node reach the same map from the same log.
 
@@ -14,9 +18,20 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::ring::{Ring, ShardId};
-use crate::config::{ClusterConfig, Mode};
 use crate::error::{sqlstate, Error};
 use crate::types::Table;
+
+/// When a primary acknowledges a write: once the in-sync replicas hold it (`Sync`), or as soon
+/// as it holds it itself (`Async`).
+///
+/// The cluster file has its own spelling of this (`replication.mode`); this one is part of the
+/// map, so its serialized form is what nodes persist and exchange, and must not change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Sync,
+    Async,
+}
 
 /// Whether a shard is serving, or moving in or out (moves come with rebalancing).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -79,63 +94,14 @@ pub enum Change {
 pub type ChangeResult = std::result::Result<u64, Error>;
 
 impl ClusterMap {
-    /// The map a new cluster starts with: one shard per node in the file (factor 1), each shard
-    /// on the ring with `vnodes` tokens, in shard order.
-    pub fn initial(config: &ClusterConfig, cluster_id: String) -> Self {
-        let mut nodes = BTreeMap::new();
-        let mut shards = BTreeMap::new();
-        for (i, n) in config.nodes.iter().enumerate() {
-            nodes.insert(
-                n.name.clone(),
-                NodeInfo {
-                    raft_id: i as u64 + 1,
-                    rpc_addr: n.rpc_addr(),
-                    sql_addr: n.sql_addr(),
-                    shard: n.shard,
-                },
-            );
-            shards.insert(
-                n.shard,
-                ShardInfo {
-                    epoch: 1,
-                    primary: n.name.clone(),
-                    replicas: Vec::new(),
-                    state: ShardState::Active,
-                },
-            );
-        }
-        let mut ring = Ring::new();
-        for &s in shards.keys() {
-            ring.add_shard(s, config.vnodes);
-        }
-        Self {
-            cluster_id,
-            name: config.name.clone(),
-            version: 0,
-            factor: config.factor,
-            mode: config.mode,
-            vnodes: config.vnodes,
-            ring,
-            shards,
-            nodes,
-            tables: BTreeMap::new(),
-            next_table_id: 1,
-        }
-    }
-
     /// Applies a change, validating it against the map. On error the map is unchanged.
+    ///
+    /// This is the only way the map changes: each change has its own function below, which
+    /// checks the change against the map as it is now (not as it was when the change was
+    /// proposed) before it touches anything.
     pub fn apply(current: &mut Option<ClusterMap>, change: &Change) -> ChangeResult {
         match (current.as_mut(), change) {
-            (None, Change::Init(map)) => {
-                let mut map = (**map).clone();
-                map.version = 1;
-                let v = map.version;
-                *current = Some(map);
-                Ok(v)
-            }
-            (Some(_), Change::Init(_)) => {
-                Err(Error::Refused("the cluster is already formed".into()))
-            }
+            (_, Change::Init(map)) => Self::init(current, map),
             (None, _) => Err(Error::Refused(
                 "the cluster is not formed yet (run ddb init)".into(),
             )),
@@ -145,39 +111,66 @@ impl ClusterMap {
                     table,
                     if_not_exists,
                 },
-            ) => {
-                if map.tables.contains_key(&table.name) {
-                    if *if_not_exists {
-                        return Ok(map.version);
-                    }
-                    return Err(Error::sql(
-                        sqlstate::DUPLICATE_TABLE,
-                        format!("relation \"{}\" already exists", table.name),
-                    ));
-                }
-                let mut table = table.clone();
-                table.id = map.next_table_id;
-                map.next_table_id += 1;
-                map.tables.insert(table.name.clone(), table);
-                map.version += 1;
-                Ok(map.version)
-            }
+            ) => map.create_table(table, *if_not_exists),
             (Some(map), Change::DropTable { names, if_exists }) => {
-                for name in names {
-                    if !map.tables.contains_key(name) && !*if_exists {
-                        return Err(Error::sql(
-                            sqlstate::UNDEFINED_TABLE,
-                            format!("table \"{name}\" does not exist"),
-                        ));
-                    }
-                }
-                for name in names {
-                    map.tables.remove(name);
-                }
-                map.version += 1;
-                Ok(map.version)
+                map.drop_tables(names, *if_exists)
             }
         }
+    }
+
+    /// [`Change::Init`]: forms the cluster with `map` at version 1. A cluster forms once; a
+    /// second init (a re-run of `ddb init` that raced the first) is refused.
+    fn init(current: &mut Option<ClusterMap>, map: &ClusterMap) -> ChangeResult {
+        if current.is_some() {
+            return Err(Error::Refused("the cluster is already formed".into()));
+        }
+        let mut map = map.clone();
+        map.version = 1;
+        let v = map.version;
+        *current = Some(map);
+        Ok(v)
+    }
+
+    /// [`Change::CreateTable`]: adds `table` with the next table id. A name already taken is
+    /// refused, unless `if_not_exists`, which leaves the map (and its version) as it is.
+    fn create_table(&mut self, table: &Table, if_not_exists: bool) -> ChangeResult {
+        if self.tables.contains_key(&table.name) {
+            if if_not_exists {
+                return Ok(self.version);
+            }
+            return Err(Error::sql(
+                sqlstate::DUPLICATE_TABLE,
+                format!("relation \"{}\" already exists", table.name),
+            ));
+        }
+        let mut table = table.clone();
+        table.id = self.next_table_id;
+        self.next_table_id += 1;
+        self.tables.insert(table.name.clone(), table);
+        Ok(self.bump())
+    }
+
+    /// [`Change::DropTable`]: removes the named tables, all or none: every name is checked
+    /// before any table is removed. A missing name is refused unless `if_exists`.
+    fn drop_tables(&mut self, names: &[String], if_exists: bool) -> ChangeResult {
+        if !if_exists {
+            if let Some(name) = names.iter().find(|n| !self.tables.contains_key(*n)) {
+                return Err(Error::sql(
+                    sqlstate::UNDEFINED_TABLE,
+                    format!("table \"{name}\" does not exist"),
+                ));
+            }
+        }
+        for name in names {
+            self.tables.remove(name);
+        }
+        Ok(self.bump())
+    }
+
+    /// Raises the version after an applied change and returns it.
+    fn bump(&mut self) -> u64 {
+        self.version += 1;
+        self.version
     }
 
     /// The shard that owns a ring token.
@@ -212,18 +205,46 @@ mod tests {
     use crate::types::value::DataType;
     use crate::types::Column;
 
-    fn config() -> ClusterConfig {
-        let text = "name: demo\nnodes:\n".to_string()
-            + &(1..=4)
-                .map(|i| {
-                    format!(
-                        "  - {{ name: n{i}, host: 127.0.0.1, rpc_port: {}, sql_port: {} }}\n",
-                        7070 + i,
-                        5440 + i
-                    )
-                })
-                .collect::<String>();
-        ClusterConfig::parse(&text, std::path::Path::new("c.yaml")).unwrap()
+    /// A formed-looking map of `n` nodes, one shard each, built without a cluster file: the
+    /// map must not depend on how the CLI reads one.
+    fn formed(n: u32) -> ClusterMap {
+        let mut ring = Ring::new();
+        let mut shards = BTreeMap::new();
+        let mut nodes = BTreeMap::new();
+        for s in 1..=n {
+            ring.add_shard(s, 16);
+            shards.insert(
+                s,
+                ShardInfo {
+                    epoch: 1,
+                    primary: format!("n{s}"),
+                    replicas: Vec::new(),
+                    state: ShardState::Active,
+                },
+            );
+            nodes.insert(
+                format!("n{s}"),
+                NodeInfo {
+                    raft_id: s.into(),
+                    rpc_addr: format!("127.0.0.1:{}", 7070 + s),
+                    sql_addr: format!("127.0.0.1:{}", 5440 + s),
+                    shard: s,
+                },
+            );
+        }
+        ClusterMap {
+            cluster_id: "x".into(),
+            name: "demo".into(),
+            version: 0,
+            factor: 1,
+            mode: Mode::Sync,
+            vnodes: 16,
+            ring,
+            shards,
+            nodes,
+            tables: BTreeMap::new(),
+            next_table_id: 1,
+        }
     }
 
     fn table(name: &str) -> Table {
@@ -242,12 +263,11 @@ mod tests {
     }
 
     #[test]
-    fn the_initial_map_has_one_shard_per_node_and_three_voters() {
-        let m = ClusterMap::initial(&config(), "x".into());
-        assert_eq!(m.shards.len(), 4);
-        assert_eq!(m.ring.shards(), vec![1, 2, 3, 4]);
-        assert_eq!(m.voters(), vec![1, 2, 3]);
-        assert_eq!(m.primary(2).unwrap().0, "n2");
+    fn the_first_three_nodes_vote_until_there_are_five() {
+        assert_eq!(formed(1).voters(), vec![1]);
+        assert_eq!(formed(4).voters(), vec![1, 2, 3]);
+        assert_eq!(formed(6).voters(), vec![1, 2, 3, 4, 5]);
+        assert_eq!(formed(4).primary(2).unwrap().0, "n2");
     }
 
     #[test]
@@ -261,7 +281,7 @@ mod tests {
             }
         )
         .is_err());
-        let init = Change::Init(Box::new(ClusterMap::initial(&config(), "x".into())));
+        let init = Change::Init(Box::new(formed(4)));
         assert_eq!(ClusterMap::apply(&mut map, &init), Ok(1));
         assert!(
             ClusterMap::apply(&mut map, &init).is_err(),
@@ -286,5 +306,45 @@ mod tests {
         };
         assert_eq!(ClusterMap::apply(&mut map, &drop), Ok(3));
         assert!(ClusterMap::apply(&mut map, &drop).is_err());
+    }
+
+    #[test]
+    fn create_if_not_exists_of_a_taken_name_leaves_the_version() {
+        let create = |if_not_exists| Change::CreateTable {
+            table: table("t"),
+            if_not_exists,
+        };
+        let mut m = None;
+        ClusterMap::apply(&mut m, &Change::Init(Box::new(formed(1)))).unwrap();
+        assert_eq!(ClusterMap::apply(&mut m, &create(false)), Ok(2));
+        assert_eq!(ClusterMap::apply(&mut m, &create(true)), Ok(2));
+        assert_eq!(m.unwrap().next_table_id, 2, "no id was used up");
+    }
+
+    #[test]
+    fn dropping_tables_is_all_or_none() {
+        let mut m = None;
+        ClusterMap::apply(&mut m, &Change::Init(Box::new(formed(1)))).unwrap();
+        for name in ["a", "b"] {
+            let create = Change::CreateTable {
+                table: table(name),
+                if_not_exists: false,
+            };
+            ClusterMap::apply(&mut m, &create).unwrap();
+        }
+        let drop = |names: &[&str], if_exists| Change::DropTable {
+            names: names.iter().map(|n| n.to_string()).collect(),
+            if_exists,
+        };
+        let err = ClusterMap::apply(&mut m, &drop(&["a", "c"], false)).unwrap_err();
+        assert_eq!(err.sqlstate(), sqlstate::UNDEFINED_TABLE);
+        let after = m.as_ref().unwrap();
+        assert_eq!(
+            (after.version, after.tables.len()),
+            (3, 2),
+            "nothing dropped"
+        );
+        assert_eq!(ClusterMap::apply(&mut m, &drop(&["a", "c"], true)), Ok(4));
+        assert_eq!(m.unwrap().tables.keys().collect::<Vec<_>>(), ["b"]);
     }
 }

@@ -1,0 +1,197 @@
+//! The cluster file's settings as the rest of ddb uses them: [`ClusterConfig`] and its
+//! [`NodeConfig`]s, with every default applied and every path resolved.
+//!
+//! [`ClusterConfig::load`] is the one way in: it reads the file, decodes it
+//! ([`super::decode`]), validates it ([`super::validate`]), and only then builds the settings,
+//! so a `ClusterConfig` always describes a file that passed every rule. Building can therefore
+//! not fail: what it does (data directories from `defaults.data_dir`, shards given in file
+//! order by [`super::shards`]) is a function of a valid file.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use super::decode::{decode, RawFile, Ssh};
+use super::shards::assign_shards;
+use super::validate::validate;
+use crate::cluster::map::Mode;
+use crate::cluster::ring::ShardId;
+use crate::error::{Error, Result};
+
+/// Where a node's data goes when neither it nor `defaults.data_dir` says.
+const DEFAULT_DATA_DIR: &str = "./ddb-data/{name}";
+
+/// A node as the cluster file describes it, with defaults applied.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeConfig {
+    pub name: String,
+    pub host: String,
+    pub rpc_port: u16,
+    pub sql_port: u16,
+    /// The data directory, relative paths resolved against the cluster file's directory.
+    pub data_dir: PathBuf,
+    /// The shard this node belongs to.
+    pub shard: ShardId,
+    /// Whether the node runs on this machine (a loopback host) rather than over SSH.
+    pub local: bool,
+}
+
+impl NodeConfig {
+    /// `host:rpc_port`.
+    pub fn rpc_addr(&self) -> String {
+        join_host_port(&self.host, self.rpc_port)
+    }
+
+    /// `host:sql_port`.
+    pub fn sql_addr(&self) -> String {
+        join_host_port(&self.host, self.sql_port)
+    }
+}
+
+fn join_host_port(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// A validated cluster file.
+#[derive(Clone, Debug)]
+pub struct ClusterConfig {
+    /// The file it came from.
+    pub path: PathBuf,
+    pub name: String,
+    pub factor: u32,
+    pub mode: Mode,
+    pub vnodes: u32,
+    /// The nodes, in file order.
+    pub nodes: Vec<NodeConfig>,
+    /// SSH defaults (used by SSH deployment, which is not built yet).
+    pub ssh: Ssh,
+}
+
+/// Whether `host` is this machine: a loopback address or `localhost`.
+pub fn is_local_host(host: &str) -> bool {
+    host == "localhost"
+        || host
+            .parse::<IpAddr>()
+            .map(|ip| ip.is_loopback())
+            .unwrap_or(false)
+}
+
+impl ClusterConfig {
+    /// Reads and validates a cluster file.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::InvalidInput(format!("cannot read cluster file {}: {e}", path.display()))
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and validates the text of a cluster file read from `path`.
+    pub fn parse(text: &str, path: &Path) -> Result<Self> {
+        let file = decode(text, path)?;
+        validate(&file, text, path)?;
+        Ok(Self::build(file, path))
+    }
+
+    /// The settings of a file that passed validation.
+    fn build(file: RawFile, path: &Path) -> Self {
+        let base = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let default_dir = file
+            .defaults
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| DEFAULT_DATA_DIR.into());
+        let shards = assign_shards(&file.nodes);
+        let nodes = file
+            .nodes
+            .into_iter()
+            .zip(shards)
+            .map(|(n, shard)| {
+                let dir = PathBuf::from(
+                    n.data_dir
+                        .unwrap_or_else(|| default_dir.replace("{name}", &n.name)),
+                );
+                let data_dir = if dir.is_absolute() {
+                    dir
+                } else {
+                    base.join(dir)
+                };
+                NodeConfig {
+                    local: is_local_host(&n.host),
+                    name: n.name,
+                    host: n.host,
+                    rpc_port: n.rpc_port,
+                    sql_port: n.sql_port,
+                    data_dir,
+                    shard,
+                }
+            })
+            .collect();
+        Self {
+            path: path.to_path_buf(),
+            name: file.name,
+            factor: file.replication.factor,
+            mode: file.replication.mode.into(),
+            vnodes: file.sharding.vnodes,
+            nodes,
+            ssh: file.ssh,
+        }
+    }
+
+    /// The node called `name`.
+    pub fn node(&self, name: &str) -> Result<&NodeConfig> {
+        self.nodes.iter().find(|n| n.name == name).ok_or_else(|| {
+            Error::InvalidInput(format!("no node named '{name}' in {}", self.path.display()))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::fixture::{parse, GOOD};
+    use super::*;
+
+    #[test]
+    fn a_good_file_parses_with_defaults_applied() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.name, "demo");
+        assert_eq!((c.factor, c.mode, c.vnodes), (1, Mode::Sync, 64));
+        assert_eq!(c.nodes[0].data_dir, PathBuf::from("/etc/ddb/./data/n1"));
+        assert_eq!(c.nodes[1].data_dir, PathBuf::from("/srv/n2"));
+        assert_eq!((c.nodes[0].shard, c.nodes[1].shard), (1, 2));
+        assert!(c.nodes[0].local);
+        assert_eq!(c.nodes[1].rpc_addr(), "127.0.0.1:7072");
+    }
+
+    #[test]
+    fn omitted_sections_take_their_defaults() {
+        let text = "name: x\nnodes:\n  - { name: a, host: '::1', rpc_port: 1, sql_port: 2 }\n";
+        let c = ClusterConfig::parse(text, Path::new("c.yaml")).unwrap();
+        assert_eq!((c.factor, c.mode, c.vnodes), (1, Mode::Sync, 128));
+        assert_eq!(c.nodes[0].data_dir, PathBuf::from("./ddb-data/a"));
+        assert_eq!(c.nodes[0].sql_addr(), "[::1]:2");
+        assert!(c.nodes[0].local);
+        let c = parse(&GOOD.replace("mode: sync", "mode: async")).unwrap();
+        assert_eq!(c.mode, Mode::Async);
+    }
+
+    #[test]
+    fn pinned_shards_are_respected_and_free_ones_filled() {
+        let c = parse(&GOOD.replace("    rpc_port: 7071\n", "    rpc_port: 7071\n    shard: 2\n"))
+            .unwrap();
+        assert_eq!((c.nodes[0].shard, c.nodes[1].shard), (2, 1));
+    }
+
+    #[test]
+    fn a_node_is_found_by_name() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.node("n2").unwrap().sql_port, 5442);
+        let e = c.node("n9").unwrap_err().to_string();
+        assert_eq!(e, "no node named 'n9' in /etc/ddb/cluster.yaml");
+    }
+}

@@ -1,0 +1,405 @@
+//! Validation: what a decoded cluster file must satisfy beyond its types, one rule per function.
+//!
+//! Each rule looks at the raw file (or at one node and the nodes before it) and either passes or
+//! returns an [`Invalid`]: the [`Field`] it is about and a message that names the field and says
+//! what is expected. [`validate`] turns that into the error the user sees, with the file and the
+//! line of the field, found by [`super::locate`].
+//!
+//! Rules run in a fixed order and the first failure is reported: the file-wide rules first,
+//! then, node by node in file order, every rule about that node. So a node is checked against
+//! the nodes above it, and the error for a clash (a name, a listener, a pinned shard) points at
+//! the later of the two entries, naming the earlier one.
+
+use std::path::Path;
+
+use super::decode::{RawFile, RawNode};
+use super::locate::{error_at, line_of, Field};
+use super::shards::assign_shards;
+use crate::cluster::ring::ShardId;
+use crate::error::Result;
+
+/// Most copies of a shard that `replication.factor` may ask for.
+const MAX_FACTOR: u32 = 7;
+
+/// Most virtual nodes per shard that `sharding.vnodes` may ask for.
+const MAX_VNODES: u32 = 4096;
+
+/// A broken rule: the field it is about, and what is wrong with it.
+#[derive(Debug)]
+pub(super) struct Invalid {
+    field: Field,
+    message: String,
+}
+
+impl Invalid {
+    fn new(field: Field, message: impl Into<String>) -> Self {
+        Self {
+            field,
+            message: message.into(),
+        }
+    }
+}
+
+/// A rule's outcome.
+type Check = std::result::Result<(), Invalid>;
+
+/// Checks a decoded file against every rule; the error names `path`, the line in `text` of the
+/// field that broke the first failing rule, the field, and what is expected.
+pub(super) fn validate(file: &RawFile, text: &str, path: &Path) -> Result<()> {
+    check(file).map_err(|invalid| error_at(path, line_of(text, &invalid.field), &invalid.message))
+}
+
+/// Every rule, in order.
+fn check(file: &RawFile) -> Check {
+    name_is_not_empty(file)?;
+    factor_is_in_range(file)?;
+    factor_needs_no_replication(file)?;
+    vnodes_are_in_range(file)?;
+    there_is_a_node(file)?;
+    let nodes = &file.nodes;
+    let shards = assign_shards(nodes);
+    for i in 0..nodes.len() {
+        node_name_is_valid(nodes, i)?;
+        node_name_is_unique(nodes, i)?;
+        ports_are_not_zero(nodes, i)?;
+        listeners_are_free(nodes, i)?;
+        shard_id_is_not_zero(nodes, i)?;
+        pinned_shard_is_free(nodes, &shards, i)?;
+    }
+    Ok(())
+}
+
+/// `name:` names the cluster, and nodes refuse maps and requests of another name.
+fn name_is_not_empty(file: &RawFile) -> Check {
+    if file.name.trim().is_empty() {
+        return Err(Invalid::new(
+            Field::at(&["name"]),
+            "name: must not be empty; expected the cluster's name",
+        ));
+    }
+    Ok(())
+}
+
+/// `replication.factor` is between 1 and [`MAX_FACTOR`].
+fn factor_is_in_range(file: &RawFile) -> Check {
+    let factor = file.replication.factor;
+    if !(1..=MAX_FACTOR).contains(&factor) {
+        return Err(Invalid::new(
+            Field::at(&["replication", "factor"]),
+            format!("replication.factor: {factor} is out of range; expected 1 to {MAX_FACTOR}"),
+        ));
+    }
+    Ok(())
+}
+
+/// `replication.factor` is 1 until replication is built: a larger factor would promise copies
+/// that nothing makes.
+fn factor_needs_no_replication(file: &RawFile) -> Check {
+    let factor = file.replication.factor;
+    if factor > 1 {
+        return Err(Invalid::new(
+            Field::at(&["replication", "factor"]),
+            format!("replication.factor: {factor} needs replication, which is not built yet; use factor: 1"),
+        ));
+    }
+    Ok(())
+}
+
+/// `sharding.vnodes` is between 1 and [`MAX_VNODES`].
+fn vnodes_are_in_range(file: &RawFile) -> Check {
+    let vnodes = file.sharding.vnodes;
+    if !(1..=MAX_VNODES).contains(&vnodes) {
+        return Err(Invalid::new(
+            Field::at(&["sharding", "vnodes"]),
+            format!("sharding.vnodes: {vnodes} is out of range; expected 1 to {MAX_VNODES}"),
+        ));
+    }
+    Ok(())
+}
+
+/// `nodes:` has at least one node: a cluster of none cannot form.
+fn there_is_a_node(file: &RawFile) -> Check {
+    if file.nodes.is_empty() {
+        return Err(Invalid::new(
+            Field::at(&["nodes"]),
+            "nodes: expected at least one node",
+        ));
+    }
+    Ok(())
+}
+
+/// A node name is letters, digits, `-`, `_` and `.`: it becomes a directory name (through
+/// `{name}` in `defaults.data_dir`) and a column in `ddb status`.
+fn node_name_is_valid(nodes: &[RawNode], i: usize) -> Check {
+    let name = &nodes[i].name;
+    let valid = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    if name.is_empty() || !name.chars().all(valid) {
+        return Err(Invalid::new(
+            Field::node(i, "name"),
+            format!("nodes.name: '{name}' is not a valid node name; expected letters, digits, '-', '_' or '.'"),
+        ));
+    }
+    Ok(())
+}
+
+/// No two nodes share a name: commands and the map name nodes by it.
+fn node_name_is_unique(nodes: &[RawNode], i: usize) -> Check {
+    let name = &nodes[i].name;
+    if nodes[..i].iter().any(|n| &n.name == name) {
+        return Err(Invalid::new(
+            Field::node(i, "name"),
+            format!("nodes.name: duplicate node name '{name}'; expected a name no other node has"),
+        ));
+    }
+    Ok(())
+}
+
+/// Ports are 1 to 65535: decoding already refuses larger ones, and port 0 would mean "any free
+/// port", which no peer could be told in advance.
+fn ports_are_not_zero(nodes: &[RawNode], i: usize) -> Check {
+    let node = &nodes[i];
+    for (port, field) in [(node.rpc_port, "rpc_port"), (node.sql_port, "sql_port")] {
+        if port == 0 {
+            return Err(Invalid::new(
+                Field::node(i, field),
+                format!(
+                    "nodes.{}.{field}: 0 is out of range; ports must be between 1 and 65535",
+                    node.name
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// No two listeners, the node's own two included, take one `host:port`: the second could not
+/// bind. Hosts are compared as written.
+fn listeners_are_free(nodes: &[RawNode], i: usize) -> Check {
+    let node = &nodes[i];
+    let listeners = |n: &RawNode| [(n.rpc_port, "rpc_port"), (n.sql_port, "sql_port")];
+    // Everything bound before this node's listener: the nodes above it, then (for the SQL
+    // port) the node's own RPC port.
+    let mut taken: Vec<(&str, u16, String)> = Vec::new();
+    for n in &nodes[..i] {
+        for (port, field) in listeners(n) {
+            taken.push((&n.host, port, format!("{}.{field}", n.name)));
+        }
+    }
+    for (port, field) in listeners(node) {
+        if let Some((_, _, other)) = taken.iter().find(|(h, p, _)| *h == node.host && *p == port) {
+            return Err(Invalid::new(
+                Field::node(i, field),
+                format!(
+                    "nodes.{}.{field}: {}:{port} is already used by {other}; expected a port that no other listener on {} uses",
+                    node.name, node.host, node.host
+                ),
+            ));
+        }
+        taken.push((&node.host, port, format!("{}.{field}", node.name)));
+    }
+    Ok(())
+}
+
+/// A pinned `shard:` is 1 or more: shard ids start at 1.
+fn shard_id_is_not_zero(nodes: &[RawNode], i: usize) -> Check {
+    if nodes[i].shard == Some(0) {
+        return Err(Invalid::new(
+            Field::node(i, "shard"),
+            format!(
+                "nodes.{}.shard: shard ids start at 1; expected 1 or more",
+                nodes[i].name
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A node pinned to a shard is its only node: with `replication.factor` 1 a shard has one
+/// node, and a node above it may already have that shard, pinned or given in file order.
+fn pinned_shard_is_free(nodes: &[RawNode], shards: &[ShardId], i: usize) -> Check {
+    let Some(shard) = nodes[i].shard else {
+        return Ok(());
+    };
+    if let Some(other) = (0..i).find(|&j| shards[j] == shard) {
+        return Err(Invalid::new(
+            Field::node(i, "shard"),
+            format!(
+                "nodes.{}.shard: shard {shard} already has node {}; with replication.factor 1 each shard has one node",
+                nodes[i].name, nodes[other].name
+            ),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::fixture::{err, GOOD};
+
+    /// Asserts that `text` is refused at `line` with `message` after the position.
+    fn refused(text: &str, line: usize, message: &str) {
+        let e = err(text);
+        assert_eq!(e, format!("/etc/ddb/cluster.yaml:{line}: {message}"));
+    }
+
+    #[test]
+    fn an_empty_cluster_name_is_refused_at_its_line() {
+        let message = "name: must not be empty; expected the cluster's name";
+        refused(&GOOD.replace("name: demo", "name: ''"), 1, message);
+        let text = format!(
+            "# the cluster\n{}",
+            GOOD.replace("name: demo", "name: '  '")
+        );
+        refused(&text, 2, message);
+    }
+
+    #[test]
+    fn a_factor_out_of_range_is_refused_at_its_line() {
+        refused(
+            &GOOD.replace("factor: 1", "factor: 9"),
+            3,
+            "replication.factor: 9 is out of range; expected 1 to 7",
+        );
+        refused(
+            &GOOD.replace("factor: 1", "factor: 0"),
+            3,
+            "replication.factor: 0 is out of range; expected 1 to 7",
+        );
+    }
+
+    #[test]
+    fn a_factor_above_one_is_refused_until_replication_is_built() {
+        refused(
+            &GOOD.replace("factor: 1", "factor: 2"),
+            3,
+            "replication.factor: 2 needs replication, which is not built yet; use factor: 1",
+        );
+    }
+
+    #[test]
+    fn vnodes_out_of_range_are_refused_at_their_line() {
+        refused(
+            &GOOD.replace("vnodes: 64", "vnodes: 0"),
+            6,
+            "sharding.vnodes: 0 is out of range; expected 1 to 4096",
+        );
+        refused(
+            &GOOD.replace("vnodes: 64", "vnodes: 5000 # too many"),
+            6,
+            "sharding.vnodes: 5000 is out of range; expected 1 to 4096",
+        );
+    }
+
+    #[test]
+    fn a_file_without_nodes_is_refused_at_the_nodes_line() {
+        let text = &GOOD[..=GOOD.find("\nnodes:").unwrap()];
+        refused(
+            &format!("{text}nodes: []\n"),
+            9,
+            "nodes: expected at least one node",
+        );
+    }
+
+    #[test]
+    fn an_invalid_node_name_is_refused_at_its_line() {
+        refused(
+            &GOOD.replace("name: n2", "name: 'n 2'"),
+            14,
+            "nodes.name: 'n 2' is not a valid node name; expected letters, digits, '-', '_' or '.'",
+        );
+        refused(
+            &GOOD.replace("name: n1", "name: ''"),
+            10,
+            "nodes.name: '' is not a valid node name; expected letters, digits, '-', '_' or '.'",
+        );
+    }
+
+    #[test]
+    fn a_duplicate_node_name_is_refused_at_the_second_entry() {
+        let message = "nodes.name: duplicate node name 'n1'; expected a name no other node has";
+        refused(&GOOD.replace("name: n2", "name: n1"), 14, message);
+        // Quoted, or with a comment: the same name, and the same line.
+        refused(
+            &GOOD.replace("name: n2", "name: \"n1\" # again"),
+            14,
+            message,
+        );
+    }
+
+    #[test]
+    fn a_zero_port_is_refused_at_its_line() {
+        refused(
+            &GOOD.replace("rpc_port: 7072", "rpc_port: 0"),
+            16,
+            "nodes.n2.rpc_port: 0 is out of range; ports must be between 1 and 65535",
+        );
+        refused(
+            &GOOD.replace("sql_port: 5441", "sql_port: 0"),
+            13,
+            "nodes.n1.sql_port: 0 is out of range; ports must be between 1 and 65535",
+        );
+    }
+
+    #[test]
+    fn two_listeners_on_one_address_are_refused_at_the_second() {
+        refused(
+            &GOOD.replace("rpc_port: 7072", "rpc_port: 7071"),
+            16,
+            "nodes.n2.rpc_port: 127.0.0.1:7071 is already used by n1.rpc_port; expected a port that no other listener on 127.0.0.1 uses",
+        );
+        refused(
+            &GOOD.replace("sql_port: 5441", "sql_port: 7071"),
+            13,
+            "nodes.n1.sql_port: 127.0.0.1:7071 is already used by n1.rpc_port; expected a port that no other listener on 127.0.0.1 uses",
+        );
+        refused(
+            &GOOD.replace("sql_port: 5442", "sql_port: 5441"),
+            17,
+            "nodes.n2.sql_port: 127.0.0.1:5441 is already used by n1.sql_port; expected a port that no other listener on 127.0.0.1 uses",
+        );
+        // Another host may use the same ports.
+        super::super::fixture::parse(&GOOD.replace(
+            "host: 127.0.0.1\n    rpc_port: 7072\n    sql_port: 5442",
+            "host: 127.0.0.2\n    rpc_port: 7071\n    sql_port: 5441",
+        ))
+        .unwrap();
+    }
+
+    #[test]
+    fn shard_zero_is_refused_at_its_line() {
+        refused(
+            &GOOD.replace("    sql_port: 5442\n", "    sql_port: 5442\n    shard: 0\n"),
+            18,
+            "nodes.n2.shard: shard ids start at 1; expected 1 or more",
+        );
+    }
+
+    #[test]
+    fn a_shard_pinned_twice_is_refused_at_the_second_pin() {
+        let message = "nodes.n2.shard: shard 2 already has node n1; with replication.factor 1 each shard has one node";
+        let pin = |text: &str, port: &str| {
+            text.replace(
+                &format!("    rpc_port: {port}\n"),
+                &format!("    rpc_port: {port}\n    shard: 2\n"),
+            )
+        };
+        refused(&pin(&pin(GOOD, "7071"), "7072"), 18, message);
+        // n1 takes shard 1 in file order, so n2 may not be pinned to it.
+        let text = GOOD.replace("    rpc_port: 7072\n", "    rpc_port: 7072\n    shard: 1\n");
+        refused(
+            &text,
+            17,
+            "nodes.n2.shard: shard 1 already has node n1; with replication.factor 1 each shard has one node",
+        );
+    }
+
+    #[test]
+    fn node_errors_in_flow_style_name_their_line() {
+        let text = "name: x\nnodes:\n  - { name: a, host: h, rpc_port: 1, sql_port: 2 }\n  - { name: b, host: h, rpc_port: 3, sql_port: 2 }\n";
+        refused(
+            text,
+            4,
+            "nodes.b.sql_port: h:2 is already used by a.sql_port; expected a port that no other listener on h uses",
+        );
+    }
+}
