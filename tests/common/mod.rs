@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod powerfs;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
@@ -63,6 +65,21 @@ impl TestNode {
             child: None,
             dir,
             _tmp: Some(tmp),
+            rpc_port: 0,
+            sql_port: 0,
+            extra_args: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        node.spawn_fresh_ports();
+        node
+    }
+
+    /// Starts a node on the data directory `dir`, which the caller owns (and removes); its log
+    /// is `ddb.log` beside `dir`.
+    pub fn start_at(dir: &Path, extra: &[&str]) -> Self {
+        let mut node = TestNode {
+            child: None,
+            dir: dir.to_path_buf(),
+            _tmp: None,
             rpc_port: 0,
             sql_port: 0,
             extra_args: extra.iter().map(|s| s.to_string()).collect(),
