@@ -10,13 +10,17 @@
 //!   that file is `fsync`ed or `fdatasync`ed (page by page: only the pages written since its
 //!   last sync are copied). Data that was written but not synced is lost whole at the cut, the
 //!   worst case a disk allows (a real one may keep some of it, or tear a page; not modelled).
-//! * **Directory entries** (create, mkdir, unlink, rmdir, rename) become durable when the
-//!   directory that holds them is `fsync`ed. A file whose entry was never synced is gone after
-//!   the cut even if its data was synced; a synced entry whose file data was never synced is an
-//!   empty file. A rename across two directories is durable in each one separately.
-//! * Not modelled: permissions, owners and times (they are kept but not part of the cut), hard
-//!   and symbolic links (refused), `mmap` writes (none in ddb), `syncfs`/`sync` (FUSE does not
-//!   pass them on; [`PowerFs::sync_everything`] stands for the writeback an OS does on its own).
+//! * **Directory entries** (create, mkdir, unlink, rmdir, rename) follow one of two models,
+//!   chosen at mount ([`Entries`]). [`Entries::Journaled`], what ext4 and xfs do: metadata
+//!   changes go to one journal in order, and any `fsync` (of a file or a directory) makes every
+//!   change so far durable. [`Entries::PerDirectory`], the strict POSIX reading: an entry is
+//!   durable only once the directory that holds it is `fsync`ed. Either way a file whose entry
+//!   was not made durable is gone after the cut even if its data was synced, and a durable
+//!   entry whose file data was never synced is an empty file.
+//! * Not modelled: the writeback an OS does on its own after a while (ext4 commits its journal
+//!   every 5 s; here nothing is durable that was not synced, the worst case), torn or partly
+//!   kept writes, permissions, owners and times (kept, but not part of the cut), hard and
+//!   symbolic links (refused), `mmap` writes (none in ddb), `sync(2)`/`syncfs(2)`.
 //!
 //! [`PowerFs::power_cut`] freezes the filesystem (every request fails with `EIO` from then on,
 //! as a disk without power would) and returns the durable image; the test then kills the node,
@@ -176,20 +180,43 @@ struct State {
     next_ino: u64,
     /// Set by [`PowerFs::power_cut`]: the power is off and every request fails.
     cut: bool,
+    entries: Entries,
     stats: Stats,
 }
 
 const ROOT: u64 = 1;
 
+/// When directory entries become durable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Entries {
+    /// A journaling filesystem's order (ext4, xfs): every `fsync` of anything makes all the
+    /// entry changes before it durable.
+    Journaled,
+    /// Strict POSIX: only `fsync` of a directory makes its own entries durable.
+    PerDirectory,
+}
+
 impl State {
-    fn empty() -> Self {
+    fn empty(entries: Entries) -> Self {
         let mut inodes = HashMap::new();
         inodes.insert(ROOT, Inode::new(FileType::Directory, 0o755));
         State {
             inodes,
             next_ino: ROOT + 1,
             cut: false,
+            entries,
             stats: Stats::default(),
+        }
+    }
+
+    /// An fsync of `ino` (a file or a directory): what it makes durable of the directory
+    /// entries, by the model.
+    fn sync_entries(&mut self, ino: u64) {
+        for (&i, inode) in self.inodes.iter_mut() {
+            if inode.kind == FileType::Directory && (self.entries == Entries::Journaled || i == ino)
+            {
+                inode.synced_entries = inode.entries.clone();
+            }
         }
     }
 
@@ -217,6 +244,7 @@ impl State {
         Image {
             inodes,
             next_ino: self.next_ino,
+            entries: self.entries,
         }
     }
 
@@ -327,6 +355,7 @@ impl State {
 pub struct Image {
     inodes: HashMap<u64, Inode>,
     next_ino: u64,
+    entries: Entries,
 }
 
 impl Image {
@@ -558,6 +587,7 @@ impl Filesystem for Fs {
     ) {
         let mut state = tri!(reply, self.lock());
         tri!(reply, state.file(ino.0)).sync_data();
+        state.sync_entries(ino.0);
         state.stats.file_syncs += 1;
         reply.ok();
     }
@@ -605,8 +635,8 @@ impl Filesystem for Fs {
         reply: ReplyEmpty,
     ) {
         let mut state = tri!(reply, self.lock());
-        let dir = tri!(reply, state.dir(ino.0));
-        dir.synced_entries = dir.entries.clone();
+        tri!(reply, state.dir(ino.0));
+        state.sync_entries(ino.0);
         state.stats.dir_syncs += 1;
         reply.ok();
     }
@@ -686,10 +716,10 @@ pub struct PowerFs {
 }
 
 impl PowerFs {
-    /// Mounts an empty filesystem on `path` (an existing empty directory). Needs root and
-    /// `/dev/fuse`.
-    pub fn mount(path: &Path) -> io::Result<Self> {
-        Self::mount_state(path, State::empty())
+    /// Mounts an empty filesystem on `path` (an existing empty directory) whose directory
+    /// entries follow `entries`. Needs root and `/dev/fuse`.
+    pub fn mount(path: &Path, entries: Entries) -> io::Result<Self> {
+        Self::mount_state(path, State::empty(entries))
     }
 
     /// Mounts a filesystem holding what survived a power cut.
@@ -700,6 +730,7 @@ impl PowerFs {
                 inodes: image.inodes,
                 next_ino: image.next_ino,
                 cut: false,
+                entries: image.entries,
                 stats: Stats::default(),
             },
         )
@@ -728,15 +759,6 @@ impl PowerFs {
 
     fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Makes everything durable, as an OS's own writeback eventually does.
-    pub fn sync_everything(&self) {
-        let mut state = self.state();
-        for inode in state.inodes.values_mut() {
-            inode.sync_data();
-            inode.synced_entries = inode.entries.clone();
-        }
     }
 
     /// Cuts the power: from now on every request fails with `EIO`. Returns what the disk
