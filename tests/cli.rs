@@ -155,6 +155,15 @@ fn bad_usage_exits_2() {
     let out = run_ddb(&["server", "--listen", "not-an-address"], None, &[]);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("--listen"), "{}", stderr(&out));
+    for flag in ["--lock-timeout-ms", "--prepared-timeout-ms"] {
+        let out = run_ddb(&["server", flag, "0"], None, &[]);
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains(&format!("{flag} must be at least 1")),
+            "{}",
+            stderr(&out)
+        );
+    }
     let out = run_ddb(
         &[
             "query",

@@ -684,3 +684,19 @@ async fn ddb_stop_node_stops_that_node_cleanly_and_no_other() {
         .await
         .unwrap();
 }
+
+/// A port of the file taken by another process before `ddb init` binds it: the harness's
+/// first init starts over on new ports (what keeps tests from failing when a port chosen as
+/// free is taken meanwhile).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_harness_moves_a_new_cluster_off_a_port_taken_before_init() {
+    let cluster = TestCluster::new("squatted", 2);
+    let taken = cluster.sql_port("n2");
+    let _squatter = std::net::TcpListener::bind(("127.0.0.1", taken)).unwrap();
+    cluster.init();
+    assert_ne!(cluster.sql_port("n2"), taken);
+    let c = connect(cluster.sql_port("n2")).await;
+    c.simple_query("SELECT 1").await.unwrap();
+    let (code, status) = cluster.status();
+    assert_eq!(code, Some(0), "{status:?}");
+}

@@ -467,6 +467,54 @@ mod crash_points {
         recover_and_check(&cluster, [k1, k2, k3], false).await;
     }
 
+    /// `--prepared-timeout-ms` (here through its variable, as `ddb init` starts the nodes)
+    /// is how long a participant holds a prepared transaction before recovery asks the
+    /// anchor: at 4 s the in-doubt transaction stays prepared that long, then is aborted.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_prepared_timeout_is_how_long_recovery_waits_before_asking() {
+        let (cluster, [k1, k2, k3]) = bank3("fp-prep-timeout").await;
+        wait_collected(&cluster);
+        for node in ["n1", "n3"] {
+            cluster.kill(node);
+        }
+        cluster.init_env(&[
+            ("DDB_PREPARED_TIMEOUT_MS", "4000"),
+            ("DDB_LOCK_TIMEOUT_MS", "2000"),
+            ("FAILPOINTS", "gateway-after-all-prepares=1*return"),
+        ]);
+        let c = connect(cluster.sql_port("n1")).await;
+        let r = c
+            .batch_execute(&format!(
+                "BEGIN; UPDATE a SET balance = balance + 1 WHERE id = {k2}; \
+                 UPDATE a SET balance = balance + 1 WHERE id = {k3}; \
+                 UPDATE a SET balance = balance + 1 WHERE id = {k1}; COMMIT"
+            ))
+            .await;
+        assert!(r.is_err(), "the client saw its gateway die");
+        assert!(wait_until(Duration::from_secs(10), || node_down(
+            &cluster, "n1"
+        )));
+        // n3 holds it prepared until the timeout, then asks the anchor (n2, up), which aborts.
+        let mut oldest = 0.0f64;
+        let resolved = wait_until(Duration::from_secs(30), || {
+            let status = cluster.status().1;
+            let n3 = status.iter().find(|n| n["name"] == "n3").unwrap();
+            if n3["prepared"] == 0 {
+                return true;
+            }
+            oldest = oldest.max(n3["oldest_prepared_s"].as_f64().unwrap_or(0.0));
+            false
+        });
+        assert!(resolved, "n3 never resolved\n{}", cluster.logs());
+        assert!(
+            oldest >= 3.5,
+            "n3 asked its anchor after {oldest} s, before the 4 s timeout"
+        );
+        // n3 has the crash point too (it was started with it): restart it without.
+        cluster.kill("n3");
+        recover_and_check(&cluster, [k1, k2, k3], false).await;
+    }
+
     /// The anchor dies right after its commit entry: the gateway cannot know the outcome
     /// (40003); the prepared participants stay in doubt, visible in `ddb status`, keep their
     /// locks (a newer transaction waits and gives up: a prepared transaction is never the
