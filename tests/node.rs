@@ -634,3 +634,75 @@ async fn a_reader_gives_up_after_the_lock_timeout_set_by_the_flag() {
         .get(0);
     assert_eq!(v, 1);
 }
+
+/// Shutdown lets a running statement finish, then rolls back the open transactions: a
+/// statement blocked on another transaction's row when SIGTERM arrives completes (the other
+/// transaction, idle, is rolled back and lets go of the row), and its own transaction is then
+/// rolled back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_a_running_statement_and_rolls_back_open_transactions() {
+    let mut node = TestNode::start_with(&["--lock-timeout-ms", "60000"]);
+    let setup = node.connect().await;
+    setup
+        .batch_execute(
+            "CREATE TABLE r (id INT PRIMARY KEY, v TEXT); INSERT INTO r VALUES (0, 'kept')",
+        )
+        .await
+        .unwrap();
+    // The older transaction, so that it waits for the younger one (wait-die).
+    let running = node.connect().await;
+    running.batch_execute("BEGIN").await.unwrap();
+    let idle = node.connect().await;
+    idle.batch_execute("BEGIN; INSERT INTO r VALUES (1, 'idle')")
+        .await
+        .unwrap();
+    let before = locks_held(&node).await;
+    let statement = tokio::spawn(async move {
+        // Locks row 2 (a resource nobody held), then waits for row 1.
+        let r = running
+            .execute("INSERT INTO r VALUES (2, 'running'), (1, 'running')", &[])
+            .await;
+        (running, r)
+    });
+    // The statement is running once it holds row 2.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while locks_held(&node).await <= before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the statement never started"
+        );
+        assert!(!statement.is_finished(), "the statement did not wait");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(!statement.is_finished(), "the statement did not wait");
+
+    let status = tokio::task::block_in_place(|| node.terminate());
+    assert!(
+        status.success(),
+        "exit status {status:?}; log:\n{}",
+        node.log_tail()
+    );
+    let (_, r) = tokio::time::timeout(Duration::from_secs(30), statement)
+        .await
+        .expect("the running statement hung")
+        .unwrap();
+    assert_eq!(
+        r.expect("the statement running at shutdown was cut short"),
+        2
+    );
+
+    node.restart();
+    let c = node.connect().await;
+    let rows: Vec<(i32, String)> = c
+        .query("SELECT id, v FROM r ORDER BY id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(
+        rows,
+        vec![(0, "kept".to_string())],
+        "open transactions were rolled back"
+    );
+}
