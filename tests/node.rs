@@ -319,9 +319,7 @@ async fn opposite_lock_order_gives_one_40001_and_one_commit() {
     let node = TestNode::start();
     let setup = node.connect().await;
     setup
-        .batch_execute(
-            "CREATE TABLE r (id INT PRIMARY KEY, v INT); INSERT INTO r VALUES (1, 0), (2, 0)",
-        )
+        .batch_execute("CREATE TABLE r (id INT PRIMARY KEY, v INT); INSERT INTO r VALUES (1, 0)")
         .await
         .unwrap();
     let older = node.connect().await;
@@ -331,17 +329,30 @@ async fn opposite_lock_order_gives_one_40001_and_one_commit() {
         .await
         .unwrap();
     younger
-        .batch_execute("BEGIN; UPDATE r SET v = 2 WHERE id = 2")
+        .batch_execute("BEGIN; INSERT INTO r VALUES (2, 2)")
         .await
         .unwrap();
-    // The older transaction asks for the younger one's row and waits...
+    // The older transaction takes row 3 (nobody's) and waits for row 2, the younger one's...
+    let before = locks_held(&node).await;
     let waiting = tokio::spawn(async move {
-        let r = older.batch_execute("UPDATE r SET v = 1 WHERE id = 2").await;
+        let r = older
+            .batch_execute("INSERT INTO r VALUES (3, 1), (2, 1)")
+            .await;
         (older, r)
     });
-    // ...and the younger one, asking for the older one's row, dies instead of deadlocking.
-    // Wait-die decides by age alone, so this holds whether or not the older one's request has
-    // reached the node yet: there is nothing to wait for here.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while locks_held(&node).await <= before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the older one never ran"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(
+        !waiting.is_finished(),
+        "the older one did not wait for row 2"
+    );
+    // ...so the younger one, asking for the older one's row, dies instead of deadlocking.
     let err = younger
         .batch_execute("UPDATE r SET v = 2 WHERE id = 1")
         .await
@@ -355,12 +366,14 @@ async fn opposite_lock_order_gives_one_40001_and_one_commit() {
     r.unwrap();
     older.batch_execute("COMMIT").await.unwrap();
     let rows = setup
-        .query("SELECT v FROM r ORDER BY id", &[])
+        .query("SELECT id, v FROM r ORDER BY id", &[])
         .await
         .unwrap();
     assert_eq!(
-        rows.iter().map(|r| r.get::<_, i32>(0)).collect::<Vec<_>>(),
-        vec![1, 1]
+        rows.iter()
+            .map(|r| (r.get::<_, i32>(0), r.get::<_, i32>(1)))
+            .collect::<Vec<_>>(),
+        vec![(1, 1), (2, 1), (3, 1)]
     );
 }
 
