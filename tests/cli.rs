@@ -220,8 +220,16 @@ fn a_node_that_does_not_answer_in_time_exits_5() {
     let out = cluster.ddb(&["init", "--timeout", "0"]);
     assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
     assert!(stderr(&out).contains("did not answer"), "{}", stderr(&out));
-    // The node was started and comes up: init again forms the cluster (and the node is
-    // killed when the cluster is dropped).
+    // The node was started anyway and comes up; once it answers, init forms the cluster
+    // with it (and the node is killed when the cluster is dropped).
+    let rpc = cluster.rpc_addr("n1");
+    assert!(
+        common::wait_until(Duration::from_secs(30), || {
+            std::net::TcpStream::connect(&rpc).is_ok()
+        }),
+        "the node started by the timed-out init never answered:\n{}",
+        cluster.logs()
+    );
     cluster.init();
 }
 
