@@ -9,8 +9,11 @@
 //! The points: `gateway-after-some-prepares`, `gateway-after-all-prepares`,
 //! `gateway-after-anchor-commit`, `gateway-after-some-commits` (in the gateway's commit),
 //! `participant-after-prepare` (after a participant's prepared entry is durable, before it
-//! votes) and `anchor-after-commit` (after the anchor's commit entry is durable, before it
-//! answers).
+//! votes), `anchor-before-commit` (the anchor was asked to commit, before its commit entry is
+//! written), `anchor-after-commit` (after the anchor's commit entry is durable, before it
+//! answers), `participant-after-commit-received` (a prepared participant was told to commit,
+//! before it applies the commit) and `recovery-before-apply` (recovery learned an in-doubt
+//! transaction's outcome from its anchor, before applying it).
 
 /// Kills the process when the named crash point is switched on; otherwise does nothing.
 pub fn crash_point(name: &str) {

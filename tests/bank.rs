@@ -4,13 +4,15 @@
 //! protocol (`BEGIN; UPDATE; UPDATE; INSERT INTO ledger; COMMIT`) while 2 others read
 //! `SELECT sum(balance)`. Meanwhile random nodes are killed with SIGKILL and restarted,
 //! including the gateways the clients use; a client whose node dies reconnects to another one.
-//! A transfer that was definitely rolled back (an error before COMMIT, or 40001 at COMMIT) is
-//! retried as a new transfer; one whose outcome is unknown (40003, or the connection lost during
-//! COMMIT) is not.
+//! A transfer that was definitely rolled back (an error before COMMIT, or an error with any
+//! SQLSTATE but 40003 at COMMIT) is retried as a new transfer; one whose outcome is unknown
+//! (40003, or the connection lost during COMMIT) is not. Each kill waits for the cluster to
+//! have made progress since the last restart, and looks for the in-doubt transactions it left.
 //!
-//! At the end: every reader saw the right total, the total is conserved, nothing is prepared
-//! or locked, and the ledger matches the balances exactly: every acknowledged transfer is in
-//! it, and none that failed with a definite error.
+//! At the end: every reader saw the right total, the total is conserved, the kills left
+//! transactions in doubt and all were resolved, nothing is locked, and the ledger matches the
+//! balances exactly: every acknowledged transfer is in it with its accounts and amount, none
+//! that failed with a definite error is, and it holds no transfer that was never attempted.
 
 mod common;
 
@@ -32,7 +34,8 @@ const STATEMENT_LIMIT: Duration = Duration::from_secs(30);
 struct Outcomes {
     /// Transfers whose COMMIT was acknowledged: id → (src, dst, amount).
     committed: BTreeMap<i64, (i64, i64, i64)>,
-    /// Transfers that definitely did not commit (failed before or at COMMIT with 40001).
+    /// Transfers that definitely did not commit (failed before COMMIT, or at COMMIT with
+    /// anything but 40003 or a lost connection).
     failed: BTreeSet<i64>,
     /// Transfers whose outcome the client could not know.
     unknown: BTreeSet<i64>,
@@ -85,8 +88,11 @@ async fn transfer(c: &tokio_postgres::Client, id: i64, src: i64, dst: i64, amoun
     }
     match statement(c, "COMMIT").await {
         Ok(()) => Step::Committed,
-        Err(e) if sqlstate(&e).as_deref() == Some("40001") => Step::RolledBack(describe(&e)),
-        Err(e) => Step::Unknown(describe(&e)),
+        // The outcome is unknown only when the server says so, or cannot say anything.
+        Err(e) if sqlstate(&e).as_deref() == Some("40003") || e.as_db_error().is_none() => {
+            Step::Unknown(describe(&e))
+        }
+        Err(e) => Step::RolledBack(format!("COMMIT: {}", describe(&e))),
     }
 }
 
@@ -168,6 +174,22 @@ async fn writer(
         if c.is_closed() {
             (c, at) = connect_any(&ports, at + 1).await;
         }
+    }
+}
+
+/// Waits until at least `n` transfers have committed (60 s at most).
+async fn wait_for_progress(outcomes: &Mutex<Outcomes>, n: usize) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let now = outcomes.lock().unwrap().committed.len();
+        if now >= n {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no progress: {now} of {n} transfers committed after 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -254,25 +276,46 @@ async fn transfers_across_shards_survive_kill_9_of_any_node() {
         .collect();
 
     // Kill and restart nodes: every node once (n1, the first gateway, first), then two more
-    // chosen at random.
+    // chosen at random. Each kill waits until transfers committed since the last restart, and
+    // looks for the transactions it left in doubt on the nodes still up.
     let mut rng = Rng(0xDDB0_2024);
     let mut victims = vec!["n1", "n2", "n3"];
     for _ in 0..2 {
         victims.push(["n1", "n2", "n3"][rng.below(3) as usize]);
     }
+    let committed = |o: &Mutex<Outcomes>| o.lock().unwrap().committed.len();
+    let mut in_doubt = Vec::new();
     for victim in victims {
-        tokio::time::sleep(Duration::from_millis(1500 + rng.below(1000))).await;
+        wait_for_progress(
+            &outcomes,
+            committed(&outcomes) + 20 + rng.below(20) as usize,
+        )
+        .await;
         let c = cluster.clone();
-        tokio::task::spawn_blocking(move || {
+        let seen = tokio::task::spawn_blocking(move || {
             c.kill(victim);
-            std::thread::sleep(Duration::from_millis(300));
+            // The most prepared transactions seen on the live nodes within a second.
+            let mut most = 0;
+            let deadline = std::time::Instant::now() + Duration::from_secs(1);
+            while std::time::Instant::now() < deadline && most == 0 {
+                let (_, status) = c.status();
+                most = most.max(
+                    status
+                        .iter()
+                        .filter_map(|n| n["prepared"].as_i64())
+                        .sum::<i64>(),
+                );
+            }
             c.init_env(&env);
+            most
         })
         .await
         .unwrap();
-        eprintln!("killed and restarted {victim}");
+        eprintln!("killed and restarted {victim}; {seen} transactions in doubt");
+        in_doubt.push(seen);
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The cluster works after the last restart.
+    wait_for_progress(&outcomes, committed(&outcomes) + 20).await;
     stop.store(true, Ordering::Relaxed);
     for w in writers {
         w.await.expect("a writer panicked");
@@ -303,6 +346,11 @@ async fn transfers_across_shards_survive_kill_9_of_any_node() {
         cluster.logs()
     );
 
+    assert!(
+        in_doubt.iter().sum::<i64>() > 0,
+        "no kill left a transaction in doubt: {in_doubt:?}"
+    );
+
     let (c, _) = connect_any(&ports, 0).await;
     let sum: i64 = c
         .query_one("SELECT sum(balance) FROM accounts", &[])
@@ -310,8 +358,13 @@ async fn transfers_across_shards_survive_kill_9_of_any_node() {
         .unwrap()
         .get(0);
     assert_eq!(sum, total, "the total is conserved");
-    // No lock remains anywhere: one statement that writes every account commits at once.
+    // No lock remains anywhere: one statement that writes every account, and one that writes
+    // every ledger row, commit at once (a lock left behind would fail them after the lock
+    // timeout).
     statement(&c, "UPDATE accounts SET balance = balance")
+        .await
+        .unwrap();
+    statement(&c, "UPDATE ledger SET amount = amount")
         .await
         .unwrap();
 
@@ -324,7 +377,7 @@ async fn transfers_across_shards_survive_kill_9_of_any_node() {
         balances.insert(row.get(0), row.get(1));
     }
     let mut expected: BTreeMap<i64, i64> = accounts.iter().map(|&a| (a, INITIAL)).collect();
-    let mut ledger = BTreeSet::new();
+    let mut ledger = BTreeMap::new();
     for row in c
         .query("SELECT id, src, dst, amount FROM ledger", &[])
         .await
@@ -332,7 +385,7 @@ async fn transfers_across_shards_survive_kill_9_of_any_node() {
     {
         let (id, src, dst, amount): (i64, i64, i64, i64) =
             (row.get(0), row.get(1), row.get(2), row.get(3));
-        ledger.insert(id);
+        ledger.insert(id, (src, dst, amount));
         *expected.get_mut(&src).expect("ledger names an account") -= amount;
         *expected.get_mut(&dst).expect("ledger names an account") += amount;
     }
@@ -342,21 +395,37 @@ async fn transfers_across_shards_survive_kill_9_of_any_node() {
     );
 
     let o = outcomes.lock().unwrap();
-    let missing: Vec<_> = o
+    let wrong: Vec<_> = o
         .committed
-        .keys()
-        .filter(|id| !ledger.contains(id))
+        .iter()
+        .filter(|(id, t)| ledger.get(id) != Some(t))
+        .map(|(id, t)| (id, t, ledger.get(id)))
         .collect();
     assert!(
-        missing.is_empty(),
-        "acknowledged transfers lost: {missing:?}"
+        wrong.is_empty(),
+        "acknowledged transfers lost or changed, (id, sent, in the ledger): {wrong:?}"
     );
-    let phantom: Vec<_> = o.failed.iter().filter(|id| ledger.contains(id)).collect();
+    let phantom: Vec<_> = o
+        .failed
+        .iter()
+        .filter(|id| ledger.contains_key(id))
+        .collect();
     assert!(
         phantom.is_empty(),
         "transfers that failed definitely were applied: {phantom:?}"
     );
-    let unknown_applied = o.unknown.iter().filter(|id| ledger.contains(id)).count();
+    let never: Vec<_> = ledger
+        .keys()
+        .filter(|id| {
+            !o.committed.contains_key(id) && !o.unknown.contains(id) && !o.failed.contains(id)
+        })
+        .collect();
+    assert!(never.is_empty(), "ledger rows never attempted: {never:?}");
+    let unknown_applied = o
+        .unknown
+        .iter()
+        .filter(|id| ledger.contains_key(id))
+        .count();
     eprintln!(
         "bank: {} committed, {} rolled back and retried, {} unknown ({} of them applied), {reads} consistent sums",
         o.committed.len(),

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{run_ddb, TestNode};
+use common::{run_ddb, TestCluster, TestNode};
 
 fn stdout(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
@@ -40,7 +40,10 @@ fn query_prints_every_format() {
     );
     assert_eq!(stderr(&json), "(2 rows)\n");
     let ndjson = node.ddb(&["query", "--format", "ndjson", q], None);
-    assert_eq!(stdout(&ndjson).lines().count(), 2);
+    assert_eq!(
+        stdout(&ndjson),
+        "{\"id\":1,\"name\":\"a,b\",\"score\":1.5,\"ok\":true}\n{\"id\":2,\"name\":null,\"score\":null,\"ok\":false}\n"
+    );
     let csv = node.ddb(&["query", "--format", "csv", q], None);
     assert_eq!(stdout(&csv), "id,name,score,ok\n1,\"a,b\",1.5,t\n2,,,f\n");
     let csv = node.ddb(&["query", "--format", "csv", "--no-header", q], None);
@@ -152,6 +155,15 @@ fn bad_usage_exits_2() {
     let out = run_ddb(&["server", "--listen", "not-an-address"], None, &[]);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("--listen"), "{}", stderr(&out));
+    for flag in ["--lock-timeout-ms", "--prepared-timeout-ms"] {
+        let out = run_ddb(&["server", flag, "0"], None, &[]);
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains(&format!("{flag} must be at least 1")),
+            "{}",
+            stderr(&out)
+        );
+    }
     let out = run_ddb(
         &[
             "query",
@@ -199,4 +211,35 @@ fn completion_files_are_up_to_date() {
     for shell in ["elvish", "powershell"] {
         assert!(run_ddb(&["completions", shell], None, &[]).status.success());
     }
+}
+
+#[test]
+fn a_node_that_does_not_answer_in_time_exits_5() {
+    let cluster = TestCluster::new("slow", 1);
+    // No node answers within 0 s of being started.
+    let out = cluster.ddb(&["init", "--timeout", "0"]);
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    assert!(stderr(&out).contains("did not answer"), "{}", stderr(&out));
+    // The node was started anyway and comes up; once it answers, init forms the cluster
+    // with it (and the node is killed when the cluster is dropped).
+    let rpc = cluster.rpc_addr("n1");
+    assert!(
+        common::wait_until(Duration::from_secs(30), || {
+            std::net::TcpStream::connect(&rpc).is_ok()
+        }),
+        "the node started by the timed-out init never answered:\n{}",
+        cluster.logs()
+    );
+    cluster.init();
+}
+
+#[test]
+fn an_io_error_exits_1() {
+    let cluster = TestCluster::new("ioerr", 1);
+    // The node's log file cannot be opened: a directory is in its place.
+    std::fs::create_dir_all(cluster.data_dir("n1").join("ddb.log")).unwrap();
+    let out = cluster.ddb(&["init"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("cannot open"), "{}", stderr(&out));
+    assert!(cluster.pid("n1").is_none(), "a node was started");
 }

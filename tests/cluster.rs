@@ -117,6 +117,25 @@ async fn a_three_node_cluster_shards_rows_and_answers_like_a_single_node() {
         assert!((share - 1.0 / 3.0).abs() < 0.04, "uneven shards: {keys:?}");
     }
 
+    // Aggregates over DISTINCT values, merged across shards: v takes every value in 0..1000
+    // (7919 is prime to 1000), each ten times.
+    assert_eq!(
+        rows(
+            &gw,
+            "SELECT sum(DISTINCT v), avg(DISTINCT v), min(DISTINCT v), max(DISTINCT v), \
+             count(DISTINCT v), sum(v) FROM t"
+        )
+        .await,
+        vec![vec![
+            Some("499500".into()),
+            Some("499.5".into()),
+            Some("0".into()),
+            Some("999".into()),
+            Some("1000".into()),
+            Some("4995000".into())
+        ]]
+    );
+
     // The same data on a single node is the reference for every query.
     let single = TestNode::start();
     let reference = single.connect().await;
@@ -411,9 +430,42 @@ async fn ring_reports_shares_and_key_owners() {
         assert!((s["share"].as_f64().unwrap() - 1.0 / 3.0).abs() < 0.01);
     }
     assert!(stderr(&out).contains("spread"));
-    let key = cluster.ddb(&["ring", "--key", "hello", "--format", "json"]);
-    let owner: Vec<serde_json::Value> = serde_json::from_slice(&key.stdout).unwrap();
-    assert!(owner[0]["shard"].as_i64().unwrap() >= 1);
+    // The owner it names is where the row goes: insert it, and only that node holds a key.
+    let c = connect(cluster.sql_port("n1")).await;
+    c.batch_execute("CREATE TABLE words (w TEXT PRIMARY KEY)")
+        .await
+        .unwrap();
+    for word in ["hello", "ring", "shard"] {
+        let key = cluster.ddb(&[
+            "ring", "--key", word, "--table", "words", "--format", "json",
+        ]);
+        assert!(key.status.success(), "{}", stderr(&key));
+        let owner: Vec<serde_json::Value> = serde_json::from_slice(&key.stdout).unwrap();
+        let (_, before) = cluster.status();
+        c.execute("INSERT INTO words VALUES ($1)", &[&word])
+            .await
+            .unwrap();
+        let (_, after) = cluster.status();
+        let grew: Vec<&serde_json::Value> = before
+            .iter()
+            .zip(&after)
+            .filter(|(b, a)| a["keys"].as_i64() > b["keys"].as_i64())
+            .map(|(_, a)| &a["name"])
+            .collect();
+        assert_eq!(
+            grew,
+            vec![&owner[0]["node"]],
+            "ring --key {word} named {} but the row went elsewhere",
+            owner[0]
+        );
+        assert_eq!(
+            after
+                .iter()
+                .find(|n| n["name"] == owner[0]["node"])
+                .unwrap()["shard"],
+            owner[0]["shard"]
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -541,12 +593,37 @@ async fn drop_table_waits_for_open_transactions_and_then_holds_on_every_node() {
         .batch_execute("BEGIN; UPDATE t SET v = 1 WHERE id = 3; SELECT count(*) FROM t")
         .await
         .unwrap();
+    let version = |c: &TestCluster| -> Vec<i64> {
+        c.status()
+            .1
+            .iter()
+            .map(|n| n["map_version"].as_i64().unwrap())
+            .collect()
+    };
+    let before = version(&cluster);
     let port = cluster.sql_port("n3");
     let dropper = tokio::spawn(async move {
         let c = connect(port).await;
         c.batch_execute("DROP TABLE t").await
     });
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The drop is in the map once every node's map is newer...
+    assert!(
+        common::wait_until(Duration::from_secs(20), || version(&cluster)
+            .iter()
+            .zip(&before)
+            .all(|(now, was)| now > was)),
+        "DROP TABLE never reached the map: {:?}",
+        version(&cluster)
+    );
+    // ...but it waits for the open transaction: the table and its own write are still there
+    // for it (a read of a row it holds takes no new lock), and it commits.
+    assert!(!dropper.is_finished(), "DROP TABLE did not wait");
+    let v: i32 = holder
+        .query_one("SELECT v FROM t WHERE id = 3", &[])
+        .await
+        .expect("the open transaction lost its table to a DROP that should wait for it")
+        .get(0);
+    assert_eq!(v, 1);
     holder.batch_execute("COMMIT").await.unwrap();
     tokio::time::timeout(Duration::from_secs(20), dropper)
         .await
@@ -561,4 +638,65 @@ async fn drop_table_waits_for_open_transactions_and_then_holds_on_every_node() {
     // No rows of the dropped table remain anywhere.
     let (_, status) = cluster.status();
     assert!(status.iter().all(|n| n["keys"] == 0), "{status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_nodes_vote_once_there_are_five_or_more() {
+    let cluster = TestCluster::new("six", 6);
+    cluster.init();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (code, status) = cluster.status();
+        assert_eq!(code, Some(0));
+        let roles: Vec<String> = status
+            .iter()
+            .map(|n| n["raft"].as_str().unwrap().to_string())
+            .collect();
+        let voters = &roles[..5];
+        if voters.iter().filter(|r| *r == "leader").count() == 1
+            && voters.iter().all(|r| r == "leader" || r == "follower")
+            && roles[5] == "learner"
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "roles {roles:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ddb_stop_node_stops_that_node_cleanly_and_no_other() {
+    let cluster = TestCluster::new("stopper", 3);
+    cluster.init();
+    let out = cluster.ddb(&["stop", "n2"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (code, status) = cluster.status();
+    assert_eq!(code, Some(3), "a node is down");
+    let states: Vec<&str> = status
+        .iter()
+        .map(|n| n["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, vec!["up", "down", "up"]);
+    let log = std::fs::read_to_string(cluster.data_dir("n2").join("ddb.log")).unwrap();
+    assert!(log.contains("shut down cleanly"), "{log}");
+    let c = connect(cluster.sql_port("n1")).await;
+    c.batch_execute("CREATE TABLE t (id INT PRIMARY KEY)")
+        .await
+        .unwrap();
+}
+
+/// A port of the file taken by another process before `ddb init` binds it: the harness's
+/// first init starts over on new ports (what keeps tests from failing when a port chosen as
+/// free is taken meanwhile).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_harness_moves_a_new_cluster_off_a_port_taken_before_init() {
+    let cluster = TestCluster::new("squatted", 2);
+    let taken = cluster.sql_port("n2");
+    let _squatter = std::net::TcpListener::bind(("127.0.0.1", taken)).unwrap();
+    cluster.init();
+    assert_ne!(cluster.sql_port("n2"), taken);
+    let c = connect(cluster.sql_port("n2")).await;
+    c.simple_query("SELECT 1").await.unwrap();
+    let (code, status) = cluster.status();
+    assert_eq!(code, Some(0), "{status:?}");
 }

@@ -5,6 +5,7 @@
 mod common;
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -32,35 +33,48 @@ async fn acknowledged_writes_survive_kill_9_during_a_write_load() {
 
     let acked: Arc<Mutex<BTreeSet<i64>>> = Arc::default();
     let attempted: Arc<Mutex<BTreeSet<i64>>> = Arc::default();
+    let killed = Arc::new(AtomicBool::new(false));
     let mut writers = Vec::new();
     for w in 0..6i64 {
-        let (acked, attempted, port) = (acked.clone(), attempted.clone(), node.sql_port);
+        let (acked, attempted, killed, port) = (
+            acked.clone(),
+            attempted.clone(),
+            killed.clone(),
+            node.sql_port,
+        );
         writers.push(tokio::spawn(async move {
-            let Ok(c) = common::try_connect(port).await else { return };
-            for i in 0.. {
+            let c = common::try_connect(port)
+                .await
+                .map_err(|e| format!("writer {w} could not connect: {e}"))?;
+            for i in 0..400_000i64 {
                 let id = w * 1_000_000 + i;
-                attempted.lock().unwrap().insert(id);
                 // Alternate autocommit inserts and two-row explicit transactions.
-                let ok = if i % 2 == 0 {
-                    c.execute("INSERT INTO t VALUES ($1, $2, 'x')", &[&id, &(w as i32)]).await.is_ok()
+                let (r, ids) = if i % 2 == 0 {
+                    attempted.lock().unwrap().insert(id);
+                    let r = c
+                        .execute("INSERT INTO t VALUES ($1, $2, 'x')", &[&id, &(w as i32)])
+                        .await
+                        .map(|_| ());
+                    (r, vec![id])
                 } else {
                     let id2 = id + 500_000;
-                    attempted.lock().unwrap().insert(id2);
+                    attempted.lock().unwrap().extend([id, id2]);
                     let r = c
                         .batch_execute(&format!(
-                            "BEGIN; INSERT INTO t VALUES ({id}, {w}, 'y'); INSERT INTO t VALUES ({id2}, {w}, 'y'); COMMIT"
+                            "BEGIN; INSERT INTO t VALUES ({id}, {w}, 'y'); \
+                             INSERT INTO t VALUES ({id2}, {w}, 'y'); COMMIT"
                         ))
                         .await;
-                    if r.is_ok() {
-                        acked.lock().unwrap().insert(id2);
-                    }
-                    r.is_ok()
+                    (r, vec![id, id2])
                 };
-                if !ok {
-                    return;
+                match r {
+                    Ok(()) => acked.lock().unwrap().extend(ids),
+                    // The writer was still writing when the node died.
+                    Err(_) if killed.load(Ordering::SeqCst) => return Ok(()),
+                    Err(e) => return Err(format!("writer {w} failed before the kill: {e}")),
                 }
-                acked.lock().unwrap().insert(id);
             }
+            Err(format!("writer {w} finished before the kill"))
         }));
     }
     // Let the load run, then crash the node in the middle of it.
@@ -69,11 +83,18 @@ async fn acknowledged_writes_survive_kill_9_during_a_write_load() {
         .unwrap()
         .len()
         > 300));
+    assert!(
+        writers.iter().all(|w| !w.is_finished()),
+        "a writer stopped before the kill"
+    );
+    killed.store(true, Ordering::SeqCst);
     node.kill();
     for w in writers {
-        let _ = tokio::time::timeout(Duration::from_secs(10), w)
+        tokio::time::timeout(Duration::from_secs(10), w)
             .await
-            .expect("writer did not stop after the crash");
+            .expect("writer did not stop after the crash")
+            .expect("writer panicked")
+            .unwrap_or_else(|e| panic!("{e}"));
     }
 
     node.restart();
@@ -94,13 +115,16 @@ async fn acknowledged_writes_survive_kill_9_during_a_write_load() {
         phantom.is_empty(),
         "rows that were never written: {phantom:?}"
     );
-    // Transactions are atomic across the crash: both rows of a pair or neither.
-    for id in &present {
+    // Transactions are atomic across the crash: both rows of a pair or neither, either way
+    // round.
+    for id in &attempted {
         let (w, i) = (id / 1_000_000, id % 1_000_000);
         if i % 2 == 1 && i < 500_000 {
-            assert!(
-                present.contains(&(w * 1_000_000 + i + 500_000)),
-                "half of transaction {id} survived"
+            let second = w * 1_000_000 + i + 500_000;
+            assert_eq!(
+                present.contains(id),
+                present.contains(&second),
+                "half of transaction ({id}, {second}) survived"
             );
         }
     }
@@ -179,10 +203,11 @@ async fn concurrent_transfers_conserve_the_total_and_nobody_hangs() {
     }
 
     let mut tasks = Vec::new();
-    let committed = Arc::new(Mutex::new(0u64));
+    // Committed transfers that moved money: (from, to, amount).
+    let moved: Arc<Mutex<Vec<(i64, i64, i64)>>> = Arc::default();
     let retried = Arc::new(Mutex::new(0u64));
     for w in 0..6i64 {
-        let (port, committed, retried) = (node.sql_port, committed.clone(), retried.clone());
+        let (port, moved, retried) = (node.sql_port, moved.clone(), retried.clone());
         tasks.push(tokio::spawn(async move {
             let c = common::connect(port).await;
             let mut n = 0;
@@ -190,13 +215,14 @@ async fn concurrent_transfers_conserve_the_total_and_nobody_hangs() {
                 let from = (w * 7 + n * 3) % ACCOUNTS;
                 let to = (from + 1 + n % (ACCOUNTS - 1)) % ACCOUNTS;
                 let amount = 1 + (n % 50);
-                let result: Result<(), tokio_postgres::Error> = async {
+                let result: Result<bool, tokio_postgres::Error> = async {
                     c.batch_execute("BEGIN").await?;
                     let row = c
                         .query_one("SELECT balance FROM accounts WHERE id = $1", &[&from])
                         .await?;
                     let balance: i64 = row.get(0);
-                    if balance >= amount {
+                    let moves = balance >= amount;
+                    if moves {
                         c.execute(
                             "UPDATE accounts SET balance = balance - $1 WHERE id = $2",
                             &[&amount, &from],
@@ -208,13 +234,16 @@ async fn concurrent_transfers_conserve_the_total_and_nobody_hangs() {
                         )
                         .await?;
                     }
-                    c.batch_execute("COMMIT").await
+                    c.batch_execute("COMMIT").await?;
+                    Ok(moves)
                 }
                 .await;
                 match result {
-                    Ok(()) => {
+                    Ok(moves) => {
                         n += 1;
-                        *committed.lock().unwrap() += 1;
+                        if moves {
+                            moved.lock().unwrap().push((from, to, amount));
+                        }
                     }
                     Err(e) => {
                         assert_eq!(
@@ -255,7 +284,30 @@ async fn concurrent_transfers_conserve_the_total_and_nobody_hangs() {
         .unwrap();
     assert_eq!(row.get::<_, i64>(0), TOTAL);
     assert_eq!(row.get::<_, i64>(1), ACCOUNTS);
-    assert_eq!(*committed.lock().unwrap(), 240);
+    // Money moved, and exactly as the committed transfers say.
+    let moved = moved.lock().unwrap().clone();
+    assert!(
+        moved.len() > 100,
+        "only {} transfers moved money",
+        moved.len()
+    );
+    let mut expected = vec![1000i64; ACCOUNTS as usize];
+    for (from, to, amount) in &moved {
+        expected[*from as usize] -= amount;
+        expected[*to as usize] += amount;
+    }
+    let balances: Vec<i64> = c
+        .query("SELECT balance FROM accounts ORDER BY id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        balances, expected,
+        "balances differ from the committed transfers"
+    );
+    assert_ne!(balances, vec![1000; ACCOUNTS as usize], "no money moved");
     assert!(common::wait_until(Duration::from_secs(5), || {
         let rt = tokio::runtime::Handle::current();
         tokio::task::block_in_place(|| rt.block_on(locks_held(&node))) == 0
@@ -267,9 +319,7 @@ async fn opposite_lock_order_gives_one_40001_and_one_commit() {
     let node = TestNode::start();
     let setup = node.connect().await;
     setup
-        .batch_execute(
-            "CREATE TABLE r (id INT PRIMARY KEY, v INT); INSERT INTO r VALUES (1, 0), (2, 0)",
-        )
+        .batch_execute("CREATE TABLE r (id INT PRIMARY KEY, v INT); INSERT INTO r VALUES (1, 0)")
         .await
         .unwrap();
     let older = node.connect().await;
@@ -279,15 +329,29 @@ async fn opposite_lock_order_gives_one_40001_and_one_commit() {
         .await
         .unwrap();
     younger
-        .batch_execute("BEGIN; UPDATE r SET v = 2 WHERE id = 2")
+        .batch_execute("BEGIN; INSERT INTO r VALUES (2, 2)")
         .await
         .unwrap();
-    // The older transaction waits for the younger one's row...
+    // The older transaction takes row 3 (nobody's) and waits for row 2, the younger one's...
+    let before = locks_held(&node).await;
     let waiting = tokio::spawn(async move {
-        let r = older.batch_execute("UPDATE r SET v = 1 WHERE id = 2").await;
+        let r = older
+            .batch_execute("INSERT INTO r VALUES (3, 1), (2, 1)")
+            .await;
         (older, r)
     });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while locks_held(&node).await <= before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the older one never ran"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(
+        !waiting.is_finished(),
+        "the older one did not wait for row 2"
+    );
     // ...so the younger one, asking for the older one's row, dies instead of deadlocking.
     let err = younger
         .batch_execute("UPDATE r SET v = 2 WHERE id = 1")
@@ -302,12 +366,14 @@ async fn opposite_lock_order_gives_one_40001_and_one_commit() {
     r.unwrap();
     older.batch_execute("COMMIT").await.unwrap();
     let rows = setup
-        .query("SELECT v FROM r ORDER BY id", &[])
+        .query("SELECT id, v FROM r ORDER BY id", &[])
         .await
         .unwrap();
     assert_eq!(
-        rows.iter().map(|r| r.get::<_, i32>(0)).collect::<Vec<_>>(),
-        vec![1, 1]
+        rows.iter()
+            .map(|r| (r.get::<_, i32>(0), r.get::<_, i32>(1)))
+            .collect::<Vec<_>>(),
+        vec![(1, 1), (2, 1), (3, 1)]
     );
 }
 
@@ -412,17 +478,24 @@ async fn prepared_statements_bind_parameters_of_every_type() {
             vec![1]
         );
     }
-    // A bad parameter is an error, not a crash.
-    let err = c
+    // Comparing with a string longer than the column is allowed, and matches nothing.
+    let rows = c
         .query(
             "SELECT id FROM every WHERE v = $1",
             &[&"much too long for varchar"],
         )
-        .await;
-    assert!(
-        err.is_ok(),
-        "comparison with a long string is allowed: {err:?}"
-    );
+        .await
+        .expect("comparison with a long string is allowed");
+    assert!(rows.is_empty(), "{} rows matched", rows.len());
+    let rows = c
+        .query(
+            "SELECT id FROM every WHERE v <> $1",
+            &[&"much too long for varchar"],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1, "the row with a v is not equal to it");
+    // A value too long for the column is an error, not a crash.
     let err = c
         .execute(
             "INSERT INTO every (id, v) VALUES ($1, $2)",
@@ -497,4 +570,152 @@ async fn garbage_on_the_rpc_port_does_not_harm_the_node() {
         client.call(Request::Status).await.unwrap(),
         Response::Status(_)
     ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_stops_a_node_cleanly() {
+    let mut node = TestNode::start();
+    let c = node.connect().await;
+    c.batch_execute("CREATE TABLE t (id INT PRIMARY KEY); INSERT INTO t VALUES (1)")
+        .await
+        .unwrap();
+    let status = node.interrupt();
+    assert!(
+        status.success(),
+        "exit status {status:?}; log:\n{}",
+        node.log_tail()
+    );
+    assert!(
+        node.log_tail().contains("shut down cleanly"),
+        "{}",
+        node.log_tail()
+    );
+    node.restart();
+    let c = node.connect().await;
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM t", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1);
+}
+
+/// `--lock-timeout-ms` bounds a lock wait: an older reader waits for a younger writer's row
+/// (wait-die lets the older one wait) and gives up with 40001 once the timeout has passed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_gives_up_after_the_lock_timeout_set_by_the_flag() {
+    let node = TestNode::start_with(&["--lock-timeout-ms", "400"]);
+    let setup = node.connect().await;
+    setup
+        .batch_execute("CREATE TABLE r (id INT PRIMARY KEY, v INT); INSERT INTO r VALUES (1, 0)")
+        .await
+        .unwrap();
+    let reader = node.connect().await;
+    let writer = node.connect().await;
+    reader.batch_execute("BEGIN").await.unwrap();
+    writer
+        .batch_execute("BEGIN; UPDATE r SET v = 1 WHERE id = 1")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let err = tokio::time::timeout(
+        Duration::from_secs(20),
+        reader.query_one("SELECT v FROM r WHERE id = 1", &[]),
+    )
+    .await
+    .expect("the reader waited past its lock timeout")
+    .unwrap_err();
+    let waited = started.elapsed();
+    assert_eq!(sqlstate(&err).as_deref(), Some("40001"), "{err}");
+    let message = err.as_db_error().map(|d| d.message().to_string());
+    assert!(
+        message
+            .as_deref()
+            .is_some_and(|m| m.contains("within 400 ms")),
+        "{message:?}"
+    );
+    assert!(
+        waited >= Duration::from_millis(400),
+        "gave up after {waited:?}, before the timeout"
+    );
+    reader.batch_execute("ROLLBACK").await.unwrap();
+    writer.batch_execute("COMMIT").await.unwrap();
+    let v: i32 = reader
+        .query_one("SELECT v FROM r WHERE id = 1", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(v, 1);
+}
+
+/// Shutdown lets a running statement finish, then rolls back the open transactions: a
+/// statement blocked on another transaction's row when SIGTERM arrives completes (the other
+/// transaction, idle, is rolled back and lets go of the row), and its own transaction is then
+/// rolled back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_a_running_statement_and_rolls_back_open_transactions() {
+    let mut node = TestNode::start_with(&["--lock-timeout-ms", "60000"]);
+    let setup = node.connect().await;
+    setup
+        .batch_execute(
+            "CREATE TABLE r (id INT PRIMARY KEY, v TEXT); INSERT INTO r VALUES (0, 'kept')",
+        )
+        .await
+        .unwrap();
+    // The older transaction, so that it waits for the younger one (wait-die).
+    let running = node.connect().await;
+    running.batch_execute("BEGIN").await.unwrap();
+    let idle = node.connect().await;
+    idle.batch_execute("BEGIN; INSERT INTO r VALUES (1, 'idle')")
+        .await
+        .unwrap();
+    let before = locks_held(&node).await;
+    let statement = tokio::spawn(async move {
+        // Locks row 2 (a resource nobody held), then waits for row 1.
+        let r = running
+            .execute("INSERT INTO r VALUES (2, 'running'), (1, 'running')", &[])
+            .await;
+        (running, r)
+    });
+    // The statement is running once it holds row 2.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while locks_held(&node).await <= before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the statement never started"
+        );
+        assert!(!statement.is_finished(), "the statement did not wait");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(!statement.is_finished(), "the statement did not wait");
+
+    let status = tokio::task::block_in_place(|| node.terminate());
+    assert!(
+        status.success(),
+        "exit status {status:?}; log:\n{}",
+        node.log_tail()
+    );
+    let (_, r) = tokio::time::timeout(Duration::from_secs(30), statement)
+        .await
+        .expect("the running statement hung")
+        .unwrap();
+    assert_eq!(
+        r.expect("the statement running at shutdown was cut short"),
+        2
+    );
+
+    node.restart();
+    let c = node.connect().await;
+    let rows: Vec<(i32, String)> = c
+        .query("SELECT id, v FROM r ORDER BY id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(
+        rows,
+        vec![(0, "kept".to_string())],
+        "open transactions were rolled back"
+    );
 }

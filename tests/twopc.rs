@@ -74,9 +74,10 @@ fn wait_resolved(cluster: &TestCluster) {
 
 /// Decision records kept per node (`ddb status --txns`).
 fn decisions(cluster: &TestCluster) -> Vec<i64> {
-    let out = cluster.ddb(&["status", "--txns", "--format", "json"]);
-    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    rows.iter()
+    cluster
+        .status_txns()
+        .1
+        .iter()
         .map(|n| n["decisions"].as_i64().unwrap_or(-1))
         .collect()
 }
@@ -93,6 +94,24 @@ fn wait_collected(cluster: &TestCluster) {
 
 fn node_down(cluster: &TestCluster, node: &str) -> bool {
     std::net::TcpStream::connect(cluster.rpc_addr(node)).is_err()
+}
+
+/// The cell of a `--format table` output in the row whose first cell is `row`, under the
+/// header `column`.
+fn table_cell(text: &str, row: &str, column: &str) -> Option<String> {
+    let cells = |line: &str| -> Vec<String> {
+        line.split(['│', '|', '┆'])
+            .map(|c| c.trim().to_string())
+            .collect()
+    };
+    let lines: Vec<Vec<String>> = text.lines().map(cells).filter(|c| c.len() > 2).collect();
+    let header = lines.iter().find(|c| c.iter().any(|x| x == column))?;
+    let at = header.iter().position(|x| x == column)?;
+    let first = header.iter().position(|x| !x.is_empty())?;
+    lines
+        .iter()
+        .find(|c| c.get(first).map(String::as_str) == Some(row))
+        .and_then(|c| c.get(at).cloned())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -155,8 +174,14 @@ async fn statements_and_blocks_that_span_shards_commit_atomically() {
     let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
     let n2 = rows.iter().find(|r| r["name"] == "n2").unwrap();
     assert!(n2["two_phase"].as_i64().unwrap() >= 4, "{n2}");
-    assert!(n2["prepare_ms"].as_f64().is_some(), "{n2}");
     wait_collected(&cluster);
+    // Each 2PC step's average time is measured: prepares, the anchor's decision, the finish.
+    let rows = cluster.status_txns().1;
+    let n2 = rows.iter().find(|r| r["name"] == "n2").unwrap();
+    for step in ["prepare_ms", "decide_ms", "finish_ms"] {
+        let ms = n2[step].as_f64().unwrap_or(-1.0);
+        assert!(ms > 0.0 && ms < 60_000.0, "{step}: {n2}");
+    }
 
     let (_, status) = cluster.status();
     let two_phase: i64 = status.iter().map(|n| n["prepared"].as_i64().unwrap()).sum();
@@ -216,38 +241,78 @@ async fn crash_during_commit(
     failpoint: &str,
 ) -> Result<(), tokio_postgres::Error> {
     let [k1, k2, k3] = keys;
-    cluster.kill(node);
-    let fp = format!("{failpoint}=1*return");
+    crash_during(
+        cluster,
+        &[k2, k3, k1],
+        &[node],
+        &format!("{failpoint}=1*return"),
+        node,
+    )
+    .await
+}
+
+/// Restarts `restart` with `failpoints` switched on (the `fail` crate's syntax), updates
+/// `updates` in that order in one transaction through gateway n1, and waits until `crashes`
+/// is down.
+async fn crash_during(
+    cluster: &TestCluster,
+    updates: &[i64],
+    restart: &[&str],
+    failpoints: &str,
+    crashes: &str,
+) -> Result<(), tokio_postgres::Error> {
+    for node in restart {
+        cluster.kill(node);
+    }
     let mut env = FAST.to_vec();
-    env.push(("FAILPOINTS", &fp));
+    env.push(("FAILPOINTS", failpoints));
     cluster.init_env(&env);
     let c = connect(cluster.sql_port("n1")).await;
+    let body: Vec<String> = updates
+        .iter()
+        .map(|k| format!("UPDATE a SET balance = balance + 1 WHERE id = {k}; "))
+        .collect();
     let result = c
-        .batch_execute(&format!(
-            "BEGIN; UPDATE a SET balance = balance + 1 WHERE id = {k2}; \
-             UPDATE a SET balance = balance + 1 WHERE id = {k3}; \
-             UPDATE a SET balance = balance + 1 WHERE id = {k1}; COMMIT"
-        ))
+        .batch_execute(&format!("BEGIN; {}COMMIT", body.concat()))
         .await;
     assert!(
-        wait_until(Duration::from_secs(10), || node_down(cluster, node)),
-        "failpoint {failpoint} did not crash {node}: {result:?}\n{}",
+        wait_until(Duration::from_secs(10), || node_down(cluster, crashes)),
+        "failpoints {failpoints} did not crash {crashes}: {result:?}\n{}",
         cluster.logs()
     );
+    assert_crashed_at(cluster, crashes, failpoints);
     result
+}
+
+/// Asserts that `node`'s log says it crashed at one of `failpoints` (not for another reason).
+fn assert_crashed_at(cluster: &TestCluster, node: &str, failpoints: &str) {
+    let log = std::fs::read_to_string(cluster.data_dir(node).join("ddb.log")).unwrap_or_default();
+    assert!(
+        failpoints
+            .split(';')
+            .filter_map(|f| f.split('=').next())
+            .any(|name| log.contains(&format!("failpoint {name}: crashing"))),
+        "{node} died, but not at {failpoints}:\n{}",
+        cluster.logs()
+    );
 }
 
 /// Restarts every node that is down (without crash points), waits for recovery, and checks
 /// that the transfer is applied on every shard or on none (`committed` says which), that no
 /// lock remains and that new transactions on those rows work.
 async fn recover_and_check(cluster: &TestCluster, keys: [i64; 3], committed: bool) {
+    let want = if committed { 101 } else { 100 };
+    recover_and_expect(cluster, keys, [want; 3]).await
+}
+
+/// As [`recover_and_check`], with the balances expected after recovery.
+async fn recover_and_expect(cluster: &TestCluster, keys: [i64; 3], want: [i64; 3]) {
     cluster.init_env(&FAST);
     wait_resolved(cluster);
     let c = connect(cluster.sql_port("n3")).await;
-    let want = if committed { 101 } else { 100 };
     assert_eq!(
         balances(&c, &keys).await,
-        vec![want; 3],
+        want.to_vec(),
         "\n{}",
         cluster.logs()
     );
@@ -260,7 +325,10 @@ async fn recover_and_check(cluster: &TestCluster, keys: [i64; 3], committed: boo
     ))
     .await
     .unwrap();
-    assert_eq!(balances(&c, &keys).await, vec![want + 10; 3]);
+    assert_eq!(
+        balances(&c, &keys).await,
+        want.iter().map(|w| w + 10).collect::<Vec<_>>()
+    );
     assert_eq!(prepared(cluster), vec![0, 0, 0]);
 }
 
@@ -313,6 +381,140 @@ mod crash_points {
         recover_and_check(&cluster, keys, false).await;
     }
 
+    /// The anchor dies after the gateway asked it to commit, before its commit entry is
+    /// written: the gateway cannot know the outcome (40003), and since no record was written
+    /// the transaction is aborted everywhere (presumed abort).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_anchor_crash_before_its_commit_entry_aborts_everywhere() {
+        let (cluster, keys) = bank3("fp-anchor-before").await;
+        let r = crash_during_commit(&cluster, keys, "n2", "anchor-before-commit").await;
+        let err = r.expect_err("the anchor died before the commit point");
+        assert_eq!(sqlstate(&err).as_deref(), Some("40003"), "{err}");
+        recover_and_check(&cluster, keys, false).await;
+    }
+
+    /// A participant dies when the commit reaches it, before applying it: the client already
+    /// had its answer (the anchor's record is the commit point), and the participant applies
+    /// the commit when it is back.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_participant_that_crashes_on_receiving_the_commit_applies_it_when_back() {
+        let (cluster, keys) = bank3("fp-part-commit").await;
+        let r =
+            crash_during_commit(&cluster, keys, "n3", "participant-after-commit-received").await;
+        r.expect("the commit point was passed before the participant died");
+        recover_and_check(&cluster, keys, true).await;
+        wait_collected(&cluster);
+    }
+
+    /// Recovery itself crashes: the gateway dies after every prepare; the participant n3 asks
+    /// the anchor, which writes ABORTED, and n3 dies before applying the answer. Back up, n3
+    /// asks again and gets the same answer from the anchor's record.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_participant_that_crashes_during_recovery_learns_the_outcome_again() {
+        let (cluster, [k1, k2, k3]) = bank3("fp-recovery").await;
+        // The setup's own two-phase insert must be finished everywhere, or n3 would reload it
+        // prepared and crash recovering it.
+        wait_collected(&cluster);
+        let r = crash_during(
+            &cluster,
+            &[k2, k3, k1],
+            &["n1", "n3"],
+            "gateway-after-all-prepares=1*return;recovery-before-apply=1*return",
+            "n1",
+        )
+        .await;
+        assert!(r.is_err(), "the client saw its gateway die");
+        assert!(
+            wait_until(Duration::from_secs(20), || node_down(&cluster, "n3")),
+            "n3 did not crash during recovery\n{}",
+            cluster.logs()
+        );
+        assert_crashed_at(&cluster, "n3", "recovery-before-apply");
+        recover_and_check(&cluster, [k1, k2, k3], false).await;
+    }
+
+    /// The gateway holds none of the rows (the transfer is between n2 and n3) and dies after
+    /// the anchor's commit: the transaction commits on both shards, and k1 is untouched.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_gateway_that_holds_none_of_the_rows_dies_after_the_anchor_commit() {
+        let (cluster, [k1, k2, k3]) = bank3("fp-bare-gw").await;
+        let r = crash_during(
+            &cluster,
+            &[k2, k3],
+            &["n1"],
+            "gateway-after-anchor-commit=1*return",
+            "n1",
+        )
+        .await;
+        assert!(r.is_err(), "the client saw its gateway die");
+        recover_and_expect(&cluster, [k1, k2, k3], [100, 101, 101]).await;
+        wait_collected(&cluster);
+    }
+
+    /// The same gateway dies after every prepare: aborted on both shards.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_gateway_that_holds_none_of_the_rows_dies_after_the_prepares() {
+        let (cluster, [k1, k2, k3]) = bank3("fp-bare-gw-prep").await;
+        let r = crash_during(
+            &cluster,
+            &[k2, k3],
+            &["n1"],
+            "gateway-after-all-prepares=1*return",
+            "n1",
+        )
+        .await;
+        assert!(r.is_err(), "the client saw its gateway die");
+        recover_and_check(&cluster, [k1, k2, k3], false).await;
+    }
+
+    /// `--prepared-timeout-ms` (here through its variable, as `ddb init` starts the nodes)
+    /// is how long a participant holds a prepared transaction before recovery asks the
+    /// anchor: at 4 s the in-doubt transaction stays prepared that long, then is aborted.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_prepared_timeout_is_how_long_recovery_waits_before_asking() {
+        let (cluster, [k1, k2, k3]) = bank3("fp-prep-timeout").await;
+        wait_collected(&cluster);
+        for node in ["n1", "n3"] {
+            cluster.kill(node);
+        }
+        cluster.init_env(&[
+            ("DDB_PREPARED_TIMEOUT_MS", "4000"),
+            ("DDB_LOCK_TIMEOUT_MS", "2000"),
+            ("FAILPOINTS", "gateway-after-all-prepares=1*return"),
+        ]);
+        let c = connect(cluster.sql_port("n1")).await;
+        let r = c
+            .batch_execute(&format!(
+                "BEGIN; UPDATE a SET balance = balance + 1 WHERE id = {k2}; \
+                 UPDATE a SET balance = balance + 1 WHERE id = {k3}; \
+                 UPDATE a SET balance = balance + 1 WHERE id = {k1}; COMMIT"
+            ))
+            .await;
+        assert!(r.is_err(), "the client saw its gateway die");
+        assert!(wait_until(Duration::from_secs(10), || node_down(
+            &cluster, "n1"
+        )));
+        // n3 holds it prepared until the timeout, then asks the anchor (n2, up), which aborts.
+        let mut oldest = 0.0f64;
+        let resolved = wait_until(Duration::from_secs(30), || {
+            let status = cluster.status().1;
+            let n3 = status.iter().find(|n| n["name"] == "n3").unwrap();
+            if n3["prepared"] == 0 {
+                return true;
+            }
+            oldest = oldest.max(n3["oldest_prepared_s"].as_f64().unwrap_or(0.0));
+            false
+        });
+        assert!(resolved, "n3 never resolved\n{}", cluster.logs());
+        assert!(
+            oldest >= 3.5,
+            "n3 asked its anchor after {oldest} s, before the 4 s timeout"
+        );
+        // n3 has the crash point too (it was started with it): restart it without.
+        cluster.kill("n3");
+        recover_and_check(&cluster, [k1, k2, k3], false).await;
+    }
+
     /// The anchor dies right after its commit entry: the gateway cannot know the outcome
     /// (40003); the prepared participants stay in doubt, visible in `ddb status`, keep their
     /// locks (a newer transaction waits and gives up: a prepared transaction is never the
@@ -324,17 +526,29 @@ mod crash_points {
         let err = r.expect_err("the gateway cannot know the outcome");
         assert_eq!(sqlstate(&err).as_deref(), Some("40003"), "{err}");
 
-        let out = cluster.ddb(&["status", "--format", "json"]);
-        assert_eq!(out.status.code(), Some(3), "a node is down");
-        let status: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+        let (code, status) = cluster.status();
+        assert_eq!(code, Some(3), "a node is down");
+        let mut ages = Vec::new();
         for n in ["n1", "n3"] {
             let row = status.iter().find(|r| r["name"] == n).unwrap();
             assert_eq!(row["prepared"], 1, "{status:?}");
-            assert!(row["oldest_prepared_s"].as_f64().unwrap() >= 0.0);
+            ages.push(
+                row["oldest_prepared_s"]
+                    .as_f64()
+                    .unwrap_or_else(|| panic!("no age of the oldest prepared: {row}")),
+            );
         }
+        // The people's table shows the same: 1 under "prepared" for n1 and n3, nothing for
+        // the node that is down.
         let table = cluster.ddb(&["status", "--format", "table"]);
         let text = String::from_utf8_lossy(&table.stdout);
-        assert!(text.contains("prepared"), "{text}");
+        for (n, want) in [("n1", "1"), ("n2", "NULL"), ("n3", "1")] {
+            assert_eq!(
+                table_cell(&text, n, "prepared").as_deref(),
+                Some(want),
+                "{n} in:\n{text}"
+            );
+        }
         // The in-doubt row stays locked: a new writer gives up with 40001 after its lock wait.
         let c = connect(cluster.sql_port("n3")).await;
         let err = c
@@ -345,10 +559,8 @@ mod crash_points {
         // That wait took the lock timeout (2 s): the in-doubt transaction has aged meanwhile.
         let status = cluster.status().1;
         let row = status.iter().find(|r| r["name"] == "n3").unwrap();
-        assert!(
-            row["oldest_prepared_s"].as_f64().unwrap() >= 1.0,
-            "{status:?}"
-        );
+        let age = row["oldest_prepared_s"].as_f64().unwrap();
+        assert!(age >= ages[1] + 1.5, "aged from {} s to {age} s", ages[1]);
         recover_and_check(&cluster, keys, true).await;
         wait_collected(&cluster);
     }
@@ -377,6 +589,9 @@ fn commits_at(cluster: &TestCluster, node: &str) -> (i64, i64) {
 async fn readers_write_nothing_and_one_written_shard_commits_in_one_phase() {
     let (cluster, [k1, k2, k3]) = bank3("phases").await;
     let c = connect(cluster.sql_port("n1")).await;
+    // The setup's insert was a two-phase commit whose last steps run in the background: let
+    // them land (every record collected) before counting log entries.
+    wait_collected(&cluster);
     // Reads n2, writes n1 and n3: two-phase, and n2 logs nothing.
     let before = lsns(&cluster);
     let (one, two) = commits_at(&cluster, "n1");
@@ -388,6 +603,7 @@ async fn readers_write_nothing_and_one_written_shard_commits_in_one_phase() {
     ))
     .await
     .unwrap();
+    wait_collected(&cluster);
     let after = lsns(&cluster);
     assert_eq!(
         after[1], before[1],

@@ -142,6 +142,7 @@ async fn run(node: &Node, conn: &Participants, req: ShardRequest) -> Result<Shar
             return Ok(ShardReply::Done);
         }
         ShardOp::CommitPrepared => {
+            crate::failpoint::crash_point("participant-after-commit-received");
             twopc.commit_prepared(gid).await?;
             return Ok(ShardReply::Done);
         }

@@ -122,6 +122,9 @@ async fn resolve_once(node: &Arc<Node>, map: &ClusterMap, doubt: &InDoubt) {
             return;
         }
     };
+    if outcome.is_some() {
+        crate::failpoint::crash_point("recovery-before-apply");
+    }
     let applied = match outcome {
         None => return,
         Some(Outcome::Committed) => node.db.twopc.commit_prepared(gid).await.map(|_| ()),

@@ -280,6 +280,13 @@ mod tests {
             prop_assert_eq!(tid, id);
             prop_assert_eq!(tok, token(&encode_values(&pk)));
             prop_assert_eq!(back.len(), pk.len());
+            for (a, b) in back.iter().zip(&pk) {
+                match (a, b) {
+                    // -0.0 is normalised to 0.0.
+                    (Value::Float(x), Value::Float(y)) => prop_assert!(x == y),
+                    _ => prop_assert_eq!(a, b),
+                }
+            }
         }
 
         #[test]

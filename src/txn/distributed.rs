@@ -397,6 +397,7 @@ impl TwoPhase {
         // From the claim on, the step runs to its end: the claim is always settled.
         let this = self.clone();
         let task = tokio::spawn(async move {
+            crash_point("anchor-before-commit");
             let result = txn.commit_with(entry, || {}).await;
             lock(&this.decisions).committed(gid, participants, result.is_ok(), this.now());
             result?;

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod powerfs;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
@@ -63,6 +65,21 @@ impl TestNode {
             child: None,
             dir,
             _tmp: Some(tmp),
+            rpc_port: 0,
+            sql_port: 0,
+            extra_args: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        node.spawn_fresh_ports();
+        node
+    }
+
+    /// Starts a node on the data directory `dir`, which the caller owns (and removes); its log
+    /// is `ddb.log` beside `dir`.
+    pub fn start_at(dir: &Path, extra: &[&str]) -> Self {
+        let mut node = TestNode {
+            child: None,
+            dir: dir.to_path_buf(),
+            _tmp: None,
             rpc_port: 0,
             sql_port: 0,
             extra_args: extra.iter().map(|s| s.to_string()).collect(),
@@ -165,9 +182,18 @@ impl TestNode {
 
     /// Sends SIGTERM and waits for the process to exit.
     pub fn terminate(&mut self) -> ExitStatus {
+        self.signal("TERM")
+    }
+
+    /// Sends SIGINT (what Ctrl-C sends) and waits for the process to exit.
+    pub fn interrupt(&mut self) -> ExitStatus {
+        self.signal("INT")
+    }
+
+    fn signal(&mut self, signal: &str) -> ExitStatus {
         let mut child = self.child.take().expect("node is running");
         let _ = Command::new("kill")
-            .arg("-TERM")
+            .arg(format!("-{signal}"))
             .arg(child.id().to_string())
             .status();
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -178,7 +204,7 @@ impl TestNode {
             if Instant::now() > deadline {
                 let _ = child.kill();
                 panic!(
-                    "node did not exit within 30 s of SIGTERM; log:\n{}",
+                    "node did not exit within 30 s of SIG{signal}; log:\n{}",
                     self.log_tail()
                 );
             }
@@ -307,32 +333,50 @@ pub struct TestCluster {
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
     pub name: String,
-    /// (name, rpc port, sql port) in file order.
-    pub nodes: Vec<(String, u16, u16)>,
+    /// (name, rpc port, sql port) in file order; new ports if the first `init` found one taken.
+    nodes: std::sync::RwLock<Vec<(String, u16, u16)>>,
+    /// Whether an `init` has succeeded (from then on the ports are in the map: no new ones).
+    formed: std::sync::atomic::AtomicBool,
 }
 
 impl TestCluster {
     /// Writes a cluster file for `n` local nodes on free ports (nothing is started).
     pub fn new(name: &str, n: usize) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("cluster.yaml");
+        let cluster = TestCluster {
+            dir,
+            config,
+            name: name.to_string(),
+            nodes: Default::default(),
+            formed: Default::default(),
+        };
+        cluster.choose_ports(n);
+        cluster
+    }
+
+    /// Chooses free ports for `n` nodes and writes the cluster file.
+    fn choose_ports(&self, n: usize) {
         let ports = free_ports(2 * n);
         let nodes: Vec<(String, u16, u16)> = (1..=n)
             .map(|i| (format!("n{i}"), ports[2 * i - 2], ports[2 * i - 1]))
             .collect();
-        let mut yaml = format!("name: {name}\nsharding:\n  vnodes: 64\ndefaults:\n  data_dir: ./data/{{name}}\nnodes:\n");
+        let mut yaml = format!(
+            "name: {}\nsharding:\n  vnodes: 64\ndefaults:\n  data_dir: ./data/{{name}}\nnodes:\n",
+            self.name
+        );
         for (node, rpc, sql) in &nodes {
             yaml.push_str(&format!(
                 "  - name: {node}\n    host: 127.0.0.1\n    rpc_port: {rpc}\n    sql_port: {sql}\n"
             ));
         }
-        let config = dir.path().join("cluster.yaml");
-        std::fs::write(&config, yaml).expect("write cluster file");
-        TestCluster {
-            dir,
-            config,
-            name: name.to_string(),
-            nodes,
-        }
+        std::fs::write(&self.config, yaml).expect("write cluster file");
+        *self.nodes.write().expect("nodes") = nodes;
+    }
+
+    /// (name, rpc port, sql port) of every node, in file order.
+    pub fn nodes(&self) -> Vec<(String, u16, u16)> {
+        self.nodes.read().expect("nodes").clone()
     }
 
     /// Runs `ddb ARGS…` with this cluster file.
@@ -359,16 +403,38 @@ impl TestCluster {
 
     /// Runs `ddb init` with extra environment variables for the nodes it starts, and asserts
     /// that it succeeded.
+    ///
+    /// The ports were free when chosen, but another process may take one before its node
+    /// binds it: the first `init` then starts over on new ports (up to 5 times). Once the
+    /// cluster is formed its ports are in the map and a node that cannot listen is a failure.
     pub fn init_env(&self, env: &[(&str, &str)]) -> Output {
-        let out = self.ddb_env(&["init"], env);
-        assert!(
-            out.status.success(),
-            "ddb init failed ({:?}):\n{}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr),
-            self.logs()
-        );
-        out
+        use std::sync::atomic::Ordering;
+        for attempt in 0..5 {
+            let out = self.ddb_env(&["init"], env);
+            if out.status.success() {
+                self.formed.store(true, Ordering::SeqCst);
+                return out;
+            }
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let port_taken = stderr.contains("cannot listen");
+            if self.formed.load(Ordering::SeqCst) || !port_taken || attempt == 4 {
+                panic!(
+                    "ddb init failed ({:?}):\n{stderr}\n{}",
+                    out.status,
+                    self.logs()
+                );
+            }
+            eprintln!("ddb init: a port was taken, starting over on new ports:\n{stderr}");
+            let n = self.nodes().len();
+            for (node, _, _) in self.nodes() {
+                if self.pid(&node).is_some() {
+                    self.kill(&node);
+                }
+            }
+            let _ = std::fs::remove_dir_all(self.dir.path().join("data"));
+            self.choose_ports(n);
+        }
+        unreachable!("the loop returns or panics")
     }
 
     /// The data directory of a node.
@@ -378,7 +444,7 @@ impl TestCluster {
 
     /// The (RPC, SQL) ports of a node of the file.
     fn ports(&self, node: &str) -> (u16, u16) {
-        self.nodes
+        self.nodes()
             .iter()
             .find(|n| n.0 == node)
             .map(|n| (n.1, n.2))
@@ -423,7 +489,7 @@ impl TestCluster {
     /// The last lines of every node's log.
     pub fn logs(&self) -> String {
         let mut all = String::new();
-        for (node, _, _) in &self.nodes {
+        for (node, _, _) in &self.nodes() {
             let log =
                 std::fs::read_to_string(self.data_dir(node).join("ddb.log")).unwrap_or_default();
             let lines: Vec<&str> = log.lines().collect();
@@ -449,17 +515,37 @@ impl TestCluster {
             .collect()
     }
 
-    /// `ddb status --format json`, parsed.
+    /// `ddb status --format json`, parsed: its exit code and one row per node of the file.
+    /// Panics if the output is not that (a test must not pass on an empty list).
     pub fn status(&self) -> (Option<i32>, Vec<serde_json::Value>) {
-        let out = self.ddb(&["status", "--format", "json"]);
-        let rows = serde_json::from_slice(&out.stdout).unwrap_or_default();
-        (out.status.code(), rows)
+        self.status_with(&[])
+    }
+
+    /// `ddb status --txns --format json`, as [`TestCluster::status`].
+    pub fn status_txns(&self) -> (Option<i32>, Vec<serde_json::Value>) {
+        self.status_with(&["--txns"])
+    }
+
+    fn status_with(&self, extra: &[&str]) -> (Option<i32>, Vec<serde_json::Value>) {
+        let mut args = vec!["status", "--format", "json"];
+        args.extend_from_slice(extra);
+        let out = self.ddb(&args);
+        match serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout) {
+            Ok(rows) if rows.len() == self.nodes().len() => (out.status.code(), rows),
+            _ => panic!(
+                "ddb {} printed no row per node ({:?}):\nstdout: {}\nstderr: {}",
+                args.join(" "),
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        }
     }
 }
 
 impl Drop for TestCluster {
     fn drop(&mut self) {
-        for (node, _, _) in &self.nodes {
+        for (node, _, _) in &self.nodes() {
             if let Some(pid) = self.pid(node) {
                 let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
             }
