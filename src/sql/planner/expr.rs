@@ -1,12 +1,31 @@
 //! Expression binding and type inference.
+//!
+//! [`Binder::expr`] turns an AST expression into a typed [`Expr`], one small function per
+//! expression kind. Types are inferred bottom-up; where a side has no type of its own (a `$n`
+//! parameter, `NULL`) it is `Unknown`, and the context supplies one:
+//!
+//! * a quoted literal next to a typed operand takes that operand's type (`id = '3'` compares
+//!   integers), see [`Binder::operand_for`];
+//! * a parameter of unknown type takes the type its context expects ([`Binder::hint`]): the
+//!   other operand of a comparison, `boolean` under `NOT`/`AND`/`OR`, `text` under `LIKE`/`||`.
+//!
+//! Over grouped rows (an aggregate query), [`Binder::over_groups`] runs first: aggregate calls
+//! and grouped expressions become columns of the grouped row before the per-kind binding here.
+//! Function calls are in [`super::function`].
 
-use super::aggregate::{aggregate_func, contains_aggregate, Grouping};
+use super::aggregate::Grouping;
 use super::bind::{err, Binder};
 use super::scope::Scope;
 use crate::error::{sqlstate, Result};
 use crate::sql::ast::{self, BinaryOp, Literal, UnaryOp};
-use crate::types::expr::{Expr, Function};
+use crate::types::expr::Expr;
 use crate::types::value::{DataType, Value};
+
+/// The highest parameter number plus one: PostgreSQL's wire protocol counts parameters in 16 bits.
+const MAX_PARAMS: usize = 65535;
+
+/// A bound expression and its inferred type.
+pub(super) type Typed = (Expr, DataType);
 
 impl Binder<'_> {
     /// Binds an expression. With `grouping`, the expression is evaluated over grouped rows:
@@ -17,289 +36,223 @@ impl Binder<'_> {
         e: &ast::Expr,
         scope: &Scope,
         grouping: &mut Option<Grouping>,
-    ) -> Result<(Expr, DataType)> {
-        if let Some(g) = grouping.as_mut() {
-            // An aggregate call: bind its argument over input rows.
-            if let ast::Expr::Function {
-                name,
-                args,
-                star,
-                distinct,
-            } = e
-            {
-                if let Some(func) = aggregate_func(name) {
-                    let call = self.aggregate(func, args, *star, *distinct, scope)?;
-                    let idx = g.groups.len() + g.calls.len();
-                    let ty = call.1.clone();
-                    // Reuse an identical call.
-                    if let Some(pos) = g.calls.iter().position(|(c, _)| *c == call.0) {
-                        return Ok((Expr::Column(g.groups.len() + pos), ty));
-                    }
-                    g.calls.push(call);
-                    return Ok((Expr::Column(idx), ty));
-                }
-            }
-            if !contains_aggregate(e) {
-                // A grouped expression?
-                if let Ok((bound, ty)) = self.expr(e, scope, &mut None) {
-                    if let Some(i) = g.groups.iter().position(|(x, _)| *x == bound) {
-                        return Ok((Expr::Column(i), ty));
-                    }
-                    if bound.is_row_independent() {
-                        return Ok((bound, ty));
-                    }
-                }
-                if let ast::Expr::Column(_, name) = e {
-                    return Err(err(
-                        sqlstate::GROUPING_ERROR,
-                        format!("column \"{name}\" must appear in the GROUP BY clause or be used in an aggregate function"),
-                    ));
-                }
-            }
-        } else if let ast::Expr::Function { name, .. } = e {
-            if aggregate_func(name).is_some() {
-                return Err(err(
-                    sqlstate::GROUPING_ERROR,
-                    format!("aggregate function {name} is not allowed here"),
-                ));
-            }
+    ) -> Result<Typed> {
+        if let Some(bound) = self.over_groups(e, scope, grouping)? {
+            return Ok(bound);
         }
-
-        let sub = |b: &mut Self, x: &ast::Expr, g: &mut Option<Grouping>| b.expr(x, scope, g);
-        Ok(match e {
-            ast::Expr::Literal(l) => match l {
-                Literal::Null => (Expr::Const(Value::Null), DataType::Unknown),
-                Literal::Bool(b) => (Expr::Const(Value::Bool(*b)), DataType::Bool),
-                Literal::Int(i) => {
-                    let ty = if i32::try_from(*i).is_ok() {
-                        DataType::Int
-                    } else {
-                        DataType::BigInt
-                    };
-                    (Expr::Const(Value::Int(*i)), ty)
-                }
-                Literal::Float(f) => (Expr::Const(Value::Float(*f)), DataType::Double),
-                Literal::String(s) => (Expr::Const(Value::Text(s.clone())), DataType::Text),
-            },
-            ast::Expr::Column(q, name) => self.column(scope, q.as_deref(), name)?,
-            ast::Expr::Param(i) => {
-                if *i >= 65535 {
-                    return Err(err(
-                        sqlstate::UNDEFINED_PARAMETER,
-                        format!("there is no parameter ${}", i + 1),
-                    ));
-                }
-                if self.params.len() <= *i {
-                    self.params.resize(*i + 1, None);
-                }
-                let ty = self.params[*i].clone().unwrap_or(DataType::Unknown);
-                (Expr::Param(*i), ty)
-            }
-            ast::Expr::Default => {
-                return Err(err(
-                    sqlstate::SYNTAX_ERROR,
-                    "DEFAULT is not allowed in this context",
-                ))
-            }
-            ast::Expr::Unary(op, x) => {
-                let (x, ty) = sub(self, x, grouping)?;
-                match op {
-                    UnaryOp::Not => {
-                        if !matches!(ty, DataType::Bool | DataType::Unknown) {
-                            return Err(err(
-                                sqlstate::DATATYPE_MISMATCH,
-                                format!("argument of NOT must be type boolean, not type {ty}"),
-                            ));
-                        }
-                        self.hint(&x, &DataType::Bool);
-                        (Expr::Not(Box::new(x)), DataType::Bool)
-                    }
-                    UnaryOp::Neg | UnaryOp::Plus => {
-                        if !(ty.is_numeric() || ty == DataType::Unknown) {
-                            return Err(err(
-                                sqlstate::UNDEFINED_FUNCTION,
-                                format!("operator does not exist: - {ty}"),
-                            ));
-                        }
-                        if *op == UnaryOp::Plus {
-                            (x, ty)
-                        } else {
-                            (Expr::Neg(Box::new(x)), ty)
-                        }
-                    }
-                }
-            }
-            ast::Expr::Binary(op, l, r) => self.binary(*op, l, r, scope, grouping)?,
+        match e {
+            ast::Expr::Literal(l) => Ok(literal(l)),
+            ast::Expr::Column(q, name) => scope.column(q.as_deref(), name),
+            ast::Expr::Param(i) => self.param(*i),
+            ast::Expr::Default => Err(err(
+                sqlstate::SYNTAX_ERROR,
+                "DEFAULT is not allowed in this context",
+            )),
+            ast::Expr::Unary(op, x) => self.unary(*op, x, scope, grouping),
+            ast::Expr::Binary(op, l, r) => self.binary(*op, l, r, scope, grouping),
             ast::Expr::IsNull { expr, negated } => {
-                let (x, _) = sub(self, expr, grouping)?;
-                (Expr::IsNull(Box::new(x), *negated), DataType::Bool)
+                let (x, _) = self.expr(expr, scope, grouping)?;
+                Ok((Expr::IsNull(Box::new(x), *negated), DataType::Bool))
             }
             ast::Expr::IsBool {
                 expr,
                 value,
                 negated,
-            } => {
-                let (x, ty) = sub(self, expr, grouping)?;
-                if !matches!(ty, DataType::Bool | DataType::Unknown) {
-                    return Err(err(
-                        sqlstate::DATATYPE_MISMATCH,
-                        format!(
-                            "argument of IS {} must be type boolean, not type {ty}",
-                            if *value { "TRUE" } else { "FALSE" }
-                        ),
-                    ));
-                }
-                self.hint(&x, &DataType::Bool);
-                (Expr::IsBool(Box::new(x), *value, *negated), DataType::Bool)
-            }
+            } => self.is_bool(expr, *value, *negated, scope, grouping),
             ast::Expr::InList {
                 expr,
                 list,
                 negated,
-            } => {
-                let (x, ty) = sub(self, expr, grouping)?;
-                let mut items = Vec::new();
-                for item in list {
-                    let (i, ity) = self.operand_for(item, &ty, scope, grouping)?;
-                    if !DataType::comparable(&ty, &ity) {
-                        return Err(err(
-                            sqlstate::UNDEFINED_FUNCTION,
-                            format!("operator does not exist: {ty} = {ity}"),
-                        ));
-                    }
-                    self.hint(&i, &ty);
-                    items.push(i);
-                }
-                (Expr::InList(Box::new(x), items, *negated), DataType::Bool)
-            }
+            } => self.in_list(expr, list, *negated, scope, grouping),
             ast::Expr::Between {
                 expr,
                 low,
                 high,
                 negated,
-            } => {
-                let ge = ast::Expr::Binary(BinaryOp::GtEq, expr.clone(), low.clone());
-                let le = ast::Expr::Binary(BinaryOp::LtEq, expr.clone(), high.clone());
-                let both = ast::Expr::Binary(BinaryOp::And, Box::new(ge), Box::new(le));
-                let (x, _) = sub(self, &both, grouping)?;
-                if *negated {
-                    (Expr::Not(Box::new(x)), DataType::Bool)
-                } else {
-                    (x, DataType::Bool)
-                }
-            }
+            } => self.between(expr, low, high, *negated, scope, grouping),
             ast::Expr::Like {
                 expr,
                 pattern,
                 negated,
                 case_insensitive,
             } => {
-                let (x, ty) = sub(self, expr, grouping)?;
-                let (p, pty) = sub(self, pattern, grouping)?;
-                for (e, t) in [(&x, &ty), (&p, &pty)] {
-                    if !(t.is_text() || *t == DataType::Unknown) {
-                        return Err(err(
-                            sqlstate::UNDEFINED_FUNCTION,
-                            format!("operator does not exist: {t} ~~ text"),
-                        ));
-                    }
-                    self.hint(e, &DataType::Text);
-                }
-                (
-                    Expr::Like {
-                        expr: Box::new(x),
-                        pattern: Box::new(p),
-                        negated: *negated,
-                        case_insensitive: *case_insensitive,
-                    },
-                    DataType::Bool,
-                )
+                let flags = (*negated, *case_insensitive);
+                self.like(expr, pattern, flags, scope, grouping)
             }
-            ast::Expr::Cast(x, ty) => {
-                if let ast::Expr::Literal(Literal::String(s)) = x.as_ref() {
-                    (Expr::Const(Value::Text(s.clone()).cast(ty)?), ty.clone())
-                } else {
-                    let (x, xty) = sub(self, x, grouping)?;
-                    if xty == DataType::Unknown {
-                        self.hint(&x, ty);
-                    }
-                    (Expr::Cast(Box::new(x), ty.clone()), ty.clone())
-                }
-            }
+            ast::Expr::Cast(x, ty) => self.cast(x, ty, scope, grouping),
             ast::Expr::Function {
                 name,
                 args,
                 star,
                 distinct,
-            } => {
-                if *star || *distinct {
-                    return Err(err(sqlstate::SYNTAX_ERROR, format!("{name}(*) or DISTINCT specified, but {name} is not an aggregate function")));
-                }
-                let mut bound = Vec::new();
-                let mut types = Vec::new();
-                for a in args {
-                    let (x, t) = sub(self, a, grouping)?;
-                    bound.push(x);
-                    types.push(t);
-                }
-                let sig = || {
-                    format!(
-                        "{name}({})",
-                        types
-                            .iter()
-                            .map(|t| t.to_string())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    )
-                };
-                let no_such = || {
-                    err(
-                        sqlstate::UNDEFINED_FUNCTION,
-                        format!("function {} does not exist", sig()),
-                    )
-                };
-                let (f, ty) = match (name.as_str(), types.as_slice()) {
-                    ("version", []) => (Function::Version, DataType::Text),
-                    ("now" | "current_timestamp" | "localtimestamp", []) => {
-                        (Function::Now, DataType::Timestamp)
-                    }
-                    ("lower", [t]) if t.is_text() || *t == DataType::Unknown => {
-                        (Function::Lower, DataType::Text)
-                    }
-                    ("upper", [t]) if t.is_text() || *t == DataType::Unknown => {
-                        (Function::Upper, DataType::Text)
-                    }
-                    ("length" | "char_length" | "character_length", [t])
-                        if t.is_text() || *t == DataType::Unknown =>
-                    {
-                        (Function::Length, DataType::Int)
-                    }
-                    ("abs", [t]) if t.is_numeric() => (Function::Abs, t.clone()),
-                    ("abs", [DataType::Unknown]) => (Function::Abs, DataType::Double),
-                    ("coalesce", ts) if !ts.is_empty() => {
-                        let ty = ts
-                            .iter()
-                            .find(|t| **t != DataType::Unknown)
-                            .cloned()
-                            .unwrap_or(DataType::Unknown);
-                        if ts.iter().any(|t| !DataType::comparable(t, &ty)) {
-                            return Err(err(
-                                sqlstate::DATATYPE_MISMATCH,
-                                format!("COALESCE types cannot be matched: {}", sig()),
-                            ));
-                        }
-                        (Function::Coalesce, ty)
-                    }
-                    _ => return Err(no_such()),
-                };
-                for (x, _) in bound.iter().zip(&types) {
-                    if matches!(f, Function::Lower | Function::Upper | Function::Length) {
-                        self.hint(x, &DataType::Text);
-                    }
-                }
-                (Expr::Call(f, bound), ty)
+            } => self.call(name, args, *star || *distinct, scope, grouping),
+        }
+    }
+
+    /// A parameter `$n` (0-based `i`): its declared or so far inferred type, else `Unknown`.
+    fn param(&mut self, i: usize) -> Result<Typed> {
+        if i >= MAX_PARAMS {
+            return Err(err(
+                sqlstate::UNDEFINED_PARAMETER,
+                format!("there is no parameter ${}", i + 1),
+            ));
+        }
+        if self.params.len() <= i {
+            self.params.resize(i + 1, None);
+        }
+        let ty = self.params[i].clone().unwrap_or(DataType::Unknown);
+        Ok((Expr::Param(i), ty))
+    }
+
+    fn unary(
+        &mut self,
+        op: UnaryOp,
+        x: &ast::Expr,
+        scope: &Scope,
+        g: &mut Option<Grouping>,
+    ) -> Result<Typed> {
+        let (x, ty) = self.expr(x, scope, g)?;
+        match op {
+            UnaryOp::Not => {
+                self.expect_bool(&x, &ty, "NOT")?;
+                Ok((Expr::Not(Box::new(x)), DataType::Bool))
             }
-        })
+            UnaryOp::Neg | UnaryOp::Plus => {
+                if !(ty.is_numeric() || ty == DataType::Unknown) {
+                    return Err(err(
+                        sqlstate::UNDEFINED_FUNCTION,
+                        format!("operator does not exist: - {ty}"),
+                    ));
+                }
+                match op {
+                    UnaryOp::Plus => Ok((x, ty)),
+                    _ => Ok((Expr::Neg(Box::new(x)), ty)),
+                }
+            }
+        }
+    }
+
+    /// Checks that an operand of `what` (`NOT`, `AND`, `IS TRUE`…) is boolean, and makes an
+    /// untyped parameter one.
+    fn expect_bool(&mut self, x: &Expr, ty: &DataType, what: &str) -> Result<()> {
+        if !matches!(ty, DataType::Bool | DataType::Unknown) {
+            return Err(err(
+                sqlstate::DATATYPE_MISMATCH,
+                format!("argument of {what} must be type boolean, not type {ty}"),
+            ));
+        }
+        self.hint(x, &DataType::Bool);
+        Ok(())
+    }
+
+    fn is_bool(
+        &mut self,
+        x: &ast::Expr,
+        value: bool,
+        negated: bool,
+        scope: &Scope,
+        g: &mut Option<Grouping>,
+    ) -> Result<Typed> {
+        let (x, ty) = self.expr(x, scope, g)?;
+        self.expect_bool(&x, &ty, if value { "IS TRUE" } else { "IS FALSE" })?;
+        Ok((Expr::IsBool(Box::new(x), value, negated), DataType::Bool))
+    }
+
+    /// `x IN (a, b, …)`: each item is bound as an operand next to `x`, so quoted literals and
+    /// parameters take `x`'s type.
+    fn in_list(
+        &mut self,
+        x: &ast::Expr,
+        list: &[ast::Expr],
+        negated: bool,
+        scope: &Scope,
+        g: &mut Option<Grouping>,
+    ) -> Result<Typed> {
+        let (x, ty) = self.expr(x, scope, g)?;
+        let mut items = Vec::new();
+        for item in list {
+            let (i, ity) = self.operand_for(item, &ty, scope, g)?;
+            if !DataType::comparable(&ty, &ity) {
+                return Err(err(
+                    sqlstate::UNDEFINED_FUNCTION,
+                    format!("operator does not exist: {ty} = {ity}"),
+                ));
+            }
+            self.hint(&i, &ty);
+            items.push(i);
+        }
+        Ok((Expr::InList(Box::new(x), items, negated), DataType::Bool))
+    }
+
+    /// `x BETWEEN low AND high` is bound as `x >= low AND x <= high`, so it types (and infers
+    /// parameter types) exactly as the comparisons would.
+    fn between(
+        &mut self,
+        x: &ast::Expr,
+        low: &ast::Expr,
+        high: &ast::Expr,
+        negated: bool,
+        scope: &Scope,
+        g: &mut Option<Grouping>,
+    ) -> Result<Typed> {
+        let x = Box::new(x.clone());
+        let ge = ast::Expr::Binary(BinaryOp::GtEq, x.clone(), Box::new(low.clone()));
+        let le = ast::Expr::Binary(BinaryOp::LtEq, x, Box::new(high.clone()));
+        let both = ast::Expr::Binary(BinaryOp::And, Box::new(ge), Box::new(le));
+        let (x, _) = self.expr(&both, scope, g)?;
+        if negated {
+            Ok((Expr::Not(Box::new(x)), DataType::Bool))
+        } else {
+            Ok((x, DataType::Bool))
+        }
+    }
+
+    /// `x [NOT] LIKE/ILIKE pattern`; `flags` is `(negated, case_insensitive)`.
+    fn like(
+        &mut self,
+        x: &ast::Expr,
+        pattern: &ast::Expr,
+        (negated, case_insensitive): (bool, bool),
+        scope: &Scope,
+        g: &mut Option<Grouping>,
+    ) -> Result<Typed> {
+        let (x, ty) = self.expr(x, scope, g)?;
+        let (p, pty) = self.expr(pattern, scope, g)?;
+        for (e, t) in [(&x, &ty), (&p, &pty)] {
+            if !(t.is_text() || *t == DataType::Unknown) {
+                return Err(err(
+                    sqlstate::UNDEFINED_FUNCTION,
+                    format!("operator does not exist: {t} ~~ text"),
+                ));
+            }
+            self.hint(e, &DataType::Text);
+        }
+        let like = Expr::Like {
+            expr: Box::new(x),
+            pattern: Box::new(p),
+            negated,
+            case_insensitive,
+        };
+        Ok((like, DataType::Bool))
+    }
+
+    /// `x::ty`. A quoted literal is converted now (so `'5'::int` is a constant, and a bad one is
+    /// an error before anything runs); a parameter of unknown type takes the target type.
+    fn cast(
+        &mut self,
+        x: &ast::Expr,
+        ty: &DataType,
+        scope: &Scope,
+        g: &mut Option<Grouping>,
+    ) -> Result<Typed> {
+        if let ast::Expr::Literal(Literal::String(s)) = x {
+            return Ok((Expr::Const(Value::Text(s.clone()).cast(ty)?), ty.clone()));
+        }
+        let (x, xty) = self.expr(x, scope, g)?;
+        if xty == DataType::Unknown {
+            self.hint(&x, ty);
+        }
+        Ok((Expr::Cast(Box::new(x), ty.clone()), ty.clone()))
     }
 
     /// Binds `e` as an operand next to one of type `other`: a quoted literal takes that type.
@@ -309,7 +262,7 @@ impl Binder<'_> {
         other: &DataType,
         scope: &Scope,
         g: &mut Option<Grouping>,
-    ) -> Result<(Expr, DataType)> {
+    ) -> Result<Typed> {
         if let ast::Expr::Literal(Literal::String(s)) = e {
             if *other != DataType::Unknown && !other.is_text() {
                 return Ok((
@@ -321,86 +274,107 @@ impl Binder<'_> {
         self.expr(e, scope, g)
     }
 
-    pub(super) fn binary(
+    fn binary(
         &mut self,
         op: BinaryOp,
         l: &ast::Expr,
         r: &ast::Expr,
         scope: &Scope,
         g: &mut Option<Grouping>,
-    ) -> Result<(Expr, DataType)> {
-        // Bind the side that is not a quoted literal first, so the literal can take its type
-        // (except for `||`, which turns both sides into text).
-        let (le, lt, re, rt) = if op == BinaryOp::Concat {
-            let (le, lt) = self.expr(l, scope, g)?;
-            let (re, rt) = self.expr(r, scope, g)?;
-            (le, lt, re, rt)
+    ) -> Result<Typed> {
+        let (left, right) = self.operands(op, l, r, scope, g)?;
+        if left.1 == DataType::Unknown {
+            self.hint(&left.0, &right.1);
+        }
+        if right.1 == DataType::Unknown {
+            self.hint(&right.0, &left.1);
+        }
+        let ty = self.binary_type(op, &left, &right)?;
+        let expr = Expr::Binary(op, Box::new(left.0), Box::new(right.0));
+        // Integer results are range-checked for their type, as in PostgreSQL.
+        if matches!(ty, DataType::SmallInt | DataType::Int) && !op.is_comparison() {
+            return Ok((Expr::Cast(Box::new(expr), ty.clone()), ty));
+        }
+        Ok((expr, ty))
+    }
+
+    /// Binds both operands of `l op r`. The side that is not a quoted literal goes first, so the
+    /// literal can take its type (except for `||`, which turns both sides into text).
+    fn operands(
+        &mut self,
+        op: BinaryOp,
+        l: &ast::Expr,
+        r: &ast::Expr,
+        scope: &Scope,
+        g: &mut Option<Grouping>,
+    ) -> Result<(Typed, Typed)> {
+        if op == BinaryOp::Concat {
+            let left = self.expr(l, scope, g)?;
+            let right = self.expr(r, scope, g)?;
+            Ok((left, right))
         } else if matches!(l, ast::Expr::Literal(Literal::String(_))) {
-            let (re, rt) = self.expr(r, scope, g)?;
-            let (le, lt) = self.operand_for(l, &rt, scope, g)?;
-            (le, lt, re, rt)
+            let right = self.expr(r, scope, g)?;
+            let left = self.operand_for(l, &right.1, scope, g)?;
+            Ok((left, right))
         } else {
-            let (le, lt) = self.expr(l, scope, g)?;
-            let (re, rt) = self.operand_for(r, &lt, scope, g)?;
-            (le, lt, re, rt)
-        };
-        if lt == DataType::Unknown {
-            self.hint(&le, &rt);
+            let left = self.expr(l, scope, g)?;
+            let right = self.operand_for(r, &left.1, scope, g)?;
+            Ok((left, right))
         }
-        if rt == DataType::Unknown {
-            self.hint(&re, &lt);
-        }
+    }
+
+    /// The result type of `left op right`, or the error PostgreSQL gives for the operand types.
+    fn binary_type(&mut self, op: BinaryOp, left: &Typed, right: &Typed) -> Result<DataType> {
+        let ((le, lt), (re, rt)) = (left, right);
         let mismatch = || {
             err(
                 sqlstate::UNDEFINED_FUNCTION,
                 format!("operator does not exist: {lt} {} {rt}", op.symbol()),
             )
         };
-        let ty = match op {
+        match op {
             BinaryOp::And | BinaryOp::Or => {
-                for (e, t) in [(&le, &lt), (&re, &rt)] {
-                    if !matches!(t, DataType::Bool | DataType::Unknown) {
-                        return Err(err(
-                            sqlstate::DATATYPE_MISMATCH,
-                            format!(
-                                "argument of {} must be type boolean, not type {t}",
-                                op.symbol()
-                            ),
-                        ));
-                    }
-                    self.hint(e, &DataType::Bool);
-                }
-                DataType::Bool
+                self.expect_bool(le, lt, op.symbol())?;
+                self.expect_bool(re, rt, op.symbol())?;
+                Ok(DataType::Bool)
             }
-            op if op.is_comparison() => {
-                if !DataType::comparable(&lt, &rt) {
-                    return Err(mismatch());
-                }
-                DataType::Bool
-            }
+            op if op.is_comparison() => match DataType::comparable(lt, rt) {
+                true => Ok(DataType::Bool),
+                false => Err(mismatch()),
+            },
             BinaryOp::Concat => {
-                self.hint(&le, &DataType::Text);
-                self.hint(&re, &DataType::Text);
-                DataType::Text
+                self.hint(le, &DataType::Text);
+                self.hint(re, &DataType::Text);
+                Ok(DataType::Text)
             }
             _ => {
-                let known = |t: &DataType| t.is_numeric() || *t == DataType::Unknown;
-                if !known(&lt) || !known(&rt) {
+                let numeric = |t: &DataType| t.is_numeric() || *t == DataType::Unknown;
+                if !numeric(lt) || !numeric(rt) {
                     return Err(mismatch());
                 }
-                match (&lt, &rt) {
+                Ok(match (lt, rt) {
                     (DataType::Unknown, t) | (t, DataType::Unknown) => t.clone(),
                     (a, b) => DataType::promote(a, b),
-                }
+                })
             }
-        };
-        // Integer results are range-checked for their type, as in PostgreSQL.
-        let expr = Expr::Binary(op, Box::new(le), Box::new(re));
-        let expr = if matches!(ty, DataType::SmallInt | DataType::Int) && !op.is_comparison() {
-            Expr::Cast(Box::new(expr), ty.clone())
-        } else {
-            expr
-        };
-        Ok((expr, ty))
+        }
+    }
+}
+
+/// A literal's value and type: an integer that fits 32 bits is `int`, a larger one `bigint`;
+/// a quoted string is `text` until its context says otherwise; `NULL` has no type.
+fn literal(l: &Literal) -> Typed {
+    match l {
+        Literal::Null => (Expr::Const(Value::Null), DataType::Unknown),
+        Literal::Bool(b) => (Expr::Const(Value::Bool(*b)), DataType::Bool),
+        Literal::Int(i) => {
+            let ty = match i32::try_from(*i) {
+                Ok(_) => DataType::Int,
+                Err(_) => DataType::BigInt,
+            };
+            (Expr::Const(Value::Int(*i)), ty)
+        }
+        Literal::Float(f) => (Expr::Const(Value::Float(*f)), DataType::Double),
+        Literal::String(s) => (Expr::Const(Value::Text(s.clone())), DataType::Text),
     }
 }

@@ -11,6 +11,7 @@ mod access;
 mod aggregate;
 mod bind;
 mod expr;
+mod function;
 mod plan;
 mod scope;
 mod select;
