@@ -96,3 +96,95 @@ fn fits_key(ty: &DataType, value: &Expr) -> bool {
         _ => false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::Column;
+
+    /// `CREATE TABLE t (a INT, b TEXT, c INT, PRIMARY KEY (a, b))`.
+    fn table() -> Table {
+        let column = |name: &str, data_type| Column {
+            name: name.into(),
+            data_type,
+            not_null: false,
+            default: None,
+            hidden: false,
+        };
+        Table {
+            id: 1,
+            name: "t".into(),
+            columns: vec![
+                column("a", DataType::Int),
+                column("b", DataType::Text),
+                column("c", DataType::Int),
+            ],
+            primary_key: vec![0, 1],
+        }
+    }
+
+    fn eq(l: Expr, r: Expr) -> Expr {
+        Expr::Binary(BinaryOp::Eq, Box::new(l), Box::new(r))
+    }
+
+    fn and(l: Expr, r: Expr) -> Expr {
+        Expr::Binary(BinaryOp::And, Box::new(l), Box::new(r))
+    }
+
+    fn int(i: i64) -> Expr {
+        Expr::Const(Value::Int(i))
+    }
+
+    fn text(s: &str) -> Expr {
+        Expr::Const(Value::Text(s.into()))
+    }
+
+    #[test]
+    fn a_filter_fixing_the_whole_key_is_a_point_access_in_key_order() {
+        let filter = and(
+            eq(Expr::Column(2), int(7)),
+            and(
+                eq(text("x"), Expr::Column(1)),
+                eq(Expr::Column(0), Expr::Param(0)),
+            ),
+        );
+        assert_eq!(
+            point_key(&table(), &filter),
+            Some(vec![Expr::Param(0), text("x")])
+        );
+    }
+
+    #[test]
+    fn a_filter_fixing_part_of_the_key_scans() {
+        let filter = eq(Expr::Column(0), int(1));
+        assert_eq!(point_key(&table(), &filter), None);
+    }
+
+    #[test]
+    fn a_disjunction_scans() {
+        let either = Expr::Binary(
+            BinaryOp::Or,
+            Box::new(eq(Expr::Column(0), int(1))),
+            Box::new(eq(Expr::Column(1), text("x"))),
+        );
+        assert_eq!(point_key(&table(), &either), None);
+    }
+
+    #[test]
+    fn a_value_of_another_kind_does_not_address_the_key() {
+        let filter = and(
+            eq(Expr::Column(0), Expr::Const(Value::Float(1.5))),
+            eq(Expr::Column(1), text("x")),
+        );
+        assert_eq!(point_key(&table(), &filter), None);
+    }
+
+    #[test]
+    fn a_row_dependent_value_does_not_address_the_key() {
+        let filter = and(
+            eq(Expr::Column(0), Expr::Column(2)),
+            eq(Expr::Column(1), text("x")),
+        );
+        assert_eq!(point_key(&table(), &filter), None);
+    }
+}

@@ -17,6 +17,7 @@ pub enum Plan {
     Begin,
     Commit,
     Rollback,
+    /// `table` has id 0 until the DDL path assigns one.
     CreateTable {
         table: Table,
         if_not_exists: bool,
@@ -30,6 +31,7 @@ pub enum Plan {
         table: Arc<Table>,
         rows: Vec<Vec<Option<Expr>>>,
     },
+    /// `sets` pairs a column position with its new value, evaluated over the old row.
     Update {
         source: Source,
         sets: Vec<(usize, Expr)>,
@@ -43,9 +45,11 @@ pub enum Plan {
 /// Where a statement's rows come from.
 #[derive(Clone, Debug)]
 pub struct Source {
+    /// The table read.
     pub table: Arc<Table>,
     /// The primary key values when the filter fixes the whole key: a point access.
     pub key: Option<Vec<Expr>>,
+    /// The `WHERE` condition over input rows, checked on a point access too.
     pub filter: Option<Expr>,
 }
 
@@ -70,7 +74,9 @@ pub struct AggCall {
 /// Grouping: rows become `[group values…, aggregate values…]`.
 #[derive(Clone, Debug)]
 pub struct Aggregate {
+    /// The group expressions, over input rows.
     pub group_by: Vec<Expr>,
+    /// The aggregate calls, deduplicated.
     pub calls: Vec<AggCall>,
 }
 
@@ -78,6 +84,7 @@ pub struct Aggregate {
 #[derive(Clone, Debug)]
 pub struct SortKey {
     pub expr: Expr,
+    /// Whether `expr` is evaluated over the output row rather than the input (or grouped) row.
     pub over_output: bool,
     pub descending: bool,
     pub nulls_first: bool,
@@ -86,10 +93,15 @@ pub struct SortKey {
 /// A planned `SELECT`.
 #[derive(Clone, Debug)]
 pub struct SelectPlan {
+    /// `None` for a `SELECT` without `FROM`, which produces one empty input row.
     pub source: Option<Source>,
+    /// The grouping step of an aggregate query.
     pub aggregate: Option<Aggregate>,
+    /// A condition over grouped rows (or over the single row of a `SELECT` without `FROM`).
     pub having: Option<Expr>,
+    /// The output row, over input or grouped rows.
     pub projection: Vec<Expr>,
+    /// The output columns as described to the client.
     pub columns: Vec<OutputColumn>,
     pub order_by: Vec<SortKey>,
     pub limit: Option<Expr>,
@@ -110,5 +122,6 @@ impl Plan {
 #[derive(Clone, Debug)]
 pub struct Planned {
     pub plan: Plan,
+    /// The type of each `$n`: declared by the client, else inferred, else `text`.
     pub param_types: Vec<DataType>,
 }
