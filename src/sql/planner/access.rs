@@ -14,7 +14,7 @@
 
 use std::sync::Arc;
 
-use super::bind::Binder;
+use super::binder::Binder;
 use super::plan::Source;
 use super::scope::Scope;
 use crate::error::Result;

@@ -9,50 +9,14 @@
 //! (deduplicated) call, an expression equal to a group expression becomes that group's column,
 //! and a bare column that is neither is PostgreSQL's 42803.
 
-use super::bind::{err, Binder};
-use super::expr::Typed;
-use super::plan::{AggCall, AggFunc, Aggregate};
+use super::binder::Typed;
+use super::binder::{err, Binder, Grouping};
+use super::plan::{AggCall, AggFunc};
 use super::scope::Scope;
 use crate::error::{sqlstate, Result};
 use crate::sql::ast;
 use crate::types::expr::Expr;
 use crate::types::value::DataType;
-
-/// Grouping state while binding the select list, `HAVING` and `ORDER BY` of an aggregate query.
-pub(super) struct Grouping {
-    /// The bound `GROUP BY` expressions: columns `0..groups.len()` of a grouped row.
-    pub(super) groups: Vec<Typed>,
-    /// The aggregate calls met so far: the columns after the groups.
-    pub(super) calls: Vec<(AggCall, DataType)>,
-}
-
-impl Grouping {
-    /// The grouping of `groups`, before any aggregate call has been met.
-    pub(super) fn new(groups: Vec<Typed>) -> Self {
-        Grouping {
-            groups,
-            calls: Vec::new(),
-        }
-    }
-
-    /// The plan's aggregation step.
-    pub(super) fn into_aggregate(self) -> Aggregate {
-        Aggregate {
-            group_by: self.groups.into_iter().map(|(e, _)| e).collect(),
-            calls: self.calls.into_iter().map(|(c, _)| c).collect(),
-        }
-    }
-
-    /// The grouped-row column of `call`; an identical call made twice is computed once.
-    fn call_column(&mut self, (call, ty): (AggCall, DataType)) -> Typed {
-        let first = self.groups.len();
-        if let Some(pos) = self.calls.iter().position(|(c, _)| *c == call) {
-            return (Expr::Column(first + pos), ty);
-        }
-        self.calls.push((call, ty.clone()));
-        (Expr::Column(first + self.calls.len() - 1), ty)
-    }
-}
 
 /// The aggregate function called `name`, if it is one.
 pub(super) fn aggregate_func(name: &str) -> Option<AggFunc> {

@@ -9,8 +9,9 @@
 
 use std::sync::Arc;
 
-use super::aggregate::Grouping;
-use super::expr::Typed;
+use super::binder::Grouping;
+use super::binder::Typed;
+use super::binder::{err, Binder};
 use super::plan::{Plan, Planned};
 use super::scope::Scope;
 use crate::error::{sqlstate, Error, Result};
@@ -38,18 +39,6 @@ pub fn plan(catalog: &Catalog, stmt: &ast::Statement, param_types: &[DataType]) 
         .map(|t| t.unwrap_or(DataType::Text))
         .collect();
     Ok(Planned { plan, param_types })
-}
-
-/// Binding state for one statement.
-pub(super) struct Binder<'a> {
-    catalog: &'a Catalog,
-    /// The type of each parameter: declared by the client, inferred so far, or `None` yet.
-    pub(super) params: Vec<Option<DataType>>,
-}
-
-/// An error with SQLSTATE `code`, as the binder reports bad input.
-pub(super) fn err(code: &str, msg: impl Into<String>) -> Error {
-    Error::sql(code, msg)
 }
 
 impl Binder<'_> {

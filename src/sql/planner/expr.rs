@@ -13,8 +13,8 @@
 //! and grouped expressions become columns of the grouped row before the per-kind binding here.
 //! Function calls are in [`super::function`].
 
-use super::aggregate::Grouping;
-use super::bind::{err, Binder};
+use super::binder::Grouping;
+use super::binder::{err, Binder, Typed};
 use super::scope::Scope;
 use crate::error::{sqlstate, Result};
 use crate::sql::ast::{self, BinaryOp, Literal, UnaryOp};
@@ -23,9 +23,6 @@ use crate::types::value::{DataType, Value};
 
 /// The highest parameter number plus one: PostgreSQL's wire protocol counts parameters in 16 bits.
 const MAX_PARAMS: usize = 65535;
-
-/// A bound expression and its inferred type.
-pub(super) type Typed = (Expr, DataType);
 
 impl Binder<'_> {
     /// Binds an expression. With `grouping`, the expression is evaluated over grouped rows:

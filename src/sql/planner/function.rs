@@ -7,9 +7,9 @@
 //! functions then make such a parameter `text`. Aggregate functions are not resolved here: they
 //! are bound over grouped rows (see [`super::aggregate`]).
 
-use super::aggregate::Grouping;
-use super::bind::{err, Binder};
-use super::expr::Typed;
+use super::binder::Grouping;
+use super::binder::Typed;
+use super::binder::{err, Binder};
 use super::scope::Scope;
 use crate::error::{sqlstate, Result};
 use crate::sql::ast;

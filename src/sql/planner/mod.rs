@@ -25,6 +25,7 @@
 mod access;
 mod aggregate;
 mod bind;
+mod binder;
 mod expr;
 mod function;
 mod plan;

@@ -5,8 +5,8 @@
 //! as in PostgreSQL). Resolving a name yields the column's position in the input row and its
 //! type.
 
-use super::bind::err;
-use super::expr::Typed;
+use super::binder::err;
+use super::binder::Typed;
 use crate::error::{sqlstate, Error, Result};
 use crate::types::expr::Expr;
 use crate::types::Table;

@@ -13,8 +13,9 @@
 //!    input (or grouped) row;
 //! 8. `LIMIT` / `OFFSET`, which must be integers known before any row is read.
 
-use super::aggregate::{contains_aggregate, Grouping};
-use super::bind::{err, Binder};
+use super::aggregate::contains_aggregate;
+use super::binder::Grouping;
+use super::binder::{err, Binder};
 use super::plan::{SelectPlan, SortKey, Source};
 use super::scope::Scope;
 use crate::error::{sqlstate, Result};
