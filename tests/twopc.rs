@@ -515,6 +515,35 @@ mod crash_points {
         recover_and_check(&cluster, [k1, k2, k3], false).await;
     }
 
+    /// The CLI says so too: a transaction whose outcome the gateway cannot know ends
+    /// `ddb query` with exit code 5 (timed out, outcome unknown; DESIGN §10.1) and SQLSTATE
+    /// 40003, not with 6, because the transaction committed after all.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_unknown_outcome_ends_ddb_query_with_exit_code_5() {
+        let (cluster, [k1, k2, k3]) = bank3("fp-unknown-exit").await;
+        cluster.kill("n2");
+        let mut env = FAST.to_vec();
+        env.push(("FAILPOINTS", "anchor-after-commit=1*return"));
+        cluster.init_env(&env);
+        // The first row written is on n2, so n2 is the anchor; n1 (the first node of the
+        // file, which the CLI reaches) is the gateway.
+        let sql = format!(
+            "BEGIN; UPDATE a SET balance = balance + 1 WHERE id = {k2}; \
+             UPDATE a SET balance = balance + 1 WHERE id = {k3}; \
+             UPDATE a SET balance = balance + 1 WHERE id = {k1}; COMMIT"
+        );
+        let out = cluster.ddb(&["query", &sql]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            wait_until(Duration::from_secs(10), || node_down(&cluster, "n2")),
+            "the anchor did not crash: {stderr}\n{}",
+            cluster.logs()
+        );
+        assert_eq!(out.status.code(), Some(5), "{stderr}");
+        assert!(stderr.contains("40003"), "{stderr}");
+        recover_and_check(&cluster, [k1, k2, k3], true).await;
+    }
+
     /// The anchor dies right after its commit entry: the gateway cannot know the outcome
     /// (40003); the prepared participants stay in doubt, visible in `ddb status`, keep their
     /// locks (a newer transaction waits and gives up: a prepared transaction is never the
