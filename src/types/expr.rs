@@ -75,6 +75,9 @@ pub enum Function {
     Length,
     Abs,
     Coalesce,
+    /// A `char(n)` value as text: without its trailing spaces, which do not count in `char(n)`
+    /// comparisons, lengths and conversions to text (PostgreSQL's `bpchar` → `text`).
+    Unpad,
 }
 
 /// A bound expression.
@@ -459,6 +462,10 @@ fn call(f: Function, args: Vec<Value>, ctx: &Context) -> Result<Value> {
         Function::Abs => match arg(0) {
             Value::Int(i) => Value::Int(i.checked_abs().ok_or_else(overflow)?),
             Value::Float(x) => Value::Float(x.abs()),
+            v => v,
+        },
+        Function::Unpad => match arg(0) {
+            Value::Text(s) => Value::Text(s.trim_end_matches(' ').to_string()),
             v => v,
         },
         Function::Coalesce => args

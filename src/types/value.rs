@@ -271,18 +271,10 @@ impl Value {
             (v, DataType::Unknown) => v,
             // To integers.
             (Value::Int(i), t) if t.is_integer() => Value::Int(t.check_integer(i)?),
-            (Value::Float(f), t) if t.is_integer() => {
-                let r = f.round();
-                // i64::MAX as f64 rounds up to 2^63, which does not fit: the range is [-2^63, 2^63).
-                const TWO_63: f64 = 9_223_372_036_854_775_808.0;
-                if !(-TWO_63..TWO_63).contains(&r) {
-                    return Err(Error::sql(
-                        sqlstate::NUMERIC_VALUE_OUT_OF_RANGE,
-                        format!("{t} out of range"),
-                    ));
-                }
-                Value::Int(t.check_integer(r as i64)?)
-            }
+            // A float rounds half to even, as PostgreSQL's float8 → integer casts do (rint);
+            // a decimal literal is rounded by the planner as a numeric would be
+            // ([`decimal_to_integer`]).
+            (Value::Float(f), t) if t.is_integer() => float_to_integer(f.round_ties_even(), t)?,
             (Value::Text(s), t) if t.is_integer() => {
                 let i: i64 = s.trim().parse().map_err(|_| {
                     if s.trim()
@@ -374,6 +366,27 @@ fn parse_bool(s: &str) -> Option<bool> {
         "f" | "false" | "n" | "no" | "off" | "0" => Some(false),
         _ => None,
     }
+}
+
+/// A rounded float as an integer of type `t`, or 22003 when it does not fit.
+fn float_to_integer(r: f64, t: &DataType) -> Result<Value> {
+    // i64::MAX as f64 rounds up to 2^63, which does not fit: the range is [-2^63, 2^63).
+    const TWO_63: f64 = 9_223_372_036_854_775_808.0;
+    if !(-TWO_63..TWO_63).contains(&r) {
+        return Err(Error::sql(
+            sqlstate::NUMERIC_VALUE_OUT_OF_RANGE,
+            format!("{t} out of range"),
+        ));
+    }
+    Ok(Value::Int(t.check_integer(r as i64)?))
+}
+
+/// A decimal literal (`2.5`, a `numeric` in PostgreSQL) as an integer of type `t`: rounded half
+/// away from zero, as PostgreSQL rounds a numeric, where a float rounds half to even. ddb has no
+/// `numeric` type yet and holds decimal literals as floats, so the planner calls this where a
+/// literal itself is cast or assigned to an integer.
+pub fn decimal_to_integer(f: f64, t: &DataType) -> Result<Value> {
+    float_to_integer(f.round(), t)
 }
 
 /// Parses a timestamp literal: `YYYY-MM-DD[ HH:MM[:SS[.ffffff]]]`, with `T` allowed as separator.

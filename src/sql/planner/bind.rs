@@ -12,13 +12,14 @@ use std::sync::Arc;
 use super::binder::Grouping;
 use super::binder::Typed;
 use super::binder::{err, Binder};
+use super::expr::decimal_literal;
 use super::plan::{Plan, Planned};
 use super::scope::Scope;
 use crate::error::{sqlstate, Error, Result};
 use crate::sql::ast::{self, Literal};
 use crate::sql::catalog::Catalog;
 use crate::types::expr::Expr;
-use crate::types::value::{DataType, Value};
+use crate::types::value::{decimal_to_integer, DataType, Value};
 use crate::types::{Column, Table, ROWID_COLUMN};
 
 /// Plans `stmt`. `param_types` are the types the client declared (may be shorter than the
@@ -260,6 +261,10 @@ impl Binder<'_> {
                 Value::Text(s.clone()).cast(ty)?
             };
             return Ok((Expr::Const(v), ty.clone()));
+        }
+        // A decimal literal assigned to an integer column rounds as a numeric does.
+        if let (Some(f), true) = (decimal_literal(e), ty.is_integer()) {
+            return Ok((Expr::Const(decimal_to_integer(f, ty)?), ty.clone()));
         }
         let (expr, t) = self.expr(e, scope, &mut None)?;
         if t == DataType::Unknown {

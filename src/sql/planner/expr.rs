@@ -18,8 +18,8 @@ use super::binder::{err, Binder, Typed};
 use super::scope::Scope;
 use crate::error::{sqlstate, Result};
 use crate::sql::ast::{self, BinaryOp, Literal, UnaryOp};
-use crate::types::expr::Expr;
-use crate::types::value::{DataType, Value};
+use crate::types::expr::{Expr, Function};
+use crate::types::value::{decimal_to_integer, DataType, Value};
 
 /// The highest parameter number plus one: PostgreSQL's wire protocol counts parameters in 16 bits.
 const MAX_PARAMS: usize = 65535;
@@ -245,10 +245,18 @@ impl Binder<'_> {
         if let ast::Expr::Literal(Literal::String(s)) = x {
             return Ok((Expr::Const(Value::Text(s.clone()).cast(ty)?), ty.clone()));
         }
+        if let (Some(f), true) = (decimal_literal(x), ty.is_integer()) {
+            return Ok((Expr::Const(decimal_to_integer(f, ty)?), ty.clone()));
+        }
         let (x, xty) = self.expr(x, scope, g)?;
         if xty == DataType::Unknown {
             self.hint(&x, ty);
         }
+        // A char(n) becomes text without its padding.
+        let (x, _) = match ty {
+            DataType::Text | DataType::Varchar(_) => unpad((x, xty)),
+            _ => (x, xty),
+        };
         Ok((Expr::Cast(Box::new(x), ty.clone()), ty.clone()))
     }
 
@@ -287,6 +295,16 @@ impl Binder<'_> {
             self.hint(&right.0, &left.1);
         }
         let ty = self.binary_type(op, &left, &right)?;
+        // A char(n) compares and concatenates without its padding; a quoted literal compared
+        // with one is a char(n) too, so its own trailing spaces do not count either.
+        let is_char = |t: &Typed| matches!(t.1, DataType::Char(_));
+        let (left, right) = if op.is_comparison() && (is_char(&left) || is_char(&right)) {
+            (unpad(unpad_literal(left)), unpad(unpad_literal(right)))
+        } else if op.is_comparison() || op == BinaryOp::Concat {
+            (unpad(left), unpad(right))
+        } else {
+            (left, right)
+        };
         let expr = Expr::Binary(op, Box::new(left.0), Box::new(right.0));
         // Integer results are range-checked for their type, as in PostgreSQL.
         if matches!(ty, DataType::SmallInt | DataType::Int) && !op.is_comparison() {
@@ -373,5 +391,36 @@ fn literal(l: &Literal) -> Typed {
         }
         Literal::Float(f) => (Expr::Const(Value::Float(*f)), DataType::Double),
         Literal::String(s) => (Expr::Const(Value::Text(s.clone())), DataType::Text),
+    }
+}
+
+/// The value of a decimal literal, possibly negated (`2.5`, `(-2.5)`): what PostgreSQL types
+/// `numeric`, whose casts to integers round half away from zero.
+pub(super) fn decimal_literal(e: &ast::Expr) -> Option<f64> {
+    match e {
+        ast::Expr::Literal(Literal::Float(f)) => Some(*f),
+        ast::Expr::Unary(ast::UnaryOp::Neg, inner) => decimal_literal(inner).map(|f| -f),
+        ast::Expr::Unary(ast::UnaryOp::Plus, inner) => decimal_literal(inner),
+        _ => None,
+    }
+}
+
+/// A `char(n)` expression as text without its trailing spaces, as PostgreSQL converts a
+/// `bpchar` wherever its padding must not count (comparisons, `||`, text functions, casts to
+/// text); any other expression unchanged.
+pub(super) fn unpad((e, ty): Typed) -> Typed {
+    match ty {
+        DataType::Char(_) => (Expr::Call(Function::Unpad, vec![e]), DataType::Text),
+        ty => (e, ty),
+    }
+}
+
+/// A quoted literal without its trailing spaces, for a comparison with a `char(n)`.
+fn unpad_literal((e, ty): Typed) -> Typed {
+    match e {
+        Expr::Const(Value::Text(s)) => {
+            (Expr::Const(Value::Text(s.trim_end_matches(' ').into())), ty)
+        }
+        e => (e, ty),
     }
 }

@@ -10,6 +10,7 @@
 use super::binder::Grouping;
 use super::binder::Typed;
 use super::binder::{err, Binder};
+use super::expr::unpad;
 use super::scope::Scope;
 use crate::error::{sqlstate, Result};
 use crate::sql::ast;
@@ -45,6 +46,12 @@ impl Binder<'_> {
             for x in &bound {
                 self.hint(x, &DataType::Text);
             }
+            // A text function sees a char(n) without its padding.
+            bound = bound
+                .into_iter()
+                .zip(types)
+                .map(|typed| unpad(typed).0)
+                .collect();
         }
         Ok((Expr::Call(f, bound), ty))
     }
