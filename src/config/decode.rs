@@ -70,9 +70,10 @@ pub(super) enum RawMode {
     Async,
 }
 
-impl From<RawMode> for Mode {
-    fn from(mode: RawMode) -> Self {
-        match mode {
+impl RawMode {
+    /// The map's mode for this spelling.
+    pub(super) fn mode(self) -> Mode {
+        match self {
             RawMode::Sync => Mode::Sync,
             RawMode::Async => Mode::Async,
         }

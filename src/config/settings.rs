@@ -136,7 +136,7 @@ impl ClusterConfig {
             path: path.to_path_buf(),
             name: file.name,
             factor: file.replication.factor,
-            mode: file.replication.mode.into(),
+            mode: file.replication.mode.mode(),
             vnodes: file.sharding.vnodes,
             nodes,
             ssh: file.ssh,

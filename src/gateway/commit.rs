@@ -1,6 +1,6 @@
 //! The gateway's commit: one phase on a single written shard, two-phase commit across several.
 //!
-//! [`ClusterTxn::commit_all`] drives the pure [`Coordinator`] of [`crate::txn::twopc`]: it
+//! [`Commit::run`] drives the pure [`Coordinator`] of [`crate::txn::twopc`]: it
 //! carries out the actions the coordinator returns (prepares, the anchor's commit, commit and
 //! abort messages, releasing read-only parts) and feeds it the answers, as they arrive, until it
 //! finishes. Crash points (compiled only for tests) sit between the steps.
@@ -39,17 +39,29 @@ struct Round {
     commits: Vec<ShardId>,
 }
 
-impl ClusterTxn {
+/// The commit of one cluster transaction: the driver owns the transaction while it carries out
+/// what the coordinator says.
+pub(super) struct Commit {
+    txn: Box<ClusterTxn>,
+}
+
+impl Commit {
+    /// The commit of `txn`, to be run to its end.
+    pub(super) fn new(txn: Box<ClusterTxn>) -> Self {
+        Commit { txn }
+    }
+
     /// Commits: one phase if one shard was written, two-phase commit otherwise (see
     /// [`crate::txn::twopc`]); this drives the [`Coordinator`] and carries out its actions.
-    pub(super) async fn commit_all(mut self: Box<Self>) -> Result<()> {
+    pub(super) async fn run(mut self) -> Result<()> {
         let read_only: Vec<ShardId> = self
+            .txn
             .parts
             .keys()
             .copied()
-            .filter(|s| !self.written.contains(s))
+            .filter(|s| !self.txn.written.contains(s))
             .collect();
-        let (coord, mut queue) = Coordinator::start(&self.written, &read_only);
+        let (coord, mut queue) = Coordinator::start(&self.txn.written, &read_only);
         let mut run = Run {
             coord,
             started: Instant::now(),
@@ -75,8 +87,8 @@ impl ClusterTxn {
     /// Every part was committed, released or handed to recovery: nothing is left to roll back
     /// (an unknown outcome in particular must not be rolled back here).
     fn finished(&mut self, result: Option<Result<()>>) -> Result<()> {
-        self.finished = true;
-        self.parts.clear();
+        self.txn.finished = true;
+        self.txn.parts.clear();
         result.unwrap_or_else(|| {
             Err(Error::Internal(
                 "the commit ended without an outcome".into(),
@@ -91,7 +103,12 @@ impl ClusterTxn {
             Action::CommitOnePhase(shard) => {
                 let r = self.commit_one(shard).await;
                 if r.is_ok() {
-                    self.gw.twopc.stats.single.fetch_add(1, Ordering::Relaxed);
+                    self.txn
+                        .gw
+                        .twopc
+                        .stats
+                        .single
+                        .fetch_add(1, Ordering::Relaxed);
                 }
                 run.result = Some(r);
             }
@@ -125,8 +142,8 @@ impl ClusterTxn {
     fn outcome(&self, finish: Finish, steps: [u64; 2]) -> Result<()> {
         match finish {
             Finish::Committed => {
-                if !self.written.is_empty() {
-                    let stats = &self.gw.twopc.stats;
+                if !self.txn.written.is_empty() {
+                    let stats = &self.txn.gw.twopc.stats;
                     stats.distributed.fetch_add(1, Ordering::Relaxed);
                     stats.prepare_us.fetch_add(steps[0], Ordering::Relaxed);
                     stats.decide_us.fetch_add(steps[1], Ordering::Relaxed);
@@ -145,7 +162,7 @@ impl ClusterTxn {
     async fn prepare(&mut self, shards: &[ShardId], run: &mut Run) -> Vec<Action> {
         // From the first prepare on, the participants' fate is decided by this driver or by
         // recovery; dropping the transaction must never roll them back.
-        self.finished = true;
+        self.txn.finished = true;
         let t = Instant::now();
         let anchor = run.coord.anchor();
         let participants = run.coord.participants();
@@ -168,7 +185,7 @@ impl ClusterTxn {
         let mut next = Vec::new();
         let mut yes = 0;
         while let Some((shard, node, addr, reply)) = votes.next().await {
-            let vote = vote_of(self.settle(shard, &node, &addr, reply).await);
+            let vote = vote_of(self.txn.settle(shard, &node, &addr, reply).await);
             if vote == Vote::Yes {
                 yes += 1;
                 if yes == 1 && shards.len() > 1 {
@@ -191,8 +208,8 @@ impl ClusterTxn {
             |twopc, gid, _| Box::pin(async move { twopc.commit_prepared(gid).await.map(|_| ()) }),
         );
         let forget = self.message_later(coord.anchor(), ShardOp::Forget);
-        let guard = self.gw.twopc.finishing();
-        let (twopc, gid) = (self.gw.twopc.clone(), self.id);
+        let guard = self.txn.gw.twopc.finishing();
+        let (twopc, gid) = (self.txn.gw.twopc.clone(), self.txn.id);
         tokio::spawn(async move {
             finish_commit(coord, acks, forget, twopc, gid).await;
             drop(guard);
@@ -201,16 +218,16 @@ impl ClusterTxn {
 
     /// One-phase commit on the only written shard.
     async fn commit_one(&mut self, shard: ShardId) -> Result<()> {
-        match self.parts.remove(&shard) {
+        match self.txn.parts.remove(&shard) {
             Some(Part::Local(t)) => t.commit().await,
             Some(Part::Remote { node, addr, client }) => {
-                let req = self.request(shard, ShardOp::Commit);
+                let req = self.txn.request(shard, ShardOp::Commit);
                 match call(&client, req).await {
                     Ok(ShardReply::Done) => Ok(()),
                     Ok(other) => Err(Error::unknown_outcome(format!("shard {shard} (node {node}) answered the commit with {other:?}; the outcome is unknown"),
                     )),
                     Err(Error::Unreachable(e)) => {
-                        self.gw.peers.forget(&addr).await;
+                        self.txn.gw.peers.forget(&addr).await;
                         Err(Error::unknown_outcome(format!("lost shard {shard} (node {node}) during commit; the transaction's outcome is unknown: {e}"),
                         ))
                     }
@@ -228,12 +245,13 @@ impl ClusterTxn {
         participants: Vec<ShardId>,
         started: Instant,
     ) -> AnchorReply {
-        match self.parts.remove(&shard) {
+        match self.txn.parts.remove(&shard) {
             Some(Part::Local(t)) => {
                 match self
+                    .txn
                     .gw
                     .twopc
-                    .commit_anchor(self.id, t, participants, Some(started))
+                    .commit_anchor(self.txn.id, t, participants, Some(started))
                     .await
                 {
                     Ok(()) => AnchorReply::Committed,
@@ -248,9 +266,11 @@ impl ClusterTxn {
                 ))
             }
             Some(Part::Remote { node, addr, client }) => {
-                let req = self.request(shard, ShardOp::CommitAnchor { participants });
+                let req = self
+                    .txn
+                    .request(shard, ShardOp::CommitAnchor { participants });
                 let reply = call(&client, req).await;
-                self.parts.insert(
+                self.txn.parts.insert(
                     shard,
                     Part::Remote {
                         node: node.clone(),
@@ -270,7 +290,7 @@ impl ClusterTxn {
                     Err(e) if e.is_refusal() => AnchorReply::Refused(e.to_string()),
                     Err(e) => {
                         if matches!(e, Error::Unreachable(_)) {
-                            self.gw.peers.forget(&addr).await;
+                            self.txn.gw.peers.forget(&addr).await;
                         }
                         AnchorReply::Lost(format!("node {node}: {e}"))
                     }
@@ -292,10 +312,10 @@ impl ClusterTxn {
         let all = FuturesUnordered::new();
         let mut local = Some(local);
         for &shard in shards {
-            match self.parts.get(&shard) {
+            match self.txn.parts.get(&shard) {
                 Some(Part::Remote { node, addr, client }) => {
                     let (req, client, node, addr) = (
-                        self.request(shard, remote(shard)),
+                        self.txn.request(shard, remote(shard)),
                         client.clone(),
                         node.clone(),
                         addr.clone(),
@@ -305,13 +325,13 @@ impl ClusterTxn {
                         (shard, node, addr, reply)
                     }) as PartFuture);
                 }
-                _ if Some(shard) == self.my_shard => {
-                    let txn = match self.parts.remove(&shard) {
+                _ if Some(shard) == self.txn.my_shard => {
+                    let txn = match self.txn.parts.remove(&shard) {
                         Some(Part::Local(t)) => Some(t),
                         _ => None,
                     };
                     if let Some(local) = local.take() {
-                        let step = local(self.gw.twopc.clone(), self.id, txn);
+                        let step = local(self.txn.gw.twopc.clone(), self.txn.id, txn);
                         all.push(Box::pin(async move {
                             let reply = step.await.map(|()| ShardReply::Done);
                             (shard, "(this node)".to_string(), String::new(), reply)
@@ -327,16 +347,16 @@ impl ClusterTxn {
     /// Ends a participant without waiting: rolls back (or aborts, if prepared) this node's
     /// part, and sends a rollback to a remote one.
     fn end_part(&mut self, shard: ShardId) {
-        match self.parts.remove(&shard) {
+        match self.txn.parts.remove(&shard) {
             Some(Part::Local(t)) => t.rollback(),
             Some(Part::Remote { client, .. }) => {
-                let req = self.request(shard, ShardOp::Rollback);
+                let req = self.txn.request(shard, ShardOp::Rollback);
                 tokio::spawn(async move {
                     let _ = call(&client, req).await;
                 });
             }
-            None if Some(shard) == self.my_shard => {
-                let (twopc, gid) = (self.gw.twopc.clone(), self.id);
+            None if Some(shard) == self.txn.my_shard => {
+                let (twopc, gid) = (self.txn.gw.twopc.clone(), self.txn.id);
                 tokio::spawn(async move {
                     if let Err(e) = twopc.abort(gid).await {
                         tracing::warn!(gid, "aborting a prepared transaction failed: {e}");
@@ -350,18 +370,18 @@ impl ClusterTxn {
     /// A message to a participant (local or remote), to send later; `None` if there is no way
     /// to reach it.
     fn message_later(&self, shard: ShardId, op: ShardOp) -> Option<Later> {
-        let gid = self.id;
-        match self.parts.get(&shard) {
+        let gid = self.txn.id;
+        match self.txn.parts.get(&shard) {
             Some(Part::Remote { client, .. }) => {
-                let (req, client) = (self.request(shard, op), client.clone());
+                let (req, client) = (self.txn.request(shard, op), client.clone());
                 Some(Box::pin(async move {
                     if let Err(e) = call(&client, req).await {
                         tracing::debug!(gid, "2PC message to shard {shard}: {e}");
                     }
                 }))
             }
-            _ if Some(shard) == self.my_shard && matches!(op, ShardOp::Forget) => {
-                let twopc = self.gw.twopc.clone();
+            _ if Some(shard) == self.txn.my_shard && matches!(op, ShardOp::Forget) => {
+                let twopc = self.txn.gw.twopc.clone();
                 Some(Box::pin(async move {
                     if let Err(e) = twopc.forget(gid).await {
                         tracing::debug!(gid, "forgetting a decision record: {e}");

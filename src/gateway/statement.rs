@@ -7,6 +7,7 @@
 
 use async_trait::async_trait;
 
+use super::commit::Commit;
 use super::txn::{ClusterTxn, Part};
 use crate::error::{Error, Result};
 use crate::sql::backend::{Prepared, SqlTxn};
@@ -51,7 +52,7 @@ impl SqlTxn for ClusterTxn {
         // The commit runs to its end in its own task: a client that goes away mid-commit must
         // not cut the protocol short (dropping the transaction would roll back a part that may
         // already be committed).
-        tokio::spawn(self.commit_all())
+        tokio::spawn(Commit::new(self).run())
             .await
             .map_err(|e| Error::Internal(format!("commit task: {e}")))?
     }

@@ -18,6 +18,7 @@ use crate::gateway::{Gateway, Peers};
 use crate::sql::backend::{Backend, Prepared, SqlTxn};
 use crate::sql::catalog::Catalog;
 use crate::sql::execution::Executor;
+use crate::sql::local::LocalTxn;
 use crate::sql::planner::Plan;
 use crate::storage::{Space, Store};
 use crate::txn::lock::{LockMode, Resource};
@@ -197,7 +198,7 @@ impl Backend for Database {
         if let Some(txn) = self.gateway.get().and_then(|g| g.begin(age)) {
             return Box::new(txn);
         }
-        Box::new(self.txns.begin(age))
+        Box::new(LocalTxn(self.txns.begin(age)))
     }
 
     async fn ship(&self, stmt: &Prepared<'_>, exec: &Executor<'_>) -> Option<Result<QueryResult>> {

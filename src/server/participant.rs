@@ -23,6 +23,7 @@ use super::node::Node;
 use crate::error::{sqlstate, Error, Result};
 use crate::protocol::Response;
 use crate::protocol::{ShardOp, ShardReply, ShardRequest};
+use crate::sql::local::Local;
 use crate::sql::point::execute_point;
 use crate::sql::rows::scan_local;
 use crate::storage::keycode::token_of_key;
@@ -269,10 +270,9 @@ async fn run(node: &Node, conn: &Participants, req: ShardRequest) -> Result<Shar
             // The gateway planned with this catalog; this shard may be a moment behind it.
             node.db.catch_up_catalog(catalog_version).await?;
             let result = {
-                let txn: &mut Transaction = &mut txn;
                 execute_point(
                     node.db.as_ref(),
-                    txn,
+                    &mut Local(&mut txn),
                     &stmt,
                     &params,
                     &param_types,

@@ -8,8 +8,8 @@
 //! DDL is carried out (in the local catalog, or through the cluster map).
 //!
 //! A transaction, as the session drives it, is a [`SqlTxn`]: it runs one planned statement at a
-//! time. A node's own [`Transaction`] runs each statement with the executor; a gateway's may
-//! send a statement whole to a shard, or push work down with a scan.
+//! time. A node's own transaction ([`crate::sql::local::LocalTxn`]) runs each statement with the
+//! executor; a gateway's may send a statement whole to a shard, or push work down with a scan.
 
 use std::time::Duration;
 
@@ -21,7 +21,6 @@ use crate::sql::catalog::Catalog;
 use crate::sql::execution::Executor;
 use crate::sql::planner::Plan;
 use crate::storage::Store;
-use crate::txn::Transaction;
 use crate::types::{DataType, QueryResult};
 
 /// One statement ready to run: its syntax (what is shipped), its plan, and the declared types
@@ -81,27 +80,4 @@ pub trait SqlTxn: Send {
 
     /// Rolls back.
     fn rollback(self: Box<Self>);
-}
-
-#[async_trait]
-impl SqlTxn for Transaction {
-    fn age(&self) -> u64 {
-        Transaction::age(self)
-    }
-
-    fn retryable(&self) -> bool {
-        self.died()
-    }
-
-    async fn execute(&mut self, stmt: &Prepared<'_>, exec: &Executor<'_>) -> Result<QueryResult> {
-        exec.execute(self, stmt.plan).await
-    }
-
-    async fn commit(self: Box<Self>) -> Result<()> {
-        Transaction::commit(*self).await
-    }
-
-    fn rollback(self: Box<Self>) {
-        Transaction::rollback(*self)
-    }
 }

@@ -1,6 +1,6 @@
 //! The executor's access to rows: [`RowTxn`], a transaction as the executor sees it.
 //!
-//! Two implementations: a node's own [`Transaction`] (a standalone node, and each shard's
+//! Two implementations: a node's own transaction (`sql::local::Local`: a standalone node, and each shard's
 //! participant in a cluster), and the gateway's cluster transaction (`gateway::ClusterTxn`),
 //! which sends each row operation to the primary of the shard that owns the key and scatters
 //! scans to every shard. The executor does not know which one it drives. Rows are stored as
@@ -10,7 +10,7 @@
 use async_trait::async_trait;
 
 use crate::error::{Error, Result};
-use crate::txn::lock::{LockMode, Resource};
+use crate::txn::lock::LockMode;
 use crate::txn::{Intent, Transaction};
 use crate::types::expr::{Context, Expr};
 use crate::types::value::Value;
@@ -72,33 +72,4 @@ pub async fn scan_local(
         out.push((key, row));
     }
     Ok(out)
-}
-
-#[async_trait]
-impl RowTxn for Transaction {
-    async fn lock_table(&mut self, table: u32, mode: LockMode) -> Result<()> {
-        self.lock(Resource::Table(table), mode).await
-    }
-
-    async fn get(&mut self, table: u32, key: &[u8], intent: Intent) -> Result<Option<Vec<u8>>> {
-        Transaction::get(self, table, key, intent).await
-    }
-
-    async fn scan(
-        &mut self,
-        table: u32,
-        intent: Intent,
-        filter: Option<&Expr>,
-        ctx: &Context<'_>,
-    ) -> Result<KeyedRows> {
-        scan_local(self, table, intent, filter, ctx).await
-    }
-
-    async fn put(&mut self, table: u32, key: Vec<u8>, value: Vec<u8>) -> Result<()> {
-        Transaction::put(self, table, key, value).await
-    }
-
-    async fn delete(&mut self, table: u32, key: Vec<u8>) -> Result<()> {
-        Transaction::delete(self, table, key).await
-    }
 }

@@ -15,8 +15,8 @@
 use std::sync::Arc;
 
 use super::binder::Binder;
+use super::binder::Scope;
 use super::plan::Source;
-use super::scope::Scope;
 use crate::error::Result;
 use crate::sql::ast;
 use crate::types::expr::{BinaryOp, Expr};

@@ -9,10 +9,10 @@
 //! (deduplicated) call, an expression equal to a group expression becomes that group's column,
 //! and a bare column that is neither is PostgreSQL's 42803.
 
+use super::binder::Scope;
 use super::binder::Typed;
 use super::binder::{err, Binder, Grouping};
 use super::plan::{AggCall, AggFunc};
-use super::scope::Scope;
 use crate::error::{sqlstate, Result};
 use crate::sql::ast;
 use crate::types::expr::Expr;

@@ -10,11 +10,11 @@
 use std::sync::Arc;
 
 use super::binder::Grouping;
+use super::binder::Scope;
 use super::binder::Typed;
 use super::binder::{err, Binder};
 use super::expr::decimal_literal;
 use super::plan::{Plan, Planned};
-use super::scope::Scope;
 use crate::error::{sqlstate, Error, Result};
 use crate::sql::ast::{self, Literal};
 use crate::sql::catalog::Catalog;

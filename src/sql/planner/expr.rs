@@ -14,8 +14,8 @@
 //! Function calls are in [`super::function`].
 
 use super::binder::Grouping;
+use super::binder::Scope;
 use super::binder::{err, Binder, Typed};
-use super::scope::Scope;
 use crate::error::{sqlstate, Result};
 use crate::sql::ast::{self, BinaryOp, Literal, UnaryOp};
 use crate::types::expr::{Expr, Function};

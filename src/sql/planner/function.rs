@@ -8,10 +8,10 @@
 //! are bound over grouped rows (see [`super::aggregate`]).
 
 use super::binder::Grouping;
+use super::binder::Scope;
 use super::binder::Typed;
 use super::binder::{err, Binder};
 use super::expr::unpad;
-use super::scope::Scope;
 use crate::error::{sqlstate, Result};
 use crate::sql::ast;
 use crate::types::expr::{Expr, Function};

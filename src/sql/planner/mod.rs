@@ -11,7 +11,8 @@
 //!
 //! * `bind`: the entry point [`plan`], statement dispatch, and the binding of `CREATE TABLE`,
 //!   `INSERT`, `UPDATE` and `DELETE`; it owns the inferred parameter types;
-//! * `scope`: which names an expression may refer to, and what they resolve to;
+//! * `binder`: the binder's state and what every step shares: typed expressions, the grouping
+//!   of an aggregate query, and the scope of names an expression may refer to;
 //! * `expr`: expressions, one binding function per kind, with type inference; `function`
 //!   resolves scalar function calls by name and argument types;
 //! * `aggregate`: aggregate calls and expressions evaluated over grouped rows;
@@ -29,7 +30,6 @@ mod binder;
 mod expr;
 mod function;
 mod plan;
-mod scope;
 mod select;
 
 pub use self::bind::plan;

@@ -14,21 +14,15 @@
 //! 8. `LIMIT` / `OFFSET`, which must be integers known before any row is read.
 
 use super::aggregate::contains_aggregate;
-use super::binder::Grouping;
+use super::binder::Scope;
 use super::binder::{err, Binder};
+use super::binder::{Grouping, Item};
 use super::plan::{SelectPlan, SortKey, Source};
-use super::scope::Scope;
 use crate::error::{sqlstate, Result};
 use crate::sql::ast::{self, Literal};
 use crate::types::expr::Expr;
 use crate::types::value::{DataType, Value};
 use crate::types::{OutputColumn, Table};
-
-/// One expanded select-list item: its expression and the name of its output column.
-struct Item {
-    expr: ast::Expr,
-    name: String,
-}
 
 impl Binder<'_> {
     /// Plans a `SELECT`.
