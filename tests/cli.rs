@@ -213,11 +213,17 @@ fn completion_files_are_up_to_date() {
     }
 }
 
+/// Needs the crash points compiled in (`--features failpoints`), to make the node slow.
+#[cfg(feature = "failpoints")]
 #[test]
 fn a_node_that_does_not_answer_in_time_exits_5() {
     let cluster = TestCluster::new("slow", 1);
-    // No node answers within 0 s of being started.
-    let out = cluster.ddb(&["init", "--timeout", "0"]);
+    // The node waits 3 s before it listens, so it cannot answer within 0 s of being started
+    // (without the wait, a fast start sometimes answered the first probe).
+    let out = cluster.ddb_env(
+        &["init", "--timeout", "0"],
+        &[("FAILPOINTS", "server-before-listen=sleep(3000)")],
+    );
     assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
     assert!(stderr(&out).contains("did not answer"), "{}", stderr(&out));
     // The node was started anyway and comes up; once it answers, init forms the cluster

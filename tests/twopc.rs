@@ -53,6 +53,7 @@ async fn bank3(name: &str) -> (TestCluster, [i64; 3]) {
     (cluster, keys)
 }
 
+#[cfg_attr(not(feature = "failpoints"), allow(dead_code))]
 fn prepared(cluster: &TestCluster) -> Vec<i64> {
     cluster
         .status()
@@ -62,6 +63,7 @@ fn prepared(cluster: &TestCluster) -> Vec<i64> {
         .collect()
 }
 
+#[cfg_attr(not(feature = "failpoints"), allow(dead_code))]
 fn wait_resolved(cluster: &TestCluster) {
     assert!(
         wait_until(Duration::from_secs(20), || prepared(cluster)
@@ -92,12 +94,14 @@ fn wait_collected(cluster: &TestCluster) {
     );
 }
 
+#[cfg_attr(not(feature = "failpoints"), allow(dead_code))]
 fn node_down(cluster: &TestCluster, node: &str) -> bool {
     std::net::TcpStream::connect(cluster.rpc_addr(node)).is_err()
 }
 
 /// The cell of a `--format table` output in the row whose first cell is `row`, under the
 /// header `column`.
+#[cfg_attr(not(feature = "failpoints"), allow(dead_code))]
 fn table_cell(text: &str, row: &str, column: &str) -> Option<String> {
     let cells = |line: &str| -> Vec<String> {
         line.split(['│', '|', '┆'])
@@ -234,6 +238,7 @@ async fn a_cross_shard_deadlock_kills_one_and_commits_the_other() {
 
 /// Runs the transfer `k2 → k3 → k1` (anchor: the shard of k2, n2) through gateway n1 with a
 /// crash point switched on at `node`, and returns what the client saw.
+#[cfg_attr(not(feature = "failpoints"), allow(dead_code))]
 async fn crash_during_commit(
     cluster: &TestCluster,
     keys: [i64; 3],
@@ -254,6 +259,7 @@ async fn crash_during_commit(
 /// Restarts `restart` with `failpoints` switched on (the `fail` crate's syntax), updates
 /// `updates` in that order in one transaction through gateway n1, and waits until `crashes`
 /// is down.
+#[cfg_attr(not(feature = "failpoints"), allow(dead_code))]
 async fn crash_during(
     cluster: &TestCluster,
     updates: &[i64],
@@ -285,6 +291,7 @@ async fn crash_during(
 }
 
 /// Asserts that `node`'s log says it crashed at one of `failpoints` (not for another reason).
+#[cfg_attr(not(feature = "failpoints"), allow(dead_code))]
 fn assert_crashed_at(cluster: &TestCluster, node: &str, failpoints: &str) {
     let log = std::fs::read_to_string(cluster.data_dir(node).join("ddb.log")).unwrap_or_default();
     assert!(
@@ -300,12 +307,14 @@ fn assert_crashed_at(cluster: &TestCluster, node: &str, failpoints: &str) {
 /// Restarts every node that is down (without crash points), waits for recovery, and checks
 /// that the transfer is applied on every shard or on none (`committed` says which), that no
 /// lock remains and that new transactions on those rows work.
+#[cfg_attr(not(feature = "failpoints"), allow(dead_code))]
 async fn recover_and_check(cluster: &TestCluster, keys: [i64; 3], committed: bool) {
     let want = if committed { 101 } else { 100 };
     recover_and_expect(cluster, keys, [want; 3]).await
 }
 
 /// As [`recover_and_check`], with the balances expected after recovery.
+#[cfg_attr(not(feature = "failpoints"), allow(dead_code))]
 async fn recover_and_expect(cluster: &TestCluster, keys: [i64; 3], want: [i64; 3]) {
     cluster.init_env(&FAST);
     wait_resolved(cluster);

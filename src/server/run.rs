@@ -41,6 +41,8 @@ pub async fn run(
     config: ServerConfig,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<()> {
+    // Tests make a node slow to start with `FAILPOINTS=server-before-listen=sleep(MS)`.
+    crate::failpoint::crash_point("server-before-listen");
     let rpc_listener = bind(config.listen, "RPC").await?;
     let sql_listener = bind(config.sql_listen, "SQL").await?;
     let dir = config.data_dir.clone();
