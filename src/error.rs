@@ -125,10 +125,7 @@ impl Error {
 
     /// A serialization failure (SQLSTATE 40001): the transaction was rolled back and may be retried.
     pub fn serialization(message: impl Into<String>) -> Self {
-        Error::Retry {
-            code: sqlstate::SERIALIZATION_FAILURE.to_string(),
-            message: message.into(),
-        }
+        Error::sql(sqlstate::SERIALIZATION_FAILURE, message)
     }
 
     /// An unknown outcome (SQLSTATE 40003): the transaction may have committed.

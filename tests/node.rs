@@ -146,16 +146,7 @@ async fn sigterm_stops_cleanly_and_rolls_back_open_transactions() {
         .unwrap();
 
     let status = node.terminate();
-    assert!(
-        status.success(),
-        "exit status {status:?}; log:\n{}",
-        node.log_tail()
-    );
-    assert!(
-        node.log_tail().contains("shut down cleanly"),
-        "{}",
-        node.log_tail()
-    );
+    assert_shut_down_cleanly(&node, status);
 
     node.restart();
     let c = node.connect().await;
@@ -580,16 +571,7 @@ async fn ctrl_c_stops_a_node_cleanly() {
         .await
         .unwrap();
     let status = node.interrupt();
-    assert!(
-        status.success(),
-        "exit status {status:?}; log:\n{}",
-        node.log_tail()
-    );
-    assert!(
-        node.log_tail().contains("shut down cleanly"),
-        "{}",
-        node.log_tail()
-    );
+    assert_shut_down_cleanly(&node, status);
     node.restart();
     let c = node.connect().await;
     let n: i64 = c
@@ -717,5 +699,19 @@ async fn sigterm_finishes_a_running_statement_and_rolls_back_open_transactions()
         rows,
         vec![(0, "kept".to_string())],
         "open transactions were rolled back"
+    );
+}
+
+/// The node exited 0 and says in its log that it shut down cleanly.
+fn assert_shut_down_cleanly(node: &TestNode, status: std::process::ExitStatus) {
+    assert!(
+        status.success(),
+        "exit status {status:?}; log:\n{}",
+        node.log_tail()
+    );
+    assert!(
+        node.log_tail().contains("shut down cleanly"),
+        "{}",
+        node.log_tail()
     );
 }

@@ -6,7 +6,7 @@
 //! merges the shards' partial aggregates ([`merge_partials`]) or their first rows, and finishes
 //! the statement with the executor's last steps (`HAVING`, projection, order, limit).
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::protocol::{ShardOp, ShardReply};
 use crate::sql::execution::{finish_grouped, finish_select, Acc, Executor};
 use crate::sql::partial::{Pushdown, SortSpec};
@@ -17,7 +17,7 @@ use crate::txn::lock::LockMode;
 use crate::txn::Intent;
 use crate::types::{Context, Expr, QueryResult, Value};
 
-use super::txn::ClusterTxn;
+use super::txn::{extend_from_replies, ClusterTxn};
 
 /// What of `plan` can run on the shards, if anything.
 pub fn choose(plan: &SelectPlan, ctx: &Context) -> Option<Pushdown> {
@@ -155,12 +155,10 @@ impl ClusterTxn {
             }
             None => Vec::new(),
         };
-        for reply in remote {
-            match reply {
-                ShardReply::Values(r) => rows.extend(r),
-                other => return Err(Error::Corrupt(format!("unexpected shard reply {other:?}"))),
-            }
-        }
+        extend_from_replies(&mut rows, remote, |reply| match reply {
+            ShardReply::Values(r) => Ok(r),
+            other => Err(other),
+        })?;
         Ok(rows)
     }
 }

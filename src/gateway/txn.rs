@@ -283,12 +283,10 @@ impl RowTxn for ClusterTxn {
             Some(t) => scan_local(t, table, intent, filter, ctx).await?,
             None => Vec::new(),
         };
-        for reply in remote {
-            match reply {
-                ShardReply::Rows(r) => rows.extend(r),
-                other => return Err(Error::Corrupt(format!("unexpected shard reply {other:?}"))),
-            }
-        }
+        extend_from_replies(&mut rows, remote, |reply| match reply {
+            ShardReply::Rows(r) => Ok(r),
+            other => Err(other),
+        })?;
         Ok(rows)
     }
 
@@ -313,6 +311,21 @@ impl RowTxn for ClusterTxn {
             .await
             .map(|_| ())
     }
+}
+
+/// Adds the rows of the shards' replies to `rows`: `take` gives a reply's rows, or the reply
+/// back when it is not the kind the request asked for (a corrupt answer).
+pub(super) fn extend_from_replies<T>(
+    rows: &mut Vec<T>,
+    replies: Vec<ShardReply>,
+    take: impl Fn(ShardReply) -> std::result::Result<Vec<T>, ShardReply>,
+) -> Result<()> {
+    for reply in replies {
+        let r = take(reply)
+            .map_err(|other| Error::Corrupt(format!("unexpected shard reply {other:?}")))?;
+        rows.extend(r);
+    }
+    Ok(())
 }
 
 impl Drop for ClusterTxn {
