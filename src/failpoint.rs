@@ -13,7 +13,8 @@
 //! written), `anchor-after-commit` (after the anchor's commit entry is durable, before it
 //! answers), `participant-after-commit-received` (a prepared participant was told to commit,
 //! before it applies the commit) and `recovery-before-apply` (recovery learned an in-doubt
-//! transaction's outcome from its anchor, before applying it). `server-before-listen` (a node
+//! transaction's outcome from its anchor, before applying it). `store-before-publish` (a new
+//! node's empty store is built, before it is renamed into place). `server-before-listen` (a node
 //! starting, before it binds its ports) is used with the `fail` crate's `sleep(MS)` action
 //! instead, which delays the node there and goes on, so a test can have a node that is
 //! deterministically slow to answer.

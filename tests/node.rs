@@ -715,3 +715,58 @@ fn assert_shut_down_cleanly(node: &TestNode, status: std::process::ExitStatus) {
         node.log_tail()
     );
 }
+
+/// A node killed while it builds its store on its very first start starts the next time, with
+/// a store built again. Needs the crash points (`--features failpoints`).
+#[cfg(feature = "failpoints")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_during_its_first_start_starts_again() {
+    use std::os::unix::process::ExitStatusExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let ports = common::free_ports(2);
+    let mut child = std::process::Command::new(common::ddb_bin())
+        .arg("server")
+        .arg("--data-dir")
+        .arg(&dir)
+        .args(["--listen", &format!("127.0.0.1:{}", ports[0])])
+        .args(["--sql-listen", &format!("127.0.0.1:{}", ports[1])])
+        .env("FAILPOINTS", "store-before-publish=return")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the node did not crash at store-before-publish");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(
+        status.signal(),
+        Some(9),
+        "killed at the crash point: {status:?}"
+    );
+    assert!(dir.join("store.new").exists() && !dir.join("store").exists());
+
+    let mut node = TestNode::start_at(&dir, &[]);
+    let c = node.connect().await;
+    c.batch_execute("CREATE TABLE t (k INT PRIMARY KEY); INSERT INTO t VALUES (1)")
+        .await
+        .unwrap();
+    drop(c);
+    node.kill();
+    let node = TestNode::start_at(&dir, &[]);
+    let rows = node
+        .connect()
+        .await
+        .query("SELECT k FROM t", &[])
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    assert!(!dir.join("store.new").exists());
+}

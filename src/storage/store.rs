@@ -2,6 +2,14 @@
 //!
 //! It is opened once per node; the directory lock (`ddb.lock`) keeps a second process from
 //! opening the same data, which would corrupt it.
+//!
+//! A new store is built in `store.new` and renamed to `store` once fjall has created it, and
+//! the rename is made durable with an fsync of the data directory. fjall's own creation is not
+//! atomic: a process killed while it creates a database leaves a journal without fjall's
+//! version marker, which fjall then refuses to open or to create again, so a node killed during
+//! its very first start would never start. Nothing is written to `store.new` but fjall's empty
+//! database (the node serves only once the store is open), so one left by a killed first start is
+//! thrown away and built again.
 
 use std::fs::{File, TryLockError};
 use std::path::Path;
@@ -52,7 +60,11 @@ impl Store {
                 )))
             }
         }
-        let engine: Arc<dyn Engine> = Arc::new(disk::Disk::open(&dir.join("store"))?);
+        let store = dir.join("store");
+        if !store.try_exists().map_err(|e| io_error(&store, e))? {
+            create(dir, &store)?;
+        }
+        let engine: Arc<dyn Engine> = Arc::new(disk::Disk::open(&store)?);
         Self::with_engine(engine, Some(lock))
     }
 
@@ -75,4 +87,29 @@ impl Store {
     pub fn applied_lsn(&self) -> Result<Lsn> {
         log::applied_lsn(self.engine.as_ref())
     }
+}
+
+/// Creates an empty store at `store` (in the data directory `dir`) so that it exists whole or
+/// not at all: built aside, then renamed into place.
+fn create(dir: &Path, store: &Path) -> Result<()> {
+    let fresh = dir.join("store.new");
+    if fresh.try_exists().map_err(|e| io_error(&fresh, e))? {
+        tracing::warn!(
+            "{} is left from a first start that did not finish; building it again",
+            fresh.display()
+        );
+        std::fs::remove_dir_all(&fresh).map_err(|e| io_error(&fresh, e))?;
+    }
+    // Dropping the database waits for fjall's threads, so nothing writes under the old name
+    // after the rename.
+    drop(disk::Disk::open(&fresh)?);
+    crate::failpoint::crash_point("store-before-publish");
+    std::fs::rename(&fresh, store).map_err(|e| io_error(store, e))?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io_error(dir, e))
+}
+
+fn io_error(path: &Path, e: std::io::Error) -> Error {
+    Error::Io(format!("{}: {e}", path.display()))
 }
