@@ -61,6 +61,7 @@ fn new_cluster_id(name: &str) -> String {
 
 fn plan_table(map: &ClusterMap, config: &crate::config::ClusterConfig) -> QueryResult {
     let shares = map.ring.shares();
+    let tokens = map.ring.token_counts();
     let columns = [
         "name", "rpc_addr", "sql_addr", "shard", "tokens", "share", "data_dir",
     ]
@@ -88,7 +89,7 @@ fn plan_table(map: &ClusterMap, config: &crate::config::ClusterConfig) -> QueryR
                 Value::Text(n.rpc_addr()),
                 Value::Text(n.sql_addr()),
                 Value::Int(n.shard.into()),
-                Value::Int(map.ring.tokens_of(n.shard).len() as i64),
+                Value::Int(tokens.get(&n.shard).copied().unwrap_or(0) as i64),
                 Value::Float(
                     (shares.get(&n.shard).copied().unwrap_or(0.0) * 10000.0).round() / 10000.0,
                 ),

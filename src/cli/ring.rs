@@ -91,6 +91,7 @@ pub async fn run(args: &RingArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     }
     let statuses = statuses(&config).await?;
     let shares = map.ring.shares();
+    let tokens = map.ring.token_counts();
     let mut rows = Vec::new();
     for (&shard, info) in &map.shards {
         let keys = config
@@ -103,7 +104,7 @@ pub async fn run(args: &RingArgs, global: &GlobalArgs) -> anyhow::Result<()> {
         rows.push(vec![
             Value::Int(shard.into()),
             Value::Text(info.primary.clone()),
-            Value::Int(map.ring.tokens_of(shard).len() as i64),
+            Value::Int(tokens.get(&shard).copied().unwrap_or(0) as i64),
             Value::Float((shares.get(&shard).copied().unwrap_or(0.0) * 1e6).round() / 1e6),
             keys,
         ]);

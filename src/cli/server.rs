@@ -43,12 +43,22 @@ pub struct ServerArgs {
     pub prepared_timeout_ms: u64,
 }
 
+/// A listen address: an IP and port, or a host name (`localhost:7071`) resolved to its first
+/// address, as the cluster file's `host:` may be either.
 fn parse_addr(s: &str, flag: &str) -> Result<SocketAddr, Error> {
-    s.parse().map_err(|_| {
+    use std::net::ToSocketAddrs;
+    let bad = || {
         Error::InvalidInput(format!(
             "{flag}: '{s}' is not a HOST:PORT address (e.g. 127.0.0.1:7071)"
         ))
-    })
+    };
+    if let Ok(addr) = s.parse() {
+        return Ok(addr);
+    }
+    s.to_socket_addrs()
+        .map_err(|_| bad())?
+        .next()
+        .ok_or_else(bad)
 }
 
 /// Resolves when the process receives SIGTERM or SIGINT.
