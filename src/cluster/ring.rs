@@ -199,18 +199,16 @@ impl Allocator {
             *self = Allocator::new(std::mem::take(&mut self.ring));
             return;
         }
-        let existing: Vec<ShardId> = self.ranges.keys().copied().collect();
-        let n = existing.len() as u128;
+        let n = self.ranges.len() as u128;
         // Every cut is decided on the ring as it was before this shard: the cuts of one shard
         // never touch another's ranges, so they are applied together at the end.
         let mut cuts: Vec<(ShardId, RangeKey, u128)> = Vec::new();
         // Tokens per existing shard: an equal split of `vnodes`, remainders to the lowest ids.
-        for (i, &s) in existing.iter().enumerate() {
+        // With more shards than `vnodes`, only the first `vnodes` shards give one each.
+        let givers = n.min(vnodes) as usize;
+        for (i, (&s, own)) in self.ranges.iter().take(givers).enumerate() {
             let k = vnodes / n + u128::from((i as u128) < vnodes % n);
-            if k == 0 {
-                continue;
-            }
-            let (Some(own), Some(&total)) = (self.ranges.get(&s), self.totals.get(&s)) else {
+            let Some(&total) = self.totals.get(&s) else {
                 continue;
             };
             // This shard gives up total/(n+1) of the circle, in k pieces cut off the front of
