@@ -25,7 +25,7 @@ function __fish_ddb_using_subcommand
 end
 
 complete -c ddb -n "__fish_ddb_needs_command" -s c -l config -d 'The cluster file' -r -F
-complete -c ddb -n "__fish_ddb_needs_command" -l addr -d 'A node\'s RPC address (HOST:PORT)' -r
+complete -c ddb -n "__fish_ddb_needs_command" -l addr -d 'A node\'s RPC address (HOST:PORT), instead of the cluster file: status, ring and stop act on that node alone (and what its map says); init refuses it' -r
 complete -c ddb -n "__fish_ddb_needs_command" -l format -d 'Output format [default: table on a terminal, tsv when piped]' -r -f -a "table\t''
 json\t''
 ndjson\t''
@@ -50,7 +50,7 @@ complete -c ddb -n "__fish_ddb_using_subcommand server" -l name -d 'The node\'s 
 complete -c ddb -n "__fish_ddb_using_subcommand server" -l lock-timeout-ms -d 'How long a transaction waits for a lock before it fails with SQLSTATE 40001' -r
 complete -c ddb -n "__fish_ddb_using_subcommand server" -l prepared-timeout-ms -d 'How long a transaction may stay prepared (two-phase commit) before the node asks its anchor for the outcome' -r
 complete -c ddb -n "__fish_ddb_using_subcommand server" -s c -l config -d 'The cluster file' -r -F
-complete -c ddb -n "__fish_ddb_using_subcommand server" -l addr -d 'A node\'s RPC address (HOST:PORT)' -r
+complete -c ddb -n "__fish_ddb_using_subcommand server" -l addr -d 'A node\'s RPC address (HOST:PORT), instead of the cluster file: status, ring and stop act on that node alone (and what its map says); init refuses it' -r
 complete -c ddb -n "__fish_ddb_using_subcommand server" -l format -d 'Output format [default: table on a terminal, tsv when piped]' -r -f -a "table\t''
 json\t''
 ndjson\t''
@@ -62,7 +62,7 @@ complete -c ddb -n "__fish_ddb_using_subcommand server" -s h -l help -d 'Print h
 complete -c ddb -n "__fish_ddb_using_subcommand server" -s V -l version -d 'Print version'
 complete -c ddb -n "__fish_ddb_using_subcommand init" -l timeout -d 'How long to wait for each node to start, in seconds' -r
 complete -c ddb -n "__fish_ddb_using_subcommand init" -s c -l config -d 'The cluster file' -r -F
-complete -c ddb -n "__fish_ddb_using_subcommand init" -l addr -d 'A node\'s RPC address (HOST:PORT)' -r
+complete -c ddb -n "__fish_ddb_using_subcommand init" -l addr -d 'A node\'s RPC address (HOST:PORT), instead of the cluster file: status, ring and stop act on that node alone (and what its map says); init refuses it' -r
 complete -c ddb -n "__fish_ddb_using_subcommand init" -l format -d 'Output format [default: table on a terminal, tsv when piped]' -r -f -a "table\t''
 json\t''
 ndjson\t''
@@ -74,7 +74,7 @@ complete -c ddb -n "__fish_ddb_using_subcommand init" -s v -l verbose -d 'More l
 complete -c ddb -n "__fish_ddb_using_subcommand init" -s h -l help -d 'Print help'
 complete -c ddb -n "__fish_ddb_using_subcommand init" -s V -l version -d 'Print version'
 complete -c ddb -n "__fish_ddb_using_subcommand status" -s c -l config -d 'The cluster file' -r -F
-complete -c ddb -n "__fish_ddb_using_subcommand status" -l addr -d 'A node\'s RPC address (HOST:PORT)' -r
+complete -c ddb -n "__fish_ddb_using_subcommand status" -l addr -d 'A node\'s RPC address (HOST:PORT), instead of the cluster file: status, ring and stop act on that node alone (and what its map says); init refuses it' -r
 complete -c ddb -n "__fish_ddb_using_subcommand status" -l format -d 'Output format [default: table on a terminal, tsv when piped]' -r -f -a "table\t''
 json\t''
 ndjson\t''
@@ -88,7 +88,7 @@ complete -c ddb -n "__fish_ddb_using_subcommand status" -s V -l version -d 'Prin
 complete -c ddb -n "__fish_ddb_using_subcommand ring" -l key -d 'Show the shard that owns this primary key value' -r
 complete -c ddb -n "__fish_ddb_using_subcommand ring" -l table -d 'The table whose primary key type reads VALUE (default: an integer if VALUE is one, else text)' -r
 complete -c ddb -n "__fish_ddb_using_subcommand ring" -s c -l config -d 'The cluster file' -r -F
-complete -c ddb -n "__fish_ddb_using_subcommand ring" -l addr -d 'A node\'s RPC address (HOST:PORT)' -r
+complete -c ddb -n "__fish_ddb_using_subcommand ring" -l addr -d 'A node\'s RPC address (HOST:PORT), instead of the cluster file: status, ring and stop act on that node alone (and what its map says); init refuses it' -r
 complete -c ddb -n "__fish_ddb_using_subcommand ring" -l format -d 'Output format [default: table on a terminal, tsv when piped]' -r -f -a "table\t''
 json\t''
 ndjson\t''
@@ -100,7 +100,7 @@ complete -c ddb -n "__fish_ddb_using_subcommand ring" -s h -l help -d 'Print hel
 complete -c ddb -n "__fish_ddb_using_subcommand ring" -s V -l version -d 'Print version'
 complete -c ddb -n "__fish_ddb_using_subcommand stop" -l timeout -d 'How long to wait for each node to exit, in seconds' -r
 complete -c ddb -n "__fish_ddb_using_subcommand stop" -s c -l config -d 'The cluster file' -r -F
-complete -c ddb -n "__fish_ddb_using_subcommand stop" -l addr -d 'A node\'s RPC address (HOST:PORT)' -r
+complete -c ddb -n "__fish_ddb_using_subcommand stop" -l addr -d 'A node\'s RPC address (HOST:PORT), instead of the cluster file: status, ring and stop act on that node alone (and what its map says); init refuses it' -r
 complete -c ddb -n "__fish_ddb_using_subcommand stop" -l format -d 'Output format [default: table on a terminal, tsv when piped]' -r -f -a "table\t''
 json\t''
 ndjson\t''
@@ -113,7 +113,7 @@ complete -c ddb -n "__fish_ddb_using_subcommand stop" -s V -l version -d 'Print 
 complete -c ddb -n "__fish_ddb_using_subcommand query" -s f -l file -d 'Read the SQL from a file' -r -F
 complete -c ddb -n "__fish_ddb_using_subcommand query" -l connect-timeout-ms -d 'How long to wait for the node to answer when connecting' -r
 complete -c ddb -n "__fish_ddb_using_subcommand query" -s c -l config -d 'The cluster file' -r -F
-complete -c ddb -n "__fish_ddb_using_subcommand query" -l addr -d 'A node\'s RPC address (HOST:PORT)' -r
+complete -c ddb -n "__fish_ddb_using_subcommand query" -l addr -d 'A node\'s RPC address (HOST:PORT), instead of the cluster file: status, ring and stop act on that node alone (and what its map says); init refuses it' -r
 complete -c ddb -n "__fish_ddb_using_subcommand query" -l format -d 'Output format [default: table on a terminal, tsv when piped]' -r -f -a "table\t''
 json\t''
 ndjson\t''
@@ -125,7 +125,7 @@ complete -c ddb -n "__fish_ddb_using_subcommand query" -s v -l verbose -d 'More 
 complete -c ddb -n "__fish_ddb_using_subcommand query" -s h -l help -d 'Print help'
 complete -c ddb -n "__fish_ddb_using_subcommand query" -s V -l version -d 'Print version'
 complete -c ddb -n "__fish_ddb_using_subcommand completions" -s c -l config -d 'The cluster file' -r -F
-complete -c ddb -n "__fish_ddb_using_subcommand completions" -l addr -d 'A node\'s RPC address (HOST:PORT)' -r
+complete -c ddb -n "__fish_ddb_using_subcommand completions" -l addr -d 'A node\'s RPC address (HOST:PORT), instead of the cluster file: status, ring and stop act on that node alone (and what its map says); init refuses it' -r
 complete -c ddb -n "__fish_ddb_using_subcommand completions" -l format -d 'Output format [default: table on a terminal, tsv when piped]' -r -f -a "table\t''
 json\t''
 ndjson\t''
