@@ -271,10 +271,9 @@ async fn the_sql_port_answers_53300_past_max_connections_and_closes_a_slow_start
     for _ in 0..3 {
         held.push(try_connect(node.sql_port).await.unwrap());
     }
-    let e = try_connect(node.sql_port)
-        .await
-        .err()
-        .expect("a fourth connection was let in");
+    let Err(e) = try_connect(node.sql_port).await else {
+        panic!("a fourth connection was let in");
+    };
     assert_eq!(sqlstate(&e).as_deref(), Some("53300"), "{e}");
     // psql (no SSL) and a client asking for SSL first get the same answer, not a hang.
     let out = node.psql(&["-c", "SELECT 1"]);
