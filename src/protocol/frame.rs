@@ -188,7 +188,6 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                     continue;
                 }
             };
-            self.stalled = false;
             let mut frame = match frame {
                 None if self.begun() => {
                     return Err(Error::Unreachable(
@@ -211,8 +210,13 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 )));
             }
             match flag {
-                LAST if self.partial.is_empty() => return decode(&piece).map(Some),
+                // A whole message: the clock of the next one starts with its first byte.
+                LAST if self.partial.is_empty() => {
+                    self.stalled = false;
+                    return decode(&piece).map(Some);
+                }
                 LAST => {
+                    self.stalled = false;
                     self.partial.unsplit(piece);
                     let whole = std::mem::take(&mut self.partial);
                     return decode(&whole).map(Some);
@@ -238,7 +242,8 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
     /// The other side accepts frames up to `max_frame` bytes (at least [`MIN_MAX_FRAME`] is
     /// assumed, so that a piece always carries data).
     pub fn set_peer_max_frame(&mut self, max_frame: usize) {
-        self.peer_max_frame = max_frame.max(MIN_MAX_FRAME);
+        // The length prefix is 4 bytes, whatever the other side says it could read.
+        self.peer_max_frame = max_frame.clamp(MIN_MAX_FRAME, u32::MAX as usize);
     }
 
     /// Writes one message, in as many frames as the other side's limit needs.
@@ -317,6 +322,25 @@ mod tests {
         w.write(&vec![7u8; 20_000]).await.unwrap();
         let e = r.read::<Vec<u8>>().await.unwrap_err();
         assert!(e.to_string().contains("more than 10000 bytes"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_message_that_trickles_in_frame_by_frame_times_out() {
+        let (a, b) = tokio::io::duplex(1 << 16);
+        let mut r = FrameReader::new(b, limits(4096, 1 << 20));
+        let writer = tokio::spawn(async move {
+            let mut w = FramedWrite::new(a, codec(4096));
+            // A frame "more" every 100 ms, each well within the timeout, never the last one.
+            for _ in 0..100 {
+                if w.send(frame(MORE, &[1])).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        let e = r.read::<Vec<u8>>().await.unwrap_err();
+        assert!(matches!(e, Error::Timeout(_)), "{e}");
+        writer.abort();
     }
 
     #[tokio::test]
