@@ -25,7 +25,7 @@ function __fish_ddb_using_subcommand
 end
 
 complete -c ddb -n "__fish_ddb_needs_command" -s c -l config -d 'The cluster file' -r -F
-complete -c ddb -n "__fish_ddb_needs_command" -l addr -d 'A node\'s RPC address (HOST:PORT)' -r
+complete -c ddb -n "__fish_ddb_needs_command" -l addr -d 'A node\'s RPC address (HOST:PORT), instead of the cluster file: status, ring and stop act on that node alone (and what its map says); init refuses it' -r
 complete -c ddb -n "__fish_ddb_needs_command" -l format -d 'Output format [default: table on a terminal, tsv when piped]' -r -f -a "table\t''
 json\t''
 ndjson\t''
@@ -49,8 +49,13 @@ complete -c ddb -n "__fish_ddb_using_subcommand server" -l sql-listen -d 'Addres
 complete -c ddb -n "__fish_ddb_using_subcommand server" -l name -d 'The node\'s name [default: the RPC address]' -r
 complete -c ddb -n "__fish_ddb_using_subcommand server" -l lock-timeout-ms -d 'How long a transaction waits for a lock before it fails with SQLSTATE 40001' -r
 complete -c ddb -n "__fish_ddb_using_subcommand server" -l prepared-timeout-ms -d 'How long a transaction may stay prepared (two-phase commit) before the node asks its anchor for the outcome' -r
+complete -c ddb -n "__fish_ddb_using_subcommand server" -l max-connections -d 'Most connections served at once, on each of the two ports. On the SQL port one more is told SQLSTATE 53300 (too_many_connections) after its startup message; on the RPC port it waits in the backlog for a free place' -r
+complete -c ddb -n "__fish_ddb_using_subcommand server" -l startup-timeout-ms -d 'How long a new connection has to finish its startup (SQL port: startup message and authentication) or its handshake (RPC port) before it is closed' -r
+complete -c ddb -n "__fish_ddb_using_subcommand server" -l max-frame -d 'The largest frame read on the RPC port, in bytes (at least 1024). Larger messages travel as several frames; a frame announced larger is refused before it is read' -r
+complete -c ddb -n "__fish_ddb_using_subcommand server" -l max-message -d 'The largest message read on the RPC port, joined from its frames, in bytes' -r
+complete -c ddb -n "__fish_ddb_using_subcommand server" -l frame-timeout-ms -d 'How long a frame (or a message of several) begun on the RPC port may take to arrive in full before the connection is closed' -r
 complete -c ddb -n "__fish_ddb_using_subcommand server" -s c -l config -d 'The cluster file' -r -F
-complete -c ddb -n "__fish_ddb_using_subcommand server" -l addr -d 'A node\'s RPC address (HOST:PORT)' -r
+complete -c ddb -n "__fish_ddb_using_subcommand server" -l addr -d 'A node\'s RPC address (HOST:PORT), instead of the cluster file: status, ring and stop act on that node alone (and what its map says); init refuses it' -r
 complete -c ddb -n "__fish_ddb_using_subcommand server" -l format -d 'Output format [default: table on a terminal, tsv when piped]' -r -f -a "table\t''
 json\t''
 ndjson\t''
@@ -62,7 +67,7 @@ complete -c ddb -n "__fish_ddb_using_subcommand server" -s h -l help -d 'Print h
 complete -c ddb -n "__fish_ddb_using_subcommand server" -s V -l version -d 'Print version'
 complete -c ddb -n "__fish_ddb_using_subcommand init" -l timeout -d 'How long to wait for each node to start, in seconds' -r
 complete -c ddb -n "__fish_ddb_using_subcommand init" -s c -l config -d 'The cluster file' -r -F
-complete -c ddb -n "__fish_ddb_using_subcommand init" -l addr -d 'A node\'s RPC address (HOST:PORT)' -r
+complete -c ddb -n "__fish_ddb_using_subcommand init" -l addr -d 'A node\'s RPC address (HOST:PORT), instead of the cluster file: status, ring and stop act on that node alone (and what its map says); init refuses it' -r
 complete -c ddb -n "__fish_ddb_using_subcommand init" -l format -d 'Output format [default: table on a terminal, tsv when piped]' -r -f -a "table\t''
 json\t''
 ndjson\t''
@@ -74,7 +79,7 @@ complete -c ddb -n "__fish_ddb_using_subcommand init" -s v -l verbose -d 'More l
 complete -c ddb -n "__fish_ddb_using_subcommand init" -s h -l help -d 'Print help'
 complete -c ddb -n "__fish_ddb_using_subcommand init" -s V -l version -d 'Print version'
 complete -c ddb -n "__fish_ddb_using_subcommand status" -s c -l config -d 'The cluster file' -r -F
-complete -c ddb -n "__fish_ddb_using_subcommand status" -l addr -d 'A node\'s RPC address (HOST:PORT)' -r
+complete -c ddb -n "__fish_ddb_using_subcommand status" -l addr -d 'A node\'s RPC address (HOST:PORT), instead of the cluster file: status, ring and stop act on that node alone (and what its map says); init refuses it' -r
 complete -c ddb -n "__fish_ddb_using_subcommand status" -l format -d 'Output format [default: table on a terminal, tsv when piped]' -r -f -a "table\t''
 json\t''
 ndjson\t''
@@ -88,7 +93,7 @@ complete -c ddb -n "__fish_ddb_using_subcommand status" -s V -l version -d 'Prin
 complete -c ddb -n "__fish_ddb_using_subcommand ring" -l key -d 'Show the shard that owns this primary key value' -r
 complete -c ddb -n "__fish_ddb_using_subcommand ring" -l table -d 'The table whose primary key type reads VALUE (default: an integer if VALUE is one, else text)' -r
 complete -c ddb -n "__fish_ddb_using_subcommand ring" -s c -l config -d 'The cluster file' -r -F
-complete -c ddb -n "__fish_ddb_using_subcommand ring" -l addr -d 'A node\'s RPC address (HOST:PORT)' -r
+complete -c ddb -n "__fish_ddb_using_subcommand ring" -l addr -d 'A node\'s RPC address (HOST:PORT), instead of the cluster file: status, ring and stop act on that node alone (and what its map says); init refuses it' -r
 complete -c ddb -n "__fish_ddb_using_subcommand ring" -l format -d 'Output format [default: table on a terminal, tsv when piped]' -r -f -a "table\t''
 json\t''
 ndjson\t''
@@ -100,7 +105,7 @@ complete -c ddb -n "__fish_ddb_using_subcommand ring" -s h -l help -d 'Print hel
 complete -c ddb -n "__fish_ddb_using_subcommand ring" -s V -l version -d 'Print version'
 complete -c ddb -n "__fish_ddb_using_subcommand stop" -l timeout -d 'How long to wait for each node to exit, in seconds' -r
 complete -c ddb -n "__fish_ddb_using_subcommand stop" -s c -l config -d 'The cluster file' -r -F
-complete -c ddb -n "__fish_ddb_using_subcommand stop" -l addr -d 'A node\'s RPC address (HOST:PORT)' -r
+complete -c ddb -n "__fish_ddb_using_subcommand stop" -l addr -d 'A node\'s RPC address (HOST:PORT), instead of the cluster file: status, ring and stop act on that node alone (and what its map says); init refuses it' -r
 complete -c ddb -n "__fish_ddb_using_subcommand stop" -l format -d 'Output format [default: table on a terminal, tsv when piped]' -r -f -a "table\t''
 json\t''
 ndjson\t''
@@ -113,7 +118,7 @@ complete -c ddb -n "__fish_ddb_using_subcommand stop" -s V -l version -d 'Print 
 complete -c ddb -n "__fish_ddb_using_subcommand query" -s f -l file -d 'Read the SQL from a file' -r -F
 complete -c ddb -n "__fish_ddb_using_subcommand query" -l connect-timeout-ms -d 'How long to wait for the node to answer when connecting' -r
 complete -c ddb -n "__fish_ddb_using_subcommand query" -s c -l config -d 'The cluster file' -r -F
-complete -c ddb -n "__fish_ddb_using_subcommand query" -l addr -d 'A node\'s RPC address (HOST:PORT)' -r
+complete -c ddb -n "__fish_ddb_using_subcommand query" -l addr -d 'A node\'s RPC address (HOST:PORT), instead of the cluster file: status, ring and stop act on that node alone (and what its map says); init refuses it' -r
 complete -c ddb -n "__fish_ddb_using_subcommand query" -l format -d 'Output format [default: table on a terminal, tsv when piped]' -r -f -a "table\t''
 json\t''
 ndjson\t''
@@ -125,7 +130,7 @@ complete -c ddb -n "__fish_ddb_using_subcommand query" -s v -l verbose -d 'More 
 complete -c ddb -n "__fish_ddb_using_subcommand query" -s h -l help -d 'Print help'
 complete -c ddb -n "__fish_ddb_using_subcommand query" -s V -l version -d 'Print version'
 complete -c ddb -n "__fish_ddb_using_subcommand completions" -s c -l config -d 'The cluster file' -r -F
-complete -c ddb -n "__fish_ddb_using_subcommand completions" -l addr -d 'A node\'s RPC address (HOST:PORT)' -r
+complete -c ddb -n "__fish_ddb_using_subcommand completions" -l addr -d 'A node\'s RPC address (HOST:PORT), instead of the cluster file: status, ring and stop act on that node alone (and what its map says); init refuses it' -r
 complete -c ddb -n "__fish_ddb_using_subcommand completions" -l format -d 'Output format [default: table on a terminal, tsv when piped]' -r -f -a "table\t''
 json\t''
 ndjson\t''

@@ -4,29 +4,32 @@
 //! routes each response to the caller waiting for that id, and a dead connection fails every
 //! waiting call with [`Error::Unreachable`]. Connecting has a timeout, so an unreachable node is
 //! reported quickly instead of hanging.
+//!
+//! The handshake says who is calling ([`Caller`]): the CLI ([`Client::connect`],
+//! [`Client::connect_to`]) or a peer node ([`Client::connect_peer`]), and each side learns the
+//! other's largest frame, so a message of any size crosses in frames the node accepts
+//! ([`crate::protocol::frame`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::stream::SplitSink;
-use futures::StreamExt;
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
 use crate::error::{Error, Result};
-use crate::protocol::frame::framed;
-use crate::protocol::{
-    read_frame, write_frame, Envelope, FramedStream, Request, Response, PROTOCOL_VERSION,
-};
+use crate::protocol::frame::{self, FrameWriter};
+use crate::protocol::{Caller, Envelope, Request, Response, PROTOCOL_VERSION};
 
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Response>>>>;
 
 /// A connection to one node's RPC port.
 pub struct Client {
     addr: String,
-    sink: tokio::sync::Mutex<SplitSink<FramedStream, bytes::Bytes>>,
+    /// Held for the whole of one message, so the frames of two messages never interleave.
+    sink: tokio::sync::Mutex<FrameWriter<OwnedWriteHalf>>,
     pending: Pending,
     /// Set by the reader when the connection ends; calls after that fail at once.
     closed: Arc<AtomicBool>,
@@ -37,18 +40,32 @@ pub struct Client {
 }
 
 impl Client {
-    /// Connects to `addr` (`HOST:PORT`) and performs the handshake, within `timeout`.
+    /// Connects to `addr` (`HOST:PORT`) as the CLI expecting no particular cluster (`--addr`),
+    /// and performs the handshake, within `timeout`.
     pub async fn connect(addr: &str, timeout: Duration) -> Result<Self> {
         Self::connect_to(addr, timeout, None).await
     }
 
-    /// Connects to a node that must belong to the cluster named `cluster` (when given): a node
-    /// of another cluster refuses the handshake.
+    /// Connects as the CLI to a node that must belong to the cluster named `cluster` (when
+    /// given): a node of another cluster refuses the handshake.
     pub async fn connect_to(
         addr: &str,
         timeout: Duration,
         cluster: Option<String>,
     ) -> Result<Self> {
+        Self::connect_as(addr, timeout, Caller::Cli { cluster }).await
+    }
+
+    /// Connects as a peer node of the cluster with id `cluster_id`: refused by any node that
+    /// is not a member of that cluster.
+    pub async fn connect_peer(addr: &str, timeout: Duration, cluster_id: &str) -> Result<Self> {
+        let caller = Caller::Peer {
+            cluster_id: cluster_id.to_string(),
+        };
+        Self::connect_as(addr, timeout, caller).await
+    }
+
+    async fn connect_as(addr: &str, timeout: Duration, caller: Caller) -> Result<Self> {
         let unreachable =
             |why: String| Error::Unreachable(format!("cannot reach node at {addr}: {why}"));
         let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
@@ -62,31 +79,30 @@ impl Client {
             }
         };
         let _ = stream.set_nodelay(true);
-        let (mut sink, mut stream) = framed(stream).split();
-        write_frame(
-            &mut sink,
-            &Envelope {
-                id: 0,
-                body: Request::Hello {
-                    protocol: PROTOCOL_VERSION,
-                    cluster,
-                },
+        let (mut stream, mut sink) = frame::split(stream, frame::process_limits());
+        sink.write(&Envelope {
+            id: 0,
+            body: Request::Hello {
+                protocol: PROTOCOL_VERSION,
+                caller,
+                max_frame: stream.max_frame() as u64,
             },
-        )
+        })
         .await?;
-        let hello =
-            match tokio::time::timeout(timeout, read_frame::<_, Envelope<Response>>(&mut stream))
-                .await
-            {
-                Ok(Ok(Some(env))) => env.body,
-                Ok(Ok(None)) => {
-                    return Err(unreachable("connection closed during handshake".into()))
-                }
-                Ok(Err(e)) => return Err(unreachable(e.to_string())),
-                Err(_) => return Err(unreachable("no handshake answer".into())),
-            };
+        let hello = match tokio::time::timeout(timeout, stream.read::<Envelope<Response>>()).await {
+            Ok(Ok(Some(env))) => env.body,
+            Ok(Ok(None)) => return Err(unreachable("connection closed during handshake".into())),
+            Ok(Err(e)) => return Err(unreachable(e.to_string())),
+            Err(_) => return Err(unreachable("no handshake answer".into())),
+        };
         let node_name = match hello {
-            Response::Hello { node, .. } => node,
+            Response::Hello {
+                node, max_frame, ..
+            } => {
+                sink.set_peer_max_frame(usize::try_from(max_frame).unwrap_or(usize::MAX));
+                stream.handshake_done();
+                node
+            }
             Response::Error(e) => return Err(e),
             other => {
                 return Err(Error::Corrupt(format!(
@@ -99,7 +115,7 @@ impl Client {
         let closed = Arc::new(AtomicBool::new(false));
         let reader_closed = closed.clone();
         let reader = tokio::spawn(async move {
-            while let Ok(Some(env)) = read_frame::<_, Envelope<Response>>(&mut stream).await {
+            while let Ok(Some(env)) = stream.read::<Envelope<Response>>().await {
                 let waiter = reader_pending
                     .lock()
                     .ok()
@@ -145,7 +161,7 @@ impl Client {
         }
         {
             let mut sink = self.sink.lock().await;
-            if let Err(e) = write_frame(&mut *sink, &Envelope { id, body }).await {
+            if let Err(e) = sink.write(&Envelope { id, body }).await {
                 if let Ok(mut p) = self.pending.lock() {
                     p.remove(&id);
                 }

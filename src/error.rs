@@ -197,7 +197,13 @@ impl From<std::io::Error> for Error {
 
 impl From<fjall::Error> for Error {
     fn from(err: fjall::Error) -> Self {
-        Error::Io(format!("storage engine: {err}"))
+        match err {
+            // fjall's word for "an earlier write or flush failed": say what that means.
+            fjall::Error::Poisoned => Error::Io(
+                "storage engine: an earlier write to disk failed (a full or failing disk; the node's log has the cause), so the node takes no more writes; free space or fix the disk, then restart the node".into(),
+            ),
+            err => Error::Io(format!("storage engine: {err}")),
+        }
     }
 }
 

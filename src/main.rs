@@ -33,6 +33,8 @@ fn exit_code(err: &anyhow::Error) -> i32 {
 }
 
 fn main() {
+    // Before anything opens a file: a closed stdout must not become a socket's descriptor.
+    cli::console::reserve_std_streams();
     let cli = Cli::parse();
     init_logging(&cli.command, cli.global.verbose);
     // Test builds only: crash points named in the FAILPOINTS environment variable.
@@ -59,9 +61,13 @@ fn main() {
         },
     };
     if let Err(err) = result {
+        // The reader of stdout went away (`ddb status | head -1`): it wanted no more.
+        if cli::console::is_closed_output(&err) {
+            std::process::exit(0);
+        }
         // A failed statement is already reported in full on stderr.
         if err.downcast_ref::<cli::query::Reported>().is_none() {
-            eprintln!("error: {err:#}");
+            cli::console::note(format_args!("error: {err:#}"));
         }
         std::process::exit(exit_code(&err));
     }

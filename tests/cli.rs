@@ -249,3 +249,276 @@ fn an_io_error_exits_1() {
     assert!(stderr(&out).contains("cannot open"), "{}", stderr(&out));
     assert!(cluster.pid("n1").is_none(), "a node was started");
 }
+
+/// Runs `ddb ARGS…` with stdout and/or stderr on a pipe whose reader has gone, the way
+/// `ddb … | head -0` leaves it: every write there fails with EPIPE. Returns the exit status
+/// and whatever reached the stream that stayed open.
+fn run_with_broken_pipe(
+    args: &[&str],
+    env: &[(&str, &str)],
+    stdout_broken: bool,
+    stderr_broken: bool,
+) -> (std::process::ExitStatus, String) {
+    use std::process::{Command, Stdio};
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let mut cmd = Command::new(common::ddb_bin());
+    cmd.args(args)
+        .env_remove("DDB_ADDR")
+        .env_remove("DDB_CONFIG")
+        .stdin(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let open = if stdout_broken {
+        cmd.stdout(writer.try_clone().unwrap());
+        cmd.stderr(if stderr_broken {
+            Stdio::from(writer)
+        } else {
+            Stdio::piped()
+        });
+        "stderr"
+    } else {
+        cmd.stdout(Stdio::piped());
+        cmd.stderr(writer);
+        "stdout"
+    };
+    let out = cmd.spawn().unwrap().wait_with_output().unwrap();
+    let text = if open == "stdout" {
+        &out.stdout
+    } else {
+        &out.stderr
+    };
+    (out.status, String::from_utf8_lossy(text).into_owned())
+}
+
+#[test]
+fn a_closed_stdout_or_stderr_ends_the_command_quietly() {
+    let cluster = TestCluster::new("pipes", 1);
+    cluster.init();
+    let addr = cluster.rpc_addr("n1");
+    let env = [("DDB_ADDR", addr.as_str())];
+    let out = run_ddb(
+        &["query", "CREATE TABLE t (id INT PRIMARY KEY, name TEXT, score DOUBLE PRECISION, ok BOOLEAN); INSERT INTO t VALUES (1, NULL, NULL, NULL), (2, NULL, NULL, NULL)"],
+        None,
+        &env,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    // The reader of stdout went away: exit 0, no panic, nothing on stderr.
+    for args in [
+        &["status"][..],
+        &["ring"][..],
+        &["query", "SELECT id FROM t"][..],
+        &["completions", "bash"][..],
+    ] {
+        let (status, err) = run_with_broken_pipe(args, &env, true, false);
+        assert_eq!(status.code(), Some(0), "ddb {args:?}: {err}");
+        assert!(!err.contains("panicked"), "ddb {args:?}: {err}");
+        assert_eq!(err, "", "ddb {args:?}");
+    }
+    // Both gone: still quiet, and still exit 0.
+    let (status, _) = run_with_broken_pipe(&["status"], &env, true, true);
+    assert_eq!(status.code(), Some(0));
+    // stderr gone: the data still comes out in full, and errors keep their exit codes.
+    let (status, out) = run_with_broken_pipe(
+        &["query", "SELECT id FROM t ORDER BY id; SELECT 7 AS x"],
+        &env,
+        false,
+        true,
+    );
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(out, "id\n1\n2\n\nx\n7\n");
+    let (status, _) = run_with_broken_pipe(&["query", "SELEC 1"], &env, false, true);
+    assert_eq!(status.code(), Some(6));
+    let port = common::free_port();
+    let (status, _) = run_with_broken_pipe(
+        &["--addr", &format!("127.0.0.1:{port}"), "status"],
+        &[],
+        false,
+        true,
+    );
+    assert_eq!(status.code(), Some(3));
+    // stdout closed outright (`>&-`): the socket to the node must not take its place.
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "exec \"$0\" --addr {addr} query 'INSERT INTO t VALUES (3, NULL, NULL, NULL)' >&-"
+        ))
+        .arg(common::ddb_bin())
+        .env_remove("DDB_ADDR")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = run_ddb(
+        &["query", "--no-header", "SELECT count(*) FROM t"],
+        None,
+        &env,
+    );
+    assert_eq!(stdout(&out), "3\n", "{}", stderr(&out));
+}
+
+#[test]
+fn an_addr_that_does_not_parse_is_bad_usage_and_one_that_does_not_answer_is_unreachable() {
+    for bad in [
+        "nonsense",
+        "127.0.0.1",
+        "127.0.0.1:0",
+        "127.0.0.1:99999",
+        "a b:1",
+    ] {
+        for cmd in ["status", "ring", "stop", "query"] {
+            let out = run_ddb(
+                &["--addr", bad, cmd, "SELECT 1"][..if cmd == "query" { 4 } else { 3 }],
+                None,
+                &[],
+            );
+            assert_eq!(
+                out.status.code(),
+                Some(2),
+                "--addr {bad} {cmd}: {}",
+                stderr(&out)
+            );
+            assert!(
+                stderr(&out).contains("is not a HOST:PORT address"),
+                "{}",
+                stderr(&out)
+            );
+        }
+        let out = run_ddb(&["status"], None, &[("DDB_ADDR", bad)]);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "DDB_ADDR={bad}: {}",
+            stderr(&out)
+        );
+    }
+    let port = common::free_port();
+    for cmd in ["status", "ring", "stop"] {
+        let out = run_ddb(&["--addr", &format!("127.0.0.1:{port}"), cmd], None, &[]);
+        assert_eq!(out.status.code(), Some(3), "{cmd}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("cannot reach node"),
+            "{}",
+            stderr(&out)
+        );
+    }
+}
+
+#[test]
+fn addr_picks_the_one_node_status_ring_and_stop_act_on_whatever_file_is_set() {
+    let cluster = TestCluster::new("addressed", 2);
+    cluster.init();
+    let lone = TestNode::start();
+    let config = cluster.config.to_str().unwrap().to_string();
+    let with_file = [("DDB_CONFIG", config.as_str())];
+
+    // status and ring from one node of the cluster, with no file at all: its map's nodes.
+    let no_file = [("DDB_CONFIG", "/no/such/cluster.yaml")];
+    let out = run_ddb(
+        &[
+            "--addr",
+            &cluster.rpc_addr("n2"),
+            "status",
+            "--format",
+            "json",
+        ],
+        None,
+        &no_file,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let names: Vec<&str> = rows.iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["n1", "n2"]);
+    assert!(rows.iter().all(|r| r["state"] == "up"), "{rows:?}");
+    let out = run_ddb(
+        &[
+            "--addr",
+            &cluster.rpc_addr("n1"),
+            "ring",
+            "--format",
+            "json",
+        ],
+        None,
+        &no_file,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rows.len(), 2);
+    // A node outside any cluster: its own row; it has no ring.
+    let out = run_ddb(
+        &["--addr", &lone.rpc_addr(), "status", "--format", "json"],
+        None,
+        &with_file,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["rpc_addr"], lone.rpc_addr());
+    let out = run_ddb(&["--addr", &lone.rpc_addr(), "ring"], None, &with_file);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+
+    // Names with --addr: refused, nothing stopped. init does not take --addr.
+    let out = run_ddb(
+        &["--addr", &lone.rpc_addr(), "stop", "n1"],
+        None,
+        &with_file,
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("takes no node names"),
+        "{}",
+        stderr(&out)
+    );
+    let out = run_ddb(
+        &["init"],
+        None,
+        &[
+            ("DDB_CONFIG", config.as_str()),
+            ("DDB_ADDR", lone.rpc_addr().as_str()),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("does not take --addr"),
+        "{}",
+        stderr(&out)
+    );
+    let (code, _) = cluster.status();
+    assert_eq!(code, Some(0), "a node of the file was stopped");
+
+    // stop with --addr (and DDB_ADDR) and the file set: that node stops, the file's do not.
+    let lone_pid = lone.pid().unwrap() as i32;
+    let out = run_ddb(
+        &["stop"],
+        None,
+        &[
+            ("DDB_CONFIG", config.as_str()),
+            ("DDB_ADDR", lone.rpc_addr().as_str()),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        common::wait_until(Duration::from_secs(10), || std::fs::metadata(format!(
+            "/proc/{lone_pid}"
+        ))
+        .is_err()
+            || std::fs::read_to_string(format!("/proc/{lone_pid}/stat"))
+                .is_ok_and(|s| s.contains(") Z"))),
+        "the node at --addr is still running"
+    );
+    let (code, status) = cluster.status();
+    assert_eq!(code, Some(0), "{status:?}");
+    let out = run_ddb(
+        &["--addr", &cluster.rpc_addr("n2"), "stop"],
+        None,
+        &with_file,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let (code, status) = cluster.status();
+    assert_eq!(code, Some(3));
+    let states: Vec<&str> = status
+        .iter()
+        .map(|n| n["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["up", "down"]);
+}

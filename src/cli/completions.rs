@@ -18,6 +18,10 @@ pub fn generate(mut cmd: clap::Command, shell: Shell, out: &mut dyn std::io::Wri
 
 /// Runs `ddb completions` for the command line `cmd` (the binary's whole argument structure).
 pub fn run(args: &CompletionsArgs, cmd: clap::Command) -> anyhow::Result<()> {
-    generate(cmd, args.shell, &mut std::io::stdout().lock());
+    // clap_complete panics when its writer fails: it writes to memory, the CLI writes that out
+    // (a closed stdout is then an error, not a panic).
+    let mut script = Vec::new();
+    generate(cmd, args.shell, &mut script);
+    std::io::Write::write_all(&mut std::io::stdout().lock(), &script)?;
     Ok(())
 }

@@ -11,7 +11,7 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::global::GlobalArgs;
-use super::nodes::{fetch_map, load_config, node_table, probe, statuses};
+use super::nodes::{fetch_map, load_config, node_table, probe, refuse_addr, statuses, Target};
 use super::output::{Format, Printer};
 use crate::client::Client;
 use crate::cluster::map::ClusterMap;
@@ -61,6 +61,7 @@ fn new_cluster_id(name: &str) -> String {
 
 fn plan_table(map: &ClusterMap, config: &crate::config::ClusterConfig) -> QueryResult {
     let shares = map.ring.shares();
+    let tokens = map.ring.token_counts();
     let columns = [
         "name", "rpc_addr", "sql_addr", "shard", "tokens", "share", "data_dir",
     ]
@@ -88,7 +89,7 @@ fn plan_table(map: &ClusterMap, config: &crate::config::ClusterConfig) -> QueryR
                 Value::Text(n.rpc_addr()),
                 Value::Text(n.sql_addr()),
                 Value::Int(n.shard.into()),
-                Value::Int(map.ring.tokens_of(n.shard).len() as i64),
+                Value::Int(tokens.get(&n.shard).copied().unwrap_or(0) as i64),
                 Value::Float(
                     (shares.get(&n.shard).copied().unwrap_or(0.0) * 10000.0).round() / 10000.0,
                 ),
@@ -105,6 +106,11 @@ fn plan_table(map: &ClusterMap, config: &crate::config::ClusterConfig) -> QueryR
 
 /// Runs `ddb init`.
 pub async fn run(args: &InitArgs, global: &GlobalArgs) -> anyhow::Result<()> {
+    refuse_addr(
+        global,
+        "init",
+        "starts and forms the nodes of the cluster file",
+    )?;
     let config = load_config(global)?;
     let format = Format::resolve(global.format);
     if args.dry_run {
@@ -116,14 +122,14 @@ pub async fn run(args: &InitArgs, global: &GlobalArgs) -> anyhow::Result<()> {
             &mut std::io::stderr().lock(),
         )?;
         if !global.quiet {
-            eprintln!(
+            super::console::note(format_args!(
                 "plan: cluster '{}', {} nodes, {} shards, {} vnodes per shard, ring spread {:.2}%; nothing was started",
                 config.name,
                 config.nodes.len(),
                 map.shards.len(),
                 config.vnodes,
                 spread(&map.ring.shares()) * 100.0
-            );
+            ));
         }
         return Ok(());
     }
@@ -142,7 +148,7 @@ pub async fn run(args: &InitArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     let mut started = Vec::new();
     for node in &config.nodes {
         pb.set_message(format!("checking {}", node.name));
-        if probe(node, &config.name).await?.is_some() {
+        if probe(&node.rpc_addr(), Some(&config.name)).await?.is_some() {
             continue;
         }
         pb.set_message(format!("starting {}", node.name));
@@ -174,7 +180,11 @@ pub async fn run(args: &InitArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     let map = fetch_map(&config).await;
     let mut printer = Printer::new(format, true, true);
     printer.print(
-        &node_table(&config, &after, map.as_ref()),
+        &node_table(
+            &config.nodes.iter().map(Target::from).collect::<Vec<_>>(),
+            &after,
+            map.as_ref(),
+        ),
         &mut std::io::stdout().lock(),
         &mut std::io::stderr().lock(),
     )?;
@@ -185,16 +195,16 @@ pub async fn run(args: &InitArgs, global: &GlobalArgs) -> anyhow::Result<()> {
             format!("started {}", started.join(", "))
         };
         if formed {
-            eprintln!(
+            super::console::note(format_args!(
                 "cluster '{}' was already formed; {started}; nothing else changed",
                 config.name
-            );
+            ));
         } else {
-            eprintln!(
+            super::console::note(format_args!(
                 "cluster '{}' formed with {} nodes; {started}",
                 config.name,
                 config.nodes.len()
-            );
+            ));
         }
     }
     Ok(())

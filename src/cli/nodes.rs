@@ -1,11 +1,16 @@
-//! Reaching the nodes of a cluster file: probing, status, the map, and the node table that
+//! Reaching the nodes a command looks at: probing, status, the map, and the node table that
 //! `init`, `status` and `stop` print.
+//!
+//! The nodes come from one of two places, never both: the cluster file, or, with `--addr`
+//! (`DDB_ADDR`), the node at that address and the nodes of its map ([`Targets::resolve`]). So
+//! `ddb --addr A status` shows A's cluster as A sees it, whatever file `DDB_CONFIG` names.
 
 use std::time::Duration;
 
 use crate::client::Client;
 use crate::cluster::map::ClusterMap;
-use crate::config::{ClusterConfig, NodeConfig};
+use crate::cluster::ring::ShardId;
+use crate::config::{is_local_host, ClusterConfig, NodeConfig};
 use crate::error::{Error, Result};
 use crate::protocol::{NodeStatus, Request, Response};
 use crate::types::value::{DataType, Value};
@@ -22,36 +27,165 @@ pub fn load_config(global: &GlobalArgs) -> Result<ClusterConfig> {
     ClusterConfig::load(&global.config)
 }
 
+/// Refuses `--addr` for a command that acts on the nodes of the cluster file: it must not act
+/// on the file's nodes when told about another one (bad usage, exit 2).
+pub fn refuse_addr(global: &GlobalArgs, command: &str, why: &str) -> Result<()> {
+    match &global.addr {
+        Some(addr) => Err(Error::InvalidInput(format!(
+            "ddb {command} {why}; it does not take --addr (given {addr}, from the option or DDB_ADDR)"
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// A node a command looks at.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    pub name: String,
+    pub rpc_addr: String,
+    pub sql_addr: String,
+    /// Its shard, when a file or a map says (a node outside any cluster has none).
+    pub shard: Option<ShardId>,
+    /// Whether it runs on this machine (its pid can be watched).
+    pub local: bool,
+}
+
+impl From<&NodeConfig> for Target {
+    fn from(n: &NodeConfig) -> Self {
+        Self {
+            name: n.name.clone(),
+            rpc_addr: n.rpc_addr(),
+            sql_addr: n.sql_addr(),
+            shard: Some(n.shard),
+            local: n.local,
+        }
+    }
+}
+
+/// Whether the host of `HOST:PORT` is this machine.
+pub fn addr_is_local(addr: &str) -> bool {
+    let host = addr.rsplit_once(':').map(|(h, _)| h).unwrap_or(addr);
+    is_local_host(host.trim_start_matches('[').trim_end_matches(']'))
+}
+
+/// The nodes a command looks at, the cluster name to expect of them, and the map if known.
+pub struct Targets {
+    /// The cluster name sent in handshakes (none for a node outside any cluster).
+    pub cluster: Option<String>,
+    pub nodes: Vec<Target>,
+    /// The map of the node given with `--addr` (a file's map is fetched when needed).
+    pub map: Option<ClusterMap>,
+}
+
+impl Targets {
+    /// The nodes of a cluster file.
+    pub fn from_config(config: &ClusterConfig) -> Self {
+        Self {
+            cluster: Some(config.name.clone()),
+            nodes: config.nodes.iter().map(Target::from).collect(),
+            map: None,
+        }
+    }
+
+    /// With `--addr`: the node there and, if it is in a cluster, every node of its map, in
+    /// Raft id order (the file order at init). Without: the nodes of the cluster file.
+    pub async fn resolve(global: &GlobalArgs) -> Result<Self> {
+        let Some(addr) = &global.addr else {
+            return Ok(Self::from_config(&load_config(global)?));
+        };
+        let client = Client::connect(addr, PROBE_TIMEOUT * 3).await?;
+        if let Response::Map(Some(map)) = client.call(Request::GetMap).await? {
+            let mut nodes: Vec<(u64, Target)> = map
+                .nodes
+                .iter()
+                .map(|(name, n)| {
+                    (
+                        n.raft_id,
+                        Target {
+                            name: name.clone(),
+                            rpc_addr: n.rpc_addr.clone(),
+                            sql_addr: n.sql_addr.clone(),
+                            shard: Some(n.shard),
+                            local: addr_is_local(&n.rpc_addr),
+                        },
+                    )
+                })
+                .collect();
+            nodes.sort_by_key(|(id, _)| *id);
+            return Ok(Self {
+                cluster: Some(map.name.clone()),
+                nodes: nodes.into_iter().map(|(_, t)| t).collect(),
+                map: Some(*map),
+            });
+        }
+        let status = match client.call(Request::Status).await? {
+            Response::Status(s) => s,
+            other => {
+                return Err(Error::Corrupt(format!(
+                    "unexpected answer to a status request: {other:?}"
+                )))
+            }
+        };
+        Ok(Self {
+            cluster: None,
+            nodes: vec![Target {
+                name: status.name,
+                rpc_addr: addr.clone(),
+                sql_addr: status.sql_addr,
+                shard: None,
+                local: addr_is_local(addr),
+            }],
+            map: None,
+        })
+    }
+
+    /// The map: the one `--addr`'s node gave, else that of the first node that has one.
+    pub async fn map(&self) -> Option<ClusterMap> {
+        if let Some(m) = &self.map {
+            return Some(m.clone());
+        }
+        for node in &self.nodes {
+            if let Ok(Some((client, _))) = probe(&node.rpc_addr, self.cluster.as_deref()).await {
+                if let Ok(Response::Map(Some(map))) = client.call(Request::GetMap).await {
+                    return Some(*map);
+                }
+            }
+        }
+        None
+    }
+
+    /// Probes every node, in order.
+    pub async fn statuses(&self) -> Result<Vec<Option<NodeStatus>>> {
+        let probes = self
+            .nodes
+            .iter()
+            .map(|n| probe(&n.rpc_addr, self.cluster.as_deref()));
+        let results = futures::future::join_all(probes).await;
+        results
+            .into_iter()
+            .map(|r| r.map(|o| o.map(|(_, s)| s)))
+            .collect()
+    }
+}
+
 /// Connects to a node and asks its status. `Ok(None)` when it does not answer; an error when
 /// it answers as a member of another cluster.
-pub async fn probe(node: &NodeConfig, cluster: &str) -> Result<Option<(Client, NodeStatus)>> {
-    let client = match Client::connect_to(
-        &node.rpc_addr(),
-        PROBE_TIMEOUT,
-        Some(cluster.to_string()),
-    )
-    .await
-    {
-        Ok(c) => c,
-        Err(e @ Error::Refused(_)) => return Err(e),
-        Err(_) => return Ok(None),
-    };
+pub async fn probe(rpc_addr: &str, cluster: Option<&str>) -> Result<Option<(Client, NodeStatus)>> {
+    let client =
+        match Client::connect_to(rpc_addr, PROBE_TIMEOUT, cluster.map(str::to_string)).await {
+            Ok(c) => c,
+            Err(e @ Error::Refused(_)) => return Err(e),
+            Err(_) => return Ok(None),
+        };
     match tokio::time::timeout(PROBE_TIMEOUT * 3, client.call(Request::Status)).await {
         Ok(Ok(Response::Status(s))) => Ok(Some((client, s))),
         _ => Ok(None),
     }
 }
 
-/// The map of the first node that has one.
+/// The map of the first node of the file that has one.
 pub async fn fetch_map(config: &ClusterConfig) -> Option<ClusterMap> {
-    for node in &config.nodes {
-        if let Ok(Some((client, _))) = probe(node, &config.name).await {
-            if let Ok(Response::Map(Some(map))) = client.call(Request::GetMap).await {
-                return Some(*map);
-            }
-        }
-    }
-    None
+    Targets::from_config(config).map().await
 }
 
 fn col(name: &str, data_type: DataType) -> OutputColumn {
@@ -61,10 +195,10 @@ fn col(name: &str, data_type: DataType) -> OutputColumn {
     }
 }
 
-/// The node table: one row per node of the file, with its live status when it answered.
-/// Field names are the stable JSON names of DESIGN §10.1.
+/// The node table: one row per node, with its live status when it answered. Field names are
+/// the stable JSON names of DESIGN §10.1.
 pub fn node_table(
-    config: &ClusterConfig,
+    nodes: &[Target],
     statuses: &[Option<NodeStatus>],
     map: Option<&ClusterMap>,
 ) -> QueryResult {
@@ -84,12 +218,12 @@ pub fn node_table(
         col("oldest_prepared_s", DataType::Double),
     ];
     let mut rows = Vec::new();
-    for (node, status) in config.nodes.iter().zip(statuses) {
+    for (node, status) in nodes.iter().zip(statuses) {
         let shard = map
             .and_then(|m| m.node(&node.name))
             .map(|n| n.shard)
-            .unwrap_or(node.shard);
-        let role = match map.and_then(|m| m.shards.get(&shard)) {
+            .or(node.shard);
+        let role = match map.and_then(|m| shard.and_then(|s| m.shards.get(&s))) {
             Some(s) if s.primary == node.name => "primary",
             Some(_) => "replica",
             None => "primary",
@@ -97,9 +231,9 @@ pub fn node_table(
         let opt_int = |v: Option<u64>| v.map(|v| Value::Int(v as i64)).unwrap_or(Value::Null);
         rows.push(vec![
             Value::Text(node.name.clone()),
-            Value::Text(node.rpc_addr()),
-            Value::Text(node.sql_addr()),
-            Value::Int(shard.into()),
+            Value::Text(node.rpc_addr.clone()),
+            Value::Text(node.sql_addr.clone()),
+            shard.map(|s| Value::Int(s.into())).unwrap_or(Value::Null),
             Value::Text(role.into()),
             Value::Text(if status.is_some() { "up" } else { "down" }.into()),
             Value::Text(
@@ -162,10 +296,5 @@ pub fn add_txn_columns(table: &mut QueryResult, statuses: &[Option<NodeStatus>])
 
 /// Probes every node of the file, in order.
 pub async fn statuses(config: &ClusterConfig) -> Result<Vec<Option<NodeStatus>>> {
-    let probes = config.nodes.iter().map(|n| probe(n, &config.name));
-    let results = futures::future::join_all(probes).await;
-    results
-        .into_iter()
-        .map(|r| r.map(|o| o.map(|(_, s)| s)))
-        .collect()
+    Targets::from_config(config).statuses().await
 }

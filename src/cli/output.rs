@@ -1,7 +1,9 @@
 //! Rendering results for people (tables) and for scripts (JSON, NDJSON, CSV, TSV).
 //!
 //! Data goes to stdout; row counts and command tags go to stderr (and not at all with
-//! `--quiet`), so a pipeline reads only data. JSON keeps types: integers and floats are numbers,
+//! `--quiet`), so a pipeline reads only data. A failed write of data is returned (a closed
+//! stdout ends the command, see [`super::console`]); a failed write of a tag or count is
+//! dropped, so a closed stderr never stops the data. JSON keeps types: integers and floats are numbers,
 //! booleans are booleans, NULL is `null`; object keys are the column names in column order.
 
 use std::io::{IsTerminal, Write};
@@ -103,7 +105,7 @@ impl Printer {
     ) -> std::io::Result<()> {
         if result.columns.is_empty() {
             if !self.quiet {
-                writeln!(err, "{}", result.tag)?;
+                let _ = writeln!(err, "{}", result.tag);
             }
             return Ok(());
         }
@@ -185,7 +187,7 @@ impl Printer {
         }
         if !self.quiet {
             let n = result.rows.len();
-            writeln!(err, "({n} row{})", if n == 1 { "" } else { "s" })?;
+            let _ = writeln!(err, "({n} row{})", if n == 1 { "" } else { "s" });
         }
         Ok(())
     }

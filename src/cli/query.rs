@@ -111,12 +111,12 @@ pub async fn run(args: &QueryArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     }
     if let Some(e) = error {
         let statement: String = e.statement.chars().take(200).collect();
-        eprintln!(
+        super::console::note(format_args!(
             "error: statement {} failed: {statement}\n  SQLSTATE {}: {}",
             e.index + 1,
             e.error.sqlstate(),
             e.error
-        );
+        ));
         return Err(Reported(e.error).into());
     }
     Ok(())

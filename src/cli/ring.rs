@@ -1,9 +1,10 @@
-//! `ddb ring`: how the hash ring divides the keys among the shards.
+//! `ddb ring`: how the hash ring divides the keys among the shards, from the map of the cluster
+//! file's nodes or, with `--addr`, of the node there.
 
 use clap::Args;
 
 use super::global::GlobalArgs;
-use super::nodes::{fetch_map, load_config, statuses};
+use super::nodes::Targets;
 use super::output::{Format, Printer};
 use crate::cluster::ring::spread;
 use crate::error::Error;
@@ -32,8 +33,8 @@ fn col(name: &str, t: DataType) -> OutputColumn {
 
 /// Runs `ddb ring`.
 pub async fn run(args: &RingArgs, global: &GlobalArgs) -> anyhow::Result<()> {
-    let config = load_config(global)?;
-    let map = fetch_map(&config).await.ok_or_else(|| {
+    let targets = Targets::resolve(global).await?;
+    let map = targets.map().await.ok_or_else(|| {
         Error::Unreachable(
             "no node of the cluster answered with a map (is it formed? run ddb init)".into(),
         )
@@ -89,11 +90,12 @@ pub async fn run(args: &RingArgs, global: &GlobalArgs) -> anyhow::Result<()> {
         printer.print(&result, &mut out, &mut err)?;
         return Ok(());
     }
-    let statuses = statuses(&config).await?;
+    let statuses = targets.statuses().await?;
     let shares = map.ring.shares();
+    let tokens = map.ring.token_counts();
     let mut rows = Vec::new();
     for (&shard, info) in &map.shards {
-        let keys = config
+        let keys = targets
             .nodes
             .iter()
             .zip(&statuses)
@@ -103,7 +105,7 @@ pub async fn run(args: &RingArgs, global: &GlobalArgs) -> anyhow::Result<()> {
         rows.push(vec![
             Value::Int(shard.into()),
             Value::Text(info.primary.clone()),
-            Value::Int(map.ring.tokens_of(shard).len() as i64),
+            Value::Int(tokens.get(&shard).copied().unwrap_or(0) as i64),
             Value::Float((shares.get(&shard).copied().unwrap_or(0.0) * 1e6).round() / 1e6),
             keys,
         ]);
@@ -121,10 +123,10 @@ pub async fn run(args: &RingArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     };
     printer.print(&result, &mut out, &mut err)?;
     if !global.quiet {
-        eprintln!(
+        super::console::note(format_args!(
             "spread (largest share / mean - 1): {:.2}%",
             spread(&shares) * 100.0
-        );
+        ));
     }
     Ok(())
 }

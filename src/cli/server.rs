@@ -41,14 +41,69 @@ pub struct ServerArgs {
         env = "DDB_PREPARED_TIMEOUT_MS"
     )]
     pub prepared_timeout_ms: u64,
+    /// Most connections served at once, on each of the two ports. On the SQL port one more is
+    /// told SQLSTATE 53300 (too_many_connections) after its startup message; on the RPC port
+    /// it waits in the backlog for a free place
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = crate::server::listener::DEFAULT_MAX_CONNECTIONS,
+        env = "DDB_MAX_CONNECTIONS"
+    )]
+    pub max_connections: usize,
+    /// How long a new connection has to finish its startup (SQL port: startup message and
+    /// authentication) or its handshake (RPC port) before it is closed
+    #[arg(
+        long,
+        value_name = "MS",
+        default_value_t = 10_000,
+        env = "DDB_STARTUP_TIMEOUT_MS"
+    )]
+    pub startup_timeout_ms: u64,
+    /// The largest frame read on the RPC port, in bytes (at least 1024). Larger messages travel
+    /// as several frames; a frame announced larger is refused before it is read
+    #[arg(
+        long,
+        value_name = "BYTES",
+        default_value_t = crate::protocol::frame::DEFAULT_MAX_FRAME,
+        env = "DDB_MAX_FRAME"
+    )]
+    pub max_frame: usize,
+    /// The largest message read on the RPC port, joined from its frames, in bytes
+    #[arg(
+        long,
+        value_name = "BYTES",
+        default_value_t = crate::protocol::frame::DEFAULT_MAX_MESSAGE,
+        env = "DDB_MAX_MESSAGE"
+    )]
+    pub max_message: usize,
+    /// How long a frame (or a message of several) begun on the RPC port may take to arrive in
+    /// full before the connection is closed
+    #[arg(
+        long,
+        value_name = "MS",
+        default_value_t = 30_000,
+        env = "DDB_FRAME_TIMEOUT_MS"
+    )]
+    pub frame_timeout_ms: u64,
 }
 
+/// A listen address: an IP and port, or a host name (`localhost:7071`) resolved to its first
+/// address, as the cluster file's `host:` may be either.
 fn parse_addr(s: &str, flag: &str) -> Result<SocketAddr, Error> {
-    s.parse().map_err(|_| {
+    use std::net::ToSocketAddrs;
+    let bad = || {
         Error::InvalidInput(format!(
             "{flag}: '{s}' is not a HOST:PORT address (e.g. 127.0.0.1:7071)"
         ))
-    })
+    };
+    if let Ok(addr) = s.parse() {
+        return Ok(addr);
+    }
+    s.to_socket_addrs()
+        .map_err(|_| bad())?
+        .next()
+        .ok_or_else(bad)
 }
 
 /// Resolves when the process receives SIGTERM or SIGINT.
@@ -84,6 +139,35 @@ pub async fn run(args: &ServerArgs) -> anyhow::Result<()> {
     if args.prepared_timeout_ms == 0 {
         return Err(Error::InvalidInput("--prepared-timeout-ms must be at least 1".into()).into());
     }
+    for (value, flag) in [
+        (args.startup_timeout_ms, "--startup-timeout-ms"),
+        (args.frame_timeout_ms, "--frame-timeout-ms"),
+        (args.max_connections as u64, "--max-connections"),
+    ] {
+        if value == 0 {
+            return Err(Error::InvalidInput(format!("{flag} must be at least 1")).into());
+        }
+    }
+    let min = crate::protocol::frame::MIN_MAX_FRAME;
+    if args.max_frame < min {
+        return Err(Error::InvalidInput(format!("--max-frame must be at least {min}")).into());
+    }
+    if args.max_message < args.max_frame {
+        return Err(Error::InvalidInput(format!(
+            "--max-message ({}) must be at least --max-frame ({})",
+            args.max_message, args.max_frame
+        ))
+        .into());
+    }
+    let limits = crate::server::listener::Limits {
+        max_connections: args.max_connections,
+        startup_timeout: Duration::from_millis(args.startup_timeout_ms),
+        frames: crate::protocol::Limits {
+            max_frame: args.max_frame,
+            max_message: args.max_message,
+            frame_timeout: Duration::from_millis(args.frame_timeout_ms),
+        },
+    };
     let config = ServerConfig {
         name: args.name.clone().unwrap_or_else(|| args.listen.clone()),
         data_dir: args.data_dir.clone(),
@@ -91,6 +175,7 @@ pub async fn run(args: &ServerArgs) -> anyhow::Result<()> {
         sql_listen,
         lock_timeout: Duration::from_millis(args.lock_timeout_ms),
         prepared_timeout: Duration::from_millis(args.prepared_timeout_ms),
+        limits,
     };
     server::run(config, shutdown_signal()).await?;
     Ok(())

@@ -1,9 +1,10 @@
-//! `ddb status`: one row per node of the cluster file, live where the node answers.
+//! `ddb status`: one row per node, live where the node answers: the nodes of the cluster file,
+//! or with `--addr` the node there and the nodes of its map.
 
 use clap::Args;
 
 use super::global::GlobalArgs;
-use super::nodes::{add_txn_columns, fetch_map, load_config, node_table, statuses};
+use super::nodes::{add_txn_columns, node_table, Targets};
 use super::output::{Format, Printer};
 use crate::error::Error;
 
@@ -18,10 +19,10 @@ pub struct StatusArgs {
 
 /// Runs `ddb status`: exit 0 when every node answers, 3 when any does not.
 pub async fn run(args: &StatusArgs, global: &GlobalArgs) -> anyhow::Result<()> {
-    let config = load_config(global)?;
-    let statuses = statuses(&config).await?;
-    let map = fetch_map(&config).await;
-    let mut table = node_table(&config, &statuses, map.as_ref());
+    let targets = Targets::resolve(global).await?;
+    let statuses = targets.statuses().await?;
+    let map = targets.map().await;
+    let mut table = node_table(&targets.nodes, &statuses, map.as_ref());
     if args.txns {
         add_txn_columns(&mut table, &statuses);
     }
@@ -31,7 +32,7 @@ pub async fn run(args: &StatusArgs, global: &GlobalArgs) -> anyhow::Result<()> {
         &mut std::io::stdout().lock(),
         &mut std::io::stderr().lock(),
     )?;
-    let down: Vec<&str> = config
+    let down: Vec<&str> = targets
         .nodes
         .iter()
         .zip(&statuses)

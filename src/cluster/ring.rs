@@ -99,52 +99,30 @@ impl Ring {
     /// Adds a shard with `vnodes` tokens (at least 1), taking an equal part from every shard.
     /// Adding a shard that is already on the ring changes nothing.
     pub fn add_shard(&mut self, shard: ShardId, vnodes: u32) {
-        let vnodes = vnodes.max(1) as u128;
-        if self.tokens.values().any(|s| *s == shard) {
-            return;
+        let mut alloc = Allocator::new(std::mem::take(self));
+        alloc.add_shard(shard, vnodes);
+        *self = alloc.into_ring();
+    }
+
+    /// A ring with `shards` added one after the other, each with `vnodes` tokens: the same
+    /// ring as calling [`Ring::add_shard`] for each in turn, in time that grows with the number
+    /// of tokens rather than with its square (a 2,000-shard ring is built in well under a
+    /// second).
+    pub fn with_shards(shards: impl IntoIterator<Item = ShardId>, vnodes: u32) -> Self {
+        let mut alloc = Allocator::new(Ring::new());
+        for shard in shards {
+            alloc.add_shard(shard, vnodes);
         }
-        if self.tokens.is_empty() {
-            // Evenly spaced, offset by half a step so no token sits at 0.
-            let step = CIRCLE / vnodes;
-            for i in 0..vnodes {
-                self.tokens.insert((step * i + step / 2) as u64, shard);
-            }
-            return;
+        alloc.into_ring()
+    }
+
+    /// How many tokens each shard on the ring has, in one pass over the ring.
+    pub fn token_counts(&self) -> BTreeMap<ShardId, usize> {
+        let mut counts = BTreeMap::new();
+        for s in self.tokens.values() {
+            *counts.entry(*s).or_insert(0) += 1;
         }
-        let existing = self.shards();
-        let n = existing.len() as u128;
-        let ranges = self.ranges();
-        let mut new_tokens = Vec::with_capacity(vnodes as usize);
-        // Tokens per existing shard: an equal split of `vnodes`, remainders to the lowest ids.
-        for (i, &s) in existing.iter().enumerate() {
-            let k = vnodes / n + u128::from((i as u128) < vnodes % n);
-            if k == 0 {
-                continue;
-            }
-            let mut own: Vec<(u64, u64, u128)> = ranges
-                .iter()
-                .filter(|r| r.3 == s)
-                .map(|r| (r.0, r.1, r.2))
-                .collect();
-            let total: u128 = own.iter().map(|r| r.2).sum();
-            // This shard gives up total/(n+1) of the circle, in k pieces cut off the front of
-            // its largest ranges.
-            let mut to_give = total / (n + 1);
-            own.sort_by(|a, b| b.2.cmp(&a.2).then(a.1.cmp(&b.1)));
-            let pieces = k.min(own.len() as u128).max(1);
-            for (j, (start, _end, len)) in own.iter().take(pieces as usize).enumerate() {
-                let left = pieces - j as u128;
-                let take = (to_give / left).min(len.saturating_sub(1));
-                if take == 0 {
-                    continue;
-                }
-                to_give -= take;
-                new_tokens.push(((*start as u128 + take) % CIRCLE) as u64);
-            }
-        }
-        for t in new_tokens {
-            self.tokens.entry(t).or_insert(shard);
-        }
+        counts
     }
 
     /// Removes a shard; its ranges go to the next token clockwise.
@@ -155,6 +133,116 @@ impl Ring {
     /// The number of tokens on the ring.
     pub fn len(&self) -> usize {
         self.tokens.len()
+    }
+}
+
+/// A range of the ring as the allocator indexes it: largest first, then by end token, the
+/// order in which a shard gives pieces away. `(Reverse(len), end, start)`.
+type RangeKey = (std::cmp::Reverse<u128>, u64, u64);
+
+/// The ring with an index kept up to date as shards are added: each shard's ranges in the
+/// order it gives them away, and its total share. Adding a shard then touches only the ranges
+/// it cuts (`vnodes` of them), instead of recomputing every range of the ring for every
+/// shard, which made building the ring of an `S`-shard cluster grow as `S³`.
+struct Allocator {
+    ring: Ring,
+    /// Per shard: its ranges `(start, end]`, largest first.
+    ranges: BTreeMap<ShardId, std::collections::BTreeSet<RangeKey>>,
+    /// Per shard: the sum of its range lengths.
+    totals: BTreeMap<ShardId, u128>,
+}
+
+impl Allocator {
+    /// Indexes `ring` (one pass over its ranges).
+    fn new(ring: Ring) -> Self {
+        let mut ranges: BTreeMap<ShardId, std::collections::BTreeSet<RangeKey>> = BTreeMap::new();
+        let mut totals: BTreeMap<ShardId, u128> = BTreeMap::new();
+        for (start, end, len, s) in ring.ranges() {
+            ranges
+                .entry(s)
+                .or_default()
+                .insert((std::cmp::Reverse(len), end, start));
+            *totals.entry(s).or_insert(0) += len;
+        }
+        Self {
+            ring,
+            ranges,
+            totals,
+        }
+    }
+
+    fn into_ring(self) -> Ring {
+        self.ring
+    }
+
+    fn add_range(&mut self, shard: ShardId, start: u64, end: u64, len: u128) {
+        self.ranges
+            .entry(shard)
+            .or_default()
+            .insert((std::cmp::Reverse(len), end, start));
+        *self.totals.entry(shard).or_insert(0) += len;
+    }
+
+    /// [`Ring::add_shard`]: a shard that joins takes `1/(S+1)` of the circle, an equal part
+    /// from each of the `S` shards, cut off the front of their largest ranges.
+    fn add_shard(&mut self, shard: ShardId, vnodes: u32) {
+        let vnodes = vnodes.max(1) as u128;
+        if self.ranges.contains_key(&shard) {
+            return;
+        }
+        if self.ring.tokens.is_empty() {
+            // Evenly spaced, offset by half a step so no token sits at 0.
+            let step = CIRCLE / vnodes;
+            for i in 0..vnodes {
+                self.ring.tokens.insert((step * i + step / 2) as u64, shard);
+            }
+            *self = Allocator::new(std::mem::take(&mut self.ring));
+            return;
+        }
+        let n = self.ranges.len() as u128;
+        // Every cut is decided on the ring as it was before this shard: the cuts of one shard
+        // never touch another's ranges, so they are applied together at the end.
+        let mut cuts: Vec<(ShardId, RangeKey, u128)> = Vec::new();
+        // Tokens per existing shard: an equal split of `vnodes`, remainders to the lowest ids.
+        // With more shards than `vnodes`, only the first `vnodes` shards give one each.
+        let givers = n.min(vnodes) as usize;
+        for (i, (&s, own)) in self.ranges.iter().take(givers).enumerate() {
+            let k = vnodes / n + u128::from((i as u128) < vnodes % n);
+            let Some(&total) = self.totals.get(&s) else {
+                continue;
+            };
+            // This shard gives up total/(n+1) of the circle, in k pieces cut off the front of
+            // its largest ranges.
+            let mut to_give = total / (n + 1);
+            let pieces = k.min(own.len() as u128).max(1);
+            for (j, key) in own.iter().take(pieces as usize).enumerate() {
+                let len = key.0 .0;
+                let left = pieces - j as u128;
+                let take = (to_give / left).min(len.saturating_sub(1));
+                if take == 0 {
+                    continue;
+                }
+                to_give -= take;
+                cuts.push((s, *key, take));
+            }
+        }
+        for (s, key, take) in cuts {
+            let (std::cmp::Reverse(len), end, start) = key;
+            let token = ((start as u128 + take) % CIRCLE) as u64;
+            if self.ring.tokens.contains_key(&token) {
+                continue;
+            }
+            self.ring.tokens.insert(token, shard);
+            // (start, end] becomes (start, token] of the new shard and (token, end] of `s`.
+            if let Some(own) = self.ranges.get_mut(&s) {
+                own.remove(&key);
+            }
+            if let Some(t) = self.totals.get_mut(&s) {
+                *t -= len;
+            }
+            self.add_range(s, token, end, len - take);
+            self.add_range(shard, start, token, take);
+        }
     }
 }
 
@@ -219,7 +307,97 @@ mod tests {
         }
     }
 
+    /// The allocation as first written: every range of the ring recomputed, for every shard,
+    /// on every addition. Slow (`S³` for a ring of `S` shards) but plainly right; the
+    /// allocator must give exactly its tokens.
+    fn reference_add_shard(ring: &mut Ring, shard: ShardId, vnodes: u32) {
+        let vnodes = vnodes.max(1) as u128;
+        if ring.tokens.values().any(|s| *s == shard) {
+            return;
+        }
+        if ring.tokens.is_empty() {
+            let step = CIRCLE / vnodes;
+            for i in 0..vnodes {
+                ring.tokens.insert((step * i + step / 2) as u64, shard);
+            }
+            return;
+        }
+        let existing = ring.shards();
+        let n = existing.len() as u128;
+        let ranges = ring.ranges();
+        let mut new_tokens = Vec::new();
+        for (i, &s) in existing.iter().enumerate() {
+            let k = vnodes / n + u128::from((i as u128) < vnodes % n);
+            if k == 0 {
+                continue;
+            }
+            let mut own: Vec<(u64, u64, u128)> = ranges
+                .iter()
+                .filter(|r| r.3 == s)
+                .map(|r| (r.0, r.1, r.2))
+                .collect();
+            let total: u128 = own.iter().map(|r| r.2).sum();
+            let mut to_give = total / (n + 1);
+            own.sort_by(|a, b| b.2.cmp(&a.2).then(a.1.cmp(&b.1)));
+            let pieces = k.min(own.len() as u128).max(1);
+            for (j, (start, _end, len)) in own.iter().take(pieces as usize).enumerate() {
+                let left = pieces - j as u128;
+                let take = (to_give / left).min(len.saturating_sub(1));
+                if take == 0 {
+                    continue;
+                }
+                to_give -= take;
+                new_tokens.push(((*start as u128 + take) % CIRCLE) as u64);
+            }
+        }
+        for t in new_tokens {
+            ring.tokens.entry(t).or_insert(shard);
+        }
+    }
+
+    #[test]
+    fn token_counts_count_every_shards_tokens() {
+        let r = ring(5, 32);
+        let counts = r.token_counts();
+        assert_eq!(counts.len(), 5);
+        for (s, c) in counts {
+            assert_eq!(c, r.tokens_of(s).len());
+        }
+    }
+
+    #[test]
+    fn a_ring_of_two_thousand_shards_is_built_at_once() {
+        // Past `vnodes` shards each addition takes from fewer shards than there are; the
+        // allocator must still match the reference on a prefix of such a ring.
+        let fast = Ring::with_shards(1..=300, 8);
+        let mut slow = Ring::new();
+        for s in 1..=300 {
+            reference_add_shard(&mut slow, s, 8);
+        }
+        assert_eq!(fast, slow);
+        let started = std::time::Instant::now();
+        let big = Ring::with_shards(1..=2000, 128);
+        eprintln!("2,000 shards x 128 vnodes: {:?}", started.elapsed());
+        assert_eq!(big.token_counts().len(), 2000);
+    }
+
     proptest! {
+        #[test]
+        fn the_allocator_gives_the_tokens_of_the_reference(shards in 1u32..40, vnodes in 1u32..64, extra in 1u32..4) {
+            let mut slow = Ring::new();
+            for s in 1..=shards {
+                reference_add_shard(&mut slow, s, vnodes);
+            }
+            prop_assert_eq!(&Ring::with_shards(1..=shards, vnodes), &slow);
+            // One shard more on an existing ring, through the public one-at-a-time call.
+            let mut fast = slow.clone();
+            for s in shards + 1..=shards + extra {
+                fast.add_shard(s, vnodes);
+                reference_add_shard(&mut slow, s, vnodes);
+            }
+            prop_assert_eq!(fast, slow);
+        }
+
         #[test]
         fn every_copy_of_a_ring_gives_the_same_owner(shards in 1u32..12, vnodes in 1u32..200, t in any::<u64>()) {
             let a = ring(shards, vnodes);

@@ -39,10 +39,7 @@ impl ClusterConfig {
                 },
             );
         }
-        let mut ring = Ring::new();
-        for &s in shards.keys() {
-            ring.add_shard(s, self.vnodes);
-        }
+        let ring = Ring::with_shards(shards.keys().copied(), self.vnodes);
         ClusterMap {
             cluster_id,
             name: self.name.clone(),

@@ -10,15 +10,13 @@
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
+use super::data_dir::data_dir;
 use super::decode::{decode, RawFile, Ssh};
 use super::shards::assign_shards;
 use super::validate::validate;
 use crate::cluster::map::Mode;
 use crate::cluster::ring::ShardId;
 use crate::error::{Error, Result};
-
-/// Where a node's data goes when neither it nor `defaults.data_dir` says.
-const DEFAULT_DATA_DIR: &str = "./ddb-data/{name}";
 
 /// A node as the cluster file describes it, with defaults applied.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -27,7 +25,8 @@ pub struct NodeConfig {
     pub host: String,
     pub rpc_port: u16,
     pub sql_port: u16,
-    /// The data directory, relative paths resolved against the cluster file's directory.
+    /// The data directory, relative paths resolved against the cluster file's directory, and
+    /// normalised (`.` and `x/..` folded).
     pub data_dir: PathBuf,
     /// The shard this node belongs to.
     pub shard: ShardId,
@@ -97,39 +96,23 @@ impl ClusterConfig {
 
     /// The settings of a file that passed validation.
     fn build(file: RawFile, path: &Path) -> Self {
-        let base = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let default_dir = file
-            .defaults
-            .data_dir
-            .clone()
-            .unwrap_or_else(|| DEFAULT_DATA_DIR.into());
         let shards = assign_shards(&file.nodes);
+        let dirs: Vec<PathBuf> = (0..file.nodes.len())
+            .map(|i| data_dir(&file, i, path))
+            .collect();
         let nodes = file
             .nodes
             .into_iter()
             .zip(shards)
-            .map(|(n, shard)| {
-                let dir = PathBuf::from(
-                    n.data_dir
-                        .unwrap_or_else(|| default_dir.replace("{name}", &n.name)),
-                );
-                let data_dir = if dir.is_absolute() {
-                    dir
-                } else {
-                    base.join(dir)
-                };
-                NodeConfig {
-                    local: is_local_host(&n.host),
-                    name: n.name,
-                    host: n.host,
-                    rpc_port: n.rpc_port,
-                    sql_port: n.sql_port,
-                    data_dir,
-                    shard,
-                }
+            .zip(dirs)
+            .map(|((n, shard), data_dir)| NodeConfig {
+                local: is_local_host(&n.host),
+                name: n.name,
+                host: n.host,
+                rpc_port: n.rpc_port,
+                sql_port: n.sql_port,
+                data_dir,
+                shard,
             })
             .collect();
         Self {
@@ -161,7 +144,7 @@ mod tests {
         let c = parse(GOOD).unwrap();
         assert_eq!(c.name, "demo");
         assert_eq!((c.factor, c.mode, c.vnodes), (1, Mode::Sync, 64));
-        assert_eq!(c.nodes[0].data_dir, PathBuf::from("/etc/ddb/./data/n1"));
+        assert_eq!(c.nodes[0].data_dir, PathBuf::from("/etc/ddb/data/n1"));
         assert_eq!(c.nodes[1].data_dir, PathBuf::from("/srv/n2"));
         assert_eq!((c.nodes[0].shard, c.nodes[1].shard), (1, 2));
         assert!(c.nodes[0].local);
@@ -173,7 +156,7 @@ mod tests {
         let text = "name: x\nnodes:\n  - { name: a, host: '::1', rpc_port: 1, sql_port: 2 }\n";
         let c = ClusterConfig::parse(text, Path::new("c.yaml")).unwrap();
         assert_eq!((c.factor, c.mode, c.vnodes), (1, Mode::Sync, 128));
-        assert_eq!(c.nodes[0].data_dir, PathBuf::from("./ddb-data/a"));
+        assert_eq!(c.nodes[0].data_dir, PathBuf::from("ddb-data/a"));
         assert_eq!(c.nodes[0].sql_addr(), "[::1]:2");
         assert!(c.nodes[0].local);
         let c = parse(&GOOD.replace("mode: sync", "mode: async")).unwrap();

@@ -23,17 +23,16 @@ pub struct Peers {
 }
 
 impl Peers {
-    /// The connection to `addr`, opened (and kept) on first use.
-    pub async fn get(&self, addr: &str, cluster: &str) -> Result<Arc<Client>> {
+    /// The connection to `addr`, opened (and kept) on first use, as a peer of the cluster
+    /// with id `cluster_id` (a node of another cluster refuses it).
+    pub async fn get(&self, addr: &str, cluster_id: &str) -> Result<Arc<Client>> {
         if let Some(c) = self.clients.lock().await.get(addr) {
             if !c.is_closed() {
                 return Ok(c.clone());
             }
         }
         // Connect without holding the pool: a dead node must not stall connections to others.
-        let c = Arc::new(
-            Client::connect_to(addr, PEER_CONNECT_TIMEOUT, Some(cluster.to_string())).await?,
-        );
+        let c = Arc::new(Client::connect_peer(addr, PEER_CONNECT_TIMEOUT, cluster_id).await?);
         let mut clients = self.clients.lock().await;
         match clients.get(addr) {
             // Another task connected meanwhile: use one connection.

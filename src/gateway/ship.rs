@@ -61,7 +61,7 @@ impl Gateway {
         stmt: &Prepared<'_>,
         params: &[Value],
     ) -> Result<QueryResult> {
-        let cluster = &self.meta.identity.cluster_name;
+        let cluster = &self.meta.identity.cluster_id;
         let unavailable = |e: Error| {
             Error::Unreachable(format!("shard {shard} is unavailable (node {node}): {e}"))
         };

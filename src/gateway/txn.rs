@@ -71,7 +71,7 @@ impl ClusterTxn {
     /// Begins a gateway transaction under `map`.
     pub fn begin(gw: Arc<Gateway>, map: Arc<ClusterMap>, age: Option<u64>) -> Self {
         let my_shard = map.node(&gw.meta.identity.node_name).map(|n| n.shard);
-        let cluster = gw.meta.identity.cluster_name.clone();
+        let cluster = gw.meta.identity.cluster_id.clone();
         let age = age.unwrap_or_else(|| gw.txns.new_age());
         // A fresh timestamp: unique in the cluster (it carries this node's tag), even for a
         // retried statement that keeps its age.

@@ -1,9 +1,12 @@
 //! The RPC messages. Each type is defined once and used by both the client and the server.
 //!
-//! Every frame is an [`Envelope`] carrying a request id chosen by the client, so one connection
-//! carries many requests at once and responses may come back in any order. The first request on
-//! a connection must be [`Request::Hello`], which carries the protocol version; a server that
-//! speaks another version answers with an error and closes the connection.
+//! Every message is an [`Envelope`] carrying a request id chosen by the client, so one
+//! connection carries many requests at once and responses may come back in any order. The first
+//! request on a connection must be [`Request::Hello`], which carries the protocol version, who
+//! is calling ([`Caller`]: a peer names its cluster id, the CLI its file's cluster name or
+//! nothing) and the largest frame the caller reads; the answer carries the node's. A server
+//! that speaks another version, or belongs to another cluster, answers with an error and closes
+//! the connection.
 
 use serde::{Deserialize, Serialize};
 
@@ -22,7 +25,19 @@ use openraft::raft::{
 };
 
 /// The version of this protocol. Bumped on any incompatible change to the messages.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
+
+/// Who opens a connection, and which cluster it expects the node to be in (DESIGN §10.3).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Caller {
+    /// The operator's CLI: the cluster name of its file, or none with `--addr`. A node of
+    /// another cluster refuses a name that is not its own; a node outside any cluster lets the
+    /// CLI in (that is how `ddb init` reaches it before it joins).
+    Cli { cluster: Option<String> },
+    /// Another node, in the cluster with this id: refused by a node that is not a member of
+    /// exactly that cluster, a node outside any cluster included.
+    Peer { cluster_id: String },
+}
 
 /// A request or response with its id.
 #[derive(Debug, Serialize, Deserialize)]
@@ -55,11 +70,12 @@ pub enum RaftResponse {
 /// A request to a node.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Request {
-    /// The handshake: must be the first request on a connection. `cluster` is the cluster name
-    /// the caller expects; a node of another cluster refuses the connection.
+    /// The handshake: must be the first request on a connection. `max_frame` is the largest
+    /// frame the caller reads (the node's answers are cut to fit it).
     Hello {
         protocol: u32,
-        cluster: Option<String>,
+        caller: Caller,
+        max_frame: u64,
     },
     /// Runs SQL text (one or more statements) in the given session of this connection; the
     /// session is created on first use and keeps its transaction between requests.
@@ -147,10 +163,12 @@ pub struct NodeStatus {
 /// A response from a node.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Response {
+    /// The handshake's answer; `max_frame` is the largest frame the node reads.
     Hello {
         protocol: u32,
         node: String,
         version: String,
+        max_frame: u64,
     },
     /// The results of the statements that ran, and the error that stopped the rest, if any.
     Sql {

@@ -4,9 +4,9 @@ pub mod frame;
 pub mod message;
 pub mod shard;
 
-pub use frame::{read_frame, write_frame, FramedStream, MAX_FRAME};
+pub use frame::{FrameReader, FrameWriter, Limits};
 pub use message::{
-    Envelope, NodeStatus, RaftRequest, RaftResponse, Request, Response, StatementError,
+    Caller, Envelope, NodeStatus, RaftRequest, RaftResponse, Request, Response, StatementError,
     PROTOCOL_VERSION,
 };
 pub use shard::{ShardOp, ShardReply, ShardRequest};

@@ -14,9 +14,9 @@ use crate::error::{Error, Result};
 pub async fn start_member(node: &Arc<Node>, identity: Identity) -> Result<Arc<Meta>> {
     let engine = node.db.txns.store.engine.clone();
     let network = Network {
-        cluster: identity.cluster_name.clone(),
+        cluster_id: identity.cluster_id.clone(),
     };
-    let forward = forwarder(identity.cluster_name.clone());
+    let forward = forwarder(identity.cluster_id.clone());
     node.db.txns.set_node_tag(identity.raft_id);
     let meta = Meta::start(identity, engine, network, forward).await?;
     node.db.join_cluster(meta.clone())?;

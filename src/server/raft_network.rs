@@ -30,8 +30,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// Makes a [`Peer`] for each member openraft talks to.
 pub struct Network {
-    /// The cluster name sent in every handshake, so a peer of another cluster refuses.
-    pub cluster: String,
+    /// The cluster id sent in every handshake, so a peer of another cluster refuses.
+    pub cluster_id: String,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -41,7 +41,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
         Peer {
             target,
             addr: node.addr.clone(),
-            cluster: self.cluster.clone(),
+            cluster_id: self.cluster_id.clone(),
             client: None,
         }
     }
@@ -51,7 +51,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 pub struct Peer {
     target: NodeId,
     addr: String,
-    cluster: String,
+    cluster_id: String,
     client: Option<Client>,
 }
 
@@ -64,10 +64,9 @@ impl Peer {
         ttl: Duration,
     ) -> RpcResult<RaftResponse, E> {
         if self.client.is_none() {
-            let client =
-                Client::connect_to(&self.addr, CONNECT_TIMEOUT, Some(self.cluster.clone()))
-                    .await
-                    .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
+            let client = Client::connect_peer(&self.addr, CONNECT_TIMEOUT, &self.cluster_id)
+                .await
+                .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
             self.client = Some(client);
         }
         let Some(client) = &self.client else {
@@ -152,12 +151,12 @@ impl RaftNetwork<TypeConfig> for Peer {
 }
 
 /// Forwards proposals to another node over RPC.
-pub fn forwarder(cluster: String) -> Forward {
+pub fn forwarder(cluster_id: String) -> Forward {
     Arc::new(move |addr: String, change: Change| {
-        let cluster = cluster.clone();
+        let cluster_id = cluster_id.clone();
         Box::pin(async move {
             // A connection that cannot be made never carried the proposal: the caller may retry.
-            let client = Client::connect_to(&addr, Duration::from_secs(2), Some(cluster)).await?;
+            let client = Client::connect_peer(&addr, Duration::from_secs(2), &cluster_id).await?;
             match client.call(Request::Propose(change)).await {
                 Ok(Response::Proposed(v)) => Ok(v),
                 Ok(other) => Err(Error::Corrupt(format!(

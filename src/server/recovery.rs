@@ -77,7 +77,7 @@ async fn ask(
     let client = node
         .db
         .peers
-        .get(&info.rpc_addr, &meta.identity.cluster_name)
+        .get(&info.rpc_addr, &meta.identity.cluster_id)
         .await
         .map_err(|e| Error::Unreachable(format!("shard {shard} (node {name}): {e}")))?;
     let req = ShardRequest {

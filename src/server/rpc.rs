@@ -1,6 +1,11 @@
 //! The internal RPC listener: peers and the CLI talk to a node here.
 //!
-//! A connection starts with a [`Request::Hello`] handshake that checks the protocol version.
+//! A connection starts with a [`Request::Hello`] handshake, within the startup timeout, that
+//! checks the protocol version and who is calling: a peer must name this node's cluster id (a
+//! node outside any cluster has no peers), the CLI may name the cluster it expects or nothing
+//! (`--addr`). Until the handshake is done a frame may be at most 64 KiB; after it, the
+//! node's frame and message limits apply ([`crate::protocol::frame`]), so whatever a caller
+//! announces, a connection costs a bounded amount of memory for a bounded time.
 //! After it, every frame is an [`Envelope`] with a request id; requests on one connection run
 //! concurrently and their responses go back as they finish, tagged with the same id. SQL
 //! requests name a session of the connection, created on first use, so a CLI can run a
@@ -10,32 +15,33 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Mutex};
 
-use super::listener::accept_loop;
+use super::listener::{accept_loop, Limits};
 use super::node::Node;
 use crate::error::Error;
-use crate::protocol::frame::framed;
+use crate::protocol::frame;
 use crate::protocol::{
-    read_frame, write_frame, Envelope, RaftRequest, RaftResponse, Request, Response,
-    StatementError, PROTOCOL_VERSION,
+    Caller, Envelope, RaftRequest, RaftResponse, Request, Response, StatementError,
+    PROTOCOL_VERSION,
 };
 use crate::sql::Session;
 
-/// How long a new connection has to send its handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// Accepts RPC connections until stopped, then drains them.
-pub async fn serve(listener: TcpListener, node: Arc<Node>, stop: watch::Receiver<bool>) {
+pub async fn serve(
+    listener: TcpListener,
+    node: Arc<Node>,
+    limits: Limits,
+    stop: watch::Receiver<bool>,
+) {
     let serve = move |socket, peer: SocketAddr, stop| {
         let node = node.clone();
         async move {
-            if let Err(e) = connection(socket, node, stop).await {
+            if let Err(e) = connection(socket, node, limits, stop).await {
                 tracing::debug!(%peer, "RPC connection ended: {e}");
             }
         }
@@ -43,9 +49,10 @@ pub async fn serve(listener: TcpListener, node: Arc<Node>, stop: watch::Receiver
     accept_loop(
         listener,
         "RPC",
-        super::listener::MAX_CONNECTIONS,
+        limits.max_connections,
         stop,
         serve,
+        None::<fn(TcpStream) -> std::future::Ready<()>>,
     )
     .await;
 }
@@ -55,21 +62,31 @@ type Sessions = Arc<Mutex<HashMap<u64, Arc<Mutex<Session>>>>>;
 async fn connection(
     socket: TcpStream,
     node: Arc<Node>,
+    limits: Limits,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), Error> {
-    let (mut sink, mut stream) = framed(socket).split();
+    let (mut stream, mut sink) = frame::split(socket, limits.frames);
     let hello: Envelope<Request> =
-        match tokio::time::timeout(HANDSHAKE_TIMEOUT, read_frame(&mut stream)).await {
+        match tokio::time::timeout(limits.startup_timeout, stream.read()).await {
             Ok(Ok(Some(env))) => env,
             Ok(Ok(None)) => return Ok(()),
             Ok(Err(e)) => return Err(e),
-            Err(_) => return Err(Error::Timeout("no handshake".into())),
+            Err(_) => {
+                return Err(Error::Timeout(format!(
+                    "no handshake within {} ms",
+                    limits.startup_timeout.as_millis()
+                )))
+            }
         };
-    match greet(&node, hello.body) {
-        Ok(body) => write_frame(&mut sink, &Envelope { id: hello.id, body }).await?,
+    match greet(&node, hello.body, limits.frames.max_frame) {
+        Ok((body, peer_max_frame)) => {
+            sink.set_peer_max_frame(usize::try_from(peer_max_frame).unwrap_or(usize::MAX));
+            stream.handshake_done();
+            sink.write(&Envelope { id: hello.id, body }).await?
+        }
         Err(err) => {
             let body = Response::Error(err.clone());
-            write_frame(&mut sink, &Envelope { id: hello.id, body }).await?;
+            sink.write(&Envelope { id: hello.id, body }).await?;
             return Err(err);
         }
     }
@@ -79,7 +96,7 @@ async fn connection(
     let mut inflight = FuturesUnordered::new();
     loop {
         tokio::select! {
-            frame = read_frame::<_, Envelope<Request>>(&mut stream) => match frame {
+            frame = stream.read::<Envelope<Request>>() => match frame {
                 Ok(Some(env)) => {
                     let (node, sessions, participants) = (node.clone(), sessions.clone(), participants.clone());
                     inflight.push(async move {
@@ -94,13 +111,13 @@ async fn connection(
                 Err(e) => {
                     // A frame that does not decode, or a broken connection: answer once (if we
                     // can) and stop reading; what is running still finishes below.
-                    let _ = write_frame(&mut sink, &Envelope { id: 0, body: Response::Error(e.clone()) }).await;
+                    let _ = sink.write(&Envelope { id: 0, body: Response::Error(e.clone()) }).await;
                     tracing::debug!("RPC connection: {e}");
                     break;
                 }
             },
             Some(reply) = inflight.next(), if !inflight.is_empty() => {
-                if let Err(e) = write_frame(&mut sink, &reply).await {
+                if let Err(e) = sink.write(&reply).await {
                     tracing::debug!("RPC connection: cannot answer: {e}");
                     break;
                 }
@@ -111,7 +128,7 @@ async fn connection(
                 tokio::pin!(deadline);
                 while !inflight.is_empty() {
                     tokio::select! {
-                        Some(reply) = inflight.next() => { write_frame(&mut sink, &reply).await?; }
+                        Some(reply) = inflight.next() => { sink.write(&reply).await?; }
                         _ = &mut deadline => break,
                     }
                 }
@@ -122,45 +139,62 @@ async fn connection(
     // The connection ended: finish in-flight work (it may hold commits) before dropping the
     // sessions and participants, which rolls back whatever is still open.
     while let Some(reply) = inflight.next().await {
-        let _ = write_frame(&mut sink, &reply).await;
+        let _ = sink.write(&reply).await;
     }
     Ok(())
 }
 
-/// Answers the handshake, or refuses it: another protocol version, another cluster, or a
-/// first request that is not a handshake.
-fn greet(node: &Node, first: Request) -> Result<Response, Error> {
-    match first {
-        Request::Hello { protocol, .. } if protocol != PROTOCOL_VERSION => {
-            Err(Error::Refused(format!(
-                "protocol version {protocol} is not supported; this node speaks {PROTOCOL_VERSION}"
+/// Answers the handshake with the node's largest frame, and returns the caller's; or refuses
+/// it: another protocol version, a peer of another cluster (or any peer, for a node outside a
+/// cluster), a CLI that expects another cluster, or a first request that is not a handshake.
+fn greet(node: &Node, first: Request, max_frame: usize) -> Result<(Response, u64), Error> {
+    let Request::Hello {
+        protocol,
+        caller,
+        max_frame: peer_max_frame,
+    } = first
+    else {
+        return Err(Error::InvalidInput(
+            "the first request must be the handshake".into(),
+        ));
+    };
+    if protocol != PROTOCOL_VERSION {
+        return Err(Error::Refused(format!(
+            "protocol version {protocol} is not supported; this node speaks {PROTOCOL_VERSION}"
+        )));
+    }
+    let identity = node.meta().map(|m| &m.identity);
+    match (&caller, identity) {
+        (Caller::Peer { cluster_id }, Some(id)) if *cluster_id == id.cluster_id => {}
+        (Caller::Peer { cluster_id }, Some(id)) => {
+            return Err(Error::Refused(format!(
+                "node {} belongs to cluster '{}' (id {}), not to the caller's cluster id {cluster_id}",
+                node.name, id.cluster_name, id.cluster_id
             )))
         }
-        Request::Hello {
-            cluster: Some(expected),
-            ..
-        } if node
-            .meta()
-            .is_some_and(|m| m.identity.cluster_name != expected) =>
-        {
-            let actual = node
-                .meta()
-                .map(|m| m.identity.cluster_name.clone())
-                .unwrap_or_default();
-            Err(Error::Refused(format!(
-                "node {} belongs to cluster '{actual}', not '{expected}'",
+        (Caller::Peer { cluster_id }, None) => {
+            return Err(Error::Refused(format!(
+                "node {} is not part of a cluster, so it has no peers (the caller names cluster id {cluster_id})",
                 node.name
             )))
         }
-        Request::Hello { .. } => Ok(Response::Hello {
+        (Caller::Cli { cluster: Some(expected) }, Some(id)) if id.cluster_name != *expected => {
+            return Err(Error::Refused(format!(
+                "node {} belongs to cluster '{}', not '{expected}'",
+                node.name, id.cluster_name
+            )))
+        }
+        (Caller::Cli { .. }, _) => {}
+    }
+    Ok((
+        Response::Hello {
             protocol: PROTOCOL_VERSION,
             node: node.name.clone(),
             version: env!("CARGO_PKG_VERSION").into(),
-        }),
-        _ => Err(Error::InvalidInput(
-            "the first request must be the handshake".into(),
-        )),
-    }
+            max_frame: max_frame as u64,
+        },
+        peer_max_frame,
+    ))
 }
 
 async fn handle(request: Request, node: &Arc<Node>, sessions: &Sessions) -> Response {

@@ -11,9 +11,9 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use super::database::Database;
-use super::listener::{self, MAX_CONNECTIONS, SHUTDOWN_GRACE};
+use super::listener::{self, Limits, SHUTDOWN_GRACE};
 use super::node::Node;
-use super::{cluster, pg, recovery, rpc};
+use super::{cluster, pg, pg_limits, recovery, rpc};
 use crate::error::{Error, Result};
 use crate::storage::Store;
 use crate::txn::TxnManager;
@@ -28,6 +28,8 @@ pub struct ServerConfig {
     pub lock_timeout: Duration,
     /// How long a transaction may stay prepared before this node asks its anchor.
     pub prepared_timeout: Duration,
+    /// What connections may cost: how many, how long to start, how large a frame.
+    pub limits: Limits,
 }
 
 async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener> {
@@ -43,6 +45,9 @@ pub async fn run(
 ) -> Result<()> {
     // Tests make a node slow to start with `FAILPOINTS=server-before-listen=sleep(MS)`.
     crate::failpoint::crash_point("server-before-listen");
+    // Every RPC connection of this process, the ones it dials to its peers too, reads with
+    // the node's frame limits.
+    crate::protocol::frame::configure(config.limits.frames);
     let rpc_listener = bind(config.listen, "RPC").await?;
     let sql_listener = bind(config.sql_listen, "SQL").await?;
     let dir = config.data_dir.clone();
@@ -79,8 +84,18 @@ pub async fn run(
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut listeners = JoinSet::new();
-    listeners.spawn(serve_sql(sql_listener, db.clone(), stop_rx.clone()));
-    listeners.spawn(rpc::serve(rpc_listener, node.clone(), stop_rx.clone()));
+    listeners.spawn(serve_sql(
+        sql_listener,
+        db.clone(),
+        config.limits,
+        stop_rx.clone(),
+    ));
+    listeners.spawn(rpc::serve(
+        rpc_listener,
+        node.clone(),
+        config.limits,
+        stop_rx.clone(),
+    ));
     listeners.spawn(recovery::run(
         node.clone(),
         config.prepared_timeout,
@@ -107,26 +122,46 @@ pub async fn run(
     Ok(())
 }
 
-/// Accepts PostgreSQL connections until stopped, then drains them.
+/// Accepts PostgreSQL connections until stopped, then drains them. A connection that has not
+/// finished its startup within the startup timeout is closed; one past `max_connections` is
+/// told so with SQLSTATE 53300 ([`super::pg_limits`]).
 async fn serve_sql(
     listener: TcpListener,
     db: Arc<dyn crate::sql::Backend>,
+    limits: Limits,
     stop: watch::Receiver<bool>,
 ) {
     let serve = move |socket, peer: SocketAddr, mut stop: watch::Receiver<bool>| {
         let conn = pg::PgConnection::new(db.clone());
         async move {
             let busy = conn.busy.clone();
-            let serve = pgwire::tokio::process_socket(socket, None, pg::PgHandlers(conn));
+            let started = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let handlers = pg_limits::Started {
+                inner: pg::PgHandlers(conn),
+                done: started.clone(),
+            };
+            let serve = pgwire::tokio::process_socket(socket, None, handlers);
             tokio::pin!(serve);
-            tokio::select! {
-                r = &mut serve => {
-                    if let Err(e) = r {
-                        tracing::debug!(%peer, "SQL connection ended: {e}");
+            let startup = tokio::time::sleep(limits.startup_timeout);
+            tokio::pin!(startup);
+            let mut timing = true;
+            loop {
+                tokio::select! {
+                    r = &mut serve => {
+                        if let Err(e) = r {
+                            tracing::debug!(%peer, "SQL connection ended: {e}");
+                        }
+                        return;
                     }
-                    return;
+                    _ = &mut startup, if timing => {
+                        timing = false;
+                        if !started.load(Ordering::Acquire) {
+                            tracing::debug!(%peer, "SQL connection closed: no startup within {} ms", limits.startup_timeout.as_millis());
+                            return;
+                        }
+                    }
+                    _ = stop.changed() => break,
                 }
-                _ = stop.changed() => {}
             }
             // Shutting down: let a running statement finish, then drop the connection (an
             // open transaction is rolled back with its session).
@@ -139,5 +174,16 @@ async fn serve_sql(
             }
         }
     };
-    listener::accept_loop(listener, "SQL", MAX_CONNECTIONS, stop, serve).await;
+    let reject = move |socket| {
+        pg_limits::reject_too_many(socket, limits.startup_timeout, limits.max_connections)
+    };
+    listener::accept_loop(
+        listener,
+        "SQL",
+        limits.max_connections,
+        stop,
+        serve,
+        Some(reject),
+    )
+    .await;
 }

@@ -43,6 +43,11 @@ pub const APPLIED_LSN_KEY: &[u8] = b"applied_lsn";
 /// Most commits written in one group; bounds the batch size and the latency of its first member.
 const MAX_GROUP: usize = 512;
 
+/// How long the committer lets the sessions whose commits failed tell their clients why, before
+/// it stops the node (PostgreSQL sends its PANIC message before it aborts, too). Nothing is
+/// committed meanwhile: the committer refuses every commit once one has failed.
+const FAILURE_NOTICE: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// One committed transaction, as stored in the log.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogEntry {
@@ -222,6 +227,7 @@ fn run(
                     let _ = req.reply.send(Err(e.clone()));
                 }
                 if stop_on_failure {
+                    std::thread::sleep(FAILURE_NOTICE);
                     std::process::abort();
                 }
             }

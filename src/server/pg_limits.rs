@@ -1,0 +1,140 @@
+//! The SQL port's limits on connections: how many, and how long one may take to start.
+//!
+//! * **Too many connections.** Past `--max-connections` a client is told so the way PostgreSQL
+//!   tells it: once its startup message has arrived (after a plain `N` to an SSL or GSSAPI
+//!   encryption request), a FATAL ErrorResponse with SQLSTATE 53300 `too_many_connections`,
+//!   then the connection is closed. Before this a client past the limit waited in the kernel's
+//!   backlog with no answer at all. The answer is written by [`reject_too_many`], itself
+//!   bounded by the startup timeout and by the listener's [`super::listener::MAX_REJECTING`].
+//! * **Startup timeout.** A connection that has not finished its startup (startup message and
+//!   authentication, up to ReadyForQuery) within `--startup-timeout-ms` is closed: a client
+//!   that trickles bytes cannot hold a connection slot. pgwire has a timeout of its own, fixed
+//!   at 60 s; [`Started`] wraps ddb's handlers to notice the end of the startup, so that the
+//!   listener can apply the configured one.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::BytesMut;
+use pgwire::api::auth::StartupHandler;
+use pgwire::api::{ClientInfo, PgWireConnectionState, PgWireServerHandlers};
+use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::response::ErrorResponse;
+use pgwire::messages::{Message, PgWireBackendMessage, PgWireFrontendMessage};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// The longest startup packet read from a client that is being refused (PostgreSQL's limit).
+const MAX_STARTUP_PACKET: usize = 10_000;
+
+/// Request codes that come before the startup message and are answered with one byte.
+const SSL_REQUEST: i32 = 80_877_103;
+const GSSENC_REQUEST: i32 = 80_877_104;
+
+/// Tells a client past the connection limit so, with SQLSTATE 53300, once it has sent its
+/// startup message; gives up silently if that takes longer than `timeout`.
+pub async fn reject_too_many(mut socket: TcpStream, timeout: Duration, max_connections: usize) {
+    let answer = async {
+        loop {
+            let mut len = [0u8; 4];
+            socket.read_exact(&mut len).await?;
+            let len = i32::from_be_bytes(len);
+            let Some(body) = usize::try_from(len)
+                .ok()
+                .and_then(|l| l.checked_sub(4))
+                .filter(|&l| (4..=MAX_STARTUP_PACKET).contains(&l))
+            else {
+                return Ok(());
+            };
+            let mut packet = vec![0u8; body];
+            socket.read_exact(&mut packet).await?;
+            let code = i32::from_be_bytes([packet[0], packet[1], packet[2], packet[3]]);
+            if code == SSL_REQUEST || code == GSSENC_REQUEST {
+                socket.write_all(b"N").await?;
+                continue;
+            }
+            break;
+        }
+        let info = ErrorInfo::new(
+            "FATAL".into(),
+            "53300".into(),
+            format!(
+                "sorry, too many clients already (this node serves at most {max_connections} SQL connections; see ddb server --max-connections)"
+            ),
+        );
+        let mut buf = BytesMut::new();
+        ErrorResponse::from(info)
+            .encode(&mut buf)
+            .map_err(std::io::Error::other)?;
+        socket.write_all(&buf).await?;
+        socket.shutdown().await
+    };
+    match tokio::time::timeout(timeout, answer).await {
+        Ok(Err(e)) => tracing::debug!("refusing a connection: {e}"),
+        Err(_) => tracing::debug!("refusing a connection: no startup message in time"),
+        Ok(Ok(())) => {}
+    }
+}
+
+/// ddb's handlers, with a flag that is set once the connection has finished its startup.
+pub struct Started<H> {
+    pub inner: H,
+    pub done: Arc<AtomicBool>,
+}
+
+/// The startup handler of [`Started`]: the inner one, then a look at the connection's state.
+pub struct StartupWatch<S> {
+    inner: Arc<S>,
+    done: Arc<AtomicBool>,
+}
+
+#[async_trait]
+impl<S: StartupHandler> StartupHandler for StartupWatch<S> {
+    async fn on_startup<C>(
+        &self,
+        client: &mut C,
+        message: PgWireFrontendMessage,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + futures::Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: std::fmt::Debug,
+        PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
+    {
+        let r = self.inner.on_startup(client, message).await;
+        if matches!(client.state(), PgWireConnectionState::ReadyForQuery) {
+            self.done.store(true, Ordering::Release);
+        }
+        r
+    }
+}
+
+impl<H: PgWireServerHandlers> PgWireServerHandlers for Started<H> {
+    fn simple_query_handler(&self) -> Arc<impl pgwire::api::query::SimpleQueryHandler> {
+        self.inner.simple_query_handler()
+    }
+
+    fn extended_query_handler(&self) -> Arc<impl pgwire::api::query::ExtendedQueryHandler> {
+        self.inner.extended_query_handler()
+    }
+
+    fn startup_handler(&self) -> Arc<impl StartupHandler> {
+        Arc::new(StartupWatch {
+            inner: self.inner.startup_handler(),
+            done: self.done.clone(),
+        })
+    }
+
+    fn copy_handler(&self) -> Arc<impl pgwire::api::copy::CopyHandler> {
+        self.inner.copy_handler()
+    }
+
+    fn error_handler(&self) -> Arc<impl pgwire::api::ErrorHandler> {
+        self.inner.error_handler()
+    }
+
+    fn cancel_handler(&self) -> Arc<impl pgwire::api::cancel::CancelHandler> {
+        self.inner.cancel_handler()
+    }
+}
