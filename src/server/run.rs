@@ -28,6 +28,9 @@ pub struct ServerConfig {
     pub lock_timeout: Duration,
     /// How long a transaction may stay prepared before this node asks its anchor.
     pub prepared_timeout: Duration,
+    /// How long one write of a result to a SQL client may wait for the client to read; past
+    /// it the connection is closed and its transaction rolled back.
+    pub send_timeout: Duration,
 }
 
 async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener> {
@@ -79,7 +82,12 @@ pub async fn run(
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut listeners = JoinSet::new();
-    listeners.spawn(serve_sql(sql_listener, db.clone(), stop_rx.clone()));
+    listeners.spawn(serve_sql(
+        sql_listener,
+        db.clone(),
+        config.send_timeout,
+        stop_rx.clone(),
+    ));
     listeners.spawn(rpc::serve(rpc_listener, node.clone(), stop_rx.clone()));
     listeners.spawn(recovery::run(
         node.clone(),
@@ -111,12 +119,13 @@ pub async fn run(
 async fn serve_sql(
     listener: TcpListener,
     db: Arc<dyn crate::sql::Backend>,
+    send_timeout: Duration,
     stop: watch::Receiver<bool>,
 ) {
     let serve = move |socket, peer: SocketAddr, mut stop: watch::Receiver<bool>| {
-        let conn = pg::PgConnection::new(db.clone());
+        let conn = pg::PgConnection::new(db.clone(), send_timeout);
         async move {
-            let busy = conn.busy.clone();
+            let (busy, closed) = (conn.busy.clone(), conn.closed.clone());
             let serve = pgwire::tokio::process_socket(socket, None, pg::PgHandlers(conn));
             tokio::pin!(serve);
             tokio::select! {
@@ -124,6 +133,12 @@ async fn serve_sql(
                     if let Err(e) = r {
                         tracing::debug!(%peer, "SQL connection ended: {e}");
                     }
+                    return;
+                }
+                // The client stopped reading for longer than the send timeout: dropping the
+                // connection drops its session, which rolls its transaction back.
+                _ = closed.notified() => {
+                    tracing::info!(%peer, "closed a SQL connection whose client stopped reading its result");
                     return;
                 }
                 _ = stop.changed() => {}
@@ -134,6 +149,7 @@ async fn serve_sql(
             while busy.load(Ordering::Acquire) && tokio::time::Instant::now() < deadline {
                 tokio::select! {
                     _ = &mut serve => return,
+                    _ = closed.notified() => return,
                     _ = tokio::time::sleep(Duration::from_millis(5)) => {}
                 }
             }

@@ -8,12 +8,15 @@
 //! never names the gateway: [`partial`] is the half of a scan that a shard runs for one, and
 //! [`point`] the statements a gateway may send whole to a shard.
 
+pub mod aggregate;
 pub mod ast;
 pub mod backend;
 pub mod catalog;
 pub mod ddl;
 pub mod execution;
 pub mod local;
+pub mod order;
+pub mod output;
 pub mod parser;
 pub mod partial;
 pub mod planner;
