@@ -9,7 +9,7 @@
 //! values natively in text and binary formats.
 //!
 //! **Results stream.** A query's rows are written to the socket as the statement produces
-//! them ([`PgOutput`]), a batch at a time, through pgwire's framed sink, which flushes to the
+//! them (`PgOutput`), a batch at a time, through pgwire's framed sink, which flushes to the
 //! socket whenever its buffer passes 8 KiB and waits while the socket is full. So a client
 //! that stops reading stops the statement (and the scans behind it, on every shard), and the
 //! connection holds one batch, not the result. Each write waits at most the **send timeout**
@@ -602,7 +602,6 @@ impl SimpleQueryHandler for PgConnection {
             }
             Err(e) => Err(e),
         };
-        drop(writer);
         client.set_state(PgWireConnectionState::ReadyForQuery);
         client.set_transaction_status(status);
         ready.map_err(|e| {

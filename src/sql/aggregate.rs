@@ -3,8 +3,8 @@
 //!
 //! Rows are folded in one at a time, so an aggregate over a scan of any size keeps its groups
 //! and nothing else. The same states serve partial aggregation on the shards
-//! (`sql::partial`): a state can be written out as values ([`Acc::partial`]) and merged into
-//! another ([`Acc::merge`]) at the gateway, so an aggregate over many shards is exact.
+//! (`sql::partial`): a state can be written out as values (`Acc::partial`) and merged into
+//! another (`Acc::merge`) at the gateway, so an aggregate over many shards is exact.
 
 use std::collections::HashMap;
 
