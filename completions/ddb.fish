@@ -49,6 +49,7 @@ complete -c ddb -n "__fish_ddb_using_subcommand server" -l sql-listen -d 'Addres
 complete -c ddb -n "__fish_ddb_using_subcommand server" -l name -d 'The node\'s name [default: the RPC address]' -r
 complete -c ddb -n "__fish_ddb_using_subcommand server" -l lock-timeout-ms -d 'How long a transaction waits for a lock before it fails with SQLSTATE 40001' -r
 complete -c ddb -n "__fish_ddb_using_subcommand server" -l prepared-timeout-ms -d 'How long a transaction may stay prepared (two-phase commit) before the node asks its anchor for the outcome' -r
+complete -c ddb -n "__fish_ddb_using_subcommand server" -l send-timeout-ms -d 'How long one write of a query\'s result may wait for a SQL client that does not read it; past it the connection is closed, rolling back its transaction and releasing its locks' -r
 complete -c ddb -n "__fish_ddb_using_subcommand server" -s c -l config -d 'The cluster file' -r -F
 complete -c ddb -n "__fish_ddb_using_subcommand server" -l addr -d 'A node\'s RPC address (HOST:PORT)' -r
 complete -c ddb -n "__fish_ddb_using_subcommand server" -l format -d 'Output format [default: table on a terminal, tsv when piped]' -r -f -a "table\t''

@@ -166,8 +166,15 @@ fn to_response(result: QueryResult, format: Option<&Format>) -> PgWireResult<Res
         let mut rows = Vec::with_capacity(result.rows.len());
         let mut enc = DataRowEncoder::new(schema.clone());
         for row in &result.rows {
-            for (i, v) in row.iter().enumerate() {
-                encode_value(&mut enc, v, &types[i], formats[i])?;
+            if row.len() != types.len() {
+                return Err(user_error(Error::Corrupt(format!(
+                    "a result row has {} values for {} columns",
+                    row.len(),
+                    types.len()
+                ))));
+            }
+            for ((v, ty), format) in row.iter().zip(types.iter()).zip(formats.iter()) {
+                encode_value(&mut enc, v, ty, *format)?;
             }
             rows.push(Ok(enc.take_row()));
         }
@@ -283,8 +290,16 @@ where
         };
         let mut encoded = Vec::with_capacity(rows.len());
         for row in &rows {
-            for (i, v) in row.iter().enumerate() {
-                encode_value(enc, v, &types[i], formats[i])
+            // A row may come from another node (a shipped statement): check its width.
+            if row.len() != types.len() {
+                return Err(Error::Corrupt(format!(
+                    "a result row has {} values for {} columns",
+                    row.len(),
+                    types.len()
+                )));
+            }
+            for ((v, ty), format) in row.iter().zip(types.iter()).zip(formats.iter()) {
+                encode_value(enc, v, ty, *format)
                     .map_err(|e| Error::Internal(format!("encode a result row: {e}")))?;
             }
             encoded.push(enc.take_row());
