@@ -12,9 +12,9 @@
 //! them (`PgOutput`), a batch at a time, through pgwire's framed sink, which flushes to the
 //! socket whenever its buffer passes 8 KiB and waits while the socket is full. So a client
 //! that stops reading stops the statement (and the scans behind it, on every shard), and the
-//! connection holds one batch, not the result. Each write waits at most the **send timeout**
-//! (`ddb server --send-timeout-ms`, 30 s by default): a client that stays stopped longer loses
-//! its connection, which drops its session, rolling back its transaction and releasing its
+//! connection holds one batch, not the result. Each batch of rows (and each other message)
+//! must be taken within the **send timeout** (`ddb server --send-timeout-ms`, 30 s by
+//! default): a client that stays stopped longer loses its connection, which drops its session, rolling back its transaction and releasing its
 //! locks, so it cannot block writers forever. The simple query protocol is served by
 //! [`PgConnection`]'s own `on_query`, so that each statement of a multi-statement string
 //! streams its rows before the next one runs. In the extended protocol, an `Execute` without a
@@ -210,12 +210,17 @@ fn send_timed_out(timeout: Duration) -> Error {
     ))
 }
 
-/// Writes to a client, a message at a time, each within the send timeout. A write that
-/// times out asks the connection's task to close the connection (`closed`): the socket is
-/// full, so not even an error message could reach the client.
+/// Writes to a client within the send timeout: a message at a time, or a batch of rows whose
+/// messages share one deadline ([`Writer::batch`]), so a client must take a whole batch per
+/// send timeout; the few bytes a kernel may still let through to a client that reads nothing
+/// (zero-window probes) do not keep its connection alive. A write that times out asks the
+/// connection's task to close the connection (`closed`): the socket is full, so not even an
+/// error message could reach the client.
 struct Writer<'c, C> {
     client: &'c mut C,
     conn: &'c PgConnection,
+    /// The deadline of the batch being written, if one is.
+    deadline: Option<tokio::time::Instant>,
 }
 
 impl<C> Writer<'_, C>
@@ -234,13 +239,21 @@ where
         self.timed(|c| c.send(msg)).await
     }
 
+    /// Starts (`true`) or ends a batch: the writes in between share one send timeout.
+    fn batch(&mut self, start: bool) {
+        self.deadline = start.then(|| tokio::time::Instant::now() + self.conn.send_timeout);
+    }
+
     async fn timed<'a, F, Fut>(&'a mut self, op: F) -> Result<(), Error>
     where
         F: FnOnce(&'a mut C) -> Fut,
         Fut: std::future::Future<Output = Result<(), C::Error>>,
     {
         let timeout = self.conn.send_timeout;
-        match tokio::time::timeout(timeout, op(&mut *self.client)).await {
+        let deadline = self
+            .deadline
+            .unwrap_or_else(|| tokio::time::Instant::now() + timeout);
+        match tokio::time::timeout_at(deadline, op(&mut *self.client)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(Error::Io(format!("cannot write to the client: {e:?}"))),
             Err(_) => {
@@ -305,10 +318,12 @@ where
             encoded.push(enc.take_row());
         }
         drop(rows);
+        self.writer.batch(true);
         for row in encoded {
             self.writer.feed(PgWireBackendMessage::DataRow(row)).await?;
             self.taken += 1;
         }
+        self.writer.batch(false);
         Ok(())
     }
 
@@ -506,7 +521,11 @@ impl PgConnection {
     }
 
     fn writer<'c, C>(&'c self, client: &'c mut C) -> Writer<'c, C> {
-        Writer { client, conn: self }
+        Writer {
+            client,
+            conn: self,
+            deadline: None,
+        }
     }
 
     /// Runs the statements of a simple query one after another, each streaming its rows and
