@@ -54,6 +54,7 @@ complete -c ddb -n "__fish_ddb_using_subcommand server" -l startup-timeout-ms -d
 complete -c ddb -n "__fish_ddb_using_subcommand server" -l max-frame -d 'The largest frame read on the RPC port, in bytes (at least 1024). Larger messages travel as several frames; a frame announced larger is refused before it is read' -r
 complete -c ddb -n "__fish_ddb_using_subcommand server" -l max-message -d 'The largest message read on the RPC port, joined from its frames, in bytes' -r
 complete -c ddb -n "__fish_ddb_using_subcommand server" -l frame-timeout-ms -d 'How long a frame (or a message of several) begun on the RPC port may take to arrive in full before the connection is closed' -r
+complete -c ddb -n "__fish_ddb_using_subcommand server" -l send-timeout-ms -d 'How long one write of a query\'s result may wait for a SQL client that does not read it; past it the connection is closed, rolling back its transaction and releasing its locks' -r
 complete -c ddb -n "__fish_ddb_using_subcommand server" -s c -l config -d 'The cluster file' -r -F
 complete -c ddb -n "__fish_ddb_using_subcommand server" -l addr -d 'A node\'s RPC address (HOST:PORT), instead of the cluster file: status, ring and stop act on that node alone (and what its map says); init refuses it' -r
 complete -c ddb -n "__fish_ddb_using_subcommand server" -l format -d 'Output format [default: table on a terminal, tsv when piped]' -r -f -a "table\t''

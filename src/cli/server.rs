@@ -86,6 +86,15 @@ pub struct ServerArgs {
         env = "DDB_FRAME_TIMEOUT_MS"
     )]
     pub frame_timeout_ms: u64,
+    /// How long one write of a query's result may wait for a SQL client that does not read it;
+    /// past it the connection is closed, rolling back its transaction and releasing its locks
+    #[arg(
+        long,
+        value_name = "MS",
+        default_value_t = 30_000,
+        env = "DDB_SEND_TIMEOUT_MS"
+    )]
+    pub send_timeout_ms: u64,
 }
 
 /// A listen address: an IP and port, or a host name (`localhost:7071`) resolved to its first
@@ -168,6 +177,9 @@ pub async fn run(args: &ServerArgs) -> anyhow::Result<()> {
             frame_timeout: Duration::from_millis(args.frame_timeout_ms),
         },
     };
+    if args.send_timeout_ms == 0 {
+        return Err(Error::InvalidInput("--send-timeout-ms must be at least 1".into()).into());
+    }
     let config = ServerConfig {
         name: args.name.clone().unwrap_or_else(|| args.listen.clone()),
         data_dir: args.data_dir.clone(),
@@ -176,6 +188,7 @@ pub async fn run(args: &ServerArgs) -> anyhow::Result<()> {
         lock_timeout: Duration::from_millis(args.lock_timeout_ms),
         prepared_timeout: Duration::from_millis(args.prepared_timeout_ms),
         limits,
+        send_timeout: Duration::from_millis(args.send_timeout_ms),
     };
     server::run(config, shutdown_signal()).await?;
     Ok(())

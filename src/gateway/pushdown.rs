@@ -6,18 +6,19 @@
 //! merges the shards' partial aggregates ([`merge_partials`]) or their first rows, and finishes
 //! the statement with the executor's last steps (`HAVING`, projection, order, limit).
 
-use crate::error::Result;
+use crate::cluster::ring::ShardId;
+use crate::error::{Error, Result};
 use crate::protocol::{ShardOp, ShardReply};
-use crate::sql::execution::{finish_grouped, finish_select, Acc, Executor};
-use crate::sql::partial::{Pushdown, SortSpec};
+use crate::sql::aggregate::Acc;
+use crate::sql::execution::{finish_grouped, finish_select, Executor};
+use crate::sql::partial::Pushdown;
 use crate::sql::planner::{Aggregate, SelectPlan};
-use crate::sql::rows::scan_local;
 use crate::storage::keycode;
 use crate::txn::lock::LockMode;
-use crate::txn::Intent;
 use crate::types::{Context, Expr, QueryResult, Value};
 
-use super::txn::{extend_from_replies, ClusterTxn};
+use super::peers::call;
+use super::txn::{ClusterTxn, Part};
 
 /// What of `plan` can run on the shards, if anything.
 pub fn choose(plan: &SelectPlan, ctx: &Context) -> Option<Pushdown> {
@@ -30,38 +31,7 @@ pub fn choose(plan: &SelectPlan, ctx: &Context) -> Option<Pushdown> {
             calls: agg.calls.clone(),
         });
     }
-    let limit = plan.limit.as_ref()?;
-    if plan.order_by.is_empty() {
-        return None;
-    }
-    let count = |e: Option<&Expr>| -> Option<usize> {
-        match e {
-            None => Some(0),
-            Some(e) => match e.eval(&[], ctx).ok()? {
-                Value::Int(i) if i >= 0 => usize::try_from(i).ok(),
-                _ => None,
-            },
-        }
-    };
-    let n = count(Some(limit))?.checked_add(count(plan.offset.as_ref())?)?;
-    let keys = plan
-        .order_by
-        .iter()
-        .map(|k| {
-            // A key over the output (ORDER BY 1, ORDER BY alias) is that output's expression.
-            let expr = match (&k.expr, k.over_output) {
-                (Expr::Column(i), true) => plan.projection.get(*i)?.clone(),
-                (e, false) => e.clone(),
-                _ => return None,
-            };
-            Some(SortSpec {
-                expr,
-                descending: k.descending,
-                nulls_first: k.nulls_first,
-            })
-        })
-        .collect::<Option<Vec<_>>>()?;
-    Some(Pushdown::TopN { keys, n })
+    Pushdown::top_n(plan, ctx)
 }
 
 /// Merges the shards' partial aggregates into final rows `[group values…, aggregates…]`.
@@ -133,6 +103,9 @@ impl ClusterTxn {
         result.map(Some)
     }
 
+    /// Scans every shard with `push` and gathers their answers: the remote shards work in
+    /// parallel, and this node's own shard meanwhile. Each shard scans its rows in batches and
+    /// keeps only what the work needs (`sql::partial`); its answer comes back once.
     async fn scan_pushdown(
         &mut self,
         table: u32,
@@ -140,25 +113,47 @@ impl ClusterTxn {
         push: &Pushdown,
         ctx: &Context<'_>,
     ) -> Result<Vec<Vec<Value>>> {
-        let op = ShardOp::ScanPushdown {
-            table,
-            filter: filter.cloned(),
-            push: push.clone(),
-            params: ctx.params.to_vec(),
-            now: ctx.now,
-        };
-        let (local, remote) = self.scatter(op).await?;
-        let mut rows = match local {
-            Some(t) => {
-                let r = scan_local(t, table, Intent::Read, filter, ctx).await?;
-                push.apply(r.into_iter().map(|(_, r)| r).collect(), ctx)?
+        let shards: Vec<ShardId> = self.map.shards.keys().copied().collect();
+        for &s in &shards {
+            self.part(s).await?;
+        }
+        let mut remote = Vec::new();
+        for &s in &shards {
+            if let Some(Part::Remote { node, addr, client }) = self.parts.get(&s) {
+                let op = ShardOp::ScanPushdown {
+                    table,
+                    filter: filter.cloned(),
+                    push: push.clone(),
+                    params: ctx.params.to_vec(),
+                    now: ctx.now,
+                };
+                let (req, client, node, addr) = (
+                    self.request(s, op),
+                    client.clone(),
+                    node.clone(),
+                    addr.clone(),
+                );
+                remote.push(async move { (s, node, addr, call(&client, req).await) });
             }
-            None => Vec::new(),
+        }
+        let local = match self.my_shard.and_then(|s| self.parts.get_mut(&s)) {
+            Some(Part::Local(t)) => Some(t),
+            _ => None,
         };
-        extend_from_replies(&mut rows, remote, |reply| match reply {
-            ShardReply::Values(r) => Ok(r),
-            other => Err(other),
-        })?;
+        let local = async move {
+            match local {
+                Some(t) => push.run_local(t, table, filter, ctx).await,
+                None => Ok(Vec::new()),
+            }
+        };
+        let (local, replies) = futures::join!(local, futures::future::join_all(remote));
+        let mut rows = local?;
+        for (shard, node, addr, reply) in replies {
+            match self.settle(shard, &node, &addr, reply).await? {
+                ShardReply::Values(r) => rows.extend(r),
+                other => return Err(Error::Corrupt(format!("unexpected shard reply {other:?}"))),
+            }
+        }
         Ok(rows)
     }
 }
@@ -210,7 +205,7 @@ mod tests {
             })
             .collect();
         let agg = agg();
-        let whole = crate::sql::execution::group_rows(&agg, rows.clone(), &ctx)
+        let whole = crate::sql::aggregate::group_rows(&agg, rows.clone(), &ctx)
             .unwrap()
             .into_iter()
             .map(|g| {

@@ -11,7 +11,8 @@ use super::commit::Commit;
 use super::txn::{ClusterTxn, Part};
 use crate::error::{Error, Result};
 use crate::sql::backend::{Prepared, SqlTxn};
-use crate::sql::execution::Executor;
+use crate::sql::execution::{emit, Executor};
+use crate::sql::output::Output;
 use crate::sql::planner::Plan;
 use crate::types::QueryResult;
 
@@ -29,23 +30,29 @@ impl SqlTxn for ClusterTxn {
                 .any(|p| matches!(p, Part::Local(t) if t.died()))
     }
 
-    async fn execute(&mut self, stmt: &Prepared<'_>, exec: &Executor<'_>) -> Result<QueryResult> {
+    async fn execute(
+        &mut self,
+        stmt: &Prepared<'_>,
+        exec: &Executor<'_>,
+        out: &mut dyn Output,
+    ) -> Result<QueryResult> {
         // Inside a block, a point statement on another shard runs there whole, in the
         // transaction's part (an autocommit one was shipped before the transaction began).
         if stmt.in_block {
             if let Some(shard) = self.gw.point_shard(stmt.plan, &exec.ctx) {
                 if Some(shard) != self.my_shard {
-                    return self.execute_on(shard, stmt, &exec.ctx).await;
+                    let result = self.execute_on(shard, stmt, &exec.ctx).await?;
+                    return emit(result, out).await;
                 }
             }
         }
         // A scan across shards takes its aggregation or top-N along when it can.
         if let Plan::Select(select) = stmt.plan {
             if let Some(result) = self.select_pushed_down(select, exec).await? {
-                return Ok(result);
+                return emit(result, out).await;
             }
         }
-        exec.execute(self, stmt.plan).await
+        exec.execute_to(self, stmt.plan, out).await
     }
 
     async fn commit(self: Box<Self>) -> Result<()> {

@@ -6,6 +6,11 @@
 //! goes to every shard with its filter pushed down, and the rows are merged here (sorting,
 //! grouping, aggregation and limits run on the merged rows, or on the shards: `pushdown.rs`).
 //!
+//! A scan runs in rounds: each round asks every shard that has rows left for its next batch
+//! (all at once), and hands the batches to the statement's sink before it asks again. So the
+//! gateway holds at most one batch per shard, a client that stops reading stops the rounds,
+//! and a `LIMIT` that is satisfied asks for nothing more.
+//!
 //! Each shard that a transaction touches holds a participant transaction with the locks of what
 //! it read or wrote; all of them use the gateway transaction's age, so wait-die orders them the
 //! same way on every shard. The commit (`commit.rs`) is one-phase on the single shard that was
@@ -28,10 +33,10 @@ use crate::cluster::map::ClusterMap;
 use crate::cluster::ring::ShardId;
 use crate::error::{Error, Result};
 use crate::protocol::{ShardOp, ShardReply, ShardRequest};
-use crate::sql::rows::{scan_local, KeyedRows, RowTxn};
+use crate::sql::rows::{scan_batch_local, Flow, KeyedRows, RowSink, RowTxn};
 use crate::storage::keycode::token_of_key;
 use crate::txn::lock::LockMode;
-use crate::txn::{Intent, Transaction};
+use crate::txn::{BatchLimit, Intent, Transaction};
 use crate::types::{Context, Expr};
 
 impl Gateway {
@@ -176,39 +181,79 @@ impl ClusterTxn {
         }
     }
 
-    /// Sends `op` to every other shard's participant at once and gathers the replies. Returns
-    /// this node's own participant (if its shard is in the cluster) for the caller to run the
-    /// local half, after the remote halves have been answered. Remote shards work in parallel
-    /// with each other; the local half runs while nothing else is waiting on this task.
-    pub(super) async fn scatter(
+    /// One round of a scan: the next batch of every shard in `pending` (shard, resume key),
+    /// asked of all of them at once, this node's own shard read while the others answer.
+    /// Returns each shard's rows and where its scan resumes (`None`: it is done).
+    async fn scan_round(
         &mut self,
-        op: ShardOp,
-    ) -> Result<(Option<&mut Transaction>, Vec<ShardReply>)> {
-        let shards: Vec<ShardId> = self.map.shards.keys().copied().collect();
-        for &s in &shards {
-            self.part(s).await?;
-        }
+        table: u32,
+        intent: Intent,
+        filter: Option<&Expr>,
+        ctx: &Context<'_>,
+        pending: &[(ShardId, Option<Vec<u8>>)],
+    ) -> Result<Vec<(ShardId, KeyedRows, Option<Vec<u8>>)>> {
         let mut remote = Vec::new();
-        for &s in &shards {
-            if let Some(Part::Remote { node, addr, client }) = self.parts.get(&s) {
-                let (req, client, node, addr) = (
-                    self.request(s, op.clone()),
-                    client.clone(),
-                    node.clone(),
-                    addr.clone(),
-                );
-                remote.push(async move { (s, node, addr, call(&client, req).await) });
+        let mut local_after = None;
+        for (s, after) in pending {
+            match self.parts.get(s) {
+                Some(Part::Remote { node, addr, client }) => {
+                    let op = ShardOp::Scan {
+                        table,
+                        intent,
+                        filter: filter.cloned(),
+                        params: ctx.params.to_vec(),
+                        now: ctx.now,
+                        after: after.clone(),
+                        limit: BatchLimit::DEFAULT,
+                    };
+                    let (req, client, node, addr) = (
+                        self.request(*s, op),
+                        client.clone(),
+                        node.clone(),
+                        addr.clone(),
+                    );
+                    let shard = *s;
+                    remote.push(async move { (shard, node, addr, call(&client, req).await) });
+                }
+                Some(Part::Local(_)) => local_after = Some((*s, after.clone())),
+                None => return Err(Error::Internal("participant vanished".into())),
             }
         }
-        let mut replies = Vec::with_capacity(remote.len());
-        for (shard, node, addr, reply) in futures::future::join_all(remote).await {
-            replies.push(self.settle(shard, &node, &addr, reply).await?);
-        }
-        let local = match self.my_shard.and_then(|s| self.parts.get_mut(&s)) {
-            Some(Part::Local(t)) => Some(t),
+        let local = match (
+            local_after,
+            self.my_shard.and_then(|s| self.parts.get_mut(&s)),
+        ) {
+            (Some((shard, after)), Some(Part::Local(t))) => Some((shard, t, after)),
             _ => None,
         };
-        Ok((local, replies))
+        let local = async move {
+            match local {
+                Some((shard, t, after)) => {
+                    let (rows, resume) = scan_batch_local(
+                        t,
+                        table,
+                        intent,
+                        filter,
+                        ctx,
+                        after.as_deref(),
+                        BatchLimit::DEFAULT,
+                    )
+                    .await?;
+                    Ok(Some((shard, rows, resume)))
+                }
+                None => Ok::<_, Error>(None),
+            }
+        };
+        let (local, replies) = futures::join!(local, futures::future::join_all(remote));
+        let mut batches = Vec::with_capacity(replies.len() + 1);
+        batches.extend(local?);
+        for (shard, node, addr, reply) in replies {
+            match self.settle(shard, &node, &addr, reply).await? {
+                ShardReply::Rows { rows, resume } => batches.push((shard, rows, resume)),
+                other => return Err(Error::Corrupt(format!("unexpected shard reply {other:?}"))),
+            }
+        }
+        Ok(batches)
     }
 
     pub(super) fn note_write(&mut self, shard: ShardId) {
@@ -270,24 +315,31 @@ impl RowTxn for ClusterTxn {
         intent: Intent,
         filter: Option<&Expr>,
         ctx: &Context<'_>,
-    ) -> Result<KeyedRows> {
-        let op = ShardOp::Scan {
-            table,
-            intent,
-            filter: filter.cloned(),
-            params: ctx.params.to_vec(),
-            now: ctx.now,
-        };
-        let (local, remote) = self.scatter(op).await?;
-        let mut rows = match local {
-            Some(t) => scan_local(t, table, intent, filter, ctx).await?,
-            None => Vec::new(),
-        };
-        extend_from_replies(&mut rows, remote, |reply| match reply {
-            ShardReply::Rows(r) => Ok(r),
-            other => Err(other),
-        })?;
-        Ok(rows)
+        out: &mut dyn RowSink,
+    ) -> Result<()> {
+        let shards: Vec<ShardId> = self.map.shards.keys().copied().collect();
+        for &s in &shards {
+            self.part(s).await?;
+        }
+        // Where each shard's scan resumes; a shard leaves the list when it has no more rows.
+        let mut pending: Vec<(ShardId, Option<Vec<u8>>)> =
+            shards.into_iter().map(|s| (s, None)).collect();
+        while !pending.is_empty() {
+            let batches = self
+                .scan_round(table, intent, filter, ctx, &pending)
+                .await?;
+            let mut next = Vec::with_capacity(batches.len());
+            for (shard, rows, resume) in batches {
+                if !rows.is_empty() && out.take(rows).await? == Flow::Stop {
+                    return Ok(());
+                }
+                if let Some(k) = resume {
+                    next.push((shard, Some(k)));
+                }
+            }
+            pending = next;
+        }
+        Ok(())
     }
 
     async fn put(&mut self, table: u32, key: Vec<u8>, value: Vec<u8>) -> Result<()> {
@@ -311,21 +363,6 @@ impl RowTxn for ClusterTxn {
             .await
             .map(|_| ())
     }
-}
-
-/// Adds the rows of the shards' replies to `rows`: `take` gives a reply's rows, or the reply
-/// back when it is not the kind the request asked for (a corrupt answer).
-pub(super) fn extend_from_replies<T>(
-    rows: &mut Vec<T>,
-    replies: Vec<ShardReply>,
-    take: impl Fn(ShardReply) -> std::result::Result<Vec<T>, ShardReply>,
-) -> Result<()> {
-    for reply in replies {
-        let r = take(reply)
-            .map_err(|other| Error::Corrupt(format!("unexpected shard reply {other:?}")))?;
-        rows.extend(r);
-    }
-    Ok(())
 }
 
 impl Drop for ClusterTxn {

@@ -7,6 +7,12 @@
 //! meant for an older primary (`WrongShard`). Scans carry their filter and the work pushed down
 //! to the shard ([`Pushdown`]), which is why these messages name SQL types: statements and
 //! expressions are data here, run by the shard's SQL layer.
+//!
+//! A scan is served a batch at a time: [`ShardOp::Scan`] asks for the rows after a key, at
+//! most a [`BatchLimit`], and [`ShardReply::Rows`] answers with them and the key to resume
+//! after. The gateway asks for the next batch only when it needs it, so a shard holds no
+//! state for a scan between requests (the transaction's table lock keeps the rows still)
+//! and never more than one batch of it in memory; a reply stays far below the frame size.
 
 use serde::{Deserialize, Serialize};
 
@@ -15,7 +21,7 @@ use crate::sql::ast::Statement;
 use crate::sql::partial::Pushdown;
 use crate::sql::rows::KeyedRows;
 use crate::txn::twopc::Outcome;
-use crate::txn::Intent;
+use crate::txn::{BatchLimit, Intent};
 use crate::types::{DataType, Expr, QueryResult, Value};
 
 /// A row operation for one shard's participant.
@@ -26,12 +32,16 @@ pub enum ShardOp {
         key: Vec<u8>,
         intent: Intent,
     },
+    /// One batch of a scan: the rows after `after` (from the start when `None`) that pass
+    /// the filter, reading at most `limit` stored rows.
     Scan {
         table: u32,
         intent: Intent,
         filter: Option<Expr>,
         params: Vec<Value>,
         now: i64,
+        after: Option<Vec<u8>>,
+        limit: BatchLimit,
     },
     /// A scan with work pushed down (partial aggregation, top-N).
     ScanPushdown {
@@ -104,7 +114,11 @@ pub struct ShardRequest {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum ShardReply {
     Row(Option<Vec<u8>>),
-    Rows(KeyedRows),
+    /// One batch of a scan, and the key the next batch starts after (`None`: the scan is done).
+    Rows {
+        rows: KeyedRows,
+        resume: Option<Vec<u8>>,
+    },
     /// Output rows of a pushed-down scan.
     Values(Vec<Vec<Value>>),
     /// The result of a statement run by [`ShardOp::Execute`], and whether the transaction has

@@ -25,11 +25,17 @@ use crate::protocol::Response;
 use crate::protocol::{ShardOp, ShardReply, ShardRequest};
 use crate::sql::local::Local;
 use crate::sql::point::execute_point;
-use crate::sql::rows::scan_local;
+use crate::sql::rows::scan_batch_local;
 use crate::storage::keycode::token_of_key;
 use crate::txn::twopc::Gid;
-use crate::txn::{Intent, Transaction, TwoPhase};
+use crate::txn::{BatchLimit, Transaction, TwoPhase};
 use crate::types::Context;
+
+/// The largest scan batch a shard serves in one reply, whatever a gateway asks for.
+const MAX_BATCH: BatchLimit = BatchLimit {
+    rows: 65_536,
+    bytes: 4 * 1024 * 1024,
+};
 
 /// How many ended transaction ids a connection remembers (to refuse late operations).
 const ENDED_MEMORY: usize = 100_000;
@@ -234,14 +240,30 @@ async fn run(node: &Node, conn: &Participants, req: ShardRequest) -> Result<Shar
             filter,
             params,
             now,
+            after,
+            limit,
         } => {
             let ctx = Context {
                 params: &params,
                 now,
             };
-            let rows = scan_local(&mut txn, table, intent, filter.as_ref(), &ctx).await?;
+            // However much the gateway asks for, one reply stays far below the frame size.
+            let limit = BatchLimit {
+                rows: limit.rows.clamp(1, MAX_BATCH.rows),
+                bytes: limit.bytes.clamp(1, MAX_BATCH.bytes),
+            };
+            let (rows, resume) = scan_batch_local(
+                &mut txn,
+                table,
+                intent,
+                filter.as_ref(),
+                &ctx,
+                after.as_deref(),
+                limit,
+            )
+            .await?;
             check_table(node, table)?;
-            Ok(ShardReply::Rows(rows))
+            Ok(ShardReply::Rows { rows, resume })
         }
         ShardOp::ScanPushdown {
             table,
@@ -254,11 +276,11 @@ async fn run(node: &Node, conn: &Participants, req: ShardRequest) -> Result<Shar
                 params: &params,
                 now,
             };
-            let rows = scan_local(&mut txn, table, Intent::Read, filter.as_ref(), &ctx).await?;
+            let rows = push
+                .run_local(&mut txn, table, filter.as_ref(), &ctx)
+                .await?;
             check_table(node, table)?;
-            Ok(ShardReply::Values(
-                push.apply(rows.into_iter().map(|(_, r)| r).collect(), &ctx)?,
-            ))
+            Ok(ShardReply::Values(rows))
         }
         ShardOp::Execute {
             stmt,

@@ -7,25 +7,48 @@
 //! Authentication is not built yet: any user and database name is accepted (one database per
 //! cluster). Result columns carry the PostgreSQL type OIDs of their ddb types, so drivers decode
 //! values natively in text and binary formats.
+//!
+//! **Results stream.** A query's rows are written to the socket as the statement produces
+//! them (`PgOutput`), a batch at a time, through pgwire's framed sink, which flushes to the
+//! socket whenever its buffer passes 8 KiB and waits while the socket is full. So a client
+//! that stops reading stops the statement (and the scans behind it, on every shard), and the
+//! connection holds one batch, not the result. Each batch of rows (and each other message)
+//! must be taken within the **send timeout** (`ddb server --send-timeout-ms`, 30 s by
+//! default): a client that stays stopped longer loses its connection, which drops its session, rolling back its transaction and releasing its
+//! locks, so it cannot block writers forever. The simple query protocol is served by
+//! [`PgConnection`]'s own `on_query`, so that each statement of a multi-statement string
+//! streams its rows before the next one runs. In the extended protocol, an `Execute` without a
+//! row limit streams the same way; one with a row limit (a cursor-style fetch, answered with
+//! `PortalSuspended`) gets its whole result gathered first and handed to pgwire's portal,
+//! which then holds it in memory: streaming a suspended portal across `Execute`s is not built.
 
 use std::fmt::Debug;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
-use futures::{stream, Sink};
+use futures::{stream, Sink, SinkExt};
 use pgwire::api::auth::noop::NoopStartupHandler;
 use pgwire::api::auth::StartupHandler;
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::results::{DataRowEncoder, FieldFormat, FieldInfo, QueryResponse, Response, Tag};
 use pgwire::api::stmt::QueryParser;
-use pgwire::api::{ClientInfo, PgWireServerHandlers, Type};
+use pgwire::api::store::PortalStore;
+use pgwire::api::{
+    ClientInfo, ClientPortalStore, PgWireConnectionState, PgWireServerHandlers, Type,
+};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::data::RowDescription;
+use pgwire::messages::response::{EmptyQueryResponse, ReadyForQuery, TransactionStatus};
+use pgwire::messages::simplequery::Query;
 use pgwire::messages::PgWireBackendMessage;
+use tokio::sync::Notify;
 
 use crate::error::{sqlstate, Error};
 use crate::sql::ast::Statement;
+use crate::sql::output::Output;
 use crate::sql::{parser, Backend, Session};
 use crate::types::value::{timestamp_to_naive, DataType, Value};
 use crate::types::OutputColumn;
@@ -143,8 +166,15 @@ fn to_response(result: QueryResult, format: Option<&Format>) -> PgWireResult<Res
         let mut rows = Vec::with_capacity(result.rows.len());
         let mut enc = DataRowEncoder::new(schema.clone());
         for row in &result.rows {
-            for (i, v) in row.iter().enumerate() {
-                encode_value(&mut enc, v, &types[i], formats[i])?;
+            if row.len() != types.len() {
+                return Err(user_error(Error::Corrupt(format!(
+                    "a result row has {} values for {} columns",
+                    row.len(),
+                    types.len()
+                ))));
+            }
+            for ((v, ty), format) in row.iter().zip(types.iter()).zip(formats.iter()) {
+                encode_value(&mut enc, v, ty, *format)?;
             }
             rows.push(Ok(enc.take_row()));
         }
@@ -153,16 +183,153 @@ fn to_response(result: QueryResult, format: Option<&Format>) -> PgWireResult<Res
             stream::iter(rows),
         )));
     }
-    let numbers: Vec<usize> = words.filter_map(|w| w.parse().ok()).collect();
-    Ok(match (command, numbers.as_slice()) {
-        ("BEGIN", _) => Response::TransactionStart(Tag::new("BEGIN")),
-        ("COMMIT" | "ROLLBACK", _) => Response::TransactionEnd(Tag::new(command)),
-        ("INSERT", [oid, rows]) => {
-            Response::Execution(Tag::new("INSERT").with_oid(*oid as u32).with_rows(*rows))
-        }
-        (_, [rows]) => Response::Execution(Tag::new(command).with_rows(*rows)),
-        _ => Response::Execution(Tag::new(&tag)),
+    Ok(match command {
+        "BEGIN" => Response::TransactionStart(Tag::new("BEGIN")),
+        "COMMIT" | "ROLLBACK" => Response::TransactionEnd(Tag::new(command)),
+        _ => Response::Execution(command_tag(&tag)),
     })
+}
+
+/// The pgwire tag of a ddb command tag (`INSERT 0 2`, `SELECT 3`, `CREATE TABLE`).
+fn command_tag(tag: &str) -> Tag {
+    let mut words = tag.split_whitespace();
+    let command = words.next().unwrap_or("");
+    let numbers: Vec<usize> = words.filter_map(|w| w.parse().ok()).collect();
+    match (command, numbers.as_slice()) {
+        ("INSERT", [oid, rows]) => Tag::new("INSERT").with_oid(*oid as u32).with_rows(*rows),
+        (_, [rows]) => Tag::new(command).with_rows(*rows),
+        _ => Tag::new(tag),
+    }
+}
+
+/// The error of a write to the client that did not finish within the send timeout.
+fn send_timed_out(timeout: Duration) -> Error {
+    Error::Timeout(format!(
+        "the client read nothing of its result for {} ms (the send timeout); closing the connection",
+        timeout.as_millis()
+    ))
+}
+
+/// Writes to a client within the send timeout: a message at a time, or a batch of rows whose
+/// messages share one deadline ([`Writer::batch`]), so a client must take a whole batch per
+/// send timeout; the few bytes a kernel may still let through to a client that reads nothing
+/// (zero-window probes) do not keep its connection alive. A write that times out asks the
+/// connection's task to close the connection (`closed`): the socket is full, so not even an
+/// error message could reach the client.
+struct Writer<'c, C> {
+    client: &'c mut C,
+    conn: &'c PgConnection,
+    /// The deadline of the batch being written, if one is.
+    deadline: Option<tokio::time::Instant>,
+}
+
+impl<C> Writer<'_, C>
+where
+    C: Sink<PgWireBackendMessage> + Unpin + Send,
+    C::Error: Debug,
+{
+    /// Queues a message; it waits (at most the send timeout) while the client's buffer is
+    /// full, which is what stops a producer whose client does not read.
+    async fn feed(&mut self, msg: PgWireBackendMessage) -> Result<(), Error> {
+        self.timed(|c| c.feed(msg)).await
+    }
+
+    /// Sends a message and flushes everything queued.
+    async fn send(&mut self, msg: PgWireBackendMessage) -> Result<(), Error> {
+        self.timed(|c| c.send(msg)).await
+    }
+
+    /// Starts (`true`) or ends a batch: the writes in between share one send timeout.
+    fn batch(&mut self, start: bool) {
+        self.deadline = start.then(|| tokio::time::Instant::now() + self.conn.send_timeout);
+    }
+
+    async fn timed<'a, F, Fut>(&'a mut self, op: F) -> Result<(), Error>
+    where
+        F: FnOnce(&'a mut C) -> Fut,
+        Fut: std::future::Future<Output = Result<(), C::Error>>,
+    {
+        let timeout = self.conn.send_timeout;
+        let deadline = self
+            .deadline
+            .unwrap_or_else(|| tokio::time::Instant::now() + timeout);
+        match tokio::time::timeout_at(deadline, op(&mut *self.client)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(Error::Io(format!("cannot write to the client: {e:?}"))),
+            Err(_) => {
+                self.conn.timed_out.store(true, Ordering::Release);
+                self.conn.closed.notify_one();
+                Err(send_timed_out(timeout))
+            }
+        }
+    }
+}
+
+/// A statement's rows on their way to the client: encoded and written as they come.
+struct PgOutput<'w, 'c, C> {
+    writer: &'w mut Writer<'c, C>,
+    /// Whether a `RowDescription` goes first (the simple protocol; the extended one describes
+    /// at `Describe`).
+    describe: bool,
+    format: Option<&'w Format>,
+    /// The row encoder, once the statement said it returns rows.
+    encoder: Option<(DataRowEncoder, Vec<Type>, Vec<FieldFormat>)>,
+    taken: u64,
+}
+
+#[async_trait]
+impl<C> Output for PgOutput<'_, '_, C>
+where
+    C: Sink<PgWireBackendMessage> + Unpin + Send,
+    C::Error: Debug,
+{
+    async fn start(&mut self, columns: &[OutputColumn]) -> Result<(), Error> {
+        let schema = Arc::new(fields(columns, self.format));
+        if self.describe {
+            let desc = RowDescription::new(schema.iter().map(Into::into).collect());
+            self.writer
+                .feed(PgWireBackendMessage::RowDescription(desc))
+                .await?;
+        }
+        let types = schema.iter().map(|f| f.datatype().clone()).collect();
+        let formats = schema.iter().map(|f| f.format()).collect();
+        self.encoder = Some((DataRowEncoder::new(schema), types, formats));
+        Ok(())
+    }
+
+    async fn rows(&mut self, rows: Vec<Vec<Value>>) -> Result<(), Error> {
+        let Some((enc, types, formats)) = &mut self.encoder else {
+            return Err(Error::Internal("rows before the result's columns".into()));
+        };
+        let mut encoded = Vec::with_capacity(rows.len());
+        for row in &rows {
+            // A row may come from another node (a shipped statement): check its width.
+            if row.len() != types.len() {
+                return Err(Error::Corrupt(format!(
+                    "a result row has {} values for {} columns",
+                    row.len(),
+                    types.len()
+                )));
+            }
+            for ((v, ty), format) in row.iter().zip(types.iter()).zip(formats.iter()) {
+                encode_value(enc, v, ty, *format)
+                    .map_err(|e| Error::Internal(format!("encode a result row: {e}")))?;
+            }
+            encoded.push(enc.take_row());
+        }
+        drop(rows);
+        self.writer.batch(true);
+        for row in encoded {
+            self.writer.feed(PgWireBackendMessage::DataRow(row)).await?;
+            self.taken += 1;
+        }
+        self.writer.batch(false);
+        Ok(())
+    }
+
+    fn taken(&self) -> u64 {
+        self.taken
+    }
 }
 
 /// A prepared statement: the parsed statement, its parameter types and its result columns.
@@ -331,18 +498,97 @@ pub struct PgConnection {
     parser: Arc<Parser>,
     /// True while a statement runs; shutdown waits for it to clear.
     pub busy: Arc<AtomicBool>,
+    /// How long one write to the client may wait for it to read.
+    send_timeout: Duration,
+    /// Notified when a write timed out: the connection's task then closes the connection.
+    pub closed: Arc<Notify>,
+    /// Set when a write timed out: nothing more is written to this connection.
+    timed_out: AtomicBool,
 }
 
 impl PgConnection {
     /// A handler with a fresh session.
-    pub fn new(db: Arc<dyn Backend>) -> Arc<Self> {
+    pub fn new(db: Arc<dyn Backend>, send_timeout: Duration) -> Arc<Self> {
         let session = Arc::new(tokio::sync::Mutex::new(Session::new(db.clone())));
         Arc::new(Self {
             session: session.clone(),
             parser: Arc::new(Parser { db, session }),
             busy: Arc::new(AtomicBool::new(false)),
+            send_timeout,
+            closed: Arc::new(Notify::new()),
+            timed_out: AtomicBool::new(false),
         })
     }
+
+    fn writer<'c, C>(&'c self, client: &'c mut C) -> Writer<'c, C> {
+        Writer {
+            client,
+            conn: self,
+            deadline: None,
+        }
+    }
+
+    /// Runs the statements of a simple query one after another, each streaming its rows and
+    /// its completion to the client before the next one starts; stops at the first error.
+    async fn run_simple<C>(&self, writer: &mut Writer<'_, C>, sql: &str) -> Result<(), Error>
+    where
+        C: Sink<PgWireBackendMessage> + Unpin + Send,
+        C::Error: Debug,
+    {
+        let mut session = self.session.lock().await;
+        let statements = match session.parse(sql) {
+            Ok(s) => s,
+            Err(e) => return writer.feed(error_message(&e)).await,
+        };
+        for (stmt, _) in &statements {
+            let mut out = PgOutput {
+                writer: &mut *writer,
+                describe: true,
+                format: None,
+                encoder: None,
+                taken: 0,
+            };
+            let result = session.execute_to(stmt, &[], &[], &mut out).await;
+            let described = out.encoder.is_some();
+            match result {
+                Ok(result) => {
+                    let tag = if described {
+                        Tag::new("SELECT").with_rows(out.taken as usize)
+                    } else {
+                        command_tag(&result.tag)
+                    };
+                    writer
+                        .feed(PgWireBackendMessage::CommandComplete(tag.into()))
+                        .await?;
+                }
+                Err(e) if self.timed_out() => return Err(e),
+                Err(e) => return writer.feed(error_message(&e)).await,
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a write to this connection timed out (it is closing: nothing more can be
+    /// written).
+    fn timed_out(&self) -> bool {
+        self.timed_out.load(Ordering::Acquire)
+    }
+
+    /// The transaction status the client is told with `ReadyForQuery`.
+    async fn status(&self) -> TransactionStatus {
+        let session = self.session.lock().await;
+        if session.is_failed() {
+            TransactionStatus::Error
+        } else if session.in_transaction() {
+            TransactionStatus::Transaction
+        } else {
+            TransactionStatus::Idle
+        }
+    }
+}
+
+fn error_message(e: &Error) -> PgWireBackendMessage {
+    PgWireBackendMessage::ErrorResponse(error_info(e).into())
 }
 
 struct Busy<'a>(&'a AtomicBool);
@@ -354,6 +600,52 @@ impl Drop for Busy<'_> {
 
 #[async_trait]
 impl SimpleQueryHandler for PgConnection {
+    /// Runs a simple query, streaming each statement's rows (see the module notes). This
+    /// replaces pgwire's default, which would run every statement before sending anything.
+    async fn on_query<C>(&self, client: &mut C, query: Query) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        if !matches!(client.state(), PgWireConnectionState::ReadyForQuery) {
+            return Err(PgWireError::NotReadyForQuery);
+        }
+        client.set_state(PgWireConnectionState::QueryInProgress);
+        self.busy.store(true, Ordering::Release);
+        let _busy = Busy(&self.busy);
+        let mut writer = self.writer(client);
+        let ran = if query.query.chars().all(|c| c == ';' || c.is_whitespace()) {
+            writer
+                .feed(PgWireBackendMessage::EmptyQueryResponse(
+                    EmptyQueryResponse::new(),
+                ))
+                .await
+        } else {
+            self.run_simple(&mut writer, &query.query).await
+        };
+        let status = self.status().await;
+        let ready = match ran {
+            Ok(()) => {
+                writer
+                    .send(PgWireBackendMessage::ReadyForQuery(ReadyForQuery::new(
+                        status,
+                    )))
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        client.set_state(PgWireConnectionState::ReadyForQuery);
+        client.set_transaction_status(status);
+        ready.map_err(|e| {
+            tracing::info!("SQL connection: {e}");
+            PgWireError::IoError(std::io::Error::other(e.to_string()))
+        })
+    }
+
+    /// The whole result of every statement at once. pgwire calls [`Self::on_query`] instead,
+    /// which streams; this serves callers of the trait's `do_query` itself.
     async fn do_query<C>(&self, _client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
     where
         C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
@@ -386,9 +678,9 @@ impl ExtendedQueryHandler for PgConnection {
 
     async fn do_query<C>(
         &self,
-        _client: &mut C,
+        client: &mut C,
         portal: &Portal<Prepared>,
-        _max_rows: usize,
+        max_rows: usize,
     ) -> PgWireResult<Response>
     where
         C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
@@ -405,11 +697,34 @@ impl ExtendedQueryHandler for PgConnection {
                 return Ok(Response::Error(Box::new(error_info(&e))));
             }
         };
-        match session
-            .execute(&portal.statement.statement.stmt, &params, &types)
-            .await
-        {
-            Ok(result) => to_response(result, Some(&portal.result_column_format)),
+        let stmt = &portal.statement.statement.stmt;
+        if max_rows > 0 {
+            // A fetch of `max_rows` at a time: pgwire's portal pages through the whole result.
+            return match session.execute(stmt, &params, &types).await {
+                Ok(result) => to_response(result, Some(&portal.result_column_format)),
+                Err(e) => Ok(Response::Error(Box::new(error_info(&e)))),
+            };
+        }
+        let mut writer = self.writer(client);
+        let mut out = PgOutput {
+            writer: &mut writer,
+            describe: false,
+            format: Some(&portal.result_column_format),
+            encoder: None,
+            taken: 0,
+        };
+        let result = session.execute_to(stmt, &params, &types, &mut out).await;
+        let (described, taken) = (out.encoder.is_some(), out.taken);
+        match result {
+            // The rows are out; pgwire sends the completion.
+            Ok(_) if described => Ok(Response::Execution(
+                Tag::new("SELECT").with_rows(taken as usize),
+            )),
+            Ok(result) => to_response(result, None),
+            Err(e) if self.timed_out() => {
+                tracing::info!("SQL connection: {e}");
+                Err(PgWireError::IoError(std::io::Error::other(e.to_string())))
+            }
             Err(e) => Ok(Response::Error(Box::new(error_info(&e)))),
         }
     }

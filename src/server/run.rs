@@ -30,6 +30,9 @@ pub struct ServerConfig {
     pub prepared_timeout: Duration,
     /// What connections may cost: how many, how long to start, how large a frame.
     pub limits: Limits,
+    /// How long one write of a result to a SQL client may wait for the client to read; past
+    /// it the connection is closed and its transaction rolled back.
+    pub send_timeout: Duration,
 }
 
 async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener> {
@@ -88,6 +91,7 @@ pub async fn run(
         sql_listener,
         db.clone(),
         config.limits,
+        config.send_timeout,
         stop_rx.clone(),
     ));
     listeners.spawn(rpc::serve(
@@ -129,12 +133,13 @@ async fn serve_sql(
     listener: TcpListener,
     db: Arc<dyn crate::sql::Backend>,
     limits: Limits,
+    send_timeout: Duration,
     stop: watch::Receiver<bool>,
 ) {
     let serve = move |socket, peer: SocketAddr, mut stop: watch::Receiver<bool>| {
-        let conn = pg::PgConnection::new(db.clone());
+        let conn = pg::PgConnection::new(db.clone(), send_timeout);
         async move {
-            let busy = conn.busy.clone();
+            let (busy, closed) = (conn.busy.clone(), conn.closed.clone());
             let started = Arc::new(std::sync::atomic::AtomicBool::new(false));
             let handlers = pg_limits::Started {
                 inner: pg::PgHandlers(conn),
@@ -160,6 +165,12 @@ async fn serve_sql(
                             return;
                         }
                     }
+                    // The client stopped reading for longer than the send timeout: dropping
+                    // the connection drops its session, which rolls its transaction back.
+                    _ = closed.notified() => {
+                        tracing::info!(%peer, "closed a SQL connection whose client stopped reading its result");
+                        return;
+                    }
                     _ = stop.changed() => break,
                 }
             }
@@ -169,6 +180,7 @@ async fn serve_sql(
             while busy.load(Ordering::Acquire) && tokio::time::Instant::now() < deadline {
                 tokio::select! {
                     _ = &mut serve => return,
+                    _ = closed.notified() => return,
                     _ = tokio::time::sleep(Duration::from_millis(5)) => {}
                 }
             }

@@ -19,6 +19,7 @@ use crate::error::Result;
 use crate::sql::ast::Statement;
 use crate::sql::catalog::Catalog;
 use crate::sql::execution::Executor;
+use crate::sql::output::Output;
 use crate::sql::planner::Plan;
 use crate::storage::Store;
 use crate::types::{DataType, QueryResult};
@@ -72,8 +73,14 @@ pub trait SqlTxn: Send {
     /// routed with a stale map).
     fn retryable(&self) -> bool;
 
-    /// Runs one data statement in this transaction.
-    async fn execute(&mut self, stmt: &Prepared<'_>, exec: &Executor<'_>) -> Result<QueryResult>;
+    /// Runs one data statement in this transaction. A query's rows go to `out` as they are
+    /// produced; the result returned carries its columns and tag, and no rows.
+    async fn execute(
+        &mut self,
+        stmt: &Prepared<'_>,
+        exec: &Executor<'_>,
+        out: &mut dyn Output,
+    ) -> Result<QueryResult>;
 
     /// Commits; durable when this returns.
     async fn commit(self: Box<Self>) -> Result<()>;

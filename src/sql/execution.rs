@@ -4,16 +4,26 @@
 //! projected, sorted and limited here at the node. Writes go into the transaction's buffer and
 //! become durable at commit. Constraint checks (NOT NULL, primary key uniqueness, column types,
 //! lengths and ranges) happen as each row is written.
-
-use std::cmp::Ordering;
-use std::collections::HashMap;
+//!
+//! A `SELECT` streams: its output rows go to an [`Output`] batch by batch as the scan delivers
+//! them, and a `LIMIT` stops the scan once it has its rows. What cannot stream keeps only what
+//! it must: an aggregate keeps its groups (rows are folded in as they arrive), an `ORDER BY`
+//! with a `LIMIT` keeps the first `offset + limit` rows (a top-N), and an `ORDER BY` without
+//! one keeps every row, since the last row read may sort first. `UPDATE` and `DELETE` read
+//! their rows whole before writing, as their writes are buffered in the transaction anyway.
 
 use crate::error::{sqlstate, Error, Result};
+use async_trait::async_trait;
+
+use crate::sql::aggregate::{finish_groups, group_rows, Grouper};
 use crate::sql::catalog::Catalog;
-use crate::sql::planner::{AggCall, AggFunc, Aggregate, Plan, SelectPlan, Source};
-use crate::sql::rows::RowTxn;
+use crate::sql::order::compare_keys;
+use crate::sql::output::{send_all, Collect, Output};
+use crate::sql::partial::{AccumulatorSink, Pushdown};
+use crate::sql::planner::{Aggregate, Plan, SelectPlan, Source};
 use crate::sql::rows::{decode_row, encode_row};
-use crate::storage::keycode::{self, RowKeys};
+use crate::sql::rows::{Flow, KeepAll, KeyedRows, RowSink, RowTxn};
+use crate::storage::keycode::RowKeys;
 use crate::storage::Store;
 use crate::txn::lock::LockMode;
 use crate::txn::Intent;
@@ -32,13 +42,27 @@ pub struct Executor<'a> {
 }
 
 impl Executor<'_> {
-    /// Executes a data statement.
+    /// Executes a data statement and returns its whole result, rows included.
     pub async fn execute(&self, txn: &mut dyn RowTxn, plan: &Plan) -> Result<QueryResult> {
+        let mut rows = Collect::default();
+        let mut result = self.execute_to(txn, plan, &mut rows).await?;
+        result.rows = rows.0;
+        Ok(result)
+    }
+
+    /// Executes a data statement, handing a query's rows to `out` as they are produced. The
+    /// result carries the columns and the tag, and no rows.
+    pub async fn execute_to(
+        &self,
+        txn: &mut dyn RowTxn,
+        plan: &Plan,
+        out: &mut dyn Output,
+    ) -> Result<QueryResult> {
         match plan {
             Plan::Insert { table, rows } => self.insert(txn, table, rows).await,
             Plan::Update { source, sets } => self.update(txn, source, sets).await,
             Plan::Delete { source } => self.delete(txn, source).await,
-            Plan::Select(select) => self.select(txn, select).await,
+            Plan::Select(select) => self.select(txn, select, out).await,
             other => Err(Error::Internal(format!("not a data statement: {other:?}"))),
         }
     }
@@ -144,8 +168,16 @@ impl Executor<'_> {
                 Ok(vec![(key, row)])
             }
             None => {
-                txn.scan(table.id, intent, source.filter.as_ref(), &self.ctx)
-                    .await
+                let mut all = KeepAll::default();
+                txn.scan(
+                    table.id,
+                    intent,
+                    source.filter.as_ref(),
+                    &self.ctx,
+                    &mut all,
+                )
+                .await?;
+                Ok(all.0)
             }
         }
     }
@@ -189,59 +221,136 @@ impl Executor<'_> {
         Ok(QueryResult::tag(format!("DELETE {count}")))
     }
 
-    async fn select(&self, txn: &mut dyn RowTxn, plan: &SelectPlan) -> Result<QueryResult> {
-        let input: Vec<Vec<Value>> = match &plan.source {
-            Some(source) => self
-                .rows(txn, source, Intent::Read)
-                .await?
-                .into_iter()
-                .map(|(_, r)| r)
-                .collect(),
-            None => vec![Vec::new()],
+    async fn select(
+        &self,
+        txn: &mut dyn RowTxn,
+        plan: &SelectPlan,
+        out: &mut dyn Output,
+    ) -> Result<QueryResult> {
+        let ctx = &self.ctx;
+        let source = match &plan.source {
+            Some(source) if source.key.is_none() => source,
+            // No table, or one row by key: nothing to stream.
+            Some(source) => {
+                let input = self.rows(txn, source, Intent::Read).await?;
+                let input = input.into_iter().map(|(_, r)| r).collect();
+                return emit(finish_select(plan, input, ctx)?, out).await;
+            }
+            None => return emit(finish_select(plan, vec![Vec::new()], ctx)?, out).await,
         };
-        finish_select(plan, input, &self.ctx)
+        self.open_table(txn, &source.table, LockMode::Shared)
+            .await?;
+        let (table, filter) = (source.table.id, source.filter.as_ref());
+        if let Some(agg) = &plan.aggregate {
+            let mut groups = GroupSink {
+                grouper: Grouper::new(&agg.group_by, &agg.calls),
+                ctx,
+            };
+            txn.scan(table, Intent::Read, filter, ctx, &mut groups)
+                .await?;
+            let rows = finish_groups(groups.grouper.finish());
+            return emit(finish_grouped(plan, rows, ctx)?, out).await;
+        }
+        if !plan.order_by.is_empty() {
+            // With a LIMIT only the first offset + limit rows in order can be output.
+            let rows = match Pushdown::top_n(plan, ctx) {
+                Some(top) => {
+                    let mut acc = AccumulatorSink {
+                        acc: top.accumulator(),
+                        ctx,
+                    };
+                    txn.scan(table, Intent::Read, filter, ctx, &mut acc).await?;
+                    acc.acc.finish()?
+                }
+                None => {
+                    let mut all = KeepAll::default();
+                    txn.scan(table, Intent::Read, filter, ctx, &mut all).await?;
+                    all.0.into_iter().map(|(_, r)| r).collect()
+                }
+            };
+            return emit(finish_select(plan, rows, ctx)?, out).await;
+        }
+        let mut stream = Streamer {
+            plan,
+            ctx,
+            skip: count_value(plan.offset.as_ref(), ctx, "OFFSET")?.unwrap_or(0),
+            left: count_value(plan.limit.as_ref(), ctx, "LIMIT")?.unwrap_or(usize::MAX),
+            sent: 0,
+            out,
+        };
+        if stream.left > 0 {
+            txn.scan(table, Intent::Read, filter, ctx, &mut stream)
+                .await?;
+        }
+        Ok(QueryResult {
+            columns: plan.columns.clone(),
+            rows: Vec::new(),
+            tag: format!("SELECT {}", stream.sent),
+        })
     }
 }
 
-/// Compares two rows of sort keys: NULLs placed by `nulls_first`, the rest by value and
-/// direction.
-pub fn compare_keys<'a>(
-    a: &[Value],
-    b: &[Value],
-    specs: impl Iterator<Item = (bool, bool)> + 'a,
-) -> Ordering {
-    for (i, (descending, nulls_first)) in specs.enumerate() {
-        let (x, y) = (&a[i], &b[i]);
-        let ord = match (x.is_null(), y.is_null()) {
-            (true, true) => Ordering::Equal,
-            (true, false) => {
-                if nulls_first {
-                    Ordering::Less
-                } else {
-                    Ordering::Greater
-                }
+/// Hands a finished result's rows to `out` and returns the result without them.
+pub async fn emit(mut result: QueryResult, out: &mut dyn Output) -> Result<QueryResult> {
+    send_all(out, std::mem::take(&mut result.rows)).await?;
+    Ok(result)
+}
+
+/// The sink of a `SELECT` that streams: projects each row, skips the offset, and hands the
+/// rest to the output until the limit is reached.
+struct Streamer<'a, 'c> {
+    plan: &'a SelectPlan,
+    ctx: &'a Context<'c>,
+    out: &'a mut dyn Output,
+    skip: usize,
+    left: usize,
+    sent: usize,
+}
+
+#[async_trait]
+impl RowSink for Streamer<'_, '_> {
+    async fn take(&mut self, batch: KeyedRows) -> Result<Flow> {
+        let mut rows = Vec::with_capacity(batch.len().min(self.left));
+        for (_, row) in batch {
+            if self.left == 0 {
+                break;
             }
-            (false, true) => {
-                if nulls_first {
-                    Ordering::Greater
-                } else {
-                    Ordering::Less
-                }
+            let Some((projected, _)) = project_row(self.plan, &row, self.ctx)? else {
+                continue;
+            };
+            if self.skip > 0 {
+                self.skip -= 1;
+                continue;
             }
-            (false, false) => {
-                let o = x.sort_cmp(y);
-                if descending {
-                    o.reverse()
-                } else {
-                    o
-                }
-            }
-        };
-        if ord != Ordering::Equal {
-            return ord;
+            rows.push(projected);
+            self.left -= 1;
         }
+        if !rows.is_empty() {
+            self.sent += rows.len();
+            self.out.rows(rows).await?;
+        }
+        Ok(if self.left == 0 {
+            Flow::Stop
+        } else {
+            Flow::More
+        })
     }
-    Ordering::Equal
+}
+
+/// The sink of an aggregate: folds each batch into the groups.
+struct GroupSink<'a, 'c> {
+    grouper: Grouper<'a>,
+    ctx: &'a Context<'c>,
+}
+
+#[async_trait]
+impl RowSink for GroupSink<'_, '_> {
+    async fn take(&mut self, batch: KeyedRows) -> Result<Flow> {
+        for (_, row) in batch {
+            self.grouper.add(&row, self.ctx)?;
+        }
+        Ok(Flow::More)
+    }
 }
 
 /// Aggregates, filters, projects, sorts and limits the rows of a `SELECT`.
@@ -265,30 +374,9 @@ pub fn finish_grouped(
 ) -> Result<QueryResult> {
     let mut out: Vec<(Vec<Value>, Vec<Value>)> = Vec::new();
     for row in rows {
-        if let Some(h) = &plan.having {
-            if !h.matches(&row, ctx)? {
-                continue;
-            }
+        if let Some(projected) = project_row(plan, &row, ctx)? {
+            out.push(projected);
         }
-        let mut projected = Vec::with_capacity(plan.projection.len());
-        for (e, col) in plan.projection.iter().zip(&plan.columns) {
-            let v = e.eval(&row, ctx)?;
-            // Integer results are range-checked against their declared type on the way out.
-            let v = match (&v, &col.data_type) {
-                (Value::Int(i), t) if t.is_integer() => Value::Int(t.check_integer(*i)?),
-                _ => v,
-            };
-            projected.push(v);
-        }
-        let mut keys = Vec::with_capacity(plan.order_by.len());
-        for k in &plan.order_by {
-            keys.push(if k.over_output {
-                k.expr.eval(&projected, ctx)?
-            } else {
-                k.expr.eval(&row, ctx)?
-            });
-        }
-        out.push((projected, keys));
     }
     if !plan.order_by.is_empty() {
         out.sort_by(|(_, a), (_, b)| {
@@ -313,6 +401,38 @@ pub fn finish_grouped(
         rows,
         tag,
     })
+}
+
+/// One row of a `SELECT`'s output with its sort keys, or `None` when `HAVING` drops it.
+fn project_row(
+    plan: &SelectPlan,
+    row: &[Value],
+    ctx: &Context,
+) -> Result<Option<(Vec<Value>, Vec<Value>)>> {
+    if let Some(h) = &plan.having {
+        if !h.matches(row, ctx)? {
+            return Ok(None);
+        }
+    }
+    let mut projected = Vec::with_capacity(plan.projection.len());
+    for (e, col) in plan.projection.iter().zip(&plan.columns) {
+        let v = e.eval(row, ctx)?;
+        // Integer results are range-checked against their declared type on the way out.
+        let v = match (&v, &col.data_type) {
+            (Value::Int(i), t) if t.is_integer() => Value::Int(t.check_integer(*i)?),
+            _ => v,
+        };
+        projected.push(v);
+    }
+    let mut keys = Vec::with_capacity(plan.order_by.len());
+    for k in &plan.order_by {
+        keys.push(if k.over_output {
+            k.expr.eval(&projected, ctx)?
+        } else {
+            k.expr.eval(row, ctx)?
+        });
+    }
+    Ok(Some((projected, keys)))
 }
 
 fn count_value(e: Option<&Expr>, ctx: &Context, what: &str) -> Result<Option<usize>> {
@@ -375,179 +495,6 @@ fn duplicate_key(table: &Table, row: &[Value]) -> Error {
     )
 }
 
-/// The running state of one aggregate call over one group.
-pub(crate) enum Acc {
-    Count(i64),
-    Sum(Value),
-    Min(Value),
-    Max(Value),
-    Avg(f64, i64),
-}
-
-impl Acc {
-    pub(crate) fn new(func: AggFunc) -> Self {
-        match func {
-            AggFunc::Count => Acc::Count(0),
-            AggFunc::Sum => Acc::Sum(Value::Null),
-            AggFunc::Min => Acc::Min(Value::Null),
-            AggFunc::Max => Acc::Max(Value::Null),
-            AggFunc::Avg => Acc::Avg(0.0, 0),
-        }
-    }
-
-    fn add(&mut self, v: Value) -> Result<()> {
-        if v.is_null() {
-            return Ok(());
-        }
-        match self {
-            Acc::Count(n) => *n += 1,
-            Acc::Sum(s) => {
-                *s = match (std::mem::replace(s, Value::Null), v) {
-                    (Value::Null, v) => v,
-                    (Value::Int(a), Value::Int(b)) => {
-                        Value::Int(a.checked_add(b).ok_or_else(|| {
-                            Error::sql(sqlstate::NUMERIC_VALUE_OUT_OF_RANGE, "bigint out of range")
-                        })?)
-                    }
-                    (a, b) => Value::Float(as_f64(&a) + as_f64(&b)),
-                }
-            }
-            Acc::Min(m) => {
-                if m.is_null() || v.sort_cmp(m) == std::cmp::Ordering::Less {
-                    *m = v;
-                }
-            }
-            Acc::Max(m) => {
-                if m.is_null() || v.sort_cmp(m) == std::cmp::Ordering::Greater {
-                    *m = v;
-                }
-            }
-            Acc::Avg(sum, n) => {
-                *sum += as_f64(&v);
-                *n += 1;
-            }
-        }
-        Ok(())
-    }
-
-    /// The state as values a gateway can merge: one value, or (sum, count) for avg.
-    pub(crate) fn partial(self) -> Vec<Value> {
-        match self {
-            Acc::Count(n) => vec![Value::Int(n)],
-            Acc::Sum(v) | Acc::Min(v) | Acc::Max(v) => vec![v],
-            Acc::Avg(sum, n) => vec![Value::Float(sum), Value::Int(n)],
-        }
-    }
-
-    /// How many values [`Acc::partial`] produces for a function.
-    pub(crate) fn partial_width(func: AggFunc) -> usize {
-        if func == AggFunc::Avg {
-            2
-        } else {
-            1
-        }
-    }
-
-    /// Merges another shard's partial state into this one.
-    pub(crate) fn merge(&mut self, parts: &[Value]) -> Result<()> {
-        let int = |v: Option<&Value>| match v {
-            Some(Value::Int(i)) => Ok(*i),
-            other => Err(Error::Corrupt(format!("bad partial aggregate {other:?}"))),
-        };
-        match self {
-            Acc::Count(n) => *n += int(parts.first())?,
-            Acc::Avg(sum, n) => {
-                *sum += as_f64(parts.first().unwrap_or(&Value::Null));
-                *n += int(parts.get(1))?;
-            }
-            // Sum, min and max merge like the values they hold.
-            _ => self.add(parts.first().cloned().unwrap_or(Value::Null))?,
-        }
-        Ok(())
-    }
-
-    pub(crate) fn finish(self) -> Value {
-        match self {
-            Acc::Count(n) => Value::Int(n),
-            Acc::Sum(v) | Acc::Min(v) | Acc::Max(v) => v,
-            Acc::Avg(_, 0) => Value::Null,
-            Acc::Avg(sum, n) => Value::Float(sum / n as f64),
-        }
-    }
-}
-
-fn as_f64(v: &Value) -> f64 {
-    match v {
-        Value::Int(i) => *i as f64,
-        Value::Float(f) => *f,
-        _ => 0.0,
-    }
-}
-
-pub(crate) struct Group {
-    pub(crate) values: Vec<Value>,
-    pub(crate) accs: Vec<Acc>,
-    seen: Vec<Option<std::collections::HashSet<Vec<u8>>>>,
-}
-
-/// Groups rows and runs the aggregate calls over each group (groups in first-seen order).
-pub(crate) fn group_rows(
-    agg: &Aggregate,
-    input: Vec<Vec<Value>>,
-    ctx: &Context,
-) -> Result<Vec<Group>> {
-    let mut index: HashMap<Vec<u8>, usize> = HashMap::new();
-    let mut groups: Vec<Group> = Vec::new();
-    let new_group = |values: Vec<Value>, calls: &[AggCall]| Group {
-        values,
-        accs: calls.iter().map(|c| Acc::new(c.func)).collect(),
-        seen: calls
-            .iter()
-            .map(|c| c.distinct.then(Default::default))
-            .collect(),
-    };
-    for row in input {
-        let mut values = Vec::with_capacity(agg.group_by.len());
-        for g in &agg.group_by {
-            values.push(g.eval(&row, ctx)?);
-        }
-        let key = keycode::encode_values(&values);
-        let gi = match index.get(&key) {
-            Some(&i) => i,
-            None => {
-                groups.push(new_group(values, &agg.calls));
-                index.insert(key, groups.len() - 1);
-                groups.len() - 1
-            }
-        };
-        let group = &mut groups[gi];
-        for (i, call) in agg.calls.iter().enumerate() {
-            let v = match &call.arg {
-                None => Value::Bool(true), // count(*) counts rows
-                Some(e) => e.eval(&row, ctx)?,
-            };
-            if let Some(seen) = &mut group.seen[i] {
-                if v.is_null() || !seen.insert(keycode::encode_values(std::slice::from_ref(&v))) {
-                    continue;
-                }
-            }
-            group.accs[i].add(v)?;
-        }
-    }
-    // An aggregate without GROUP BY over no rows still yields one row (count 0, sum NULL).
-    if groups.is_empty() && agg.group_by.is_empty() {
-        groups.push(new_group(Vec::new(), &agg.calls));
-    }
-    Ok(groups)
-}
-
 fn aggregate(agg: &Aggregate, input: Vec<Vec<Value>>, ctx: &Context) -> Result<Vec<Vec<Value>>> {
-    Ok(group_rows(agg, input, ctx)?
-        .into_iter()
-        .map(|g| {
-            let mut row = g.values;
-            row.extend(g.accs.into_iter().map(Acc::finish));
-            row
-        })
-        .collect())
+    Ok(finish_groups(group_rows(agg, input, ctx)?))
 }

@@ -10,7 +10,8 @@ use async_trait::async_trait;
 use crate::error::Result;
 use crate::sql::backend::{Prepared, SqlTxn};
 use crate::sql::execution::Executor;
-use crate::sql::rows::{scan_local, KeyedRows, RowTxn};
+use crate::sql::output::Output;
+use crate::sql::rows::{scan_local, RowSink, RowTxn};
 use crate::txn::lock::{LockMode, Resource};
 use crate::txn::{Intent, Transaction};
 use crate::types::{Context, Expr, QueryResult};
@@ -31,8 +32,14 @@ impl SqlTxn for LocalTxn {
         self.0.died()
     }
 
-    async fn execute(&mut self, stmt: &Prepared<'_>, exec: &Executor<'_>) -> Result<QueryResult> {
-        exec.execute(&mut Local(&mut self.0), stmt.plan).await
+    async fn execute(
+        &mut self,
+        stmt: &Prepared<'_>,
+        exec: &Executor<'_>,
+        out: &mut dyn Output,
+    ) -> Result<QueryResult> {
+        exec.execute_to(&mut Local(&mut self.0), stmt.plan, out)
+            .await
     }
 
     async fn commit(self: Box<Self>) -> Result<()> {
@@ -60,8 +67,9 @@ impl RowTxn for Local<'_> {
         intent: Intent,
         filter: Option<&Expr>,
         ctx: &Context<'_>,
-    ) -> Result<KeyedRows> {
-        scan_local(self.0, table, intent, filter, ctx).await
+        out: &mut dyn RowSink,
+    ) -> Result<()> {
+        scan_local(self.0, table, intent, filter, ctx, out).await
     }
 
     async fn put(&mut self, table: u32, key: Vec<u8>, value: Vec<u8>) -> Result<()> {

@@ -8,7 +8,13 @@
 //! An autocommit statement that loses a wait-die conflict is retried here with its original
 //! age, so it eventually becomes the oldest and wins: it has had no effect and its client has
 //! seen nothing, so the retry is invisible. Statements inside an explicit block are never retried
-//! (the client decides), and a commit whose outcome is unknown is never retried.
+//! (the client decides), and a commit whose outcome is unknown is never retried; nor is a query
+//! that has already handed rows to its client.
+//!
+//! A query's rows stream: [`Session::execute_to`] hands them to an [`Output`] while the
+//! statement runs, inside its transaction, and returns once the last row is taken (an
+//! autocommit statement commits after that). The session is borrowed for the whole time, so the
+//! next statement of the connection cannot start before this one's rows are out.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,7 +22,8 @@ use std::time::{Duration, Instant};
 use crate::error::{sqlstate, Error, Result};
 use crate::sql::ast::Statement;
 use crate::sql::backend::{Backend, Prepared, SqlTxn};
-use crate::sql::execution::Executor;
+use crate::sql::execution::{emit, Executor};
+use crate::sql::output::{Collect, Output};
 use crate::sql::planner::{self, Plan, Planned};
 use crate::types::{Context, DataType, QueryResult, Value};
 
@@ -74,20 +81,22 @@ impl Session {
         planner::plan(self.backend.catalog(), stmt, param_types)
     }
 
+    /// Parses a string of statements (each with its text). A syntax error fails an open
+    /// transaction block, as any error in a block does.
+    pub fn parse(&mut self, sql: &str) -> Result<Vec<(Statement, String)>> {
+        crate::sql::parser::parse(sql).inspect_err(|_| self.fail_block())
+    }
+
     /// Parses and runs a string of statements, stopping at the first error. Returns the
-    /// results of the statements that ran, and the error with the failing statement's index.
+    /// results of the statements that ran (rows included), and the error with the failing
+    /// statement's index.
     pub async fn execute_sql(
         &mut self,
         sql: &str,
     ) -> (Vec<QueryResult>, Option<(usize, String, Error)>) {
-        let statements = match crate::sql::parser::parse(sql) {
+        let statements = match self.parse(sql) {
             Ok(s) => s,
-            Err(e) => {
-                if matches!(self.state, State::Open(_)) {
-                    self.fail();
-                }
-                return (Vec::new(), Some((0, sql.to_string(), e)));
-            }
+            Err(e) => return (Vec::new(), Some((0, sql.to_string(), e))),
         };
         let mut results = Vec::new();
         for (i, (stmt, text)) in statements.iter().enumerate() {
@@ -99,12 +108,29 @@ impl Session {
         (results, None)
     }
 
-    /// Runs one statement with parameter values.
+    /// Runs one statement with parameter values and returns its whole result, rows included.
     pub async fn execute(
         &mut self,
         stmt: &Statement,
         params: &[Value],
         param_types: &[DataType],
+    ) -> Result<QueryResult> {
+        let mut rows = Collect::default();
+        let mut result = self
+            .execute_to(stmt, params, param_types, &mut rows)
+            .await?;
+        result.rows = rows.0;
+        Ok(result)
+    }
+
+    /// Runs one statement with parameter values, handing a query's rows to `out` as they are
+    /// produced. The result carries the columns and the tag, and no rows.
+    pub async fn execute_to(
+        &mut self,
+        stmt: &Statement,
+        params: &[Value],
+        param_types: &[DataType],
+        out: &mut dyn Output,
     ) -> Result<QueryResult> {
         match stmt {
             Statement::Begin => {
@@ -134,7 +160,9 @@ impl Session {
                 "current transaction is aborted, commands ignored until end of transaction block",
             ));
         }
-        let result = self.execute_in_transaction(stmt, params, param_types).await;
+        let result = self
+            .execute_in_transaction(stmt, params, param_types, out)
+            .await;
         if result.is_err() && matches!(self.state, State::Open(_)) {
             self.fail();
         }
@@ -160,6 +188,7 @@ impl Session {
         stmt: &Statement,
         params: &[Value],
         param_types: &[DataType],
+        out: &mut dyn Output,
     ) -> Result<QueryResult> {
         let planned = self.plan(stmt, param_types)?;
         if params.len() < planned.param_types.len() {
@@ -198,6 +227,11 @@ impl Session {
             },
             node_tag: backend.node_tag(),
         };
+        if let Plan::Select(select) = &planned.plan {
+            if !select.columns.is_empty() {
+                out.start(&select.columns).await?;
+            }
+        }
         let prepared = Prepared {
             stmt,
             plan: &planned.plan,
@@ -205,12 +239,12 @@ impl Session {
             in_block: matches!(self.state, State::Open(_)),
         };
         if let State::Open(txn) = &mut self.state {
-            return txn.execute(&prepared, &executor).await;
+            return txn.execute(&prepared, &executor, out).await;
         }
         // An autocommit statement that belongs whole to another node runs there.
         if !self.shipped {
             if let Some(result) = backend.ship(&prepared, &executor).await {
-                return result;
+                return emit(result?, out).await;
             }
         }
         // Autocommit: retry a wait-die victim with its original age until the lock timeout.
@@ -219,12 +253,18 @@ impl Session {
         let mut backoff = Duration::from_micros(200);
         loop {
             let mut txn = backend.begin(age);
-            match txn.execute(&prepared, &executor).await {
+            let taken = out.taken();
+            match txn.execute(&prepared, &executor, out).await {
                 Ok(result) => {
                     txn.commit().await?;
                     return Ok(result);
                 }
-                Err(e) if txn.retryable() && started.elapsed() < backend.lock_timeout() => {
+                // Retried only while its client has seen nothing of it.
+                Err(e)
+                    if txn.retryable()
+                        && out.taken() == taken
+                        && started.elapsed() < backend.lock_timeout() =>
+                {
                     age = Some(txn.age());
                     txn.rollback();
                     tracing::debug!("retrying statement after wait-die: {e}");

@@ -8,4 +8,4 @@ pub mod transaction;
 pub mod twopc;
 
 pub use distributed::TwoPhase;
-pub use transaction::{Intent, Transaction, TxnManager};
+pub use transaction::{BatchLimit, Intent, Transaction, TxnManager};

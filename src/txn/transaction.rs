@@ -13,6 +13,7 @@
 //! and its locks released, so a client that disconnects mid-transaction leaves nothing behind.
 
 use std::collections::BTreeMap;
+use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -95,6 +96,24 @@ impl TxnManager {
 pub enum Intent {
     Read,
     Write,
+}
+
+/// How much one batch of a scan reads ([`Transaction::scan_batch`]): at most `rows` stored
+/// rows, and it stops after the row that reaches `bytes`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BatchLimit {
+    pub rows: usize,
+    pub bytes: usize,
+}
+
+impl BatchLimit {
+    /// The batch a scan reads at a time unless told otherwise: 1,024 rows or 256 KiB, small
+    /// enough that a scan of any size costs a bounded amount of memory per shard, and large
+    /// enough that the round trip per batch is a small part of its cost.
+    pub const DEFAULT: BatchLimit = BatchLimit {
+        rows: 1024,
+        bytes: 256 * 1024,
+    };
 }
 
 /// A transaction on this node.
@@ -200,6 +219,81 @@ impl Transaction {
             };
         }
         Ok(merged.into_iter().collect())
+    }
+
+    /// Reads the next batch of a table's rows in key order: the rows after `after` (from the
+    /// start of the table when `None`), at most `limit.rows` stored rows and about
+    /// `limit.bytes` bytes (always at least one row), with the transaction's own buffered
+    /// writes merged in. Locks the table as [`Transaction::scan`] does.
+    ///
+    /// Returns the rows and where the next batch starts: the last stored key this batch
+    /// read, or `None` when the table has no more rows. Resuming from a key is consistent
+    /// because the table lock is held until the transaction ends (strict 2PL): no other
+    /// transaction writes the table between two batches, so each batch's fresh view of the
+    /// engine sees the same committed rows; the caller holds nothing between batches but the
+    /// resume key.
+    pub async fn scan_batch(
+        &mut self,
+        table: u32,
+        intent: Intent,
+        after: Option<&[u8]>,
+        limit: BatchLimit,
+    ) -> Result<(Vec<(Vec<u8>, Vec<u8>)>, Option<Vec<u8>>)> {
+        let mode = match intent {
+            Intent::Read => LockMode::Shared,
+            Intent::Write => LockMode::SharedIntentionExclusive,
+        };
+        self.lock(Resource::Table(table), mode).await?;
+        let prefix = keycode::table_prefix(table);
+        if after.is_some_and(|k| !k.starts_with(&prefix)) {
+            return Err(Error::InvalidInput(format!(
+                "a scan of table {table} cannot resume from a key of another table"
+            )));
+        }
+        let start = match after {
+            Some(k) => Bound::Excluded(k.to_vec()),
+            None => Bound::Included(prefix.to_vec()),
+        };
+        let end = match table.checked_add(1) {
+            Some(next) => Bound::Excluded(keycode::table_prefix(next).to_vec()),
+            None => Bound::Unbounded,
+        };
+        let mut stored = Vec::new();
+        let mut bytes = 0usize;
+        let mut resume = None;
+        let mut scan = self
+            .mgr
+            .store
+            .engine
+            .scan_range(Space::Data, start.clone(), end.clone());
+        for kv in scan.by_ref() {
+            let (k, v) = kv?;
+            bytes += k.len() + v.len();
+            stored.push((k, v));
+            if stored.len() >= limit.rows.max(1) || bytes >= limit.bytes {
+                resume = stored.last().map(|(k, _)| k.clone());
+                break;
+            }
+        }
+        drop(scan);
+        // The buffered writes that fall in the part of the table this batch covers: up to its
+        // last stored key, or to the end of the table when the stored rows ran out.
+        let upper = match &resume {
+            Some(k) => Bound::Included(k.clone()),
+            None => end,
+        };
+        let mut own = self.writes.range((start, upper)).peekable();
+        if own.peek().is_none() {
+            return Ok((stored, resume));
+        }
+        let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = stored.into_iter().collect();
+        for (k, v) in own {
+            match v {
+                Some(v) => merged.insert(k.clone(), v.clone()),
+                None => merged.remove(k),
+            };
+        }
+        Ok((merged.into_iter().collect(), resume))
     }
 
     /// Writes a row, locking it exclusively.

@@ -1,0 +1,345 @@
+//! Results stream (DESIGN §9): a large `SELECT` costs a gateway and a shard a bounded amount
+//! of memory, rows arrive right across the batches a scan is read in, and a client that stops
+//! reading past the send timeout loses its connection, its transaction and its locks.
+//!
+//! Memory is read from `/proc/PID/status` (VmRSS) of the real server processes while the query
+//! runs; the bound is generous (64 MB for 20 MB of rows), so it is not a timing assertion: the
+//! old path, which held the whole result on the shard, the gateway and in pgwire's response,
+//! grew by several times the result.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{connect, TestCluster, TestNode};
+use futures::StreamExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// ~100 bytes a row: two BIGINTs and 80 characters.
+const PAD: &str =
+    "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+/// Creates `t` on the node at `port` and fills it with `rows` rows, 1,000 to a statement, over
+/// four connections at once. The table has no primary key (rows get a generated row id), which
+/// spares the load a uniqueness read per row.
+async fn load(port: u16, rows: i64) {
+    connect(port)
+        .await
+        .batch_execute("CREATE TABLE t (id BIGINT, n BIGINT, pad TEXT)")
+        .await
+        .expect("create table");
+    let mut tasks = Vec::new();
+    for w in 0..4 {
+        tasks.push(tokio::spawn(async move {
+            let client = connect(port).await;
+            let mut id = w * 1000;
+            while id < rows {
+                let end = (id + 1000).min(rows);
+                let values: Vec<String> = (id..end)
+                    .map(|i| format!("({i}, {}, '{PAD}')", i % 97))
+                    .collect();
+                client
+                    .batch_execute(&format!("INSERT INTO t VALUES {}", values.join(", ")))
+                    .await
+                    .expect("insert");
+                id += 4000;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("loader");
+    }
+}
+
+/// The resident set of a process, in KiB.
+fn rss_kib(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+/// Samples the resident sets of `pids` every 5 ms until stopped; gives the largest of each.
+struct Sampler {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<Vec<u64>>,
+}
+
+impl Sampler {
+    fn start(pids: Vec<i32>) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut peak: Vec<u64> = pids.iter().map(|p| rss_kib(*p)).collect();
+            while !flag.load(Ordering::Relaxed) {
+                for (i, p) in pids.iter().enumerate() {
+                    peak[i] = peak[i].max(rss_kib(*p));
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            peak
+        });
+        Sampler { stop, thread }
+    }
+
+    fn finish(self) -> Vec<u64> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().expect("sampler")
+    }
+}
+
+/// Reads `SELECT * FROM t` with the extended protocol as a stream, counting the rows.
+async fn count_streamed(client: &tokio_postgres::Client) -> usize {
+    let rows = client
+        .query_raw("SELECT * FROM t", std::iter::empty::<i64>())
+        .await
+        .expect("select");
+    futures::pin_mut!(rows);
+    let mut n = 0;
+    while let Some(row) = rows.next().await {
+        row.expect("row");
+        n += 1;
+    }
+    n
+}
+
+/// Reads `SELECT * FROM t` with the simple protocol, counting the rows.
+async fn count_simple(client: &tokio_postgres::Client) -> usize {
+    client
+        .simple_query("SELECT * FROM t")
+        .await
+        .expect("select")
+        .iter()
+        .filter(|m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(_)))
+        .count()
+}
+
+const MEMORY_ROWS: i64 = 200_000;
+const BOUND_KIB: u64 = 64 * 1024;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_select_of_200k_rows_grows_the_gateway_and_the_shard_by_less_than_64_mb() {
+    let cluster = TestCluster::new("stream-memory", 2);
+    cluster.init();
+    let client = connect(cluster.sql_port("n1")).await;
+    let t0 = Instant::now();
+    load(cluster.sql_port("n1"), MEMORY_ROWS).await;
+    eprintln!("loaded {MEMORY_ROWS} rows in {:?}", t0.elapsed());
+    let pids = vec![
+        cluster.pid("n1").expect("n1 runs"),
+        cluster.pid("n2").expect("n2 runs"),
+    ];
+    for (protocol, simple) in [("extended", false), ("simple", true)] {
+        let before: Vec<u64> = pids.iter().map(|p| rss_kib(*p)).collect();
+        let sampler = Sampler::start(pids.clone());
+        let n = if simple {
+            count_simple(&client).await
+        } else {
+            count_streamed(&client).await
+        };
+        let peak = sampler.finish();
+        assert_eq!(n, MEMORY_ROWS as usize, "{protocol} protocol");
+        for (i, who) in ["gateway n1", "shard n2"].iter().enumerate() {
+            let growth = peak[i].saturating_sub(before[i]);
+            eprintln!(
+                "{protocol}: {who} {} KiB before, {} KiB peak",
+                before[i], peak[i]
+            );
+            assert!(
+                growth < BOUND_KIB,
+                "{protocol} protocol: the {who} grew by {growth} KiB during a SELECT of {MEMORY_ROWS} rows"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_stream_right_across_scan_batches_on_every_shard() {
+    let cluster = TestCluster::new("stream-batches", 2);
+    cluster.init();
+    load(cluster.sql_port("n1"), 5000).await;
+    let client = connect(cluster.sql_port("n1")).await;
+    let one = |sql: &'static str| {
+        let client = &client;
+        async move {
+            client
+                .query_one(sql, &[])
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"))
+                .get::<_, i64>(0)
+        }
+    };
+    assert_eq!(one("SELECT count(*) FROM t").await, 5000);
+    assert_eq!(one("SELECT sum(id) FROM t").await, 4999 * 5000 / 2);
+    assert_eq!(one("SELECT count(*) FROM t WHERE n = 3").await, 52);
+    assert_eq!(
+        client.query("SELECT * FROM t", &[]).await.unwrap().len(),
+        5000
+    );
+    assert_eq!(
+        client
+            .query("SELECT id FROM t LIMIT 7", &[])
+            .await
+            .unwrap()
+            .len(),
+        7
+    );
+    let ids: Vec<i64> = client
+        .query("SELECT id FROM t ORDER BY id OFFSET 2990 LIMIT 20", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(ids, (2990..3010).collect::<Vec<i64>>());
+    let ids: Vec<i64> = client
+        .query("SELECT id FROM t WHERE n = 5 ORDER BY id DESC", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let expected: Vec<i64> = (0..5000).rev().filter(|i| i % 97 == 5).collect();
+    assert_eq!(ids, expected);
+    let skipped = client
+        .query("SELECT id FROM t WHERE n < 50 OFFSET 2000", &[])
+        .await
+        .unwrap()
+        .len();
+    let passing = (0..5000).filter(|i| i % 97 < 50).count();
+    assert_eq!(skipped, passing - 2000);
+
+    // Inside a block, the scan sees the block's own writes wherever they fall in its batches.
+    client.batch_execute("BEGIN").await.unwrap();
+    client
+        .batch_execute("DELETE FROM t WHERE n = 1")
+        .await
+        .unwrap();
+    let values: Vec<String> = (5000..7500).map(|i| format!("({i}, 1000, 'x')")).collect();
+    client
+        .batch_execute(&format!("INSERT INTO t VALUES {}", values.join(", ")))
+        .await
+        .unwrap();
+    let deleted = (0..5000).filter(|i| i % 97 == 1).count() as i64;
+    assert_eq!(one("SELECT count(*) FROM t").await, 7500 - deleted);
+    assert_eq!(
+        client.query("SELECT * FROM t", &[]).await.unwrap().len() as i64,
+        7500 - deleted
+    );
+    assert_eq!(one("SELECT count(*) FROM t WHERE n = 1000").await, 2500);
+    client.batch_execute("ROLLBACK").await.unwrap();
+    assert_eq!(one("SELECT count(*) FROM t").await, 5000);
+}
+
+/// A PostgreSQL client that speaks just enough of the protocol to start a session and send
+/// queries, with a small receive buffer, so that it can stop reading.
+struct RawClient {
+    socket: tokio::net::TcpStream,
+}
+
+impl RawClient {
+    async fn connect(port: u16) -> Self {
+        let sock = tokio::net::TcpSocket::new_v4().expect("socket");
+        sock.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+        let socket = sock
+            .connect(([127, 0, 0, 1], port).into())
+            .await
+            .expect("connect");
+        let mut client = RawClient { socket };
+        let mut body = Vec::new();
+        body.extend_from_slice(&196_608u32.to_be_bytes());
+        for s in ["user", "ddb", "database", "ddb"] {
+            body.extend_from_slice(s.as_bytes());
+            body.push(0);
+        }
+        body.push(0);
+        let mut msg = ((body.len() + 4) as u32).to_be_bytes().to_vec();
+        msg.extend(body);
+        client.socket.write_all(&msg).await.expect("startup");
+        client.until_ready().await;
+        client
+    }
+
+    /// Reads messages up to and including `ReadyForQuery`.
+    async fn until_ready(&mut self) {
+        loop {
+            let kind = self.socket.read_u8().await.expect("message type");
+            let len = self.socket.read_u32().await.expect("message length") as usize;
+            let mut body = vec![0; len.saturating_sub(4)];
+            self.socket.read_exact(&mut body).await.expect("message");
+            assert_ne!(kind, b'E', "error: {}", String::from_utf8_lossy(&body));
+            if kind == b'Z' {
+                return;
+            }
+        }
+    }
+
+    async fn send_query(&mut self, sql: &str) {
+        let mut msg = vec![b'Q'];
+        msg.extend_from_slice(&((sql.len() + 5) as u32).to_be_bytes());
+        msg.extend_from_slice(sql.as_bytes());
+        msg.push(0);
+        self.socket.write_all(&msg).await.expect("query");
+    }
+
+    /// Reads whatever the server sent until it closes the connection, or `deadline` passes.
+    async fn closed_by_server(&mut self, deadline: Duration) -> bool {
+        let mut buf = vec![0; 64 * 1024];
+        let until = Instant::now() + deadline;
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, self.socket.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return true,
+                Ok(Ok(_)) => continue,
+                Err(_) => return false,
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_loses_its_connection_and_its_locks_after_the_send_timeout() {
+    let node = TestNode::start_with(&["--send-timeout-ms", "1500", "--lock-timeout-ms", "15000"]);
+    load(node.sql_port, MEMORY_ROWS).await;
+    let client = node.connect().await;
+
+    // A transaction that reads the whole table (taking its shared lock) and never reads the
+    // answer: far more than the socket buffers hold, so the server's writes stop.
+    let mut stalled = RawClient::connect(node.sql_port).await;
+    stalled.send_query("BEGIN").await;
+    stalled.until_ready().await;
+    stalled.send_query("SELECT * FROM t").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // A writer on the same table waits for that lock: it gets it once the stalled connection
+    // is closed and its transaction rolled back, well within its 15 s lock timeout.
+    let started = Instant::now();
+    client
+        .batch_execute(&format!("INSERT INTO t VALUES (-1, 0, '{PAD}')"))
+        .await
+        .expect("the writer is not blocked forever by a client that stopped reading");
+    let waited = started.elapsed();
+    assert!(
+        waited < Duration::from_secs(15),
+        "the writer waited {waited:?}"
+    );
+    assert!(
+        stalled.closed_by_server(Duration::from_secs(30)).await,
+        "the server kept the stalled connection open"
+    );
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM t", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, MEMORY_ROWS + 1);
+    assert!(
+        node.log_tail().contains("stopped reading"),
+        "the node log does not say why it closed the connection:\n{}",
+        node.log_tail()
+    );
+}
