@@ -49,6 +49,10 @@ pub mod sqlstate {
     pub const DATA_CORRUPTED: &str = "XX001";
     pub const INTERNAL_ERROR: &str = "XX000";
     pub const PROTOCOL_VIOLATION: &str = "08P01";
+    pub const PROGRAM_LIMIT_EXCEEDED: &str = "54000";
+    pub const STATEMENT_TOO_COMPLEX: &str = "54001";
+    pub const LOCK_NOT_AVAILABLE: &str = "55P03";
+    pub const CHARACTER_NOT_IN_REPERTOIRE: &str = "22021";
 }
 
 /// The SQLSTATEs of failures after which nothing of the transaction happened and running it

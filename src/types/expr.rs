@@ -88,43 +88,43 @@ pub enum Expr {
     Column(usize),
     /// Statement parameter `$n+1`.
     Param(usize),
-    Not(#[serde(deserialize_with = "crate::types::nesting::boxed")] Box<Expr>),
-    Neg(#[serde(deserialize_with = "crate::types::nesting::boxed")] Box<Expr>),
+    Not(#[serde(with = "crate::types::nesting::boxed")] Box<Expr>),
+    Neg(#[serde(with = "crate::types::nesting::boxed")] Box<Expr>),
     Binary(
         BinaryOp,
-        #[serde(deserialize_with = "crate::types::nesting::boxed")] Box<Expr>,
-        #[serde(deserialize_with = "crate::types::nesting::boxed")] Box<Expr>,
+        #[serde(with = "crate::types::nesting::boxed")] Box<Expr>,
+        #[serde(with = "crate::types::nesting::boxed")] Box<Expr>,
     ),
     IsNull(
-        #[serde(deserialize_with = "crate::types::nesting::boxed")] Box<Expr>,
+        #[serde(with = "crate::types::nesting::boxed")] Box<Expr>,
         bool,
     ),
     /// `IS [NOT] TRUE/FALSE`: the value to test for, and whether negated.
     IsBool(
-        #[serde(deserialize_with = "crate::types::nesting::boxed")] Box<Expr>,
+        #[serde(with = "crate::types::nesting::boxed")] Box<Expr>,
         bool,
         bool,
     ),
     InList(
-        #[serde(deserialize_with = "crate::types::nesting::boxed")] Box<Expr>,
-        #[serde(deserialize_with = "crate::types::nesting::vec")] Vec<Expr>,
+        #[serde(with = "crate::types::nesting::boxed")] Box<Expr>,
+        #[serde(with = "crate::types::nesting::vec")] Vec<Expr>,
         bool,
     ),
     Like {
-        #[serde(deserialize_with = "crate::types::nesting::boxed")]
+        #[serde(with = "crate::types::nesting::boxed")]
         expr: Box<Expr>,
-        #[serde(deserialize_with = "crate::types::nesting::boxed")]
+        #[serde(with = "crate::types::nesting::boxed")]
         pattern: Box<Expr>,
         negated: bool,
         case_insensitive: bool,
     },
     Cast(
-        #[serde(deserialize_with = "crate::types::nesting::boxed")] Box<Expr>,
+        #[serde(with = "crate::types::nesting::boxed")] Box<Expr>,
         DataType,
     ),
     Call(
         Function,
-        #[serde(deserialize_with = "crate::types::nesting::vec")] Vec<Expr>,
+        #[serde(with = "crate::types::nesting::vec")] Vec<Expr>,
     ),
 }
 
@@ -137,6 +137,7 @@ pub struct Context<'a> {
 
 impl Expr {
     /// Evaluates the expression against `row`.
+    #[recursive::recursive]
     pub fn eval(&self, row: &[Value], ctx: &Context) -> Result<Value> {
         Ok(match self {
             Expr::Const(v) => v.clone(),
@@ -254,6 +255,7 @@ impl Expr {
     }
 
     /// Calls `f` on this expression and every sub-expression.
+    #[recursive::recursive]
     pub fn walk(&self, f: &mut impl FnMut(&Expr)) {
         f(self);
         match self {

@@ -28,6 +28,7 @@ impl Binder<'_> {
     /// Binds an expression. With `grouping`, the expression is evaluated over grouped rows:
     /// aggregate calls and grouped expressions become columns of the grouped row, and any other
     /// column reference is an error.
+    #[recursive::recursive]
     pub(super) fn expr(
         &mut self,
         e: &ast::Expr,
