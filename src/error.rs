@@ -145,6 +145,17 @@ impl Error {
         )
     }
 
+    /// The error of a statement whose execution panicked (XX000), from the panic's payload. The
+    /// session catches the panic, so the statement fails and the connection and node go on.
+    pub fn from_panic(payload: &(dyn std::any::Any + Send)) -> Self {
+        let what = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".into());
+        Error::Internal(format!("the statement failed on a bug: {what}"))
+    }
+
     /// The PostgreSQL SQLSTATE for this error. The one place where errors become SQLSTATEs.
     pub fn sqlstate(&self) -> &str {
         match self {

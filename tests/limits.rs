@@ -246,3 +246,116 @@ async fn a_peer_sending_an_expression_nested_too_deep_is_refused_and_the_node_su
     node_answers(&c).await;
     assert_eq!(scalar(&c, "SELECT v FROM t").await.unwrap(), "1");
 }
+
+/// Asserts that the node still takes writes: a new table, a row in it, read back.
+async fn node_writes(c: &tokio_postgres::Client, table: &str) {
+    c.batch_execute(&format!(
+        "CREATE TABLE {table} (id INT PRIMARY KEY, s TEXT); INSERT INTO {table} VALUES (1, 'ok')"
+    ))
+    .await
+    .unwrap_or_else(|e| panic!("the node stopped writing: {e}"));
+    let s = scalar(c, &format!("SELECT s FROM {table} WHERE id = 1")).await;
+    assert_eq!(s.unwrap(), "ok");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_and_keys_too_long_to_store_get_54000_and_the_node_keeps_writing() {
+    let node = TestNode::start();
+    let c = node.connect().await;
+    // A table name longer than its catalog key can be.
+    let name = "t".repeat(66_000);
+    let err = c
+        .batch_execute(&format!("CREATE TABLE {name} (id INT PRIMARY KEY)"))
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&err).as_deref(), Some("54000"), "{err}");
+    assert!(format!("{err:?}").contains("65529 bytes"), "{err:?}");
+    node_writes(&c, "after_name").await;
+
+    // A primary key longer than the engine's key limit, as a literal and as a parameter.
+    c.batch_execute("CREATE TABLE k (id TEXT PRIMARY KEY, v INT)")
+        .await
+        .unwrap();
+    let long = "x".repeat(70_000);
+    let err = c
+        .batch_execute(&format!("INSERT INTO k VALUES ('{long}', 1)"))
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&err).as_deref(), Some("54000"), "{err}");
+    assert!(format!("{err:?}").contains("65535 bytes"), "{err:?}");
+    let err = c
+        .execute("INSERT INTO k VALUES ($1, 2)", &[&long])
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&err).as_deref(), Some("54000"), "{err}");
+    // An UPDATE that would move a row to a key too long.
+    c.batch_execute("INSERT INTO k VALUES ('short', 3)")
+        .await
+        .unwrap();
+    let err = c
+        .execute("UPDATE k SET id = $1 WHERE id = 'short'", &[&long])
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&err).as_deref(), Some("54000"), "{err}");
+    // Inside a block the error fails the block, as any error does.
+    c.batch_execute("BEGIN; INSERT INTO k VALUES ('in block', 4)")
+        .await
+        .unwrap();
+    let err = c
+        .execute("INSERT INTO k VALUES ($1, 5)", &[&long])
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&err).as_deref(), Some("54000"), "{err}");
+    c.batch_execute("ROLLBACK").await.unwrap();
+    // Reading a key that long finds nothing; nothing of the refused statements was written.
+    let n = c
+        .query_one("SELECT count(*) FROM k WHERE id = $1", &[&long])
+        .await
+        .unwrap();
+    assert_eq!(n.get::<_, i64>(0), 0);
+    assert_eq!(scalar(&c, "SELECT count(*) FROM k").await.unwrap(), "1");
+    node_writes(&c, "after_key").await;
+    // The same through `ddb query`.
+    let out = node.ddb(
+        &["query", &format!("INSERT INTO k VALUES ('{long}', 6)")],
+        None,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(6), "{stderr}");
+    assert!(stderr.contains("54000"), "{stderr}");
+    node_writes(&c, "after_cli").await;
+}
+
+/// Needs the crash points compiled in (`--features failpoints`).
+#[cfg(feature = "failpoints")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_that_panics_fails_alone_with_xx000_and_releases_its_locks() {
+    let cluster = TestCluster::new("panics", 1);
+    cluster.init_env(&[("FAILPOINTS", "executor-after-write=1*panic")]);
+    let port = cluster.sql_port("n1");
+    let c = common::connect(port).await;
+    c.batch_execute("CREATE TABLE p (id INT PRIMARY KEY, v INT)")
+        .await
+        .unwrap();
+    // The first row written panics the statement, which holds the row's lock.
+    let err = c
+        .batch_execute("INSERT INTO p VALUES (1, 1)")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&err).as_deref(), Some("XX000"), "{err}");
+    // The connection goes on; nothing was written, and the lock was released.
+    assert_eq!(scalar(&c, "SELECT count(*) FROM p").await.unwrap(), "0");
+    c.batch_execute("INSERT INTO p VALUES (1, 2)")
+        .await
+        .unwrap();
+    assert_eq!(
+        scalar(&c, "SELECT v FROM p WHERE id = 1").await.unwrap(),
+        "2"
+    );
+    let other = common::connect(port).await;
+    other
+        .batch_execute("UPDATE p SET v = 3 WHERE id = 1")
+        .await
+        .unwrap();
+    node_writes(&other, "after_panic").await;
+}

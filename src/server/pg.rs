@@ -26,7 +26,7 @@ use pgwire::messages::PgWireBackendMessage;
 
 use crate::error::{sqlstate, Error};
 use crate::sql::ast::Statement;
-use crate::sql::{parser, Backend, Session};
+use crate::sql::{session, Backend, Session};
 use crate::types::value::{timestamp_to_naive, DataType, Value};
 use crate::types::OutputColumn;
 use crate::types::QueryResult;
@@ -201,7 +201,7 @@ impl QueryParser for Parser {
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
-        let mut stmts = match parser::parse(sql) {
+        let mut stmts = match session::parse(sql) {
             Ok(s) => s,
             Err(e) => return Err(self.fail(e).await),
         };
@@ -219,7 +219,7 @@ impl QueryParser for Parser {
             .iter()
             .map(|t| t.as_ref().map(ddb_type).unwrap_or(DataType::Unknown))
             .collect();
-        let planned = match crate::sql::planner::plan(self.db.catalog(), &stmt, &declared) {
+        let planned = match session::plan(self.db.catalog(), &stmt, &declared) {
             Ok(p) => p,
             Err(e) => return Err(self.fail(e).await),
         };

@@ -13,6 +13,7 @@ pub mod backend;
 pub mod catalog;
 pub mod ddl;
 pub mod execution;
+pub mod limits;
 pub mod local;
 pub mod parser;
 pub mod partial;
