@@ -190,12 +190,16 @@ impl Error {
         matches!(self, Error::Retry { .. })
     }
 
-    /// Whether this is a serialization failure (40001): the refusal of a participant or an
-    /// anchor that wrote nothing, so the transaction is definitely rolled back there. Narrower
-    /// than [`Error::is_retryable`] on purpose: a two-phase commit may treat only this answer
-    /// from the anchor as a definite abort.
+    /// Whether this is a serialization failure (40001) or a lock wait that timed out (55P03):
+    /// the refusal of a participant or an anchor that wrote nothing, so the transaction is
+    /// definitely rolled back there. Narrower than [`Error::is_retryable`] on purpose: a
+    /// two-phase commit may treat only these answers from the anchor as a definite abort.
     pub fn is_refusal(&self) -> bool {
-        matches!(self, Error::Retry { code, .. } if code == sqlstate::SERIALIZATION_FAILURE)
+        match self {
+            Error::Retry { code, .. } => code == sqlstate::SERIALIZATION_FAILURE,
+            Error::Sql { code, .. } => code == sqlstate::LOCK_NOT_AVAILABLE,
+            _ => false,
+        }
     }
 
     /// Whether the outcome of the transaction is unknown: it may have committed.

@@ -243,6 +243,30 @@ impl QueryParser for Parser {
     }
 }
 
+fn not_utf8(i: usize) -> Error {
+    Error::sql(
+        sqlstate::CHARACTER_NOT_IN_REPERTOIRE,
+        format!(
+            "invalid byte sequence for encoding \"UTF8\" in parameter ${}",
+            i + 1
+        ),
+    )
+}
+
+/// A text parameter's value; NUL cannot be stored in text (22021), as in PostgreSQL.
+fn text_value(s: String, i: usize) -> Result<Value, Error> {
+    if s.contains('\0') {
+        return Err(Error::sql(
+            sqlstate::CHARACTER_NOT_IN_REPERTOIRE,
+            format!(
+                "invalid byte sequence for encoding \"UTF8\": 0x00 in parameter ${}",
+                i + 1
+            ),
+        ));
+    }
+    Ok(Value::Text(s))
+}
+
 /// Decodes the bound parameters of a portal into values of the statement's parameter types.
 fn decode_params(portal: &Portal<Prepared>) -> Result<(Vec<Value>, Vec<DataType>), Error> {
     let declared = &portal.statement.parameter_types;
@@ -299,10 +323,12 @@ fn decode_params(portal: &Portal<Prepared>) -> Result<(Vec<Value>, Vec<DataType>
                 .parameter::<chrono::NaiveDateTime>(i, &ty)
                 .map_err(bad)?
                 .map(|v| Value::Timestamp(v.and_utc().timestamp_micros())),
+            // Text must be valid UTF-8 without NUL, as PostgreSQL's server encoding requires.
             _ => portal
                 .parameter::<String>(i, &Type::TEXT)
-                .map_err(bad)?
-                .map(Value::Text),
+                .map_err(|_| not_utf8(i))?
+                .map(|s| text_value(s, i))
+                .transpose()?,
         };
         let dt = ddb_type(&ty);
         let v = v.unwrap_or(Value::Null);
@@ -368,8 +394,11 @@ impl SimpleQueryHandler for PgConnection {
         for r in results {
             responses.push(to_response(r, None)?);
         }
-        if let Some((_, _, e)) = error {
-            responses.push(Response::Error(Box::new(error_info(&e))));
+        match error {
+            Some((_, _, e)) => responses.push(Response::Error(Box::new(error_info(&e)))),
+            // A query of only comments or semicolons is an empty query, as in PostgreSQL.
+            None if responses.is_empty() => responses.push(Response::EmptyQuery),
+            None => {}
         }
         Ok(responses)
     }

@@ -507,10 +507,8 @@ fn convert_value(v: &sp::Value) -> Result<Expr> {
                 ));
             }
         }
-        sp::Value::SingleQuotedString(s) | sp::Value::EscapedStringLiteral(s) => {
-            Literal::String(s.clone())
-        }
-        sp::Value::DollarQuotedString(s) => Literal::String(s.value.clone()),
+        sp::Value::SingleQuotedString(s) | sp::Value::EscapedStringLiteral(s) => string(s)?,
+        sp::Value::DollarQuotedString(s) => string(&s.value)?,
         sp::Value::Boolean(b) => Literal::Bool(*b),
         sp::Value::Null => Literal::Null,
         sp::Value::Placeholder(p) => {
@@ -523,6 +521,17 @@ fn convert_value(v: &sp::Value) -> Result<Expr> {
         }
         other => return unsupported(format!("the literal {other}")),
     }))
+}
+
+/// A string literal; NUL (`E'\\0'`) cannot be in text, as in PostgreSQL (22021).
+fn string(s: &str) -> Result<Literal> {
+    if s.contains('\0') {
+        return Err(Error::sql(
+            sqlstate::CHARACTER_NOT_IN_REPERTOIRE,
+            "invalid byte sequence for encoding \"UTF8\": 0x00",
+        ));
+    }
+    Ok(Literal::String(s.to_string()))
 }
 
 fn convert_binary_op(op: &sp::BinaryOperator) -> Result<BinaryOp> {
