@@ -13,7 +13,7 @@
 //! * binding adds at most [`BOUND_LEVELS_PER_LEVEL`] levels per level as written (a range check
 //!   of an integer result, the unpadding of a `char(n)`, `BETWEEN` rewritten as two comparisons
 //!   under `AND`), so a bound expression is at most [`MAX_DECODED_DEPTH`] deep;
-//! * decoding from bytes goes through [`boxed`] and [`vec`], which count the nesting and
+//! * decoding from bytes goes through [`boxed`] and [`vec`](mod@vec), which count the nesting and
 //!   refuse to go deeper than [`MAX_DECODED_DEPTH`] with an ordinary decoding error: a peer
 //!   cannot send a frame of a few megabytes that nests millions of levels deep.
 //!
@@ -24,7 +24,7 @@
 //! conversion takes about 9 KB of stack, so even 1,000 levels need more than a worker's 2 MB.
 //! The hand-written recursive passes (conversion, binding, evaluation, walks) are marked
 //! `#[recursive::recursive]`, and the encoding and decoding of every sub-expression go through
-//! [`boxed`] and [`vec`]: each level first makes sure 128 KB of stack are left, and continues
+//! [`boxed`] and [`vec`](mod@vec): each level first makes sure 128 KB of stack are left, and continues
 //! on a new segment otherwise ([`stacker`]). The derived passes (`Clone`, `PartialEq`, `Debug`,
 //! `Drop`) cannot do that; they run on worker threads with [`WORKER_STACK`], which holds them at
 //! the deepest decodable expression with room to spare (tested below).
