@@ -4,6 +4,11 @@
 //! the transaction state of a connection lives exactly as long as the connection: when the
 //! client goes away, the session is dropped and any open transaction rolled back.
 //!
+//! [`serve`] runs a connection: pgwire's message loop, over a stream that checks every frontend
+//! message's structure first ([`super::pg_frames`]). A message that breaks the protocol gets a
+//! FATAL `ErrorResponse` with SQLSTATE 08P01 before the connection closes, as in PostgreSQL,
+//! instead of a silent close (pgwire's own loop) or a panic in pgwire's decoder.
+//!
 //! Authentication is not built yet: any user and database name is accepted (one database per
 //! cluster). Result columns carry the PostgreSQL type OIDs of their ddb types, so drivers decode
 //! values natively in text and binary formats.
@@ -24,6 +29,7 @@ use pgwire::api::{ClientInfo, PgWireServerHandlers, Type};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
 
+use super::pg_frames::{Checked, Verdicts};
 use crate::error::{sqlstate, Error};
 use crate::sql::ast::Statement;
 use crate::sql::{session, Backend, Session};
@@ -176,6 +182,7 @@ pub struct Prepared {
 /// Parses and plans statements of the extended protocol.
 pub struct Parser {
     db: Arc<dyn Backend>,
+    verdicts: Verdicts,
     /// The connection's session: an error while preparing fails its open transaction block,
     /// as any other error in a block does.
     session: Arc<tokio::sync::Mutex<Session>>,
@@ -201,6 +208,9 @@ impl QueryParser for Parser {
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
+        if !self.verdicts.parse_was_utf8(sql) {
+            return Err(self.fail(invalid_utf8()).await);
+        }
         let mut stmts = match session::parse(sql) {
             Ok(s) => s,
             Err(e) => return Err(self.fail(e).await),
@@ -270,6 +280,18 @@ fn text_value(s: String, i: usize) -> Result<Value, Error> {
 /// Decodes the bound parameters of a portal into values of the statement's parameter types.
 fn decode_params(portal: &Portal<Prepared>) -> Result<(Vec<Value>, Vec<DataType>), Error> {
     let declared = &portal.statement.parameter_types;
+    let wanted = declared
+        .len()
+        .max(portal.statement.statement.param_types.len());
+    if portal.parameter_len() > wanted {
+        return Err(Error::sql(
+            sqlstate::PROTOCOL_VIOLATION,
+            format!(
+                "bind message supplies {} parameters, but prepared statement requires {wanted}",
+                portal.parameter_len()
+            ),
+        ));
+    }
     let mut values = Vec::with_capacity(portal.parameter_len());
     let mut types = Vec::with_capacity(portal.parameter_len());
     for i in 0..portal.parameter_len() {
@@ -351,9 +373,17 @@ fn decode_params(portal: &Portal<Prepared>) -> Result<(Vec<Value>, Vec<DataType>
     Ok((values, types))
 }
 
+fn invalid_utf8() -> Error {
+    Error::sql(
+        sqlstate::CHARACTER_NOT_IN_REPERTOIRE,
+        "invalid byte sequence for encoding \"UTF8\"",
+    )
+}
+
 /// The handler of one PostgreSQL connection.
 pub struct PgConnection {
     session: Arc<tokio::sync::Mutex<Session>>,
+    verdicts: Verdicts,
     parser: Arc<Parser>,
     /// True while a statement runs; shutdown waits for it to clear.
     pub busy: Arc<AtomicBool>,
@@ -363,9 +393,15 @@ impl PgConnection {
     /// A handler with a fresh session.
     pub fn new(db: Arc<dyn Backend>) -> Arc<Self> {
         let session = Arc::new(tokio::sync::Mutex::new(Session::new(db.clone())));
+        let verdicts = Verdicts::default();
         Arc::new(Self {
             session: session.clone(),
-            parser: Arc::new(Parser { db, session }),
+            verdicts: verdicts.clone(),
+            parser: Arc::new(Parser {
+                db,
+                session,
+                verdicts,
+            }),
             busy: Arc::new(AtomicBool::new(false)),
         })
     }
@@ -389,6 +425,10 @@ impl SimpleQueryHandler for PgConnection {
         self.busy.store(true, Ordering::Release);
         let _busy = Busy(&self.busy);
         let mut session = self.session.lock().await;
+        if !self.verdicts.query_was_utf8(query) {
+            session.fail_block();
+            return Ok(vec![Response::Error(Box::new(error_info(&invalid_utf8())))]);
+        }
         let (results, error) = session.execute_sql(query).await;
         let mut responses = Vec::with_capacity(results.len() + 1);
         for r in results {
@@ -462,3 +502,101 @@ impl PgWireServerHandlers for PgHandlers {
         self.0.clone()
     }
 }
+
+/// Serves one PostgreSQL connection until the client leaves or breaks the protocol.
+///
+/// This is pgwire's `process_socket` (no TLS on this port yet) with two differences: the
+/// stream is [`Checked`], and a message that does not decode gets a FATAL `ErrorResponse` 08P01
+/// before the connection closes.
+pub async fn serve(socket: tokio::net::TcpStream, conn: Arc<PgConnection>) -> std::io::Result<()> {
+    use futures::{SinkExt, StreamExt};
+    use pgwire::api::{ClientInfo, PgWireConnectionState};
+    use pgwire::messages::PgWireFrontendMessage;
+    use pgwire::tokio::server::{negotiate_tls, process_error, process_message};
+    use tokio_util::codec::{Framed, FramedParts};
+
+    let handlers = PgHandlers(conn.clone());
+    let startup_timeout = tokio::time::sleep(STARTUP_TIMEOUT);
+    tokio::pin!(startup_timeout);
+    let negotiated = tokio::select! {
+        _ = &mut startup_timeout => return Ok(()),
+        s = negotiate_tls::<Prepared>(socket, None) => s?,
+    };
+    let Some(negotiated) = negotiated else {
+        return Ok(());
+    };
+    // Everything read so far goes through the check too.
+    let mut old = negotiated.into_parts();
+    let already_read = std::mem::take(&mut old.read_buf);
+    let checked = Checked::new(old.io, already_read, conn.verdicts.clone());
+    let mut parts = FramedParts::new(checked, old.codec);
+    parts.write_buf = old.write_buf;
+    let mut socket = Framed::from_parts(parts);
+
+    // The connection is all three handlers (its concrete type names the statement type).
+    let (startup, simple, extended) = (conn.clone(), conn.clone(), conn.clone());
+    let copy = handlers.copy_handler();
+    let cancel = handlers.cancel_handler();
+    loop {
+        let starting = matches!(
+            socket.state(),
+            PgWireConnectionState::AwaitingStartup
+                | PgWireConnectionState::AuthenticationInProgress
+        );
+        let msg = if starting {
+            tokio::select! {
+                _ = &mut startup_timeout => None,
+                msg = socket.next() => msg,
+            }
+        } else {
+            socket.next().await
+        };
+        let msg = match msg {
+            None => break,
+            Some(Ok(PgWireFrontendMessage::Terminate(_))) => break,
+            Some(Ok(msg)) => msg,
+            Some(Err(e)) => {
+                // A message that breaks the protocol: say so, then close, as PostgreSQL does.
+                let info = ErrorInfo::new(
+                    "FATAL".to_owned(),
+                    sqlstate::PROTOCOL_VIOLATION.to_owned(),
+                    format!("protocol violation: {e}"),
+                );
+                let _ = socket
+                    .send(PgWireBackendMessage::ErrorResponse(info.into()))
+                    .await;
+                let _ = socket.close().await;
+                break;
+            }
+        };
+        let is_extended = match socket.state() {
+            PgWireConnectionState::CopyInProgress(extended) => extended,
+            _ => msg.is_extended_query(),
+        };
+        let is_cancel = matches!(msg, PgWireFrontendMessage::CancelRequest(_));
+        let result = process_message(
+            msg,
+            &mut socket,
+            startup.clone(),
+            simple.clone(),
+            extended.clone(),
+            copy.clone(),
+            cancel.clone(),
+        )
+        .await;
+        if let Err(e) = result {
+            let fatal = e.is_fatal();
+            process_error(&mut socket, e, is_extended).await?;
+            if fatal {
+                break;
+            }
+        }
+        if is_cancel {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// How long a client has to finish its startup (pgwire's own bound).
+const STARTUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);

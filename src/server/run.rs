@@ -117,7 +117,7 @@ async fn serve_sql(
         let conn = pg::PgConnection::new(db.clone());
         async move {
             let busy = conn.busy.clone();
-            let serve = pgwire::tokio::process_socket(socket, None, pg::PgHandlers(conn));
+            let serve = pg::serve(socket, conn);
             tokio::pin!(serve);
             tokio::select! {
                 r = &mut serve => {
