@@ -126,6 +126,17 @@ pub enum Expr {
         Function,
         #[serde(with = "crate::types::nesting::vec")] Vec<Expr>,
     ),
+    /// `expr [NOT] BETWEEN low AND high`: `expr >= low AND expr <= high`, with `expr`
+    /// evaluated once (nested `BETWEEN`s would otherwise double the tree at every level).
+    Between {
+        #[serde(with = "crate::types::nesting::boxed")]
+        expr: Box<Expr>,
+        #[serde(with = "crate::types::nesting::boxed")]
+        low: Box<Expr>,
+        #[serde(with = "crate::types::nesting::boxed")]
+        high: Box<Expr>,
+        negated: bool,
+    },
 }
 
 /// What an expression is evaluated against: the row, the parameters, and the statement's clock.
@@ -227,6 +238,28 @@ impl Expr {
                 }
                 (a, _) => return Err(type_error("LIKE", &a)),
             },
+            Expr::Between {
+                expr,
+                low,
+                high,
+                negated,
+            } => {
+                let v = expr.eval(row, ctx)?;
+                let ge = truth(binary(BinaryOp::GtEq, v.clone(), low.eval(row, ctx)?)?)?;
+                // As `AND`: a false lower bound decides without the upper one.
+                let within = match ge {
+                    Some(false) => Some(false),
+                    ge => match (ge, truth(binary(BinaryOp::LtEq, v, high.eval(row, ctx)?)?)?) {
+                        (_, Some(false)) => Some(false),
+                        (Some(true), Some(true)) => Some(true),
+                        _ => None,
+                    },
+                };
+                match within {
+                    Some(b) => Value::Bool(b != *negated),
+                    None => Value::Null,
+                }
+            }
             Expr::Cast(e, ty) => e.eval(row, ctx)?.cast(ty)?,
             Expr::Call(f, args) => {
                 let mut values = Vec::with_capacity(args.len());
@@ -278,6 +311,13 @@ impl Expr {
                 pattern.walk(f);
             }
             Expr::Call(_, args) => args.iter().for_each(|x| x.walk(f)),
+            Expr::Between {
+                expr, low, high, ..
+            } => {
+                expr.walk(f);
+                low.walk(f);
+                high.walk(f);
+            }
         }
     }
 }
