@@ -47,7 +47,7 @@ complete -c ddb -n "__fish_ddb_using_subcommand server" -l data-dir -d 'The node
 complete -c ddb -n "__fish_ddb_using_subcommand server" -l listen -d 'Address of the internal RPC listener (peers and the CLI)' -r
 complete -c ddb -n "__fish_ddb_using_subcommand server" -l sql-listen -d 'Address of the PostgreSQL protocol listener' -r
 complete -c ddb -n "__fish_ddb_using_subcommand server" -l name -d 'The node\'s name [default: the RPC address]' -r
-complete -c ddb -n "__fish_ddb_using_subcommand server" -l lock-timeout-ms -d 'How long a transaction waits for a lock before it fails with SQLSTATE 40001' -r
+complete -c ddb -n "__fish_ddb_using_subcommand server" -l lock-timeout-ms -d 'How long a transaction waits for a lock before it fails with SQLSTATE 55P03' -r
 complete -c ddb -n "__fish_ddb_using_subcommand server" -l prepared-timeout-ms -d 'How long a transaction may stay prepared (two-phase commit) before the node asks its anchor for the outcome' -r
 complete -c ddb -n "__fish_ddb_using_subcommand server" -l max-connections -d 'Most connections served at once, on each of the two ports. On the SQL port one more is told SQLSTATE 53300 (too_many_connections) after its startup message; on the RPC port it waits in the backlog for a free place' -r
 complete -c ddb -n "__fish_ddb_using_subcommand server" -l startup-timeout-ms -d 'How long a new connection has to finish its startup (SQL port: startup message and authentication) or its handshake (RPC port) before it is closed' -r

@@ -49,6 +49,10 @@ pub mod sqlstate {
     pub const DATA_CORRUPTED: &str = "XX001";
     pub const INTERNAL_ERROR: &str = "XX000";
     pub const PROTOCOL_VIOLATION: &str = "08P01";
+    pub const PROGRAM_LIMIT_EXCEEDED: &str = "54000";
+    pub const STATEMENT_TOO_COMPLEX: &str = "54001";
+    pub const LOCK_NOT_AVAILABLE: &str = "55P03";
+    pub const CHARACTER_NOT_IN_REPERTOIRE: &str = "22021";
 }
 
 /// The SQLSTATEs of failures after which nothing of the transaction happened and running it
@@ -141,6 +145,17 @@ impl Error {
         )
     }
 
+    /// The error of a statement whose execution panicked (XX000), from the panic's payload. The
+    /// session catches the panic, so the statement fails and the connection and node go on.
+    pub fn from_panic(payload: &(dyn std::any::Any + Send)) -> Self {
+        let what = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".into());
+        Error::Internal(format!("the statement failed on a bug: {what}"))
+    }
+
     /// The PostgreSQL SQLSTATE for this error. The one place where errors become SQLSTATEs.
     pub fn sqlstate(&self) -> &str {
         match self {
@@ -175,12 +190,16 @@ impl Error {
         matches!(self, Error::Retry { .. })
     }
 
-    /// Whether this is a serialization failure (40001): the refusal of a participant or an
-    /// anchor that wrote nothing, so the transaction is definitely rolled back there. Narrower
-    /// than [`Error::is_retryable`] on purpose: a two-phase commit may treat only this answer
-    /// from the anchor as a definite abort.
+    /// Whether this is a serialization failure (40001) or a lock wait that timed out (55P03):
+    /// the refusal of a participant or an anchor that wrote nothing, so the transaction is
+    /// definitely rolled back there. Narrower than [`Error::is_retryable`] on purpose: a
+    /// two-phase commit may treat only these answers from the anchor as a definite abort.
     pub fn is_refusal(&self) -> bool {
-        matches!(self, Error::Retry { code, .. } if code == sqlstate::SERIALIZATION_FAILURE)
+        match self {
+            Error::Retry { code, .. } => code == sqlstate::SERIALIZATION_FAILURE,
+            Error::Sql { code, .. } => code == sqlstate::LOCK_NOT_AVAILABLE,
+            _ => false,
+        }
     }
 
     /// Whether the outcome of the transaction is unknown: it may have committed.

@@ -17,7 +17,8 @@
 //! node's empty store is built, before it is renamed into place). `server-before-listen` (a node
 //! starting, before it binds its ports) is used with the `fail` crate's `sleep(MS)` action
 //! instead, which delays the node there and goes on, so a test can have a node that is
-//! deterministically slow to answer.
+//! deterministically slow to answer. `executor-after-write` (an `INSERT` wrote a row and holds
+//! its lock) is used with the `panic` action, to test that a panicking statement fails alone.
 
 /// Kills the process when the named crash point is switched on; otherwise does nothing.
 pub fn crash_point(name: &str) {

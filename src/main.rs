@@ -44,6 +44,8 @@ fn main() {
         Command::Completions(args) => cli::completions::run(args, Cli::command()),
         command => match tokio::runtime::Builder::new_multi_thread()
             .enable_all()
+            // Room for the derived passes over the deepest expression (types/nesting.rs).
+            .thread_stack_size(ddb::types::nesting::WORKER_STACK)
             .build()
         {
             Ok(rt) => rt.block_on(async {

@@ -237,9 +237,9 @@ async fn concurrent_transfers_conserve_the_total_and_nobody_hangs() {
                         }
                     }
                     Err(e) => {
-                        assert_eq!(
-                            sqlstate(&e).as_deref(),
-                            Some("40001"),
+                        // A conflict, or (under a slow machine's load) a lock wait timed out.
+                        assert!(
+                            matches!(sqlstate(&e).as_deref(), Some("40001" | "55P03")),
                             "unexpected error: {e}"
                         );
                         *retried.lock().unwrap() += 1;
@@ -583,7 +583,8 @@ async fn ctrl_c_stops_a_node_cleanly() {
 }
 
 /// `--lock-timeout-ms` bounds a lock wait: an older reader waits for a younger writer's row
-/// (wait-die lets the older one wait) and gives up with 40001 once the timeout has passed.
+/// (wait-die lets the older one wait) and gives up with 55P03 (lock_not_available, as
+/// PostgreSQL's lock_timeout) once the timeout has passed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reader_gives_up_after_the_lock_timeout_set_by_the_flag() {
     let node = TestNode::start_with(&["--lock-timeout-ms", "400"]);
@@ -608,7 +609,7 @@ async fn a_reader_gives_up_after_the_lock_timeout_set_by_the_flag() {
     .expect("the reader waited past its lock timeout")
     .unwrap_err();
     let waited = started.elapsed();
-    assert_eq!(sqlstate(&err).as_deref(), Some("40001"), "{err}");
+    assert_eq!(sqlstate(&err).as_deref(), Some("55P03"), "{err}");
     let message = err.as_db_error().map(|d| d.message().to_string());
     assert!(
         message

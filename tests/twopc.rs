@@ -587,13 +587,13 @@ mod crash_points {
                 "{n} in:\n{text}"
             );
         }
-        // The in-doubt row stays locked: a new writer gives up with 40001 after its lock wait.
+        // The in-doubt row stays locked: a new writer gives up with 55P03 after its lock wait.
         let c = connect(cluster.sql_port("n3")).await;
         let err = c
             .batch_execute(&format!("UPDATE a SET balance = 0 WHERE id = {}", keys[2]))
             .await
             .unwrap_err();
-        assert_eq!(sqlstate(&err).as_deref(), Some("40001"), "{err}");
+        assert_eq!(sqlstate(&err).as_deref(), Some("55P03"), "{err}");
         // That wait took the lock timeout (2 s): the in-doubt transaction has aged meanwhile.
         let status = cluster.status().1;
         let row = status.iter().find(|r| r["name"] == "n3").unwrap();

@@ -24,7 +24,7 @@ pub struct ServerArgs {
     /// The node's name [default: the RPC address]
     #[arg(long)]
     pub name: Option<String>,
-    /// How long a transaction waits for a lock before it fails with SQLSTATE 40001
+    /// How long a transaction waits for a lock before it fails with SQLSTATE 55P03
     #[arg(
         long,
         value_name = "MS",

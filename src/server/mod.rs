@@ -14,6 +14,7 @@ pub mod listener;
 pub mod node;
 pub mod participant;
 pub mod pg;
+pub mod pg_frames;
 pub mod pg_limits;
 pub mod raft_network;
 pub mod recovery;

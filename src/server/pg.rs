@@ -4,6 +4,11 @@
 //! the transaction state of a connection lives exactly as long as the connection: when the
 //! client goes away, the session is dropped and any open transaction rolled back.
 //!
+//! [`serve`] runs a connection: pgwire's message loop, over a stream that checks every frontend
+//! message's structure first ([`super::pg_frames`]). A message that breaks the protocol gets a
+//! FATAL `ErrorResponse` with SQLSTATE 08P01 before the connection closes, as in PostgreSQL,
+//! instead of a silent close (pgwire's own loop) or a panic in pgwire's decoder.
+//!
 //! Authentication is not built yet: any user and database name is accepted (one database per
 //! cluster). Result columns carry the PostgreSQL type OIDs of their ddb types, so drivers decode
 //! values natively in text and binary formats.
@@ -46,10 +51,11 @@ use pgwire::messages::simplequery::Query;
 use pgwire::messages::PgWireBackendMessage;
 use tokio::sync::Notify;
 
+use super::pg_frames::{Checked, Verdicts};
 use crate::error::{sqlstate, Error};
 use crate::sql::ast::Statement;
 use crate::sql::output::Output;
-use crate::sql::{parser, Backend, Session};
+use crate::sql::{session, Backend, Session};
 use crate::types::value::{timestamp_to_naive, DataType, Value};
 use crate::types::OutputColumn;
 use crate::types::QueryResult;
@@ -343,6 +349,7 @@ pub struct Prepared {
 /// Parses and plans statements of the extended protocol.
 pub struct Parser {
     db: Arc<dyn Backend>,
+    verdicts: Verdicts,
     /// The connection's session: an error while preparing fails its open transaction block,
     /// as any other error in a block does.
     session: Arc<tokio::sync::Mutex<Session>>,
@@ -368,7 +375,10 @@ impl QueryParser for Parser {
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
-        let mut stmts = match parser::parse(sql) {
+        if !self.verdicts.parse_was_utf8(sql) {
+            return Err(self.fail(invalid_utf8()).await);
+        }
+        let mut stmts = match session::parse(sql) {
             Ok(s) => s,
             Err(e) => return Err(self.fail(e).await),
         };
@@ -386,7 +396,7 @@ impl QueryParser for Parser {
             .iter()
             .map(|t| t.as_ref().map(ddb_type).unwrap_or(DataType::Unknown))
             .collect();
-        let planned = match crate::sql::planner::plan(self.db.catalog(), &stmt, &declared) {
+        let planned = match session::plan(self.db.catalog(), &stmt, &declared) {
             Ok(p) => p,
             Err(e) => return Err(self.fail(e).await),
         };
@@ -410,9 +420,45 @@ impl QueryParser for Parser {
     }
 }
 
+fn not_utf8(i: usize) -> Error {
+    Error::sql(
+        sqlstate::CHARACTER_NOT_IN_REPERTOIRE,
+        format!(
+            "invalid byte sequence for encoding \"UTF8\" in parameter ${}",
+            i + 1
+        ),
+    )
+}
+
+/// A text parameter's value; NUL cannot be stored in text (22021), as in PostgreSQL.
+fn text_value(s: String, i: usize) -> Result<Value, Error> {
+    if s.contains('\0') {
+        return Err(Error::sql(
+            sqlstate::CHARACTER_NOT_IN_REPERTOIRE,
+            format!(
+                "invalid byte sequence for encoding \"UTF8\": 0x00 in parameter ${}",
+                i + 1
+            ),
+        ));
+    }
+    Ok(Value::Text(s))
+}
+
 /// Decodes the bound parameters of a portal into values of the statement's parameter types.
 fn decode_params(portal: &Portal<Prepared>) -> Result<(Vec<Value>, Vec<DataType>), Error> {
     let declared = &portal.statement.parameter_types;
+    let wanted = declared
+        .len()
+        .max(portal.statement.statement.param_types.len());
+    if portal.parameter_len() > wanted {
+        return Err(Error::sql(
+            sqlstate::PROTOCOL_VIOLATION,
+            format!(
+                "bind message supplies {} parameters, but prepared statement requires {wanted}",
+                portal.parameter_len()
+            ),
+        ));
+    }
     let mut values = Vec::with_capacity(portal.parameter_len());
     let mut types = Vec::with_capacity(portal.parameter_len());
     for i in 0..portal.parameter_len() {
@@ -466,10 +512,12 @@ fn decode_params(portal: &Portal<Prepared>) -> Result<(Vec<Value>, Vec<DataType>
                 .parameter::<chrono::NaiveDateTime>(i, &ty)
                 .map_err(bad)?
                 .map(|v| Value::Timestamp(v.and_utc().timestamp_micros())),
+            // Text must be valid UTF-8 without NUL, as PostgreSQL's server encoding requires.
             _ => portal
                 .parameter::<String>(i, &Type::TEXT)
-                .map_err(bad)?
-                .map(Value::Text),
+                .map_err(|_| not_utf8(i))?
+                .map(|s| text_value(s, i))
+                .transpose()?,
         };
         let dt = ddb_type(&ty);
         let v = v.unwrap_or(Value::Null);
@@ -492,9 +540,17 @@ fn decode_params(portal: &Portal<Prepared>) -> Result<(Vec<Value>, Vec<DataType>
     Ok((values, types))
 }
 
+fn invalid_utf8() -> Error {
+    Error::sql(
+        sqlstate::CHARACTER_NOT_IN_REPERTOIRE,
+        "invalid byte sequence for encoding \"UTF8\"",
+    )
+}
+
 /// The handler of one PostgreSQL connection.
 pub struct PgConnection {
     session: Arc<tokio::sync::Mutex<Session>>,
+    verdicts: Verdicts,
     parser: Arc<Parser>,
     /// True while a statement runs; shutdown waits for it to clear.
     pub busy: Arc<AtomicBool>,
@@ -510,9 +566,15 @@ impl PgConnection {
     /// A handler with a fresh session.
     pub fn new(db: Arc<dyn Backend>, send_timeout: Duration) -> Arc<Self> {
         let session = Arc::new(tokio::sync::Mutex::new(Session::new(db.clone())));
+        let verdicts = Verdicts::default();
         Arc::new(Self {
             session: session.clone(),
-            parser: Arc::new(Parser { db, session }),
+            verdicts: verdicts.clone(),
+            parser: Arc::new(Parser {
+                db,
+                session,
+                verdicts,
+            }),
             busy: Arc::new(AtomicBool::new(false)),
             send_timeout,
             closed: Arc::new(Notify::new()),
@@ -655,13 +717,20 @@ impl SimpleQueryHandler for PgConnection {
         self.busy.store(true, Ordering::Release);
         let _busy = Busy(&self.busy);
         let mut session = self.session.lock().await;
+        if !self.verdicts.query_was_utf8(query) {
+            session.fail_block();
+            return Ok(vec![Response::Error(Box::new(error_info(&invalid_utf8())))]);
+        }
         let (results, error) = session.execute_sql(query).await;
         let mut responses = Vec::with_capacity(results.len() + 1);
         for r in results {
             responses.push(to_response(r, None)?);
         }
-        if let Some((_, _, e)) = error {
-            responses.push(Response::Error(Box::new(error_info(&e))));
+        match error {
+            Some((_, _, e)) => responses.push(Response::Error(Box::new(error_info(&e)))),
+            // A query of only comments or semicolons is an empty query, as in PostgreSQL.
+            None if responses.is_empty() => responses.push(Response::EmptyQuery),
+            None => {}
         }
         Ok(responses)
     }
@@ -747,4 +816,105 @@ impl PgWireServerHandlers for PgHandlers {
     fn startup_handler(&self) -> Arc<impl StartupHandler> {
         self.0.clone()
     }
+}
+
+/// Serves one PostgreSQL connection until the client leaves or breaks the protocol.
+///
+/// This is pgwire's `process_socket` (no TLS on this port yet) with three differences: the
+/// stream is [`Checked`], a message that does not decode gets a FATAL `ErrorResponse` 08P01
+/// before the connection closes, and the startup (up to ReadyForQuery) must finish within
+/// `startup_timeout` (`--startup-timeout-ms`; pgwire's own bound is a fixed 60 s), so a client
+/// that trickles bytes cannot hold a connection slot.
+pub async fn serve(
+    socket: tokio::net::TcpStream,
+    conn: Arc<PgConnection>,
+    startup_timeout: std::time::Duration,
+) -> std::io::Result<()> {
+    use futures::{SinkExt, StreamExt};
+    use pgwire::api::{ClientInfo, PgWireConnectionState};
+    use pgwire::messages::PgWireFrontendMessage;
+    use pgwire::tokio::server::{negotiate_tls, process_error, process_message};
+    use tokio_util::codec::{Framed, FramedParts};
+
+    let handlers = PgHandlers(conn.clone());
+    let startup_timeout = tokio::time::sleep(startup_timeout);
+    tokio::pin!(startup_timeout);
+    let negotiated = tokio::select! {
+        _ = &mut startup_timeout => return Ok(()),
+        s = negotiate_tls::<Prepared>(socket, None) => s?,
+    };
+    let Some(negotiated) = negotiated else {
+        return Ok(());
+    };
+    // Everything read so far goes through the check too.
+    let mut old = negotiated.into_parts();
+    let already_read = std::mem::take(&mut old.read_buf);
+    let checked = Checked::new(old.io, already_read, conn.verdicts.clone());
+    let mut parts = FramedParts::new(checked, old.codec);
+    parts.write_buf = old.write_buf;
+    let mut socket = Framed::from_parts(parts);
+
+    // The connection is all three handlers (its concrete type names the statement type).
+    let (startup, simple, extended) = (conn.clone(), conn.clone(), conn.clone());
+    let copy = handlers.copy_handler();
+    let cancel = handlers.cancel_handler();
+    loop {
+        let starting = matches!(
+            socket.state(),
+            PgWireConnectionState::AwaitingStartup
+                | PgWireConnectionState::AuthenticationInProgress
+        );
+        let msg = if starting {
+            tokio::select! {
+                _ = &mut startup_timeout => None,
+                msg = socket.next() => msg,
+            }
+        } else {
+            socket.next().await
+        };
+        let msg = match msg {
+            None => break,
+            Some(Ok(PgWireFrontendMessage::Terminate(_))) => break,
+            Some(Ok(msg)) => msg,
+            Some(Err(e)) => {
+                // A message that breaks the protocol: say so, then close, as PostgreSQL does.
+                let info = ErrorInfo::new(
+                    "FATAL".to_owned(),
+                    sqlstate::PROTOCOL_VIOLATION.to_owned(),
+                    format!("protocol violation: {e}"),
+                );
+                let _ = socket
+                    .send(PgWireBackendMessage::ErrorResponse(info.into()))
+                    .await;
+                let _ = socket.close().await;
+                break;
+            }
+        };
+        let is_extended = match socket.state() {
+            PgWireConnectionState::CopyInProgress(extended) => extended,
+            _ => msg.is_extended_query(),
+        };
+        let is_cancel = matches!(msg, PgWireFrontendMessage::CancelRequest(_));
+        let result = process_message(
+            msg,
+            &mut socket,
+            startup.clone(),
+            simple.clone(),
+            extended.clone(),
+            copy.clone(),
+            cancel.clone(),
+        )
+        .await;
+        if let Err(e) = result {
+            let fatal = e.is_fatal();
+            process_error(&mut socket, e, is_extended).await?;
+            if fatal {
+                break;
+            }
+        }
+        if is_cancel {
+            break;
+        }
+    }
+    Ok(())
 }

@@ -8,21 +8,16 @@
 //!   bounded by the startup timeout and by the listener's [`super::listener::MAX_REJECTING`].
 //! * **Startup timeout.** A connection that has not finished its startup (startup message and
 //!   authentication, up to ReadyForQuery) within `--startup-timeout-ms` is closed: a client
-//!   that trickles bytes cannot hold a connection slot. pgwire has a timeout of its own, fixed
-//!   at 60 s; [`Started`] wraps ddb's handlers to notice the end of the startup, so that the
-//!   listener can apply the configured one.
+//!   that trickles bytes cannot hold a connection slot. [`super::pg::serve`] applies it to the
+//!   connections it serves, and [`reject_too_many`] to the ones it refuses.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use bytes::BytesMut;
-use pgwire::api::auth::StartupHandler;
-use pgwire::api::{ClientInfo, PgWireConnectionState, PgWireServerHandlers};
-use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+
+use pgwire::error::ErrorInfo;
 use pgwire::messages::response::ErrorResponse;
-use pgwire::messages::{Message, PgWireBackendMessage, PgWireFrontendMessage};
+use pgwire::messages::Message;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -75,66 +70,5 @@ pub async fn reject_too_many(mut socket: TcpStream, timeout: Duration, max_conne
         Ok(Err(e)) => tracing::debug!("refusing a connection: {e}"),
         Err(_) => tracing::debug!("refusing a connection: no startup message in time"),
         Ok(Ok(())) => {}
-    }
-}
-
-/// ddb's handlers, with a flag that is set once the connection has finished its startup.
-pub struct Started<H> {
-    pub inner: H,
-    pub done: Arc<AtomicBool>,
-}
-
-/// The startup handler of [`Started`]: the inner one, then a look at the connection's state.
-pub struct StartupWatch<S> {
-    inner: Arc<S>,
-    done: Arc<AtomicBool>,
-}
-
-#[async_trait]
-impl<S: StartupHandler> StartupHandler for StartupWatch<S> {
-    async fn on_startup<C>(
-        &self,
-        client: &mut C,
-        message: PgWireFrontendMessage,
-    ) -> PgWireResult<()>
-    where
-        C: ClientInfo + futures::Sink<PgWireBackendMessage> + Unpin + Send + Sync,
-        C::Error: std::fmt::Debug,
-        PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
-    {
-        let r = self.inner.on_startup(client, message).await;
-        if matches!(client.state(), PgWireConnectionState::ReadyForQuery) {
-            self.done.store(true, Ordering::Release);
-        }
-        r
-    }
-}
-
-impl<H: PgWireServerHandlers> PgWireServerHandlers for Started<H> {
-    fn simple_query_handler(&self) -> Arc<impl pgwire::api::query::SimpleQueryHandler> {
-        self.inner.simple_query_handler()
-    }
-
-    fn extended_query_handler(&self) -> Arc<impl pgwire::api::query::ExtendedQueryHandler> {
-        self.inner.extended_query_handler()
-    }
-
-    fn startup_handler(&self) -> Arc<impl StartupHandler> {
-        Arc::new(StartupWatch {
-            inner: self.inner.startup_handler(),
-            done: self.done.clone(),
-        })
-    }
-
-    fn copy_handler(&self) -> Arc<impl pgwire::api::copy::CopyHandler> {
-        self.inner.copy_handler()
-    }
-
-    fn error_handler(&self) -> Arc<impl pgwire::api::ErrorHandler> {
-        self.inner.error_handler()
-    }
-
-    fn cancel_handler(&self) -> Arc<impl pgwire::api::cancel::CancelHandler> {
-        self.inner.cancel_handler()
     }
 }

@@ -140,16 +140,8 @@ async fn serve_sql(
         let conn = pg::PgConnection::new(db.clone(), send_timeout);
         async move {
             let (busy, closed) = (conn.busy.clone(), conn.closed.clone());
-            let started = Arc::new(std::sync::atomic::AtomicBool::new(false));
-            let handlers = pg_limits::Started {
-                inner: pg::PgHandlers(conn),
-                done: started.clone(),
-            };
-            let serve = pgwire::tokio::process_socket(socket, None, handlers);
+            let serve = pg::serve(socket, conn, limits.startup_timeout);
             tokio::pin!(serve);
-            let startup = tokio::time::sleep(limits.startup_timeout);
-            tokio::pin!(startup);
-            let mut timing = true;
             loop {
                 tokio::select! {
                     r = &mut serve => {
@@ -157,13 +149,6 @@ async fn serve_sql(
                             tracing::debug!(%peer, "SQL connection ended: {e}");
                         }
                         return;
-                    }
-                    _ = &mut startup, if timing => {
-                        timing = false;
-                        if !started.load(Ordering::Acquire) {
-                            tracing::debug!(%peer, "SQL connection closed: no startup within {} ms", limits.startup_timeout.as_millis());
-                            return;
-                        }
                     }
                     // The client stopped reading for longer than the send timeout: dropping
                     // the connection drops its session, which rolls its transaction back.

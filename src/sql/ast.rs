@@ -115,57 +115,57 @@ pub enum Expr {
     Param(usize),
     Unary(
         UnaryOp,
-        #[serde(deserialize_with = "crate::types::nesting::boxed")] Box<Expr>,
+        #[serde(with = "crate::types::nesting::boxed")] Box<Expr>,
     ),
     Binary(
         BinaryOp,
-        #[serde(deserialize_with = "crate::types::nesting::boxed")] Box<Expr>,
-        #[serde(deserialize_with = "crate::types::nesting::boxed")] Box<Expr>,
+        #[serde(with = "crate::types::nesting::boxed")] Box<Expr>,
+        #[serde(with = "crate::types::nesting::boxed")] Box<Expr>,
     ),
     IsNull {
-        #[serde(deserialize_with = "crate::types::nesting::boxed")]
+        #[serde(with = "crate::types::nesting::boxed")]
         expr: Box<Expr>,
         negated: bool,
     },
     /// `IS [NOT] TRUE` / `IS [NOT] FALSE`: never NULL.
     IsBool {
-        #[serde(deserialize_with = "crate::types::nesting::boxed")]
+        #[serde(with = "crate::types::nesting::boxed")]
         expr: Box<Expr>,
         value: bool,
         negated: bool,
     },
     InList {
-        #[serde(deserialize_with = "crate::types::nesting::boxed")]
+        #[serde(with = "crate::types::nesting::boxed")]
         expr: Box<Expr>,
-        #[serde(deserialize_with = "crate::types::nesting::vec")]
+        #[serde(with = "crate::types::nesting::vec")]
         list: Vec<Expr>,
         negated: bool,
     },
     Between {
-        #[serde(deserialize_with = "crate::types::nesting::boxed")]
+        #[serde(with = "crate::types::nesting::boxed")]
         expr: Box<Expr>,
-        #[serde(deserialize_with = "crate::types::nesting::boxed")]
+        #[serde(with = "crate::types::nesting::boxed")]
         low: Box<Expr>,
-        #[serde(deserialize_with = "crate::types::nesting::boxed")]
+        #[serde(with = "crate::types::nesting::boxed")]
         high: Box<Expr>,
         negated: bool,
     },
     Like {
-        #[serde(deserialize_with = "crate::types::nesting::boxed")]
+        #[serde(with = "crate::types::nesting::boxed")]
         expr: Box<Expr>,
-        #[serde(deserialize_with = "crate::types::nesting::boxed")]
+        #[serde(with = "crate::types::nesting::boxed")]
         pattern: Box<Expr>,
         negated: bool,
         case_insensitive: bool,
     },
     Cast(
-        #[serde(deserialize_with = "crate::types::nesting::boxed")] Box<Expr>,
+        #[serde(with = "crate::types::nesting::boxed")] Box<Expr>,
         DataType,
     ),
     /// A function or aggregate call; `star` for `count(*)`.
     Function {
         name: String,
-        #[serde(deserialize_with = "crate::types::nesting::vec")]
+        #[serde(with = "crate::types::nesting::vec")]
         args: Vec<Expr>,
         star: bool,
         distinct: bool,

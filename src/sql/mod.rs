@@ -16,6 +16,7 @@ pub mod backend;
 pub mod catalog;
 pub mod ddl;
 pub mod execution;
+pub mod limits;
 pub mod local;
 pub mod order;
 pub mod output;

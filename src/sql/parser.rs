@@ -3,6 +3,25 @@
 //! sqlparser (PostgreSQL dialect) does the parsing; this module converts its tree into ddb's
 //! smaller one immediately. Any construct ddb does not implement is refused here with SQLSTATE
 //! 0A000 and a message that names the construct, so no later stage meets it.
+//!
+//! This is also where the depth of ddb's trees is bounded ([`crate::types::nesting`]): every
+//! converted expression enters one level, and a statement nested deeper than
+//! [`nesting::MAX_DEPTH`] is refused with 54001, so every later pass (binding, evaluation, the
+//! RPC encoding) recurses a bounded number of times. `AND`/`OR` chains are regrouped into
+//! balanced trees instead, which evaluate the same terms in the same order (SQL's `AND` and
+//! `OR` are associative, and the evaluation still stops at the first deciding term from the
+//! left), so long generated filters run.
+//!
+//! sqlparser's own tree of a long chain is as deep as the chain, and dropping it recurses once
+//! per level (about 100 bytes of stack per level in a debug build, and a level can take as
+//! little as two bytes of text: `+1`, `[]`). Its parser and printer grow the stack on demand,
+//! but its `Drop` cannot, so [`parse`] runs where at least [`STACK_PER_BYTE`] bytes of stack per
+//! byte of text are free, on a stack segment of that size when the thread's own is too small
+//! ([`stacker`]). That costs nothing for ordinary statements, whose need fits the worker's
+//! stack, and a long statement's segment is virtual memory that only its depth touches. An
+//! iterative dismantling of sqlparser's tree was the alternative; it would have to know every
+//! node type that can chain (operators, casts, array types, set operations) and break silently
+//! when sqlparser adds one.
 
 use sqlparser::ast as sp;
 use sqlparser::dialect::PostgreSqlDialect;
@@ -10,19 +29,44 @@ use sqlparser::parser::Parser;
 
 use crate::error::{sqlstate, Error, Result};
 use crate::sql::ast::*;
+use crate::types::nesting;
 use crate::types::value::DataType;
+
+/// The stack that parsing needs per byte of SQL text, in the worst case (see the module prose).
+pub const STACK_PER_BYTE: usize = 160;
+
+/// The stack that parsing needs whatever the text's length.
+const STACK_BASE: usize = 512 << 10;
 
 /// Parses one or more `;`-separated statements, returning each with its SQL text.
 pub fn parse(sql: &str) -> Result<Vec<(Statement, String)>> {
+    let need = sql
+        .len()
+        .saturating_mul(STACK_PER_BYTE)
+        .saturating_add(STACK_BASE);
+    stacker::maybe_grow(need, need, || parse_on_this_stack(sql))
+}
+
+fn parse_on_this_stack(sql: &str) -> Result<Vec<(Statement, String)>> {
     let statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).map_err(|e| {
         Error::sql(
             sqlstate::SYNTAX_ERROR,
             format!("syntax error: {}", strip_prefix(&e.to_string())),
         )
     })?;
+    // A statement's text is what the client wrote when it sent one statement; several are
+    // printed back from their trees (a long chain prints slowly: the printer recurses).
+    let single = statements.len() == 1;
     statements
         .into_iter()
-        .map(|s| Ok((convert_statement(&s)?, s.to_string())))
+        .map(|s| {
+            let stmt = convert_statement(&s)?;
+            let text = match single {
+                true => sql.trim().trim_end_matches(';').trim_end().to_string(),
+                false => s.to_string(),
+            };
+            Ok((stmt, text))
+        })
         .collect()
 }
 
@@ -346,6 +390,7 @@ fn convert_delete(delete: &sp::Delete) -> Result<Statement> {
     Ok(Statement::Delete { table, filter })
 }
 
+#[recursive::recursive]
 fn convert_query(query: &sp::Query) -> Result<Select> {
     if query.with.is_some() {
         return unsupported("WITH");
@@ -462,10 +507,8 @@ fn convert_value(v: &sp::Value) -> Result<Expr> {
                 ));
             }
         }
-        sp::Value::SingleQuotedString(s) | sp::Value::EscapedStringLiteral(s) => {
-            Literal::String(s.clone())
-        }
-        sp::Value::DollarQuotedString(s) => Literal::String(s.value.clone()),
+        sp::Value::SingleQuotedString(s) | sp::Value::EscapedStringLiteral(s) => string(s)?,
+        sp::Value::DollarQuotedString(s) => string(&s.value)?,
         sp::Value::Boolean(b) => Literal::Bool(*b),
         sp::Value::Null => Literal::Null,
         sp::Value::Placeholder(p) => {
@@ -478,6 +521,17 @@ fn convert_value(v: &sp::Value) -> Result<Expr> {
         }
         other => return unsupported(format!("the literal {other}")),
     }))
+}
+
+/// A string literal; NUL (`E'\\0'`) cannot be in text, as in PostgreSQL (22021).
+fn string(s: &str) -> Result<Literal> {
+    if s.contains('\0') {
+        return Err(Error::sql(
+            sqlstate::CHARACTER_NOT_IN_REPERTOIRE,
+            "invalid byte sequence for encoding \"UTF8\": 0x00",
+        ));
+    }
+    Ok(Literal::String(s.to_string()))
 }
 
 fn convert_binary_op(op: &sp::BinaryOperator) -> Result<BinaryOp> {
@@ -501,11 +555,17 @@ fn convert_binary_op(op: &sp::BinaryOperator) -> Result<BinaryOp> {
     })
 }
 
-/// Converts an expression.
+/// Converts an expression, one level of [`nesting`] deeper.
+#[recursive::recursive]
 pub fn convert_expr(e: &sp::Expr) -> Result<Expr> {
     use sp::Expr as E;
+    let _level = nesting::enter()?;
     let b = |e: &sp::Expr| convert_expr(e).map(Box::new);
     Ok(match e {
+        E::BinaryOp {
+            op: op @ (sp::BinaryOperator::And | sp::BinaryOperator::Or),
+            ..
+        } => convert_chain(e, op)?,
         E::Value(v) => convert_value(&v.value)?,
         E::Identifier(id) => Expr::Column(None, ident_name(id)),
         E::CompoundIdentifier(ids) => match ids.as_slice() {
@@ -631,6 +691,48 @@ pub fn convert_expr(e: &sp::Expr) -> Result<Expr> {
         E::Function(f) => convert_function(f)?,
         other => return unsupported(format!("the expression {other}")),
     })
+}
+
+/// Converts a chain of one associative operator (`a AND b AND …`) into a balanced tree of its
+/// terms in their order. sqlparser's left-deep chain is walked with a loop, and the levels of
+/// the balanced tree are entered in [`nesting`] while its terms are converted.
+fn convert_chain(e: &sp::Expr, op: &sp::BinaryOperator) -> Result<Expr> {
+    let mut terms = Vec::new();
+    let mut pending = vec![e];
+    while let Some(e) = pending.pop() {
+        match e {
+            sp::Expr::BinaryOp { left, op: o, right } if o == op => {
+                pending.push(right);
+                pending.push(left);
+            }
+            term => terms.push(term),
+        }
+    }
+    // The tree is ceil(log2(terms)) levels deep; the first is this call's own.
+    let height = usize::BITS - terms.len().saturating_sub(1).leading_zeros();
+    let _levels = (1..height)
+        .map(|_| nesting::enter())
+        .collect::<Result<Vec<_>>>()?;
+    let terms = terms
+        .into_iter()
+        .map(convert_expr)
+        .collect::<Result<Vec<_>>>()?;
+    balanced(convert_binary_op(op)?, terms)
+}
+
+/// A balanced tree of `op` over `terms`, in their order.
+fn balanced(op: BinaryOp, mut terms: Vec<Expr>) -> Result<Expr> {
+    if terms.len() <= 1 {
+        return terms
+            .pop()
+            .ok_or_else(|| Error::Internal("an operator chain without terms".into()));
+    }
+    let right = terms.split_off(terms.len() / 2);
+    Ok(Expr::Binary(
+        op,
+        Box::new(balanced(op, terms)?),
+        Box::new(balanced(op, right)?),
+    ))
 }
 
 fn convert_function(f: &sp::Function) -> Result<Expr> {

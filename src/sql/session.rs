@@ -15,9 +15,16 @@
 //! statement runs, inside its transaction, and returns once the last row is taken (an
 //! autocommit statement commits after that). The session is borrowed for the whole time, so the
 //! next statement of the connection cannot start before this one's rows are out.
+//!
+//! A panic while a statement is parsed, planned or run is caught here and fails that statement
+//! with XX000, as any other error would (its transaction is rolled back and its locks released),
+//! so one bug hit by one statement costs neither the connection nor the node.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use futures::FutureExt;
 
 use crate::error::{sqlstate, Error, Result};
 use crate::sql::ast::Statement;
@@ -78,13 +85,13 @@ impl Session {
 
     /// Plans a statement (for describing it, or to execute it).
     pub fn plan(&self, stmt: &Statement, param_types: &[DataType]) -> Result<Planned> {
-        planner::plan(self.backend.catalog(), stmt, param_types)
+        plan(self.backend.catalog(), stmt, param_types)
     }
 
     /// Parses a string of statements (each with its text). A syntax error fails an open
     /// transaction block, as any error in a block does.
     pub fn parse(&mut self, sql: &str) -> Result<Vec<(Statement, String)>> {
-        crate::sql::parser::parse(sql).inspect_err(|_| self.fail_block())
+        parse(sql).inspect_err(|_| self.fail_block())
     }
 
     /// Parses and runs a string of statements, stopping at the first error. Returns the
@@ -160,9 +167,10 @@ impl Session {
                 "current transaction is aborted, commands ignored until end of transaction block",
             ));
         }
-        let result = self
-            .execute_in_transaction(stmt, params, param_types, out)
-            .await;
+        let result = AssertUnwindSafe(self.execute_in_transaction(stmt, params, param_types, out))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|panic| Err(Error::from_panic(panic.as_ref())));
         if result.is_err() && matches!(self.state, State::Open(_)) {
             self.fail();
         }
@@ -276,6 +284,24 @@ impl Session {
         }
     }
 }
+/// Parses SQL text; a panic in the parser is the statement's error (XX000).
+pub fn parse(sql: &str) -> Result<Vec<(Statement, String)>> {
+    std::panic::catch_unwind(|| crate::sql::parser::parse(sql))
+        .unwrap_or_else(|panic| Err(Error::from_panic(panic.as_ref())))
+}
+
+/// Plans a statement; a panic in the planner is the statement's error (XX000).
+pub fn plan(
+    catalog: &crate::sql::catalog::Catalog,
+    stmt: &Statement,
+    param_types: &[DataType],
+) -> Result<Planned> {
+    std::panic::catch_unwind(AssertUnwindSafe(|| {
+        planner::plan(catalog, stmt, param_types)
+    }))
+    .unwrap_or_else(|panic| Err(Error::from_panic(panic.as_ref())))
+}
+
 impl Drop for Session {
     fn drop(&mut self) {
         // Dropping an open transaction rolls it back and releases its locks.

@@ -27,7 +27,8 @@ use std::sync::RwLock;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode, Readable};
 
 use super::engine::{
-    check_keys, encloses_nothing, end_at_error, Engine, KeyValue, Scan, Snapshot, Space, Write,
+    check_keys, encloses_nothing, end_at_error, storable_key, Engine, KeyValue, Scan, Snapshot,
+    Space, Write,
 };
 use crate::error::Result;
 
@@ -73,6 +74,9 @@ impl Disk {
 
 impl Engine for Disk {
     fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        if !storable_key(key) {
+            return Ok(None);
+        }
         Ok(self.space(space).get(key)?.map(|v| v.to_vec()))
     }
 
@@ -181,6 +185,9 @@ fn pair(guard: fjall::Guard) -> Result<KeyValue> {
 
 impl Snapshot for DiskSnapshot {
     fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        if !storable_key(key) {
+            return Ok(None);
+        }
         Ok(self
             .snapshot
             .get(self.space(space), key)?

@@ -90,6 +90,9 @@ pub enum Write {
 /// The longest key an engine takes, in bytes.
 pub const MAX_KEY: usize = u16::MAX as usize;
 
+/// The longest value an engine takes, in bytes (fjall's value lengths are 32 bits).
+pub const MAX_VALUE: usize = u32::MAX as usize;
+
 /// A key-value pair read from the engine.
 pub type KeyValue = (Vec<u8>, Vec<u8>);
 
@@ -140,6 +143,12 @@ pub trait Snapshot: Send + Sync {
 
     /// Scans every pair whose key lies between the bounds, as of the snapshot.
     fn scan_range(&self, space: Space, start: Bound<Vec<u8>>, end: Bound<Vec<u8>>) -> Scan<'_>;
+}
+
+/// Whether an engine can store `key`: 1 to [`MAX_KEY`] bytes. A read of any other key finds
+/// nothing (fjall panics on one).
+pub(crate) fn storable_key(key: &[u8]) -> bool {
+    !key.is_empty() && key.len() <= MAX_KEY
 }
 
 /// Refuses a batch that writes a key no engine can store: empty, or longer than [`MAX_KEY`].

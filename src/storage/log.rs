@@ -16,9 +16,15 @@
 //! its primary's entries with the epochs they were written under. The committer does not check
 //! the epoch; fencing an old primary is the replication layer's work.
 //!
+//! A request the engine cannot store (a key outside 1 to [`MAX_KEY`] bytes, a value or a log
+//! entry over [`MAX_VALUE`]) fails alone, with SQLSTATE 54000 naming the limit, before it gets an
+//! LSN: the statement that sent it should have been refused when it was planned, and a bad
+//! request is no reason to stop a node. The rest of its group is written as usual.
+//!
 //! If a write or an fsync fails the committer stops accepting commits (the state of the disk is
 //! unknown after a failed fsync); the node must be restarted, and recovery replays from what is
-//! durable.
+//! durable. A panic inside the engine's write is treated the same way: the committer cannot
+//! know what it left behind.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
@@ -28,8 +34,8 @@ use std::thread::JoinHandle;
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
-use super::engine::{Engine, Space, Write};
-use crate::error::{Error, Result};
+use super::engine::{check_keys, Engine, Space, Write, MAX_KEY, MAX_VALUE};
+use crate::error::{sqlstate, Error, Result};
 
 /// A log sequence number: dense, starting at 1.
 pub type Lsn = u64;
@@ -183,20 +189,35 @@ fn run(
         let mut batch = Vec::new();
         let mut lsns = Vec::with_capacity(group.len());
         let mut encode_error = None;
-        for req in &group {
+        let mut accepted = Vec::with_capacity(group.len());
+        for req in group {
             let entry = LogEntry {
                 lsn: next_lsn,
                 epoch: req.epoch,
                 txn: req.txn,
                 writes: req.writes.clone(),
             };
-            match postcard::to_stdvec(&entry) {
-                Ok(bytes) => batch.push(Write::Put(Space::Log, log_key(next_lsn).to_vec(), bytes)),
-                Err(e) => encode_error = Some(Error::Internal(format!("encode log entry: {e}"))),
+            let bytes = match postcard::to_stdvec(&entry) {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    encode_error = Some(Error::Internal(format!("encode log entry: {e}")));
+                    Vec::new()
+                }
+            };
+            // A request the engine cannot store fails alone and takes no LSN.
+            if let Err(e) = storable(&req.writes, bytes.len()) {
+                let _ = req.reply.send(Err(e));
+                continue;
             }
+            batch.push(Write::Put(Space::Log, log_key(next_lsn).to_vec(), bytes));
             batch.extend(req.writes.iter().cloned());
             lsns.push(next_lsn);
             next_lsn += 1;
+            accepted.push(req);
+        }
+        let group = accepted;
+        if group.is_empty() {
+            continue;
         }
         batch.push(Write::Put(
             Space::Meta,
@@ -205,7 +226,7 @@ fn run(
         ));
         let result = match encode_error {
             Some(e) => Err(e),
-            None => engine.write(batch).and_then(|()| engine.persist()),
+            None => write_and_persist(engine.as_ref(), batch),
         };
         match result {
             Ok(()) => {
@@ -236,6 +257,44 @@ fn run(
     if let Err(e) = engine.persist() {
         tracing::error!("final persist failed: {e}");
     }
+}
+
+/// Refuses writes the engine cannot store, whose log entry would be `entry_len` bytes, with
+/// SQLSTATE 54000 naming the limit.
+fn storable(writes: &[Write], entry_len: usize) -> Result<()> {
+    let limit = |what: String| Error::sql(sqlstate::PROGRAM_LIMIT_EXCEEDED, what);
+    check_keys(writes).map_err(|_| {
+        limit(format!(
+            "a write has a key the storage engine cannot store: keys are 1 to {MAX_KEY} bytes"
+        ))
+    })?;
+    for w in writes {
+        if let Write::Put(_, _, v) = w {
+            if v.len() > MAX_VALUE {
+                return Err(limit(format!(
+                    "a value of {} bytes exceeds the storage engine's maximum of {MAX_VALUE} bytes",
+                    v.len()
+                )));
+            }
+        }
+    }
+    if entry_len > MAX_VALUE {
+        return Err(limit(format!(
+            "a commit of {entry_len} bytes exceeds the log's maximum entry of {MAX_VALUE} bytes"
+        )));
+    }
+    Ok(())
+}
+
+/// Writes one group's batch and persists it. A panic in the engine is a failed write.
+fn write_and_persist(engine: &dyn Engine, batch: Vec<Write>) -> Result<()> {
+    let write =
+        std::panic::AssertUnwindSafe(|| engine.write(batch).and_then(|()| engine.persist()));
+    std::panic::catch_unwind(write).unwrap_or_else(|_| {
+        Err(Error::Internal(
+            "the storage engine panicked in a write".into(),
+        ))
+    })
 }
 
 /// Reads the last applied LSN from the meta space (0 for a new store).
@@ -362,5 +421,28 @@ mod tests {
             .collect();
         let stamps: Vec<_> = entries.iter().map(|e| (e.lsn, e.epoch, e.txn)).collect();
         assert_eq!(stamps, vec![(5, 1, 10), (6, 2, 11), (7, 1, 12), (8, 7, 13)]);
+    }
+
+    #[tokio::test]
+    async fn a_request_the_engine_cannot_store_fails_alone_and_the_committer_goes_on() {
+        let engine: Arc<dyn Engine> = Arc::new(Memory::new());
+        let committer = Committer::start(engine.clone(), 1);
+        let put = |k: Vec<u8>| vec![Write::Put(Space::Data, k, vec![1])];
+        // Submitted back to back, so they usually share a group.
+        let good = committer.submit(1, 1, put(vec![1])).unwrap();
+        let long = committer.submit(1, 2, put(vec![7; MAX_KEY + 1])).unwrap();
+        let empty = committer.submit(1, 3, put(Vec::new())).unwrap();
+        let after = committer.submit(1, 4, put(vec![2])).unwrap();
+        assert_eq!(good.await.unwrap().unwrap(), 1);
+        for refused in [long, empty] {
+            let err = refused.await.unwrap().unwrap_err();
+            assert_eq!(err.sqlstate(), "54000", "{err}");
+            assert!(err.to_string().contains("65535"), "{err}");
+        }
+        // The refused requests took no LSN; the node keeps writing.
+        assert_eq!(after.await.unwrap().unwrap(), 2);
+        assert_eq!(committer.commit(1, 5, put(vec![3])).await.unwrap(), 3);
+        assert_eq!(engine.get(Space::Data, &[2]).unwrap(), Some(vec![1]));
+        assert_eq!(applied_lsn(engine.as_ref()).unwrap(), 3);
     }
 }

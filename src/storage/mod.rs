@@ -13,6 +13,6 @@ pub mod store;
 #[cfg(test)]
 mod suite;
 
-pub use engine::{Engine, KeyValue, Scan, Snapshot, Space, Write};
+pub use engine::{Engine, KeyValue, Scan, Snapshot, Space, Write, MAX_KEY, MAX_VALUE};
 pub use log::{Committer, Lsn};
 pub use store::Store;

@@ -112,6 +112,12 @@ fn a_batch_with_an_empty_or_overlong_key_is_refused_whole(e: &dyn Engine) {
         );
     }
     assert_eq!(keys(e.scan_prefix(Space::Data, b"")), vec![longest]);
+    // A key no engine can store is not there to read (fjall would panic on it).
+    for bad in [Vec::new(), vec![7; MAX_KEY + 1]] {
+        assert_eq!(e.get(Space::Data, &bad).unwrap(), None);
+        let snapshot = e.snapshot().unwrap();
+        assert_eq!(snapshot.get(Space::Data, &bad).unwrap(), None);
+    }
 }
 
 fn scans_return_keys_in_byte_order(e: &dyn Engine) {

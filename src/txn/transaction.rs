@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use super::lock::{LockMode, Resource, TxnId};
 use super::lock_table::{LockFailure, LockTable};
-use crate::error::{Error, Result};
+use crate::error::{sqlstate, Error, Result};
 use crate::storage::{keycode, Space, Store, Write};
 
 /// Starts transactions and owns what they share: the store and the lock table.
@@ -167,10 +167,14 @@ impl Transaction {
                     "could not serialize access due to a concurrent transaction (wait-die); retry the transaction",
                 ))
             }
-            Err(LockFailure::TimedOut) => Err(Error::serialization(format!(
-                "could not obtain lock within {} ms; retry the transaction",
-                mgr.lock_timeout.as_millis()
-            ))),
+            // PostgreSQL's lock_timeout: the statement waited too long, it was not a conflict.
+            Err(LockFailure::TimedOut) => Err(Error::sql(
+                sqlstate::LOCK_NOT_AVAILABLE,
+                format!(
+                    "could not obtain lock within {} ms (the lock timeout)",
+                    mgr.lock_timeout.as_millis()
+                ),
+            )),
         }
     }
 

@@ -88,44 +88,55 @@ pub enum Expr {
     Column(usize),
     /// Statement parameter `$n+1`.
     Param(usize),
-    Not(#[serde(deserialize_with = "crate::types::nesting::boxed")] Box<Expr>),
-    Neg(#[serde(deserialize_with = "crate::types::nesting::boxed")] Box<Expr>),
+    Not(#[serde(with = "crate::types::nesting::boxed")] Box<Expr>),
+    Neg(#[serde(with = "crate::types::nesting::boxed")] Box<Expr>),
     Binary(
         BinaryOp,
-        #[serde(deserialize_with = "crate::types::nesting::boxed")] Box<Expr>,
-        #[serde(deserialize_with = "crate::types::nesting::boxed")] Box<Expr>,
+        #[serde(with = "crate::types::nesting::boxed")] Box<Expr>,
+        #[serde(with = "crate::types::nesting::boxed")] Box<Expr>,
     ),
     IsNull(
-        #[serde(deserialize_with = "crate::types::nesting::boxed")] Box<Expr>,
+        #[serde(with = "crate::types::nesting::boxed")] Box<Expr>,
         bool,
     ),
     /// `IS [NOT] TRUE/FALSE`: the value to test for, and whether negated.
     IsBool(
-        #[serde(deserialize_with = "crate::types::nesting::boxed")] Box<Expr>,
+        #[serde(with = "crate::types::nesting::boxed")] Box<Expr>,
         bool,
         bool,
     ),
     InList(
-        #[serde(deserialize_with = "crate::types::nesting::boxed")] Box<Expr>,
-        #[serde(deserialize_with = "crate::types::nesting::vec")] Vec<Expr>,
+        #[serde(with = "crate::types::nesting::boxed")] Box<Expr>,
+        #[serde(with = "crate::types::nesting::vec")] Vec<Expr>,
         bool,
     ),
     Like {
-        #[serde(deserialize_with = "crate::types::nesting::boxed")]
+        #[serde(with = "crate::types::nesting::boxed")]
         expr: Box<Expr>,
-        #[serde(deserialize_with = "crate::types::nesting::boxed")]
+        #[serde(with = "crate::types::nesting::boxed")]
         pattern: Box<Expr>,
         negated: bool,
         case_insensitive: bool,
     },
     Cast(
-        #[serde(deserialize_with = "crate::types::nesting::boxed")] Box<Expr>,
+        #[serde(with = "crate::types::nesting::boxed")] Box<Expr>,
         DataType,
     ),
     Call(
         Function,
-        #[serde(deserialize_with = "crate::types::nesting::vec")] Vec<Expr>,
+        #[serde(with = "crate::types::nesting::vec")] Vec<Expr>,
     ),
+    /// `expr [NOT] BETWEEN low AND high`: `expr >= low AND expr <= high`, with `expr`
+    /// evaluated once (nested `BETWEEN`s would otherwise double the tree at every level).
+    Between {
+        #[serde(with = "crate::types::nesting::boxed")]
+        expr: Box<Expr>,
+        #[serde(with = "crate::types::nesting::boxed")]
+        low: Box<Expr>,
+        #[serde(with = "crate::types::nesting::boxed")]
+        high: Box<Expr>,
+        negated: bool,
+    },
 }
 
 /// What an expression is evaluated against: the row, the parameters, and the statement's clock.
@@ -137,6 +148,7 @@ pub struct Context<'a> {
 
 impl Expr {
     /// Evaluates the expression against `row`.
+    #[recursive::recursive]
     pub fn eval(&self, row: &[Value], ctx: &Context) -> Result<Value> {
         Ok(match self {
             Expr::Const(v) => v.clone(),
@@ -226,6 +238,28 @@ impl Expr {
                 }
                 (a, _) => return Err(type_error("LIKE", &a)),
             },
+            Expr::Between {
+                expr,
+                low,
+                high,
+                negated,
+            } => {
+                let v = expr.eval(row, ctx)?;
+                let ge = truth(binary(BinaryOp::GtEq, v.clone(), low.eval(row, ctx)?)?)?;
+                // As `AND`: a false lower bound decides without the upper one.
+                let within = match ge {
+                    Some(false) => Some(false),
+                    ge => match (ge, truth(binary(BinaryOp::LtEq, v, high.eval(row, ctx)?)?)?) {
+                        (_, Some(false)) => Some(false),
+                        (Some(true), Some(true)) => Some(true),
+                        _ => None,
+                    },
+                };
+                match within {
+                    Some(b) => Value::Bool(b != *negated),
+                    None => Value::Null,
+                }
+            }
             Expr::Cast(e, ty) => e.eval(row, ctx)?.cast(ty)?,
             Expr::Call(f, args) => {
                 let mut values = Vec::with_capacity(args.len());
@@ -254,6 +288,7 @@ impl Expr {
     }
 
     /// Calls `f` on this expression and every sub-expression.
+    #[recursive::recursive]
     pub fn walk(&self, f: &mut impl FnMut(&Expr)) {
         f(self);
         match self {
@@ -276,6 +311,13 @@ impl Expr {
                 pattern.walk(f);
             }
             Expr::Call(_, args) => args.iter().for_each(|x| x.walk(f)),
+            Expr::Between {
+                expr, low, high, ..
+            } => {
+                expr.walk(f);
+                low.walk(f);
+                high.walk(f);
+            }
         }
     }
 }

@@ -294,11 +294,21 @@ impl Value {
             }
             (Value::Bool(b), t) if t.is_integer() => Value::Int(b as i64),
             // To floats.
-            (Value::Int(i), t) if t.is_float() => Value::Float(round_real(i as f64, t)),
-            (Value::Float(f), t) if t.is_float() => Value::Float(round_real(f, t)),
+            (Value::Int(i), t) if t.is_float() => Value::Float(round_real(i as f64, t)?),
+            (Value::Float(f), t) if t.is_float() => Value::Float(round_real(f, t)?),
             (Value::Text(s), t) if t.is_float() => {
                 let f = parse_float(s.trim()).ok_or_else(|| invalid(&t.to_string(), &s))?;
-                Value::Float(round_real(f, t))
+                let out_of_range = || {
+                    Error::sql(
+                        sqlstate::NUMERIC_VALUE_OUT_OF_RANGE,
+                        format!("\"{s}\" is out of range for type {t}"),
+                    )
+                };
+                // A finite number too large for a double (`'1e309'`) parses as infinity.
+                if f.is_infinite() && !s.to_ascii_lowercase().contains("inf") {
+                    return Err(out_of_range());
+                }
+                Value::Float(round_real(f, t).map_err(|_| out_of_range())?)
             }
             // To booleans.
             (Value::Bool(b), DataType::Bool) => Value::Bool(b),
@@ -342,13 +352,25 @@ fn float_cmp(a: f64, b: f64) -> Ordering {
     }
 }
 
-/// Rounds to single precision for `real` so stored values are what the client will read back.
-fn round_real(f: f64, ty: &DataType) -> f64 {
-    if *ty == DataType::Real {
-        f as f32 as f64
-    } else {
-        f
+/// Rounds to single precision for `real` so stored values are what the client will read back;
+/// a finite value a `real` cannot hold is out of range (22003), as in PostgreSQL.
+fn round_real(f: f64, ty: &DataType) -> Result<f64> {
+    if *ty != DataType::Real {
+        return Ok(f);
     }
+    let r = f as f32;
+    let what = match (
+        f.is_finite() && r.is_infinite(),
+        f != 0.0 && f.is_finite() && r == 0.0,
+    ) {
+        (true, _) => "overflow",
+        (_, true) => "underflow",
+        _ => return Ok(r as f64),
+    };
+    Err(Error::sql(
+        sqlstate::NUMERIC_VALUE_OUT_OF_RANGE,
+        format!("value out of range: {what}"),
+    ))
 }
 
 fn parse_float(s: &str) -> Option<f64> {

@@ -57,6 +57,7 @@ pub(super) fn point_key(table: &Table, filter: &Expr) -> Option<Vec<Expr>> {
 }
 
 /// Appends the conjuncts of `e` (`a AND b AND c` → `a`, `b`, `c`) to `out`.
+#[recursive::recursive]
 fn split_and<'a>(e: &'a Expr, out: &mut Vec<&'a Expr>) {
     match e {
         Expr::Binary(BinaryOp::And, l, r) => {

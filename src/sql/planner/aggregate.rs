@@ -36,6 +36,7 @@ fn sql_name(func: AggFunc) -> String {
 }
 
 /// Whether `e` calls an aggregate anywhere.
+#[recursive::recursive]
 pub(super) fn contains_aggregate(e: &ast::Expr) -> bool {
     match e {
         ast::Expr::Function { name, args, .. } => {

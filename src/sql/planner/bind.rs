@@ -18,6 +18,7 @@ use super::plan::{Plan, Planned};
 use crate::error::{sqlstate, Error, Result};
 use crate::sql::ast::{self, Literal};
 use crate::sql::catalog::Catalog;
+use crate::sql::limits;
 use crate::types::expr::Expr;
 use crate::types::value::{decimal_to_integer, DataType, Value};
 use crate::types::{Column, Table, ROWID_COLUMN};
@@ -99,6 +100,7 @@ impl Binder<'_> {
         primary_key: &[String],
         if_not_exists: bool,
     ) -> Result<Plan> {
+        limits::table_name(name)?;
         let mut cols: Vec<Column> = Vec::new();
         for c in columns {
             let col = self.column_def(c, &cols)?;

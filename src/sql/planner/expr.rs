@@ -28,6 +28,7 @@ impl Binder<'_> {
     /// Binds an expression. With `grouping`, the expression is evaluated over grouped rows:
     /// aggregate calls and grouped expressions become columns of the grouped row, and any other
     /// column reference is an error.
+    #[recursive::recursive]
     pub(super) fn expr(
         &mut self,
         e: &ast::Expr,
@@ -181,8 +182,9 @@ impl Binder<'_> {
         Ok((Expr::InList(Box::new(x), items, negated), DataType::Bool))
     }
 
-    /// `x BETWEEN low AND high` is bound as `x >= low AND x <= high`, so it types (and infers
-    /// parameter types) exactly as the comparisons would.
+    /// `x BETWEEN low AND high` types as `x >= low AND x <= high` would (a quoted literal or a
+    /// parameter takes the other side's type, a `char(n)` compares without its padding), and
+    /// binds `x` once: a copy per comparison would double nested `BETWEEN`s at every level.
     fn between(
         &mut self,
         x: &ast::Expr,
@@ -192,16 +194,47 @@ impl Binder<'_> {
         scope: &Scope,
         g: &mut Option<Grouping>,
     ) -> Result<Typed> {
-        let x = Box::new(x.clone());
-        let ge = ast::Expr::Binary(BinaryOp::GtEq, x.clone(), Box::new(low.clone()));
-        let le = ast::Expr::Binary(BinaryOp::LtEq, x, Box::new(high.clone()));
-        let both = ast::Expr::Binary(BinaryOp::And, Box::new(ge), Box::new(le));
-        let (x, _) = self.expr(&both, scope, g)?;
-        if negated {
-            Ok((Expr::Not(Box::new(x)), DataType::Bool))
+        let (x, low) = if matches!(x, ast::Expr::Literal(Literal::String(_))) {
+            let low = self.expr(low, scope, g)?;
+            (self.operand_for(x, &low.1, scope, g)?, low)
         } else {
-            Ok((x, DataType::Bool))
+            let x = self.expr(x, scope, g)?;
+            let low = self.operand_for(low, &x.1, scope, g)?;
+            (x, low)
+        };
+        let high = self.operand_for(high, &x.1, scope, g)?;
+        for bound in [&low, &high] {
+            if !DataType::comparable(&x.1, &bound.1) {
+                return Err(err(
+                    sqlstate::UNDEFINED_FUNCTION,
+                    format!("operator does not exist: {} >= {}", x.1, bound.1),
+                ));
+            }
+            if bound.1 == DataType::Unknown {
+                self.hint(&bound.0, &x.1);
+            }
         }
+        if x.1 == DataType::Unknown {
+            let known = [&low.1, &high.1]
+                .into_iter()
+                .find(|t| **t != DataType::Unknown);
+            if let Some(t) = known.cloned() {
+                self.hint(&x.0, &t);
+            }
+        }
+        let is_char = |t: &Typed| matches!(t.1, DataType::Char(_));
+        let char_compare = is_char(&x) || is_char(&low) || is_char(&high);
+        let prepare = |t: Typed| match char_compare {
+            true => unpad(unpad_literal(t)),
+            false => unpad(t),
+        };
+        let between = Expr::Between {
+            expr: Box::new(prepare(x).0),
+            low: Box::new(prepare(low).0),
+            high: Box::new(prepare(high).0),
+            negated,
+        };
+        Ok((between, DataType::Bool))
     }
 
     /// `x [NOT] LIKE/ILIKE pattern`; `flags` is `(negated, case_insensitive)`.
