@@ -69,16 +69,8 @@ if (( RUN_DDB || RUN_CLUSTER )); then
 fi
 
 # ---------------------------------------------------------------- temp dir + cleanup
-DDB_PID=""
-CLEANUP_HOOK=stop_ddb   # the single ddb node; lib.sh's cleanup does the rest
+CLEANUP_HOOK=stop_ddb   # the single ddb node (lib.sh); lib.sh's cleanup does the rest
 make_tmp_dir ddb-pgbench
-
-ddb_log_tail() {
-    if [[ -f $TMP/ddb.log ]]; then
-        printf -- '----- last 40 lines of %s -----\n' "$TMP/ddb.log" >&2
-        tail -n 40 "$TMP/ddb.log" >&2 || true
-    fi
-}
 
 LOAD_START=$(cut -d' ' -f1 /proc/loadavg)
 mkdir -p "$TMP/scripts" "$TMP/results"
@@ -88,43 +80,6 @@ read -r RPC_PORT SQL_PORT PG_PORT C_RPC1 C_RPC2 C_RPC3 C_SQL1 C_SQL2 C_SQL3 <<<"
 [[ -n $C_SQL3 ]] || die "could not pick free ports"
 CL_RPC=("$C_RPC1" "$C_RPC2" "$C_RPC3")
 CL_SQL=("$C_SQL1" "$C_SQL2" "$C_SQL3")
-
-# ---------------------------------------------------------------- ddb
-start_ddb() {
-    log "starting ddb ($DDB): RPC 127.0.0.1:$RPC_PORT, SQL 127.0.0.1:$SQL_PORT"
-    "$DDB" server --data-dir "$TMP/ddb" --listen "127.0.0.1:$RPC_PORT" \
-        --sql-listen "127.0.0.1:$SQL_PORT" </dev/null >>"$TMP/ddb.log" 2>&1 3>&- &
-    DDB_PID=$!
-    local t0=$SECONDS rc
-    until timeout 10 "$PSQL" -X -q -w -h 127.0.0.1 -p "$SQL_PORT" -U ddb -d ddb -c 'SELECT 1' \
-            >/dev/null 2>"$TMP/ddb-ping.err"; do
-        if ! kill -0 "$DDB_PID" 2>/dev/null; then
-            wait "$DDB_PID" && rc=0 || rc=$?
-            DDB_PID=""
-            ddb_log_tail
-            die "ddb exited during startup (exit status $rc)"
-        fi
-        if (( SECONDS - t0 >= DEADLINE )); then
-            cat "$TMP/ddb-ping.err" >&2
-            ddb_log_tail
-            die "ddb SQL port 127.0.0.1:$SQL_PORT not answering 'SELECT 1' after ${DEADLINE}s"
-        fi
-        sleep 0.3
-    done
-    log "ddb is ready (pid $DDB_PID)"
-}
-stop_ddb() { # (cleanup) stop the single ddb node if it is running
-    if [[ -n $DDB_PID ]] && kill -0 "$DDB_PID" 2>/dev/null; then
-        log "stopping ddb (pid $DDB_PID)"
-        kill -TERM "$DDB_PID" 2>/dev/null
-        for _ in $(seq 50); do kill -0 "$DDB_PID" 2>/dev/null || break; sleep 0.2; done
-        if kill -0 "$DDB_PID" 2>/dev/null; then
-            log "ddb did not exit after SIGTERM; sending SIGKILL"
-            kill -KILL "$DDB_PID" 2>/dev/null
-        fi
-        wait "$DDB_PID" 2>/dev/null
-    fi
-}
 
 # ---------------------------------------------------------------- ddb cluster
 start_cluster() {

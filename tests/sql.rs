@@ -1,21 +1,46 @@
 //! SQL behaviour, specified in sqllogictest files under `tests/sql/`, run over the PostgreSQL
-//! protocol (tokio-postgres, extended protocol with binary results) against a single node and
-//! against a three-shard cluster, with the same expectations: on the cluster the rows are spread
-//! over the shards, so the same files check routing, pushdown, the merge of ordered and limited
-//! results, and the combination of partial aggregates.
+//! protocol (tokio-postgres, extended protocol with binary results) against a single node,
+//! against a three-shard cluster, and against a throwaway PostgreSQL, with the same
+//! expectations. On the cluster the rows are spread over the shards, so the same files check
+//! routing, pushdown, the merge of ordered and limited results, and the combination of partial
+//! aggregates. On PostgreSQL they check the expectations themselves: a ddb answer must be
+//! PostgreSQL's, or a documented difference.
 //!
-//! Each `.slt` file gets its own fresh node, or its own fresh cluster. Errors are reported as
-//! `SQLSTATE <code>: <message>` so a file can assert the code: `statement error 23505`. `SLT=name`
-//! runs only the files whose path contains `name`.
+//! The comparison is strict:
+//!
+//! * Column types are always checked, one letter per column: `T` text (`text`, `varchar`,
+//!   `char`), `I` integer (`smallint`, `integer`, `bigint`), `R` floating point (`real`,
+//!   `double precision`), `N` `numeric`, `B` `boolean`, `D` `timestamp`. There is no wildcard,
+//!   and a column of any other type fails the record.
+//! * Values are compared cell by cell: each cell is normalised as sqllogictest does (trimmed,
+//!   runs of white space made one space) and must match the words of the expected line that
+//!   come next, and the line must end with the row. A failure names the row and column. NULL is
+//!   `NULL`, an empty string `(empty)`, booleans `t`/`f`.
+//!
+//! Records where ddb and PostgreSQL differ on purpose are marked `skipif postgres` (a ddb-only
+//! expectation) or `onlyif postgres` (PostgreSQL's answer to the same statement), each with a
+//! comment naming the difference, which is in the README's list of current limits. The runners
+//! label their engine `ddb` or `postgres`.
+//!
+//! Each `.slt` file gets its own fresh node, cluster, or PostgreSQL database. Errors are
+//! reported as `SQLSTATE <code>: <message>` so a file can assert the code:
+//! `statement error 23505`. `SLT=name` runs only the files whose path contains `name`.
+//! Without PostgreSQL's server binaries the PostgreSQL runner fails, unless
+//! `DDB_TEST_SKIP_POSTGRES=1` is set (see `tests/common/postgres.rs`).
 
 mod common;
+#[path = "common/postgres.rs"]
+mod postgres;
 
 use common::{TestCluster, TestNode};
-use sqllogictest::{AsyncDB, DBOutput, DefaultColumnType};
+use postgres::Postgres;
+use sqllogictest::{AsyncDB, ColumnType, DBOutput, Normalizer};
 use tokio_postgres::types::Type;
 
-struct Ddb {
+/// A connection to the engine under test, labelled with its name for `skipif`/`onlyif`.
+struct Db {
     client: tokio_postgres::Client,
+    engine: &'static str,
 }
 
 #[derive(Debug)]
@@ -36,39 +61,98 @@ fn sql_error(e: tokio_postgres::Error) -> SqlError {
     }
 }
 
-fn cell(row: &tokio_postgres::Row, i: usize, ty: &Type) -> Result<String, SqlError> {
+/// The type of a result column, as a `query` record spells it: one letter per column.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Column {
+    Text,
+    Integer,
+    Float,
+    Numeric,
+    Bool,
+    Timestamp,
+}
+
+impl ColumnType for Column {
+    fn from_char(c: char) -> Option<Self> {
+        Some(match c {
+            'T' => Column::Text,
+            'I' => Column::Integer,
+            'R' => Column::Float,
+            'N' => Column::Numeric,
+            'B' => Column::Bool,
+            'D' => Column::Timestamp,
+            _ => return None,
+        })
+    }
+
+    fn to_char(&self) -> char {
+        match self {
+            Column::Text => 'T',
+            Column::Integer => 'I',
+            Column::Float => 'R',
+            Column::Numeric => 'N',
+            Column::Bool => 'B',
+            Column::Timestamp => 'D',
+        }
+    }
+}
+
+fn column_type(i: usize, ty: &Type) -> Result<Column, SqlError> {
+    Ok(match *ty {
+        Type::TEXT | Type::VARCHAR | Type::BPCHAR => Column::Text,
+        Type::INT2 | Type::INT4 | Type::INT8 => Column::Integer,
+        Type::FLOAT4 | Type::FLOAT8 => Column::Float,
+        Type::NUMERIC => Column::Numeric,
+        Type::BOOL => Column::Bool,
+        Type::TIMESTAMP => Column::Timestamp,
+        _ => {
+            return Err(SqlError(format!(
+                "column {i} has type {ty}, which tests/sql.rs has no letter for"
+            )))
+        }
+    })
+}
+
+fn cell(row: &tokio_postgres::Row, i: usize, column: &Column) -> Result<String, SqlError> {
     let bad = |e: tokio_postgres::Error| SqlError(format!("decode column {i}: {e}"));
-    let text = match *ty {
-        Type::BOOL => row
+    let ty = row.columns()[i].type_();
+    let text = match (column, ty) {
+        (Column::Bool, _) => row
             .try_get::<_, Option<bool>>(i)
             .map_err(bad)?
             .map(|b| if b { "t" } else { "f" }.to_string()),
-        Type::INT2 => row
+        (Column::Integer, &Type::INT2) => row
             .try_get::<_, Option<i16>>(i)
             .map_err(bad)?
             .map(|v| v.to_string()),
-        Type::INT4 => row
+        (Column::Integer, &Type::INT4) => row
             .try_get::<_, Option<i32>>(i)
             .map_err(bad)?
             .map(|v| v.to_string()),
-        Type::INT8 => row
+        (Column::Integer, _) => row
             .try_get::<_, Option<i64>>(i)
             .map_err(bad)?
             .map(|v| v.to_string()),
-        Type::FLOAT4 => row
+        (Column::Float, &Type::FLOAT4) => row
             .try_get::<_, Option<f32>>(i)
             .map_err(bad)?
             .map(|v| v.to_string()),
-        Type::FLOAT8 => row
+        (Column::Float, _) => row
             .try_get::<_, Option<f64>>(i)
             .map_err(bad)?
             .map(|v| v.to_string()),
-        Type::TIMESTAMP => row
+        // As PostgreSQL prints it: the digits of its scale, no exponent.
+        (Column::Numeric, _) => row
+            .try_get::<_, Option<rust_decimal::Decimal>>(i)
+            .map_err(bad)?
+            .map(|v| v.to_string()),
+        (Column::Timestamp, _) => row
             .try_get::<_, Option<chrono::NaiveDateTime>>(i)
             .map_err(bad)?
             .map(|v| v.to_string()),
-        _ => row.try_get::<_, Option<String>>(i).map_err(bad)?.map(|s| {
-            if s.is_empty() {
+        (Column::Text, _) => row.try_get::<_, Option<String>>(i).map_err(bad)?.map(|s| {
+            // White space alone would normalise to nothing, and so would match no cell.
+            if s.trim().is_empty() {
                 "(empty)".into()
             } else {
                 s
@@ -78,40 +162,74 @@ fn cell(row: &tokio_postgres::Row, i: usize, ty: &Type) -> Result<String, SqlErr
     Ok(text.unwrap_or_else(|| "NULL".into()))
 }
 
-fn column_type(ty: &Type) -> DefaultColumnType {
-    match *ty {
-        Type::INT2 | Type::INT4 | Type::INT8 => DefaultColumnType::Integer,
-        Type::FLOAT4 | Type::FLOAT8 => DefaultColumnType::FloatingPoint,
-        Type::TEXT | Type::VARCHAR | Type::BPCHAR => DefaultColumnType::Text,
-        _ => DefaultColumnType::Any,
+/// Compares the rows with the expected lines cell by cell (see the module's prose), and says
+/// on stderr where the first difference is; sqllogictest then prints both results whole.
+fn cells_match(_: Normalizer, actual: &[Vec<String>], expected: &[String]) -> bool {
+    if actual.len() != expected.len() {
+        eprintln!("{} rows, expected {}", actual.len(), expected.len());
+        return false;
     }
+    for (r, (row, line)) in actual.iter().zip(expected).enumerate() {
+        let mut words = line.split_ascii_whitespace();
+        for (c, value) in row.iter().enumerate() {
+            let cell: Vec<&str> = value.split_ascii_whitespace().collect();
+            let want: Vec<&str> = words.by_ref().take(cell.len()).collect();
+            if cell.is_empty() || cell != want {
+                eprintln!(
+                    "row {}, column {}: got `{}`, expected `{}`",
+                    r + 1,
+                    c + 1,
+                    cell.join(" "),
+                    want.join(" ")
+                );
+                return false;
+            }
+        }
+        let rest: Vec<&str> = words.collect();
+        if !rest.is_empty() {
+            eprintln!(
+                "row {}: {} cells, and the expected line goes on with `{}`",
+                r + 1,
+                row.len(),
+                rest.join(" ")
+            );
+            return false;
+        }
+    }
+    true
 }
 
 #[async_trait::async_trait]
-impl AsyncDB for Ddb {
+impl AsyncDB for Db {
     type Error = SqlError;
-    type ColumnType = DefaultColumnType;
+    type ColumnType = Column;
 
-    async fn run(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>, SqlError> {
+    async fn run(&mut self, sql: &str) -> Result<DBOutput<Column>, SqlError> {
         let stmt = self.client.prepare(sql).await.map_err(sql_error)?;
         if stmt.columns().is_empty() {
             let n = self.client.execute(&stmt, &[]).await.map_err(sql_error)?;
             return Ok(DBOutput::StatementComplete(n));
         }
+        let types = stmt
+            .columns()
+            .iter()
+            .enumerate()
+            .map(|(i, c)| column_type(i, c.type_()))
+            .collect::<Result<Vec<_>, _>>()?;
         let rows = self.client.query(&stmt, &[]).await.map_err(sql_error)?;
-        let types: Vec<Type> = stmt.columns().iter().map(|c| c.type_().clone()).collect();
         let mut out = Vec::with_capacity(rows.len());
         for row in &rows {
             let mut cells = Vec::with_capacity(types.len());
-            for (i, ty) in types.iter().enumerate() {
-                cells.push(cell(row, i, ty)?);
+            for (i, column) in types.iter().enumerate() {
+                cells.push(cell(row, i, column)?);
             }
             out.push(cells);
         }
-        Ok(DBOutput::Rows {
-            types: types.iter().map(column_type).collect(),
-            rows: out,
-        })
+        Ok(DBOutput::Rows { types, rows: out })
+    }
+
+    fn engine_name(&self) -> &str {
+        self.engine
     }
 
     async fn shutdown(&mut self) {}
@@ -121,20 +239,25 @@ impl AsyncDB for Ddb {
     }
 }
 
-/// Runs one file against the SQL port `port`; `logs` gives the servers' logs for a failure.
+/// Runs one file against ddb's SQL port `port`; `logs` gives the servers' logs for a failure.
 async fn run_file(path: &std::path::Path, port: u16, logs: impl Fn() -> String) {
-    let mut runner = sqllogictest::Runner::new(move || async move {
-        Ok(Ddb {
+    let runner = sqllogictest::Runner::new(move || async move {
+        Ok(Db {
             client: common::connect(port).await,
+            engine: "ddb",
         })
     });
-    // Column types are checked: `query I` must return an integer column, `R` a float, `T` text.
-    runner.with_column_validator(|actual, expected| {
-        actual.len() == expected.len()
-            && actual.iter().zip(expected).all(|(a, e)| {
-                *e == DefaultColumnType::Any || *a == DefaultColumnType::Any || a == e
-            })
-    });
+    run_with(runner, path, logs).await;
+}
+
+/// Runs one file with the strict checks of the module's prose.
+async fn run_with<M: sqllogictest::MakeConnection<Conn = Db>>(
+    mut runner: sqllogictest::Runner<Db, M>,
+    path: &std::path::Path,
+    logs: impl Fn() -> String,
+) {
+    runner.with_column_validator(sqllogictest::strict_column_validator);
+    runner.with_validator(cells_match);
     if let Err(e) = runner.run_file_async(path).await {
         panic!("{}: {}\nlogs:\n{}", path.display(), e.display(true), logs());
     }
@@ -195,4 +318,48 @@ async fn sql_logic_tests_on_a_three_shard_cluster() {
         .buffer_unordered(CLUSTERS_AT_ONCE)
         .collect::<Vec<()>>()
         .await;
+}
+
+/// The expectations themselves: every file, against PostgreSQL, each in a database of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_logic_tests_agree_with_postgresql() {
+    let bin = match Postgres::binaries() {
+        Ok(bin) => bin,
+        Err(why) if std::env::var(postgres::SKIP_VAR).as_deref() == Ok("1") => {
+            eprintln!(
+                "\n*** SKIPPED: the .slt files were NOT checked against PostgreSQL: {why} \
+                 ({}=1 is set) ***\n",
+                postgres::SKIP_VAR
+            );
+            return;
+        }
+        Err(why) => panic!(
+            "{why}. The .slt expectations are checked against PostgreSQL; set {}=1 to skip \
+             this test on a machine without it",
+            postgres::SKIP_VAR
+        ),
+    };
+    let pg = tokio::task::spawn_blocking(move || Postgres::start(&bin))
+        .await
+        .expect("start PostgreSQL");
+    let admin = pg.connect("postgres").await;
+    for (i, f) in files().into_iter().enumerate() {
+        eprintln!("running {} on PostgreSQL", f.display());
+        let db = format!("slt_{i}");
+        admin
+            .batch_execute(&format!("CREATE DATABASE {db}"))
+            .await
+            .expect("create a database");
+        let pg = &pg;
+        let runner = sqllogictest::Runner::new(move || {
+            let db = db.clone();
+            async move {
+                Ok(Db {
+                    client: pg.connect(&db).await,
+                    engine: "postgres",
+                })
+            }
+        });
+        run_with(runner, &f, || pg.log_tail()).await;
+    }
 }

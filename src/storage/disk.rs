@@ -19,18 +19,86 @@
 //! with a range delete takes the write lock of `range_deletes` for its scan and commit, and every
 //! other batch takes the read lock, so no key can land in the range between the scan and the
 //! commit; batches without range deletes still commit concurrently.
+//!
+//! A scan walks every version its range holds in fjall's memtable, so after each batch the
+//! engine counts the versions it wrote per memtable and rotates a memtable that holds too many
+//! shadowed ones (`storage::shadowed`): the flush keeps the newest version of each key, and a
+//! scan's cost follows the rows it returns rather than how often they were rewritten. It
+//! rotates only while no snapshot or scan of the engine is open, and takes no snapshot while a
+//! batch is being committed (`Readers`): fjall's flush can drop a version that an open
+//! snapshot still needs, and can make a half-inserted batch visible.
 
 use std::ops::Bound;
 use std::path::Path;
-use std::sync::RwLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 
-use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode, Readable};
+use fjall::{AbstractTree, Database, Keyspace, KeyspaceCreateOptions, PersistMode, Readable};
 
 use super::engine::{
     check_keys, encloses_nothing, end_at_error, storable_key, Engine, KeyValue, Scan, Snapshot,
     Space, Write,
 };
+use super::shadowed::{Shadowed, Version};
 use crate::error::Result;
+
+/// The snapshots and scans of the engine that are open. A reader registers under the gate's
+/// read lock before it takes its fjall snapshot and leaves when it is dropped; a rotation
+/// holds the write lock while it checks that none is open and rotates, so no snapshot can be
+/// taken in between.
+///
+/// `commits` closes a hole in fjall 3.1.13: a flush or compaction that installs its tables
+/// takes a sequence number of its own and makes it visible at once, even while a batch with an
+/// older sequence number is still being inserted into its keyspaces' memtables. A snapshot
+/// taken then would see part of that batch (the engine suite's cross-space snapshot test
+/// caught it). Every batch holds `commits` shared while fjall commits it, and a snapshot is
+/// taken under it exclusively, so no batch is ever half in a snapshot.
+#[derive(Default)]
+struct Readers {
+    open: AtomicUsize,
+    gate: RwLock<()>,
+    commits: RwLock<()>,
+}
+
+/// One open reader, counted in [`Readers`] until it is dropped.
+struct Reader(Arc<Readers>);
+
+impl Reader {
+    /// Registers a reader and takes its fjall snapshot, with no rotation in between.
+    fn open(readers: &Arc<Readers>, db: &Database) -> (Self, fjall::Snapshot) {
+        let _gate = readers.gate.read().unwrap_or_else(|e| e.into_inner());
+        readers.open.fetch_add(1, Ordering::SeqCst);
+        let reader = Self(readers.clone());
+        let _no_batch_halfway = readers.commits.write().unwrap_or_else(|e| e.into_inner());
+        (reader, db.snapshot())
+    }
+
+    /// Another registration for a reader that holds the same snapshot (a scan of a snapshot).
+    fn also(&self) -> Self {
+        self.0.open.fetch_add(1, Ordering::SeqCst);
+        Self(self.0.clone())
+    }
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A scan that keeps its reader registered until it is dropped.
+struct Tracked {
+    scan: Scan<'static>,
+    _reader: Reader,
+}
+
+impl Iterator for Tracked {
+    type Item = Result<KeyValue>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.scan.next()
+    }
+}
 
 /// A fjall database with one keyspace per [`Space`].
 pub struct Disk {
@@ -38,6 +106,10 @@ pub struct Disk {
     spaces: [Keyspace; 5],
     /// Held exclusively by a batch with a range delete, shared by every other batch.
     range_deletes: RwLock<()>,
+    /// The versions in each space's active memtable, to know when to rotate it.
+    shadowed: [Mutex<Shadowed>; 5],
+    /// The snapshots and scans open, which a rotation waits out.
+    readers: Arc<Readers>,
 }
 
 impl Disk {
@@ -56,6 +128,8 @@ impl Disk {
             db,
             spaces,
             range_deletes: RwLock::new(()),
+            shadowed: Default::default(),
+            readers: Arc::default(),
         })
     }
 
@@ -65,10 +139,63 @@ impl Disk {
 
     /// A fjall snapshot with the keyspaces to read it through.
     fn view(&self) -> DiskSnapshot {
+        let (reader, snapshot) = Reader::open(&self.readers, &self.db);
         DiskSnapshot {
-            snapshot: self.db.snapshot(),
+            snapshot,
             spaces: self.spaces.clone(),
+            reader,
         }
+    }
+
+    /// Counts the versions a committed batch wrote to each space's memtable, and rotates a
+    /// memtable that holds too many shadowed versions (see [`super::shadowed`]) if no reader is
+    /// open; otherwise a later batch does. fjall flushes the sealed memtable in the background;
+    /// until then scans read it as before.
+    fn count_versions(&self, written: &[(Space, Version)]) {
+        for space in Space::ALL {
+            let mut versions = written
+                .iter()
+                .filter(|(s, _)| *s == space)
+                .map(|(_, v)| *v)
+                .peekable();
+            if versions.peek().is_none() {
+                continue;
+            }
+            let keyspace = self.space(space);
+            // The count is bookkeeping: a panic elsewhere while holding it leaves it usable.
+            let mut shadowed = self.shadowed[space as usize]
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if !shadowed.record(keyspace.tree.active_memtable().id(), versions) {
+                continue;
+            }
+            let _gate = self.readers.gate.write().unwrap_or_else(|e| e.into_inner());
+            if self.readers.open.load(Ordering::SeqCst) > 0 {
+                continue;
+            }
+            // The batch is committed whatever happens here: a failed rotation costs scan
+            // time, never data, so it is reported and not returned.
+            match keyspace.rotate_memtable() {
+                Ok(_) => shadowed.rotated(),
+                Err(e) => tracing::warn!(
+                    "cannot rotate the memtable of space {} ({e}); scans of it slow down",
+                    space.name()
+                ),
+            }
+        }
+    }
+
+    /// The entries of `space`'s active memtable: what a scan of it walks.
+    #[cfg(test)]
+    pub(crate) fn memtable_versions(&self, space: Space) -> usize {
+        self.space(space).tree.active_memtable().len()
+    }
+
+    /// The versions a scan of `space` can walk: every entry of its memtables and tables,
+    /// shadowed or not.
+    #[cfg(test)]
+    pub(crate) fn stored_versions(&self, space: Space) -> usize {
+        self.space(space).approximate_len()
     }
 }
 
@@ -109,34 +236,51 @@ impl Engine for Disk {
         // The keys put so far in this batch, which a range delete must see but a scan of the
         // keyspace does not: the batch is not committed yet. Kept only when needed.
         let mut put = Vec::new();
+        // Every put and removal is a version in the memtable.
+        let mut written = Vec::with_capacity(writes.len());
         for w in writes {
             match w {
                 Write::Put(s, k, v) => {
                     if deletes_ranges {
                         put.push((s, k.clone()));
                     }
+                    written.push((s, Version::of(&k)));
                     batch.insert(self.space(s), k, v);
                 }
-                Write::Delete(s, k) => batch.remove(self.space(s), k),
+                Write::Delete(s, k) => {
+                    written.push((s, Version::of(&k)));
+                    batch.remove(self.space(s), k);
+                }
                 Write::DeleteRange(s, start, end) => {
                     if encloses_nothing(&start, &end) {
                         continue;
                     }
                     let range = (start, end);
                     for guard in self.space(s).range::<Vec<u8>, _>(range.clone()) {
-                        batch.remove(self.space(s), guard.key()?);
+                        let k = guard.key()?;
+                        written.push((s, Version::of(&k)));
+                        batch.remove(self.space(s), k);
                     }
                     for (_, k) in put
                         .iter()
                         .filter(|(ps, k)| *ps == s && std::ops::RangeBounds::contains(&range, k))
                     {
                         // A key removed twice in a batch is removed once: the later write wins.
+                        written.push((s, Version::of(k)));
                         batch.remove(self.space(s), k.clone());
                     }
                 }
             }
         }
-        batch.commit()?;
+        {
+            let _committing = self
+                .readers
+                .commits
+                .read()
+                .unwrap_or_else(|e| e.into_inner());
+            batch.commit()?;
+        }
+        self.count_versions(&written);
         Ok(())
     }
 
@@ -151,6 +295,7 @@ impl Engine for Disk {
 struct DiskSnapshot {
     snapshot: fjall::Snapshot,
     spaces: [Keyspace; 5],
+    reader: Reader,
 }
 
 impl DiskSnapshot {
@@ -162,18 +307,29 @@ impl DiskSnapshot {
     // scans borrow nothing and outlive the view they came from.
 
     fn prefix(&self, space: Space, prefix: &[u8]) -> Scan<'static> {
-        end_at_error(self.snapshot.prefix(self.space(space), prefix).map(pair))
+        self.tracked(self.snapshot.prefix(self.space(space), prefix).map(pair))
     }
 
     fn range(&self, space: Space, start: Bound<Vec<u8>>, end: Bound<Vec<u8>>) -> Scan<'static> {
         if encloses_nothing(&start, &end) {
             return Box::new(std::iter::empty());
         }
-        end_at_error(
+        self.tracked(
             self.snapshot
                 .range::<Vec<u8>, _>(self.space(space), (start, end))
                 .map(pair),
         )
+    }
+
+    /// A scan that counts as a reader while it lives (it holds the snapshot).
+    fn tracked(
+        &self,
+        scan: impl Iterator<Item = Result<KeyValue>> + Send + 'static,
+    ) -> Scan<'static> {
+        Box::new(Tracked {
+            scan: end_at_error(scan),
+            _reader: self.reader.also(),
+        })
     }
 }
 
