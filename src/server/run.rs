@@ -142,22 +142,20 @@ async fn serve_sql(
             let (busy, closed) = (conn.busy.clone(), conn.closed.clone());
             let serve = pg::serve(socket, conn, limits.startup_timeout);
             tokio::pin!(serve);
-            loop {
-                tokio::select! {
-                    r = &mut serve => {
-                        if let Err(e) = r {
-                            tracing::debug!(%peer, "SQL connection ended: {e}");
-                        }
-                        return;
+            tokio::select! {
+                r = &mut serve => {
+                    if let Err(e) = r {
+                        tracing::debug!(%peer, "SQL connection ended: {e}");
                     }
-                    // The client stopped reading for longer than the send timeout: dropping
-                    // the connection drops its session, which rolls its transaction back.
-                    _ = closed.notified() => {
-                        tracing::info!(%peer, "closed a SQL connection whose client stopped reading its result");
-                        return;
-                    }
-                    _ = stop.changed() => break,
+                    return;
                 }
+                // The client stopped reading for longer than the send timeout: dropping the
+                // connection drops its session, which rolls its transaction back.
+                _ = closed.notified() => {
+                    tracing::info!(%peer, "closed a SQL connection whose client stopped reading its result");
+                    return;
+                }
+                _ = stop.changed() => {}
             }
             // Shutting down: let a running statement finish, then drop the connection (an
             // open transaction is rolled back with its session).
