@@ -598,10 +598,22 @@ impl PgConnection {
         C::Error: Debug,
     {
         let mut session = self.session.lock().await;
+        if !self.verdicts.query_was_utf8(sql) {
+            session.fail_block();
+            return writer.feed(error_message(&invalid_utf8())).await;
+        }
         let statements = match session.parse(sql) {
             Ok(s) => s,
             Err(e) => return writer.feed(error_message(&e)).await,
         };
+        // A query of only comments or semicolons is an empty query, as in PostgreSQL.
+        if statements.is_empty() {
+            return writer
+                .feed(PgWireBackendMessage::EmptyQueryResponse(
+                    EmptyQueryResponse::new(),
+                ))
+                .await;
+        }
         for (stmt, _) in &statements {
             let mut out = PgOutput {
                 writer: &mut *writer,
