@@ -222,6 +222,77 @@ fn rpc_connections_that_announce_too_much_or_trickle_are_cut_and_memory_stays_bo
     );
 }
 
+/// Many connections that each begin a message as large as `--max-message` and hold it
+/// unfinished: what they make the node hold together is bounded by `--max-joined`, not by
+/// their number; the ones that find no room are closed, and the node keeps answering.
+#[test]
+fn messages_being_joined_on_many_connections_share_one_node_wide_budget() {
+    const MIB: usize = 1 << 20;
+    let node = TestNode::start_with(&[
+        "--max-frame",
+        "1048576",
+        "--max-message",
+        "8388608",
+        "--max-joined",
+        "8388608",
+        "--frame-timeout-ms",
+        "3000",
+    ]);
+    let pid = node.pid().unwrap();
+    let addr = node.rpc_addr();
+    let before = rss_kib(pid);
+    // 12 connections, each sends 7 MiB of a message in frames of 1 MiB, then holds.
+    let piece = frame(1, &vec![7u8; MIB - 1]);
+    let mut conns: Vec<TcpStream> = (0..12).map(|_| greeted(&addr)).collect();
+    let senders: Vec<_> = conns
+        .iter()
+        .map(|s| {
+            let mut w = s.try_clone().unwrap();
+            let piece = piece.clone();
+            std::thread::spawn(move || {
+                let _ = w.set_write_timeout(Some(Duration::from_secs(10)));
+                for _ in 0..7 {
+                    if w.write_all(&piece).is_err() {
+                        return;
+                    }
+                }
+            })
+        })
+        .collect();
+    // The peak while they hold (their frame timeout is 3 s; sample for 2.5 s).
+    let mut peak = before;
+    let until = Instant::now() + Duration::from_millis(2500);
+    while Instant::now() < until {
+        peak = peak.max(rss_kib(pid));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for t in senders {
+        let _ = t.join();
+    }
+    eprintln!("node RSS: {before} KiB before, {peak} KiB at the peak");
+    // Without the budget the node held 84 MiB of pieces; with it at most 8 MiB of pieces and
+    // one frame's buffer per connection (12 MiB).
+    assert!(
+        peak < before + 48 * 1024,
+        "RSS grew from {before} KiB to {peak} KiB"
+    );
+    // Every one of them is closed once its frame timeout passes (those that hold the budget
+    // too: their messages never finish).
+    for (i, s) in conns.iter_mut().enumerate() {
+        assert!(
+            closed_within(s, Duration::from_secs(20)),
+            "connection {i} was not cut"
+        );
+    }
+    let out = node.ddb(&["query", "--no-header", "SELECT 1"], None);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "1\n",
+        "{}",
+        stderr(&out)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_must_name_the_cluster_id_and_the_cli_may_name_the_cluster() {
     let cluster = TestCluster::new("ids", 1);

@@ -77,6 +77,16 @@ pub struct ServerArgs {
         env = "DDB_MAX_MESSAGE"
     )]
     pub max_message: usize,
+    /// The most bytes of messages being joined from frames that the node holds at once, over
+    /// all its RPC connections (at least --max-message). A connection whose next piece does
+    /// not fit waits for room at most --frame-timeout-ms, then is closed
+    #[arg(
+        long,
+        value_name = "BYTES",
+        default_value_t = crate::protocol::frame::DEFAULT_MAX_JOINED,
+        env = "DDB_MAX_JOINED"
+    )]
+    pub max_joined: usize,
     /// How long a frame (or a message of several) begun on the RPC port may take to arrive in
     /// full before the connection is closed
     #[arg(
@@ -168,12 +178,20 @@ pub async fn run(args: &ServerArgs) -> anyhow::Result<()> {
         ))
         .into());
     }
+    if args.max_joined < args.max_message {
+        return Err(Error::InvalidInput(format!(
+            "--max-joined ({}) must be at least --max-message ({})",
+            args.max_joined, args.max_message
+        ))
+        .into());
+    }
     let limits = crate::server::listener::Limits {
         max_connections: args.max_connections,
         startup_timeout: Duration::from_millis(args.startup_timeout_ms),
         frames: crate::protocol::Limits {
             max_frame: args.max_frame,
             max_message: args.max_message,
+            max_joined: args.max_joined,
             frame_timeout: Duration::from_millis(args.frame_timeout_ms),
         },
     };

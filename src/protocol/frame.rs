@@ -16,6 +16,11 @@
 //!   it is buffered (the connection is closed with an error);
 //! * a message whose pieces add up to more than `max_message` is refused when the piece that
 //!   crosses the bound arrives;
+//! * the pieces of messages being joined are charged to one budget of the whole process,
+//!   `max_joined` bytes ([`JoinBudget`]), so many connections cannot each hold `max_message`:
+//!   a connection whose next piece does not fit waits for the budget, at most `frame_timeout`,
+//!   and is then closed. A message that fits in one frame needs no budget, so the small
+//!   requests of the cluster's own traffic never wait behind a big one;
 //! * a frame (or a message of several) that is begun and not finished within `frame_timeout`
 //!   ends the connection, so a peer that trickles bytes, or stops half-way, holds its buffer
 //!   for a bounded time. An idle connection between messages is not timed out here: that is a
@@ -25,6 +30,7 @@
 //! [`HANDSHAKE_FRAME`], which every handshake fits in. A frame that does not decode is an error
 //! naming what was wrong, never a panic.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -34,6 +40,7 @@ use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 
 use crate::error::{Error, Result};
@@ -43,6 +50,9 @@ pub const DEFAULT_MAX_FRAME: usize = 16 << 20;
 
 /// The default largest message, joined from its frames: 256 MiB.
 pub const DEFAULT_MAX_MESSAGE: usize = 256 << 20;
+
+/// The default budget of the whole process for messages being joined from frames: 512 MiB.
+pub const DEFAULT_MAX_JOINED: usize = 512 << 20;
 
 /// The default time a begun frame or message has to arrive in full.
 pub const DEFAULT_FRAME_TIMEOUT: Duration = Duration::from_secs(30);
@@ -66,6 +76,10 @@ pub struct Limits {
     pub max_frame: usize,
     /// The largest message, joined from its frames.
     pub max_message: usize,
+    /// The most bytes of messages being joined that the whole process holds at once (the
+    /// budget is made once per process, from the limits of the first reader; see
+    /// [`JoinBudget`]).
+    pub max_joined: usize,
     /// How long a begun frame or message may take to arrive in full.
     pub frame_timeout: Duration,
 }
@@ -75,6 +89,7 @@ impl Default for Limits {
         Self {
             max_frame: DEFAULT_MAX_FRAME,
             max_message: DEFAULT_MAX_MESSAGE,
+            max_joined: DEFAULT_MAX_JOINED,
             frame_timeout: DEFAULT_FRAME_TIMEOUT,
         }
     }
@@ -95,12 +110,43 @@ pub fn process_limits() -> Limits {
     PROCESS_LIMITS.get().copied().unwrap_or_default()
 }
 
+/// The bytes of messages being joined from frames, over every connection of a process.
+///
+/// A permit is one byte. A reader takes permits for each piece it keeps, before it keeps it,
+/// and gives them all back when the message is complete (or the reader is dropped). A single
+/// piece is at most `max_frame` ≤ `max_message` ≤ `max_joined` bytes, so it always fits an
+/// empty budget; two readers that each wait for the other's bytes are both closed when their
+/// `frame_timeout` passes, which frees the budget.
+#[derive(Clone, Debug)]
+pub struct JoinBudget(Arc<Semaphore>);
+
+impl JoinBudget {
+    /// A budget of `bytes`.
+    pub fn new(bytes: usize) -> Self {
+        Self(Arc::new(Semaphore::new(bytes.min(Semaphore::MAX_PERMITS))))
+    }
+
+    /// The budget of this process, made from `max_joined` of the first call.
+    pub fn process(max_joined: usize) -> Self {
+        static BUDGET: std::sync::OnceLock<JoinBudget> = std::sync::OnceLock::new();
+        BUDGET.get_or_init(|| JoinBudget::new(max_joined)).clone()
+    }
+
+    /// The bytes free now.
+    pub fn available(&self) -> usize {
+        self.0.available_permits()
+    }
+}
+
 /// Reads messages from frames.
 pub struct FrameReader<R> {
     inner: FramedRead<R, LengthDelimitedCodec>,
     limits: Limits,
     /// The pieces of a message whose last frame has not come yet.
     partial: BytesMut,
+    /// Where the bytes of `partial` are charged, and what they hold of it.
+    budget: JoinBudget,
+    charged: Option<OwnedSemaphorePermit>,
     /// Whether a frame or message was begun and unfinished at the last check of the timeout.
     stalled: bool,
 }
@@ -140,14 +186,48 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
-    /// A reader that accepts only [`HANDSHAKE_FRAME`]-sized frames until the handshake is done.
+    /// A reader that accepts only [`HANDSHAKE_FRAME`]-sized frames until the handshake is done,
+    /// charging the messages it joins to the process's budget.
     pub fn new(reader: R, limits: Limits) -> Self {
+        Self::with_budget(reader, limits, JoinBudget::process(limits.max_joined))
+    }
+
+    /// A reader as [`FrameReader::new`], charging the messages it joins to `budget`.
+    pub fn with_budget(reader: R, limits: Limits, budget: JoinBudget) -> Self {
         Self {
             inner: FramedRead::new(reader, codec(limits.max_frame.min(HANDSHAKE_FRAME))),
             limits,
             partial: BytesMut::new(),
+            budget,
+            charged: None,
             stalled: false,
         }
+    }
+
+    /// Charges `bytes` more of a message being joined to the budget, waiting for it at most
+    /// `frame_timeout`.
+    async fn charge(&mut self, bytes: usize) -> Result<()> {
+        let Ok(n) = u32::try_from(bytes) else {
+            return Err(Error::InvalidInput(format!("a piece of {bytes} bytes")));
+        };
+        let wanted = self.budget.0.clone().acquire_many_owned(n);
+        let permit = match tokio::time::timeout(self.limits.frame_timeout, wanted).await {
+            Ok(Ok(permit)) => permit,
+            Ok(Err(_)) => return Err(Error::Internal("the join budget was closed".into())),
+            Err(_) => {
+                return Err(Error::Timeout(format!(
+                    "the node's budget for messages being joined from frames ({} bytes) \
+                     stayed full for {} ms",
+                    self.limits.max_joined,
+                    self.limits.frame_timeout.as_millis()
+                )))
+            }
+        };
+        match &mut self.charged {
+            Some(held) => held.merge(permit),
+            None => self.charged = Some(permit),
+        }
+        Ok(())
     }
 
     /// The handshake is done: frames up to the configured `max_frame` are accepted from now on.
@@ -217,11 +297,18 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 }
                 LAST => {
                     self.stalled = false;
+                    self.charge(piece.len()).await?;
                     self.partial.unsplit(piece);
                     let whole = std::mem::take(&mut self.partial);
-                    return decode(&whole).map(Some);
+                    let decoded = decode(&whole);
+                    drop(whole);
+                    self.charged = None;
+                    return decoded.map(Some);
                 }
-                MORE => self.partial.unsplit(piece),
+                MORE => {
+                    self.charge(piece.len()).await?;
+                    self.partial.unsplit(piece);
+                }
                 other => {
                     return Err(Error::Corrupt(format!("unknown frame flag {other}")));
                 }
@@ -281,8 +368,60 @@ mod tests {
         Limits {
             max_frame,
             max_message,
+            max_joined: DEFAULT_MAX_JOINED,
             frame_timeout: Duration::from_millis(200),
         }
+    }
+
+    #[tokio::test]
+    async fn messages_being_joined_share_one_budget_and_give_it_back() {
+        let budget = JoinBudget::new(30_000);
+        let (a1, b1) = tokio::io::duplex(1 << 20);
+        let (a2, b2) = tokio::io::duplex(1 << 20);
+        let mut r1 = FrameReader::with_budget(b1, limits(1024, 20_000), budget.clone());
+        let mut r2 = FrameReader::with_budget(b2, limits(1024, 20_000), budget.clone());
+        r1.handshake_done();
+        r2.handshake_done();
+        let message = vec![9u8; 19_000];
+        let body = postcard::to_stdvec(&message).unwrap();
+        let (mut w1, mut w2) = (
+            FramedWrite::new(a1, codec(4096)),
+            FramedWrite::new(a2, codec(4096)),
+        );
+        // The first connection sends all but the last piece of its message, and holds 19,000
+        // bytes of the budget.
+        for piece in body[..19_000].chunks(1000) {
+            w1.send(frame(MORE, piece)).await.unwrap();
+        }
+        let first = tokio::spawn(async move { r1.read::<Vec<u8>>().await.map(|m| (m, r1)) });
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while budget.available() != 11_000 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{}",
+                budget.available()
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // The second begins one as large: it gets 11,000 bytes, waits for more past its frame
+        // timeout, and is refused; dropping it gives its bytes back.
+        for _ in 0..19 {
+            w2.send(frame(MORE, &[1; 1000])).await.unwrap();
+        }
+        let e = r2.read::<Vec<u8>>().await.unwrap_err();
+        assert!(
+            matches!(e, Error::Timeout(_)) && e.to_string().contains("budget"),
+            "{e}"
+        );
+        drop(r2);
+        assert_eq!(budget.available(), 11_000);
+        // The first completes its message and gives back all it held.
+        w1.send(frame(LAST, &body[19_000..])).await.unwrap();
+        let (got, mut r1) = first.await.unwrap().unwrap();
+        assert_eq!(got, Some(message));
+        assert_eq!(budget.available(), 30_000);
+        drop(w1);
+        assert!(r1.read::<String>().await.unwrap().is_none());
     }
 
     #[tokio::test]
