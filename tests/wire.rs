@@ -219,6 +219,19 @@ async fn malformed_messages_get_08p01_before_the_connection_closes() {
         let bytes = [message(b'P', b"\0SELECT '\xff'\0\0\0"), message(b'S', b"")].concat();
         let answers = answers_to(&mut s, &bytes);
         assert_eq!(code_of(&answers[0].1), "22021", "{answers:?}");
+        // And in a Parse's statement name: the Parse fails, nothing is stored under the name
+        // made valid, and the connection goes on.
+        let bytes = [message(b'P', b"s\xff\0SELECT 1\0\0\0"), message(b'S', b"")].concat();
+        let answers = answers_to(&mut s, &bytes);
+        assert_eq!(answers[0].0, b'E', "{answers:?}");
+        assert_eq!(code_of(&answers[0].1), "22021", "{answers:?}");
+        let bind = [&b"\0"[..], "s\u{FFFD}\0".as_bytes(), &[0, 0, 0, 0, 0, 0]].concat();
+        let bytes = [message(b'B', &bind), message(b'S', b"")].concat();
+        let answers = answers_to(&mut s, &bytes);
+        assert_eq!(answers[0].0, b'E', "{answers:?}");
+        assert_eq!(code_of(&answers[0].1), "26000", "{answers:?}");
+        let answers = answers_to(&mut s, &message(b'Q', b"SELECT 1\0"));
+        assert!(answers.iter().any(|(t, _)| *t == b'D'), "{answers:?}");
     })
     .await
     .unwrap();

@@ -138,9 +138,17 @@ impl<S> Checked<S> {
         if self.raw.len() < total {
             return Ok(false);
         }
-        check(kind, &self.raw[5..total], &self.verdicts)?;
+        let replaced = check(kind, &self.raw[5..total], &self.verdicts)?;
         let frame = self.raw.split_to(total);
-        self.ready.extend_from_slice(&frame);
+        match replaced {
+            None => self.ready.extend_from_slice(&frame),
+            Some(body) => {
+                self.ready.extend_from_slice(&[kind]);
+                self.ready
+                    .extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
+                self.ready.extend_from_slice(&body);
+            }
+        }
         Ok(true)
     }
 }
@@ -219,7 +227,9 @@ fn format_codes(body: &mut Body, what: &str) -> Result<usize, String> {
 }
 
 /// Checks the structure of one message body of type `kind`.
-fn check(kind: u8, body: &[u8], verdicts: &Verdicts) -> Result<(), String> {
+/// Checks one message; `Ok(Some(body))` when the message must go on with another body (see
+/// [`parse_failing_as_not_utf8`]).
+fn check(kind: u8, body: &[u8], verdicts: &Verdicts) -> Result<Option<Vec<u8>>, String> {
     let mut b = Body(body);
     match kind {
         b'Q' => {
@@ -228,11 +238,16 @@ fn check(kind: u8, body: &[u8], verdicts: &Verdicts) -> Result<(), String> {
             push(&verdicts.queries, text);
         }
         b'P' => {
-            b.cstring("the statement name")?;
+            let name = b.cstring("the statement name")?;
             let text = b.cstring("the query string")?;
+            let rest = b.0;
             let n = b.count("parameter type count")?;
             b.take(4 * n, "the parameter types")?;
             b.end("Parse")?;
+            if std::str::from_utf8(name).is_err() {
+                push(&verdicts.parses, INVALID_TEXT);
+                return Ok(Some(parse_failing_as_not_utf8(name, rest)));
+            }
             push(&verdicts.parses, text);
         }
         b'B' => {
@@ -274,7 +289,25 @@ fn check(kind: u8, body: &[u8], verdicts: &Verdicts) -> Result<(), String> {
         // Authentication responses, copy data and function calls: pgwire's own decoding.
         _ => {}
     }
-    Ok(())
+    Ok(None)
+}
+
+/// A query text that is not UTF-8: one byte that never is.
+const INVALID_TEXT: &[u8] = &[0xff];
+
+/// The body of a `Parse` whose statement name is not UTF-8, as it goes on to pgwire: the name
+/// made valid (each bad sequence replaced by U+FFFD, as pgwire would) and the query text
+/// replaced by [`INVALID_TEXT`], whose verdict is "not UTF-8". So the handler fails the `Parse`
+/// with 22021 and stores nothing, and the connection goes on, as in PostgreSQL, which refuses a
+/// name in the wrong encoding as it refuses such a query. pgwire itself would take the name
+/// with U+FFFD in it, so two names that differ only in their bad bytes would be one statement.
+fn parse_failing_as_not_utf8(name: &[u8], parameter_types: &[u8]) -> Vec<u8> {
+    let mut body = String::from_utf8_lossy(name).into_owned().into_bytes();
+    body.push(0);
+    body.extend_from_slice(INVALID_TEXT);
+    body.push(0);
+    body.extend_from_slice(parameter_types);
+    body
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Checked<S> {
@@ -341,7 +374,7 @@ mod tests {
     use super::*;
 
     fn verdict(kind: u8, body: &[u8]) -> Result<(), String> {
-        check(kind, body, &Verdicts::default())
+        check(kind, body, &Verdicts::default()).map(|_| ())
     }
 
     #[test]
