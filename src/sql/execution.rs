@@ -241,7 +241,13 @@ impl Executor<'_> {
                 let input = input.into_iter().map(|(_, r)| r).collect();
                 return emit(finish_select(plan, input, ctx)?, out).await;
             }
-            None => return emit(finish_select(plan, vec![Vec::new()], ctx)?, out).await,
+            None => {
+                let input = match &plan.input_filter {
+                    Some(f) if !f.matches(&[], ctx)? => Vec::new(),
+                    _ => vec![Vec::new()],
+                };
+                return emit(finish_select(plan, input, ctx)?, out).await;
+            }
         };
         self.open_table(txn, &source.table, LockMode::Shared)
             .await?;

@@ -95,6 +95,9 @@ pub struct SortKey {
 pub struct SelectPlan {
     /// `None` for a `SELECT` without `FROM`, which produces one empty input row.
     pub source: Option<Source>,
+    /// The `WHERE` of an aggregating `SELECT` without `FROM`: whether its one input row is
+    /// aggregated at all (`SELECT count(*) WHERE false` counts no row: 0).
+    pub input_filter: Option<Expr>,
     /// The grouping step of an aggregate query.
     pub aggregate: Option<Aggregate>,
     /// A condition over grouped rows (or over the single row of a `SELECT` without `FROM`).

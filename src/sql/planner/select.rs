@@ -56,12 +56,13 @@ impl Binder<'_> {
         let limit = s.limit.as_ref().map(|e| self.count_expr(e)).transpose()?;
         let offset = s.offset.as_ref().map(|e| self.count_expr(e)).transpose()?;
         let aggregate = grouping.map(Grouping::into_aggregate);
-        let having = match (&table, &s.filter) {
+        let (having, input_filter) = match (&table, &s.filter) {
             (None, Some(f)) => self.fromless_filter(f, aggregate.is_some(), having)?,
-            _ => having,
+            _ => (having, None),
         };
         Ok(SelectPlan {
             source,
+            input_filter,
             aggregate,
             having,
             projection,
@@ -178,22 +179,21 @@ impl Binder<'_> {
         Ok(expr)
     }
 
-    /// The `WHERE` of a `SELECT` without `FROM`, which filters its single row: it becomes the
-    /// `HAVING` condition (a query without `FROM` that does not aggregate has no `HAVING`).
+    /// The `WHERE` of a `SELECT` without `FROM`, which filters its single row: with no
+    /// aggregate it becomes the `HAVING` condition (such a query has no `HAVING` of its own),
+    /// and with one it decides whether the row is aggregated at all, as in PostgreSQL (so
+    /// `SELECT count(*) WHERE false` is 0). Returns the `HAVING` and the input filter.
     fn fromless_filter(
         &mut self,
         filter: &ast::Expr,
         aggregated: bool,
         having: Option<Expr>,
-    ) -> Result<Option<Expr>> {
+    ) -> Result<(Option<Expr>, Option<Expr>)> {
         let cond = self.condition(filter, &Scope::Empty, "WHERE")?;
-        if aggregated {
-            // The condition is bound (for its errors and parameter types) but not applied: the
-            // planner has always planned `SELECT count(*) WHERE false` so, and this split keeps
-            // its behaviour. PostgreSQL would filter the row before aggregating.
-            return Ok(having);
+        match aggregated {
+            true => Ok((having, Some(cond))),
+            false => Ok((Some(cond), None)),
         }
-        Ok(Some(cond))
     }
 }
 
