@@ -48,6 +48,8 @@ pub mod sqlstate {
     pub const OBJECT_NOT_IN_PREREQUISITE_STATE: &str = "55000";
     pub const DATA_CORRUPTED: &str = "XX001";
     pub const INTERNAL_ERROR: &str = "XX000";
+    /// The disk holding the data is full.
+    pub const DISK_FULL: &str = "53100";
     pub const PROTOCOL_VIOLATION: &str = "08P01";
     pub const PROGRAM_LIMIT_EXCEEDED: &str = "54000";
     pub const STATEMENT_TOO_COMPLEX: &str = "54001";
@@ -102,6 +104,10 @@ pub enum Error {
     /// A bug or an unexpected state.
     #[error("internal error: {0}")]
     Internal(String),
+    /// The disk of this node is full (SQLSTATE 53100, as PostgreSQL's `disk_full`): the write
+    /// that found it so failed, and the node stops taking writes as after any failed write.
+    #[error("disk full: {0}")]
+    DiskFull(String),
 }
 
 /// The result type used throughout ddb.
@@ -168,6 +174,7 @@ impl Error {
             Error::Corrupt(_) => sqlstate::DATA_CORRUPTED,
             Error::ShuttingDown(_) => sqlstate::ADMIN_SHUTDOWN,
             Error::Io(_) | Error::Internal(_) => sqlstate::INTERNAL_ERROR,
+            Error::DiskFull(_) => sqlstate::DISK_FULL,
         }
     }
 
@@ -180,7 +187,7 @@ impl Error {
             Error::Unreachable(_) | Error::ShuttingDown(_) => 3,
             Error::Refused(_) => 4,
             Error::Timeout(_) => 5,
-            Error::Corrupt(_) | Error::Io(_) | Error::Internal(_) => 1,
+            Error::Corrupt(_) | Error::Io(_) | Error::Internal(_) | Error::DiskFull(_) => 1,
         }
     }
 
@@ -210,7 +217,10 @@ impl Error {
 
 impl From<std::io::Error> for Error {
     fn from(err: std::io::Error) -> Self {
-        Error::Io(err.to_string())
+        match err.kind() {
+            std::io::ErrorKind::StorageFull => Error::DiskFull(err.to_string()),
+            _ => Error::Io(err.to_string()),
+        }
     }
 }
 
@@ -221,6 +231,11 @@ impl From<fjall::Error> for Error {
             fjall::Error::Poisoned => Error::Io(
                 "storage engine: an earlier write to disk failed (a full or failing disk; the node's log has the cause), so the node takes no more writes; free space or fix the disk, then restart the node".into(),
             ),
+            fjall::Error::Io(e) | fjall::Error::Storage(fjall::LsmError::Io(e))
+                if e.kind() == std::io::ErrorKind::StorageFull =>
+            {
+                Error::DiskFull(format!("storage engine: {e}"))
+            }
             err => Error::Io(format!("storage engine: {err}")),
         }
     }
@@ -243,6 +258,17 @@ macro_rules! bail_sql {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_full_disk_is_53100_from_the_os_and_from_the_engine() {
+        let full = || std::io::Error::from(std::io::ErrorKind::StorageFull);
+        for e in [Error::from(full()), Error::from(fjall::Error::Io(full()))] {
+            assert_eq!(e.sqlstate(), "53100", "{e}");
+            assert_eq!(e.exit_code(), 1);
+        }
+        let other = Error::from(std::io::Error::from(std::io::ErrorKind::PermissionDenied));
+        assert_eq!(other.sqlstate(), "XX000");
+    }
 
     #[test]
     fn retryable_failures_are_told_apart_from_bad_input_and_unknown_outcomes() {

@@ -103,8 +103,9 @@ async fn a_node_whose_disk_fills_stops_clearly_and_a_restart_recovers_every_ackn
     });
     assert!(!acknowledged.is_empty(), "nothing was acknowledged");
     eprintln!(
-        "{} rows acknowledged before the disk filled; the client got: {failure} (SQLSTATE {:?})",
+        "{} rows acknowledged before the disk filled; the client got: {:?} (SQLSTATE {:?})",
         acknowledged.len(),
+        failure.as_db_error().map(|e| e.message()),
         common::sqlstate(&failure)
     );
     // The client was told its commit did not happen, and why: an error with a SQLSTATE that
