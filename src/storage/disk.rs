@@ -197,6 +197,13 @@ impl Disk {
     pub(crate) fn stored_versions(&self, space: Space) -> usize {
         self.space(space).approximate_len()
     }
+
+    /// The memtables of `space` sealed and not yet flushed, and its tables.
+    #[cfg(test)]
+    pub(crate) fn sealed_and_tables(&self, space: Space) -> (usize, usize) {
+        let tree = &self.space(space).tree;
+        (tree.sealed_memtable_count(), tree.table_count())
+    }
 }
 
 impl Engine for Disk {
