@@ -465,10 +465,11 @@ fn rewriting_a_few_rows_many_times_leaves_few_versions_for_a_scan_to_walk() {
         "the memtable held {most} versions of {ROWS} rows (bound {bound})"
     );
     // fjall flushes in the background: poll, with a deadline, until every rotated memtable
-    // is a table. A flush keeps only the newest version of each key (no snapshot is open), so
-    // each table holds at most ROWS versions, however many were written. (How many tables
-    // there are is fjall's compaction's business, and varies from run to run: CI saw 18
-    // tables of 30 rows at one moment, and 3 at another.)
+    // is a table. A flush or compaction drops the versions older than fjall's GC watermark,
+    // which follows open snapshots lazily, so how many versions the tables keep varies from
+    // run to run (seen: 254 to 544, in 2 to 18 tables); what must hold is that they keep a
+    // small part of the history, not the 160,000 versions written. (The memtable bound above
+    // is ddb's own mechanism and exact; this one is fjall's, and loose.)
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let (tables, in_tables) = loop {
         let (sealed, tables) = e.sealed_and_tables(Space::Data);
@@ -483,9 +484,10 @@ fn rewriting_a_few_rows_many_times_leaves_few_versions_for_a_scan_to_walk() {
         );
         std::thread::sleep(std::time::Duration::from_millis(20));
     };
+    let history_bound = UPDATES as usize / 80;
     assert!(
-        in_tables <= tables * ROWS as usize,
-        "{tables} tables hold {in_tables} versions of {ROWS} rows"
+        in_tables <= history_bound,
+        "{tables} tables hold {in_tables} versions of {ROWS} rows (bound {history_bound})"
     );
     assert!(e.memtable_versions(Space::Data) <= bound);
     let last = |row: u32| (0..UPDATES).rev().find(|n| n % ROWS == row).unwrap();
