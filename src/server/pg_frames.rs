@@ -13,7 +13,8 @@
 //! kind `InvalidData`, which the connection loop ([`super::pg::serve`]) answers with a FATAL
 //! 08P01 before it closes. The text of every `Query` and `Parse` is checked for UTF-8 too; that
 //! verdict goes into a queue the handlers read in the same order ([`Verdicts`]), because a bad
-//! encoding fails the statement, not the connection.
+//! encoding fails the statement, not the connection. A `Parse` whose statement name is not
+//! UTF-8 goes on with a query text that is not either, so it fails the same way.
 
 use std::collections::VecDeque;
 use std::io;
@@ -226,9 +227,8 @@ fn format_codes(body: &mut Body, what: &str) -> Result<usize, String> {
     Ok(n)
 }
 
-/// Checks the structure of one message body of type `kind`.
-/// Checks one message; `Ok(Some(body))` when the message must go on with another body (see
-/// [`parse_failing_as_not_utf8`]).
+/// Checks the structure of one message body of type `kind`: `Ok(Some(body))` when the message
+/// must go on to pgwire with another body (see [`parse_failing_as_not_utf8`]).
 fn check(kind: u8, body: &[u8], verdicts: &Verdicts) -> Result<Option<Vec<u8>>, String> {
     let mut b = Body(body);
     match kind {
