@@ -143,6 +143,7 @@ make_tmp_dir() { # name -> sets TMP (${TMPDIR:-/tmp}/name.XXXXXX) and friends; i
     TMP=$(mktemp -d "${TMPDIR:-/tmp}/$1.XXXXXX")
     CHILD_PIDS=()
     PGDATA="$TMP/pg/data"
+    PGDATA_STANDBY="$TMP/pg/standby"
     CLUSTER_YAML="$TMP/cluster.yaml"
     CLUSTER_STARTED=0
     trap cleanup EXIT
@@ -269,6 +270,12 @@ cleanup() {
     stop_children
     [[ -n $CLEANUP_HOOK ]] && "$CLEANUP_HOOK"
     (( CLUSTER_STARTED )) && stop_cluster
+    if [[ -f $PGDATA_STANDBY/postmaster.pid ]]; then
+        log "stopping the PostgreSQL standby"
+        as_pg "$PG_BIN/pg_ctl" -D "$PGDATA_STANDBY" -m fast -w -t 30 stop >/dev/null 2>&1 \
+            || as_pg "$PG_BIN/pg_ctl" -D "$PGDATA_STANDBY" -m immediate -w -t 30 stop >/dev/null 2>&1 \
+            || log "warning: could not stop the PostgreSQL standby (data dir $PGDATA_STANDBY)"
+    fi
     if [[ -f $PGDATA/postmaster.pid ]]; then
         log "stopping PostgreSQL"
         as_pg "$PG_BIN/pg_ctl" -D "$PGDATA" -m fast -w -t 30 stop >/dev/null 2>&1 \
@@ -336,6 +343,7 @@ EOF
 local all all              trust
 host  all all 127.0.0.1/32 trust
 host  all all ::1/128      trust
+host  replication all 127.0.0.1/32 trust
 EOF
     as_pg "$PG_BIN/pg_ctl" -D "$PGDATA" -l "$TMP/pg/postgres.log" -W start >/dev/null 3>&- \
         || { pg_log_tail; die "pg_ctl start failed"; }
@@ -348,6 +356,52 @@ EOF
         sleep 0.3
     done
     log "PostgreSQL is ready"
+}
+
+# A streaming standby of the throwaway PostgreSQL, on the same machine: the
+# side-by-side baseline of a replicated ddb shard. Call after start_postgres.
+#   start_pg_standby sync PORT   the primary waits for the standby's flush
+#                                (synchronous_standby_names, synchronous_commit=on)
+#   start_pg_standby async PORT  the primary does not wait for it
+# Waits until pg_stat_replication shows the standby streaming in that mode.
+start_pg_standby() {
+    local mode=$1 port=$2 want t0 state
+    case $mode in
+        sync) want=sync ;;
+        async) want=async ;;
+        *) die "start_pg_standby: mode must be sync or async (got '$mode')" ;;
+    esac
+    log "starting a $mode PostgreSQL standby on 127.0.0.1:$port"
+    as_pg "$PG_BIN/pg_basebackup" -h 127.0.0.1 -p "$PG_PORT" -U postgres -D "$PGDATA_STANDBY" \
+        -X stream -R --checkpoint=fast >"$TMP/pg/basebackup.log" 2>&1 \
+        || { cat "$TMP/pg/basebackup.log" >&2; die "pg_basebackup failed"; }
+    # pg_basebackup -R wrote primary_conninfo to postgresql.auto.conf, which is read after
+    # postgresql.conf: set ours there, last, so the standby names itself standby1.
+    as_pg tee -a "$PGDATA_STANDBY/postgresql.auto.conf" >/dev/null <<EOF
+port = $port
+unix_socket_directories = '$TMP/pg/sock'
+primary_conninfo = 'host=127.0.0.1 port=$PG_PORT user=postgres application_name=standby1'
+EOF
+    as_pg "$PG_BIN/pg_ctl" -D "$PGDATA_STANDBY" -l "$TMP/pg/standby.log" -W start >/dev/null 3>&- \
+        || { tail -n 30 "$TMP/pg/standby.log" >&2; die "pg_ctl start of the standby failed"; }
+    if [[ $mode == sync ]]; then
+        "$PSQL" -X -q -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres \
+            -c "ALTER SYSTEM SET synchronous_standby_names = 'standby1'" \
+            -c "SELECT pg_reload_conf()" >/dev/null \
+            || die "could not make the standby synchronous"
+    fi
+    t0=$SECONDS
+    while :; do
+        state=$("$PSQL" -X -A -t -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres \
+            -c "SELECT state || ' ' || sync_state FROM pg_stat_replication WHERE application_name = 'standby1'" 2>/dev/null || true)
+        [[ $state == "streaming $want" ]] && break
+        if (( SECONDS - t0 >= DEADLINE )); then
+            tail -n 30 "$TMP/pg/standby.log" >&2
+            die "the PostgreSQL standby is not streaming in $mode mode after ${DEADLINE}s (state: '${state:-none}')"
+        fi
+        sleep 0.3
+    done
+    log "the PostgreSQL standby is streaming ($want)"
 }
 
 # ---------------------------------------------------------------- ddb cluster

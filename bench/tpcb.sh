@@ -20,6 +20,10 @@
 #              serialization failure or deadlock fails the transaction)
 #   BATCH      rows per INSERT statement when loading accounts (default 1000)
 #   LOADERS    concurrent psql processes loading accounts (default 3)
+#   PG_STANDBY none | sync | async (default none): give PostgreSQL a streaming
+#              standby on this machine, synchronous (the primary waits for
+#              the standby's flush) or asynchronous, as the baseline of a
+#              replicated ddb shard
 #   PG_BIN     PostgreSQL server binaries (default: newest /usr/lib/postgresql/*/bin)
 #   KEEP=1     keep the temp dir (logs, pgbench outputs, data) after exit
 #   LOAD_TIMEOUT  seconds allowed for loading one target (default 1800)
@@ -48,12 +52,14 @@ LOADERS=${LOADERS:-3}
 KEEP=${KEEP:-0}
 BUILD=${BUILD:-0}
 LOAD_TIMEOUT=${LOAD_TIMEOUT:-1800}
+PG_STANDBY=${PG_STANDBY:-none}
 DEADLINE=30
 CLUSTER_NODES=3
 
 # ---------------------------------------------------------------- arguments
 require_positive_ints SCALE CLIENTS JOBS DURATION PROGRESS MAX_TRIES BATCH LOADERS LOAD_TIMEOUT
 check_clients_jobs
+case $PG_STANDBY in none|sync|async) ;; *) die "PG_STANDBY must be none, sync or async (got '$PG_STANDBY')" ;; esac
 (( SCALE > 21474 )) && die "SCALE=$SCALE overflows INT account ids"
 BRANCHES=$SCALE
 TELLERS=$(( 10 * SCALE ))
@@ -91,8 +97,8 @@ UPTIME_BEFORE=$(uptime)
 mkdir -p "$TMP/results" "$TMP/load"
 
 # ---------------------------------------------------------------- ports
-read -r PG_PORT C_RPC1 C_RPC2 C_RPC3 C_SQL1 C_SQL2 C_SQL3 <<<"$(pick_ports 7)"
-[[ -n $C_SQL3 ]] || die "could not pick free ports"
+read -r PG_PORT C_RPC1 C_RPC2 C_RPC3 C_SQL1 C_SQL2 C_SQL3 PG_STANDBY_PORT <<<"$(pick_ports 8)"
+[[ -n $PG_STANDBY_PORT ]] || die "could not pick free ports"
 CL_RPC=("$C_RPC1" "$C_RPC2" "$C_RPC3")
 CL_SQL=("$C_SQL1" "$C_SQL2" "$C_SQL3")
 
@@ -364,8 +370,9 @@ check_target() { # target
 }
 
 # ---------------------------------------------------------------- main
-log "temp dir $TMP; SCALE=$SCALE ($ACCOUNTS accounts) CLIENTS=$CLIENTS JOBS=$JOBS DURATION=${DURATION}s MAX_TRIES=$MAX_TRIES TARGETS='$TARGETS'"
+log "temp dir $TMP; SCALE=$SCALE ($ACCOUNTS accounts) CLIENTS=$CLIENTS JOBS=$JOBS DURATION=${DURATION}s MAX_TRIES=$MAX_TRIES TARGETS='$TARGETS' PG_STANDBY=$PG_STANDBY"
 (( RUN_PG )) && start_postgres
+if (( RUN_PG )) && [[ $PG_STANDBY != none ]]; then start_pg_standby "$PG_STANDBY" "$PG_STANDBY_PORT"; fi
 (( RUN_DDB )) && start_cluster
 (( RUN_PG )) && load_target postgres
 (( RUN_DDB )) && load_target ddb
@@ -419,7 +426,7 @@ fi
 for t in postgres ddb; do
     [[ -n ${CHECK[$t]:-} ]] && printf 'check_%s %s\n' "$t" "${CHECK[$t]}"
 done
-(( RUN_PG )) && printf 'postgres_vacuum_analyze_s=%s\n' "$VACUUM_SECS"
+(( RUN_PG )) && printf 'postgres_vacuum_analyze_s=%s postgres_standby=%s\n' "$VACUUM_SECS" "$PG_STANDBY"
 printf 'uptime_before %s\n' "$UPTIME_BEFORE"
 printf 'uptime_after  %s\n' "$UPTIME_AFTER"
 printf 'nproc=%s scale=%s accounts=%s clients=%s%s jobs=%s duration=%ss max_tries=%s date=%s\n' \
