@@ -11,7 +11,9 @@
 //!   densely.
 //! * `CommitTo(lsn)` applies the effects of every appended, unapplied entry up to `lsn` (never
 //!   past the log's last entry), in LSN order, with the `applied_lsn` key, and answers their
-//!   submitters.
+//!   submitters. A commit far ahead of the applied LSN (a replica catching up) is applied in
+//!   batches of at most [`APPLY_CHUNK`] entries, each with its own applied LSN, so no batch
+//!   holds more than a bounded part of the log.
 //!
 //! A run that appended anything is fsynced once (group commit) before anyone hears of it, and
 //! the last durable [`LogId`] is then published on a watch channel, which never blocks the
@@ -48,6 +50,10 @@ use crate::error::{Error, Result};
 /// Keys removed per batch when a snapshot install clears a space, so that clearing a large
 /// shard never builds one batch of the whole shard.
 const CLEAR_CHUNK: usize = 4096;
+
+/// Most entries applied in one batch: a commit LSN far ahead of the applied one (a replica
+/// catching up) is applied in several batches, each with its applied LSN.
+const APPLY_CHUNK: Lsn = 512;
 
 /// One operation for the WAL-mode committer thread.
 pub(crate) enum Op {
@@ -265,18 +271,28 @@ impl Wal {
             return;
         }
         let target = lsn.min(self.state.last.lsn);
-        if target > self.state.applied.lsn {
-            match self.effects(run, target) {
+        while self.state.applied.lsn < target {
+            let upto = target.min(self.state.applied.lsn + APPLY_CHUNK);
+            match self.effects(run, upto) {
                 Ok((effects, applied)) => {
                     run.batch.extend(effects);
-                    run.batch.push(applied_write(target));
+                    run.batch.push(applied_write(upto));
                     self.state.applied = applied;
-                    while self.waiting.front().is_some_and(|w| w.id.lsn <= target) {
+                    while self.waiting.front().is_some_and(|w| w.id.lsn <= upto) {
                         run.applied.extend(self.waiting.pop_front());
                     }
                 }
                 Err(e) => {
                     let _ = reply.send(Err(e));
+                    return;
+                }
+            }
+            if upto < target {
+                // A long way to go (a replica catching up): write what this run holds, so
+                // that one batch never holds the writes of more than a chunk of entries.
+                self.flush(std::mem::take(run));
+                if self.shared.failed.load(Ordering::Acquire) {
+                    let _ = reply.send(Err(failed_error()));
                     return;
                 }
             }

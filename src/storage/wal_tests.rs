@@ -26,6 +26,17 @@ use crate::error::{Error, Result};
 struct Counting {
     inner: Arc<dyn Engine>,
     persists: AtomicUsize,
+    writes: AtomicUsize,
+}
+
+impl Counting {
+    fn new(inner: Arc<dyn Engine>) -> Self {
+        Self {
+            inner,
+            persists: AtomicUsize::new(0),
+            writes: AtomicUsize::new(0),
+        }
+    }
 }
 
 impl Engine for Counting {
@@ -47,6 +58,7 @@ impl Engine for Counting {
         self.inner.snapshot()
     }
     fn write(&self, writes: Vec<Write>) -> Result<()> {
+        self.writes.fetch_add(1, Ordering::Relaxed);
         self.inner.write(writes)
     }
     fn persist(&self) -> Result<()> {
@@ -136,10 +148,7 @@ async fn commit_to(c: &Committer, lsn: Lsn) -> Result<Lsn> {
 }
 
 async fn many_submits_share_few_fsyncs_and_wait_for_their_commit(f: &mut dyn Fixture) {
-    let engine = Arc::new(Counting {
-        inner: f.engine(),
-        persists: AtomicUsize::new(0),
-    });
+    let engine = Arc::new(Counting::new(f.engine()));
     let c = Committer::start_wal(engine.clone(), WalState::default());
     let receivers: Vec<_> = (0..200)
         .map(|i| c.submit(1, i, put(&format!("k{i:03}"), "v")).unwrap())
@@ -209,6 +218,21 @@ async fn commit_to_never_applies_past_the_last_entry(f: &mut dyn Fixture) {
     assert_eq!(c.log_state().unwrap().applied, LogId::new(1, 2));
     assert_eq!(commit_to(&c, 3).await.unwrap(), 3);
     assert_eq!(data(f, "c").as_deref(), Some("3"));
+}
+
+async fn a_long_way_to_commit_is_applied_in_bounded_batches_in_order(f: &mut dyn Fixture) {
+    let engine = Arc::new(Counting::new(f.engine()));
+    let c = Committer::start_wal(engine.clone(), WalState::default());
+    let entries = (1..=1300)
+        .map(|l| entry(1, l, "k", &l.to_string()))
+        .collect();
+    append(&c, entries).await.unwrap();
+    let before = engine.writes.load(Ordering::Relaxed);
+    assert_eq!(commit_to(&c, 1300).await.unwrap(), 1300);
+    // 1300 entries, at most 512 per batch.
+    assert_eq!(engine.writes.load(Ordering::Relaxed) - before, 3);
+    assert_eq!(data(f, "k").as_deref(), Some("1300"));
+    assert_eq!(c.log_state().unwrap().applied, LogId::new(1, 1300));
 }
 
 async fn an_append_and_its_commit_in_one_group_apply_from_memory(f: &mut dyn Fixture) {
@@ -609,6 +633,7 @@ wal_suite!(
     effects_appear_only_at_commit_to_and_in_lsn_order,
     commit_to_never_applies_past_the_last_entry,
     an_append_and_its_commit_in_one_group_apply_from_memory,
+    a_long_way_to_commit_is_applied_in_bounded_batches_in_order,
     pending_entries_survive_a_restart_and_apply_once,
     direct_commits_recover_with_nothing_pending,
     a_replica_append_must_continue_the_log,
