@@ -10,8 +10,7 @@
 //! * `log_base`: the (epoch, LSN) of the last entry dropped from the front of the log (absent:
 //!   nothing dropped, the base is (0, 0)). The log holds the entries from `base.lsn + 1` on,
 //!   densely; the base is what the next entry's previous-entry check compares against once its
-//!   predecessor is gone. Entries at or below the base that a cut short truncation left behind
-//!   are not part of the log: every read starts at an LSN above the base.
+//!   predecessor is gone. The base moves in the same batch as the entries it drops.
 //! * `snapshot_install`: present while a snapshot is being installed. The data is then half a
 //!   snapshot, and the store must fetch a snapshot again before it serves or applies anything.
 //!
@@ -240,6 +239,22 @@ pub(crate) fn id_at(r: &(impl Reads + ?Sized), base: LogId, lsn: Lsn) -> Result<
             "log entry {lsn} is missing (the log starts after {base})"
         ))),
     }
+}
+
+/// The identity of the entry at `lsn` as the log knows it: the entry's own, the base's for the
+/// base's LSN ((0, 0) for LSN 0), and `None` when the log no longer or not yet holds it. This
+/// is the previous-entry check of an append (DESIGN §6.1): the replication core compares it
+/// with the primary's (epoch, LSN) before the entries after it.
+pub fn log_id_at(engine: &dyn Engine, lsn: Lsn) -> Result<Option<LogId>> {
+    let snapshot = engine.snapshot()?;
+    let base = read_base(snapshot.as_ref())?;
+    if lsn < base.lsn {
+        return Ok(None);
+    }
+    if lsn == base.lsn {
+        return Ok(Some(base));
+    }
+    Ok(read_entry(snapshot.as_ref(), lsn)?.map(|e| e.id()))
 }
 
 /// Reads the state of the log of a store (see [`WalState`]).

@@ -490,7 +490,7 @@ impl Wal {
         let batch = vec![
             Write::DeleteRange(
                 Space::Log,
-                Bound::Unbounded,
+                Bound::Included(log_key(self.state.first()).to_vec()),
                 Bound::Excluded(log_key(lsn).to_vec()),
             ),
             base_write(base),
@@ -526,24 +526,24 @@ impl Wal {
         }
     }
 
-    /// Empties `space` in batches of at most [`CLEAR_CHUNK`] keys.
+    /// Empties `space` in batches of at most [`CLEAR_CHUNK`] keys. Each scan starts after the
+    /// last key removed, so it does not walk the tombstones of the batches before it.
     fn clear(&self, space: Space) -> Result<()> {
+        let mut from = Bound::Unbounded;
         loop {
             let mut last = None;
-            for pair in self.engine.scan_prefix(space, &[]).take(CLEAR_CHUNK) {
+            let scan = self
+                .engine
+                .scan_range(space, from.clone(), Bound::Unbounded);
+            for pair in scan.take(CLEAR_CHUNK) {
                 last = Some(pair?.0);
             }
             let Some(last) = last else {
                 return Ok(());
             };
-            self.write(
-                vec![Write::DeleteRange(
-                    space,
-                    Bound::Unbounded,
-                    Bound::Included(last),
-                )],
-                false,
-            )?;
+            let chunk = Write::DeleteRange(space, from, Bound::Included(last.clone()));
+            self.write(vec![chunk], false)?;
+            from = Bound::Excluded(last);
         }
     }
 

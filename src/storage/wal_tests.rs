@@ -15,7 +15,7 @@ use tokio::sync::oneshot::error::TryRecvError;
 
 use super::disk::Disk;
 use super::engine::{Engine, Memory, Scan, Snapshot, Space, Write};
-use super::log::{wal_state, Committer};
+use super::log::{log_id_at, wal_state, Committer};
 use super::record::{encode_entry, read_entries, LogEntry, LogId, LogRead, Lsn, WalState};
 use super::snapshot::{Cursor, ShardSnapshot};
 use super::store::{Mode, Store};
@@ -415,6 +415,13 @@ async fn truncate_before_keeps_the_base_across_a_restart(f: &mut dyn Fixture) {
         panic!("entry 4 is in the log");
     };
     assert_eq!(entries.iter().map(|e| e.lsn).collect::<Vec<_>>(), [4, 5]);
+    // The previous-entry check reads identities from the log and its base.
+    let ids: Vec<_> = (2..=6)
+        .map(|l| log_id_at(engine.as_ref(), l).unwrap())
+        .collect();
+    let some = |e, l| Some(LogId::new(e, l));
+    assert_eq!(ids, [None, some(2, 3), some(2, 4), some(2, 5), None]);
+    drop(engine);
     let c = wal(f);
     // Dropping up to the applied entry itself leaves it as the base.
     assert_eq!(c.truncate_before(5).await.unwrap(), LogId::new(2, 4));
@@ -521,12 +528,21 @@ async fn a_snapshot_install_replaces_the_store_and_its_marker_survives_a_restart
     // The target: a divergent store with rows of its own and a pending entry.
     {
         let c = wal(f);
-        append(&c, vec![entry(1, 1, "mine", "1"), entry(1, 2, "mine", "2")])
+        let many = (0..9000u32)
+            .flat_map(|i| put(&format!("many{i:05}"), "x"))
+            .collect();
+        let mut first_entry = entry(1, 1, "mine", "1");
+        first_entry.writes = many;
+        append(&c, vec![first_entry, entry(1, 2, "mine", "2")])
             .await
             .unwrap();
         commit_to(&c, 1).await.unwrap();
+        assert_eq!(f.engine().count(Space::Data).unwrap(), 9000);
         c.begin_snapshot().await.unwrap();
-        assert_eq!(data(f, "mine"), None);
+        // Cleared in several batches, all of it.
+        for space in [Space::Data, Space::Txn, Space::Log] {
+            assert_eq!(f.engine().count(space).unwrap(), 0, "{}", space.name());
+        }
         c.install_batch(first.writes.clone()).await.unwrap();
         // Only puts into data and txn belong in a snapshot.
         let err = c
