@@ -331,10 +331,16 @@ pub enum LogRead {
 /// Reads the entries from `from` on, in LSN order, up to about `max_bytes` of their stored
 /// form: the first entry is always returned whole, so an entry larger than the bound still
 /// moves; the ones after it only while the total stays within the bound. Entries appended but
-/// not yet durable or applied are included (a primary ships them before they commit).
+/// not yet durable or applied are included (a primary ships them before they commit). Refused
+/// on a store that is installing a snapshot.
 pub fn read_entries(engine: &dyn Engine, from: Lsn, max_bytes: usize) -> Result<LogRead> {
     // One snapshot, so the base and the entries agree while the log is being truncated.
     let snapshot = engine.snapshot()?;
+    if snapshot.read(Space::Meta, SNAPSHOT_INSTALL_KEY)?.is_some() {
+        return Err(Error::Refused(
+            "this store is installing a snapshot: its log has nothing to ship".into(),
+        ));
+    }
     let base = read_base(snapshot.as_ref())?;
     if from <= base.lsn {
         return Ok(LogRead::Truncated { base });

@@ -564,6 +564,7 @@ async fn a_snapshot_install_replaces_the_store_and_its_marker_survives_a_restart
     let state = wal_state(f.engine().as_ref()).unwrap();
     assert!(state.installing_snapshot);
     assert!(ShardSnapshot::open(f.engine().as_ref()).is_err());
+    assert!(read_entries(f.engine().as_ref(), 1, usize::MAX).is_err());
     let c = wal(f);
     let refused = c.submit(1, 1, put("a", "b")).unwrap().await.unwrap();
     assert!(matches!(refused, Err(Error::Refused(_))), "{refused:?}");
