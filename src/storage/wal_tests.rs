@@ -6,7 +6,8 @@
 //! a temporary directory. A restart drops the committer (which waits for its thread) and, on
 //! disk, the engine, then opens the directory again and recovers the log's state from it; the
 //! memory engine keeps its map, so there a restart tests what the committer recovers from the
-//! engine, and the disk tests what fjall kept.
+//! engine, and the disk tests what fjall kept. What a crash loses (the writes after the last
+//! fsync) is tested on [`Crashable`], a memory engine that keeps only what was persisted.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -66,6 +67,114 @@ impl Engine for Counting {
         std::thread::sleep(std::time::Duration::from_millis(2));
         self.inner.persist()
     }
+}
+
+/// A memory engine that can crash: it keeps the batches written since the last fsync apart,
+/// and after [`Crashable::crash`] it writes and persists nothing more, so that
+/// [`Crashable::recovered`] holds only what was persisted, as a disk after a power cut.
+#[derive(Default)]
+struct Crashable {
+    live: Memory,
+    persisted: std::sync::Mutex<Vec<Vec<Write>>>,
+    unpersisted: std::sync::Mutex<Vec<Vec<Write>>>,
+    crashed: std::sync::atomic::AtomicBool,
+}
+
+impl Crashable {
+    fn crash(&self) {
+        self.crashed.store(true, Ordering::SeqCst);
+    }
+
+    /// A new engine with what was persisted before the crash.
+    fn recovered(&self) -> Crashable {
+        let engine = Crashable::default();
+        for batch in self.persisted.lock().unwrap().iter() {
+            engine.write(batch.clone()).unwrap();
+        }
+        engine.persist().unwrap();
+        engine
+    }
+}
+
+impl Engine for Crashable {
+    fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.live.get(space, key)
+    }
+    fn scan_prefix(&self, space: Space, prefix: &[u8]) -> Scan<'_> {
+        self.live.scan_prefix(space, prefix)
+    }
+    fn scan_range(
+        &self,
+        space: Space,
+        start: std::ops::Bound<Vec<u8>>,
+        end: std::ops::Bound<Vec<u8>>,
+    ) -> Scan<'_> {
+        self.live.scan_range(space, start, end)
+    }
+    fn snapshot(&self) -> Result<Box<dyn Snapshot>> {
+        self.live.snapshot()
+    }
+    fn write(&self, writes: Vec<Write>) -> Result<()> {
+        if self.crashed.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        self.unpersisted.lock().unwrap().push(writes.clone());
+        self.live.write(writes)
+    }
+    fn persist(&self) -> Result<()> {
+        if !self.crashed.load(Ordering::SeqCst) {
+            let batches = std::mem::take(&mut *self.unpersisted.lock().unwrap());
+            self.persisted.lock().unwrap().extend(batches);
+        }
+        Ok(())
+    }
+}
+
+/// The apply takes no fsync of its own: a crash can lose it, and then the entries are pending
+/// again after the restart and applied again, from the log, which the crash did not lose.
+#[tokio::test]
+async fn effects_lost_in_a_crash_are_applied_again_from_the_log() {
+    let engine = Arc::new(Crashable::default());
+    let c = Committer::start_wal(engine.clone(), WalState::default());
+    let receivers: Vec<_> = (1..=3)
+        .map(|i| c.submit(1, i, put("k", &i.to_string())).unwrap())
+        .collect();
+    durable(&c, 3).await;
+    assert_eq!(commit_to(&c, 3).await.unwrap(), 3);
+    for rx in receivers {
+        rx.await.unwrap().unwrap();
+    }
+    assert_eq!(engine.get(Space::Data, b"k").unwrap(), Some(b"3".to_vec()));
+    engine.crash();
+    drop(c);
+
+    let engine = Arc::new(engine.recovered());
+    let state = wal_state(engine.as_ref()).unwrap();
+    assert_eq!(state.applied, LogId::default());
+    assert_eq!(state.last, LogId::new(1, 3));
+    assert_eq!(engine.get(Space::Data, b"k").unwrap(), None);
+    let c = Committer::start_wal(engine.clone(), state);
+    assert_eq!(commit_to(&c, 3).await.unwrap(), 3);
+    assert_eq!(engine.get(Space::Data, b"k").unwrap(), Some(b"3".to_vec()));
+}
+
+/// In Direct mode an acknowledged commit is durable with its effects, so a crash loses none.
+#[tokio::test]
+async fn direct_commits_survive_a_crash_with_their_effects() {
+    let engine = Arc::new(Crashable::default());
+    let c = Committer::start(engine.clone(), 1);
+    for i in 1..=3u64 {
+        c.commit(1, i, put(&format!("k{i}"), "v")).await.unwrap();
+    }
+    engine.crash();
+    drop(c);
+    let engine = Arc::new(engine.recovered());
+    let state = wal_state(engine.as_ref()).unwrap();
+    assert_eq!(
+        (state.applied, state.last),
+        (LogId::new(1, 3), LogId::new(1, 3))
+    );
+    assert_eq!(engine.get(Space::Data, b"k3").unwrap(), Some(b"v".to_vec()));
 }
 
 /// An engine that a test can restart.
