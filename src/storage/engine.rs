@@ -87,6 +87,15 @@ pub enum Write {
     DeleteRange(Space, Bound<Vec<u8>>, Bound<Vec<u8>>),
 }
 
+impl Write {
+    /// The space the write goes to.
+    pub fn space(&self) -> Space {
+        match self {
+            Write::Put(s, ..) | Write::Delete(s, _) | Write::DeleteRange(s, ..) => *s,
+        }
+    }
+}
+
 /// The longest key an engine takes, in bytes.
 pub const MAX_KEY: usize = u16::MAX as usize;
 

@@ -1,14 +1,35 @@
-//! The commit log and the group committer.
+//! The commit log and the group committer, in its two modes.
 //!
 //! Every commit on a node is one [`LogEntry`]: a dense LSN, the epoch of the shard it was
-//! written under, the transaction id and the writes. The committer writes the entry **and** its
-//! effects in one atomic engine batch, so the log and the data can never disagree, and then
-//! persists.
+//! written under, the transaction id and the writes. Its stored form and the meta keys that say
+//! how far the log is applied are in `storage::record`.
 //!
-//! Group commit: the committer is one thread that takes every commit request waiting in its
-//! queue, writes them all in one batch and calls `persist` (one fsync) once for the group, then
-//! answers each requester. Under load many commits share one fsync; an idle node pays one fsync
-//! per commit. A commit is acknowledged only after its fsync.
+//! The committer is one thread that owns the log. It runs in one of two modes, chosen when it
+//! starts, because the two differ in when a commit's effects may be applied:
+//!
+//! * **Direct** ([`Committer::start`]): the shard has one copy (a standalone node, or a cluster
+//!   of factor 1). A commit is final once this node's disk has it, so the committer writes the
+//!   entry **and** its effects and the applied LSN in one atomic engine batch, so the log and
+//!   the data can never disagree, and then persists. The log holds nothing unapplied.
+//! * **WAL** ([`Committer::start_wal`], in `storage::wal`): the shard has replicas, and an entry
+//!   is committed only once the in-sync set holds it (DESIGN §6.1), which replication decides.
+//!   Until then nobody may read its effects, so the entry goes to the log alone; replication
+//!   later calls [`Committer::commit_to`] and the effects are applied then, without an fsync of
+//!   their own (after a crash, the entries past the applied LSN are pending again and are
+//!   applied again). A replica appends its primary's entries with [`Committer::append`]. The
+//!   committer knows nothing of replicas or the network: it carries out what the replication
+//!   core decided, and tells it which entries are durable through a watch channel
+//!   ([`Committer::durable`]).
+//!
+//! In both modes [`Committer::submit`] is the same call with the same answer: the LSN, once
+//! the commit is durable and its effects applied. Sessions do not know which mode they run in.
+//! Direct mode is kept separate rather than expressed as WAL mode with an immediate commit:
+//! one batch and one fsync per group is where a single copy's write throughput comes from.
+//!
+//! Group commit: the committer takes every request waiting in its queue, writes them all in one
+//! batch and calls `persist` (one fsync) once for the group, then answers each requester. Under
+//! load many commits share one fsync; an idle node pays one fsync per commit. A commit is
+//! acknowledged only after its fsync.
 //!
 //! The committer assigns the LSN; the caller names the epoch, per commit. An entry is identified
 //! by (epoch, LSN) (DESIGN §6.1), and the epoch belongs to the shard, not to the committer: a
@@ -25,78 +46,62 @@
 //! unknown after a failed fsync); the node must be restarted, and recovery replays from what is
 //! durable. A panic inside the engine's write is treated the same way: the committer cannot
 //! know what it left behind.
+//!
+//! [`MAX_KEY`]: super::engine::MAX_KEY
+//! [`MAX_VALUE`]: super::engine::MAX_VALUE
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use serde::{Deserialize, Serialize};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
-use super::engine::{check_keys, Engine, Space, Write, MAX_KEY, MAX_VALUE};
-use crate::error::{sqlstate, Error, Result};
-
-/// A log sequence number: dense, starting at 1.
-pub type Lsn = u64;
+use super::engine::{Engine, Space, Write};
+pub use super::group::CommitStats;
+use super::group::{
+    failed_error, mark_failed, stop_node, storable, write_and_persist, Request, MAX_GROUP,
+};
+pub use super::record::{
+    applied_lsn, log_id_at, log_key, read_entries, wal_state, LogEntry, LogId, LogRead, Lsn,
+    WalState, APPLIED_LSN_KEY,
+};
+use super::record::{applied_write, encode_entry};
+use super::wal::{self, Op};
+use crate::error::{Error, Result};
 
 /// The receiver of a submitted commit's outcome.
 pub type CommitReceiver = oneshot::Receiver<Result<Lsn>>;
 
-/// The meta key under which the last applied LSN is stored.
-pub const APPLIED_LSN_KEY: &[u8] = b"applied_lsn";
+/// The receiver of an append's outcome: the last durable entry of the log.
+pub type AppendReceiver = oneshot::Receiver<Result<LogId>>;
 
-/// Most commits written in one group; bounds the batch size and the latency of its first member.
-const MAX_GROUP: usize = 512;
-
-/// How long the committer lets the sessions whose commits failed tell their clients why, before
-/// it stops the node (PostgreSQL sends its PANIC message before it aborts, too). Nothing is
-/// committed meanwhile: the committer refuses every commit once one has failed.
-const FAILURE_NOTICE: std::time::Duration = std::time::Duration::from_millis(500);
-
-/// One committed transaction, as stored in the log.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LogEntry {
-    pub lsn: Lsn,
-    /// The shard epoch under which the entry was written (fences old primaries; DESIGN §3).
-    pub epoch: u64,
-    /// The transaction id, 0 for node-internal writes.
-    pub txn: u64,
-    pub writes: Vec<Write>,
+/// The queue into the committer thread, by mode.
+enum Queue {
+    Direct(mpsc::Sender<Request>),
+    Wal(mpsc::Sender<Op>),
 }
 
-/// The key of a log entry in [`Space::Log`]: the LSN big-endian, so the log scans in order.
-pub fn log_key(lsn: Lsn) -> [u8; 8] {
-    lsn.to_be_bytes()
-}
-
-struct Request {
-    epoch: u64,
-    txn: u64,
-    writes: Vec<Write>,
-    reply: oneshot::Sender<Result<Lsn>>,
-}
-
-/// Counters of the committer, for status output and benchmarks.
-#[derive(Debug, Default)]
-pub struct CommitStats {
-    /// Commits written.
-    pub commits: AtomicU64,
-    /// Groups written, each with one fsync.
-    pub groups: AtomicU64,
+/// What a WAL-mode committer shares with its thread.
+struct WalHandles {
+    state: Arc<Mutex<WalState>>,
+    durable: watch::Receiver<LogId>,
 }
 
 /// The group committer of a node. Cheap to share behind an `Arc`.
 pub struct Committer {
-    queue: std::sync::Mutex<Option<mpsc::Sender<Request>>>,
-    thread: std::sync::Mutex<Option<JoinHandle<()>>>,
+    queue: Mutex<Option<Queue>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
     failed: Arc<AtomicBool>,
+    /// Present in WAL mode.
+    wal: Option<WalHandles>,
     /// How many commits and fsyncs the committer has done.
     pub stats: Arc<CommitStats>,
 }
 
 impl Committer {
-    /// Starts the committer thread over `engine`; the next entry gets `next_lsn`.
+    /// Starts the committer thread in Direct mode over `engine`; the next entry gets
+    /// `next_lsn`.
     pub fn start(engine: Arc<dyn Engine>, next_lsn: Lsn) -> Self {
         let (tx, rx) = mpsc::channel::<Request>();
         let failed = Arc::new(AtomicBool::new(false));
@@ -107,15 +112,54 @@ impl Committer {
             .spawn(move || run(engine, rx, next_lsn, flag, counters))
             .ok();
         Self {
-            queue: std::sync::Mutex::new(Some(tx)),
-            thread: std::sync::Mutex::new(thread),
+            queue: Mutex::new(Some(Queue::Direct(tx))),
+            thread: Mutex::new(thread),
             failed,
+            wal: None,
             stats,
         }
     }
 
+    /// Starts the committer thread in WAL mode over `engine`, whose log is in `state` (read with
+    /// [`wal_state`] at open). The entries in `state.pending()` stay unapplied until
+    /// [`Committer::commit_to`] covers them. A state that says a snapshot install was cut short
+    /// refuses every log write until [`Committer::begin_snapshot`] and
+    /// [`Committer::finish_snapshot`] have installed one.
+    pub fn start_wal(engine: Arc<dyn Engine>, state: WalState) -> Self {
+        let (tx, rx) = mpsc::channel::<Op>();
+        let failed = Arc::new(AtomicBool::new(false));
+        let stats = Arc::new(CommitStats::default());
+        let shared_state = Arc::new(Mutex::new(state));
+        let (durable_tx, durable_rx) = watch::channel(state.last);
+        let shared = wal::Shared {
+            failed: failed.clone(),
+            stats: stats.clone(),
+            state: shared_state.clone(),
+            durable: durable_tx,
+        };
+        let thread = std::thread::Builder::new()
+            .name("ddb-wal".into())
+            .spawn(move || wal::run(engine, rx, state, shared))
+            .ok();
+        Self {
+            queue: Mutex::new(Some(Queue::Wal(tx))),
+            thread: Mutex::new(thread),
+            failed,
+            wal: Some(WalHandles {
+                state: shared_state,
+                durable: durable_rx,
+            }),
+            stats,
+        }
+    }
+
+    /// Whether the committer runs in WAL mode.
+    pub fn is_wal(&self) -> bool {
+        self.wal.is_some()
+    }
+
     /// Commits `writes` as one log entry of shard epoch `epoch` and returns its LSN once it is
-    /// durable.
+    /// durable and applied.
     pub async fn commit(&self, epoch: u64, txn: u64, writes: Vec<Write>) -> Result<Lsn> {
         let rx = self.submit(epoch, txn, writes)?;
         rx.await
@@ -126,29 +170,139 @@ impl Committer {
     /// receiver of its outcome. Commits are written in the order they are submitted, so a caller
     /// that submits under a lock orders its commit before any commit submitted after it releases
     /// the lock.
+    ///
+    /// In Direct mode the receiver resolves once the entry and its effects are durable. In WAL
+    /// mode the entry is appended to the log alone (durably, in a group), and the receiver
+    /// resolves once [`Committer::commit_to`] has applied it; with an error of class
+    /// `UnknownOutcome` if the entry is dropped first (a truncation, a snapshot install).
     pub fn submit(&self, epoch: u64, txn: u64, writes: Vec<Write>) -> Result<CommitReceiver> {
-        if self.failed.load(Ordering::Acquire) {
-            return Err(Error::Io(
-                "a previous write to disk failed; restart the node".into(),
-            ));
-        }
         let (reply, rx) = oneshot::channel();
+        let req = Request {
+            epoch,
+            txn,
+            writes,
+            reply,
+        };
+        self.send(|q| match q {
+            Queue::Direct(tx) => tx.send(req).map_err(|_| ()),
+            Queue::Wal(tx) => tx.send(Op::Submit(req)).map_err(|_| ()),
+        })?;
+        Ok(rx)
+    }
+
+    /// Sends into the queue, refusing once a write failed or the committer shut down.
+    fn send(&self, send: impl FnOnce(&Queue) -> std::result::Result<(), ()>) -> Result<()> {
+        if self.failed.load(Ordering::Acquire) {
+            return Err(failed_error());
+        }
         let queue = self
             .queue
             .lock()
             .map_err(|_| Error::Internal("committer lock".into()))?;
-        let sender = queue
+        let queue = queue
             .as_ref()
             .ok_or_else(|| Error::ShuttingDown("the node is shutting down".into()))?;
-        sender
-            .send(Request {
-                epoch,
-                txn,
-                writes,
-                reply,
-            })
-            .map_err(|_| Error::ShuttingDown("the committer has stopped".into()))?;
+        send(queue).map_err(|()| Error::ShuttingDown("the committer has stopped".into()))
+    }
+
+    /// Sends a WAL-mode operation built around its reply channel, and returns the receiver.
+    fn send_wal<T>(
+        &self,
+        op: impl FnOnce(oneshot::Sender<Result<T>>) -> Op,
+    ) -> Result<oneshot::Receiver<Result<T>>> {
+        if !self.is_wal() {
+            return Err(not_wal());
+        }
+        let (reply, rx) = oneshot::channel();
+        let op = op(reply);
+        self.send(|q| match q {
+            Queue::Wal(tx) => tx.send(op).map_err(|_| ()),
+            Queue::Direct(_) => Err(()),
+        })?;
         Ok(rx)
+    }
+
+    /// Sends a WAL-mode operation and waits for its answer.
+    async fn call_wal<T>(&self, op: impl FnOnce(oneshot::Sender<Result<T>>) -> Op) -> Result<T> {
+        self.send_wal(op)?
+            .await
+            .map_err(|_| Error::Io("the committer stopped before answering".into()))?
+    }
+
+    /// Replica side, WAL mode: appends `entries`, which carry their LSNs and must continue the
+    /// log densely (the first one right after the log's last entry, each next one the LSN
+    /// after); anything else is refused whole with `Error::Internal` (deciding what to send is
+    /// the replication core's work). The entries are written in a group with other appends and
+    /// fsynced before the receiver resolves with the log's last durable entry. Nothing is
+    /// applied: that waits for [`Committer::commit_to`]. An empty append resolves with the last
+    /// durable entry.
+    pub fn append(&self, entries: Vec<LogEntry>) -> Result<AppendReceiver> {
+        self.send_wal(|reply| Op::Append(entries, reply))
+    }
+
+    /// WAL mode: the commit LSN reached `lsn`. Applies the effects of every appended, unapplied
+    /// entry up to `lsn`, but never past the log's last entry, in LSN order, with the applied
+    /// LSN, in one engine write and no fsync of its own; then answers their submitters and
+    /// resolves with the applied LSN. An `lsn` at or below the applied one changes nothing.
+    /// Entries appended after this call are not applied until another `commit_to` covers them.
+    pub fn commit_to(&self, lsn: Lsn) -> Result<CommitReceiver> {
+        self.send_wal(|reply| Op::CommitTo(lsn, reply))
+    }
+
+    /// WAL mode: drops the entries after `lsn` (a divergent suffix, never applied), durably,
+    /// and returns the log's new last entry. Refused with `Error::Refused` if `lsn` is before
+    /// the applied LSN: an applied entry is never undone. Submitters of dropped entries hear
+    /// `UnknownOutcome`. The durable watch moves back to the new last entry.
+    pub async fn truncate_after(&self, lsn: Lsn) -> Result<LogId> {
+        self.call_wal(|reply| Op::TruncateAfter(lsn, reply)).await
+    }
+
+    /// WAL mode: drops the entries before `lsn`, which must be at most one past the applied
+    /// LSN (an unapplied entry is never dropped from the front), and durably records the
+    /// identity of the last one dropped as the log's base, which it returns. An `lsn` at or
+    /// before the log's first entry changes nothing and returns the current base.
+    pub async fn truncate_before(&self, lsn: Lsn) -> Result<LogId> {
+        self.call_wal(|reply| Op::TruncateBefore(lsn, reply)).await
+    }
+
+    /// WAL mode, install side of a snapshot: durably marks the store as installing a snapshot,
+    /// then clears its `data`, `txn` and `log` spaces (in bounded batches) and persists.
+    /// Submitters still waiting hear `UnknownOutcome`. Until [`Committer::finish_snapshot`], the
+    /// log refuses submits, appends, commits and truncations, and a restart reports
+    /// [`WalState::installing_snapshot`]: the data is not to be served.
+    pub async fn begin_snapshot(&self) -> Result<()> {
+        self.call_wal(Op::BeginSnapshot).await
+    }
+
+    /// WAL mode: writes one batch of a snapshot being installed (puts into `data` and `txn`
+    /// only; anything else is refused), without an fsync: `finish_snapshot` persists.
+    pub async fn install_batch(&self, writes: Vec<Write>) -> Result<()> {
+        self.call_wal(|reply| Op::InstallBatch(writes, reply)).await
+    }
+
+    /// WAL mode: ends a snapshot install at `at`: the applied LSN is `at.lsn`, the log is empty
+    /// and continues after `at` (its base), the marker is cleared, and all of it is durable.
+    pub async fn finish_snapshot(&self, at: LogId) -> Result<()> {
+        self.call_wal(|reply| Op::FinishSnapshot(at, reply)).await
+    }
+
+    /// WAL mode: the last durable entry of the log, updated after every fsync without blocking
+    /// the committer. It moves back when a truncation drops the log's end.
+    pub fn durable(&self) -> Result<watch::Receiver<LogId>> {
+        self.wal
+            .as_ref()
+            .map(|w| w.durable.clone())
+            .ok_or_else(not_wal)
+    }
+
+    /// WAL mode: the log's state after the last operation written.
+    pub fn log_state(&self) -> Result<WalState> {
+        let wal = self.wal.as_ref().ok_or_else(not_wal)?;
+        let state = wal
+            .state
+            .lock()
+            .map_err(|_| Error::Internal("committer state lock".into()))?;
+        Ok(*state)
     }
 
     /// Stops taking commits, waits for the queued ones to be written and persisted.
@@ -169,6 +323,14 @@ impl Drop for Committer {
     }
 }
 
+/// The refusal of a WAL-mode operation by a Direct-mode committer.
+fn not_wal() -> Error {
+    Error::Internal(
+        "the log is not in WAL mode: this store commits in Direct mode (one copy)".into(),
+    )
+}
+
+/// The Direct-mode committer loop.
 fn run(
     engine: Arc<dyn Engine>,
     rx: mpsc::Receiver<Request>,
@@ -176,8 +338,6 @@ fn run(
     failed: Arc<AtomicBool>,
     stats: Arc<CommitStats>,
 ) {
-    // Tests of the committer run in the test process itself: they must not abort it.
-    let stop_on_failure = !cfg!(test);
     while let Ok(first) = rx.recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -197,10 +357,10 @@ fn run(
                 txn: req.txn,
                 writes: req.writes.clone(),
             };
-            let bytes = match postcard::to_stdvec(&entry) {
+            let bytes = match encode_entry(&entry) {
                 Ok(bytes) => bytes,
                 Err(e) => {
-                    encode_error = Some(Error::Internal(format!("encode log entry: {e}")));
+                    encode_error = Some(e);
                     Vec::new()
                 }
             };
@@ -219,38 +379,24 @@ fn run(
         if group.is_empty() {
             continue;
         }
-        batch.push(Write::Put(
-            Space::Meta,
-            APPLIED_LSN_KEY.to_vec(),
-            (next_lsn - 1).to_be_bytes().to_vec(),
-        ));
+        batch.push(applied_write(next_lsn - 1));
         let result = match encode_error {
             Some(e) => Err(e),
             None => write_and_persist(engine.as_ref(), batch),
         };
         match result {
             Ok(()) => {
-                stats.groups.fetch_add(1, Ordering::Relaxed);
-                stats
-                    .commits
-                    .fetch_add(group.len() as u64, Ordering::Relaxed);
+                stats.count_group(group.len());
                 for (req, lsn) in group.into_iter().zip(lsns) {
                     let _ = req.reply.send(Ok(lsn));
                 }
             }
             Err(e) => {
-                // After a failed write or fsync the state of the disk is unknown, and what was
-                // written may already be visible to readers: stop at once, as PostgreSQL does.
-                // Recovery at restart starts again from what is durable.
-                tracing::error!("commit failed ({e}); stopping the node to protect the data");
-                failed.store(true, Ordering::Release);
+                mark_failed(&failed, &e);
                 for req in group {
                     let _ = req.reply.send(Err(e.clone()));
                 }
-                if stop_on_failure {
-                    std::thread::sleep(FAILURE_NOTICE);
-                    std::process::abort();
-                }
+                stop_node();
             }
         }
     }
@@ -259,64 +405,12 @@ fn run(
     }
 }
 
-/// Refuses writes the engine cannot store, whose log entry would be `entry_len` bytes, with
-/// SQLSTATE 54000 naming the limit.
-fn storable(writes: &[Write], entry_len: usize) -> Result<()> {
-    let limit = |what: String| Error::sql(sqlstate::PROGRAM_LIMIT_EXCEEDED, what);
-    check_keys(writes).map_err(|_| {
-        limit(format!(
-            "a write has a key the storage engine cannot store: keys are 1 to {MAX_KEY} bytes"
-        ))
-    })?;
-    for w in writes {
-        if let Write::Put(_, _, v) = w {
-            if v.len() > MAX_VALUE {
-                return Err(limit(format!(
-                    "a value of {} bytes exceeds the storage engine's maximum of {MAX_VALUE} bytes",
-                    v.len()
-                )));
-            }
-        }
-    }
-    if entry_len > MAX_VALUE {
-        return Err(limit(format!(
-            "a commit of {entry_len} bytes exceeds the log's maximum entry of {MAX_VALUE} bytes"
-        )));
-    }
-    Ok(())
-}
-
-/// Writes one group's batch and persists it. A panic in the engine is a failed write.
-fn write_and_persist(engine: &dyn Engine, batch: Vec<Write>) -> Result<()> {
-    let write =
-        std::panic::AssertUnwindSafe(|| engine.write(batch).and_then(|()| engine.persist()));
-    std::panic::catch_unwind(write).unwrap_or_else(|_| {
-        Err(Error::Internal(
-            "the storage engine panicked in a write".into(),
-        ))
-    })
-}
-
-/// Reads the last applied LSN from the meta space (0 for a new store).
-pub fn applied_lsn(engine: &dyn Engine) -> Result<Lsn> {
-    match engine.get(Space::Meta, APPLIED_LSN_KEY)? {
-        None => Ok(0),
-        Some(bytes) => {
-            let a: [u8; 8] = bytes
-                .as_slice()
-                .try_into()
-                .map_err(|_| Error::Corrupt("applied_lsn is not 8 bytes".into()))?;
-            Ok(u64::from_be_bytes(a))
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::ops::Bound;
 
-    use crate::storage::engine::{Memory, Scan, Snapshot};
+    use crate::storage::engine::{Memory, Scan, Snapshot, MAX_KEY};
 
     /// A memory engine whose fsync takes 5 ms, like a slow disk.
     struct SlowPersist(Memory);

@@ -18,7 +18,17 @@ use std::sync::Arc;
 use super::disk;
 use super::engine::{self, Engine};
 use super::log::{self, Committer, Lsn};
+use super::record::WalState;
 use crate::error::{Error, Result};
+
+/// How the store's committer treats the log (see `storage::log`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// One copy: each commit's entry and effects in one write.
+    Direct,
+    /// Replicated: entries are appended first and applied once replication commits them.
+    Wal,
+}
 
 /// The storage of a node: engine and committer.
 pub struct Store {
@@ -29,9 +39,17 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens the store in `dir`, creating it if needed. Refuses a directory that another process
-    /// has open.
+    /// Opens the store in `dir` in Direct mode, creating it if needed. Refuses a directory that
+    /// another process has open.
     pub fn open(dir: &Path) -> Result<Self> {
+        Self::open_with(dir, Mode::Direct)
+    }
+
+    /// Opens the store in `dir` with its committer in `mode`, creating it if needed. Refuses a
+    /// directory that another process has open, and a Direct-mode open of a log that WAL mode
+    /// left with unapplied entries or a half-installed snapshot (only replication can decide
+    /// what becomes of them).
+    pub fn open_with(dir: &Path, mode: Mode) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(|e| {
             Error::InvalidInput(format!(
                 "cannot create data directory {}: {e}",
@@ -65,17 +83,28 @@ impl Store {
             create(dir, &store)?;
         }
         let engine: Arc<dyn Engine> = Arc::new(disk::Disk::open(&store)?);
-        Self::with_engine(engine, Some(lock))
+        Self::with_engine(engine, Some(lock), mode)
     }
 
     /// A store on the in-memory engine, for tests.
     pub fn memory() -> Result<Self> {
-        Self::with_engine(Arc::new(engine::Memory::new()), None)
+        Self::memory_with(Mode::Direct)
     }
 
-    fn with_engine(engine: Arc<dyn Engine>, lock: Option<File>) -> Result<Self> {
-        let next = log::applied_lsn(engine.as_ref())? + 1;
-        let committer = Committer::start(engine.clone(), next);
+    /// A store on the in-memory engine with its committer in `mode`, for tests.
+    pub fn memory_with(mode: Mode) -> Result<Self> {
+        Self::with_engine(Arc::new(engine::Memory::new()), None, mode)
+    }
+
+    fn with_engine(engine: Arc<dyn Engine>, lock: Option<File>, mode: Mode) -> Result<Self> {
+        let state = log::wal_state(engine.as_ref())?;
+        let committer = match mode {
+            Mode::Direct => {
+                refuse_direct(&state)?;
+                Committer::start(engine.clone(), state.applied.lsn + 1)
+            }
+            Mode::Wal => Committer::start_wal(engine.clone(), state),
+        };
         Ok(Self {
             engine,
             committer,
@@ -83,10 +112,40 @@ impl Store {
         })
     }
 
-    /// The LSN of the last durable commit.
+    /// The LSN of the last applied commit (in Direct mode, the last durable one).
     pub fn applied_lsn(&self) -> Result<Lsn> {
         log::applied_lsn(self.engine.as_ref())
     }
+
+    /// The state of the log: the committer's in WAL mode, read from the engine in Direct mode.
+    pub fn log_state(&self) -> Result<WalState> {
+        if self.committer.is_wal() {
+            self.committer.log_state()
+        } else {
+            log::wal_state(self.engine.as_ref())
+        }
+    }
+}
+
+/// Refuses to commit in Direct mode over a log that WAL mode left unfinished: Direct mode
+/// would give its next commit the LSN of the first unapplied entry and overwrite it.
+fn refuse_direct(state: &WalState) -> Result<()> {
+    if state.installing_snapshot {
+        return Err(Error::Refused(
+            "the store was cut short installing a replication snapshot; open it in WAL mode \
+             so replication can install one again"
+                .into(),
+        ));
+    }
+    if state.last.lsn > state.applied.lsn {
+        return Err(Error::Refused(format!(
+            "the log holds entries {}..={} that are not applied (written in WAL mode); open the \
+             store in WAL mode so replication can commit or drop them",
+            state.applied.lsn + 1,
+            state.last.lsn
+        )));
+    }
+    Ok(())
 }
 
 /// Creates an empty store at `store` (in the data directory `dir`) so that it exists whole or
