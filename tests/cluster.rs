@@ -597,6 +597,32 @@ async fn a_shard_answers_wrong_shard_for_keys_it_does_not_own() {
             other => panic!("expected WrongShard, got {other:?}"),
         }
     }
+    // A prepare, an anchor's commit and a one-phase commit routed under another placement are
+    // fenced too, before they touch anything.
+    for op in [
+        ShardOp::Prepare {
+            anchor: 2,
+            participants: vec![1, 2],
+        },
+        ShardOp::CommitAnchor {
+            participants: vec![1, 2],
+        },
+        ShardOp::Commit,
+    ] {
+        let req = Request::Shard(ShardRequest {
+            txn: 2,
+            age: 2,
+            shard: 1,
+            map_version: version,
+            placement: placement + 1,
+            epoch: 1,
+            op: op.clone(),
+        });
+        match client.call(req).await.unwrap() {
+            Response::Shard(ShardReply::WrongShard { .. }) => {}
+            other => panic!("expected WrongShard for {op:?}, got {other:?}"),
+        }
+    }
     // An older map version under the same placement and epoch is served: DDL fences nothing.
     match client
         .call(ask(1, own, 1, version - 1, placement))
