@@ -195,8 +195,68 @@ fn col(name: &str, data_type: DataType) -> OutputColumn {
     }
 }
 
+/// A node's place in its replica group, as the map says.
+struct Placement {
+    shard: Option<ShardId>,
+    /// `primary` or `replica`.
+    role: &'static str,
+    /// Whether the map counts it in its shard's in-sync set; `None` without a map.
+    in_sync: Option<bool>,
+    epoch: Option<u64>,
+    /// The primary of its shard, for a replica.
+    primary: Option<String>,
+}
+
+impl Placement {
+    /// Where `node` is under `map`; without a map (a node outside any cluster) it is its own
+    /// primary, in sync with nothing to say.
+    fn of(node: &Target, map: Option<&ClusterMap>) -> Self {
+        let in_map = map.and_then(|m| m.shard_of_node(&node.name));
+        match in_map {
+            Some((id, s)) => Self {
+                shard: Some(id),
+                role: if s.primary == node.name {
+                    "primary"
+                } else {
+                    "replica"
+                },
+                in_sync: Some(s.is_in_sync(&node.name)),
+                epoch: Some(s.epoch),
+                primary: (s.primary != node.name).then(|| s.primary.clone()),
+            },
+            None => Self {
+                shard: node.shard,
+                role: "primary",
+                in_sync: None,
+                epoch: None,
+                primary: None,
+            },
+        }
+    }
+
+    /// Entries this node is behind its primary: 0 for a primary, the difference of their LSNs
+    /// for a replica when both answered, unknown (`None`) otherwise.
+    fn lag(
+        &self,
+        mine: Option<&NodeStatus>,
+        status_of: &dyn Fn(&str) -> Option<u64>,
+    ) -> Option<u64> {
+        let mine = mine?;
+        match &self.primary {
+            None => Some(0),
+            Some(p) => status_of(p).map(|theirs| theirs.saturating_sub(mine.lsn)),
+        }
+    }
+}
+
 /// The node table: one row per node, with its live status when it answered. Field names are
 /// the stable JSON names of DESIGN §10.1.
+///
+/// `role`, `in_sync` and `epoch` come from the map; `lsn` from the node (the last entry it
+/// applied, which with one copy is also the last in its log); `lag` is how many entries a
+/// replica is behind its primary's `lsn` (0 for a primary). `lag_ms`, the age of the oldest
+/// entry a replica lacks, is `null`: only the replication runtime can measure it, and it is
+/// not built yet, so nothing is shown rather than a guess.
 pub fn node_table(
     nodes: &[Target],
     statuses: &[Option<NodeStatus>],
@@ -208,33 +268,39 @@ pub fn node_table(
         col("sql_addr", DataType::Text),
         col("shard", DataType::Int),
         col("role", DataType::Text),
+        col("in_sync", DataType::Bool),
         col("state", DataType::Text),
         col("raft", DataType::Text),
         col("map_version", DataType::BigInt),
+        col("epoch", DataType::BigInt),
         col("lsn", DataType::BigInt),
         col("lag", DataType::BigInt),
+        col("lag_ms", DataType::BigInt),
         col("keys", DataType::BigInt),
         col("prepared", DataType::BigInt),
         col("oldest_prepared_s", DataType::Double),
     ];
+    let lsn_of = |name: &str| {
+        nodes
+            .iter()
+            .zip(statuses)
+            .find(|(n, _)| n.name == name)
+            .and_then(|(_, s)| s.as_ref().map(|s| s.lsn))
+    };
     let mut rows = Vec::new();
     for (node, status) in nodes.iter().zip(statuses) {
-        let shard = map
-            .and_then(|m| m.node(&node.name))
-            .map(|n| n.shard)
-            .or(node.shard);
-        let role = match map.and_then(|m| shard.and_then(|s| m.shards.get(&s))) {
-            Some(s) if s.primary == node.name => "primary",
-            Some(_) => "replica",
-            None => "primary",
-        };
+        let place = Placement::of(node, map);
         let opt_int = |v: Option<u64>| v.map(|v| Value::Int(v as i64)).unwrap_or(Value::Null);
         rows.push(vec![
             Value::Text(node.name.clone()),
             Value::Text(node.rpc_addr.clone()),
             Value::Text(node.sql_addr.clone()),
-            shard.map(|s| Value::Int(s.into())).unwrap_or(Value::Null),
-            Value::Text(role.into()),
+            place
+                .shard
+                .map(|s| Value::Int(s.into()))
+                .unwrap_or(Value::Null),
+            Value::Text(place.role.into()),
+            place.in_sync.map(Value::Bool).unwrap_or(Value::Null),
             Value::Text(if status.is_some() { "up" } else { "down" }.into()),
             Value::Text(
                 status
@@ -243,9 +309,10 @@ pub fn node_table(
                     .unwrap_or_else(|| "unknown".into()),
             ),
             opt_int(status.as_ref().map(|s| s.map_version)),
+            opt_int(place.epoch),
             opt_int(status.as_ref().map(|s| s.lsn)),
-            // Replication is not built yet: a primary has no lag.
-            opt_int(status.as_ref().map(|_| 0)),
+            opt_int(place.lag(status.as_ref(), &lsn_of)),
+            Value::Null,
             opt_int(status.as_ref().map(|s| s.keys)),
             opt_int(status.as_ref().map(|s| s.prepared)),
             status
@@ -256,6 +323,34 @@ pub fn node_table(
     }
     let tag = format!("SELECT {}", rows.len());
     QueryResult { columns, rows, tag }
+}
+
+/// The warnings `ddb status` and `ddb init` print about the map: one line per shard whose
+/// in-sync set is smaller than `replication.factor`, naming who is in it. Empty when every
+/// shard has its copies (or there is no map).
+pub fn copy_warnings(map: Option<&ClusterMap>) -> Vec<String> {
+    let Some(map) = map else {
+        return Vec::new();
+    };
+    let factor = map.replication.factor;
+    map.short_of_copies()
+        .into_iter()
+        .filter_map(|(id, n)| {
+            let s = map.shards.get(&id)?;
+            let floor = if n < map.replication.min_in_sync as usize {
+                format!(
+                    ", below replication.min_in_sync {}: its writes are refused",
+                    map.replication.min_in_sync
+                )
+            } else {
+                String::new()
+            };
+            Some(format!(
+                "WARNING: shard {id} has {n} of {factor} copies in sync ({}){floor}",
+                s.in_sync.join(", ")
+            ))
+        })
+        .collect()
 }
 
 /// Appends the transaction counters of `ddb status --txns` to a node table.

@@ -54,6 +54,16 @@ pub enum Mode {
     Async,
 }
 
+impl Mode {
+    /// The mode as the cluster file and the CLI spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Sync => "sync",
+            Mode::Async => "async",
+        }
+    }
+}
+
 /// How a shard's copies are kept: the map's half of the cluster file's `replication:`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Replication {
