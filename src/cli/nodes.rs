@@ -393,3 +393,151 @@ pub fn add_txn_columns(table: &mut QueryResult, statuses: &[Option<NodeStatus>])
 pub async fn statuses(config: &ClusterConfig) -> Result<Vec<Option<NodeStatus>>> {
     Targets::from_config(config).statuses().await
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::cluster::map::Change;
+
+    /// The formed map of a file of 2 shards × 2 copies (n1 n2 | n3 n4), and its nodes.
+    fn groups() -> (ClusterMap, Vec<Target>) {
+        let mut text = "name: g\nreplication: { factor: 2 }\nnodes:\n".to_string();
+        for i in 1..=4 {
+            text += &format!(
+                "  - {{ name: n{i}, host: 127.0.0.1, rpc_port: {}, sql_port: {} }}\n",
+                7000 + i,
+                5000 + i
+            );
+        }
+        let (config, _) = ClusterConfig::parse_plan(&text, Path::new("c.yaml")).unwrap();
+        let mut map = None;
+        ClusterMap::apply(
+            &mut map,
+            &Change::Init(Box::new(config.initial_map("x".into()))),
+        )
+        .unwrap();
+        let targets = config.nodes.iter().map(Target::from).collect();
+        (map.unwrap(), targets)
+    }
+
+    fn status(name: &str, lsn: u64) -> NodeStatus {
+        NodeStatus {
+            name: name.into(),
+            rpc_addr: String::new(),
+            sql_addr: String::new(),
+            version: String::new(),
+            lsn,
+            keys: 0,
+            locks: 0,
+            commits: 0,
+            fsyncs: 0,
+            cluster: Some("g".into()),
+            raft: "follower".into(),
+            map_version: 1,
+            pid: 1,
+            prepared: 0,
+            oldest_prepared_ms: 0,
+            decisions: 0,
+            two_phase_commits: 0,
+            one_phase_commits: 0,
+            twopc_prepare_us: 0,
+            twopc_decide_us: 0,
+            twopc_finish_us: 0,
+        }
+    }
+
+    /// The value of column `field` in the row of `node`.
+    fn cell(table: &QueryResult, node: &str, field: &str) -> Value {
+        let col = table.columns.iter().position(|c| c.name == field).unwrap();
+        let row = table
+            .rows
+            .iter()
+            .find(|r| r[0] == Value::Text(node.into()))
+            .unwrap();
+        row[col].clone()
+    }
+
+    #[test]
+    fn each_node_shows_its_role_in_sync_epoch_and_lag_behind_its_primary() {
+        let (map, nodes) = groups();
+        // n4 is down; n2 is 5 entries behind n1.
+        let statuses = vec![
+            Some(status("n1", 12)),
+            Some(status("n2", 7)),
+            Some(status("n3", 3)),
+            None,
+        ];
+        let t = node_table(&nodes, &statuses, Some(&map));
+        let text = |s: &str| Value::Text(s.into());
+        for (node, role, lag) in [
+            ("n1", "primary", Value::Int(0)),
+            ("n2", "replica", Value::Int(5)),
+            ("n3", "primary", Value::Int(0)),
+            ("n4", "replica", Value::Null),
+        ] {
+            assert_eq!(cell(&t, node, "role"), text(role), "{node}");
+            assert_eq!(cell(&t, node, "lag"), lag, "{node}");
+            assert_eq!(cell(&t, node, "in_sync"), Value::Bool(true), "{node}");
+            assert_eq!(cell(&t, node, "epoch"), Value::Int(1), "{node}");
+            assert_eq!(cell(&t, node, "lag_ms"), Value::Null, "not measured yet");
+        }
+        assert_eq!(cell(&t, "n3", "shard"), Value::Int(2));
+        // A replica whose primary is down has an unknown lag.
+        let statuses = vec![None, Some(status("n2", 7)), None, None];
+        let t = node_table(&nodes, &statuses, Some(&map));
+        assert_eq!(cell(&t, "n2", "lag"), Value::Null);
+    }
+
+    #[test]
+    fn a_shard_short_of_in_sync_copies_is_warned_about_and_its_node_shown_out_of_sync() {
+        let (mut map, nodes) = groups();
+        assert!(copy_warnings(Some(&map)).is_empty());
+        let mut m = Some(map);
+        let remove = Change::RemoveInSync {
+            shard: 2,
+            epoch: 1,
+            node: "n4".into(),
+        };
+        ClusterMap::apply(&mut m, &remove).unwrap();
+        map = m.unwrap();
+        assert_eq!(
+            copy_warnings(Some(&map)),
+            ["WARNING: shard 2 has 1 of 2 copies in sync (n3)"]
+        );
+        let t = node_table(&nodes, &[None, None, None, None], Some(&map));
+        assert_eq!(cell(&t, "n4", "in_sync"), Value::Bool(false));
+        assert_eq!(cell(&t, "n3", "in_sync"), Value::Bool(true));
+        assert!(copy_warnings(None).is_empty());
+    }
+
+    #[test]
+    fn below_min_in_sync_the_warning_says_writes_are_refused() {
+        let (map, _) = groups();
+        let mut m = Some(map);
+        if let Some(map) = m.as_mut() {
+            map.replication.min_in_sync = 2;
+        }
+        let remove = Change::RemoveInSync {
+            shard: 1,
+            epoch: 1,
+            node: "n2".into(),
+        };
+        ClusterMap::apply(&mut m, &remove).unwrap();
+        assert_eq!(
+            copy_warnings(m.as_ref()),
+            ["WARNING: shard 1 has 1 of 2 copies in sync (n1), below replication.min_in_sync 2: its writes are refused"]
+        );
+    }
+
+    #[test]
+    fn without_a_map_a_node_is_its_own_primary_with_nothing_known_of_its_group() {
+        let (_, nodes) = groups();
+        let t = node_table(&nodes[..1], &[Some(status("n1", 4))], None);
+        assert_eq!(cell(&t, "n1", "role"), Value::Text("primary".into()));
+        assert_eq!(cell(&t, "n1", "in_sync"), Value::Null);
+        assert_eq!(cell(&t, "n1", "epoch"), Value::Null);
+        assert_eq!(cell(&t, "n1", "lag"), Value::Int(0));
+    }
+}
