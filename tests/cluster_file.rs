@@ -241,3 +241,54 @@ fn replication_settings_out_of_range_are_refused_even_in_a_dry_run() {
 fn stdout_is_empty(o: &std::process::Output) -> bool {
     o.stdout.is_empty()
 }
+
+#[test]
+fn the_example_file_plans_three_shards_and_its_replicated_variant_three_groups_of_two() {
+    let example = std::fs::read_to_string(common::repo_path("cluster.example.yaml")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let plan = |name: &str, yaml: &str| {
+        let file = dir.path().join(name);
+        std::fs::write(&file, yaml).unwrap();
+        let out = run_ddb(
+            &[
+                "init",
+                "--dry-run",
+                "--format",
+                "json",
+                "-c",
+                file.to_str().unwrap(),
+            ],
+            None,
+            &[],
+        );
+        let rows: Vec<serde_json::Value> =
+            serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", stderr(&out)));
+        let groups: Vec<(i64, String)> = rows
+            .iter()
+            .map(|n| {
+                (
+                    n["shard"].as_i64().unwrap(),
+                    n["role"].as_str().unwrap().into(),
+                )
+            })
+            .collect();
+        (out.status.code(), groups)
+    };
+    let (code, groups) = plan("plain.yaml", &example);
+    assert_eq!(code, Some(0));
+    assert_eq!(groups.iter().map(|g| g.0).collect::<Vec<_>>(), [1, 2, 3]);
+    // The commented variant, uncommented.
+    let variant: String = example
+        .lines()
+        .skip_while(|l| !l.starts_with("# name: demo"))
+        .map(|l| format!("{}\n", l.strip_prefix("# ").unwrap_or("")))
+        .collect();
+    let (code, groups) = plan("replicated.yaml", &variant);
+    assert_eq!(code, Some(2), "replication is not built yet");
+    let want: Vec<(i64, String)> = [1, 1, 2, 2, 3, 3]
+        .iter()
+        .zip(["primary", "replica"].iter().cycle())
+        .map(|(s, r)| (*s, r.to_string()))
+        .collect();
+    assert_eq!(groups, want);
+}
