@@ -196,7 +196,7 @@ fn col(name: &str, data_type: DataType) -> OutputColumn {
 }
 
 /// A node's place in its replica group, as the map says.
-struct Placement {
+struct GroupPlace {
     shard: Option<ShardId>,
     /// `primary` or `replica`.
     role: &'static str,
@@ -207,7 +207,7 @@ struct Placement {
     primary: Option<String>,
 }
 
-impl Placement {
+impl GroupPlace {
     /// Where `node` is under `map`; without a map (a node outside any cluster) it is its own
     /// primary, in sync with nothing to say.
     fn of(node: &Target, map: Option<&ClusterMap>) -> Self {
@@ -289,7 +289,7 @@ pub fn node_table(
     };
     let mut rows = Vec::new();
     for (node, status) in nodes.iter().zip(statuses) {
-        let place = Placement::of(node, map);
+        let place = GroupPlace::of(node, map);
         let opt_int = |v: Option<u64>| v.map(|v| Value::Int(v as i64)).unwrap_or(Value::Null);
         rows.push(vec![
             Value::Text(node.name.clone()),
