@@ -381,6 +381,15 @@ impl ClusterMap {
         self.shards.get(&id).map(|s| (id, s))
     }
 
+    /// The shard whose keys the node named `name` serves: its shard if it is that shard's
+    /// primary, none if it is a replica (a replica's copy is the log's, not the gateways': every
+    /// read and write goes to the primary, DESIGN §6.1).
+    pub fn served_shard(&self, name: &str) -> Option<ShardId> {
+        self.shard_of_node(name)
+            .filter(|(_, s)| s.primary == name)
+            .map(|(id, _)| id)
+    }
+
     /// The shards whose in-sync set is smaller than `replication.factor`, with its size: they
     /// run with fewer copies of their committed data than the cluster asks for.
     pub fn short_of_copies(&self) -> Vec<(ShardId, usize)> {
@@ -605,6 +614,9 @@ mod tests {
         assert_eq!(s.in_sync, ["n2a", "n2b", "n2c"]);
         assert_eq!((s.epoch, s.epochs.clone()), (1, vec![(1, 1)]));
         assert_eq!(m.shard_of_node("n1c").map(|(id, _)| id), Some(1));
+        assert_eq!(m.served_shard("n1a"), Some(1), "a primary serves its shard");
+        assert_eq!(m.served_shard("n1c"), None, "a replica serves no keys");
+        assert_eq!(m.served_shard("zz"), None);
         assert!(m.short_of_copies().is_empty());
     }
 

@@ -77,7 +77,9 @@ pub struct ClusterTxn {
 impl ClusterTxn {
     /// Begins a gateway transaction under `map`.
     pub fn begin(gw: Arc<Gateway>, map: Arc<ClusterMap>, age: Option<u64>) -> Self {
-        let my_shard = map.node(&gw.meta.identity.node_name).map(|n| n.shard);
+        // Only a primary serves its shard's keys in-process; a replica's gateway goes to the
+        // primary like any other.
+        let my_shard = map.served_shard(&gw.meta.identity.node_name);
         let cluster = gw.meta.identity.cluster_id.clone();
         let age = age.unwrap_or_else(|| gw.txns.new_age());
         // A fresh timestamp: unique in the cluster (it carries this node's tag), even for a
