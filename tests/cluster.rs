@@ -97,6 +97,11 @@ async fn a_three_node_cluster_shards_rows_and_answers_like_a_single_node() {
         for field in ["rpc_addr", "sql_addr", "lsn", "lag", "keys", "prepared"] {
             assert!(n.get(field).is_some(), "missing {field}");
         }
+        // One copy per shard: every node is its shard's primary, in sync, at epoch 1, with no
+        // lag; lag_ms is null until the replication runtime measures it.
+        assert_eq!(n["in_sync"], true);
+        assert_eq!((n["epoch"].as_i64(), n["lag"].as_i64()), (Some(1), Some(0)));
+        assert!(n["lag_ms"].is_null(), "{n}");
     }
 
     let gw = connect(cluster.sql_port("n1")).await;
@@ -520,6 +525,19 @@ async fn a_node_that_cannot_start_is_reported_with_its_log() {
     );
 }
 
+/// The map of the node at `addr`, asked over the RPC port.
+async fn map_of(addr: &str, cluster: &str) -> ddb::cluster::map::ClusterMap {
+    use ddb::client::Client;
+    use ddb::protocol::{Request, Response};
+    let client = Client::connect_to(addr, Duration::from_secs(2), Some(cluster.into()))
+        .await
+        .unwrap();
+    match client.call(Request::GetMap).await.unwrap() {
+        Response::Map(Some(map)) => *map,
+        other => panic!("expected a map, got {other:?}"),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shard_answers_wrong_shard_for_keys_it_does_not_own() {
     use ddb::client::Client;
@@ -535,8 +553,12 @@ async fn a_shard_answers_wrong_shard_for_keys_it_does_not_own() {
     c.batch_execute("CREATE TABLE t (id BIGINT PRIMARY KEY)")
         .await
         .unwrap();
-    let (_, status) = cluster.status();
-    let version = status[0]["map_version"].as_i64().unwrap() as u64;
+    let map = map_of(&cluster.rpc_addr("n1"), "fence").await;
+    let (version, placement) = (map.version, map.placement);
+    assert!(
+        version > placement,
+        "CREATE TABLE raised the version, not the placement"
+    );
     let table_id = 1;
     // A key owned by shard 2 (n2), asked of n1 as if n1 owned it.
     let on_n2 = cluster.keys_on("n2", 1)[0];
@@ -549,12 +571,13 @@ async fn a_shard_answers_wrong_shard_for_keys_it_does_not_own() {
     )
     .await
     .unwrap();
-    let ask = |shard: u32, key: Vec<u8>, epoch: u64| {
+    let ask = |shard: u32, key: Vec<u8>, epoch: u64, map_version: u64, placement: u64| {
         Request::Shard(ShardRequest {
             txn: 1,
             age: 1,
             shard,
-            map_version: version,
+            map_version,
+            placement,
             epoch,
             op: ShardOp::Get {
                 table: table_id,
@@ -564,14 +587,134 @@ async fn a_shard_answers_wrong_shard_for_keys_it_does_not_own() {
         })
     };
     let own = keycode::row_key(table_id, &[Value::Int(on_n1)]);
-    // The wrong shard id for this node, a key of another shard, and a stale epoch (a message
-    // meant for an older primary): all are fenced.
-    for req in [ask(2, key.clone(), 1), ask(1, key, 1), ask(1, own, 0)] {
+    // The wrong shard id for this node, a key of another shard, a stale epoch (a message meant
+    // for an older primary), and another placement, older or newer (who serves which keys
+    // differs between sender and shard): all are fenced.
+    for req in [
+        ask(2, key.clone(), 1, version, placement),
+        ask(1, key, 1, version, placement),
+        ask(1, own.clone(), 0, version, placement),
+        ask(1, own.clone(), 1, version, placement - 1),
+        ask(1, own.clone(), 1, version, placement + 1),
+    ] {
         match client.call(req).await.unwrap() {
             Response::Shard(ShardReply::WrongShard { version: v }) => assert!(v >= version),
             other => panic!("expected WrongShard, got {other:?}"),
         }
     }
+    // A prepare, an anchor's commit and a one-phase commit routed under another placement are
+    // fenced too, before they touch anything.
+    for op in [
+        ShardOp::Prepare {
+            anchor: 2,
+            participants: vec![1, 2],
+        },
+        ShardOp::CommitAnchor {
+            participants: vec![1, 2],
+        },
+        ShardOp::Commit,
+    ] {
+        let req = Request::Shard(ShardRequest {
+            txn: 2,
+            age: 2,
+            shard: 1,
+            map_version: version,
+            placement: placement + 1,
+            epoch: 1,
+            op: op.clone(),
+        });
+        match client.call(req).await.unwrap() {
+            Response::Shard(ShardReply::WrongShard { .. }) => {}
+            other => panic!("expected WrongShard for {op:?}, got {other:?}"),
+        }
+    }
+    // An older map version under the same placement and epoch is served: DDL fences nothing.
+    match client
+        .call(ask(1, own, 1, version - 1, placement))
+        .await
+        .unwrap()
+    {
+        Response::Shard(ShardReply::Row(None)) => {}
+        other => panic!("expected the (missing) row, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multi_shard_transaction_commits_across_a_create_table_from_another_session() {
+    let cluster = TestCluster::new("ddlmix", 3);
+    cluster.init();
+    let c = connect(cluster.sql_port("n1")).await;
+    c.batch_execute("CREATE TABLE acct (id BIGINT PRIMARY KEY, v BIGINT)")
+        .await
+        .unwrap();
+    let keys: Vec<i64> = ["n1", "n2", "n3"]
+        .iter()
+        .map(|n| cluster.keys_on(n, 1)[0])
+        .collect();
+    for k in &keys {
+        c.execute("INSERT INTO acct VALUES ($1, 100)", &[k])
+            .await
+            .unwrap();
+    }
+    let map_version = |c: &TestCluster| -> Vec<i64> {
+        c.status()
+            .1
+            .iter()
+            .map(|n| n["map_version"].as_i64().unwrap())
+            .collect()
+    };
+    // A transaction writes on every shard (n2 and n3 remotely), and stays open.
+    let txn = connect(cluster.sql_port("n1")).await;
+    txn.batch_execute("BEGIN").await.unwrap();
+    for k in &keys[1..] {
+        txn.execute("UPDATE acct SET v = v - 10 WHERE id = $1", &[k])
+            .await
+            .unwrap();
+    }
+    // Another session creates a table: a new map version on every node.
+    let before = map_version(&cluster);
+    let other = connect(cluster.sql_port("n3")).await;
+    other
+        .batch_execute("CREATE TABLE unrelated (id BIGINT PRIMARY KEY)")
+        .await
+        .unwrap();
+    assert!(
+        common::wait_until(Duration::from_secs(20), || map_version(&cluster)
+            .iter()
+            .zip(&before)
+            .all(|(now, was)| now > was)),
+        "CREATE TABLE never reached every map: {:?}",
+        map_version(&cluster)
+    );
+    // The transaction goes on under its older map, and commits by two-phase commit.
+    txn.execute("UPDATE acct SET v = v + 20 WHERE id = $1", &[&keys[0]])
+        .await
+        .unwrap();
+    txn.batch_execute("COMMIT").await.unwrap_or_else(|e| {
+        panic!(
+            "the transaction failed across a CREATE TABLE ({:?}): {e}",
+            sqlstate(&e)
+        )
+    });
+    let mut total = 0;
+    for (k, want) in keys.iter().zip([120, 90, 90]) {
+        let v: i64 = c
+            .query_one("SELECT v FROM acct WHERE id = $1", &[k])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(v, want, "key {k}");
+        total += v;
+    }
+    assert_eq!(total, 300);
+    let (_, status) = cluster.status_txns();
+    assert!(
+        status
+            .iter()
+            .find(|n| n["name"] == "n1")
+            .is_some_and(|n| n["two_phase"].as_i64() >= Some(1)),
+        "the commit was not a two-phase commit: {status:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

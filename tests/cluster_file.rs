@@ -1,7 +1,8 @@
 //! The cluster file is checked before anything starts: a clash that would stop a node from
 //! starting (two spellings of one listener address, one data directory for two nodes) is bad
 //! usage (exit 2) naming both nodes, and no node is left running; a dry run of a file of
-//! thousands of nodes finishes promptly.
+//! thousands of nodes finishes promptly. A replicated file (factor > 1) is planned into replica
+//! groups by a dry run and then refused, as `ddb init` refuses it, until replication is built.
 
 mod common;
 
@@ -109,4 +110,185 @@ fn a_dry_run_of_two_thousand_nodes_finishes() {
     assert_eq!(plan.len(), 2000);
     let tokens: i64 = plan.iter().map(|n| n["tokens"].as_i64().unwrap()).sum();
     assert_eq!(tokens, 2000 * 128);
+}
+
+/// A file of five local nodes with `replication:` as given; the ports come first.
+fn replicated(replication: &str) -> (Vec<u16>, String) {
+    let p = free_ports(10);
+    let mut yaml =
+        format!("name: groups\nreplication: {replication}\ndefaults:\n  data_dir: ./data/{{name}}\nnodes:\n");
+    for i in 0..5 {
+        yaml += &format!(
+            "  - {{ name: n{}, host: 127.0.0.1, rpc_port: {}, sql_port: {} }}\n",
+            i + 1,
+            p[2 * i],
+            p[2 * i + 1]
+        );
+    }
+    (p, yaml)
+}
+
+#[test]
+fn a_dry_run_of_a_replicated_file_shows_its_replica_groups_then_says_replication_is_not_built() {
+    let (p, yaml) = replicated("{ factor: 2 }");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("cluster.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    let out = run_ddb(
+        &[
+            "init",
+            "--dry-run",
+            "--format",
+            "json",
+            "-c",
+            file.to_str().unwrap(),
+        ],
+        None,
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let plan: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let groups: Vec<(String, i64, String)> = plan
+        .iter()
+        .map(|n| {
+            (
+                n["name"].as_str().unwrap().to_string(),
+                n["shard"].as_i64().unwrap(),
+                n["role"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let want = [
+        ("n1", 1, "primary"),
+        ("n2", 1, "replica"),
+        ("n3", 2, "primary"),
+        ("n4", 2, "replica"),
+        ("n5", 3, "primary"),
+    ]
+    .map(|(n, s, r)| (n.to_string(), s, r.to_string()));
+    assert_eq!(groups, want);
+    let err = stderr(&out);
+    assert!(
+        err.contains("WARNING: shard 3 has 1 of 2 nodes in the file"),
+        "{err}"
+    );
+    assert!(
+        err.contains("3 shards of 2 copies (sync mode, min_in_sync 1)"),
+        "{err}"
+    );
+    assert!(
+        err.contains(
+            "cluster.yaml:2: replication.factor: 2 needs replication, which is not built yet"
+        ),
+        "{err}"
+    );
+    nothing_started(dir.path(), p[0]);
+}
+
+#[test]
+fn init_of_a_replicated_file_is_refused_before_anything_starts() {
+    let (p, yaml) = replicated("{ factor: 3, mode: async }");
+    let (dir, out) = init(&yaml);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("replication.factor: 3 needs replication, which is not built yet"),
+        "{}",
+        stderr(&out)
+    );
+    for port in p.iter().step_by(2) {
+        nothing_started(dir.path(), *port);
+    }
+}
+
+#[test]
+fn replication_settings_out_of_range_are_refused_even_in_a_dry_run() {
+    for (replication, message) in [
+        (
+            "{ factor: 6 }",
+            "replication.factor: 6 is out of range; expected 1 to 5",
+        ),
+        (
+            "{ factor: 2, min_in_sync: 3 }",
+            "replication.min_in_sync: 3 is out of range; expected 1 to replication.factor (2)",
+        ),
+        (
+            "{ factor: 2, ack_timeout_ms: 0 }",
+            "replication.ack_timeout_ms: 0 is out of range; expected 1 to 600000",
+        ),
+    ] {
+        let (_, yaml) = replicated(replication);
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("cluster.yaml");
+        std::fs::write(&file, yaml).unwrap();
+        let out = run_ddb(
+            &["init", "--dry-run", "-c", file.to_str().unwrap()],
+            None,
+            &[],
+        );
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+        assert!(
+            stdout_is_empty(&out),
+            "a plan was printed for {replication}"
+        );
+        assert!(
+            stderr(&out).contains(&format!("cluster.yaml:2: {message}")),
+            "{}",
+            stderr(&out)
+        );
+    }
+}
+
+fn stdout_is_empty(o: &std::process::Output) -> bool {
+    o.stdout.is_empty()
+}
+
+#[test]
+fn the_example_file_plans_three_shards_and_its_replicated_variant_three_groups_of_two() {
+    let example = std::fs::read_to_string(common::repo_path("cluster.example.yaml")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let plan = |name: &str, yaml: &str| {
+        let file = dir.path().join(name);
+        std::fs::write(&file, yaml).unwrap();
+        let out = run_ddb(
+            &[
+                "init",
+                "--dry-run",
+                "--format",
+                "json",
+                "-c",
+                file.to_str().unwrap(),
+            ],
+            None,
+            &[],
+        );
+        let rows: Vec<serde_json::Value> =
+            serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", stderr(&out)));
+        let groups: Vec<(i64, String)> = rows
+            .iter()
+            .map(|n| {
+                (
+                    n["shard"].as_i64().unwrap(),
+                    n["role"].as_str().unwrap().into(),
+                )
+            })
+            .collect();
+        (out.status.code(), groups)
+    };
+    let (code, groups) = plan("plain.yaml", &example);
+    assert_eq!(code, Some(0));
+    assert_eq!(groups.iter().map(|g| g.0).collect::<Vec<_>>(), [1, 2, 3]);
+    // The commented variant, uncommented.
+    let variant: String = example
+        .lines()
+        .skip_while(|l| !l.starts_with("# name: demo"))
+        .map(|l| format!("{}\n", l.strip_prefix("# ").unwrap_or("")))
+        .collect();
+    let (code, groups) = plan("replicated.yaml", &variant);
+    assert_eq!(code, Some(2), "replication is not built yet");
+    let want: Vec<(i64, String)> = [1, 1, 2, 2, 3, 3]
+        .iter()
+        .zip(["primary", "replica"].iter().cycle())
+        .map(|(s, r)| (*s, r.to_string()))
+        .collect();
+    assert_eq!(groups, want);
 }

@@ -4,6 +4,12 @@
 //! each one to the cluster (it persists its identity), initialise the map's Raft group on the
 //! first node with the initial map, and wait until every node has the map. Re-running on a
 //! formed cluster starts the nodes that are down and changes nothing else.
+//!
+//! Nodes form replica groups as the file says (`replication.factor` nodes per shard, in file
+//! order or by `shard:`; the first of each its primary, see `config::shards`). `--dry-run`
+//! prints that plan and starts nothing. A file that asks for replicas is planned like any
+//! other, and then refused (exit 2): the replication runtime is not built yet, so `ddb init`
+//! would start copies that nothing keeps in sync.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -11,12 +17,15 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::global::GlobalArgs;
-use super::nodes::{fetch_map, load_config, node_table, probe, refuse_addr, statuses, Target};
+use super::nodes::{
+    copy_warnings, fetch_map, load_config, node_table, probe, refuse_addr, statuses, Target,
+};
 use super::output::{Format, Printer};
 use crate::client::Client;
 use crate::cluster::map::ClusterMap;
 use crate::cluster::meta::Identity;
 use crate::cluster::ring::spread;
+use crate::config::ClusterConfig;
 use crate::deploy::local;
 use crate::error::{Error, Result};
 use crate::protocol::{Request, Response};
@@ -59,11 +68,13 @@ fn new_cluster_id(name: &str) -> String {
     format!("{name}-{mix:016x}")
 }
 
-fn plan_table(map: &ClusterMap, config: &crate::config::ClusterConfig) -> QueryResult {
+/// The plan of `ddb init --dry-run`: one row per node, with its shard, its role in the
+/// shard's replica group, and the shard's tokens and share of the ring.
+fn plan_table(map: &ClusterMap, config: &ClusterConfig) -> QueryResult {
     let shares = map.ring.shares();
     let tokens = map.ring.token_counts();
     let columns = [
-        "name", "rpc_addr", "sql_addr", "shard", "tokens", "share", "data_dir",
+        "name", "rpc_addr", "sql_addr", "shard", "role", "tokens", "share", "data_dir",
     ]
     .iter()
     .zip([
@@ -71,6 +82,7 @@ fn plan_table(map: &ClusterMap, config: &crate::config::ClusterConfig) -> QueryR
         DataType::Text,
         DataType::Text,
         DataType::Int,
+        DataType::Text,
         DataType::Int,
         DataType::Double,
         DataType::Text,
@@ -84,11 +96,16 @@ fn plan_table(map: &ClusterMap, config: &crate::config::ClusterConfig) -> QueryR
         .nodes
         .iter()
         .map(|n| {
+            let primary = map
+                .shards
+                .get(&n.shard)
+                .is_some_and(|s| s.primary == n.name);
             vec![
                 Value::Text(n.name.clone()),
                 Value::Text(n.rpc_addr()),
                 Value::Text(n.sql_addr()),
                 Value::Int(n.shard.into()),
+                Value::Text(if primary { "primary" } else { "replica" }.into()),
                 Value::Int(tokens.get(&n.shard).copied().unwrap_or(0) as i64),
                 Value::Float(
                     (shares.get(&n.shard).copied().unwrap_or(0.0) * 10000.0).round() / 10000.0,
@@ -104,6 +121,53 @@ fn plan_table(map: &ClusterMap, config: &crate::config::ClusterConfig) -> QueryR
     }
 }
 
+/// The warnings about a file's replica groups: a shard with fewer nodes than
+/// `replication.factor` is allowed (its replicas may join later) but short of copies.
+fn short_shard_warnings(config: &ClusterConfig) -> Vec<String> {
+    let factor = config.replication.factor;
+    config
+        .short_shards()
+        .into_iter()
+        .map(|(shard, n)| {
+            format!("WARNING: shard {shard} has {n} of {factor} nodes in the file; it has fewer copies than replication.factor until replicas join")
+        })
+        .collect()
+}
+
+/// `ddb init --dry-run`: prints the plan, starts nothing. A file that could be planned but not
+/// started (replicas, before replication is built) is refused after its plan is shown.
+fn dry_run(global: &GlobalArgs, format: Format) -> anyhow::Result<()> {
+    let (config, unbuilt) = ClusterConfig::load_plan(&global.config)?;
+    let map = config.initial_map("dry-run".into());
+    let mut printer = Printer::new(format, true, true);
+    printer.print(
+        &plan_table(&map, &config),
+        &mut std::io::stdout().lock(),
+        &mut std::io::stderr().lock(),
+    )?;
+    for warning in short_shard_warnings(&config) {
+        super::console::note(format_args!("{warning}"));
+    }
+    if !global.quiet {
+        let r = &config.replication;
+        super::console::note(format_args!(
+            "plan: cluster '{}', {} nodes, {} shards of {} copies ({} mode, min_in_sync {}), {} vnodes per shard, ring spread {:.2}%; nothing was started",
+            config.name,
+            config.nodes.len(),
+            map.shards.len(),
+            r.factor,
+            r.mode.as_str(),
+            r.min_in_sync,
+            config.vnodes,
+            spread(&map.ring.shares()) * 100.0
+        ));
+    }
+    match unbuilt {
+        Some(e) => Err(e.into()),
+        None => Ok(()),
+    }
+}
+
 /// Runs `ddb init`.
 pub async fn run(args: &InitArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     refuse_addr(
@@ -111,27 +175,13 @@ pub async fn run(args: &InitArgs, global: &GlobalArgs) -> anyhow::Result<()> {
         "init",
         "starts and forms the nodes of the cluster file",
     )?;
-    let config = load_config(global)?;
     let format = Format::resolve(global.format);
     if args.dry_run {
-        let map = config.initial_map("dry-run".into());
-        let mut printer = Printer::new(format, true, true);
-        printer.print(
-            &plan_table(&map, &config),
-            &mut std::io::stdout().lock(),
-            &mut std::io::stderr().lock(),
-        )?;
-        if !global.quiet {
-            super::console::note(format_args!(
-                "plan: cluster '{}', {} nodes, {} shards, {} vnodes per shard, ring spread {:.2}%; nothing was started",
-                config.name,
-                config.nodes.len(),
-                map.shards.len(),
-                config.vnodes,
-                spread(&map.ring.shares()) * 100.0
-            ));
-        }
-        return Ok(());
+        return dry_run(global, format);
+    }
+    let config = load_config(global)?;
+    for warning in short_shard_warnings(&config) {
+        super::console::note(format_args!("{warning}"));
     }
     if let Some(remote) = config.nodes.iter().find(|n| !n.local) {
         return Err(Error::InvalidInput(format!(
@@ -188,6 +238,9 @@ pub async fn run(args: &InitArgs, global: &GlobalArgs) -> anyhow::Result<()> {
         &mut std::io::stdout().lock(),
         &mut std::io::stderr().lock(),
     )?;
+    for warning in copy_warnings(map.as_ref()) {
+        super::console::note(format_args!("{warning}"));
+    }
     if !global.quiet {
         let started = if started.is_empty() {
             "no node needed starting".to_string()
@@ -211,7 +264,7 @@ pub async fn run(args: &InitArgs, global: &GlobalArgs) -> anyhow::Result<()> {
 }
 
 /// Joins every node and forms the cluster, reusing the id of a partly formed cluster.
-async fn form(config: &crate::config::ClusterConfig) -> Result<()> {
+async fn form(config: &ClusterConfig) -> Result<()> {
     let cluster_id = match fetch_map(config).await {
         Some(map) => map.cluster_id,
         None => new_cluster_id(&config.name),

@@ -195,8 +195,68 @@ fn col(name: &str, data_type: DataType) -> OutputColumn {
     }
 }
 
+/// A node's place in its replica group, as the map says.
+struct GroupPlace {
+    shard: Option<ShardId>,
+    /// `primary` or `replica`.
+    role: &'static str,
+    /// Whether the map counts it in its shard's in-sync set; `None` without a map.
+    in_sync: Option<bool>,
+    epoch: Option<u64>,
+    /// The primary of its shard, for a replica.
+    primary: Option<String>,
+}
+
+impl GroupPlace {
+    /// Where `node` is under `map`; without a map (a node outside any cluster) it is its own
+    /// primary, in sync with nothing to say.
+    fn of(node: &Target, map: Option<&ClusterMap>) -> Self {
+        let in_map = map.and_then(|m| m.shard_of_node(&node.name));
+        match in_map {
+            Some((id, s)) => Self {
+                shard: Some(id),
+                role: if s.primary == node.name {
+                    "primary"
+                } else {
+                    "replica"
+                },
+                in_sync: Some(s.is_in_sync(&node.name)),
+                epoch: Some(s.epoch),
+                primary: (s.primary != node.name).then(|| s.primary.clone()),
+            },
+            None => Self {
+                shard: node.shard,
+                role: "primary",
+                in_sync: None,
+                epoch: None,
+                primary: None,
+            },
+        }
+    }
+
+    /// Entries this node is behind its primary: 0 for a primary, the difference of their LSNs
+    /// for a replica when both answered, unknown (`None`) otherwise.
+    fn lag(
+        &self,
+        mine: Option<&NodeStatus>,
+        status_of: &dyn Fn(&str) -> Option<u64>,
+    ) -> Option<u64> {
+        let mine = mine?;
+        match &self.primary {
+            None => Some(0),
+            Some(p) => status_of(p).map(|theirs| theirs.saturating_sub(mine.lsn)),
+        }
+    }
+}
+
 /// The node table: one row per node, with its live status when it answered. Field names are
 /// the stable JSON names of DESIGN §10.1.
+///
+/// `role`, `in_sync` and `epoch` come from the map; `lsn` from the node (the last entry it
+/// applied, which with one copy is also the last in its log); `lag` is how many entries a
+/// replica is behind its primary's `lsn` (0 for a primary). `lag_ms`, the age of the oldest
+/// entry a replica lacks, is `null`: only the replication runtime can measure it, and it is
+/// not built yet, so nothing is shown rather than a guess.
 pub fn node_table(
     nodes: &[Target],
     statuses: &[Option<NodeStatus>],
@@ -208,33 +268,39 @@ pub fn node_table(
         col("sql_addr", DataType::Text),
         col("shard", DataType::Int),
         col("role", DataType::Text),
+        col("in_sync", DataType::Bool),
         col("state", DataType::Text),
         col("raft", DataType::Text),
         col("map_version", DataType::BigInt),
+        col("epoch", DataType::BigInt),
         col("lsn", DataType::BigInt),
         col("lag", DataType::BigInt),
+        col("lag_ms", DataType::BigInt),
         col("keys", DataType::BigInt),
         col("prepared", DataType::BigInt),
         col("oldest_prepared_s", DataType::Double),
     ];
+    let lsn_of = |name: &str| {
+        nodes
+            .iter()
+            .zip(statuses)
+            .find(|(n, _)| n.name == name)
+            .and_then(|(_, s)| s.as_ref().map(|s| s.lsn))
+    };
     let mut rows = Vec::new();
     for (node, status) in nodes.iter().zip(statuses) {
-        let shard = map
-            .and_then(|m| m.node(&node.name))
-            .map(|n| n.shard)
-            .or(node.shard);
-        let role = match map.and_then(|m| shard.and_then(|s| m.shards.get(&s))) {
-            Some(s) if s.primary == node.name => "primary",
-            Some(_) => "replica",
-            None => "primary",
-        };
+        let place = GroupPlace::of(node, map);
         let opt_int = |v: Option<u64>| v.map(|v| Value::Int(v as i64)).unwrap_or(Value::Null);
         rows.push(vec![
             Value::Text(node.name.clone()),
             Value::Text(node.rpc_addr.clone()),
             Value::Text(node.sql_addr.clone()),
-            shard.map(|s| Value::Int(s.into())).unwrap_or(Value::Null),
-            Value::Text(role.into()),
+            place
+                .shard
+                .map(|s| Value::Int(s.into()))
+                .unwrap_or(Value::Null),
+            Value::Text(place.role.into()),
+            place.in_sync.map(Value::Bool).unwrap_or(Value::Null),
             Value::Text(if status.is_some() { "up" } else { "down" }.into()),
             Value::Text(
                 status
@@ -243,9 +309,10 @@ pub fn node_table(
                     .unwrap_or_else(|| "unknown".into()),
             ),
             opt_int(status.as_ref().map(|s| s.map_version)),
+            opt_int(place.epoch),
             opt_int(status.as_ref().map(|s| s.lsn)),
-            // Replication is not built yet: a primary has no lag.
-            opt_int(status.as_ref().map(|_| 0)),
+            opt_int(place.lag(status.as_ref(), &lsn_of)),
+            Value::Null,
             opt_int(status.as_ref().map(|s| s.keys)),
             opt_int(status.as_ref().map(|s| s.prepared)),
             status
@@ -256,6 +323,34 @@ pub fn node_table(
     }
     let tag = format!("SELECT {}", rows.len());
     QueryResult { columns, rows, tag }
+}
+
+/// The warnings `ddb status` and `ddb init` print about the map: one line per shard whose
+/// in-sync set is smaller than `replication.factor`, naming who is in it. Empty when every
+/// shard has its copies (or there is no map).
+pub fn copy_warnings(map: Option<&ClusterMap>) -> Vec<String> {
+    let Some(map) = map else {
+        return Vec::new();
+    };
+    let factor = map.replication.factor;
+    map.short_of_copies()
+        .into_iter()
+        .filter_map(|(id, n)| {
+            let s = map.shards.get(&id)?;
+            let floor = if n < map.replication.min_in_sync as usize {
+                format!(
+                    ", below replication.min_in_sync {}: its writes are refused",
+                    map.replication.min_in_sync
+                )
+            } else {
+                String::new()
+            };
+            Some(format!(
+                "WARNING: shard {id} has {n} of {factor} copies in sync ({}){floor}",
+                s.in_sync.join(", ")
+            ))
+        })
+        .collect()
 }
 
 /// Appends the transaction counters of `ddb status --txns` to a node table.
@@ -297,4 +392,152 @@ pub fn add_txn_columns(table: &mut QueryResult, statuses: &[Option<NodeStatus>])
 /// Probes every node of the file, in order.
 pub async fn statuses(config: &ClusterConfig) -> Result<Vec<Option<NodeStatus>>> {
     Targets::from_config(config).statuses().await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::cluster::map::Change;
+
+    /// The formed map of a file of 2 shards × 2 copies (n1 n2 | n3 n4), and its nodes.
+    fn groups() -> (ClusterMap, Vec<Target>) {
+        let mut text = "name: g\nreplication: { factor: 2 }\nnodes:\n".to_string();
+        for i in 1..=4 {
+            text += &format!(
+                "  - {{ name: n{i}, host: 127.0.0.1, rpc_port: {}, sql_port: {} }}\n",
+                7000 + i,
+                5000 + i
+            );
+        }
+        let (config, _) = ClusterConfig::parse_plan(&text, Path::new("c.yaml")).unwrap();
+        let mut map = None;
+        ClusterMap::apply(
+            &mut map,
+            &Change::Init(Box::new(config.initial_map("x".into()))),
+        )
+        .unwrap();
+        let targets = config.nodes.iter().map(Target::from).collect();
+        (map.unwrap(), targets)
+    }
+
+    fn status(name: &str, lsn: u64) -> NodeStatus {
+        NodeStatus {
+            name: name.into(),
+            rpc_addr: String::new(),
+            sql_addr: String::new(),
+            version: String::new(),
+            lsn,
+            keys: 0,
+            locks: 0,
+            commits: 0,
+            fsyncs: 0,
+            cluster: Some("g".into()),
+            raft: "follower".into(),
+            map_version: 1,
+            pid: 1,
+            prepared: 0,
+            oldest_prepared_ms: 0,
+            decisions: 0,
+            two_phase_commits: 0,
+            one_phase_commits: 0,
+            twopc_prepare_us: 0,
+            twopc_decide_us: 0,
+            twopc_finish_us: 0,
+        }
+    }
+
+    /// The value of column `field` in the row of `node`.
+    fn cell(table: &QueryResult, node: &str, field: &str) -> Value {
+        let col = table.columns.iter().position(|c| c.name == field).unwrap();
+        let row = table
+            .rows
+            .iter()
+            .find(|r| r[0] == Value::Text(node.into()))
+            .unwrap();
+        row[col].clone()
+    }
+
+    #[test]
+    fn each_node_shows_its_role_in_sync_epoch_and_lag_behind_its_primary() {
+        let (map, nodes) = groups();
+        // n4 is down; n2 is 5 entries behind n1.
+        let statuses = vec![
+            Some(status("n1", 12)),
+            Some(status("n2", 7)),
+            Some(status("n3", 3)),
+            None,
+        ];
+        let t = node_table(&nodes, &statuses, Some(&map));
+        let text = |s: &str| Value::Text(s.into());
+        for (node, role, lag) in [
+            ("n1", "primary", Value::Int(0)),
+            ("n2", "replica", Value::Int(5)),
+            ("n3", "primary", Value::Int(0)),
+            ("n4", "replica", Value::Null),
+        ] {
+            assert_eq!(cell(&t, node, "role"), text(role), "{node}");
+            assert_eq!(cell(&t, node, "lag"), lag, "{node}");
+            assert_eq!(cell(&t, node, "in_sync"), Value::Bool(true), "{node}");
+            assert_eq!(cell(&t, node, "epoch"), Value::Int(1), "{node}");
+            assert_eq!(cell(&t, node, "lag_ms"), Value::Null, "not measured yet");
+        }
+        assert_eq!(cell(&t, "n3", "shard"), Value::Int(2));
+        // A replica whose primary is down has an unknown lag.
+        let statuses = vec![None, Some(status("n2", 7)), None, None];
+        let t = node_table(&nodes, &statuses, Some(&map));
+        assert_eq!(cell(&t, "n2", "lag"), Value::Null);
+    }
+
+    #[test]
+    fn a_shard_short_of_in_sync_copies_is_warned_about_and_its_node_shown_out_of_sync() {
+        let (mut map, nodes) = groups();
+        assert!(copy_warnings(Some(&map)).is_empty());
+        let mut m = Some(map);
+        let remove = Change::RemoveInSync {
+            shard: 2,
+            epoch: 1,
+            node: "n4".into(),
+        };
+        ClusterMap::apply(&mut m, &remove).unwrap();
+        map = m.unwrap();
+        assert_eq!(
+            copy_warnings(Some(&map)),
+            ["WARNING: shard 2 has 1 of 2 copies in sync (n3)"]
+        );
+        let t = node_table(&nodes, &[None, None, None, None], Some(&map));
+        assert_eq!(cell(&t, "n4", "in_sync"), Value::Bool(false));
+        assert_eq!(cell(&t, "n3", "in_sync"), Value::Bool(true));
+        assert!(copy_warnings(None).is_empty());
+    }
+
+    #[test]
+    fn below_min_in_sync_the_warning_says_writes_are_refused() {
+        let (map, _) = groups();
+        let mut m = Some(map);
+        if let Some(map) = m.as_mut() {
+            map.replication.min_in_sync = 2;
+        }
+        let remove = Change::RemoveInSync {
+            shard: 1,
+            epoch: 1,
+            node: "n2".into(),
+        };
+        ClusterMap::apply(&mut m, &remove).unwrap();
+        assert_eq!(
+            copy_warnings(m.as_ref()),
+            ["WARNING: shard 1 has 1 of 2 copies in sync (n1), below replication.min_in_sync 2: its writes are refused"]
+        );
+    }
+
+    #[test]
+    fn without_a_map_a_node_is_its_own_primary_with_nothing_known_of_its_group() {
+        let (_, nodes) = groups();
+        let t = node_table(&nodes[..1], &[Some(status("n1", 4))], None);
+        assert_eq!(cell(&t, "n1", "role"), Value::Text("primary".into()));
+        assert_eq!(cell(&t, "n1", "in_sync"), Value::Null);
+        assert_eq!(cell(&t, "n1", "epoch"), Value::Null);
+        assert_eq!(cell(&t, "n1", "lag"), Value::Int(0));
+    }
 }

@@ -1,10 +1,16 @@
 //! `ddb status`: one row per node, live where the node answers: the nodes of the cluster file,
 //! or with `--addr` the node there and the nodes of its map.
+//!
+//! Each row says where the node stands in its replica group (`role`, `in_sync`, `epoch`, from
+//! the map) and how far it has got (`lsn`, and `lag` behind its primary); see
+//! [`node_table`]. A shard whose in-sync set is smaller than `replication.factor` runs with
+//! fewer copies of its data than asked for: that is said loudly, one `WARNING:` line per shard
+//! on stderr (whatever `--quiet` says: it is not chatter), and the table keeps its shape.
 
 use clap::Args;
 
 use super::global::GlobalArgs;
-use super::nodes::{add_txn_columns, node_table, Targets};
+use super::nodes::{add_txn_columns, copy_warnings, node_table, Targets};
 use super::output::{Format, Printer};
 use crate::error::Error;
 
@@ -32,6 +38,9 @@ pub async fn run(args: &StatusArgs, global: &GlobalArgs) -> anyhow::Result<()> {
         &mut std::io::stdout().lock(),
         &mut std::io::stderr().lock(),
     )?;
+    for warning in copy_warnings(map.as_ref()) {
+        super::console::note(format_args!("{warning}"));
+    }
     let down: Vec<&str> = targets
         .nodes
         .iter()

@@ -6,6 +6,26 @@
 //! ordered is refused, never applied twice. Every applied change raises `version` by one, and
 //! requests between nodes carry the version they were routed with.
 //!
+//! Two counters, because two questions are asked of the map:
+//!
+//! * `version` says "is this the newest map?": it rises with every change, DDL and in-sync
+//!   changes included. A node that learns of a newer version waits for it (or fetches it)
+//!   before acting on a request, so a gateway's fresh table is never unknown at a shard.
+//! * `placement` says "does the sender route keys the way I do?": it rises only when who
+//!   serves which keys changes: the cluster forms, the ring changes, a shard's epoch rises (a
+//!   promotion). Shard requests and 2PC messages are fenced by it and by the shard's epoch,
+//!   never by `version` (DESIGN §3): a `CREATE TABLE` or a replica leaving the in-sync set must
+//!   not abort the transactions in flight. Today only [`Change::Init`] raises it; ring
+//!   changes and promotions will, when `ddb join` and `ddb promote` are built.
+//!
+//! Each shard is a replica group (DESIGN §6): a primary, its replicas, its epoch with the
+//! history of where each epoch began in the shard's log, and its **in-sync set**, the members
+//! that hold every committed entry. The in-sync set is in the map so that it changes only
+//! through Raft ([`Change::RemoveInSync`], [`Change::AddInSync`], proposed by the primary and
+//! validated against the shard's epoch, so a deposed primary's proposal is refused). It may
+//! shrink below `replication.min_in_sync`: it records who holds the data, and it is the
+//! primary that refuses writes below the floor, not the map that refuses the truth.
+//!
 //! Each kind of change is applied by its own function ([`ClusterMap::apply`] only dispatches),
 //! and each checks everything before it changes anything, so a refused change leaves the map as
 //! it was.
@@ -19,6 +39,7 @@ use serde::{Deserialize, Serialize};
 
 use super::ring::{Ring, ShardId};
 use crate::error::{sqlstate, Error};
+use crate::storage::log::Lsn;
 use crate::types::Table;
 
 /// When a primary acknowledges a write: once the in-sync replicas hold it (`Sync`), or as soon
@@ -33,6 +54,52 @@ pub enum Mode {
     Async,
 }
 
+impl Mode {
+    /// The mode as the cluster file and the CLI spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Sync => "sync",
+            Mode::Async => "async",
+        }
+    }
+}
+
+/// How a shard's copies are kept: the map's half of the cluster file's `replication:`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Replication {
+    /// Copies of each shard: one primary and `factor - 1` replicas.
+    pub factor: u32,
+    pub mode: Mode,
+    /// The fewest in-sync copies a primary commits with; below it, writes fail with a
+    /// retryable error (DESIGN §6.1).
+    pub min_in_sync: u32,
+    /// A replica that has not acknowledged an entry this long leaves the in-sync set.
+    pub ack_timeout_ms: u64,
+}
+
+impl Replication {
+    /// Most copies of a shard a cluster may keep.
+    pub const MAX_FACTOR: u32 = 5;
+
+    /// The default acknowledgement timeout, in milliseconds.
+    pub const DEFAULT_ACK_TIMEOUT_MS: u64 = 1000;
+
+    /// The default floor for `factor` copies: a majority, rounded up (1 of 2, 2 of 3, 3 of 5).
+    pub fn default_min_in_sync(factor: u32) -> u32 {
+        factor.div_ceil(2)
+    }
+
+    /// One copy per shard, as a cluster without replicas has.
+    pub fn single() -> Self {
+        Self {
+            factor: 1,
+            mode: Mode::Sync,
+            min_in_sync: 1,
+            ack_timeout_ms: Self::DEFAULT_ACK_TIMEOUT_MS,
+        }
+    }
+}
+
 /// Whether a shard is serving, or moving in or out (moves come with rebalancing).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ShardState {
@@ -41,14 +108,50 @@ pub enum ShardState {
     Leaving,
 }
 
+/// The first LSN of a shard's log: where epoch 1 begins.
+pub const FIRST_LSN: Lsn = 1;
+
 /// A shard: a replica group with one primary.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShardInfo {
     /// Raised by every promotion; fences old primaries.
     pub epoch: u64,
+    /// Where each epoch began in the shard's log, `(epoch, first LSN)`, oldest first; the last
+    /// is `epoch`'s. A rejoining node finds the last entry it shares with the primary by it.
+    pub epochs: Vec<(u64, Lsn)>,
     pub primary: String,
     pub replicas: Vec<String>,
+    /// The members that hold every committed entry, the primary included, in the order they
+    /// entered it.
+    pub in_sync: Vec<String>,
     pub state: ShardState,
+}
+
+impl ShardInfo {
+    /// A new shard at epoch 1, every member in sync (nothing is committed yet, so all of them
+    /// hold all of it).
+    pub fn new(primary: String, replicas: Vec<String>) -> Self {
+        let mut in_sync = vec![primary.clone()];
+        in_sync.extend(replicas.iter().cloned());
+        Self {
+            epoch: 1,
+            epochs: vec![(1, FIRST_LSN)],
+            primary,
+            replicas,
+            in_sync,
+            state: ShardState::Active,
+        }
+    }
+
+    /// Whether `node` is the primary or a replica of this shard.
+    pub fn is_member(&self, node: &str) -> bool {
+        self.primary == node || self.replicas.iter().any(|r| r == node)
+    }
+
+    /// Whether `node` is in the in-sync set.
+    pub fn is_in_sync(&self, node: &str) -> bool {
+        self.in_sync.iter().any(|n| n == node)
+    }
 }
 
 /// A node of the cluster.
@@ -68,8 +171,10 @@ pub struct ClusterMap {
     pub cluster_id: String,
     pub name: String,
     pub version: u64,
-    pub factor: u32,
-    pub mode: Mode,
+    /// Raised when who serves which keys changes (not by DDL or in-sync changes): what shard
+    /// requests and 2PC messages are fenced by.
+    pub placement: u64,
+    pub replication: Replication,
     pub vnodes: u32,
     pub ring: Ring,
     pub shards: BTreeMap<ShardId, ShardInfo>,
@@ -88,6 +193,20 @@ pub enum Change {
     CreateTable { table: Table, if_not_exists: bool },
     /// Drops tables by name.
     DropTable { names: Vec<String>, if_exists: bool },
+    /// Takes `node` out of `shard`'s in-sync set: proposed by the shard's primary of `epoch`
+    /// when the node stopped acknowledging. Refused under another epoch.
+    RemoveInSync {
+        shard: ShardId,
+        epoch: u64,
+        node: String,
+    },
+    /// Puts `node` back into `shard`'s in-sync set: proposed by the shard's primary of `epoch`
+    /// once the node has caught up. Refused under another epoch.
+    AddInSync {
+        shard: ShardId,
+        epoch: u64,
+        node: String,
+    },
 }
 
 /// What applying a change produced: the map version after it.
@@ -115,17 +234,24 @@ impl ClusterMap {
             (Some(map), Change::DropTable { names, if_exists }) => {
                 map.drop_tables(names, *if_exists)
             }
+            (Some(map), Change::RemoveInSync { shard, epoch, node }) => {
+                map.remove_in_sync(*shard, *epoch, node)
+            }
+            (Some(map), Change::AddInSync { shard, epoch, node }) => {
+                map.add_in_sync(*shard, *epoch, node)
+            }
         }
     }
 
-    /// [`Change::Init`]: forms the cluster with `map` at version 1. A cluster forms once; a
-    /// second init (a re-run of `ddb init` that raced the first) is refused.
+    /// [`Change::Init`]: forms the cluster with `map` at version 1 and placement 1. A cluster
+    /// forms once; a second init (a re-run of `ddb init` that raced the first) is refused.
     fn init(current: &mut Option<ClusterMap>, map: &ClusterMap) -> ChangeResult {
         if current.is_some() {
             return Err(Error::Refused("the cluster is already formed".into()));
         }
         let mut map = map.clone();
         map.version = 1;
+        map.placement = 1;
         let v = map.version;
         *current = Some(map);
         Ok(v)
@@ -167,6 +293,66 @@ impl ClusterMap {
         Ok(self.bump())
     }
 
+    /// [`Change::RemoveInSync`]: takes a replica out of the in-sync set. The primary cannot
+    /// leave it (it is the copy every commit is on); a set below `min_in_sync` is allowed, since
+    /// it records who holds the data. Raises the version, not the placement: nobody serves
+    /// other keys than before.
+    fn remove_in_sync(&mut self, shard: ShardId, epoch: u64, node: &str) -> ChangeResult {
+        let s = self.in_sync_target(shard, epoch, node)?;
+        if s.primary == node {
+            return Err(Error::Refused(format!(
+                "node {node} is the primary of shard {shard}: it cannot leave the in-sync set"
+            )));
+        }
+        if !s.is_in_sync(node) {
+            return Err(Error::Refused(format!(
+                "node {node} is not in the in-sync set of shard {shard}"
+            )));
+        }
+        self.shard_mut(shard)?.in_sync.retain(|n| n != node);
+        Ok(self.bump())
+    }
+
+    /// [`Change::AddInSync`]: puts a replica back into the in-sync set. Raises the version,
+    /// not the placement.
+    fn add_in_sync(&mut self, shard: ShardId, epoch: u64, node: &str) -> ChangeResult {
+        let s = self.in_sync_target(shard, epoch, node)?;
+        if s.is_in_sync(node) {
+            return Err(Error::Refused(format!(
+                "node {node} is already in the in-sync set of shard {shard}"
+            )));
+        }
+        self.shard_mut(shard)?.in_sync.push(node.to_string());
+        Ok(self.bump())
+    }
+
+    /// The shard an in-sync change is about, checked: it exists, the change was proposed under
+    /// its current epoch (a deposed primary's proposal is stale), and `node` is a member.
+    fn in_sync_target(&self, shard: ShardId, epoch: u64, node: &str) -> Result<&ShardInfo, Error> {
+        let s = self
+            .shards
+            .get(&shard)
+            .ok_or_else(|| Error::Refused(format!("there is no shard {shard}")))?;
+        if s.epoch != epoch {
+            return Err(Error::Refused(format!(
+                "shard {shard} is at epoch {}, not {epoch}: the change was proposed by an older primary",
+                s.epoch
+            )));
+        }
+        if !s.is_member(node) {
+            return Err(Error::Refused(format!(
+                "node {node} is not a member of shard {shard}"
+            )));
+        }
+        Ok(s)
+    }
+
+    fn shard_mut(&mut self, shard: ShardId) -> Result<&mut ShardInfo, Error> {
+        self.shards
+            .get_mut(&shard)
+            .ok_or_else(|| Error::Refused(format!("there is no shard {shard}")))
+    }
+
     /// Raises the version after an applied change and returns it.
     fn bump(&mut self) -> u64 {
         self.version += 1;
@@ -189,6 +375,31 @@ impl ClusterMap {
         self.nodes.get(name)
     }
 
+    /// The shard of the node named `name`, with the shard's entry.
+    pub fn shard_of_node(&self, name: &str) -> Option<(ShardId, &ShardInfo)> {
+        let id = self.nodes.get(name)?.shard;
+        self.shards.get(&id).map(|s| (id, s))
+    }
+
+    /// The shard whose keys the node named `name` serves: its shard if it is that shard's
+    /// primary, none if it is a replica (a replica's copy is the log's, not the gateways': every
+    /// read and write goes to the primary, DESIGN §6.1).
+    pub fn served_shard(&self, name: &str) -> Option<ShardId> {
+        self.shard_of_node(name)
+            .filter(|(_, s)| s.primary == name)
+            .map(|(id, _)| id)
+    }
+
+    /// The shards whose in-sync set is smaller than `replication.factor`, with its size: they
+    /// run with fewer copies of their committed data than the cluster asks for.
+    pub fn short_of_copies(&self) -> Vec<(ShardId, usize)> {
+        self.shards
+            .iter()
+            .filter(|(_, s)| s.in_sync.len() < self.replication.factor as usize)
+            .map(|(id, s)| (*id, s.in_sync.len()))
+            .collect()
+    }
+
     /// The Raft voters: the first three nodes by Raft id (five once there are five or more).
     pub fn voters(&self) -> Vec<u64> {
         let mut ids: Vec<u64> = self.nodes.values().map(|n| n.raft_id).collect();
@@ -208,39 +419,52 @@ mod tests {
     /// A formed-looking map of `n` nodes, one shard each, built without a cluster file: the
     /// map must not depend on how the CLI reads one.
     fn formed(n: u32) -> ClusterMap {
+        groups(n, 1)
+    }
+
+    /// A map of `shards` replica groups of `factor` nodes each: shard `s` has nodes
+    /// `n{s}a` (its primary), `n{s}b`, …, all in sync.
+    fn groups(shards: u32, factor: u32) -> ClusterMap {
         let mut ring = Ring::new();
-        let mut shards = BTreeMap::new();
+        let mut map_shards = BTreeMap::new();
         let mut nodes = BTreeMap::new();
-        for s in 1..=n {
+        let name = |s: u32, i: u32| {
+            if factor == 1 {
+                format!("n{s}")
+            } else {
+                format!("n{s}{}", (b'a' + i as u8) as char)
+            }
+        };
+        for s in 1..=shards {
             ring.add_shard(s, 16);
-            shards.insert(
-                s,
-                ShardInfo {
-                    epoch: 1,
-                    primary: format!("n{s}"),
-                    replicas: Vec::new(),
-                    state: ShardState::Active,
-                },
-            );
-            nodes.insert(
-                format!("n{s}"),
-                NodeInfo {
-                    raft_id: s.into(),
-                    rpc_addr: format!("127.0.0.1:{}", 7070 + s),
-                    sql_addr: format!("127.0.0.1:{}", 5440 + s),
-                    shard: s,
-                },
-            );
+            let members: Vec<String> = (0..factor).map(|i| name(s, i)).collect();
+            map_shards.insert(s, ShardInfo::new(members[0].clone(), members[1..].to_vec()));
+            for (i, m) in members.iter().enumerate() {
+                let id = u64::from((s - 1) * factor) + i as u64 + 1;
+                nodes.insert(
+                    m.clone(),
+                    NodeInfo {
+                        raft_id: id,
+                        rpc_addr: format!("127.0.0.1:{}", 7070 + id),
+                        sql_addr: format!("127.0.0.1:{}", 5440 + id),
+                        shard: s,
+                    },
+                );
+            }
         }
         ClusterMap {
             cluster_id: "x".into(),
             name: "demo".into(),
             version: 0,
-            factor: 1,
-            mode: Mode::Sync,
+            placement: 0,
+            replication: Replication {
+                factor,
+                min_in_sync: Replication::default_min_in_sync(factor),
+                ..Replication::single()
+            },
             vnodes: 16,
             ring,
-            shards,
+            shards: map_shards,
             nodes,
             tables: BTreeMap::new(),
             next_table_id: 1,
@@ -346,5 +570,133 @@ mod tests {
         );
         assert_eq!(ClusterMap::apply(&mut m, &drop(&["a", "c"], true)), Ok(4));
         assert_eq!(m.unwrap().tables.keys().collect::<Vec<_>>(), ["b"]);
+    }
+
+    /// A formed map of 2 shards × 3 copies, at version 1.
+    fn replicated() -> Option<ClusterMap> {
+        let mut m = None;
+        ClusterMap::apply(&mut m, &Change::Init(Box::new(groups(2, 3)))).unwrap();
+        m
+    }
+
+    fn remove(shard: ShardId, epoch: u64, node: &str) -> Change {
+        Change::RemoveInSync {
+            shard,
+            epoch,
+            node: node.into(),
+        }
+    }
+
+    fn add(shard: ShardId, epoch: u64, node: &str) -> Change {
+        Change::AddInSync {
+            shard,
+            epoch,
+            node: node.into(),
+        }
+    }
+
+    /// Applies `change`, expects a refusal that mentions `why`, and checks the map is unchanged.
+    fn refused(m: &mut Option<ClusterMap>, change: Change, why: &str) {
+        let before = m.clone();
+        let err = ClusterMap::apply(m, &change).unwrap_err();
+        assert!(matches!(err, Error::Refused(_)), "{err:?}");
+        assert!(err.to_string().contains(why), "{err}");
+        assert_eq!(*m, before, "a refused change left the map changed");
+    }
+
+    #[test]
+    fn init_starts_placement_at_1_with_every_member_in_sync_at_epoch_1() {
+        let m = replicated().unwrap();
+        assert_eq!((m.version, m.placement), (1, 1));
+        let s = &m.shards[&2];
+        assert_eq!(s.primary, "n2a");
+        assert_eq!(s.replicas, ["n2b", "n2c"]);
+        assert_eq!(s.in_sync, ["n2a", "n2b", "n2c"]);
+        assert_eq!((s.epoch, s.epochs.clone()), (1, vec![(1, 1)]));
+        assert_eq!(m.shard_of_node("n1c").map(|(id, _)| id), Some(1));
+        assert_eq!(m.served_shard("n1a"), Some(1), "a primary serves its shard");
+        assert_eq!(m.served_shard("n1c"), None, "a replica serves no keys");
+        assert_eq!(m.served_shard("zz"), None);
+        assert!(m.short_of_copies().is_empty());
+    }
+
+    #[test]
+    fn ddl_raises_the_version_but_not_the_placement() {
+        let mut m = replicated();
+        let create = Change::CreateTable {
+            table: table("t"),
+            if_not_exists: false,
+        };
+        assert_eq!(ClusterMap::apply(&mut m, &create), Ok(2));
+        let m = m.unwrap();
+        assert_eq!((m.version, m.placement), (2, 1));
+    }
+
+    #[test]
+    fn in_sync_changes_raise_the_version_but_not_the_placement() {
+        let mut m = replicated();
+        assert_eq!(ClusterMap::apply(&mut m, &remove(1, 1, "n1b")), Ok(2));
+        let after = m.as_ref().unwrap();
+        assert_eq!(after.shards[&1].in_sync, ["n1a", "n1c"]);
+        assert_eq!(after.placement, 1);
+        assert_eq!(after.short_of_copies(), vec![(1, 2)]);
+        assert_eq!(ClusterMap::apply(&mut m, &add(1, 1, "n1b")), Ok(3));
+        let after = m.unwrap();
+        assert_eq!(after.shards[&1].in_sync, ["n1a", "n1c", "n1b"]);
+        assert_eq!(after.placement, 1);
+        assert!(after.short_of_copies().is_empty());
+    }
+
+    #[test]
+    fn the_in_sync_set_may_shrink_below_min_in_sync() {
+        // min_in_sync is 2 of 3: the set records who holds the data, and the primary refuses
+        // writes below the floor; the map does not refuse the truth.
+        let mut m = replicated();
+        ClusterMap::apply(&mut m, &remove(2, 1, "n2b")).unwrap();
+        ClusterMap::apply(&mut m, &remove(2, 1, "n2c")).unwrap();
+        let m = m.unwrap();
+        assert_eq!(m.shards[&2].in_sync, ["n2a"]);
+        assert_eq!(m.short_of_copies(), vec![(2, 1)]);
+    }
+
+    #[test]
+    fn an_in_sync_change_under_another_epoch_is_refused() {
+        let mut m = replicated();
+        refused(&mut m, remove(1, 2, "n1b"), "at epoch 1, not 2");
+        refused(&mut m, remove(1, 0, "n1b"), "at epoch 1, not 0");
+        ClusterMap::apply(&mut m, &remove(1, 1, "n1b")).unwrap();
+        refused(&mut m, add(1, 7, "n1b"), "at epoch 1, not 7");
+    }
+
+    #[test]
+    fn an_in_sync_change_for_a_node_outside_the_shard_is_refused() {
+        let mut m = replicated();
+        refused(&mut m, remove(1, 1, "n2b"), "not a member of shard 1");
+        refused(&mut m, add(1, 1, "zz"), "not a member of shard 1");
+        refused(&mut m, remove(9, 1, "n1b"), "there is no shard 9");
+        refused(&mut m, add(9, 1, "n1b"), "there is no shard 9");
+    }
+
+    #[test]
+    fn the_primary_cannot_leave_the_in_sync_set() {
+        let mut m = replicated();
+        refused(&mut m, remove(1, 1, "n1a"), "is the primary of shard 1");
+    }
+
+    #[test]
+    fn adding_a_member_already_in_sync_or_removing_one_that_is_not_is_refused() {
+        let mut m = replicated();
+        refused(&mut m, add(1, 1, "n1b"), "already in the in-sync set");
+        refused(&mut m, add(1, 1, "n1a"), "already in the in-sync set");
+        ClusterMap::apply(&mut m, &remove(1, 1, "n1c")).unwrap();
+        refused(&mut m, remove(1, 1, "n1c"), "not in the in-sync set");
+    }
+
+    #[test]
+    fn in_sync_changes_need_a_formed_cluster() {
+        let mut m = None;
+        let err = ClusterMap::apply(&mut m, &add(1, 1, "n1b")).unwrap_err();
+        assert!(matches!(err, Error::Refused(_)), "{err:?}");
+        assert!(m.is_none());
     }
 }

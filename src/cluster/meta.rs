@@ -93,6 +93,7 @@ impl Meta {
         N: RaftNetworkFactory<TypeConfig>,
     {
         let (publish, map) = watch::channel(None);
+        super::upgrade::upgrade(engine.as_ref())?;
         let log = LogStore::open(engine.clone())?;
         let sm = StateMachine::open(engine, publish)?;
         let raft = Raft::new(

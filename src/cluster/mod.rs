@@ -4,3 +4,4 @@ pub mod map;
 pub mod meta;
 pub mod raft;
 pub mod ring;
+pub mod upgrade;

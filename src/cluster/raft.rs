@@ -9,6 +9,9 @@
 //! requires. The state machine is the map itself. After each batch it writes the map with its
 //! last applied log id, and then publishes the new map on a watch channel, which the node
 //! follows (for example to update its catalog).
+//!
+//! What is stored here is in the format of [`super::upgrade`]; [`super::meta`] upgrades a
+//! space written by an older ddb before it opens the stores.
 
 // openraft's trait methods return its StorageError, which is large; the helpers match them.
 #![allow(clippy::result_large_err)]
@@ -52,11 +55,11 @@ fn read_err(e: impl std::fmt::Display) -> StorageError<NodeId> {
     StorageIOError::read(&std::io::Error::other(e.to_string())).into()
 }
 
-const LOG_PREFIX: &[u8] = b"l/";
+pub(super) const LOG_PREFIX: &[u8] = b"l/";
 const VOTE_KEY: &[u8] = b"vote";
 const COMMITTED_KEY: &[u8] = b"committed";
 const PURGED_KEY: &[u8] = b"purged";
-const SM_KEY: &[u8] = b"state_machine";
+pub(super) const SM_KEY: &[u8] = b"state_machine";
 
 fn log_key(index: u64) -> Vec<u8> {
     let mut k = LOG_PREFIX.to_vec();

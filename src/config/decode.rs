@@ -16,7 +16,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 use super::locate::error_at;
-use crate::cluster::map::Mode;
+use crate::cluster::map::{Mode, Replication};
 use crate::cluster::ring::ShardId;
 use crate::error::Result;
 
@@ -45,6 +45,11 @@ pub(super) struct RawReplication {
     pub(super) factor: u32,
     #[serde(default)]
     pub(super) mode: RawMode,
+    /// The fewest in-sync copies a write needs; `None`: a majority of `factor`, rounded up.
+    pub(super) min_in_sync: Option<u32>,
+    /// How long a replica may take to acknowledge before it leaves the in-sync set.
+    #[serde(default = "default_ack_timeout_ms")]
+    pub(super) ack_timeout_ms: u64,
 }
 
 impl Default for RawReplication {
@@ -52,8 +57,32 @@ impl Default for RawReplication {
         Self {
             factor: one(),
             mode: RawMode::default(),
+            min_in_sync: None,
+            ack_timeout_ms: default_ack_timeout_ms(),
         }
     }
+}
+
+impl RawReplication {
+    /// `min_in_sync` as given, or its default for `factor`.
+    pub(super) fn min_in_sync(&self) -> u32 {
+        self.min_in_sync
+            .unwrap_or_else(|| Replication::default_min_in_sync(self.factor))
+    }
+
+    /// The map's replication settings for this section.
+    pub(super) fn replication(&self) -> Replication {
+        Replication {
+            factor: self.factor,
+            mode: self.mode.mode(),
+            min_in_sync: self.min_in_sync(),
+            ack_timeout_ms: self.ack_timeout_ms,
+        }
+    }
+}
+
+fn default_ack_timeout_ms() -> u64 {
+    Replication::DEFAULT_ACK_TIMEOUT_MS
 }
 
 fn one() -> u32 {

@@ -6,15 +6,19 @@
 //! so a `ClusterConfig` always describes a file that passed every rule. Building can therefore
 //! not fail: what it does (data directories from `defaults.data_dir`, shards given in file
 //! order by [`super::shards`]) is a function of a valid file.
+//!
+//! [`ClusterConfig::load_plan`] is the way in for `ddb init --dry-run` alone: a file that is
+//! valid but asks for what ddb cannot run yet (replicas) is planned, and the refusal handed
+//! back beside the settings, to be reported after the plan.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use super::data_dir::data_dir;
 use super::decode::{decode, RawFile, Ssh};
-use super::shards::assign_shards;
-use super::validate::validate;
-use crate::cluster::map::Mode;
+use super::shards::{assign_shards, short_shards};
+use super::validate::{validate, validate_plan};
+use crate::cluster::map::Replication;
 use crate::cluster::ring::ShardId;
 use crate::error::{Error, Result};
 
@@ -60,8 +64,8 @@ pub struct ClusterConfig {
     /// The file it came from.
     pub path: PathBuf,
     pub name: String,
-    pub factor: u32,
-    pub mode: Mode,
+    /// `replication:`, with its defaults (`min_in_sync` a majority of `factor`).
+    pub replication: Replication,
     pub vnodes: u32,
     /// The nodes, in file order.
     pub nodes: Vec<NodeConfig>,
@@ -94,9 +98,26 @@ impl ClusterConfig {
         Ok(Self::build(file, path))
     }
 
+    /// Reads a cluster file to plan it: as [`ClusterConfig::load`], except that a valid file
+    /// asking for what ddb cannot start yet gives its settings together with the error that
+    /// says so, instead of the error alone.
+    pub fn load_plan(path: &Path) -> Result<(Self, Option<Error>)> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::InvalidInput(format!("cannot read cluster file {}: {e}", path.display()))
+        })?;
+        Self::parse_plan(&text, path)
+    }
+
+    /// [`ClusterConfig::load_plan`] of the text of a cluster file read from `path`.
+    pub fn parse_plan(text: &str, path: &Path) -> Result<(Self, Option<Error>)> {
+        let file = decode(text, path)?;
+        let unbuilt = validate_plan(&file, text, path)?;
+        Ok((Self::build(file, path), unbuilt))
+    }
+
     /// The settings of a file that passed validation.
     fn build(file: RawFile, path: &Path) -> Self {
-        let shards = assign_shards(&file.nodes);
+        let shards = assign_shards(&file.nodes, file.replication.factor);
         let dirs: Vec<PathBuf> = (0..file.nodes.len())
             .map(|i| data_dir(&file, i, path))
             .collect();
@@ -118,12 +139,18 @@ impl ClusterConfig {
         Self {
             path: path.to_path_buf(),
             name: file.name,
-            factor: file.replication.factor,
-            mode: file.replication.mode.mode(),
+            replication: file.replication.replication(),
             vnodes: file.sharding.vnodes,
             nodes,
             ssh: file.ssh,
         }
+    }
+
+    /// The shards with fewer nodes than `replication.factor`, with how many they have: allowed
+    /// (their replicas may join later), but worth a warning, since they run short of copies.
+    pub fn short_shards(&self) -> Vec<(ShardId, usize)> {
+        let shards: Vec<ShardId> = self.nodes.iter().map(|n| n.shard).collect();
+        short_shards(&shards, self.replication.factor)
     }
 
     /// The node called `name`.
@@ -138,12 +165,14 @@ impl ClusterConfig {
 mod tests {
     use super::super::fixture::{parse, GOOD};
     use super::*;
+    use crate::cluster::map::Mode;
 
     #[test]
     fn a_good_file_parses_with_defaults_applied() {
         let c = parse(GOOD).unwrap();
         assert_eq!(c.name, "demo");
-        assert_eq!((c.factor, c.mode, c.vnodes), (1, Mode::Sync, 64));
+        assert_eq!(c.replication, Replication::single());
+        assert_eq!(c.vnodes, 64);
         assert_eq!(c.nodes[0].data_dir, PathBuf::from("/etc/ddb/data/n1"));
         assert_eq!(c.nodes[1].data_dir, PathBuf::from("/srv/n2"));
         assert_eq!((c.nodes[0].shard, c.nodes[1].shard), (1, 2));
@@ -155,12 +184,15 @@ mod tests {
     fn omitted_sections_take_their_defaults() {
         let text = "name: x\nnodes:\n  - { name: a, host: '::1', rpc_port: 1, sql_port: 2 }\n";
         let c = ClusterConfig::parse(text, Path::new("c.yaml")).unwrap();
-        assert_eq!((c.factor, c.mode, c.vnodes), (1, Mode::Sync, 128));
+        assert_eq!(
+            (c.replication.clone(), c.vnodes),
+            (Replication::single(), 128)
+        );
         assert_eq!(c.nodes[0].data_dir, PathBuf::from("ddb-data/a"));
         assert_eq!(c.nodes[0].sql_addr(), "[::1]:2");
         assert!(c.nodes[0].local);
         let c = parse(&GOOD.replace("mode: sync", "mode: async")).unwrap();
-        assert_eq!(c.mode, Mode::Async);
+        assert_eq!(c.replication.mode, Mode::Async);
     }
 
     #[test]

@@ -25,11 +25,16 @@ use super::decode::{RawFile, RawNode};
 use super::hosts::{Addr, Resolver};
 use super::locate::{error_at, line_of, Field};
 use super::shards::assign_shards;
+use crate::cluster::map::Replication;
 use crate::cluster::ring::ShardId;
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// Most copies of a shard that `replication.factor` may ask for.
-const MAX_FACTOR: u32 = 7;
+const MAX_FACTOR: u32 = Replication::MAX_FACTOR;
+
+/// The longest `replication.ack_timeout_ms`: ten minutes. A replica silent for longer than
+/// that holds up every write of its shard for as long, which is an outage, not a setting.
+const MAX_ACK_TIMEOUT_MS: u64 = 600_000;
 
 /// Most virtual nodes per shard that `sharding.vnodes` may ask for.
 const MAX_VNODES: u32 = 4096;
@@ -56,8 +61,19 @@ type Check = std::result::Result<(), Invalid>;
 /// Checks a decoded file against every rule; the error names `path`, the line in `text` of the
 /// field that broke the first failing rule, the field, and what is expected.
 pub(super) fn validate(file: &RawFile, text: &str, path: &Path) -> Result<()> {
-    check(file, path)
-        .map_err(|invalid| error_at(path, line_of(text, &invalid.field), &invalid.message))
+    match validate_plan(file, text, path)? {
+        Some(unbuilt) => Err(unbuilt),
+        None => Ok(()),
+    }
+}
+
+/// Checks a file that is only to be planned (`ddb init --dry-run`): every rule, except that a
+/// file asking for what ddb cannot run yet is not refused but handed back, so that the plan
+/// can be shown before the refusal. `Ok(Some(e))`: a valid file that `e` says cannot start.
+pub(super) fn validate_plan(file: &RawFile, text: &str, path: &Path) -> Result<Option<Error>> {
+    let at = |invalid: Invalid| error_at(path, line_of(text, &invalid.field), &invalid.message);
+    check(file, path).map_err(at)?;
+    Ok(factor_needs_no_replication(file).err().map(at))
 }
 
 /// What the nodes checked so far have taken, indexed for the clash rules.
@@ -72,8 +88,8 @@ struct Seen {
     dirs: HashMap<(Addr, PathBuf), usize>,
     /// Every directory that holds a data directory, by machine, with that directory's node.
     holders: HashMap<(Addr, PathBuf), usize>,
-    /// Each shard with the first node on it.
-    shards: HashMap<ShardId, usize>,
+    /// Each shard with the nodes on it so far.
+    shards: HashMap<ShardId, Vec<usize>>,
     resolver: Resolver,
 }
 
@@ -81,11 +97,13 @@ struct Seen {
 fn check(file: &RawFile, path: &Path) -> Check {
     name_is_not_empty(file)?;
     factor_is_in_range(file)?;
-    factor_needs_no_replication(file)?;
+    min_in_sync_is_in_range(file)?;
+    ack_timeout_is_in_range(file)?;
     vnodes_are_in_range(file)?;
     there_is_a_node(file)?;
     let nodes = &file.nodes;
-    let shards = assign_shards(nodes);
+    let factor = file.replication.factor;
+    let shards = assign_shards(nodes, factor);
     let mut seen = Seen::default();
     for i in 0..nodes.len() {
         node_name_is_valid(nodes, i)?;
@@ -94,7 +112,7 @@ fn check(file: &RawFile, path: &Path) -> Check {
         listeners_are_free(nodes, i, &mut seen)?;
         data_dir_is_its_own(file, i, path, &mut seen)?;
         shard_id_is_not_zero(nodes, i)?;
-        pinned_shard_is_free(nodes, &shards, i, &mut seen)?;
+        pinned_shard_is_free(nodes, &shards, factor, i, &mut seen)?;
     }
     Ok(())
 }
@@ -122,8 +140,36 @@ fn factor_is_in_range(file: &RawFile) -> Check {
     Ok(())
 }
 
-/// `replication.factor` is 1 until replication is built: a larger factor would promise copies
-/// that nothing makes.
+/// `replication.min_in_sync` is between 1 and `replication.factor`: a floor of 0 would
+/// acknowledge writes that no copy holds, and one above `factor` could never be met.
+fn min_in_sync_is_in_range(file: &RawFile) -> Check {
+    let (factor, min) = (file.replication.factor, file.replication.min_in_sync());
+    if !(1..=factor).contains(&min) {
+        return Err(Invalid::new(
+            Field::at(&["replication", "min_in_sync"]),
+            format!("replication.min_in_sync: {min} is out of range; expected 1 to replication.factor ({factor})"),
+        ));
+    }
+    Ok(())
+}
+
+/// `replication.ack_timeout_ms` is between 1 and [`MAX_ACK_TIMEOUT_MS`].
+fn ack_timeout_is_in_range(file: &RawFile) -> Check {
+    let ms = file.replication.ack_timeout_ms;
+    if !(1..=MAX_ACK_TIMEOUT_MS).contains(&ms) {
+        return Err(Invalid::new(
+            Field::at(&["replication", "ack_timeout_ms"]),
+            format!("replication.ack_timeout_ms: {ms} is out of range; expected 1 to {MAX_ACK_TIMEOUT_MS}"),
+        ));
+    }
+    Ok(())
+}
+
+/// `replication.factor` is 1 until the replication runtime (log shipping, acknowledgements,
+/// the commit gate) is built: a larger factor would promise copies that nothing makes. Not
+/// one of [`check`]'s rules: `ddb init --dry-run` shows the replica groups of such a file
+/// before it says so ([`validate_plan`]). Removing this rule is all a replicated cluster
+/// needs from the cluster file.
 fn factor_needs_no_replication(file: &RawFile) -> Check {
     let factor = file.replication.factor;
     if factor > 1 {
@@ -299,22 +345,36 @@ fn shard_id_is_not_zero(nodes: &[RawNode], i: usize) -> Check {
     Ok(())
 }
 
-/// A node pinned to a shard is its only node: with `replication.factor` 1 a shard has one
-/// node, and a node above it may already have that shard, pinned or given in file order.
-fn pinned_shard_is_free(nodes: &[RawNode], shards: &[ShardId], i: usize, seen: &mut Seen) -> Check {
-    let first = *seen.shards.entry(shards[i]).or_insert(i);
+/// A node pinned to a shard finds room on it: a shard has at most `replication.factor`
+/// nodes, and the nodes above may already have filled it, pinned or given in file order.
+fn pinned_shard_is_free(
+    nodes: &[RawNode],
+    shards: &[ShardId],
+    factor: u32,
+    i: usize,
+    seen: &mut Seen,
+) -> Check {
+    let on_shard = seen.shards.entry(shards[i]).or_default();
+    let above = on_shard.clone();
+    on_shard.push(i);
     let Some(shard) = nodes[i].shard else {
         return Ok(());
     };
-    if first != i {
-        let other = first;
-        return Err(Invalid::new(
-            Field::node(i, "shard"),
+    if above.len() >= factor as usize {
+        let names: Vec<&str> = above.iter().map(|&j| nodes[j].name.as_str()).collect();
+        let message = if factor == 1 {
             format!(
                 "nodes.{}.shard: shard {shard} already has node {}; with replication.factor 1 each shard has one node",
-                nodes[i].name, nodes[other].name
-            ),
-        ));
+                nodes[i].name, names[0]
+            )
+        } else {
+            format!(
+                "nodes.{}.shard: shard {shard} already has {factor} nodes ({}); with replication.factor {factor} a shard has at most {factor}",
+                nodes[i].name,
+                names.join(", ")
+            )
+        };
+        return Err(Invalid::new(Field::node(i, "shard"), message));
     }
     Ok(())
 }
@@ -343,14 +403,14 @@ mod tests {
     #[test]
     fn a_factor_out_of_range_is_refused_at_its_line() {
         refused(
-            &GOOD.replace("factor: 1", "factor: 9"),
+            &GOOD.replace("factor: 1", "factor: 6"),
             3,
-            "replication.factor: 9 is out of range; expected 1 to 7",
+            "replication.factor: 6 is out of range; expected 1 to 5",
         );
         refused(
             &GOOD.replace("factor: 1", "factor: 0"),
             3,
-            "replication.factor: 0 is out of range; expected 1 to 7",
+            "replication.factor: 0 is out of range; expected 1 to 5",
         );
     }
 
@@ -552,6 +612,121 @@ mod tests {
             17,
             "nodes.n2.shard: shard 1 already has node n1; with replication.factor 1 each shard has one node",
         );
+    }
+
+    /// A file of `n` nodes on 127.0.0.1 with `replication:` given as `replication`.
+    fn nodes(replication: &str, n: usize, pins: &[(usize, u32)]) -> String {
+        let mut text = format!("name: r\nreplication: {replication}\nnodes:\n");
+        for i in 1..=n {
+            let pin = pins
+                .iter()
+                .find(|(j, _)| *j == i)
+                .map(|(_, s)| format!(", shard: {s}"))
+                .unwrap_or_default();
+            text += &format!(
+                "  - {{ name: n{i}, host: 127.0.0.1, rpc_port: {}, sql_port: {}{pin} }}\n",
+                7000 + i,
+                5000 + i
+            );
+        }
+        text
+    }
+
+    /// Plans `text`: its settings, and the refusal that stops it from starting, if any.
+    fn plan(text: &str) -> (crate::config::ClusterConfig, Option<String>) {
+        let (c, unbuilt) = crate::config::ClusterConfig::parse_plan(
+            text,
+            std::path::Path::new("/etc/ddb/cluster.yaml"),
+        )
+        .unwrap_or_else(|e| panic!("refused: {e}\n{text}"));
+        (c, unbuilt.map(|e| e.to_string()))
+    }
+
+    #[test]
+    fn factors_up_to_5_are_planned_and_refused_only_for_want_of_replication() {
+        for factor in 2..=5 {
+            let (c, unbuilt) = plan(&nodes(&format!("{{ factor: {factor} }}"), 10, &[]));
+            assert_eq!(c.replication.factor, factor);
+            assert_eq!(
+                unbuilt.as_deref(),
+                Some(format!("/etc/ddb/cluster.yaml:2: replication.factor: {factor} needs replication, which is not built yet; use factor: 1").as_str())
+            );
+        }
+        let (_, unbuilt) = plan(&nodes("{ factor: 1 }", 2, &[]));
+        assert_eq!(unbuilt, None);
+    }
+
+    #[test]
+    fn min_in_sync_defaults_to_a_majority_of_factor_rounded_up() {
+        for (factor, min) in [(1, 1), (2, 1), (3, 2), (4, 2), (5, 3)] {
+            let (c, _) = plan(&nodes(&format!("{{ factor: {factor} }}"), 5, &[]));
+            assert_eq!(c.replication.min_in_sync, min, "factor {factor}");
+            assert_eq!(c.replication.ack_timeout_ms, 1000);
+        }
+        let (c, _) = plan(&nodes(
+            "{ factor: 3, mode: async, min_in_sync: 3, ack_timeout_ms: 250 }",
+            3,
+            &[],
+        ));
+        assert_eq!(
+            (c.replication.min_in_sync, c.replication.ack_timeout_ms),
+            (3, 250)
+        );
+        assert_eq!(c.replication.mode, crate::cluster::map::Mode::Async);
+    }
+
+    #[test]
+    fn min_in_sync_outside_1_to_factor_is_refused_at_its_line() {
+        let text = GOOD.replace("factor: 1\n", "factor: 1\n  min_in_sync: 2\n");
+        refused(
+            &text,
+            4,
+            "replication.min_in_sync: 2 is out of range; expected 1 to replication.factor (1)",
+        );
+        let text = GOOD.replace("factor: 1\n", "factor: 1\n  min_in_sync: 0\n");
+        refused(
+            &text,
+            4,
+            "replication.min_in_sync: 0 is out of range; expected 1 to replication.factor (1)",
+        );
+    }
+
+    #[test]
+    fn an_ack_timeout_out_of_range_is_refused_at_its_line() {
+        for ms in [0, 600_001] {
+            let text = GOOD.replace(
+                "mode: sync\n",
+                &format!("mode: sync\n  ack_timeout_ms: {ms}\n"),
+            );
+            refused(
+                &text,
+                5,
+                &format!("replication.ack_timeout_ms: {ms} is out of range; expected 1 to 600000"),
+            );
+        }
+    }
+
+    #[test]
+    fn nodes_fill_replica_groups_in_file_order_and_by_pin() {
+        let (c, _) = plan(&nodes("{ factor: 2 }", 5, &[(2, 2)]));
+        let shards: Vec<u32> = c.nodes.iter().map(|n| n.shard).collect();
+        assert_eq!(shards, vec![1, 2, 1, 2, 3]);
+        assert_eq!(
+            c.short_shards(),
+            vec![(3, 1)],
+            "the last shard is short, not refused"
+        );
+    }
+
+    #[test]
+    fn a_pin_onto_a_full_replica_group_is_refused_naming_its_nodes() {
+        let e = err(&nodes("{ factor: 2 }", 3, &[(3, 1)]));
+        assert_eq!(
+            e,
+            "/etc/ddb/cluster.yaml:6: nodes.n3.shard: shard 1 already has 2 nodes (n1, n2); with replication.factor 2 a shard has at most 2"
+        );
+        let (c, _) = plan(&nodes("{ factor: 3 }", 3, &[(3, 1)]));
+        assert!(c.nodes.iter().all(|n| n.shard == 1));
     }
 
     #[test]

@@ -224,6 +224,14 @@ impl Commit {
                 let req = self.txn.request(shard, ShardOp::Commit);
                 match call(&client, req).await {
                     Ok(ShardReply::Done) => Ok(()),
+                    // Fenced (another placement or epoch) before anything was committed, and
+                    // the shard rolled its part back: a definite, retryable refusal.
+                    Ok(ShardReply::WrongShard { version }) => {
+                        self.txn.gw.wait_for_map(version).await;
+                        Err(Error::serialization(format!(
+                            "shard {shard} moved before the commit (its map version {version}); nothing was committed, retry the transaction"
+                        )))
+                    }
                     Ok(other) => Err(Error::unknown_outcome(format!("shard {shard} (node {node}) answered the commit with {other:?}; the outcome is unknown"),
                     )),
                     Err(Error::Unreachable(e)) => {

@@ -34,7 +34,7 @@ impl Gateway {
     /// runs the ordinary way.
     fn point_target(&self, plan: &Plan, ctx: &Context) -> Option<(ShardId, String, String)> {
         let map = self.meta.map()?;
-        let me = map.node(&self.meta.identity.node_name).map(|n| n.shard);
+        let me = map.served_shard(&self.meta.identity.node_name);
         let shard = self.point_shard(plan, ctx)?;
         if Some(shard) == me {
             return None;

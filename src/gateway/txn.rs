@@ -17,9 +17,11 @@
 //! written, and the read-only participants release their locks after it; a transaction that
 //! wrote to several shards commits by two-phase commit ([`crate::txn::twopc`]).
 //!
-//! Every request carries the map version the gateway routed with. A shard that does not own the
-//! key under its (newer) map answers `WrongShard`; the statement then fails as retryable, and an
-//! autocommit statement is retried with the fresh map.
+//! Every request carries the map version, placement and epoch the gateway routed with. A shard
+//! that does not own the key under its map, or routes under another placement or epoch,
+//! answers `WrongShard`; the statement then fails as retryable, and an autocommit statement is
+//! retried with the fresh map. A newer map version alone (DDL, an in-sync change) only makes the
+//! shard wait to have it: it refuses nothing.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -75,7 +77,9 @@ pub struct ClusterTxn {
 impl ClusterTxn {
     /// Begins a gateway transaction under `map`.
     pub fn begin(gw: Arc<Gateway>, map: Arc<ClusterMap>, age: Option<u64>) -> Self {
-        let my_shard = map.node(&gw.meta.identity.node_name).map(|n| n.shard);
+        // Only a primary serves its shard's keys in-process; a replica's gateway goes to the
+        // primary like any other.
+        let my_shard = map.served_shard(&gw.meta.identity.node_name);
         let cluster = gw.meta.identity.cluster_id.clone();
         let age = age.unwrap_or_else(|| gw.txns.new_age());
         // A fresh timestamp: unique in the cluster (it carries this node's tag), even for a
@@ -134,6 +138,7 @@ impl ClusterTxn {
             age: self.age,
             shard,
             map_version: self.map.version,
+            placement: self.map.placement,
             epoch: self.map.shards.get(&shard).map_or(0, |s| s.epoch),
             op,
         }
@@ -164,8 +169,8 @@ impl ClusterTxn {
                 self.retry = true;
                 self.gw.wait_for_map(version).await;
                 Err(Error::serialization(format!(
-                    "shard {shard} moved (map version {} → {version}); retry the transaction",
-                    self.map.version
+                    "shard {shard} moved (routed with map version {}, placement {}; the shard has map version {version}); retry the transaction",
+                    self.map.version, self.map.placement
                 )))
             }
             Ok(reply) => Ok(reply),

@@ -3,8 +3,10 @@
 //! A gateway transaction holds a participant on every shard it touches. Row operations (get,
 //! scan, put, delete), whole statements on one key, and the steps of one- and two-phase commit
 //! all travel as a [`ShardRequest`] carrying the transaction id, its wait-die age, the shard,
-//! and the map version and epoch the gateway routed with, so a shard can refuse a request
-//! meant for an older primary (`WrongShard`). Scans carry their filter and the work pushed down
+//! and the map version, placement and epoch the gateway routed with. A shard refuses a request
+//! routed under another placement or meant for another epoch's primary (`WrongShard`); the
+//! map version only makes it wait for a map (and a catalog) as new as the gateway's, so DDL
+//! and in-sync changes never fence a transaction in flight (DESIGN §3). Scans carry their filter and the work pushed down
 //! to the shard ([`Pushdown`]), which is why these messages name SQL types: statements and
 //! expressions are data here, run by the shard's SQL layer.
 //!
@@ -103,8 +105,12 @@ pub struct ShardRequest {
     pub age: u64,
     /// The shard the gateway believes it is talking to.
     pub shard: ShardId,
-    /// The map version the gateway routed with.
+    /// The map version the gateway routed with: the shard waits until its map (and catalog)
+    /// is at least as new before it acts, and never refuses for it.
     pub map_version: u64,
+    /// The placement the gateway routed with (who serves which keys): a shard under another
+    /// placement refuses the request.
+    pub placement: u64,
     /// The shard's epoch under that map: a message for an older primary is refused.
     pub epoch: u64,
     pub op: ShardOp,
@@ -132,7 +138,8 @@ pub enum ShardReply {
     Outcome(Option<Outcome>),
     /// Whether the transaction is prepared here.
     Prepared(bool),
-    /// This node does not own the key (or is not the shard's primary) under map `version`.
+    /// This node does not own the key, is not the shard's primary, or routes keys under
+    /// another placement or epoch than the sender, under its map `version`.
     WrongShard {
         version: u64,
     },

@@ -8,10 +8,21 @@
 //! prepared is no longer the connection's: it waits for its outcome from the gateway or, past
 //! a timeout, from its anchor (see `server::recovery`).
 //!
-//! Every message carries the shard, its epoch and the map version the sender routed with. A
-//! message for a shard this node is not the primary of, or under another epoch, is refused
-//! (`WrongShard`), whatever it is. So are a row operation for a key this node does not own, and
-//! a remote prepare or anchor commit routed with an older map (ownership may have moved since).
+//! Every message carries the shard, its epoch, and the map version and placement the sender
+//! routed with (DESIGN §3). What fences a message is **placement and epoch**, never the map
+//! version:
+//!
+//! * A message for a shard this node is not the primary of, or under another epoch, is refused
+//!   (`WrongShard`), whatever it is.
+//! * A message routed under another placement (who serves which keys has changed since) is
+//!   refused, except the ones that apply a decision already made (rollback, the second phase,
+//!   recovery's questions): a row operation, a prepare, an anchor's commit, a one-phase commit.
+//!   So is a row operation for a key this node does not own.
+//! * A newer map version at the sender (a `CREATE TABLE`, an in-sync change) refuses nothing:
+//!   this node waits to have that map and its catalog, then goes on. A newer version here than
+//!   at the sender refuses nothing either. That is what lets a multi-shard transaction commit
+//!   across DDL run from another session.
+//!
 //! This node's own part of a gateway transaction is checked per operation only: it shares the
 //! gateway's map.
 
@@ -125,6 +136,10 @@ async fn run(node: &Node, conn: &Participants, req: ShardRequest) -> Result<Shar
         None => true,
     };
     if fenced {
+        if matches!(req.op, ShardOp::Commit) {
+            // The gateway takes a refused commit as definite: make it so.
+            drop(conn.end(gid));
+        }
         return Ok(ShardReply::WrongShard {
             version: map.version,
         });
@@ -139,7 +154,16 @@ async fn run(node: &Node, conn: &Participants, req: ShardRequest) -> Result<Shar
             return Ok(ShardReply::Done);
         }
         ShardOp::Commit => {
-            let txn = conn.end(gid).ok_or_else(|| {
+            let txn = conn.end(gid);
+            if map.placement != req.placement {
+                // Routed under another placement: the keys it wrote may no longer be ours.
+                // Dropping the part rolls it back, so the refusal is definite.
+                drop(txn);
+                return Ok(ShardReply::WrongShard {
+                    version: map.version,
+                });
+            }
+            let txn = txn.ok_or_else(|| {
                 Error::serialization(format!(
                     "transaction {gid} was already rolled back on shard {}",
                     req.shard
@@ -162,13 +186,15 @@ async fn run(node: &Node, conn: &Participants, req: ShardRequest) -> Result<Shar
         _ => {}
     }
 
+    // A sender with a newer map (a table it just created, a new placement) is waited for, so
+    // that both sides judge the request by the same map.
     if map.version < req.map_version {
         meta.wait_for_version(req.map_version, Duration::from_secs(2))
             .await;
         map = meta.map().unwrap_or(map);
     }
     // The catalog follows the map a moment later: a table the gateway already knows must not
-    // look dropped here.
+    // look dropped here. Waiting for it refuses nothing unless it never comes.
     node.db.catch_up_catalog(req.map_version).await?;
     let me = &meta.identity.node_name;
     let my_shard = map.node(me).map(|n| n.shard);
@@ -181,6 +207,9 @@ async fn run(node: &Node, conn: &Participants, req: ShardRequest) -> Result<Shar
     if my_shard != Some(req.shard) || !primary {
         return Ok(wrong);
     }
+    // Routed under another placement: what the sender believes about who serves which keys is
+    // not what this node believes, so nothing it asks (a read, a write set) is known to be ours.
+    let moved = map.placement != req.placement;
 
     match req.op {
         ShardOp::Prepare {
@@ -188,8 +217,7 @@ async fn run(node: &Node, conn: &Participants, req: ShardRequest) -> Result<Shar
             participants,
         } => {
             let txn = conn.end(gid);
-            if map.version > req.map_version {
-                // Routed with an older map: the write set may no longer be all ours.
+            if moved {
                 return Ok(wrong);
             }
             let txn = txn.ok_or_else(|| still_in_use(gid))?;
@@ -198,7 +226,7 @@ async fn run(node: &Node, conn: &Participants, req: ShardRequest) -> Result<Shar
         }
         ShardOp::CommitAnchor { participants } => {
             let txn = conn.end(gid);
-            if map.version > req.map_version {
+            if moved {
                 return Ok(wrong);
             }
             let txn = txn.ok_or_else(|| {
@@ -211,6 +239,9 @@ async fn run(node: &Node, conn: &Participants, req: ShardRequest) -> Result<Shar
             return Ok(ShardReply::Done);
         }
         _ => {}
+    }
+    if moved {
+        return Ok(wrong);
     }
 
     let owns = |key: &[u8]| token_of_key(key).and_then(|t| map.shard_of_token(t)) == my_shard;

@@ -85,6 +85,7 @@ async fn ask(
         age: 0,
         shard,
         map_version: map.version,
+        placement: map.placement,
         epoch: map.shards.get(&shard).map_or(0, |s| s.epoch),
         op,
     };
