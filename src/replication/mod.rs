@@ -94,6 +94,9 @@ pub mod history;
 pub mod primary;
 pub mod replica;
 
+#[cfg(test)]
+mod golden;
+
 
 pub use catchup::{catch_up, CatchUp};
 pub use history::{EpochHistory, LogId};

@@ -143,6 +143,8 @@ struct Peer {
     session: Option<u64>,
     /// The highest LSN acknowledged in the current (or last) session, checked against this log.
     acked: Lsn,
+    /// Whether the current session has acknowledged anything yet (a live replica).
+    heard: bool,
 }
 
 /// A primary's replication state.
@@ -219,6 +221,11 @@ impl Primary {
             next_session: 1,
             deposed: None,
         })
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &Config {
+        &self.config
     }
 
     /// The commit LSN.
@@ -377,6 +384,7 @@ impl Primary {
             Peer {
                 session: Some(session),
                 acked: 0,
+                heard: false,
             },
         );
         let action = match catch_up(&self.history, self.log_start, self.durable, last) {
@@ -399,6 +407,7 @@ impl Primary {
             Peer {
                 session: Some(session),
                 acked: 0,
+                heard: false,
             },
         );
         vec![Action::Snapshot { node, session }]
@@ -421,6 +430,7 @@ impl Primary {
             return Vec::new();
         };
         peer.acked = peer.acked.max(up_to.lsn);
+        peer.heard = true;
         self.progress()
     }
 
@@ -467,9 +477,13 @@ impl Primary {
         self.progress()
     }
 
+    /// Time passed: a late member is proposed for removal. The tick also runs the commit rule,
+    /// so the first tick after [`Primary::new`] commits what may be committed already (in
+    /// `async` mode, the durable tail of a restarted primary).
     fn on_tick(&mut self, now_ms: u64) -> Vec<Action> {
+        let mut actions = self.progress();
         if self.proposal.is_some() {
-            return Vec::new();
+            return actions;
         }
         let late = self
             .in_sync
@@ -477,10 +491,10 @@ impl Primary {
             .filter(|n| **n != self.config.me)
             .find(|n| self.is_late(n, now_ms))
             .cloned();
-        match late {
-            Some(node) => self.propose(Change::Remove(node)),
-            None => Vec::new(),
+        if let Some(node) = late {
+            actions.extend(self.propose(Change::Remove(node)));
         }
+        actions
     }
 
     /// Whether `node` has left an outstanding entry unacknowledged for `ack_timeout_ms`.
@@ -576,11 +590,12 @@ impl Primary {
         self.decisions = self.decisions.split_off(&(self.commit + 1));
     }
 
-    /// A connected replica outside the set that holds everything committed, if any.
+    /// A connected replica outside the set that has acked in this session and holds everything
+    /// committed, if any.
     fn caught_up(&self) -> Option<String> {
         self.peers
             .iter()
-            .filter(|(n, p)| !self.in_sync.contains(*n) && p.session.is_some())
+            .filter(|(n, p)| !self.in_sync.contains(*n) && p.session.is_some() && p.heard)
             .find(|(_, p)| p.acked >= self.commit)
             .map(|(n, _)| n.clone())
     }

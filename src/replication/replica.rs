@@ -343,10 +343,12 @@ impl Replica {
         actions
     }
 
-    /// Acknowledges the persisted part of the log checked against this primary, if it grew.
+    /// Acknowledges the persisted part of the log checked against this primary, if it grew. The
+    /// first ack of a session goes out even if it covers nothing (`0.0`): it tells the primary
+    /// the stream is taken, which an empty shard needs to let a replica rejoin the set.
     fn ack(&mut self) -> Option<Action> {
         let lsn = self.persisted.lsn.min(self.matched);
-        if lsn == 0 || self.acked.is_some_and(|a| a >= lsn) || self.session == 0 {
+        if self.acked.is_some_and(|a| a >= lsn) || self.session == 0 {
             return None;
         }
         let up_to = self.history.id_at(lsn)?;
@@ -414,7 +416,14 @@ mod tests {
     fn acks_wait_for_persistence_and_cover_the_whole_group() {
         let mut r = fresh();
         let a = r.step(batch(1, 1, LogId::ZERO, run(1, 1, 3), 0));
-        assert!(!a.iter().any(|a| matches!(a, Action::Ack { .. })));
+        // The first ack of the session covers nothing yet.
+        assert_eq!(
+            a.last(),
+            Some(&Action::Ack {
+                session: 1,
+                up_to: LogId::ZERO
+            })
+        );
         let a = r.step(batch(1, 1, id(1, 3), run(1, 4, 5), 0));
         assert!(!a.iter().any(|a| matches!(a, Action::Ack { .. })));
         let a = r.step(Event::Persisted { up_to: id(1, 5) });
