@@ -96,6 +96,8 @@ pub mod replica;
 
 #[cfg(test)]
 mod golden;
+#[cfg(test)]
+mod sim;
 
 
 pub use catchup::{catch_up, CatchUp};
