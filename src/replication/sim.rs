@@ -8,11 +8,15 @@
 //! entries are 2PC records), batches are shipped or lost on the way, replicas persist, acks are
 //! delivered or lost, connections break (with late acks of the old session still arriving) and
 //! reopen, replicas crash and lose what they had not persisted, time passes, the map takes or
-//! refuses the primary's proposals after random delays, and the log is truncated.
+//! refuses the primary's proposals after random delays, and the log is truncated. Two driver
+//! habits the cores must survive: a replica may report its durable last entry as an ack on its
+//! own (which names an old epoch's tail if it has one: H1), and a replica outside the set may
+//! come back with an empty disk while acks of its old life are still on the wire (H7).
 //!
 //! After every step the simulation checks the promises of DESIGN §6.1:
 //!
 //! * the commit LSN never falls, and truncation never passes it;
+//! * (`sync`) nothing commits while the map's set is below `min_in_sync`;
 //! * (`sync`) every entry up to the commit LSN is persisted, as the primary's entry, on every
 //!   member of the map's committed in-sync set and on a pending addition;
 //! * (`async`) every 2PC entry up to the commit LSN is persisted on some replica;
@@ -45,6 +49,8 @@ enum Op {
     Disconnect { r: usize, late_acks: bool },
     Connect { r: usize },
     Crash { r: usize },
+    Hello { r: usize },
+    Wipe { r: usize },
     Tick { ms: u16 },
     MapCommit,
     MapFail,
@@ -94,6 +100,7 @@ impl SimReplica {
 
 struct Sim {
     mode: Mode,
+    min_in_sync: usize,
     now: u64,
     primary: Primary,
     /// The primary's log, entry `lsn` at index `lsn - 1`.
@@ -176,6 +183,7 @@ impl Sim {
             Primary::new(config, map.clone(), history, 1, last, (c, 0)).expect("a valid primary");
         Sim {
             mode: setup.mode,
+            min_in_sync: setup.min_in_sync.min(setup.replicas.len() + 1),
             now: 0,
             primary,
             pdurable: k,
@@ -203,6 +211,12 @@ impl Sim {
             match action {
                 PAction::Commit { lsn } => {
                     prop_assert!(lsn <= self.pdurable, "commit {lsn} beyond the primary's fsync");
+                    prop_assert!(
+                        self.mode == Mode::Async || self.map.len() >= self.min_in_sync,
+                        "commit {lsn} with {} in-sync copies, below the floor {}",
+                        self.map.len(),
+                        self.min_in_sync
+                    );
                 }
                 PAction::Stream {
                     node,
@@ -327,6 +341,41 @@ impl Sim {
                 let last = rep.last();
                 rep.core = Replica::new(rep.core.epoch(), history, last, rep.applied)
                     .map_err(TestCaseError::fail)?;
+            }
+            Op::Hello { r } => {
+                let rep = &mut self.replicas[r % n];
+                if let Some(Stream::Log { session, .. } | Stream::Snapshot { session }) = rep.stream
+                {
+                    let up_to = rep.core.persisted();
+                    rep.outbox.push_back(RAction::Ack { session, up_to });
+                }
+            }
+            Op::Wipe { r } => {
+                let r = r % n;
+                let name = self.replicas[r].name.clone();
+                // A disk lost is data lost if it held what no other copy holds (a member's
+                // committed entries; in async mode, the only replica copy of a 2PC entry): no
+                // protocol helps with that, so only the others are wiped.
+                let member = self.map.contains(&name) || self.primary.counted().contains(&name);
+                let commit = self.primary.commit();
+                let sole = self.decisions.range(..=commit).any(|&lsn| {
+                    let id = self.pid(lsn);
+                    !self
+                        .replicas
+                        .iter()
+                        .any(|o| o.name != name && o.holds(id))
+                });
+                if !member && !sole {
+                    self.disconnect(r, true)?;
+                    let rep = &mut self.replicas[r];
+                    rep.core = Replica::new(0, EpochHistory::default(), LogId::ZERO, 0)
+                        .map_err(TestCaseError::fail)?;
+                    rep.base = LogId::ZERO;
+                    rep.log.clear();
+                    rep.disk = 0;
+                    rep.applied = 0;
+                    self.connect(r)?;
+                }
             }
             Op::Tick { ms } => {
                 self.now += ms as u64;
@@ -558,7 +607,9 @@ fn op(replicas: usize) -> impl Strategy<Value = Op> {
         1 => r.clone().prop_map(|r| Op::DropReply { r }),
         1 => (r.clone(), any::<bool>()).prop_map(|(r, late_acks)| Op::Disconnect { r, late_acks }),
         2 => r.clone().prop_map(|r| Op::Connect { r }),
-        1 => r.prop_map(|r| Op::Crash { r }),
+        1 => r.clone().prop_map(|r| Op::Crash { r }),
+        1 => r.clone().prop_map(|r| Op::Hello { r }),
+        1 => r.prop_map(|r| Op::Wipe { r }),
         2 => (1..150u16).prop_map(|ms| Op::Tick { ms }),
         2 => Just(Op::MapCommit),
         1 => Just(Op::MapFail),
