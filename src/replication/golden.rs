@@ -62,8 +62,14 @@ type Res<T> = Result<T, Box<dyn Error>>;
 #[derive(Clone, Copy, Debug)]
 enum Stream {
     /// The log from `next`, the entry before it being `prev`.
-    Log { session: u64, next: Lsn, prev: LogId },
-    Snapshot { session: u64 },
+    Log {
+        session: u64,
+        next: Lsn,
+        prev: LogId,
+    },
+    Snapshot {
+        session: u64,
+    },
 }
 
 #[derive(Default)]
@@ -111,7 +117,7 @@ impl goldenscript::Runner for Runner {
                 }
                 let up_to = self.log.last().copied().unwrap_or(LogId::ZERO);
                 let now_ms = self.now;
-                self.to_primary(PEvent::Durable {
+                self.tell_primary(PEvent::Durable {
                     up_to,
                     decisions,
                     now_ms,
@@ -123,7 +129,7 @@ impl goldenscript::Runner for Runner {
                     Some(a) => parse_id(&a.value)?,
                     None => self.replica(&node)?.last(),
                 };
-                self.to_primary(PEvent::Opened { node, last })?
+                self.tell_primary(PEvent::Opened { node, last })?
             }
             "ship" => {
                 let node = pos(&mut args, "name")?;
@@ -137,7 +143,7 @@ impl goldenscript::Runner for Runner {
                     Some(a) => parse_id(&a.value)?,
                     None => self.replica(&node)?.last(),
                 };
-                self.to_replica(&node, REvent::Persisted { up_to })?
+                self.tell_replica(&node, REvent::Persisted { up_to })?
             }
             "deliver" => {
                 let node = pos(&mut args, "name")?;
@@ -155,7 +161,7 @@ impl goldenscript::Runner for Runner {
                     Some(Stream::Log { session, .. } | Stream::Snapshot { session }) => session,
                     None => return Err(format!("{node} has no session").into()),
                 };
-                self.to_primary(PEvent::Lost { node, session })?
+                self.tell_primary(PEvent::Lost { node, session })?
             }
             "crash" => {
                 let node = pos(&mut args, "name")?;
@@ -170,7 +176,7 @@ impl goldenscript::Runner for Runner {
             "epoch" => {
                 let node = pos(&mut args, "name")?;
                 let epoch: u64 = pos(&mut args, "epoch")?.parse()?;
-                self.to_replica(&node, REvent::Epoch { epoch })?
+                self.tell_replica(&node, REvent::Epoch { epoch })?
             }
             "batch" => {
                 let node = pos(&mut args, "name")?;
@@ -189,13 +195,13 @@ impl goldenscript::Runner for Runner {
                     entries,
                     commit,
                 };
-                self.to_replica(&node, event)?
+                self.tell_replica(&node, event)?
             }
             "ack" => {
                 let node = pos(&mut args, "name")?;
                 let session = args.lookup_parse("session")?.ok_or("session not given")?;
                 let up_to = parse_id(&pos(&mut args, "log id")?)?;
-                self.to_primary(PEvent::Acked {
+                self.tell_primary(PEvent::Acked {
                     node,
                     session,
                     up_to,
@@ -206,7 +212,7 @@ impl goldenscript::Runner for Runner {
                 self.now += ms;
                 let now_ms = self.now;
                 let mut s = format!("now={now_ms}\n");
-                s.push_str(&self.to_primary(PEvent::Tick { now_ms })?);
+                s.push_str(&self.tell_primary(PEvent::Tick { now_ms })?);
                 s
             }
             "changed" => {
@@ -215,7 +221,7 @@ impl goldenscript::Runner for Runner {
                     None => self.primary()?.history().last_epoch(),
                 };
                 let in_sync = names(&args.lookup("in-sync").ok_or("in-sync not given")?.value);
-                self.to_primary(PEvent::InSyncChanged { epoch, in_sync })?
+                self.tell_primary(PEvent::InSyncChanged { epoch, in_sync })?
             }
             "failed" => {
                 let kind = pos(&mut args, "add or remove")?;
@@ -225,12 +231,12 @@ impl goldenscript::Runner for Runner {
                     "remove" => Change::Remove(node),
                     other => return Err(format!("unknown change {other}").into()),
                 };
-                self.to_primary(PEvent::ProposalFailed { change })?
+                self.tell_primary(PEvent::ProposalFailed { change })?
             }
             "truncate" => {
                 let through = self.primary()?.truncate_through();
                 let mut s = format!("p: truncate through {through}\n");
-                s.push_str(&self.to_primary(PEvent::Truncated { through })?);
+                s.push_str(&self.tell_primary(PEvent::Truncated { through })?);
                 s
             }
             "status" => self.status()?,
@@ -268,7 +274,9 @@ impl Runner {
             me: "p".into(),
             epoch,
             mode,
-            min_in_sync: args.lookup_parse("min")?.unwrap_or(in_sync.len().div_ceil(2)),
+            min_in_sync: args
+                .lookup_parse("min")?
+                .unwrap_or(in_sync.len().div_ceil(2)),
             ack_timeout_ms: args.lookup_parse("timeout")?.unwrap_or(1000),
             retention: args.lookup_parse("retention")?.unwrap_or(1000),
         };
@@ -298,9 +306,7 @@ impl Runner {
     }
 
     fn primary(&mut self) -> Res<&mut Primary> {
-        self.primary
-            .as_mut()
-            .ok_or_else(|| "no primary yet".into())
+        self.primary.as_mut().ok_or_else(|| "no primary yet".into())
     }
 
     fn replica(&self, node: &str) -> Res<&Replica> {
@@ -310,7 +316,7 @@ impl Runner {
     }
 
     /// Feeds the primary an event and prints what it does, noting the streams it opens.
-    fn to_primary(&mut self, event: PEvent) -> Res<String> {
+    fn tell_primary(&mut self, event: PEvent) -> Res<String> {
         let actions = self.primary()?.step(event);
         let mut s = String::new();
         for action in actions {
@@ -322,7 +328,10 @@ impl Runner {
                     from,
                     prev,
                 } => {
-                    writeln!(s, "p → {node}: stream session={session} from={from} prev={prev}")?;
+                    writeln!(
+                        s,
+                        "p → {node}: stream session={session} from={from} prev={prev}"
+                    )?;
                     let stream = Stream::Log {
                         session: *session,
                         next: *from,
@@ -338,11 +347,9 @@ impl Runner {
                 PAction::Propose { epoch, change } => {
                     writeln!(s, "p: propose {} (epoch {epoch})", change_name(change))?
                 }
-                PAction::Fail { first, last, error } => writeln!(
-                    s,
-                    "p: fail {first}..{last} ({}): {error}",
-                    error.sqlstate()
-                )?,
+                PAction::Fail { first, last, error } => {
+                    writeln!(s, "p: fail {first}..{last} ({}): {error}", error.sqlstate())?
+                }
                 PAction::StepDown { epoch } => writeln!(s, "p: step down for epoch {epoch}")?,
             }
         }
@@ -350,7 +357,7 @@ impl Runner {
     }
 
     /// Feeds a replica an event and prints what it does; replies wait in its outbox.
-    fn to_replica(&mut self, node: &str, event: REvent) -> Res<String> {
+    fn tell_replica(&mut self, node: &str, event: REvent) -> Res<String> {
         let replica = self
             .replicas
             .get_mut(node)
@@ -383,7 +390,10 @@ impl Runner {
                 )?,
             }
             if matches!(action, RAction::Ack { .. } | RAction::Refuse { .. }) {
-                self.outbox.entry(node.to_string()).or_default().push(action);
+                self.outbox
+                    .entry(node.to_string())
+                    .or_default()
+                    .push(action);
             }
         }
         Ok(s)
@@ -409,7 +419,7 @@ impl Runner {
                     prev: at,
                 };
                 self.streams.insert(node.to_string(), next);
-                self.to_replica(node, REvent::Snapshot { session, epoch, at })
+                self.tell_replica(node, REvent::Snapshot { session, epoch, at })
             }
             Stream::Log {
                 session,
@@ -435,7 +445,7 @@ impl Runner {
                     entries,
                     commit,
                 };
-                self.to_replica(node, event)
+                self.tell_replica(node, event)
             }
         }
     }
@@ -469,7 +479,7 @@ impl Runner {
                 },
                 _ => continue,
             };
-            s.push_str(&self.to_primary(event)?);
+            s.push_str(&self.tell_primary(event)?);
         }
         if s.is_empty() {
             s = "p: no action".into();
@@ -511,7 +521,9 @@ impl Runner {
         };
         let commit = p.commit();
         if commit < self.last_commit {
-            return Err(format!("the commit LSN fell from {} to {commit}", self.last_commit).into());
+            return Err(
+                format!("the commit LSN fell from {} to {commit}", self.last_commit).into(),
+            );
         }
         self.last_commit = commit;
         // In async mode replicas lag by design, and a promotion may lose what they lack.
@@ -543,7 +555,10 @@ impl Runner {
             let applied = r.applied();
             if applied > 0 && applied <= self.log.len() as Lsn {
                 let mine = self.id(applied)?;
-                if r.history().epoch_at(applied).is_some_and(|e| e != mine.epoch) {
+                if r.history()
+                    .epoch_at(applied)
+                    .is_some_and(|e| e != mine.epoch)
+                {
                     return Err(format!("{node} applied an entry that differs from {mine}").into());
                 }
             }
@@ -568,7 +583,10 @@ fn names(list: &str) -> BTreeSet<String> {
 }
 
 fn list_of(list: &str) -> Res<Vec<Lsn>> {
-    Ok(list.split(['/', ',']).map(str::parse).collect::<Result<_, _>>()?)
+    Ok(list
+        .split(['/', ','])
+        .map(str::parse)
+        .collect::<Result<_, _>>()?)
 }
 
 fn parse_id(s: &str) -> Res<LogId> {
@@ -657,7 +675,6 @@ fn ensure_newline(mut s: String) -> String {
     }
     s
 }
-
 
 /// One test per script, named after it.
 macro_rules! scripts {

@@ -103,11 +103,7 @@ impl EpochHistory {
         if lsn == 0 {
             return Some(0);
         }
-        self.epochs
-            .iter()
-            .rev()
-            .find(|p| p.1 <= lsn)
-            .map(|p| p.0)
+        self.epochs.iter().rev().find(|p| p.1 <= lsn).map(|p| p.0)
     }
 
     /// The identity of the entry at `lsn`, if the history knows its epoch.

@@ -99,7 +99,6 @@ mod golden;
 #[cfg(test)]
 mod sim;
 
-
 pub use catchup::{catch_up, CatchUp};
 pub use history::{EpochHistory, LogId};
 pub use primary::{Change, Config, Mode, Primary};

@@ -309,7 +309,9 @@ impl Primary {
             .min()
             .unwrap_or(self.durable.lsn);
         let bounded = laggard.max(self.durable.lsn.saturating_sub(self.config.retention));
-        bounded.min(self.commit).max(self.log_start.saturating_sub(1))
+        bounded
+            .min(self.commit)
+            .max(self.log_start.saturating_sub(1))
     }
 
     /// Takes one event; returns what to do, in order.
@@ -360,8 +362,11 @@ impl Primary {
             return Vec::new();
         }
         let after = self.durable.lsn;
-        self.decisions
-            .extend(decisions.into_iter().filter(|l| *l > after && *l <= up_to.lsn));
+        self.decisions.extend(
+            decisions
+                .into_iter()
+                .filter(|l| *l > after && *l <= up_to.lsn),
+        );
         self.outstanding.insert(up_to.lsn, now_ms);
         self.durable = up_to;
         self.progress()
@@ -707,8 +712,10 @@ mod tests {
             epoch: 1,
             in_sync: set(&["p"]),
         });
-        assert!(matches!(a.as_slice(), [Action::Fail { first: 1, last: 2, error }]
-            if error.sqlstate() == "40003"));
+        assert!(
+            matches!(a.as_slice(), [Action::Fail { first: 1, last: 2, error }]
+            if error.sqlstate() == "40003")
+        );
         let refusal = p.refuse_writes().expect("refused");
         assert_eq!(refusal.sqlstate(), "53000");
         assert!(refusal.is_retryable());

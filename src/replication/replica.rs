@@ -39,11 +39,7 @@ pub enum Event {
     /// The log is durable up to `up_to` (the driver's group commit finished).
     Persisted { up_to: LogId },
     /// A snapshot of the primary of `epoch` at `at` arrived in stream `session`, complete.
-    Snapshot {
-        session: u64,
-        epoch: u64,
-        at: LogId,
-    },
+    Snapshot { session: u64, epoch: u64, at: LogId },
     /// The map says the shard is in `epoch` now (a promotion fences the replica this way).
     Epoch { epoch: u64 },
 }
@@ -276,7 +272,11 @@ impl Replica {
         }
         // Before this log's first known entry (it began at a snapshot): resume from there.
         let Some(first) = self.history.first_of_epoch_at(prev.lsn) else {
-            let base = self.history.pairs().first().map_or(LogId::ZERO, |p| LogId::new(p.0, p.1));
+            let base = self
+                .history
+                .pairs()
+                .first()
+                .map_or(LogId::ZERO, |p| LogId::new(p.0, p.1));
             return Some(Reject::Mismatch { resume: base });
         };
         if prev.lsn <= self.applied {
@@ -379,7 +379,9 @@ fn check_batch(epoch: u64, prev: LogId, entries: &[LogId]) -> Result<(), String>
             return Err(format!("entry {e} does not follow {before}"));
         }
         if e.epoch < before.epoch || e.epoch > epoch || e.epoch == 0 {
-            return Err(format!("entry {e} after {before} in a batch of epoch {epoch}"));
+            return Err(format!(
+                "entry {e} after {before} in a batch of epoch {epoch}"
+            ));
         }
         before = *e;
     }

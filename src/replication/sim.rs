@@ -60,8 +60,14 @@ enum Op {
 /// What the primary asked to send a replica.
 #[derive(Clone, Copy, Debug)]
 enum Stream {
-    Log { session: u64, next: Lsn, prev: LogId },
-    Snapshot { session: u64 },
+    Log {
+        session: u64,
+        next: Lsn,
+        prev: LogId,
+    },
+    Snapshot {
+        session: u64,
+    },
 }
 
 struct SimReplica {
@@ -205,12 +211,15 @@ impl Sim {
         self.plog[lsn as usize - 1]
     }
 
-    fn to_primary(&mut self, event: PEvent) -> Result<(), TestCaseError> {
+    fn tell_primary(&mut self, event: PEvent) -> Result<(), TestCaseError> {
         let actions = self.primary.step(event);
         for action in actions {
             match action {
                 PAction::Commit { lsn } => {
-                    prop_assert!(lsn <= self.pdurable, "commit {lsn} beyond the primary's fsync");
+                    prop_assert!(
+                        lsn <= self.pdurable,
+                        "commit {lsn} beyond the primary's fsync"
+                    );
                     prop_assert!(
                         self.mode == Mode::Async || self.map.len() >= self.min_in_sync,
                         "commit {lsn} with {} in-sync copies, below the floor {}",
@@ -252,7 +261,7 @@ impl Sim {
             .expect("a known replica")
     }
 
-    fn to_replica(&mut self, r: usize, event: REvent) -> Result<(), TestCaseError> {
+    fn tell_replica(&mut self, r: usize, event: REvent) -> Result<(), TestCaseError> {
         let actions = self.replicas[r].core.step(event);
         for action in actions {
             match action {
@@ -279,7 +288,7 @@ impl Sim {
                     rep.log.clear();
                     rep.disk = at.lsn;
                     rep.applied = at.lsn;
-                    self.to_replica(r, REvent::Persisted { up_to: at })?;
+                    self.tell_replica(r, REvent::Persisted { up_to: at })?;
                 }
                 RAction::Apply { up_to } => {
                     let commit = self.primary.commit();
@@ -290,7 +299,11 @@ impl Sim {
                         rep.name
                     );
                     prop_assert!(up_to <= rep.core.commit());
-                    prop_assert!(up_to <= rep.disk, "{} applies unpersisted entries", rep.name);
+                    prop_assert!(
+                        up_to <= rep.disk,
+                        "{} applies unpersisted entries",
+                        rep.name
+                    );
                     for lsn in rep.applied + 1..=up_to {
                         prop_assert_eq!(
                             rep.entry(lsn),
@@ -360,10 +373,7 @@ impl Sim {
                 let commit = self.primary.commit();
                 let sole = self.decisions.range(..=commit).any(|&lsn| {
                     let id = self.pid(lsn);
-                    !self
-                        .replicas
-                        .iter()
-                        .any(|o| o.name != name && o.holds(id))
+                    !self.replicas.iter().any(|o| o.name != name && o.holds(id))
                 });
                 if !member && !sole {
                     self.disconnect(r, true)?;
@@ -380,7 +390,7 @@ impl Sim {
             Op::Tick { ms } => {
                 self.now += ms as u64;
                 let now_ms = self.now;
-                self.to_primary(PEvent::Tick { now_ms })?;
+                self.tell_primary(PEvent::Tick { now_ms })?;
             }
             Op::MapCommit => {
                 if let Some(change) = self.map_pending.take() {
@@ -389,7 +399,7 @@ impl Sim {
                         Change::Remove(node) => self.map.remove(&node),
                     };
                     let in_sync = self.map.clone();
-                    self.to_primary(PEvent::InSyncChanged {
+                    self.tell_primary(PEvent::InSyncChanged {
                         epoch: EPOCH,
                         in_sync,
                     })?;
@@ -397,14 +407,14 @@ impl Sim {
             }
             Op::MapFail => {
                 if let Some(change) = self.map_pending.take() {
-                    self.to_primary(PEvent::ProposalFailed { change })?;
+                    self.tell_primary(PEvent::ProposalFailed { change })?;
                 }
             }
             Op::Truncate => {
                 let through = self.primary.truncate_through();
                 prop_assert!(through <= self.primary.commit());
                 self.log_start = self.log_start.max(through + 1);
-                self.to_primary(PEvent::Truncated { through })?;
+                self.tell_primary(PEvent::Truncated { through })?;
             }
         }
         self.check()
@@ -419,7 +429,7 @@ impl Sim {
         let decisions = std::mem::take(&mut self.unsynced_decisions);
         self.decisions.extend(decisions.iter().copied());
         let now_ms = self.now;
-        self.to_primary(PEvent::Durable {
+        self.tell_primary(PEvent::Durable {
             up_to: self.pid(last),
             decisions,
             now_ms,
@@ -446,7 +456,7 @@ impl Sim {
                         epoch: EPOCH,
                         at,
                     };
-                    self.to_replica(r, event)?;
+                    self.tell_replica(r, event)?;
                 }
             }
             Stream::Log {
@@ -475,7 +485,7 @@ impl Sim {
                         entries,
                         commit: self.primary.commit(),
                     };
-                    self.to_replica(r, event)?;
+                    self.tell_replica(r, event)?;
                 }
             }
         }
@@ -486,7 +496,7 @@ impl Sim {
         let rep = &mut self.replicas[r];
         let last = rep.last();
         rep.disk = last.lsn;
-        self.to_replica(r, REvent::Persisted { up_to: last })
+        self.tell_replica(r, REvent::Persisted { up_to: last })
     }
 
     fn deliver(&mut self, r: usize) -> Result<(), TestCaseError> {
@@ -504,7 +514,7 @@ impl Sim {
             },
             _ => return Ok(()),
         };
-        self.to_primary(event)
+        self.tell_primary(event)
     }
 
     fn disconnect(&mut self, r: usize, late_acks: bool) -> Result<(), TestCaseError> {
@@ -517,7 +527,7 @@ impl Sim {
             None => return Ok(()),
         };
         let node = rep.name.clone();
-        self.to_primary(PEvent::Lost { node, session })
+        self.tell_primary(PEvent::Lost { node, session })
     }
 
     fn connect(&mut self, r: usize) -> Result<(), TestCaseError> {
@@ -526,20 +536,32 @@ impl Sim {
             node: rep.name.clone(),
             last: rep.core.last(),
         };
-        self.to_primary(event)
+        self.tell_primary(event)
     }
 
     fn check(&mut self) -> Result<(), TestCaseError> {
         let commit = self.primary.commit();
         prop_assert!(commit >= self.last_commit, "the commit LSN fell");
         self.last_commit = commit;
-        prop_assert!(self.log_start <= commit + 1, "truncated beyond the commit LSN");
+        prop_assert!(
+            self.log_start <= commit + 1,
+            "truncated beyond the commit LSN"
+        );
         for rep in &self.replicas {
             let core = &rep.core;
             prop_assert_eq!(core.applied(), rep.applied);
             prop_assert!(core.applied() <= core.commit() && core.applied() <= core.matched());
-            prop_assert!(rep.applied <= commit, "{} applied beyond the commit", &rep.name);
-            prop_assert_eq!(core.last(), rep.last(), "{}: core and log disagree", &rep.name);
+            prop_assert!(
+                rep.applied <= commit,
+                "{} applied beyond the commit",
+                &rep.name
+            );
+            prop_assert_eq!(
+                core.last(),
+                rep.last(),
+                "{}: core and log disagree",
+                &rep.name
+            );
         }
         match self.mode {
             Mode::Sync => {
