@@ -298,7 +298,7 @@ impl Runner {
         let start = args.lookup_parse("start")?.unwrap_or(1);
         let commit = args.lookup_parse("commit")?.unwrap_or(0);
         let last = self.log.last().copied().unwrap_or(LogId::ZERO);
-        let p = Primary::new(config, in_sync, history, start, last, (commit, self.now))?;
+        let p = Primary::new(config, in_sync, history, start, last, commit, self.now)?;
         self.last_commit = commit;
         self.primary = Some(p);
         self.streams.clear();

@@ -25,8 +25,9 @@
 //! Each hazard, the rule that closes it, and the test that shows it closed (scripts are in
 //! `testscripts/`; `sim` is the property test, which checks after every step that every entry
 //! up to the commit LSN is persisted on every member of the committed set and on a pending
-//! addition, that no replica applies beyond the commit LSN it received or beyond its prefix
-//! matching the primary, and that the commit LSN never falls).
+//! addition, that nothing commits below the floor, that no replica applies beyond the commit
+//! LSN it received or beyond its prefix matching the primary, and that the commit LSN never
+//! falls).
 //!
 //! * **H1. An ack for a different entry at the same LSN after an epoch change.** A replica that
 //!   holds a deposed primary's tail acks `(1, 12)` while the new primary's entry 12 is `(2,
@@ -56,8 +57,11 @@
 //!   snapshots of an epoch below the newest it knows (from batches or the map, saved before it
 //!   acts); the refusal tells the old primary to step down. *Test:* `h06_stale_primary`.
 //! * **H7. A late ack from an old session after a reconnect or snapshot.** *Rule:* the primary
-//!   numbers sessions itself and counts acks only of the current one; a new session starts with
-//!   nothing acked. *Test:* `h07_old_session_ack`, `primary::tests::an_ack_of_an_old_session_is_ignored`.
+//!   numbers sessions itself and counts acks only of the current one; a new session keeps what
+//!   was acked before only up to the entry its stream starts after (a replica back with a
+//!   lost disk reports a shorter log). *Test:* `h07_old_session_ack`,
+//!   `primary::tests::an_ack_of_an_old_session_is_ignored`, `sim` (a replica outside the set
+//!   comes back with an empty disk while acks of its old life are still on the wire).
 //! * **H8. An ack before fsync.** *Rule:* a replica acks only on `Persisted`, up to the persisted
 //!   entry; the primary counts itself only on `Durable`. *Test:* `h08_ack_after_fsync`, `sim`
 //!   (replicas crash, losing what was not persisted).

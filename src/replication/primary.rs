@@ -22,8 +22,9 @@
 //!   they commit if the set grows back before a failover, so the driver keeps their locks until
 //!   a [`Action::Commit`] covers them or the primary steps down;
 //! * **where each replica's stream begins** (`catchup`), in a new numbered *session*: acks and
-//!   refusals of older sessions are ignored, and a session's acks count only where the acked
-//!   entry has the epoch the primary's log has at that LSN;
+//!   refusals of older sessions are ignored; an ack counts only where the acked entry has the
+//!   epoch the primary's log has at that LSN; a new session keeps what the replica acked
+//!   before only up to where its stream starts, and a snapshot session keeps nothing;
 //! * **how far the log may be truncated** ([`Primary::truncate_through`]).
 //!
 //! What the driver must hold to (the core cannot see it): it ships only entries the primary has
@@ -180,7 +181,8 @@ impl Primary {
         mut history: EpochHistory,
         log_start: Lsn,
         last: LogId,
-        (commit, now_ms): (Lsn, u64),
+        commit: Lsn,
+        now_ms: u64,
     ) -> Result<Self, Error> {
         if config.epoch == 0 || config.epoch < history.last_epoch() {
             return Err(Error::Internal(format!(
@@ -379,20 +381,29 @@ impl Primary {
         self.restart_stream(node, last)
     }
 
-    /// Opens a new session to `node`, whose log ends at `last`: what it acked before no longer
-    /// counts until it acks again (a snapshot may replace its log).
+    /// Opens a new session to `node`, whose log ends at `last`. What it acknowledged before
+    /// stays counted only up to the entry the new stream starts after: acked entries are
+    /// persisted and this primary never contradicts them, so only a lost disk takes them away,
+    /// and then the replica comes back with a shorter log. (Counting nothing until it acks
+    /// again would make a member that merely reconnected look late.)
     fn restart_stream(&mut self, node: String, last: LogId) -> Vec<Action> {
         let session = self.next_session;
         self.next_session += 1;
+        let plan = catch_up(&self.history, self.log_start, self.durable, last);
+        let shared = match plan {
+            CatchUp::Stream { from, .. } => from - 1,
+            CatchUp::Snapshot => 0,
+        };
+        let acked = self.peers.get(&node).map_or(0, |p| p.acked.min(shared));
         self.peers.insert(
             node.clone(),
             Peer {
                 session: Some(session),
-                acked: 0,
+                acked,
                 heard: false,
             },
         );
-        let action = match catch_up(&self.history, self.log_start, self.durable, last) {
+        let action = match plan {
             CatchUp::Stream { from, prev } => Action::Stream {
                 node,
                 session,
@@ -404,6 +415,8 @@ impl Primary {
         vec![action]
     }
 
+    /// Opens a new session that sends `node` a snapshot: it replaces the replica's log, so
+    /// nothing it acknowledged before counts any more.
     fn snapshot(&mut self, node: String) -> Vec<Action> {
         let session = self.next_session;
         self.next_session += 1;
@@ -629,7 +642,8 @@ mod tests {
             EpochHistory::default(),
             1,
             LogId::ZERO,
-            (0, 0),
+            0,
+            0,
         )
         .expect("valid")
     }
@@ -680,6 +694,43 @@ mod tests {
         durable(&mut p, 1, 0);
         assert!(ack(&mut p, "a", old, 1).is_empty());
         assert_eq!(p.commit(), 0);
+    }
+
+    #[test]
+    fn a_member_that_reconnects_is_not_taken_for_the_late_one() {
+        let mut p = primary(Mode::Sync, &["a", "b", "p"], 2);
+        let sa = open(&mut p, "a");
+        open(&mut p, "b");
+        durable(&mut p, 2, 0);
+        ack(&mut p, "a", sa, 2);
+        // a's connection breaks and comes back; b never acked.
+        let a = p.step(Event::Opened {
+            node: "a".into(),
+            last: LogId::new(1, 2),
+        });
+        assert!(matches!(a.as_slice(), [Action::Stream { from: 3, .. }]));
+        assert_eq!(p.peer("a").map(|(_, acked)| acked), Some(2));
+        let a = p.step(Event::Tick { now_ms: 100 });
+        assert_eq!(
+            a,
+            vec![Action::Propose {
+                epoch: 1,
+                change: Change::Remove("b".into())
+            }]
+        );
+    }
+
+    #[test]
+    fn a_replica_back_with_a_shorter_log_keeps_only_what_it_still_has() {
+        let mut p = primary(Mode::Sync, &["p"], 1);
+        let s = open(&mut p, "a");
+        durable(&mut p, 5, 0);
+        ack(&mut p, "a", s, 5);
+        p.step(Event::Opened {
+            node: "a".into(),
+            last: LogId::new(1, 1),
+        });
+        assert_eq!(p.peer("a").map(|(_, acked)| acked), Some(1));
     }
 
     #[test]

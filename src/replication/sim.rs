@@ -186,7 +186,7 @@ impl Sim {
         };
         let last = plog.last().copied().unwrap_or(LogId::ZERO);
         let primary =
-            Primary::new(config, map.clone(), history, 1, last, (c, 0)).expect("a valid primary");
+            Primary::new(config, map.clone(), history, 1, last, c, 0).expect("a valid primary");
         Sim {
             mode: setup.mode,
             min_in_sync: setup.min_in_sync.min(setup.replicas.len() + 1),
