@@ -11,7 +11,9 @@
 //! * replaces a conflicting tail of its log by the primary's entries, but only beyond its
 //!   applied LSN: an applied entry is never undone;
 //! * acknowledges only what is persisted ([`Event::Persisted`]), one ack covering every entry up
-//!   to it (group acks), and only the part of its log it has checked against this primary;
+//!   to it (group acks), and only the part of its log it has checked against this primary; a
+//!   heartbeat (a batch without entries) is always answered with the ack, so a lost ack does
+//!   not leave the primary waiting;
 //! * applies up to the smaller of the commit LSN this primary sent and the last persisted entry
 //!   that matched this primary. Both are forgotten when a newer epoch appears: a commit LSN is
 //!   about one primary's log, and another primary's entry at the same LSN may be different.
@@ -255,6 +257,11 @@ impl Replica {
             self.acked = None;
         }
         let end = prev.lsn + entries.len() as Lsn;
+        if entries.is_empty() {
+            // A heartbeat always gets the ack back, so an ack lost on the way is made good by
+            // the next one.
+            self.acked = None;
+        }
         self.matched = self.matched.max(end);
         self.commit = self.commit.max(commit);
         actions.extend(self.ack());

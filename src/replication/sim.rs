@@ -671,9 +671,8 @@ fn scenario() -> impl Strategy<Value = (Setup, Vec<Op>)> {
     })
 }
 
+// The default 256 cases; `PROPTEST_CASES=5000 cargo test --lib replication::sim` runs more.
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(300))]
-
     /// Random interleavings never commit an entry a member of the in-sync set lacks, never
     /// apply one beyond the commit LSN, and leave nothing uncommitted once healed.
     #[test]
