@@ -17,6 +17,7 @@
 //! | `client` | the RPC client used by the CLI, gateways and peers |
 //! | `protocol` | framing and the messages, shard messages included (they carry SQL statements and expressions) |
 //! | `sql` | parse → plan → execute, and the session on a backend |
+//! | `replication` | log shipping as pure cores: primary progress and the in-sync set, replica append and apply, catch-up |
 //! | `txn` | locks, transactions, two-phase commit cores and a node's part in them |
 //! | `cluster` | the map, the ring, the map's Raft group |
 //! | `storage` | the engine trait, disk and memory engines, key encoding, the log and group commit |
@@ -32,6 +33,7 @@ pub mod error;
 pub mod failpoint;
 pub mod gateway;
 pub mod protocol;
+pub mod replication;
 pub mod server;
 pub mod sql;
 pub mod storage;

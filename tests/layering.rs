@@ -31,6 +31,7 @@ const LAYERS: &[&str] = &[
     "client",
     "protocol",
     "sql",
+    "replication",
     "txn",
     "cluster",
     "storage",

@@ -1,0 +1,201 @@
+//! The identity of log entries: [`LogId`] and a log's [`EpochHistory`].
+//!
+//! Every entry of a shard's log is named by the epoch of the primary that wrote it and its LSN.
+//! The pair is unique in the cluster because an epoch has one primary (the map raises the epoch
+//! through Raft on every promotion) and that primary only appends. From that follows the log
+//! matching property that the whole of replication leans on, as Raft's does: a replica appends
+//! an entry only after checking that its previous entry matches the primary's, so two logs that
+//! hold the same `LogId` hold the same entries up to it.
+//!
+//! A log does not store the epoch of every entry: epochs change rarely, so a list of
+//! `(epoch, first_lsn)` pairs says where each epoch's entries begin, in the map for the shard's
+//! primary (DESIGN §3, §6.2) and kept by each replica for its own log. The epoch of the entry at
+//! an LSN is that of the last pair beginning at or before it.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::storage::Lsn;
+
+/// The identity of a log entry: the epoch of the primary that wrote it and its LSN. Ordered by
+/// epoch, then LSN. `LogId::ZERO` (epoch 0, LSN 0) stands for the empty log.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct LogId {
+    pub epoch: u64,
+    pub lsn: Lsn,
+}
+
+impl LogId {
+    /// The empty log's last entry.
+    pub const ZERO: LogId = LogId { epoch: 0, lsn: 0 };
+
+    pub fn new(epoch: u64, lsn: Lsn) -> Self {
+        LogId { epoch, lsn }
+    }
+}
+
+impl fmt::Display for LogId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.epoch, self.lsn)
+    }
+}
+
+/// Where each epoch's entries begin in one log: `(epoch, first_lsn)` pairs, epochs rising and
+/// first LSNs not falling (an epoch that wrote nothing here begins where the next one does).
+///
+/// The last epoch is open-ended: the history does not know where its log ends, so callers bound
+/// an LSN by the log's last entry before asking. A log restarted from a snapshot at `(e, L)`
+/// has the history `[(e, L)]`: the epochs of entries before `L` are unknown.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EpochHistory {
+    epochs: Vec<(u64, Lsn)>,
+}
+
+impl EpochHistory {
+    /// A history from its pairs, checked: epochs rise strictly, first LSNs do not fall, and no
+    /// epoch or first LSN is 0 (those name the empty log).
+    pub fn new(epochs: Vec<(u64, Lsn)>) -> Result<Self, String> {
+        for pair in &epochs {
+            if pair.0 == 0 || pair.1 == 0 {
+                return Err(format!(
+                    "epoch history pair ({}, {}): epoch and first LSN begin at 1",
+                    pair.0, pair.1
+                ));
+            }
+        }
+        for w in epochs.windows(2) {
+            if w[1].0 <= w[0].0 || w[1].1 < w[0].1 {
+                return Err(format!(
+                    "epoch history out of order: ({}, {}) after ({}, {})",
+                    w[1].0, w[1].1, w[0].0, w[0].1
+                ));
+            }
+        }
+        Ok(EpochHistory { epochs })
+    }
+
+    /// The history of a log restarted from a snapshot at `at`: entry `at` and what follows.
+    pub fn from_snapshot(at: LogId) -> Self {
+        if at.lsn == 0 {
+            return EpochHistory::default();
+        }
+        EpochHistory {
+            epochs: vec![(at.epoch, at.lsn)],
+        }
+    }
+
+    /// The pairs, oldest first.
+    pub fn pairs(&self) -> &[(u64, Lsn)] {
+        &self.epochs
+    }
+
+    /// The newest epoch in the log, 0 for an empty history.
+    pub fn last_epoch(&self) -> u64 {
+        self.epochs.last().map_or(0, |p| p.0)
+    }
+
+    /// The epoch of the entry at `lsn`, if this history knows it: 0 for LSN 0 (the empty
+    /// prefix), `None` for an LSN before the history's first pair.
+    pub fn epoch_at(&self, lsn: Lsn) -> Option<u64> {
+        if lsn == 0 {
+            return Some(0);
+        }
+        self.epochs.iter().rev().find(|p| p.1 <= lsn).map(|p| p.0)
+    }
+
+    /// The identity of the entry at `lsn`, if the history knows its epoch.
+    pub fn id_at(&self, lsn: Lsn) -> Option<LogId> {
+        self.epoch_at(lsn).map(|epoch| LogId { epoch, lsn })
+    }
+
+    /// Whether the entry at `id.lsn` has `id.epoch` (the caller has checked that the log
+    /// reaches `id.lsn`).
+    pub fn matches(&self, id: LogId) -> bool {
+        self.epoch_at(id.lsn) == Some(id.epoch)
+    }
+
+    /// The first LSN of the epoch of the entry at `lsn`, if known.
+    pub fn first_of_epoch_at(&self, lsn: Lsn) -> Option<Lsn> {
+        self.epochs.iter().rev().find(|p| p.1 <= lsn).map(|p| p.1)
+    }
+
+    /// The newest epoch at or below `epoch` and the last LSN of its entries here (`head` for
+    /// the open-ended last epoch). `None` if every epoch here is newer.
+    pub fn last_at_or_below(&self, epoch: u64, head: Lsn) -> Option<(u64, Lsn)> {
+        let i = self.epochs.iter().rposition(|p| p.0 <= epoch)?;
+        let end = match self.epochs.get(i + 1) {
+            Some(next) => next.1.saturating_sub(1),
+            None => head,
+        };
+        Some((self.epochs[i].0, end.min(head)))
+    }
+
+    /// Records an appended entry: a new pair if it opens a newer epoch.
+    pub fn note(&mut self, id: LogId) {
+        if id.lsn > 0 && id.epoch > self.last_epoch() {
+            self.epochs.push((id.epoch, id.lsn));
+        }
+    }
+
+    /// Forgets the epochs of entries after `lsn` (the log was cut there).
+    pub fn truncate_after(&mut self, lsn: Lsn) {
+        self.epochs.retain(|p| p.1 <= lsn);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(pairs: &[(u64, Lsn)]) -> EpochHistory {
+        EpochHistory::new(pairs.to_vec()).expect("a valid history")
+    }
+
+    #[test]
+    fn log_ids_order_by_epoch_then_lsn() {
+        assert!(LogId::new(1, 9) < LogId::new(2, 1));
+        assert!(LogId::new(2, 1) < LogId::new(2, 2));
+        assert_eq!(LogId::default(), LogId::ZERO);
+    }
+
+    #[test]
+    fn the_epoch_of_an_entry_is_that_of_the_last_pair_before_it() {
+        let hist = h(&[(1, 1), (2, 5), (3, 5), (4, 9)]);
+        assert_eq!(hist.epoch_at(0), Some(0));
+        assert_eq!(hist.epoch_at(4), Some(1));
+        // Epoch 2 wrote nothing here: entry 5 is epoch 3's.
+        assert_eq!(hist.epoch_at(5), Some(3));
+        assert_eq!(hist.epoch_at(100), Some(4));
+        assert_eq!(hist.last_at_or_below(2, 20), Some((2, 4)));
+        assert_eq!(hist.last_at_or_below(3, 20), Some((3, 8)));
+        assert_eq!(hist.last_at_or_below(9, 20), Some((4, 20)));
+    }
+
+    #[test]
+    fn a_snapshot_history_knows_nothing_before_its_point() {
+        let hist = EpochHistory::from_snapshot(LogId::new(3, 40));
+        assert_eq!(hist.epoch_at(39), None);
+        assert!(hist.matches(LogId::new(3, 40)));
+        assert_eq!(hist.last_at_or_below(2, 50), None);
+    }
+
+    #[test]
+    fn histories_out_of_order_are_refused() {
+        assert!(EpochHistory::new(vec![(2, 1), (1, 5)]).is_err());
+        assert!(EpochHistory::new(vec![(1, 5), (2, 4)]).is_err());
+        assert!(EpochHistory::new(vec![(0, 1)]).is_err());
+    }
+
+    #[test]
+    fn truncation_and_appends_keep_the_pairs() {
+        let mut hist = h(&[(1, 1), (2, 5)]);
+        hist.truncate_after(4);
+        assert_eq!(hist.pairs(), &[(1, 1)]);
+        hist.note(LogId::new(1, 5));
+        hist.note(LogId::new(3, 6));
+        assert_eq!(hist.pairs(), &[(1, 1), (3, 6)]);
+    }
+}
