@@ -70,6 +70,9 @@ pub struct ClusterTxn {
     pub(super) written: Vec<ShardId>,
     pub(super) retry: bool,
     pub(super) finished: bool,
+    /// The session's bound on lock waits, for this node's own participant; other shards'
+    /// participants wait as long as their node's `--lock-timeout-ms` allows.
+    pub(super) lock_timeout: Option<std::time::Duration>,
 }
 
 impl ClusterTxn {
@@ -92,7 +95,13 @@ impl ClusterTxn {
             written: Vec::new(),
             retry: false,
             finished: false,
+            lock_timeout: None,
         }
+    }
+
+    /// Bounds the lock waits of this node's own participant (see the field).
+    pub fn set_lock_timeout(&mut self, timeout: Option<std::time::Duration>) {
+        self.lock_timeout = timeout;
     }
 
     pub(super) fn shard_of(&self, key: &[u8]) -> Result<ShardId> {
@@ -107,7 +116,9 @@ impl ClusterTxn {
     pub(super) async fn part(&mut self, shard: ShardId) -> Result<&mut Part> {
         if !self.parts.contains_key(&shard) {
             let part = if Some(shard) == self.my_shard {
-                Part::Local(self.gw.txns.begin(Some(self.age)))
+                let mut txn = self.gw.txns.begin(Some(self.age));
+                txn.set_lock_timeout(self.lock_timeout);
+                Part::Local(txn)
             } else {
                 let (node, info) = self.map.primary(shard).ok_or_else(|| {
                     Error::Internal(format!("shard {shard} has no primary in the map"))
