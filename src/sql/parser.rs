@@ -219,13 +219,14 @@ fn setting_name(name: &sp::ObjectName) -> String {
 /// accepts (`TRANSACTION ISOLATION LEVEL`, `TIME ZONE`, `SESSION AUTHORIZATION`) are their
 /// parameters' names.
 fn show_name(words: &[sp::Ident]) -> Option<String> {
-    let joined = words.iter().map(ident_name).collect::<Vec<_>>().join(" ");
-    Some(match joined.as_str() {
+    let words: Vec<String> = words.iter().map(ident_name).collect();
+    Some(match words.join(" ").as_str() {
         "all" => return None,
         "transaction isolation level" => "transaction_isolation".into(),
         "time zone" => "timezone".into(),
         "session authorization" => "session_authorization".into(),
-        _ => joined,
+        // sqlparser gives a dotted name (`myapp.tenant`) as its parts.
+        _ => words.join("."),
     })
 }
 
@@ -753,6 +754,17 @@ pub fn convert_expr(e: &sp::Expr) -> Result<Expr> {
             ..
         } => convert_chain(e, op)?,
         E::Value(v) => convert_value(&v.value)?,
+        // `current_schema`, `current_user`, … without parentheses are SQL's keyword functions.
+        E::Identifier(id)
+            if id.quote_style.is_none()
+                && SESSION_FUNCTIONS.contains(&id.value.to_lowercase().as_str())
+                && !matches!(id.value.to_lowercase().as_str(), "current_database") =>
+        {
+            Expr::SessionValue {
+                name: id.value.to_lowercase(),
+                value: None,
+            }
+        }
         E::Identifier(id) => Expr::Column(None, ident_name(id)),
         E::CompoundIdentifier(ids) => match ids.as_slice() {
             [t, c] => Expr::Column(Some(ident_name(t)), ident_name(c)),
