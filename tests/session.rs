@@ -134,10 +134,20 @@ fn startup_reports_the_parameters_postgresql_reports_with_ddbs_one_version() {
 #[test]
 fn an_unknown_startup_parameter_fails_the_connection_with_42704() {
     let node = TestNode::start();
-    let (_s, answers) = raw_connect(node.sql_port, &[("no_such_parameter", "1")]);
-    let last = answers.last().expect("an answer");
-    assert_eq!(last.0, b'E', "{answers:?}");
-    assert_eq!(code_of(&last.1), "42704");
+    let (mut s, answers) = raw_connect(node.sql_port, &[("no_such_parameter", "1")]);
+    let first = answers.first().expect("an answer");
+    assert_eq!(first.0, b'E', "{answers:?}");
+    assert_eq!(code_of(&first.1), "42704");
+    let severity = first
+        .1
+        .split(|&b| b == 0)
+        .find_map(|f| f.strip_prefix(b"S"));
+    assert_eq!(severity, Some(&b"FATAL"[..]));
+    // pgwire follows a FATAL error with ReadyForQuery before it closes; nothing else comes.
+    assert!(
+        read_until_ready(&mut s).is_empty(),
+        "the connection stays open"
+    );
 }
 
 #[test]
@@ -322,11 +332,12 @@ async fn a_session_without_lock_timeout_waits_until_the_lock_is_free() {
 async fn statement_timeout_cancels_a_statement_with_57014_and_releases_its_locks() {
     let node = node_with_long_lock_waits();
     let (waiter, holder) = (node.connect().await, node.connect().await);
-    hold_row_one(&waiter, &holder).await;
+    // Set outside the block: a SET inside one is undone by its ROLLBACK.
     waiter
         .batch_execute("SET statement_timeout = 200")
         .await
         .unwrap();
+    hold_row_one(&waiter, &holder).await;
     let e = waiter
         .batch_execute("UPDATE kv SET v = 2 WHERE k = 1")
         .await

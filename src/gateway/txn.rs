@@ -99,9 +99,15 @@ impl ClusterTxn {
         }
     }
 
-    /// Bounds the lock waits of this node's own participant (see the field).
+    /// Bounds the lock waits of this node's own participant (see the field), from its next
+    /// statement on.
     pub fn set_lock_timeout(&mut self, timeout: Option<std::time::Duration>) {
         self.lock_timeout = timeout;
+        for part in self.parts.values_mut() {
+            if let Part::Local(txn) = part {
+                txn.set_lock_timeout(timeout);
+            }
+        }
     }
 
     pub(super) fn shard_of(&self, key: &[u8]) -> Result<ShardId> {

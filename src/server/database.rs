@@ -194,14 +194,11 @@ impl Backend for Database {
         self.txns.lock_timeout
     }
 
-    fn begin(&self, age: Option<u64>, lock_timeout: Option<Duration>) -> Box<dyn SqlTxn> {
-        if let Some(mut txn) = self.gateway.get().and_then(|g| g.begin(age)) {
-            txn.set_lock_timeout(lock_timeout);
+    fn begin(&self, age: Option<u64>) -> Box<dyn SqlTxn> {
+        if let Some(txn) = self.gateway.get().and_then(|g| g.begin(age)) {
             return Box::new(txn);
         }
-        let mut txn = self.txns.begin(age);
-        txn.set_lock_timeout(lock_timeout);
-        Box::new(LocalTxn(txn))
+        Box::new(LocalTxn(self.txns.begin(age)))
     }
 
     async fn ship(&self, stmt: &Prepared<'_>, exec: &Executor<'_>) -> Option<Result<QueryResult>> {

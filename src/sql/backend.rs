@@ -52,9 +52,8 @@ pub trait Backend: Send + Sync {
     /// How long an autocommit statement that loses wait-die keeps being retried.
     fn lock_timeout(&self) -> Duration;
 
-    /// Begins a transaction. `age` keeps the wait-die age of retried work; `lock_timeout`
-    /// bounds its lock waits instead of the node's bound (a session's `lock_timeout`).
-    fn begin(&self, age: Option<u64>, lock_timeout: Option<Duration>) -> Box<dyn SqlTxn>;
+    /// Begins a transaction. `age` keeps the wait-die age of retried work.
+    fn begin(&self, age: Option<u64>) -> Box<dyn SqlTxn>;
 
     /// Runs an autocommit statement whole on another node when it belongs there (one key on
     /// another shard): its result, or `None` to run it here.
@@ -82,6 +81,10 @@ pub trait SqlTxn: Send {
         exec: &Executor<'_>,
         out: &mut dyn Output,
     ) -> Result<QueryResult>;
+
+    /// Bounds the lock waits of the statements that follow by `timeout` instead of the node's
+    /// bound (a session's `lock_timeout`; `None`: the node's).
+    fn set_lock_timeout(&mut self, timeout: Option<Duration>);
 
     /// Commits; durable when this returns.
     async fn commit(self: Box<Self>) -> Result<()>;

@@ -325,7 +325,9 @@ impl Session {
 
     /// Begins a transaction with the session's lock timeout.
     fn begin_txn(&self, age: Option<u64>) -> Box<dyn SqlTxn> {
-        self.backend.begin(age, self.settings.lock_timeout())
+        let mut txn = self.backend.begin(age);
+        txn.set_lock_timeout(self.settings.lock_timeout());
+        txn
     }
 
     /// Applies `BEGIN`'s or `SET TRANSACTION`'s modes to the open block. Every isolation level
@@ -572,7 +574,10 @@ impl Session {
             .settings
             .statement_timeout()
             .map(|t| (tokio::time::Instant::now() + t, t));
+        let lock_timeout = self.settings.lock_timeout();
         if let State::Open(txn) = &mut self.state {
+            // The session's lock_timeout as it is now (a SET inside the block counts).
+            txn.set_lock_timeout(lock_timeout);
             return timed(deadline, txn.execute(&prepared, &executor, out)).await;
         }
         // An autocommit statement that belongs whole to another node runs there (unless it
@@ -584,10 +589,7 @@ impl Session {
         }
         // Autocommit: retry a wait-die victim with its original age until the lock timeout.
         let started = Instant::now();
-        let lock_timeout = self
-            .settings
-            .lock_timeout()
-            .unwrap_or_else(|| backend.lock_timeout());
+        let lock_timeout = lock_timeout.unwrap_or_else(|| backend.lock_timeout());
         let mut age = None;
         let mut backoff = Duration::from_micros(200);
         loop {
