@@ -12,8 +12,10 @@
 //!   own version first, and then the level it is *compatible with*. That last part is there
 //!   because SQLAlchemy's PostgreSQL dialects (psycopg, psycopg2, asyncpg, pg8000) read the
 //!   server version from `select pg_catalog.version()` with the pattern
-//!   `.*(?:PostgreSQL|EnterpriseDB) (\d+)\.?(\d+)?(?:\.(\d+))?` and refuse to connect when it
-//!   does not match; "compatible with PostgreSQL 15.0" matches it without claiming to be it.
+//!   `.*(?:PostgreSQL|EnterpriseDB) (\d+)\.?(\d+)?(?:\.(\d+))?(?:\.\d+)?(?:devel|beta)?`
+//!   (SQLAlchemy 2.0 and 2.1, `dialects/postgresql/base.py`, with `re.match`), and refuse to
+//!   connect when it does not match; "compatible with PostgreSQL 15.0" matches it (checked with
+//!   SQLAlchemy 2.1.9: `server_version_info` is `(15, 0)`) without claiming to be it.
 
 /// The PostgreSQL level ddb reports as `server_version`.
 pub const SERVER_VERSION: &str = "15.0";

@@ -170,7 +170,8 @@ fn to_response(result: QueryResult, format: Option<&Format>) -> PgWireResult<Res
     let tag = result.tag.clone();
     let mut words = tag.split_whitespace();
     let command = words.next().unwrap_or("");
-    if command == "SELECT" && !result.columns.is_empty() {
+    // Any result with columns is rows (`SELECT`, `SHOW`).
+    if !result.columns.is_empty() {
         let schema = Arc::new(fields(&result.columns, format));
         let types: Vec<Type> = schema.iter().map(|f| f.datatype().clone()).collect();
         let formats: Vec<FieldFormat> = schema.iter().map(|f| f.format()).collect();
