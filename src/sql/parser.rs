@@ -1020,4 +1020,133 @@ mod tests {
         };
         assert_eq!(sets[0].1, Expr::Param(1));
     }
+
+    fn session(sql: &str) -> SessionStatement {
+        match parse(sql).unwrap().remove(0).0 {
+            Statement::Session(s) => s,
+            other => panic!("{sql}: not a session statement: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn set_forms_become_one_statement() {
+        let word = |t: &str| SetValue::Word {
+            text: t.into(),
+            quoted: false,
+        };
+        assert_eq!(
+            session("SET extra_float_digits = 3"),
+            SessionStatement::Set {
+                name: "extra_float_digits".into(),
+                value: Some(vec![SetValue::Number("3".into())]),
+                local: false,
+            }
+        );
+        assert_eq!(
+            session("SET LOCAL search_path TO \"$user\", public"),
+            SessionStatement::Set {
+                name: "search_path".into(),
+                value: Some(vec![
+                    SetValue::Word {
+                        text: "$user".into(),
+                        quoted: true
+                    },
+                    word("public")
+                ]),
+                local: true,
+            }
+        );
+        assert_eq!(
+            session("SET SESSION statement_timeout TO DEFAULT"),
+            SessionStatement::Set {
+                name: "statement_timeout".into(),
+                value: None,
+                local: false,
+            }
+        );
+        let SessionStatement::Set { name, .. } = session("SET TIME ZONE 'UTC'") else {
+            panic!("SET TIME ZONE")
+        };
+        assert_eq!(name, "timezone");
+        let SessionStatement::Set { name, .. } = session("SET myapp.tenant = 'x'") else {
+            panic!("a custom parameter")
+        };
+        assert_eq!(name, "myapp.tenant");
+    }
+
+    #[test]
+    fn show_reset_and_the_pool_statements_parse() {
+        assert_eq!(
+            session("SHOW TRANSACTION ISOLATION LEVEL"),
+            SessionStatement::Show(Some("transaction_isolation".into()))
+        );
+        assert_eq!(session("SHOW ALL"), SessionStatement::Show(None));
+        assert_eq!(session("RESET ALL"), SessionStatement::Reset(None));
+        assert_eq!(
+            session("DEALLOCATE ALL"),
+            SessionStatement::Deallocate(None)
+        );
+        assert_eq!(
+            session("DEALLOCATE PREPARE s1"),
+            SessionStatement::Deallocate(Some("s1".into()))
+        );
+        assert_eq!(session("CLOSE ALL"), SessionStatement::Close(None));
+        assert_eq!(session("UNLISTEN *"), SessionStatement::Unlisten(None));
+        assert_eq!(
+            session("DISCARD ALL"),
+            SessionStatement::Discard("ALL".into())
+        );
+    }
+
+    #[test]
+    fn transaction_modes_are_kept() {
+        let Statement::Begin(modes) =
+            &parse("BEGIN ISOLATION LEVEL READ COMMITTED, READ ONLY").unwrap()[0].0
+        else {
+            panic!("not a BEGIN")
+        };
+        assert_eq!(modes.read_only, Some(true));
+        assert_eq!(modes.isolation.as_deref(), Some("read committed"));
+        assert_eq!(
+            session("SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE"),
+            SessionStatement::SetTransaction {
+                modes: TransactionModes {
+                    read_only: Some(false),
+                    isolation: None
+                },
+                session: true,
+            }
+        );
+    }
+
+    #[test]
+    fn session_functions_are_session_values() {
+        let stmts =
+            parse("SELECT current_user, current_schema, current_schema(), pg_catalog.version()")
+                .unwrap();
+        let Statement::Select(s) = &stmts[0].0 else {
+            panic!("not a select")
+        };
+        let exprs: Vec<&Expr> = s
+            .projection
+            .iter()
+            .map(|i| match i {
+                SelectItem::Expr { expr, .. } => expr,
+                SelectItem::Wildcard => panic!("wildcard"),
+            })
+            .collect();
+        for (e, name) in exprs
+            .iter()
+            .zip(["current_user", "current_schema", "current_schema"])
+        {
+            assert_eq!(
+                **e,
+                Expr::SessionValue {
+                    name: name.into(),
+                    value: None
+                }
+            );
+        }
+        assert!(matches!(exprs[3], Expr::Function { name, .. } if name == "version"));
+    }
 }
