@@ -504,7 +504,7 @@ impl Settings {
                 Some(b) => on_off(b).into(),
                 None => return Err(invalid(&key, &one, "a Boolean value is expected")),
             },
-            Kind::Duration => format_ms(&key, parse_ms(&key, values)?),
+            Kind::Duration => format_ms(parse_ms(&key, values)?),
             Kind::Isolation => isolation(&key, &one)?,
         };
         Ok((key, value))
@@ -688,7 +688,7 @@ fn parse_ms(key: &str, values: &[SetValue]) -> Result<u64> {
 }
 
 /// A duration as PostgreSQL shows it: in the largest unit that divides it exactly.
-fn format_ms(_key: &str, ms: u64) -> String {
+fn format_ms(ms: u64) -> String {
     if ms == 0 {
         return "0".into();
     }
@@ -698,7 +698,7 @@ fn format_ms(_key: &str, ms: u64) -> String {
         ("min", 60_000),
         ("s", 1_000),
     ] {
-        if ms % size == 0 {
+        if ms.is_multiple_of(size) {
             return format!("{}{unit}", ms / size);
         }
     }
