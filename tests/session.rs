@@ -11,7 +11,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use common::{sqlstate, TestNode};
+use common::{sqlstate, TestCluster, TestNode};
 
 /// A raw connection: the startup packet with `params`, and the messages up to the first
 /// ReadyForQuery.
@@ -303,6 +303,42 @@ async fn lock_timeout_ends_a_lock_wait_of_that_session_with_55p03() {
         .unwrap()
         .get(0);
     assert_eq!(v, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lock_timeout_bounds_lock_waits_on_another_shard_of_a_cluster() {
+    let cluster = TestCluster::new("locktimeout", 2);
+    cluster.init_env(&[("DDB_LOCK_TIMEOUT_MS", "60000")]);
+    let key = cluster.keys_on("n2", 1)[0];
+    // Both sessions through n1, whose own shard does not hold the key.
+    let waiter = common::connect(cluster.sql_port("n1")).await;
+    let holder = common::connect(cluster.sql_port("n1")).await;
+    holder
+        .batch_execute(&format!(
+            "CREATE TABLE kv (k BIGINT PRIMARY KEY, v INT); INSERT INTO kv VALUES ({key}, 0)"
+        ))
+        .await
+        .unwrap();
+    waiter
+        .batch_execute("BEGIN; SET lock_timeout = 300")
+        .await
+        .unwrap();
+    holder
+        .batch_execute(&format!("BEGIN; UPDATE kv SET v = 1 WHERE k = {key}"))
+        .await
+        .unwrap();
+    let e = waiter
+        .batch_execute(&format!("UPDATE kv SET v = 2 WHERE k = {key}"))
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e).as_deref(), Some("55P03"), "{e}");
+    let msg = e
+        .as_db_error()
+        .map(|d| d.message().to_string())
+        .unwrap_or_default();
+    assert!(msg.contains("within 300 ms"), "{msg}");
+    waiter.batch_execute("ROLLBACK").await.unwrap();
+    holder.batch_execute("COMMIT").await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -70,8 +70,8 @@ pub struct ClusterTxn {
     pub(super) written: Vec<ShardId>,
     pub(super) retry: bool,
     pub(super) finished: bool,
-    /// The session's bound on lock waits, for this node's own participant; other shards'
-    /// participants wait as long as their node's `--lock-timeout-ms` allows.
+    /// The session's bound on lock waits: set on this node's own participant, and sent with
+    /// every request to the others.
     pub(super) lock_timeout: Option<std::time::Duration>,
 }
 
@@ -99,8 +99,7 @@ impl ClusterTxn {
         }
     }
 
-    /// Bounds the lock waits of this node's own participant (see the field), from its next
-    /// statement on.
+    /// Bounds the lock waits of every participant (see the field), from the next statement on.
     pub fn set_lock_timeout(&mut self, timeout: Option<std::time::Duration>) {
         self.lock_timeout = timeout;
         for part in self.parts.values_mut() {
@@ -152,6 +151,7 @@ impl ClusterTxn {
             shard,
             map_version: self.map.version,
             epoch: self.map.shards.get(&shard).map_or(0, |s| s.epoch),
+            lock_timeout_ms: self.lock_timeout.map(|t| t.as_millis() as u64),
             op,
         }
     }

@@ -25,7 +25,7 @@ use openraft::raft::{
 };
 
 /// The version of this protocol. Bumped on any incompatible change to the messages.
-pub const PROTOCOL_VERSION: u32 = 4;
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// Who opens a connection, and which cluster it expects the node to be in (DESIGN §10.3).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -86,6 +86,7 @@ async fn ask(
         shard,
         map_version: map.version,
         epoch: map.shards.get(&shard).map_or(0, |s| s.epoch),
+        lock_timeout_ms: None,
         op,
     };
     let reply = call(&client, req).await;

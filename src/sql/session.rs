@@ -271,12 +271,13 @@ impl Session {
     ) -> Result<QueryResult> {
         match stmt {
             Statement::Begin(modes) => {
+                // Inside a block PostgreSQL only warns, and the block keeps its modes.
                 if let State::Idle = self.state {
                     self.state = State::Open(self.begin_txn(None));
                     self.settings.begin();
                     self.read_only = self.settings.default_read_only();
+                    self.set_modes(modes);
                 }
-                self.set_modes(modes);
                 return Ok(QueryResult::tag("BEGIN"));
             }
             Statement::Commit => {

@@ -621,7 +621,7 @@ fn time_zone(key: &str, v: &str) -> Result<String> {
     let ok = !v.is_empty()
         && v.len() <= 64
         && v.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "/_+-:".contains(c));
+            .all(|c| c.is_ascii_alphanumeric() || "/_+-:.,<>".contains(c));
     if !ok {
         return Err(invalid(key, v, "not a time zone name"));
     }
