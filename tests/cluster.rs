@@ -556,6 +556,7 @@ async fn a_shard_answers_wrong_shard_for_keys_it_does_not_own() {
             shard,
             map_version: version,
             epoch,
+            lock_timeout_ms: None,
             op: ShardOp::Get {
                 table: table_id,
                 key,
