@@ -54,6 +54,11 @@ pub mod sqlstate {
     pub const PROGRAM_LIMIT_EXCEEDED: &str = "54000";
     pub const STATEMENT_TOO_COMPLEX: &str = "54001";
     pub const LOCK_NOT_AVAILABLE: &str = "55P03";
+    pub const CANT_CHANGE_RUNTIME_PARAM: &str = "55P02";
+    pub const READ_ONLY_SQL_TRANSACTION: &str = "25006";
+    pub const IDLE_IN_TRANSACTION_SESSION_TIMEOUT: &str = "25P03";
+    pub const INVALID_SQL_STATEMENT_NAME: &str = "26000";
+    pub const INVALID_CURSOR_NAME: &str = "34000";
     pub const CHARACTER_NOT_IN_REPERTOIRE: &str = "22021";
 }
 

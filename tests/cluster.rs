@@ -579,6 +579,7 @@ async fn a_shard_answers_wrong_shard_for_keys_it_does_not_own() {
             map_version,
             placement,
             epoch,
+            lock_timeout_ms: None,
             op: ShardOp::Get {
                 table: table_id,
                 key,

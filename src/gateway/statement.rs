@@ -55,6 +55,10 @@ impl SqlTxn for ClusterTxn {
         exec.execute_to(self, stmt.plan, out).await
     }
 
+    fn set_lock_timeout(&mut self, timeout: Option<std::time::Duration>) {
+        ClusterTxn::set_lock_timeout(self, timeout);
+    }
+
     async fn commit(self: Box<Self>) -> Result<()> {
         // The commit runs to its end in its own task: a client that goes away mid-commit must
         // not cut the protocol short (dropping the transaction would roll back a part that may

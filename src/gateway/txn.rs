@@ -72,6 +72,9 @@ pub struct ClusterTxn {
     pub(super) written: Vec<ShardId>,
     pub(super) retry: bool,
     pub(super) finished: bool,
+    /// The session's bound on lock waits: set on this node's own participant, and sent with
+    /// every request to the others.
+    pub(super) lock_timeout: Option<std::time::Duration>,
 }
 
 impl ClusterTxn {
@@ -96,6 +99,17 @@ impl ClusterTxn {
             written: Vec::new(),
             retry: false,
             finished: false,
+            lock_timeout: None,
+        }
+    }
+
+    /// Bounds the lock waits of every participant (see the field), from the next statement on.
+    pub fn set_lock_timeout(&mut self, timeout: Option<std::time::Duration>) {
+        self.lock_timeout = timeout;
+        for part in self.parts.values_mut() {
+            if let Part::Local(txn) = part {
+                txn.set_lock_timeout(timeout);
+            }
         }
     }
 
@@ -111,7 +125,9 @@ impl ClusterTxn {
     pub(super) async fn part(&mut self, shard: ShardId) -> Result<&mut Part> {
         if !self.parts.contains_key(&shard) {
             let part = if Some(shard) == self.my_shard {
-                Part::Local(self.gw.txns.begin(Some(self.age)))
+                let mut txn = self.gw.txns.begin(Some(self.age));
+                txn.set_lock_timeout(self.lock_timeout);
+                Part::Local(txn)
             } else {
                 let (node, info) = self.map.primary(shard).ok_or_else(|| {
                     Error::Internal(format!("shard {shard} has no primary in the map"))
@@ -140,6 +156,7 @@ impl ClusterTxn {
             map_version: self.map.version,
             placement: self.map.placement,
             epoch: self.map.shards.get(&shard).map_or(0, |s| s.epoch),
+            lock_timeout_ms: self.lock_timeout.map(|t| t.as_millis() as u64),
             op,
         }
     }

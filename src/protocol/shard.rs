@@ -113,6 +113,9 @@ pub struct ShardRequest {
     pub placement: u64,
     /// The shard's epoch under that map: a message for an older primary is refused.
     pub epoch: u64,
+    /// The client session's `lock_timeout` in milliseconds, bounding this operation's lock
+    /// waits instead of the node's `--lock-timeout-ms` (`None`: the node's).
+    pub lock_timeout_ms: Option<u64>,
     pub op: ShardOp,
 }
 

@@ -256,6 +256,7 @@ async fn run(node: &Node, conn: &Participants, req: ShardRequest) -> Result<Shar
         twopc.open(gid, req.age)
     };
     let mut txn = txn.lock().await;
+    txn.set_lock_timeout(req.lock_timeout_ms.map(Duration::from_millis));
     match req.op {
         ShardOp::Get { table, key, intent } => {
             if !owns(&key) {

@@ -34,21 +34,26 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::{stream, Sink, SinkExt};
-use pgwire::api::auth::noop::NoopStartupHandler;
-use pgwire::api::auth::StartupHandler;
+use pgwire::api::auth::{
+    protocol_negotiation, save_startup_parameters_to_metadata, StartupHandler,
+};
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::results::{DataRowEncoder, FieldFormat, FieldInfo, QueryResponse, Response, Tag};
 use pgwire::api::stmt::QueryParser;
+use pgwire::api::store::Entry;
 use pgwire::api::store::PortalStore;
 use pgwire::api::{
-    ClientInfo, ClientPortalStore, PgWireConnectionState, PgWireServerHandlers, Type,
+    ClientInfo, ClientPortalStore, PgWireConnectionState, PgWireServerHandlers,
+    PidSecretKeyGenerator, RandomPidSecretKeyGenerator, Type, DEFAULT_NAME,
 };
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
-use pgwire::messages::data::RowDescription;
+use pgwire::messages::data::{NoData, ParameterDescription, RowDescription};
+use pgwire::messages::extendedquery::{Describe, TARGET_TYPE_BYTE_STATEMENT};
 use pgwire::messages::response::{EmptyQueryResponse, ReadyForQuery, TransactionStatus};
 use pgwire::messages::simplequery::Query;
-use pgwire::messages::PgWireBackendMessage;
+use pgwire::messages::startup::{Authentication, BackendKeyData, ParameterStatus};
+use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use tokio::sync::Notify;
 
 use super::pg_frames::{Checked, Verdicts};
@@ -165,7 +170,8 @@ fn to_response(result: QueryResult, format: Option<&Format>) -> PgWireResult<Res
     let tag = result.tag.clone();
     let mut words = tag.split_whitespace();
     let command = words.next().unwrap_or("");
-    if command == "SELECT" && !result.columns.is_empty() {
+    // Any result with columns is rows (`SELECT`, `SHOW`).
+    if !result.columns.is_empty() {
         let schema = Arc::new(fields(&result.columns, format));
         let types: Vec<Type> = schema.iter().map(|f| f.datatype().clone()).collect();
         let formats: Vec<FieldFormat> = schema.iter().map(|f| f.format()).collect();
@@ -344,11 +350,12 @@ pub struct Prepared {
     stmt: Statement,
     param_types: Vec<DataType>,
     columns: Vec<OutputColumn>,
+    /// The session's generation when it was prepared: `DEALLOCATE` drops older ones.
+    generation: u64,
 }
 
 /// Parses and plans statements of the extended protocol.
 pub struct Parser {
-    db: Arc<dyn Backend>,
     verdicts: Verdicts,
     /// The connection's session: an error while preparing fails its open transaction block,
     /// as any other error in a block does.
@@ -396,14 +403,20 @@ impl QueryParser for Parser {
             .iter()
             .map(|t| t.as_ref().map(ddb_type).unwrap_or(DataType::Unknown))
             .collect();
-        let planned = match session::plan(self.db.catalog(), &stmt, &declared) {
+        let mut session = self.session.lock().await;
+        let generation = session.prepare_generation();
+        let planned = match session.plan(&stmt, &declared) {
             Ok(p) => p,
-            Err(e) => return Err(self.fail(e).await),
+            Err(e) => {
+                session.fail_block();
+                return Err(user_error(e));
+            }
         };
         Ok(Some(Prepared {
             columns: planned.plan.columns().to_vec(),
             param_types: planned.param_types,
             stmt,
+            generation,
         }))
     }
 
@@ -570,11 +583,7 @@ impl PgConnection {
         Arc::new(Self {
             session: session.clone(),
             verdicts: verdicts.clone(),
-            parser: Arc::new(Parser {
-                db,
-                session,
-                verdicts,
-            }),
+            parser: Arc::new(Parser { session, verdicts }),
             busy: Arc::new(AtomicBool::new(false)),
             send_timeout,
             closed: Arc::new(Notify::new()),
@@ -700,13 +709,23 @@ impl SimpleQueryHandler for PgConnection {
             self.run_simple(&mut writer, &query.query).await
         };
         let status = self.status().await;
+        let changes = parameter_status(&mut *self.session.lock().await);
         let ready = match ran {
             Ok(()) => {
-                writer
-                    .send(PgWireBackendMessage::ReadyForQuery(ReadyForQuery::new(
-                        status,
-                    )))
-                    .await
+                let mut fed = Ok(());
+                for msg in changes {
+                    fed = fed.and(writer.feed(msg).await);
+                }
+                match fed {
+                    Ok(()) => {
+                        writer
+                            .send(PgWireBackendMessage::ReadyForQuery(ReadyForQuery::new(
+                                status,
+                            )))
+                            .await
+                    }
+                    Err(e) => Err(e),
+                }
             }
             Err(e) => Err(e),
         };
@@ -757,6 +776,38 @@ impl ExtendedQueryHandler for PgConnection {
         self.parser.clone()
     }
 
+    /// Answers `Describe` of a statement that returns no rows with its `ParameterDescription`
+    /// and `NoData`, as PostgreSQL does. pgwire answers one that has parameters with an empty
+    /// `RowDescription` instead, which pgjdbc takes for a result (from the fifth execution of
+    /// a prepared `INSERT` on, "A result was returned when none was expected").
+    async fn on_describe<C>(&self, client: &mut C, message: Describe) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        if message.target_type == TARGET_TYPE_BYTE_STATEMENT {
+            let name = message.name.as_deref().unwrap_or(DEFAULT_NAME);
+            if let Some(Entry::Value(stmt)) = client.portal_store().get_statement(name) {
+                if stmt.statement.columns.is_empty() {
+                    let described = self.do_describe_statement(client, &stmt).await?;
+                    let oids = described.parameters.iter().map(|t| t.oid()).collect();
+                    client
+                        .send(PgWireBackendMessage::ParameterDescription(
+                            ParameterDescription::new(oids),
+                        ))
+                        .await?;
+                    client
+                        .send(PgWireBackendMessage::NoData(NoData::new()))
+                        .await?;
+                    return Ok(());
+                }
+            }
+        }
+        self._on_describe(client, message).await
+    }
+
     async fn do_query<C>(
         &self,
         client: &mut C,
@@ -779,9 +830,18 @@ impl ExtendedQueryHandler for PgConnection {
             }
         };
         let stmt = &portal.statement.statement.stmt;
+        let name = Some(portal.statement.id.as_str()).filter(|n| *n != DEFAULT_NAME);
+        if let Err(e) = session.check_prepared(name, portal.statement.statement.generation) {
+            session.fail_block();
+            return Ok(Response::Error(Box::new(error_info(&e))));
+        }
         if max_rows > 0 {
             // A fetch of `max_rows` at a time: pgwire's portal pages through the whole result.
-            return match session.execute(stmt, &params, &types).await {
+            let result = session.execute(stmt, &params, &types).await;
+            for msg in parameter_status(&mut session) {
+                client.feed(msg).await?;
+            }
+            return match result {
                 Ok(result) => to_response(result, Some(&portal.result_column_format)),
                 Err(e) => Ok(Response::Error(Box::new(error_info(&e)))),
             };
@@ -796,6 +856,14 @@ impl ExtendedQueryHandler for PgConnection {
         };
         let result = session.execute_to(stmt, &params, &types, &mut out).await;
         let (described, taken) = (out.encoder.is_some(), out.taken);
+        for msg in parameter_status(&mut session) {
+            if !self.timed_out() {
+                writer
+                    .feed(msg)
+                    .await
+                    .map_err(|e| PgWireError::IoError(std::io::Error::other(e.to_string())))?;
+            }
+        }
         match result {
             // The rows are out; pgwire sends the completion.
             Ok(_) if described => Ok(Response::Execution(
@@ -811,7 +879,83 @@ impl ExtendedQueryHandler for PgConnection {
     }
 }
 
-impl NoopStartupHandler for PgConnection {}
+/// Process-wide backend ids and cancel keys for `BackendKeyData`.
+static BACKEND_KEYS: std::sync::LazyLock<RandomPidSecretKeyGenerator> =
+    std::sync::LazyLock::new(RandomPidSecretKeyGenerator::default);
+
+/// The startup without authentication (not built yet), as pgwire's no-op handler does it, but
+/// with ddb's parameters: the startup packet's settings go into the session (an unknown or
+/// invalid one fails the connection with FATAL, as in PostgreSQL), and the `ParameterStatus`
+/// messages are the session's, so `server_version` is ddb's one version (see
+/// [`crate::version`]).
+#[async_trait]
+impl StartupHandler for PgConnection {
+    async fn on_startup<C>(
+        &self,
+        client: &mut C,
+        message: PgWireFrontendMessage,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let PgWireFrontendMessage::Startup(ref startup) = message else {
+            return Ok(());
+        };
+        protocol_negotiation(client, startup).await?;
+        save_startup_parameters_to_metadata(client, startup);
+        let (pid, secret_key) = BACKEND_KEYS.generate(client);
+        client.set_pid_and_secret_key(pid, secret_key);
+        let params = &startup.parameters;
+        let user = params.get("user").map(String::as_str).unwrap_or("ddb");
+        let database = params.get("database").map(String::as_str).unwrap_or(user);
+        let mut session = self.session.lock().await;
+        let started = session.start(
+            user,
+            database,
+            params.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        );
+        if let Err(e) = started {
+            let info = ErrorInfo::new("FATAL".to_owned(), e.sqlstate().to_owned(), e.to_string());
+            return Err(PgWireError::UserError(Box::new(info)));
+        }
+        client
+            .feed(PgWireBackendMessage::Authentication(Authentication::Ok))
+            .await?;
+        for (name, value) in session.parameter_changes() {
+            client
+                .feed(PgWireBackendMessage::ParameterStatus(ParameterStatus::new(
+                    name, value,
+                )))
+                .await?;
+        }
+        drop(session);
+        let (pid, secret_key) = client.pid_and_secret_key();
+        client
+            .feed(PgWireBackendMessage::BackendKeyData(BackendKeyData::new(
+                pid, secret_key,
+            )))
+            .await?;
+        client
+            .send(PgWireBackendMessage::ReadyForQuery(ReadyForQuery::new(
+                TransactionStatus::Idle,
+            )))
+            .await?;
+        client.set_state(PgWireConnectionState::ReadyForQuery);
+        Ok(())
+    }
+}
+
+/// The `ParameterStatus` messages for the session's reported parameters that changed (after
+/// `SET`, `RESET`, or a block's end), sent before `ReadyForQuery` as PostgreSQL sends them.
+fn parameter_status(session: &mut Session) -> Vec<PgWireBackendMessage> {
+    session
+        .parameter_changes()
+        .into_iter()
+        .map(|(k, v)| PgWireBackendMessage::ParameterStatus(ParameterStatus::new(k, v)))
+        .collect()
+}
 
 /// Hands pgwire the handlers of one connection (all of them are the connection itself).
 pub struct PgHandlers(pub Arc<PgConnection>);
@@ -828,6 +972,25 @@ impl PgWireServerHandlers for PgHandlers {
     fn startup_handler(&self) -> Arc<impl StartupHandler> {
         self.0.clone()
     }
+}
+
+/// Ends a connection that stayed idle inside a transaction block longer than its
+/// `idle_in_transaction_session_timeout`: the transaction is rolled back (its locks released)
+/// and the client told why with a FATAL 25P03, as PostgreSQL does.
+async fn idle_in_transaction_timed_out<S>(socket: &mut S, conn: &PgConnection)
+where
+    S: Sink<PgWireBackendMessage> + Unpin,
+{
+    conn.session.lock().await.terminate();
+    let info = ErrorInfo::new(
+        "FATAL".to_owned(),
+        sqlstate::IDLE_IN_TRANSACTION_SESSION_TIMEOUT.to_owned(),
+        "terminating connection due to idle-in-transaction timeout".to_owned(),
+    );
+    let _ = socket
+        .send(PgWireBackendMessage::ErrorResponse(info.into()))
+        .await;
+    let _ = socket.close().await;
 }
 
 /// Serves one PostgreSQL connection until the client leaves or breaks the protocol.
@@ -876,10 +1039,22 @@ pub async fn serve(
             PgWireConnectionState::AwaitingStartup
                 | PgWireConnectionState::AuthenticationInProgress
         );
+        let idle = match starting {
+            true => None,
+            false => conn.session.lock().await.idle_timeout(),
+        };
         let msg = if starting {
             tokio::select! {
                 _ = &mut startup_timeout => None,
                 msg = socket.next() => msg,
+            }
+        } else if let Some(idle) = idle {
+            match tokio::time::timeout(idle, socket.next()).await {
+                Ok(msg) => msg,
+                Err(_) => {
+                    idle_in_transaction_timed_out(&mut socket, &conn).await;
+                    break;
+                }
             }
         } else {
             socket.next().await

@@ -87,6 +87,7 @@ async fn ask(
         map_version: map.version,
         placement: map.placement,
         epoch: map.shards.get(&shard).map_or(0, |s| s.epoch),
+        lock_timeout_ms: None,
         op,
     };
     let reply = call(&client, req).await;

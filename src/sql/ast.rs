@@ -11,7 +11,8 @@ use crate::types::DataType;
 /// A parsed SQL statement.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Statement {
-    Begin,
+    /// `BEGIN` / `START TRANSACTION`, with its modes.
+    Begin(TransactionModes),
     Commit,
     Rollback,
     CreateTable {
@@ -41,6 +42,59 @@ pub enum Statement {
         filter: Option<Expr>,
     },
     Select(Box<Select>),
+    /// A statement about the session itself (`SET`, `SHOW`, `RESET`, `DISCARD`, …): it reads
+    /// or changes the connection's state and touches no table.
+    Session(SessionStatement),
+}
+
+/// The modes of `BEGIN` or `SET TRANSACTION`. ddb runs every transaction serializable, so an
+/// isolation level is accepted (strict two-phase locking is stronger than every level) and
+/// only the access mode changes what a transaction may do.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TransactionModes {
+    /// `READ ONLY` (`Some(true)`) or `READ WRITE` (`Some(false)`), if given.
+    pub read_only: Option<bool>,
+    /// The isolation level asked for, lower-case (`read committed`), if given.
+    pub isolation: Option<String>,
+}
+
+/// A statement about the session (see `sql::settings`).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub enum SessionStatement {
+    /// `SET [SESSION | LOCAL] name { TO | = } value[, …]`; `None` is `DEFAULT`.
+    Set {
+        name: String,
+        value: Option<Vec<SetValue>>,
+        local: bool,
+    },
+    /// `RESET name`; `None` is `RESET ALL`.
+    Reset(Option<String>),
+    /// `SHOW name`; `None` is `SHOW ALL`.
+    Show(Option<String>),
+    /// `SET TRANSACTION …` (`session: false`) or `SET SESSION CHARACTERISTICS AS TRANSACTION …`.
+    SetTransaction {
+        modes: TransactionModes,
+        session: bool,
+    },
+    /// `DISCARD ALL | PLANS | SEQUENCES | TEMP`, its word upper-case.
+    Discard(String),
+    /// `DEALLOCATE [PREPARE] name`; `None` is `DEALLOCATE ALL`.
+    Deallocate(Option<String>),
+    /// `CLOSE name`; `None` is `CLOSE ALL`.
+    Close(Option<String>),
+    /// `UNLISTEN channel`; `None` is `UNLISTEN *`.
+    Unlisten(Option<String>),
+}
+
+/// One value of a `SET` list, as written.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub enum SetValue {
+    /// A quoted string.
+    String(String),
+    /// A bare word (an identifier or keyword) as written; `quoted` when it was double-quoted.
+    Word { text: String, quoted: bool },
+    /// A number, as written (`-1`, `2.5`).
+    Number(String),
 }
 
 /// A column in `CREATE TABLE`.
@@ -172,4 +226,94 @@ pub enum Expr {
     },
     /// `DEFAULT` in an `INSERT` values list.
     Default,
+    /// A value of the session (`current_user`, `current_schema()`, `current_database()`):
+    /// the parser leaves `value` empty and the session fills it in before the statement is
+    /// planned or shipped, so every node that plans it sees the same constant.
+    SessionValue {
+        name: String,
+        value: Option<Literal>,
+    },
+}
+
+/// The functions whose value is the session's, by the name PostgreSQL gives their column.
+pub const SESSION_FUNCTIONS: &[&str] = &[
+    "current_user",
+    "session_user",
+    "user",
+    "current_role",
+    "current_schema",
+    "current_database",
+    "current_catalog",
+];
+
+impl Statement {
+    /// Fills in every [`Expr::SessionValue`] with `value(name)`.
+    pub fn fill_session_values(&mut self, value: &dyn Fn(&str) -> Literal) {
+        let mut fill = |e: &mut Expr| e.fill_session_values(value);
+        match self {
+            Statement::Insert { rows, .. } => rows.iter_mut().flatten().for_each(&mut fill),
+            Statement::Update { sets, filter, .. } => {
+                sets.iter_mut().for_each(|(_, e)| fill(e));
+                filter.iter_mut().for_each(fill);
+            }
+            Statement::Delete { filter, .. } => filter.iter_mut().for_each(fill),
+            Statement::Select(s) => {
+                for item in &mut s.projection {
+                    if let SelectItem::Expr { expr, .. } = item {
+                        fill(expr);
+                    }
+                }
+                s.filter.iter_mut().for_each(&mut fill);
+                s.group_by.iter_mut().for_each(&mut fill);
+                s.having.iter_mut().for_each(&mut fill);
+                s.order_by.iter_mut().for_each(|o| fill(&mut o.expr));
+                s.limit.iter_mut().for_each(&mut fill);
+                s.offset.iter_mut().for_each(&mut fill);
+            }
+            Statement::CreateTable { columns, .. } => columns
+                .iter_mut()
+                .filter_map(|c| c.default.as_mut())
+                .for_each(fill),
+            Statement::Begin(_)
+            | Statement::Commit
+            | Statement::Rollback
+            | Statement::DropTable { .. }
+            | Statement::Session(_) => {}
+        }
+    }
+}
+
+impl Expr {
+    /// Fills in every [`Expr::SessionValue`] below this one (the tree's depth is bounded by
+    /// the parser, see `types::nesting`).
+    #[recursive::recursive]
+    fn fill_session_values(&mut self, value: &dyn Fn(&str) -> Literal) {
+        let fill = |e: &mut Expr| e.fill_session_values(value);
+        match self {
+            Expr::SessionValue { name, value: v } => *v = Some(value(name)),
+            Expr::Literal(_) | Expr::Column(..) | Expr::Param(_) | Expr::Default => {}
+            Expr::Unary(_, e) | Expr::Cast(e, _) => fill(e),
+            Expr::IsNull { expr, .. } | Expr::IsBool { expr, .. } => fill(expr),
+            Expr::Binary(_, l, r) => {
+                fill(l);
+                fill(r);
+            }
+            Expr::InList { expr, list, .. } => {
+                fill(expr);
+                list.iter_mut().for_each(fill);
+            }
+            Expr::Between {
+                expr, low, high, ..
+            } => {
+                fill(expr);
+                fill(low);
+                fill(high);
+            }
+            Expr::Like { expr, pattern, .. } => {
+                fill(expr);
+                fill(pattern);
+            }
+            Expr::Function { args, .. } => args.iter_mut().for_each(fill),
+        }
+    }
 }

@@ -82,6 +82,10 @@ pub trait SqlTxn: Send {
         out: &mut dyn Output,
     ) -> Result<QueryResult>;
 
+    /// Bounds the lock waits of the statements that follow by `timeout` instead of the node's
+    /// bound (a session's `lock_timeout`; `None`: the node's).
+    fn set_lock_timeout(&mut self, timeout: Option<Duration>);
+
     /// Commits; durable when this returns.
     async fn commit(self: Box<Self>) -> Result<()>;
 

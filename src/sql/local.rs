@@ -42,6 +42,10 @@ impl SqlTxn for LocalTxn {
             .await
     }
 
+    fn set_lock_timeout(&mut self, timeout: Option<std::time::Duration>) {
+        self.0.set_lock_timeout(timeout);
+    }
+
     async fn commit(self: Box<Self>) -> Result<()> {
         self.0.commit().await
     }

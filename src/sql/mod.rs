@@ -26,6 +26,7 @@ pub mod planner;
 pub mod point;
 pub mod rows;
 pub mod session;
+pub mod settings;
 
 pub use backend::{Backend, Prepared, SqlTxn};
 pub use session::Session;

@@ -107,18 +107,7 @@ fn ident_name(ident: &sp::Ident) -> String {
 fn convert_statement(stmt: &sp::Statement) -> Result<Statement> {
     use sp::Statement as S;
     match stmt {
-        S::StartTransaction { modes, .. } => {
-            // Every ddb transaction is serializable, which satisfies any isolation level asked
-            // for; READ ONLY is not enforced yet, so it is refused rather than ignored.
-            for m in modes {
-                match m {
-                    sp::TransactionMode::IsolationLevel(_)
-                    | sp::TransactionMode::AccessMode(sp::TransactionAccessMode::ReadWrite) => {}
-                    other => return unsupported(format!("the transaction mode {other}")),
-                }
-            }
-            Ok(Statement::Begin)
-        }
+        S::StartTransaction { modes, .. } => Ok(Statement::Begin(transaction_modes(modes)?)),
         S::Commit { chain: false, .. } => Ok(Statement::Commit),
         S::Rollback {
             chain: false,
@@ -142,6 +131,36 @@ fn convert_statement(stmt: &sp::Statement) -> Result<Statement> {
         S::Update(update) => convert_update(update),
         S::Delete(delete) => convert_delete(delete),
         S::Query(query) => Ok(Statement::Select(Box::new(convert_query(query)?))),
+        S::Set(set) => convert_set(set).map(Statement::Session),
+        S::ShowVariable { variable } => Ok(Statement::Session(SessionStatement::Show(show_name(
+            variable,
+        )))),
+        S::Reset(reset) => Ok(Statement::Session(SessionStatement::Reset(
+            match &reset.reset {
+                sp::Reset::ALL => None,
+                sp::Reset::SessionAuthorization => Some("session_authorization".into()),
+                sp::Reset::ConfigurationParameter(name) => Some(setting_name(name)),
+            },
+        ))),
+        S::Discard { object_type } => Ok(Statement::Session(SessionStatement::Discard(
+            object_type.to_string(),
+        ))),
+        S::Deallocate { name, .. } => Ok(Statement::Session(SessionStatement::Deallocate(
+            match name.quote_style {
+                None if name.value.eq_ignore_ascii_case("all") => None,
+                _ => Some(ident_name(name)),
+            },
+        ))),
+        S::Close { cursor } => Ok(Statement::Session(SessionStatement::Close(match cursor {
+            sp::CloseCursor::All => None,
+            sp::CloseCursor::Specific { name } => Some(ident_name(name)),
+        }))),
+        S::UNLISTEN { channel } => Ok(Statement::Session(SessionStatement::Unlisten(
+            match channel.value.as_str() {
+                "*" if channel.quote_style.is_none() => None,
+                _ => Some(ident_name(channel)),
+            },
+        ))),
         other => {
             let text = other.to_string();
             let head: String = text
@@ -152,6 +171,174 @@ fn convert_statement(stmt: &sp::Statement) -> Result<Statement> {
             unsupported(format!("the statement {head}"))
         }
     }
+}
+
+/// The modes of `BEGIN` or `SET TRANSACTION`; the last of each kind wins, as in PostgreSQL.
+fn transaction_modes(modes: &[sp::TransactionMode]) -> Result<TransactionModes> {
+    let mut out = TransactionModes::default();
+    for m in modes {
+        match m {
+            sp::TransactionMode::AccessMode(sp::TransactionAccessMode::ReadOnly) => {
+                out.read_only = Some(true)
+            }
+            sp::TransactionMode::AccessMode(sp::TransactionAccessMode::ReadWrite) => {
+                out.read_only = Some(false)
+            }
+            sp::TransactionMode::IsolationLevel(level) => {
+                use sp::TransactionIsolationLevel as L;
+                out.isolation = Some(
+                    match level {
+                        L::ReadUncommitted => "read uncommitted",
+                        L::ReadCommitted => "read committed",
+                        L::RepeatableRead => "repeatable read",
+                        L::Serializable => "serializable",
+                        L::Snapshot => return unsupported("the isolation level SNAPSHOT"),
+                    }
+                    .to_string(),
+                )
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A configuration parameter's name: its dotted parts, lower-cased unless quoted (parameter
+/// names are case-insensitive; `sql::settings` finds the canonical spelling).
+fn setting_name(name: &sp::ObjectName) -> String {
+    name.0
+        .iter()
+        .map(|part| match part.as_ident() {
+            Some(ident) => ident_name(ident),
+            None => part.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+/// The parameter `SHOW` names: `SHOW ALL` is `None`; the multi-word spellings PostgreSQL
+/// accepts (`TRANSACTION ISOLATION LEVEL`, `TIME ZONE`, `SESSION AUTHORIZATION`) are their
+/// parameters' names.
+fn show_name(words: &[sp::Ident]) -> Option<String> {
+    let words: Vec<String> = words.iter().map(ident_name).collect();
+    Some(match words.join(" ").as_str() {
+        "all" => return None,
+        "transaction isolation level" => "transaction_isolation".into(),
+        "time zone" => "timezone".into(),
+        "session authorization" => "session_authorization".into(),
+        // sqlparser gives a dotted name (`myapp.tenant`) as its parts.
+        _ => words.join("."),
+    })
+}
+
+fn convert_set(set: &sp::Set) -> Result<SessionStatement> {
+    use sp::Set as S;
+    match set {
+        S::SingleAssignment {
+            scope,
+            hivevar: false,
+            variable,
+            values,
+        } => {
+            let local = match scope {
+                None | Some(sp::ContextModifier::Session) => false,
+                Some(sp::ContextModifier::Local) => true,
+                Some(other) => return unsupported(format!("SET {other}")),
+            };
+            let name = setting_name(variable);
+            // SET TIME ZONE's parameter is TimeZone.
+            let name = if name == "TIMEZONE" {
+                "timezone".into()
+            } else {
+                name
+            };
+            Ok(SessionStatement::Set {
+                name,
+                value: set_values(values)?,
+                local,
+            })
+        }
+        S::SetTimeZone { local, value } => Ok(SessionStatement::Set {
+            name: "timezone".into(),
+            value: set_values(std::slice::from_ref(value))?,
+            local: *local,
+        }),
+        S::SetNames {
+            charset_name,
+            collation_name: None,
+        } => Ok(SessionStatement::Set {
+            name: "client_encoding".into(),
+            value: Some(vec![SetValue::String(charset_name.value.clone())]),
+            local: false,
+        }),
+        S::SetNamesDefault {} => Ok(SessionStatement::Set {
+            name: "client_encoding".into(),
+            value: None,
+            local: false,
+        }),
+        S::SetTransaction {
+            modes,
+            snapshot: None,
+            session,
+        } => Ok(SessionStatement::SetTransaction {
+            modes: transaction_modes(modes)?,
+            session: *session,
+        }),
+        other => {
+            let text = other.to_string();
+            let head: String = text
+                .split_whitespace()
+                .take(2)
+                .collect::<Vec<_>>()
+                .join(" ");
+            unsupported(format!("the statement {head}"))
+        }
+    }
+}
+
+/// The values of a `SET`; `None` for `DEFAULT` (or `LOCAL DEFAULT`, which is the same).
+fn set_values(values: &[sp::Expr]) -> Result<Option<Vec<SetValue>>> {
+    use sp::Expr as E;
+    if let [E::Identifier(id)] = values {
+        if id.quote_style.is_none()
+            && (id.value.eq_ignore_ascii_case("default") || id.value.eq_ignore_ascii_case("local"))
+        {
+            return Ok(None);
+        }
+    }
+    values
+        .iter()
+        .map(|v| {
+            Ok(match v {
+                E::Value(v) => match &v.value {
+                    sp::Value::SingleQuotedString(s) | sp::Value::EscapedStringLiteral(s) => {
+                        SetValue::String(s.clone())
+                    }
+                    sp::Value::Number(n, _) => SetValue::Number(n.to_string()),
+                    sp::Value::Boolean(b) => SetValue::Word {
+                        text: b.to_string(),
+                        quoted: false,
+                    },
+                    other => return unsupported(format!("the SET value {other}")),
+                },
+                E::UnaryOp {
+                    op: sp::UnaryOperator::Minus,
+                    expr,
+                } => match expr.as_ref() {
+                    E::Value(v) => match &v.value {
+                        sp::Value::Number(n, _) => SetValue::Number(format!("-{n}")),
+                        other => return unsupported(format!("the SET value -{other}")),
+                    },
+                    other => return unsupported(format!("the SET value -{other}")),
+                },
+                E::Identifier(id) => SetValue::Word {
+                    text: id.value.clone(),
+                    quoted: id.quote_style.is_some(),
+                },
+                other => return unsupported(format!("the SET value {other}")),
+            })
+        })
+        .collect::<Result<Vec<_>>>()
+        .map(Some)
 }
 
 fn convert_create_table(ct: &sp::CreateTable) -> Result<Statement> {
@@ -567,6 +754,17 @@ pub fn convert_expr(e: &sp::Expr) -> Result<Expr> {
             ..
         } => convert_chain(e, op)?,
         E::Value(v) => convert_value(&v.value)?,
+        // `current_schema`, `current_user`, … without parentheses are SQL's keyword functions.
+        E::Identifier(id)
+            if id.quote_style.is_none()
+                && SESSION_FUNCTIONS.contains(&id.value.to_lowercase().as_str())
+                && !matches!(id.value.to_lowercase().as_str(), "current_database") =>
+        {
+            Expr::SessionValue {
+                name: id.value.to_lowercase(),
+                value: None,
+            }
+        }
         E::Identifier(id) => Expr::Column(None, ident_name(id)),
         E::CompoundIdentifier(ids) => match ids.as_slice() {
             [t, c] => Expr::Column(Some(ident_name(t)), ident_name(c)),
@@ -739,7 +937,19 @@ fn convert_function(f: &sp::Function) -> Result<Expr> {
     if f.filter.is_some() || f.over.is_some() || !f.within_group.is_empty() {
         return unsupported(format!("{f}"));
     }
-    let name = object_name(&f.name)?;
+    // `pg_catalog.f()` names the built-in `f`, as in PostgreSQL.
+    let name = match f.name.0.as_slice() {
+        [schema, part] if part_ident(schema)? == "pg_catalog" => part_ident(part)?,
+        _ => object_name(&f.name)?,
+    };
+    let no_args = match &f.args {
+        sp::FunctionArguments::None => true,
+        sp::FunctionArguments::List(list) => list.args.is_empty() && list.clauses.is_empty(),
+        sp::FunctionArguments::Subquery(_) => false,
+    };
+    if no_args && SESSION_FUNCTIONS.contains(&name.as_str()) {
+        return Ok(Expr::SessionValue { name, value: None });
+    }
     let mut args = Vec::new();
     let mut star = false;
     let mut distinct = false;
@@ -809,5 +1019,134 @@ mod tests {
             panic!("not an update")
         };
         assert_eq!(sets[0].1, Expr::Param(1));
+    }
+
+    fn session(sql: &str) -> SessionStatement {
+        match parse(sql).unwrap().remove(0).0 {
+            Statement::Session(s) => s,
+            other => panic!("{sql}: not a session statement: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn set_forms_become_one_statement() {
+        let word = |t: &str| SetValue::Word {
+            text: t.into(),
+            quoted: false,
+        };
+        assert_eq!(
+            session("SET extra_float_digits = 3"),
+            SessionStatement::Set {
+                name: "extra_float_digits".into(),
+                value: Some(vec![SetValue::Number("3".into())]),
+                local: false,
+            }
+        );
+        assert_eq!(
+            session("SET LOCAL search_path TO \"$user\", public"),
+            SessionStatement::Set {
+                name: "search_path".into(),
+                value: Some(vec![
+                    SetValue::Word {
+                        text: "$user".into(),
+                        quoted: true
+                    },
+                    word("public")
+                ]),
+                local: true,
+            }
+        );
+        assert_eq!(
+            session("SET SESSION statement_timeout TO DEFAULT"),
+            SessionStatement::Set {
+                name: "statement_timeout".into(),
+                value: None,
+                local: false,
+            }
+        );
+        let SessionStatement::Set { name, .. } = session("SET TIME ZONE 'UTC'") else {
+            panic!("SET TIME ZONE")
+        };
+        assert_eq!(name, "timezone");
+        let SessionStatement::Set { name, .. } = session("SET myapp.tenant = 'x'") else {
+            panic!("a custom parameter")
+        };
+        assert_eq!(name, "myapp.tenant");
+    }
+
+    #[test]
+    fn show_reset_and_the_pool_statements_parse() {
+        assert_eq!(
+            session("SHOW TRANSACTION ISOLATION LEVEL"),
+            SessionStatement::Show(Some("transaction_isolation".into()))
+        );
+        assert_eq!(session("SHOW ALL"), SessionStatement::Show(None));
+        assert_eq!(session("RESET ALL"), SessionStatement::Reset(None));
+        assert_eq!(
+            session("DEALLOCATE ALL"),
+            SessionStatement::Deallocate(None)
+        );
+        assert_eq!(
+            session("DEALLOCATE PREPARE s1"),
+            SessionStatement::Deallocate(Some("s1".into()))
+        );
+        assert_eq!(session("CLOSE ALL"), SessionStatement::Close(None));
+        assert_eq!(session("UNLISTEN *"), SessionStatement::Unlisten(None));
+        assert_eq!(
+            session("DISCARD ALL"),
+            SessionStatement::Discard("ALL".into())
+        );
+    }
+
+    #[test]
+    fn transaction_modes_are_kept() {
+        let Statement::Begin(modes) =
+            &parse("BEGIN ISOLATION LEVEL READ COMMITTED, READ ONLY").unwrap()[0].0
+        else {
+            panic!("not a BEGIN")
+        };
+        assert_eq!(modes.read_only, Some(true));
+        assert_eq!(modes.isolation.as_deref(), Some("read committed"));
+        assert_eq!(
+            session("SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE"),
+            SessionStatement::SetTransaction {
+                modes: TransactionModes {
+                    read_only: Some(false),
+                    isolation: None
+                },
+                session: true,
+            }
+        );
+    }
+
+    #[test]
+    fn session_functions_are_session_values() {
+        let stmts =
+            parse("SELECT current_user, current_schema, current_schema(), pg_catalog.version()")
+                .unwrap();
+        let Statement::Select(s) = &stmts[0].0 else {
+            panic!("not a select")
+        };
+        let exprs: Vec<&Expr> = s
+            .projection
+            .iter()
+            .map(|i| match i {
+                SelectItem::Expr { expr, .. } => expr,
+                SelectItem::Wildcard => panic!("wildcard"),
+            })
+            .collect();
+        for (e, name) in exprs
+            .iter()
+            .zip(["current_user", "current_schema", "current_schema"])
+        {
+            assert_eq!(
+                **e,
+                Expr::SessionValue {
+                    name: name.into(),
+                    value: None
+                }
+            );
+        }
+        assert!(matches!(exprs[3], Expr::Function { name, .. } if name == "version"));
     }
 }

@@ -16,6 +16,26 @@
 //! autocommit statement commits after that). The session is borrowed for the whole time, so the
 //! next statement of the connection cannot start before this one's rows are out.
 //!
+//! The session also owns the connection's parameters ([`Settings`]) and carries out the
+//! statements about itself (`SET`, `SHOW`, `RESET`, `DISCARD`, `DEALLOCATE`, `CLOSE`,
+//! `UNLISTEN`, `SET TRANSACTION`), and it enforces the parameters that bound work:
+//!
+//! * `statement_timeout`: a statement that runs longer is cancelled with 57014 (its
+//!   transaction rolled back, as any error does). What is bounded is the statement's execution;
+//!   a commit (`COMMIT`, or an autocommit statement's own) and DDL are not cancelled, because
+//!   cancelling a commit in flight would leave its outcome unknown. A statement that would be
+//!   shipped whole to another node (which commits it there in one request) runs through a
+//!   transaction of this node instead while a timeout is set, so that it can be cancelled.
+//! * `lock_timeout`: the bound on each lock wait of the session's transactions, 55P03
+//!   (0: the node's own bound, `--lock-timeout-ms`).
+//! * `idle_in_transaction_session_timeout`: read by the front end, which waits for the next
+//!   message no longer than that while a block is open ([`Session::idle_timeout`]).
+//! * `READ ONLY` transactions (`BEGIN READ ONLY`, `SET TRANSACTION READ ONLY`,
+//!   `default_transaction_read_only`) refuse writes and DDL with 25006.
+//!
+//! `current_user`, `current_schema()` and `current_database()` are the session's values: they
+//! are filled into the statement before it is planned or shipped ([`Statement::fill_session_values`]).
+//!
 //! A panic while a statement is parsed, planned or run is caught here and fails that statement
 //! with XX000, as any other error would (its transaction is rolled back and its locks released),
 //! so one bug hit by one statement costs neither the connection nor the node.
@@ -27,12 +47,13 @@ use std::time::{Duration, Instant};
 use futures::FutureExt;
 
 use crate::error::{sqlstate, Error, Result};
-use crate::sql::ast::Statement;
+use crate::sql::ast::{Literal, SessionStatement, Statement, TransactionModes};
 use crate::sql::backend::{Backend, Prepared, SqlTxn};
 use crate::sql::execution::{emit, Executor};
 use crate::sql::output::{Collect, Output};
 use crate::sql::planner::{self, Plan, Planned};
-use crate::types::{Context, DataType, QueryResult, Value};
+use crate::sql::settings::Settings;
+use crate::types::{Context, DataType, OutputColumn, QueryResult, Value};
 
 /// The state of a session's transaction.
 enum State {
@@ -48,6 +69,17 @@ pub struct Session {
     state: State,
     /// Runs statements another gateway shipped here: never ships them on.
     shipped: bool,
+    settings: Settings,
+    user: String,
+    database: String,
+    /// Whether the open block is `READ ONLY`.
+    read_only: bool,
+    /// The last generation handed to a prepared statement ([`Session::prepare_generation`]).
+    generation: u64,
+    /// `DEALLOCATE ALL` dropped every named statement of an older generation than this.
+    dropped_all: u64,
+    /// `DEALLOCATE name` dropped the statements named so of an older generation.
+    dropped: std::collections::HashMap<String, u64>,
 }
 
 fn now_micros() -> i64 {
@@ -61,15 +93,94 @@ impl Session {
             backend,
             state: State::Idle,
             shipped: false,
+            settings: Settings::new("ddb"),
+            user: "ddb".into(),
+            database: "ddb".into(),
+            read_only: false,
+            generation: 0,
+            dropped_all: 0,
+            dropped: Default::default(),
         }
     }
 
     /// A session for one statement shipped here by another gateway.
     pub fn shipped(backend: Arc<dyn Backend>) -> Self {
-        Self {
-            backend,
-            state: State::Idle,
-            shipped: true,
+        let mut session = Self::new(backend);
+        session.shipped = true;
+        session
+    }
+
+    /// Sets who the client is and applies the parameters of its startup packet (everything
+    /// but `user`, `database` and the protocol's own `_pq_.` options); an unknown or invalid
+    /// one is the error PostgreSQL gives (42704, 22023), which fails the connection.
+    pub fn start<'a>(
+        &mut self,
+        user: &str,
+        database: &str,
+        params: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<()> {
+        self.user = user.to_string();
+        self.database = database.to_string();
+        self.settings = Settings::new(user);
+        for (name, value) in params {
+            match name {
+                "user" | "database" | "replication" => {}
+                _ if name.starts_with("_pq_.") => {}
+                "options" => {
+                    for (k, v) in command_line_options(value)? {
+                        self.settings.set_startup(&k, &v)?;
+                    }
+                }
+                _ => self.settings.set_startup(name, value)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// The reported parameters (`ParameterStatus`) whose values the client has not been told:
+    /// all of them the first time, then the ones that changed. The front end sends them
+    /// before `ReadyForQuery`.
+    pub fn parameter_changes(&mut self) -> Vec<(String, String)> {
+        self.settings.reported_changes()
+    }
+
+    /// How long the client may stay idle before its next message: the
+    /// `idle_in_transaction_session_timeout` while a block is open, else no bound.
+    pub fn idle_timeout(&self) -> Option<Duration> {
+        match self.state {
+            State::Idle => None,
+            _ => self.settings.idle_in_transaction_timeout(),
+        }
+    }
+
+    /// Ends the session's transaction because the connection is closing (rolled back, its
+    /// locks released).
+    pub fn terminate(&mut self) {
+        if let State::Open(txn) = std::mem::replace(&mut self.state, State::Idle) {
+            txn.rollback();
+        }
+        self.settings.end(false);
+    }
+
+    /// A new generation for a statement being prepared: `DEALLOCATE` drops the statements of
+    /// older generations ([`Session::check_prepared`]).
+    pub fn prepare_generation(&mut self) -> u64 {
+        self.generation += 1;
+        self.generation
+    }
+
+    /// Whether the prepared statement `name` (`None`: the unnamed one, which `DEALLOCATE`
+    /// never drops) of `generation` still exists; 26000 if `DEALLOCATE` dropped it.
+    pub fn check_prepared(&self, name: Option<&str>, generation: u64) -> Result<()> {
+        let Some(name) = name else { return Ok(()) };
+        let dropped = generation <= self.dropped_all
+            || self.dropped.get(name).is_some_and(|g| generation <= *g);
+        match dropped {
+            true => Err(Error::sql(
+                sqlstate::INVALID_SQL_STATEMENT_NAME,
+                format!("prepared statement \"{name}\" does not exist"),
+            )),
+            false => Ok(()),
         }
     }
 
@@ -83,9 +194,28 @@ impl Session {
         matches!(self.state, State::Failed)
     }
 
-    /// Plans a statement (for describing it, or to execute it).
+    /// Plans a statement (for describing it, or to execute it), with the session's values
+    /// filled in.
     pub fn plan(&self, stmt: &Statement, param_types: &[DataType]) -> Result<Planned> {
-        plan(self.backend.catalog(), stmt, param_types)
+        plan(self.backend.catalog(), &self.filled(stmt), param_types)
+    }
+
+    /// `stmt` with the session's values (`current_user`, …) filled in.
+    fn filled(&self, stmt: &Statement) -> Statement {
+        let mut stmt = stmt.clone();
+        stmt.fill_session_values(&|name| self.session_value(name));
+        stmt
+    }
+
+    fn session_value(&self, name: &str) -> Literal {
+        match name {
+            "current_schema" => match self.settings.current_schema() {
+                Some(s) => Literal::String(s),
+                None => Literal::Null,
+            },
+            "current_database" | "current_catalog" => Literal::String(self.database.clone()),
+            _ => Literal::String(self.user.clone()),
+        }
     }
 
     /// Parses a string of statements (each with its text). A syntax error fails an open
@@ -140,23 +270,34 @@ impl Session {
         out: &mut dyn Output,
     ) -> Result<QueryResult> {
         match stmt {
-            Statement::Begin => {
+            Statement::Begin(modes) => {
+                // Inside a block PostgreSQL only warns, and the block keeps its modes.
                 if let State::Idle = self.state {
-                    self.state = State::Open(self.backend.begin(None));
+                    self.state = State::Open(self.begin_txn(None));
+                    self.settings.begin();
+                    self.read_only = self.settings.default_read_only();
+                    self.set_modes(modes);
                 }
                 return Ok(QueryResult::tag("BEGIN"));
             }
             Statement::Commit => {
-                return match std::mem::replace(&mut self.state, State::Idle) {
-                    State::Idle => Ok(QueryResult::tag("COMMIT")),
-                    State::Failed => Ok(QueryResult::tag("ROLLBACK")),
-                    State::Open(txn) => txn.commit().await.map(|()| QueryResult::tag("COMMIT")),
+                let (result, committed) = match std::mem::replace(&mut self.state, State::Idle) {
+                    State::Idle => (Ok(QueryResult::tag("COMMIT")), true),
+                    State::Failed => (Ok(QueryResult::tag("ROLLBACK")), false),
+                    State::Open(txn) => {
+                        let r = txn.commit().await.map(|()| QueryResult::tag("COMMIT"));
+                        let ok = r.is_ok();
+                        (r, ok)
+                    }
                 };
+                self.settings.end(committed);
+                return result;
             }
             Statement::Rollback => {
                 if let State::Open(txn) = std::mem::replace(&mut self.state, State::Idle) {
                     txn.rollback();
                 }
+                self.settings.end(false);
                 return Ok(QueryResult::tag("ROLLBACK"));
             }
             _ => {}
@@ -167,14 +308,186 @@ impl Session {
                 "current transaction is aborted, commands ignored until end of transaction block",
             ));
         }
-        let result = AssertUnwindSafe(self.execute_in_transaction(stmt, params, param_types, out))
-            .catch_unwind()
-            .await
-            .unwrap_or_else(|panic| Err(Error::from_panic(panic.as_ref())));
+        let result = match stmt {
+            Statement::Session(s) => self.session_statement(s, out).await,
+            _ => {
+                let stmt = self.filled(stmt);
+                AssertUnwindSafe(self.execute_in_transaction(&stmt, params, param_types, out))
+                    .catch_unwind()
+                    .await
+                    .unwrap_or_else(|panic| Err(Error::from_panic(panic.as_ref())))
+            }
+        };
         if result.is_err() && matches!(self.state, State::Open(_)) {
             self.fail();
         }
         result
+    }
+
+    /// Begins a transaction with the session's lock timeout.
+    fn begin_txn(&self, age: Option<u64>) -> Box<dyn SqlTxn> {
+        let mut txn = self.backend.begin(age);
+        txn.set_lock_timeout(self.settings.lock_timeout());
+        txn
+    }
+
+    /// Applies `BEGIN`'s or `SET TRANSACTION`'s modes to the open block. Every isolation level
+    /// is accepted: the block runs serializable, which is stronger than each.
+    fn set_modes(&mut self, modes: &TransactionModes) {
+        if let (State::Open(_), Some(read_only)) = (&self.state, modes.read_only) {
+            self.read_only = read_only;
+        }
+    }
+
+    /// Carries out a statement about the session.
+    async fn session_statement(
+        &mut self,
+        stmt: &SessionStatement,
+        out: &mut dyn Output,
+    ) -> Result<QueryResult> {
+        let in_block = matches!(self.state, State::Open(_));
+        let tag = match stmt {
+            SessionStatement::Set { name, value, local } => {
+                let key = crate::sql::settings::column_name(name);
+                match (key.as_str(), value) {
+                    // The open transaction's own modes.
+                    ("transaction_read_only", Some(v)) => {
+                        let (_, v) = self.settings.check(name, v)?;
+                        if in_block {
+                            self.read_only = v == "on";
+                        }
+                    }
+                    ("transaction_isolation", Some(v)) => {
+                        self.settings.check(name, v)?;
+                    }
+                    _ => self
+                        .settings
+                        .set(name, value.as_deref(), *local, in_block)?,
+                }
+                "SET"
+            }
+            SessionStatement::Reset(Some(name)) => {
+                self.settings.reset(name)?;
+                "RESET"
+            }
+            SessionStatement::Reset(None) => {
+                self.settings.reset_all();
+                "RESET"
+            }
+            SessionStatement::Show(name) => {
+                let (columns, rows) = self.show(name.as_deref())?;
+                out.start(&columns).await?;
+                let n = rows.len();
+                out.rows(rows).await?;
+                return Ok(QueryResult {
+                    columns,
+                    rows: Vec::new(),
+                    tag: format!("SHOW {n}"),
+                });
+            }
+            SessionStatement::SetTransaction { modes, session } => {
+                if *session {
+                    use crate::sql::ast::SetValue;
+                    let word = |s: &str| {
+                        vec![SetValue::Word {
+                            text: s.to_string(),
+                            quoted: false,
+                        }]
+                    };
+                    if let Some(ro) = modes.read_only {
+                        let v = word(if ro { "on" } else { "off" });
+                        self.settings.set(
+                            "default_transaction_read_only",
+                            Some(&v),
+                            false,
+                            in_block,
+                        )?;
+                    }
+                    if let Some(level) = &modes.isolation {
+                        self.settings.set(
+                            "default_transaction_isolation",
+                            Some(&[SetValue::String(level.clone())]),
+                            false,
+                            in_block,
+                        )?;
+                    }
+                } else {
+                    // Outside a block PostgreSQL only warns: there is no transaction to set.
+                    self.set_modes(modes);
+                }
+                "SET"
+            }
+            SessionStatement::Discard(what) => {
+                if what == "ALL" {
+                    if self.in_transaction() {
+                        return Err(Error::sql(
+                            sqlstate::ACTIVE_SQL_TRANSACTION,
+                            "DISCARD ALL cannot run inside a transaction block",
+                        ));
+                    }
+                    // RESET ALL, DEALLOCATE ALL, CLOSE ALL, UNLISTEN *: ddb has no cursors,
+                    // listeners, advisory locks, temporary tables or cached plans to drop.
+                    self.settings.reset_all();
+                    self.dropped_all = self.generation;
+                }
+                return Ok(QueryResult::tag(format!("DISCARD {what}")));
+            }
+            SessionStatement::Deallocate(None) => {
+                self.dropped_all = self.generation;
+                "DEALLOCATE ALL"
+            }
+            SessionStatement::Deallocate(Some(name)) => {
+                self.dropped.insert(name.clone(), self.generation);
+                "DEALLOCATE"
+            }
+            // ddb has no cursors (DECLARE is not supported): there is none to close.
+            SessionStatement::Close(None) => "CLOSE CURSOR ALL",
+            SessionStatement::Close(Some(name)) => {
+                return Err(Error::sql(
+                    sqlstate::INVALID_CURSOR_NAME,
+                    format!("cursor \"{name}\" does not exist"),
+                ))
+            }
+            // Nor listeners (LISTEN is not supported): unlistening changes nothing.
+            SessionStatement::Unlisten(_) => "UNLISTEN",
+        };
+        Ok(QueryResult::tag(tag))
+    }
+
+    /// `SHOW name` or `SHOW ALL`: columns and rows of text, as PostgreSQL's.
+    #[allow(clippy::type_complexity)]
+    fn show(&self, name: Option<&str>) -> Result<(Vec<OutputColumn>, Vec<Vec<Value>>)> {
+        let text = |name: &str| OutputColumn {
+            name: name.to_string(),
+            data_type: DataType::Text,
+        };
+        let (columns, rows) = match name {
+            Some(name) => {
+                let (key, value) = match crate::sql::settings::column_name(name).as_str() {
+                    "transaction_read_only" => {
+                        let ro = match self.state {
+                            State::Open(_) => self.read_only,
+                            _ => self.settings.default_read_only(),
+                        };
+                        (
+                            "transaction_read_only".into(),
+                            if ro { "on" } else { "off" }.into(),
+                        )
+                    }
+                    _ => self.settings.show(name)?,
+                };
+                (vec![text(&key)], vec![vec![Value::Text(value)]])
+            }
+            None => (
+                vec![text("name"), text("setting"), text("description")],
+                self.settings
+                    .show_all()
+                    .into_iter()
+                    .map(|(n, v, d)| vec![Value::Text(n), Value::Text(v), Value::Text(d)])
+                    .collect(),
+            ),
+        };
+        Ok((columns, rows))
     }
 
     /// Fails an open transaction block (an error happened outside execution, e.g. while a
@@ -209,6 +522,18 @@ impl Session {
                 ),
             ));
         }
+        if let Some(kind) = writes(&planned.plan) {
+            let read_only = match self.state {
+                State::Open(_) => self.read_only,
+                _ => self.settings.default_read_only(),
+            };
+            if read_only {
+                return Err(Error::sql(
+                    sqlstate::READ_ONLY_SQL_TRANSACTION,
+                    format!("cannot execute {kind} in a read-only transaction"),
+                ));
+            }
+        }
         match &planned.plan {
             Plan::CreateTable { .. } | Plan::DropTable { .. } => {
                 if self.in_transaction() {
@@ -218,7 +543,7 @@ impl Session {
                 }
                 return self.backend.ddl(&planned.plan).await;
             }
-            Plan::Begin | Plan::Commit | Plan::Rollback => {
+            Plan::Begin | Plan::Commit | Plan::Rollback | Plan::Session { .. } => {
                 return Err(Error::Internal(
                     "transaction control reached execution".into(),
                 ))
@@ -246,23 +571,32 @@ impl Session {
             param_types,
             in_block: matches!(self.state, State::Open(_)),
         };
+        let deadline = self
+            .settings
+            .statement_timeout()
+            .map(|t| (tokio::time::Instant::now() + t, t));
+        let lock_timeout = self.settings.lock_timeout();
         if let State::Open(txn) = &mut self.state {
-            return txn.execute(&prepared, &executor, out).await;
+            // The session's lock_timeout as it is now (a SET inside the block counts).
+            txn.set_lock_timeout(lock_timeout);
+            return timed(deadline, txn.execute(&prepared, &executor, out)).await;
         }
-        // An autocommit statement that belongs whole to another node runs there.
-        if !self.shipped {
+        // An autocommit statement that belongs whole to another node runs there (unless it
+        // must be cancellable: see the module notes).
+        if !self.shipped && deadline.is_none() {
             if let Some(result) = backend.ship(&prepared, &executor).await {
                 return emit(result?, out).await;
             }
         }
         // Autocommit: retry a wait-die victim with its original age until the lock timeout.
         let started = Instant::now();
+        let lock_timeout = lock_timeout.unwrap_or_else(|| backend.lock_timeout());
         let mut age = None;
         let mut backoff = Duration::from_micros(200);
         loop {
-            let mut txn = backend.begin(age);
+            let mut txn = self.begin_txn(age);
             let taken = out.taken();
-            match txn.execute(&prepared, &executor, out).await {
+            match timed(deadline, txn.execute(&prepared, &executor, out)).await {
                 Ok(result) => {
                     txn.commit().await?;
                     return Ok(result);
@@ -271,11 +605,16 @@ impl Session {
                 Err(e)
                     if txn.retryable()
                         && out.taken() == taken
-                        && started.elapsed() < backend.lock_timeout() =>
+                        && started.elapsed() < lock_timeout =>
                 {
                     age = Some(txn.age());
                     txn.rollback();
                     tracing::debug!("retrying statement after wait-die: {e}");
+                    if let Some((at, t)) = deadline {
+                        if tokio::time::Instant::now() + backoff >= at {
+                            return Err(statement_timed_out(t));
+                        }
+                    }
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_millis(20));
                 }
@@ -284,6 +623,89 @@ impl Session {
         }
     }
 }
+/// The kind of write a plan is, for the read-only error; `None` for a query.
+fn writes(plan: &Plan) -> Option<&'static str> {
+    Some(match plan {
+        Plan::Insert { .. } => "INSERT",
+        Plan::Update { .. } => "UPDATE",
+        Plan::Delete { .. } => "DELETE",
+        Plan::CreateTable { .. } => "CREATE TABLE",
+        Plan::DropTable { .. } => "DROP TABLE",
+        _ => return None,
+    })
+}
+
+fn statement_timed_out(timeout: Duration) -> Error {
+    Error::sql(
+        sqlstate::QUERY_CANCELED,
+        format!(
+            "canceling statement due to statement timeout ({} ms)",
+            timeout.as_millis()
+        ),
+    )
+}
+
+/// Runs a statement's execution until the deadline of `statement_timeout`, if there is one;
+/// past it the execution is dropped (the caller rolls its transaction back) and the error is
+/// 57014.
+async fn timed<F>(
+    deadline: Option<(tokio::time::Instant, Duration)>,
+    work: F,
+) -> Result<QueryResult>
+where
+    F: std::future::Future<Output = Result<QueryResult>>,
+{
+    match deadline {
+        None => work.await,
+        Some((at, timeout)) => tokio::time::timeout_at(at, work)
+            .await
+            .unwrap_or_else(|_| Err(statement_timed_out(timeout))),
+    }
+}
+
+/// The settings in a startup packet's `options` (`-c name=value` and `--name=value`, as
+/// PostgreSQL reads them; `\ ` is an escaped space). Other switches are refused (0A000).
+fn command_line_options(options: &str) -> Result<Vec<(String, String)>> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut chars = options.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => word.extend(chars.next()),
+            c if c.is_whitespace() => {
+                if !word.is_empty() {
+                    words.push(std::mem::take(&mut word));
+                }
+            }
+            c => word.push(c),
+        }
+    }
+    if !word.is_empty() {
+        words.push(word);
+    }
+    let mut out = Vec::new();
+    let mut words = words.into_iter();
+    while let Some(w) = words.next() {
+        let setting = if w == "-c" {
+            words.next().unwrap_or_default()
+        } else if let Some(rest) = w.strip_prefix("--").or_else(|| w.strip_prefix("-c")) {
+            rest.to_string()
+        } else {
+            return Err(Error::unsupported(format!("the startup option {w}")));
+        };
+        match setting.split_once('=') {
+            Some((k, v)) => out.push((k.replace('-', "_"), v.to_string())),
+            None => {
+                return Err(Error::sql(
+                    sqlstate::SYNTAX_ERROR,
+                    format!("-c {setting} requires a value"),
+                ))
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Parses SQL text; a panic in the parser is the statement's error (XX000).
 pub fn parse(sql: &str) -> Result<Vec<(Statement, String)>> {
     std::panic::catch_unwind(|| crate::sql::parser::parse(sql))

@@ -60,6 +60,7 @@ impl TxnManager {
             meta: Vec::new(),
             died: false,
             finished: false,
+            lock_timeout: None,
         }
     }
 }
@@ -128,6 +129,9 @@ pub struct Transaction {
     /// Set when wait-die chose this transaction as the victim.
     died: bool,
     finished: bool,
+    /// This transaction's bound on each lock wait (a session's `lock_timeout`), instead of
+    /// the node's.
+    lock_timeout: Option<Duration>,
 }
 
 impl Transaction {
@@ -152,12 +156,18 @@ impl Transaction {
         !self.writes.is_empty() || !self.meta.is_empty()
     }
 
+    /// Bounds each lock wait of this transaction by `timeout` (`None`: the node's bound).
+    pub fn set_lock_timeout(&mut self, timeout: Option<Duration>) {
+        self.lock_timeout = timeout;
+    }
+
     /// Takes `mode` on `resource`, waiting if needed.
     pub async fn lock(&mut self, resource: Resource, mode: LockMode) -> Result<()> {
         let mgr = self.mgr.clone();
+        let timeout = self.lock_timeout.unwrap_or(mgr.lock_timeout);
         match mgr
             .locks
-            .acquire(self.id, self.ts, &resource, mode, mgr.lock_timeout)
+            .acquire(self.id, self.ts, &resource, mode, timeout)
             .await?
         {
             Ok(()) => Ok(()),
@@ -172,7 +182,7 @@ impl Transaction {
                 sqlstate::LOCK_NOT_AVAILABLE,
                 format!(
                     "could not obtain lock within {} ms (the lock timeout)",
-                    mgr.lock_timeout.as_millis()
+                    timeout.as_millis()
                 ),
             )),
         }

@@ -45,7 +45,8 @@ pub(super) fn contains_aggregate(e: &ast::Expr) -> bool {
         ast::Expr::Literal(_)
         | ast::Expr::Column(..)
         | ast::Expr::Param(_)
-        | ast::Expr::Default => false,
+        | ast::Expr::Default
+        | ast::Expr::SessionValue { .. } => false,
         ast::Expr::Unary(_, e)
         | ast::Expr::IsNull { expr: e, .. }
         | ast::Expr::IsBool { expr: e, .. }

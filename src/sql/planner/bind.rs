@@ -19,9 +19,10 @@ use crate::error::{sqlstate, Error, Result};
 use crate::sql::ast::{self, Literal};
 use crate::sql::catalog::Catalog;
 use crate::sql::limits;
+use crate::sql::settings;
 use crate::types::expr::Expr;
 use crate::types::value::{decimal_to_integer, DataType, Value};
-use crate::types::{Column, Table, ROWID_COLUMN};
+use crate::types::{Column, OutputColumn, Table, ROWID_COLUMN};
 
 /// Plans `stmt`. `param_types` are the types the client declared (may be shorter than the
 /// number of parameters, or `Unknown` where it declared none).
@@ -43,10 +44,28 @@ pub fn plan(catalog: &Catalog, stmt: &ast::Statement, param_types: &[DataType]) 
     Ok(Planned { plan, param_types })
 }
 
+/// The result columns of a session statement: `SHOW`'s (text, as PostgreSQL's).
+fn session_columns(stmt: &ast::SessionStatement) -> Vec<OutputColumn> {
+    let text = |name: &str| OutputColumn {
+        name: name.to_string(),
+        data_type: DataType::Text,
+    };
+    match stmt {
+        ast::SessionStatement::Show(Some(name)) => vec![text(&settings::column_name(name))],
+        ast::SessionStatement::Show(None) => {
+            vec![text("name"), text("setting"), text("description")]
+        }
+        _ => Vec::new(),
+    }
+}
+
 impl Binder<'_> {
     fn statement(&mut self, stmt: &ast::Statement) -> Result<Plan> {
         Ok(match stmt {
-            ast::Statement::Begin => Plan::Begin,
+            ast::Statement::Begin(_) => Plan::Begin,
+            ast::Statement::Session(stmt) => Plan::Session {
+                columns: session_columns(stmt),
+            },
             ast::Statement::Commit => Plan::Commit,
             ast::Statement::Rollback => Plan::Rollback,
             ast::Statement::CreateTable {

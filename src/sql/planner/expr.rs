@@ -16,7 +16,7 @@
 use super::binder::Grouping;
 use super::binder::Scope;
 use super::binder::{err, Binder, Typed};
-use crate::error::{sqlstate, Result};
+use crate::error::{sqlstate, Error, Result};
 use crate::sql::ast::{self, BinaryOp, Literal, UnaryOp};
 use crate::types::expr::{Expr, Function};
 use crate::types::value::{decimal_to_integer, DataType, Value};
@@ -84,6 +84,15 @@ impl Binder<'_> {
                 star,
                 distinct,
             } => self.call(name, args, *star || *distinct, scope, grouping),
+            ast::Expr::SessionValue { name, value } => match value {
+                Some(ast::Literal::String(s)) => {
+                    Ok((Expr::Const(Value::Text(s.clone())), DataType::Text))
+                }
+                Some(ast::Literal::Null) => Ok((Expr::Const(Value::Null), DataType::Text)),
+                _ => Err(Error::Internal(format!(
+                    "{name} was planned without its session's value"
+                ))),
+            },
         }
     }
 

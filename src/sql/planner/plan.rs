@@ -40,6 +40,11 @@ pub enum Plan {
         source: Source,
     },
     Select(Box<SelectPlan>),
+    /// A session statement (`SET`, `SHOW`, …): the session carries it out itself. `columns`
+    /// are `SHOW`'s result columns (empty for the others).
+    Session {
+        columns: Vec<OutputColumn>,
+    },
 }
 
 /// Where a statement's rows come from.
@@ -116,6 +121,7 @@ impl Plan {
     pub fn columns(&self) -> &[OutputColumn] {
         match self {
             Plan::Select(s) => &s.columns,
+            Plan::Session { columns } => columns,
             _ => &[],
         }
     }

@@ -281,7 +281,7 @@ fn no_aggregate(e: &ast::Expr, clause: &str) -> Result<()> {
 fn output_name(e: &ast::Expr) -> String {
     match e {
         ast::Expr::Column(_, name) => name.clone(),
-        ast::Expr::Function { name, .. } => name.clone(),
+        ast::Expr::Function { name, .. } | ast::Expr::SessionValue { name, .. } => name.clone(),
         ast::Expr::Cast(inner, ty) => match inner.as_ref() {
             ast::Expr::Literal(_) => type_name(ty).into(),
             other => output_name(other),
