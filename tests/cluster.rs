@@ -622,6 +622,7 @@ async fn a_shard_answers_wrong_shard_for_keys_it_does_not_own() {
             map_version: version,
             placement: placement + 1,
             epoch: 1,
+            lock_timeout_ms: None,
             op: op.clone(),
         });
         match client.call(req).await.unwrap() {
