@@ -343,3 +343,131 @@ async fn a_client_that_stops_reading_loses_its_connection_and_its_locks_after_th
         node.log_tail()
     );
 }
+
+/// Fetches `sql` through a portal `max_rows` at a time inside `txn`, returning the first
+/// column of every row, and how many fetches it took.
+async fn fetch_all(
+    txn: &tokio_postgres::Transaction<'_>,
+    sql: &str,
+    max_rows: i32,
+) -> (Vec<i64>, usize) {
+    let portal = txn.bind(sql, &[]).await.expect("bind");
+    let mut ids = Vec::new();
+    let mut fetches = 0;
+    loop {
+        let rows = txn.query_portal(&portal, max_rows).await.expect("fetch");
+        fetches += 1;
+        assert!(rows.len() <= max_rows as usize, "a fetch gave more rows than asked");
+        ids.extend(rows.iter().map(|r| r.get::<_, i64>(0)));
+        if rows.len() < max_rows as usize {
+            return (ids, fetches);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_limited_portal_streams_200k_rows_a_thousand_at_a_time_in_bounded_memory() {
+    let cluster = TestCluster::new("stream-portal", 2);
+    cluster.init();
+    load(cluster.sql_port("n1"), MEMORY_ROWS).await;
+    let mut client = connect(cluster.sql_port("n1")).await;
+    let pids = vec![
+        cluster.pid("n1").expect("n1 runs"),
+        cluster.pid("n2").expect("n2 runs"),
+    ];
+    let before: Vec<u64> = pids.iter().map(|p| rss_kib(*p)).collect();
+    let sampler = Sampler::start(pids.clone());
+    let txn = client.transaction().await.expect("begin");
+    let (mut ids, fetches) = fetch_all(&txn, "SELECT * FROM t", 1000).await;
+    let peak = sampler.finish();
+    txn.commit().await.expect("commit");
+    assert_eq!(ids.len(), MEMORY_ROWS as usize);
+    assert_eq!(fetches, MEMORY_ROWS as usize / 1000 + 1);
+    ids.sort_unstable();
+    assert_eq!(ids, (0..MEMORY_ROWS).collect::<Vec<i64>>(), "every row once");
+    for (i, who) in ["gateway n1", "shard n2"].iter().enumerate() {
+        let growth = peak[i].saturating_sub(before[i]);
+        eprintln!(
+            "portal (1000 rows a fetch): {who} {} KiB before, {} KiB peak",
+            before[i], peak[i]
+        );
+        assert!(
+            growth < BOUND_KIB,
+            "the {who} grew by {growth} KiB during a portal fetch of {MEMORY_ROWS} rows"
+        );
+    }
+
+    // In order where the query says so, across fetches of an odd size.
+    let txn = client.transaction().await.expect("begin");
+    let (ids, _) = fetch_all(&txn, "SELECT id FROM t WHERE n = 7 ORDER BY id DESC", 333).await;
+    let expected: Vec<i64> = (0..MEMORY_ROWS).rev().filter(|i| i % 97 == 7).collect();
+    assert_eq!(ids, expected);
+    txn.commit().await.expect("commit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_portals_interleave_in_one_transaction_and_end_with_it() {
+    let node = TestNode::start();
+    load(node.sql_port, 5000).await;
+    let mut client = node.connect().await;
+    let txn = client.transaction().await.expect("begin");
+    let up = txn.bind("SELECT id FROM t ORDER BY id", &[]).await.unwrap();
+    let all = txn.bind("SELECT id, n FROM t", &[]).await.unwrap();
+    let (mut ups, mut alls) = (Vec::new(), Vec::new());
+    let (mut up_done, mut all_done) = (false, false);
+    let mut round = 0;
+    while !(up_done && all_done) {
+        if !up_done {
+            let rows = txn.query_portal(&up, 700).await.expect("fetch up");
+            up_done = rows.len() < 700;
+            ups.extend(rows.iter().map(|r| r.get::<_, i64>(0)));
+        }
+        if !all_done {
+            let rows = txn.query_portal(&all, 450).await.expect("fetch all");
+            all_done = rows.len() < 450;
+            alls.extend(rows.iter().map(|r| r.get::<_, i64>(0)));
+        }
+        // A statement of its own between the fetches, in the same transaction.
+        if round == 2 {
+            let n: i64 = txn
+                .query_one("SELECT count(*) FROM t", &[])
+                .await
+                .unwrap()
+                .get(0);
+            assert_eq!(n, 5000);
+        }
+        round += 1;
+    }
+    assert_eq!(ups, (0..5000).collect::<Vec<i64>>(), "in order, every row once");
+    alls.sort_unstable();
+    assert_eq!(alls, (0..5000).collect::<Vec<i64>>(), "every row once");
+    // A fetched-out portal gives nothing more.
+    assert!(txn.query_portal(&up, 10).await.unwrap().is_empty());
+
+    // A portal left half-read ends with its transaction: the commit does not wait for it, and
+    // the connection goes on.
+    let half = txn.bind("SELECT id FROM t", &[]).await.unwrap();
+    assert_eq!(txn.query_portal(&half, 100).await.unwrap().len(), 100);
+    txn.commit().await.expect("commit with a portal open");
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM t", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 5000);
+
+    // A failed statement in the block ends its portals too.
+    let txn = client.transaction().await.expect("begin");
+    let open = txn.bind("SELECT id FROM t", &[]).await.unwrap();
+    assert_eq!(txn.query_portal(&open, 10).await.unwrap().len(), 10);
+    let e = txn.batch_execute("SELECT * FROM nowhere").await.unwrap_err();
+    assert_eq!(common::sqlstate(&e).as_deref(), Some("42P01"));
+    let e = txn.query_portal(&open, 10).await.unwrap_err();
+    eprintln!("fetch after the failure: {e}");
+    assert!(common::sqlstate(&e).is_some(), "a fetch from a failed block is an error");
+    txn.rollback().await.expect("rollback");
+    assert_eq!(
+        client.query("SELECT id FROM t LIMIT 3", &[]).await.unwrap().len(),
+        3
+    );
+}
