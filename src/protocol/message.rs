@@ -201,7 +201,9 @@ pub enum Response {
     },
     /// The last frame of a [`Request::Sql`]: the error that stopped it, if one did (the
     /// statements after the failing one did not run).
-    SqlEnd { error: Option<StatementError> },
+    SqlEnd {
+        error: Option<StatementError>,
+    },
     Status(NodeStatus),
     Done,
     /// The node's map, if it has one.

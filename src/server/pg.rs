@@ -42,8 +42,7 @@ use pgwire::api::results::{FieldInfo, QueryResponse, Response, Tag};
 use pgwire::api::stmt::QueryParser;
 use pgwire::api::store::{Entry, PortalStore};
 use pgwire::api::{
-    ClientInfo, ClientPortalStore, PgWireConnectionState, PgWireServerHandlers, Type,
-    DEFAULT_NAME,
+    ClientInfo, ClientPortalStore, PgWireConnectionState, PgWireServerHandlers, Type, DEFAULT_NAME,
 };
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::data::RowDescription;
@@ -929,9 +928,9 @@ impl PgConnection {
                     .map_err(write_error)
             }
             Response::Error(e) => Err(PgWireError::UserError(e)),
-            Response::CopyIn(_) | Response::CopyOut(_) | Response::CopyBoth(_) => Err(user_error(
-                Error::unsupported("COPY"),
-            )),
+            Response::CopyIn(_) | Response::CopyOut(_) | Response::CopyBoth(_) => {
+                Err(user_error(Error::unsupported("COPY")))
+            }
         }
     }
 

@@ -79,10 +79,9 @@ impl Output for PortalOutput {
         let n = rows.len() as u64;
         let encoded = encoder.encode(&rows)?;
         drop(rows);
-        self.tx
-            .send(encoded)
-            .await
-            .map_err(|_| Error::Internal("the portal was closed while its rows were sent".into()))?;
+        self.tx.send(encoded).await.map_err(|_| {
+            Error::Internal("the portal was closed while its rows were sent".into())
+        })?;
         self.taken += n;
         Ok(())
     }
@@ -291,9 +290,7 @@ impl<P> Portals<P> {
     pub async fn holding_session(&self) -> Option<bool> {
         let mut open = self.open.lock().await;
         drop_where(&mut open, OpenPortal::is_stale);
-        open.values()
-            .find(|p| p.is_live())
-            .map(|p| p.in_block)
+        open.values().find(|p| p.is_live()).map(|p| p.in_block)
     }
 }
 
