@@ -535,7 +535,7 @@ async fn ddb_query_streams_a_large_result_and_stops_when_its_reader_goes() {
         .batch_execute("CREATE TABLE marker (id BIGINT PRIMARY KEY)")
         .await
         .expect("create marker");
-    let nodes = vec![
+    let nodes = [
         cluster.pid("n1").expect("n1 runs"),
         cluster.pid("n2").expect("n2 runs"),
     ];

@@ -22,10 +22,11 @@
 //! default): a client that stays stopped longer loses its connection, which drops its session, rolling back its transaction and releasing its
 //! locks, so it cannot block writers forever. The simple query protocol is served by
 //! [`PgConnection`]'s own `on_query`, so that each statement of a multi-statement string
-//! streams its rows before the next one runs. In the extended protocol, an `Execute` without a
-//! row limit streams the same way; one with a row limit (a cursor-style fetch, answered with
-//! `PortalSuspended`) gets its whole result gathered first and handed to pgwire's portal,
-//! which then holds it in memory: streaming a suspended portal across `Execute`s is not built.
+//! streams its rows before the next one runs. In the extended protocol, `Execute` is served by
+//! [`PgConnection`]'s own `on_execute`: without a row limit the statement streams the same way;
+//! with one (a cursor-style fetch, answered with `PortalSuspended`), the statement is left
+//! running in an open portal between `Execute`s, holding one batch ([`super::pg_portal`]).
+//! `Sync` and `Close` are ours too, because they end open portals.
 
 use std::fmt::Debug;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -646,7 +647,6 @@ impl SimpleQueryHandler for PgConnection {
         } else {
             self.run_simple(&mut writer, &query.query).await
         };
-        drop(writer);
         self.end_portals(&*client).await;
         let status = self.status().await;
         let mut writer = self.writer(client);
@@ -957,7 +957,7 @@ impl PgConnection {
             if max_rows > 0 && sent == max_rows {
                 break None;
             }
-            if sent % FETCH_BATCH == 0 {
+            if sent.is_multiple_of(FETCH_BATCH) {
                 writer.batch(true);
             }
             match open.next().await {
@@ -994,7 +994,6 @@ impl PgConnection {
             }
             Some(Err(e)) if self.timed_out() => Err(write_error(e)),
             Some(Err(e)) => {
-                drop(writer);
                 self.end_portals(&*client).await;
                 Err(user_error(e))
             }
