@@ -260,11 +260,22 @@ pub struct Parser {
 
 impl Parser {
     async fn fail(&self, e: Error) -> PgWireError {
-        let mut session = self.session_after(&self.portals).await;
-        session.fail_block();
-        let (in_block, failed) = (session.in_transaction(), session.is_failed());
-        drop(session);
-        self.portals.after_statement(in_block, failed).await;
+        match self.portals.holding_session().await {
+            // An open portal runs outside a block: there is no block to fail.
+            Some(false) => {}
+            // The block fails, and its portals with it: dropped, not gathered.
+            Some(true) => {
+                self.portals.settle(true).await;
+                self.session.lock().await.fail_block();
+            }
+            None => {
+                let mut session = self.session.lock().await;
+                session.fail_block();
+                let (in_block, failed) = (session.in_transaction(), session.is_failed());
+                drop(session);
+                self.portals.after_statement(in_block, failed).await;
+            }
+        }
         user_error(e)
     }
 
@@ -515,9 +526,11 @@ impl PgConnection {
         C: ClientPortalStore,
         C::PortalStore: PortalStore,
     {
-        let (in_block, failed) = {
-            let session = self.session().await;
-            (session.in_transaction(), session.is_failed())
+        // A portal still running holds the session: then the statement that just ran ended
+        // nothing (every portal let go of the session before it ran, and that one is open).
+        let (in_block, failed) = match self.session.try_lock() {
+            Ok(session) => (session.in_transaction(), session.is_failed()),
+            Err(_) => return,
         };
         for name in self.portals.after_statement(in_block, failed).await {
             client.portal_store().rm_portal(&name);
