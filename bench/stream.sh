@@ -3,6 +3,9 @@
 # with ROWS rows of ~100 bytes, then
 #   1. one client reads `SELECT * FROM t` through node n1 (the gateway; n2 is
 #      the other shard), and
+#      Then the same through `ddb query --format tsv` (the RPC's streamed SQL
+#      answer) and through a row-limited portal (Execute with max_rows 1000
+#      inside BEGIN, as JDBC's setFetchSize does).
 #   2. READERS clients send the same query and do not read their results;
 #      after the send timeout their connections are closed.
 # Prints the resident set (VmRSS, and the peak VmHWM) of the gateway and the
@@ -151,6 +154,73 @@ report "SELECT * FROM t (psql, 1 client)" "$gw0" "$sh0"
 echo "    read $ROWS rows in ${read_s}s ($(awk -v r="$ROWS" -v s="$read_s" 'BEGIN { printf "%.0f", r / s }') rows/s)"
 sleep 1
 now_rss "1 s after the read"
+
+# ---------------------------------------------------------------- 1b. ddb query
+# The RPC's SQL request streams too: ddb query prints rows as they come (tsv).
+gw0=$(rss_kib "$GW" VmRSS)
+sh0=$(rss_kib "$SH" VmRSS)
+start_sampling
+t0=$(now)
+got=$("$DDB" query -c "$CLUSTER_YAML" --format tsv --no-header "SELECT * FROM t" 2>/dev/null | wc -l)
+read_s=$(elapsed "$t0")
+stop_sampling
+[[ $got == "$ROWS" ]] || die "ddb query printed $got rows, expected $ROWS"
+report "SELECT * FROM t (ddb query, tsv)" "$gw0" "$sh0"
+echo "    read $ROWS rows in ${read_s}s ($(awk -v r="$ROWS" -v s="$read_s" 'BEGIN { printf "%.0f", r / s }') rows/s)"
+
+# ---------------------------------------------------------------- 1c. a row-limited portal
+# What JDBC's setFetchSize sends: inside BEGIN, Parse/Bind once, then Execute
+# with max_rows 1000 and Sync until the portal completes instead of suspending.
+cat >"$TMP/portal.py" <<'PY'
+import socket, struct, sys
+port, fetch = int(sys.argv[1]), int(sys.argv[2])
+s = socket.socket()
+s.connect(("127.0.0.1", port))
+body = struct.pack("!I", 196608) + b"user\0ddb\0database\0ddb\0\0"
+s.sendall(struct.pack("!I", len(body) + 4) + body)
+f = s.makefile("rb", buffering=1 << 16)
+def msg(kind, payload=b""):
+    s.sendall(kind + struct.pack("!I", len(payload) + 4) + payload)
+def until(stop):
+    rows = 0
+    while True:
+        kind = f.read(1)
+        if not kind:
+            sys.exit("connection closed")
+        (n,) = struct.unpack("!I", f.read(4))
+        body = f.read(n - 4)
+        if kind == b"E":
+            sys.exit("error: %r" % body)
+        if kind == b"D":
+            rows += 1
+        if kind in stop:
+            return kind, rows
+until({b"Z"})
+msg(b"Q", b"BEGIN\0"); until({b"Z"})
+msg(b"P", b"\0SELECT * FROM t\0\0\0")
+msg(b"B", b"c1\0\0\0\0\0\0\0\0")
+msg(b"S"); until({b"Z"})
+total = 0
+while True:
+    msg(b"E", b"c1\0" + struct.pack("!i", fetch)); msg(b"S")
+    kind, rows = until({b"s", b"C"})
+    total += rows
+    until({b"Z"})
+    if kind == b"C":
+        break
+msg(b"Q", b"COMMIT\0"); until({b"Z"})
+print(total)
+PY
+gw0=$(rss_kib "$GW" VmRSS)
+sh0=$(rss_kib "$SH" VmRSS)
+start_sampling
+t0=$(now)
+got=$(python3 "$TMP/portal.py" "${CL_SQL[0]}" 1000)
+read_s=$(elapsed "$t0")
+stop_sampling
+[[ $got == "$ROWS" ]] || die "the portal gave $got rows, expected $ROWS"
+report "portal, Execute max_rows 1000" "$gw0" "$sh0"
+echo "    read $ROWS rows in ${read_s}s ($(awk -v r="$ROWS" -v s="$read_s" 'BEGIN { printf "%.0f", r / s }') rows/s)"
 
 # ---------------------------------------------------------------- 2. readers that stop
 # Each client starts a session, sends the query and then reads nothing, with a

@@ -9,6 +9,13 @@
 //! [`Client::connect_to`]) or a peer node ([`Client::connect_peer`]), and each side learns the
 //! other's largest frame, so a message of any size crosses in frames the node accepts
 //! ([`crate::protocol::frame`]).
+//!
+//! Most requests get one response. A [`Request::Sql`] gets a stream of them ([`Client::sql`]
+//! gives a [`SqlStream`]): the reader hands them over through a bounded channel, and while the
+//! caller does not take them the reader waits, stops reading the socket, and so the node's
+//! writes stop too and its statement waits. That is the back-pressure that keeps a large
+//! result out of memory on both ends; the price is that, while a stream is not read, the other
+//! responses of the same connection wait behind it (use one connection per stream for that).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -17,13 +24,108 @@ use std::time::Duration;
 
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{Error, Result};
 use crate::protocol::frame::{self, FrameWriter};
-use crate::protocol::{Caller, Envelope, Request, Response, PROTOCOL_VERSION};
+use crate::protocol::{Caller, Envelope, Request, Response, StatementError, PROTOCOL_VERSION};
+use crate::types::value::Value;
+use crate::types::{OutputColumn, QueryResult};
 
-type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Response>>>>;
+/// Who waits for the responses of a request.
+enum Waiter {
+    /// One response.
+    One(oneshot::Sender<Response>),
+    /// A stream of them, ended by `SqlEnd` or `Error`.
+    Stream(mpsc::Sender<Response>),
+}
+
+type Pending = Arc<Mutex<HashMap<u64, Waiter>>>;
+
+/// How many responses of a stream the reader hands over before it waits for the caller.
+const STREAM_BUFFER: usize = 2;
+
+/// What a [`SqlStream`] gives, in order: per statement `Columns` (if it returns rows), `Rows`
+/// batches, `Done`; then one `End`.
+#[derive(Debug)]
+pub enum SqlEvent {
+    Columns {
+        statement: usize,
+        columns: Vec<OutputColumn>,
+    },
+    Rows {
+        statement: usize,
+        rows: Vec<Vec<Value>>,
+    },
+    Done {
+        statement: usize,
+        result: QueryResult,
+    },
+    /// The end: the error that stopped the request, if one did.
+    End(Option<StatementError>),
+}
+
+/// The answer to a [`Request::Sql`] as it arrives ([`Client::sql`]).
+pub struct SqlStream {
+    rx: mpsc::Receiver<Response>,
+    addr: String,
+    ended: bool,
+}
+
+impl SqlStream {
+    /// The next part of the answer. After [`SqlEvent::End`] there is nothing more (an error).
+    pub async fn next(&mut self) -> Result<SqlEvent> {
+        if self.ended {
+            return Err(Error::Internal("the SQL answer has ended".into()));
+        }
+        let Some(response) = self.rx.recv().await else {
+            self.ended = true;
+            return Err(Error::Unreachable(format!(
+                "lost the connection to node at {} before it finished answering",
+                self.addr
+            )));
+        };
+        match response {
+            Response::SqlColumns { statement, columns } => {
+                Ok(SqlEvent::Columns { statement, columns })
+            }
+            Response::SqlRows { statement, rows } => Ok(SqlEvent::Rows { statement, rows }),
+            Response::SqlDone { statement, result } => Ok(SqlEvent::Done { statement, result }),
+            Response::SqlEnd { error } => {
+                self.ended = true;
+                Ok(SqlEvent::End(error))
+            }
+            Response::Error(e) => {
+                self.ended = true;
+                Err(e)
+            }
+            other => {
+                self.ended = true;
+                Err(Error::Corrupt(format!(
+                    "unexpected answer to a SQL request: {other:?}"
+                )))
+            }
+        }
+    }
+
+    /// Gathers the rest of the answer: every statement's result with its rows (so memory grows
+    /// with the result), and the error.
+    pub async fn gather(mut self) -> Result<(Vec<QueryResult>, Option<StatementError>)> {
+        let mut results = Vec::new();
+        let mut rows = Vec::new();
+        loop {
+            match self.next().await? {
+                SqlEvent::Columns { .. } => {}
+                SqlEvent::Rows { rows: batch, .. } => rows.extend(batch),
+                SqlEvent::Done { mut result, .. } => {
+                    result.rows = std::mem::take(&mut rows);
+                    results.push(result);
+                }
+                SqlEvent::End(error) => return Ok((results, error)),
+            }
+        }
+    }
+}
 
 /// A connection to one node's RPC port.
 pub struct Client {
@@ -116,13 +218,7 @@ impl Client {
         let reader_closed = closed.clone();
         let reader = tokio::spawn(async move {
             while let Ok(Some(env)) = stream.read::<Envelope<Response>>().await {
-                let waiter = reader_pending
-                    .lock()
-                    .ok()
-                    .and_then(|mut p| p.remove(&env.id));
-                if let Some(w) = waiter {
-                    let _ = w.send(env.body);
-                }
+                route(&reader_pending, env).await;
             }
             // Mark the connection closed first, then drop the senders: a call that registered
             // before the mark is failed here, and one that registers after sees the mark.
@@ -142,14 +238,45 @@ impl Client {
         })
     }
 
-    /// Sends a request and waits for its response. A [`Response::Error`] becomes `Err`.
+    /// Sends a request and waits for its response. A [`Response::Error`] becomes `Err`. A
+    /// [`Request::Sql`] is answered with its whole answer gathered ([`Response::Sql`]); use
+    /// [`Self::sql`] to take the rows as they come.
     pub async fn call(&self, body: Request) -> Result<Response> {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        if let Request::Sql { session, sql } = body {
+            let (results, error) = self.sql(session, sql).await?.gather().await?;
+            return Ok(Response::Sql { results, error });
+        }
         let (tx, rx) = oneshot::channel();
+        self.send(Waiter::One(tx), body).await?;
+        match rx.await {
+            Ok(Response::Error(e)) => Err(e),
+            Ok(r) => Ok(r),
+            Err(_) => Err(Error::Unreachable(format!(
+                "lost the connection to node at {} before it answered",
+                self.addr
+            ))),
+        }
+    }
+
+    /// Runs SQL text in `session` of this connection; its answer streams.
+    pub async fn sql(&self, session: u64, sql: String) -> Result<SqlStream> {
+        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        self.send(Waiter::Stream(tx), Request::Sql { session, sql })
+            .await?;
+        Ok(SqlStream {
+            rx,
+            addr: self.addr.clone(),
+            ended: false,
+        })
+    }
+
+    /// Registers `waiter` for a new request id and sends the request.
+    async fn send(&self, waiter: Waiter, body: Request) -> Result<()> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         self.pending
             .lock()
             .map_err(|_| Error::Internal("client lock poisoned".into()))?
-            .insert(id, tx);
+            .insert(id, waiter);
         if self.is_closed() {
             if let Ok(mut p) = self.pending.lock() {
                 p.remove(&id);
@@ -159,22 +286,41 @@ impl Client {
                 self.addr
             )));
         }
-        {
-            let mut sink = self.sink.lock().await;
-            if let Err(e) = sink.write(&Envelope { id, body }).await {
-                if let Ok(mut p) = self.pending.lock() {
-                    p.remove(&id);
-                }
-                return Err(e);
+        let mut sink = self.sink.lock().await;
+        if let Err(e) = sink.write(&Envelope { id, body }).await {
+            if let Ok(mut p) = self.pending.lock() {
+                p.remove(&id);
             }
+            return Err(e);
         }
-        match rx.await {
-            Ok(Response::Error(e)) => Err(e),
-            Ok(r) => Ok(r),
-            Err(_) => Err(Error::Unreachable(format!(
-                "lost the connection to node at {} before it answered",
-                self.addr
-            ))),
+        Ok(())
+    }
+}
+
+/// Hands a response to whoever waits for its id. A stream's response waits for room in the
+/// stream's channel (that is the back-pressure); a stream whose caller has gone is forgotten.
+async fn route(pending: &Pending, env: Envelope<Response>) {
+    let ends = matches!(env.body, Response::SqlEnd { .. } | Response::Error(_));
+    let stream = {
+        let Ok(mut p) = pending.lock() else { return };
+        match p.get(&env.id) {
+            Some(Waiter::Stream(tx)) if !ends => Some(tx.clone()),
+            Some(Waiter::Stream(_)) | Some(Waiter::One(_)) => match p.remove(&env.id) {
+                Some(Waiter::One(tx)) => {
+                    let _ = tx.send(env.body);
+                    return;
+                }
+                Some(Waiter::Stream(tx)) => Some(tx),
+                None => None,
+            },
+            None => None,
+        }
+    };
+    if let Some(tx) = stream {
+        if tx.send(env.body).await.is_err() {
+            if let Ok(mut p) = pending.lock() {
+                p.remove(&env.id);
+            }
         }
     }
 }

@@ -55,12 +55,16 @@ async fn load(port: u16, rows: i64) {
 
 /// The resident set of a process, in KiB.
 fn rss_kib(pid: i32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    rss_kib_if_alive(pid).expect("VmRSS of a running process")
+}
+
+/// The resident set of a process, in KiB, if it still runs.
+fn rss_kib_if_alive(pid: i32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
 }
 
 /// Samples the resident sets of `pids` every 5 ms until stopped; gives the largest of each.
@@ -74,10 +78,11 @@ impl Sampler {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::spawn(move || {
+            // A process that has exited (a CLI at its end) keeps the peak it had.
             let mut peak: Vec<u64> = pids.iter().map(|p| rss_kib(*p)).collect();
             while !flag.load(Ordering::Relaxed) {
                 for (i, p) in pids.iter().enumerate() {
-                    peak[i] = peak[i].max(rss_kib(*p));
+                    peak[i] = peak[i].max(rss_kib_if_alive(*p).unwrap_or(0));
                 }
                 std::thread::sleep(Duration::from_millis(5));
             }
@@ -341,5 +346,312 @@ async fn a_client_that_stops_reading_loses_its_connection_and_its_locks_after_th
         node.log_tail().contains("stopped reading"),
         "the node log does not say why it closed the connection:\n{}",
         node.log_tail()
+    );
+}
+
+/// Fetches `sql` through a portal `max_rows` at a time inside `txn`, returning the first
+/// column of every row, and how many fetches it took.
+async fn fetch_all(
+    txn: &tokio_postgres::Transaction<'_>,
+    sql: &str,
+    max_rows: i32,
+) -> (Vec<i64>, usize) {
+    let portal = txn.bind(sql, &[]).await.expect("bind");
+    let mut ids = Vec::new();
+    let mut fetches = 0;
+    loop {
+        let rows = txn.query_portal(&portal, max_rows).await.expect("fetch");
+        fetches += 1;
+        assert!(
+            rows.len() <= max_rows as usize,
+            "a fetch gave more rows than asked"
+        );
+        ids.extend(rows.iter().map(|r| r.get::<_, i64>(0)));
+        if rows.len() < max_rows as usize {
+            return (ids, fetches);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_limited_portal_streams_200k_rows_a_thousand_at_a_time_in_bounded_memory() {
+    let cluster = TestCluster::new("stream-portal", 2);
+    cluster.init();
+    load(cluster.sql_port("n1"), MEMORY_ROWS).await;
+    let mut client = connect(cluster.sql_port("n1")).await;
+    let pids = vec![
+        cluster.pid("n1").expect("n1 runs"),
+        cluster.pid("n2").expect("n2 runs"),
+    ];
+    let before: Vec<u64> = pids.iter().map(|p| rss_kib(*p)).collect();
+    let sampler = Sampler::start(pids.clone());
+    let txn = client.transaction().await.expect("begin");
+    let (mut ids, fetches) = fetch_all(&txn, "SELECT * FROM t", 1000).await;
+    let peak = sampler.finish();
+    txn.commit().await.expect("commit");
+    assert_eq!(ids.len(), MEMORY_ROWS as usize);
+    assert_eq!(fetches, MEMORY_ROWS as usize / 1000 + 1);
+    ids.sort_unstable();
+    assert_eq!(
+        ids,
+        (0..MEMORY_ROWS).collect::<Vec<i64>>(),
+        "every row once"
+    );
+    for (i, who) in ["gateway n1", "shard n2"].iter().enumerate() {
+        let growth = peak[i].saturating_sub(before[i]);
+        eprintln!(
+            "portal (1000 rows a fetch): {who} {} KiB before, {} KiB peak",
+            before[i], peak[i]
+        );
+        assert!(
+            growth < BOUND_KIB,
+            "the {who} grew by {growth} KiB during a portal fetch of {MEMORY_ROWS} rows"
+        );
+    }
+
+    // In order where the query says so, across fetches of an odd size.
+    let txn = client.transaction().await.expect("begin");
+    let (ids, _) = fetch_all(&txn, "SELECT id FROM t WHERE n = 7 ORDER BY id DESC", 333).await;
+    let expected: Vec<i64> = (0..MEMORY_ROWS).rev().filter(|i| i % 97 == 7).collect();
+    assert_eq!(ids, expected);
+    txn.commit().await.expect("commit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_portals_interleave_in_one_transaction_and_end_with_it() {
+    let node = TestNode::start();
+    load(node.sql_port, 5000).await;
+    let mut client = node.connect().await;
+    let txn = client.transaction().await.expect("begin");
+    let up = txn.bind("SELECT id FROM t ORDER BY id", &[]).await.unwrap();
+    let all = txn.bind("SELECT id, n FROM t", &[]).await.unwrap();
+    let (mut ups, mut alls) = (Vec::new(), Vec::new());
+    let (mut up_done, mut all_done) = (false, false);
+    let mut round = 0;
+    while !(up_done && all_done) {
+        if !up_done {
+            let rows = txn.query_portal(&up, 700).await.expect("fetch up");
+            up_done = rows.len() < 700;
+            ups.extend(rows.iter().map(|r| r.get::<_, i64>(0)));
+        }
+        if !all_done {
+            let rows = txn.query_portal(&all, 450).await.expect("fetch all");
+            all_done = rows.len() < 450;
+            alls.extend(rows.iter().map(|r| r.get::<_, i64>(0)));
+        }
+        // A statement of its own between the fetches, in the same transaction.
+        if round == 2 {
+            let n: i64 = txn
+                .query_one("SELECT count(*) FROM t", &[])
+                .await
+                .unwrap()
+                .get(0);
+            assert_eq!(n, 5000);
+        }
+        round += 1;
+    }
+    assert_eq!(
+        ups,
+        (0..5000).collect::<Vec<i64>>(),
+        "in order, every row once"
+    );
+    alls.sort_unstable();
+    assert_eq!(alls, (0..5000).collect::<Vec<i64>>(), "every row once");
+    // A fetched-out portal gives nothing more.
+    assert!(txn.query_portal(&up, 10).await.unwrap().is_empty());
+
+    // A portal left half-read ends with its transaction: the commit does not wait for it, and
+    // the connection goes on.
+    let half = txn.bind("SELECT id FROM t", &[]).await.unwrap();
+    assert_eq!(txn.query_portal(&half, 100).await.unwrap().len(), 100);
+    txn.commit().await.expect("commit with a portal open");
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM t", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 5000);
+
+    // A failed statement in the block ends its portals too.
+    let txn = client.transaction().await.expect("begin");
+    let open = txn.bind("SELECT id FROM t", &[]).await.unwrap();
+    assert_eq!(txn.query_portal(&open, 10).await.unwrap().len(), 10);
+    let e = txn
+        .batch_execute("SELECT * FROM nowhere")
+        .await
+        .unwrap_err();
+    assert_eq!(common::sqlstate(&e).as_deref(), Some("42P01"));
+    let e = txn.query_portal(&open, 10).await.unwrap_err();
+    eprintln!("fetch after the failure: {e}");
+    assert!(
+        common::sqlstate(&e).is_some(),
+        "a fetch from a failed block is an error"
+    );
+    txn.rollback().await.expect("rollback");
+    assert_eq!(
+        client
+            .query("SELECT id FROM t LIMIT 3", &[])
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+}
+
+/// Starts `ddb query --format tsv SQL` against the cluster, with its stdout and stderr piped.
+fn ddb_query(cluster: &TestCluster, sql: &str) -> std::process::Child {
+    std::process::Command::new(common::ddb_bin())
+        .args(["query", "--format", "tsv", sql])
+        .env("DDB_CONFIG", &cluster.config)
+        .env_remove("DDB_ADDR")
+        .env_remove("DDB_FORMAT")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn ddb query")
+}
+
+/// The resources locked on a node right now (its status over RPC).
+async fn locks_on(cluster: &TestCluster, node: &str) -> u64 {
+    let client = ddb::client::Client::connect(&cluster.rpc_addr(node), Duration::from_secs(3))
+        .await
+        .expect("connect");
+    match client.call(ddb::protocol::Request::Status).await {
+        Ok(ddb::protocol::Response::Status(s)) => s.locks,
+        other => panic!("status: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ddb_query_streams_a_large_result_and_stops_when_its_reader_goes() {
+    use std::io::{BufRead, Read};
+
+    let cluster = TestCluster::new("stream-cli", 2);
+    cluster.init();
+    load(cluster.sql_port("n1"), MEMORY_ROWS).await;
+    let client = connect(cluster.sql_port("n1")).await;
+    client
+        .batch_execute("CREATE TABLE marker (id BIGINT PRIMARY KEY)")
+        .await
+        .expect("create marker");
+    let nodes = [
+        cluster.pid("n1").expect("n1 runs"),
+        cluster.pid("n2").expect("n2 runs"),
+    ];
+
+    // Every row once through a pipe, in bounded memory on the nodes and in the CLI.
+    let before: Vec<u64> = nodes.iter().map(|p| rss_kib(*p)).collect();
+    let mut child = ddb_query(&cluster, "SELECT * FROM t");
+    let cli = child.id() as i32;
+    let sampler = Sampler::start(vec![nodes[0], nodes[1], cli]);
+    let stdout = child.stdout.take().expect("stdout");
+    let lines = tokio::task::spawn_blocking(move || {
+        std::io::BufReader::new(stdout)
+            .lines()
+            .map(|l| l.expect("a line of output"))
+            .collect::<Vec<_>>()
+    })
+    .await
+    .expect("reader");
+    let status = child.wait().expect("ddb query exits");
+    let peak = sampler.finish();
+    assert!(status.success(), "ddb query failed: {status}");
+    assert_eq!(lines[0], "id\tn\tpad");
+    assert_eq!(
+        lines.len(),
+        MEMORY_ROWS as usize + 1,
+        "the header and every row"
+    );
+    let mut ids: Vec<i64> = lines[1..]
+        .iter()
+        .map(|l| l.split('\t').next().unwrap().parse().expect("an id"))
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(
+        ids,
+        (0..MEMORY_ROWS).collect::<Vec<i64>>(),
+        "every row once"
+    );
+    eprintln!("ddb query: the CLI peaked at {} KiB", peak[2]);
+    assert!(peak[2] < BOUND_KIB, "the CLI reached {} KiB", peak[2]);
+    for (i, who) in ["gateway n1", "shard n2"].iter().enumerate() {
+        let growth = peak[i].saturating_sub(before[i]);
+        eprintln!(
+            "ddb query: {who} {} KiB before, {} KiB peak",
+            before[i], peak[i]
+        );
+        assert!(
+            growth < BOUND_KIB,
+            "the {who} grew by {growth} KiB while ddb query printed {MEMORY_ROWS} rows"
+        );
+    }
+
+    // A statement that fails after rows were printed: the rows stay, then exit 6 with the
+    // SQLSTATE.
+    let out = ddb_query(&cluster, "SELECT id FROM t WHERE id < 5000; SELECT 1 / 0")
+        .wait_with_output()
+        .expect("ddb query");
+    let printed = String::from_utf8_lossy(&out.stdout).lines().count();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(6), "{stderr}");
+    assert_eq!(printed, 5001, "the first statement's rows are printed");
+    assert!(stderr.contains("22012"), "{stderr}");
+    assert!(stderr.contains("statement 2 failed"), "{stderr}");
+    let out = ddb_query(&cluster, "SELECT id, 100 / (id - 123456) FROM t")
+        .wait_with_output()
+        .expect("ddb query");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(6), "{stderr}");
+    assert!(stderr.contains("22012"), "{stderr}");
+    eprintln!(
+        "ddb query: {} rows printed before division by zero",
+        String::from_utf8_lossy(&out.stdout).lines().count()
+    );
+
+    // A reader that goes away after ten lines: the command ends quietly, and the node stops
+    // the request (the statement after the SELECT never runs).
+    let mut child = ddb_query(
+        &cluster,
+        "BEGIN; SELECT * FROM t; INSERT INTO marker VALUES (1); COMMIT",
+    );
+    let stdout = child.stdout.take().expect("stdout");
+    tokio::task::spawn_blocking(move || {
+        let mut reader = std::io::BufReader::new(stdout);
+        for _ in 0..10 {
+            let mut line = String::new();
+            reader.read_line(&mut line).expect("a line");
+        }
+        // Dropping the reader closes the pipe, as `head` does.
+    })
+    .await
+    .expect("reader");
+    let status = child.wait().expect("ddb query exits");
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut stderr)
+        .expect("stderr");
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    // Its transaction goes with its connection: the locks it held are released.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while locks_on(&cluster, "n1").await + locks_on(&cluster, "n2").await > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the locks of the closed query stay"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM marker", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        n, 0,
+        "the node went on with the request after its reader left"
     );
 }

@@ -5,6 +5,11 @@
 //! stdout ends the command, see [`super::console`]); a failed write of a tag or count is
 //! dropped, so a closed stderr never stops the data. JSON keeps types: integers and floats are numbers,
 //! booleans are booleans, NULL is `null`; object keys are the column names in column order.
+//!
+//! A result is printed as its rows arrive ([`Printer::start`], [`Printer::rows`],
+//! [`Printer::finish`]), so `ddb query` holds a batch, not the result: every format writes
+//! each row when it comes, except `table`, which must see every row to size its columns and
+//! so gathers the result first.
 
 use std::io::{IsTerminal, Write};
 
@@ -14,7 +19,7 @@ use comfy_table::Table;
 use serde_json::{Map, Number, Value as Json};
 
 use crate::types::value::Value;
-use crate::types::QueryResult;
+use crate::types::{OutputColumn, QueryResult};
 
 /// An output format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -46,6 +51,18 @@ pub struct Printer {
     pub header: bool,
     /// How many row-returning results have been printed (to separate them).
     printed: usize,
+    /// The result being printed, between `start` and `finish`.
+    current: Option<Current>,
+}
+
+/// A row-returning result on its way out.
+struct Current {
+    names: Vec<String>,
+    /// Rows kept for a table, which is drawn at the end.
+    table: Vec<Vec<Value>>,
+    rows: u64,
+    /// Whether its header is out.
+    opened: bool,
 }
 
 /// A value as JSON, keeping its type.
@@ -93,100 +110,133 @@ impl Printer {
             quiet,
             header,
             printed: 0,
+            current: None,
         }
     }
 
-    /// Prints one statement's result to `out` (data) and `err` (tags and counts).
+    /// Prints one statement's whole result to `out` (data) and `err` (tags and counts).
     pub fn print(
         &mut self,
         result: &QueryResult,
         out: &mut dyn Write,
         err: &mut dyn Write,
     ) -> std::io::Result<()> {
-        if result.columns.is_empty() {
-            if !self.quiet {
-                let _ = writeln!(err, "{}", result.tag);
-            }
+        if !result.columns.is_empty() {
+            self.start(&result.columns, out)?;
+            self.rows(&result.rows, out)?;
+        }
+        self.finish(result, out, err)
+    }
+
+    /// Starts a result that returns rows with these columns. Its header (where the format
+    /// has one) is written with its first rows or at its end, so a statement that fails before
+    /// giving any row prints nothing.
+    pub fn start(&mut self, columns: &[OutputColumn], _out: &mut dyn Write) -> std::io::Result<()> {
+        self.current = Some(Current {
+            names: columns.iter().map(|c| c.name.clone()).collect(),
+            table: Vec::new(),
+            rows: 0,
+            opened: false,
+        });
+        Ok(())
+    }
+
+    /// Writes the separator from the previous result and the header of the current one, once.
+    fn open(&mut self, out: &mut dyn Write) -> std::io::Result<()> {
+        let Some(current) = &mut self.current else {
+            return Ok(());
+        };
+        if current.opened {
             return Ok(());
         }
-        let names: Vec<&str> = result.columns.iter().map(|c| c.name.as_str()).collect();
+        current.opened = true;
         if self.printed > 0 && matches!(self.format, Format::Csv | Format::Tsv | Format::Table) {
             writeln!(out)?;
         }
         self.printed += 1;
+        let header = |field: fn(&Value) -> String, sep: &str| {
+            current
+                .names
+                .iter()
+                .map(|n| field(&Value::Text(n.clone())))
+                .collect::<Vec<_>>()
+                .join(sep)
+        };
+        match self.format {
+            Format::Csv if self.header => writeln!(out, "{}", header(csv_field, ",")),
+            Format::Tsv if self.header => writeln!(out, "{}", header(tsv_field, "\t")),
+            Format::Json => write!(out, "["),
+            _ => Ok(()),
+        }
+    }
+
+    /// Prints the next rows of the result started last.
+    pub fn rows(&mut self, rows: &[Vec<Value>], out: &mut dyn Write) -> std::io::Result<()> {
+        self.open(out)?;
+        let Some(current) = &mut self.current else {
+            return Err(std::io::Error::other("rows before their result's columns"));
+        };
+        let object = |names: &[String], row: &[Value]| {
+            let mut m = Map::new();
+            for (name, v) in names.iter().zip(row) {
+                m.insert(name.clone(), to_json(v));
+            }
+            Json::Object(m)
+        };
+        for row in rows {
+            match self.format {
+                Format::Table => current.table.push(row.clone()),
+                Format::Json => {
+                    let sep = if current.rows > 0 { "," } else { "" };
+                    write!(out, "{sep}{}", object(&current.names, row))?;
+                }
+                Format::Ndjson => writeln!(out, "{}", object(&current.names, row))?,
+                Format::Csv => writeln!(
+                    out,
+                    "{}",
+                    row.iter().map(csv_field).collect::<Vec<_>>().join(",")
+                )?,
+                Format::Tsv => writeln!(
+                    out,
+                    "{}",
+                    row.iter().map(tsv_field).collect::<Vec<_>>().join("\t")
+                )?,
+            }
+            current.rows += 1;
+        }
+        Ok(())
+    }
+
+    /// Ends a result: a table is drawn now; the row count (or, for a statement without rows,
+    /// its tag) goes to `err`.
+    pub fn finish(
+        &mut self,
+        result: &QueryResult,
+        out: &mut dyn Write,
+        err: &mut dyn Write,
+    ) -> std::io::Result<()> {
+        self.open(out)?;
+        let Some(current) = self.current.take() else {
+            if !self.quiet {
+                let _ = writeln!(err, "{}", result.tag);
+            }
+            return Ok(());
+        };
         match self.format {
             Format::Table => {
                 let mut table = Table::new();
                 table.load_preset(UTF8_FULL_CONDENSED);
-                table.set_header(names.clone());
-                for row in &result.rows {
+                table.set_header(current.names.clone());
+                for row in &current.table {
                     table.add_row(row.iter().map(|v| v.to_string()).collect::<Vec<_>>());
                 }
                 writeln!(out, "{table}")?;
             }
-            Format::Json | Format::Ndjson => {
-                let objects: Vec<Json> = result
-                    .rows
-                    .iter()
-                    .map(|row| {
-                        let mut m = Map::new();
-                        for (name, v) in names.iter().zip(row) {
-                            m.insert(name.to_string(), to_json(v));
-                        }
-                        Json::Object(m)
-                    })
-                    .collect();
-                if self.format == Format::Json {
-                    writeln!(out, "{}", Json::Array(objects))?;
-                } else {
-                    for o in objects {
-                        writeln!(out, "{o}")?;
-                    }
-                }
-            }
-            Format::Csv => {
-                if self.header {
-                    writeln!(
-                        out,
-                        "{}",
-                        names
-                            .iter()
-                            .map(|n| csv_field(&Value::Text(n.to_string())))
-                            .collect::<Vec<_>>()
-                            .join(",")
-                    )?;
-                }
-                for row in &result.rows {
-                    writeln!(
-                        out,
-                        "{}",
-                        row.iter().map(csv_field).collect::<Vec<_>>().join(",")
-                    )?;
-                }
-            }
-            Format::Tsv => {
-                if self.header {
-                    writeln!(
-                        out,
-                        "{}",
-                        names
-                            .iter()
-                            .map(|n| tsv_field(&Value::Text(n.to_string())))
-                            .collect::<Vec<_>>()
-                            .join("\t")
-                    )?;
-                }
-                for row in &result.rows {
-                    writeln!(
-                        out,
-                        "{}",
-                        row.iter().map(tsv_field).collect::<Vec<_>>().join("\t")
-                    )?;
-                }
-            }
+            Format::Json => writeln!(out, "]")?,
+            _ => {}
         }
         if !self.quiet {
-            let n = result.rows.len();
+            let n = current.rows;
             let _ = writeln!(err, "({n} row{})", if n == 1 { "" } else { "s" });
         }
         Ok(())

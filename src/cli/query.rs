@@ -3,8 +3,15 @@
 //! The SQL comes from the argument, from `-f FILE`, or from standard input. All of it is sent in
 //! one request; the node runs the statements in order in one session (so `BEGIN … COMMIT`
 //! works) and stops at the first failing statement, which is named on stderr with its SQLSTATE.
+//!
+//! Rows are printed as they arrive, a batch at a time (all formats but `table`, which gathers
+//! its result to size the columns), so a large result costs this process and the node a few
+//! batches. A statement that fails after some of its rows were printed leaves them printed and
+//! then reports the error (exit 6). When stdout closes (`ddb query … | head`), the command ends
+//! quietly with exit 0, and the connection closes with it, which stops the statement on the
+//! node at its next batch.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -12,12 +19,17 @@ use clap::Args;
 
 use super::global::GlobalArgs;
 use super::output::{Format, Printer};
-use crate::client::Client;
+use crate::client::{Client, SqlEvent};
 use crate::error::Error;
-use crate::protocol::{Request, Response};
 
 /// Arguments of `ddb query`.
 #[derive(Debug, Args)]
+#[command(
+    after_help = "Rows are printed as they arrive with --format tsv, csv, ndjson and json, so a large result \
+                  streams through a bounded amount of memory; --format table gathers each result \
+                  before drawing it. A statement that fails after printing some rows exits 6 with \
+                  its SQLSTATE on stderr; a closed stdout (| head) ends the command with exit 0."
+)]
 pub struct QueryArgs {
     /// SQL to run (several statements separated by `;`); read from stdin when neither SQL nor -f is given
     pub sql: Option<String>,
@@ -96,19 +108,30 @@ pub async fn run(args: &QueryArgs, global: &GlobalArgs) -> anyhow::Result<()> {
         Some(addr) => Client::connect(addr, timeout).await?,
         None => connect_any(global, timeout).await?,
     };
-    let response = client.call(Request::Sql { session: 1, sql }).await?;
-    let Response::Sql { results, error } = response else {
-        return Err(Error::Corrupt(format!("unexpected answer {response:?}")).into());
-    };
+    let mut stream = client.sql(1, sql).await?;
     let mut printer = Printer::new(
         Format::resolve(global.format),
         global.quiet,
         !args.no_header,
     );
-    let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr().lock());
-    for r in &results {
-        printer.print(r, &mut out, &mut err)?;
-    }
+    // Written out after every batch: rows show as they come, and a closed stdout is noticed.
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());
+    let mut err = std::io::stderr().lock();
+    let error = loop {
+        match stream.next().await? {
+            SqlEvent::Columns { columns, .. } => printer.start(&columns, &mut out)?,
+            SqlEvent::Rows { rows, .. } => {
+                printer.rows(&rows, &mut out)?;
+                out.flush()?;
+            }
+            SqlEvent::Done { result, .. } => {
+                printer.finish(&result, &mut out, &mut err)?;
+                out.flush()?;
+            }
+            SqlEvent::End(error) => break error,
+        }
+    };
+    out.flush()?;
     if let Some(e) = error {
         let statement: String = e.statement.chars().take(200).collect();
         super::console::note(format_args!(

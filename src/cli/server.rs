@@ -96,8 +96,9 @@ pub struct ServerArgs {
         env = "DDB_FRAME_TIMEOUT_MS"
     )]
     pub frame_timeout_ms: u64,
-    /// How long one write of a query's result may wait for a SQL client that does not read it;
-    /// past it the connection is closed, rolling back its transaction and releasing its locks
+    /// How long one write of a query's result may wait for a client that does not read it (a
+    /// SQL client, or an RPC caller such as `ddb query`); past it the connection is closed,
+    /// rolling back its transaction and releasing its locks
     #[arg(
         long,
         value_name = "MS",

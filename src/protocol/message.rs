@@ -17,7 +17,7 @@ use crate::cluster::raft::{NodeId, TypeConfig};
 use crate::error::Error;
 use crate::sql::ast::Statement;
 use crate::types::value::{DataType, Value};
-use crate::types::QueryResult;
+use crate::types::{OutputColumn, QueryResult};
 use openraft::error::{InstallSnapshotError, RaftError};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
@@ -78,7 +78,11 @@ pub enum Request {
         max_frame: u64,
     },
     /// Runs SQL text (one or more statements) in the given session of this connection; the
-    /// session is created on first use and keeps its transaction between requests.
+    /// session is created on first use and keeps its transaction between requests. The answer
+    /// is a stream of frames with the request's id, as the statements run: for each statement
+    /// [`Response::SqlColumns`] (if it returns rows), [`Response::SqlRows`] a batch at a time,
+    /// [`Response::SqlDone`]; then [`Response::SqlEnd`]. A client that reads slowly slows the
+    /// statement down (the node holds a few batches per connection, not the result).
     Sql { session: u64, sql: String },
     /// Ends a session, rolling back any open transaction.
     EndSession { session: u64 },
@@ -170,9 +174,34 @@ pub enum Response {
         version: String,
         max_frame: u64,
     },
-    /// The results of the statements that ran, and the error that stopped the rest, if any.
+    /// The whole answer to a [`Request::Sql`], gathered by the client
+    /// ([`crate::client::Client::call`]): the results of the statements that ran, rows
+    /// included, and the error that stopped the rest, if any. A node never sends it; it
+    /// streams the frames below.
     Sql {
         results: Vec<QueryResult>,
+        error: Option<StatementError>,
+    },
+    /// Statement `statement` of a [`Request::Sql`] returns rows with these columns; its rows
+    /// follow.
+    SqlColumns {
+        statement: usize,
+        columns: Vec<OutputColumn>,
+    },
+    /// The next rows of statement `statement`, in order (at most one executor batch).
+    SqlRows {
+        statement: usize,
+        rows: Vec<Vec<Value>>,
+    },
+    /// Statement `statement` finished: its result (columns and tag, no rows: they came
+    /// before).
+    SqlDone {
+        statement: usize,
+        result: QueryResult,
+    },
+    /// The last frame of a [`Request::Sql`]: the error that stopped it, if one did (the
+    /// statements after the failing one did not run).
+    SqlEnd {
         error: Option<StatementError>,
     },
     Status(NodeStatus),

@@ -16,6 +16,8 @@ pub mod participant;
 pub mod pg;
 pub mod pg_frames;
 pub mod pg_limits;
+pub mod pg_portal;
+pub mod pg_rows;
 pub mod raft_network;
 pub mod recovery;
 pub mod rpc;

@@ -22,10 +22,11 @@
 //! default): a client that stays stopped longer loses its connection, which drops its session, rolling back its transaction and releasing its
 //! locks, so it cannot block writers forever. The simple query protocol is served by
 //! [`PgConnection`]'s own `on_query`, so that each statement of a multi-statement string
-//! streams its rows before the next one runs. In the extended protocol, an `Execute` without a
-//! row limit streams the same way; one with a row limit (a cursor-style fetch, answered with
-//! `PortalSuspended`) gets its whole result gathered first and handed to pgwire's portal,
-//! which then holds it in memory: streaming a suspended portal across `Execute`s is not built.
+//! streams its rows before the next one runs. In the extended protocol, `Execute` is served by
+//! [`PgConnection`]'s own `on_execute`: without a row limit the statement streams the same way;
+//! with one (a cursor-style fetch, answered with `PortalSuspended`), the statement is left
+//! running in an open portal between `Execute`s, holding one batch ([`super::pg_portal`]).
+//! `Sync` and `Close` are ours too, because they end open portals.
 
 use std::fmt::Debug;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -39,17 +40,19 @@ use pgwire::api::auth::{
 };
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
-use pgwire::api::results::{DataRowEncoder, FieldFormat, FieldInfo, QueryResponse, Response, Tag};
+use pgwire::api::results::{FieldInfo, QueryResponse, Response, Tag};
 use pgwire::api::stmt::QueryParser;
-use pgwire::api::store::Entry;
-use pgwire::api::store::PortalStore;
+use pgwire::api::store::{Entry, PortalStore};
 use pgwire::api::{
     ClientInfo, ClientPortalStore, PgWireConnectionState, PgWireServerHandlers,
     PidSecretKeyGenerator, RandomPidSecretKeyGenerator, Type, DEFAULT_NAME,
 };
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::data::{NoData, ParameterDescription, RowDescription};
-use pgwire::messages::extendedquery::{Describe, TARGET_TYPE_BYTE_STATEMENT};
+use pgwire::messages::extendedquery::{
+    Close, CloseComplete, Describe, Execute, PortalSuspended, Sync as PgSync,
+    TARGET_TYPE_BYTE_PORTAL, TARGET_TYPE_BYTE_STATEMENT,
+};
 use pgwire::messages::response::{EmptyQueryResponse, ReadyForQuery, TransactionStatus};
 use pgwire::messages::simplequery::Query;
 use pgwire::messages::startup::{Authentication, BackendKeyData, ParameterStatus};
@@ -57,29 +60,16 @@ use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use tokio::sync::Notify;
 
 use super::pg_frames::{Checked, Verdicts};
+use super::pg_portal::{OpenPortal, Portals, FETCH_BATCH};
+pub use super::pg_rows::pg_type;
+use super::pg_rows::{fields, RowEncoder};
 use crate::error::{sqlstate, Error};
 use crate::sql::ast::Statement;
 use crate::sql::output::Output;
 use crate::sql::{session, Backend, Session};
-use crate::types::value::{timestamp_to_naive, DataType, Value};
+use crate::types::value::{DataType, Value};
 use crate::types::OutputColumn;
 use crate::types::QueryResult;
-
-/// The pgwire type of a ddb type.
-pub fn pg_type(ty: &DataType) -> Type {
-    match ty {
-        DataType::Bool => Type::BOOL,
-        DataType::SmallInt => Type::INT2,
-        DataType::Int => Type::INT4,
-        DataType::BigInt => Type::INT8,
-        DataType::Real => Type::FLOAT4,
-        DataType::Double => Type::FLOAT8,
-        DataType::Text | DataType::Unknown => Type::TEXT,
-        DataType::Varchar(_) => Type::VARCHAR,
-        DataType::Char(_) => Type::BPCHAR,
-        DataType::Timestamp => Type::TIMESTAMP,
-    }
-}
 
 /// The ddb type of a pgwire parameter type the client declared.
 fn ddb_type(ty: &Type) -> DataType {
@@ -106,93 +96,18 @@ fn user_error(e: Error) -> PgWireError {
     PgWireError::UserError(Box::new(error_info(&e)))
 }
 
-fn fields(columns: &[OutputColumn], format: Option<&Format>) -> Vec<FieldInfo> {
-    columns
-        .iter()
-        .enumerate()
-        .map(|(i, c)| {
-            let f = format.map(|f| f.format_for(i)).unwrap_or(FieldFormat::Text);
-            FieldInfo::new(c.name.clone(), None, None, pg_type(&c.data_type), f)
-        })
-        .collect()
-}
-
-fn encode_value(
-    enc: &mut DataRowEncoder,
-    v: &Value,
-    ty: &Type,
-    format: FieldFormat,
-) -> PgWireResult<()> {
-    let opts = Default::default();
-    let put_text = |enc: &mut DataRowEncoder, s: String| {
-        enc.encode_field_with_type_and_format(&s, ty, format, &opts)
-    };
-    match (v, ty) {
-        (Value::Null, _) => enc.encode_field_with_type_and_format(&None::<i32>, ty, format, &opts),
-        (Value::Bool(b), &Type::BOOL) => {
-            enc.encode_field_with_type_and_format(b, ty, format, &opts)
-        }
-        (Value::Int(i), &Type::INT2) => {
-            enc.encode_field_with_type_and_format(&(*i as i16), ty, format, &opts)
-        }
-        (Value::Int(i), &Type::INT4) => {
-            enc.encode_field_with_type_and_format(&(*i as i32), ty, format, &opts)
-        }
-        (Value::Int(i), &Type::INT8) => enc.encode_field_with_type_and_format(i, ty, format, &opts),
-        (Value::Int(i), &Type::FLOAT8) => {
-            enc.encode_field_with_type_and_format(&(*i as f64), ty, format, &opts)
-        }
-        (Value::Int(i), &Type::FLOAT4) => {
-            enc.encode_field_with_type_and_format(&(*i as f32), ty, format, &opts)
-        }
-        (Value::Float(f), &Type::FLOAT8) if format == FieldFormat::Binary => {
-            enc.encode_field_with_type_and_format(f, ty, format, &opts)
-        }
-        (Value::Float(f), &Type::FLOAT4) if format == FieldFormat::Binary => {
-            enc.encode_field_with_type_and_format(&(*f as f32), ty, format, &opts)
-        }
-        (Value::Float(f), &Type::FLOAT4) => {
-            put_text(enc, crate::types::value::format_real(*f as f32))
-        }
-        (Value::Timestamp(t), &Type::TIMESTAMP) if format == FieldFormat::Binary => {
-            match timestamp_to_naive(*t) {
-                Some(dt) => enc.encode_field_with_type_and_format(&dt, ty, format, &opts),
-                None => put_text(enc, v.to_string()),
-            }
-        }
-        // Text format: PostgreSQL's own text output of the value.
-        (v, _) => put_text(enc, v.to_string()),
-    }
-}
-
-/// Builds the pgwire response for a statement result.
+/// Builds the pgwire response for a statement's whole result.
 fn to_response(result: QueryResult, format: Option<&Format>) -> PgWireResult<Response> {
     let tag = result.tag.clone();
     let mut words = tag.split_whitespace();
     let command = words.next().unwrap_or("");
     // Any result with columns is rows (`SELECT`, `SHOW`).
     if !result.columns.is_empty() {
-        let schema = Arc::new(fields(&result.columns, format));
-        let types: Vec<Type> = schema.iter().map(|f| f.datatype().clone()).collect();
-        let formats: Vec<FieldFormat> = schema.iter().map(|f| f.format()).collect();
-        let mut rows = Vec::with_capacity(result.rows.len());
-        let mut enc = DataRowEncoder::new(schema.clone());
-        for row in &result.rows {
-            if row.len() != types.len() {
-                return Err(user_error(Error::Corrupt(format!(
-                    "a result row has {} values for {} columns",
-                    row.len(),
-                    types.len()
-                ))));
-            }
-            for ((v, ty), format) in row.iter().zip(types.iter()).zip(formats.iter()) {
-                encode_value(&mut enc, v, ty, *format)?;
-            }
-            rows.push(Ok(enc.take_row()));
-        }
+        let (mut encoder, schema) = RowEncoder::new(&result.columns, format);
+        let rows = encoder.encode(&result.rows).map_err(user_error)?;
         return Ok(Response::Query(QueryResponse::new(
             schema,
-            stream::iter(rows),
+            stream::iter(rows.into_iter().map(Ok)),
         )));
     }
     Ok(match command {
@@ -285,7 +200,7 @@ struct PgOutput<'w, 'c, C> {
     describe: bool,
     format: Option<&'w Format>,
     /// The row encoder, once the statement said it returns rows.
-    encoder: Option<(DataRowEncoder, Vec<Type>, Vec<FieldFormat>)>,
+    encoder: Option<RowEncoder>,
     taken: u64,
 }
 
@@ -296,39 +211,22 @@ where
     C::Error: Debug,
 {
     async fn start(&mut self, columns: &[OutputColumn]) -> Result<(), Error> {
-        let schema = Arc::new(fields(columns, self.format));
+        let (encoder, schema) = RowEncoder::new(columns, self.format);
         if self.describe {
             let desc = RowDescription::new(schema.iter().map(Into::into).collect());
             self.writer
                 .feed(PgWireBackendMessage::RowDescription(desc))
                 .await?;
         }
-        let types = schema.iter().map(|f| f.datatype().clone()).collect();
-        let formats = schema.iter().map(|f| f.format()).collect();
-        self.encoder = Some((DataRowEncoder::new(schema), types, formats));
+        self.encoder = Some(encoder);
         Ok(())
     }
 
     async fn rows(&mut self, rows: Vec<Vec<Value>>) -> Result<(), Error> {
-        let Some((enc, types, formats)) = &mut self.encoder else {
+        let Some(encoder) = &mut self.encoder else {
             return Err(Error::Internal("rows before the result's columns".into()));
         };
-        let mut encoded = Vec::with_capacity(rows.len());
-        for row in &rows {
-            // A row may come from another node (a shipped statement): check its width.
-            if row.len() != types.len() {
-                return Err(Error::Corrupt(format!(
-                    "a result row has {} values for {} columns",
-                    row.len(),
-                    types.len()
-                )));
-            }
-            for ((v, ty), format) in row.iter().zip(types.iter()).zip(formats.iter()) {
-                encode_value(enc, v, ty, *format)
-                    .map_err(|e| Error::Internal(format!("encode a result row: {e}")))?;
-            }
-            encoded.push(enc.take_row());
-        }
+        let encoded = encoder.encode(&rows)?;
         drop(rows);
         self.writer.batch(true);
         for row in encoded {
@@ -360,12 +258,39 @@ pub struct Parser {
     /// The connection's session: an error while preparing fails its open transaction block,
     /// as any other error in a block does.
     session: Arc<tokio::sync::Mutex<Session>>,
+    /// The connection's open portals: they let go of the session before a failure ends their
+    /// block.
+    portals: Arc<Portals<Portal<Prepared>>>,
 }
 
 impl Parser {
     async fn fail(&self, e: Error) -> PgWireError {
-        self.session.lock().await.fail_block();
+        match self.portals.holding_session().await {
+            // An open portal runs outside a block: there is no block to fail.
+            Some(false) => {}
+            // The block fails, and its portals with it: dropped, not gathered.
+            Some(true) => {
+                self.portals.settle(true).await;
+                self.session.lock().await.fail_block();
+            }
+            None => {
+                let mut session = self.session.lock().await;
+                session.fail_block();
+                let (in_block, failed) = (session.in_transaction(), session.is_failed());
+                drop(session);
+                self.portals.after_statement(in_block, failed).await;
+            }
+        }
         user_error(e)
+    }
+
+    /// The session, once no open portal holds it.
+    async fn session_after(
+        &self,
+        portals: &Portals<Portal<Prepared>>,
+    ) -> tokio::sync::MutexGuard<'_, Session> {
+        portals.settle(false).await;
+        self.session.lock().await
     }
 }
 
@@ -403,7 +328,8 @@ impl QueryParser for Parser {
             .iter()
             .map(|t| t.as_ref().map(ddb_type).unwrap_or(DataType::Unknown))
             .collect();
-        let mut session = self.session.lock().await;
+        // Planning reads the session's values; an open portal lets go of the session first.
+        let mut session = self.session_after(&self.portals).await;
         let generation = session.prepare_generation();
         let planned = match session.plan(&stmt, &declared) {
             Ok(p) => p,
@@ -573,6 +499,8 @@ pub struct PgConnection {
     pub closed: Arc<Notify>,
     /// Set when a write timed out: nothing more is written to this connection.
     timed_out: AtomicBool,
+    /// Portals a row-limited `Execute` left open ([`super::pg_portal`]).
+    portals: Arc<Portals<Portal<Prepared>>>,
 }
 
 impl PgConnection {
@@ -580,15 +508,44 @@ impl PgConnection {
     pub fn new(db: Arc<dyn Backend>, send_timeout: Duration) -> Arc<Self> {
         let session = Arc::new(tokio::sync::Mutex::new(Session::new(db.clone())));
         let verdicts = Verdicts::default();
+        let portals = Arc::new(Portals::default());
         Arc::new(Self {
             session: session.clone(),
             verdicts: verdicts.clone(),
-            parser: Arc::new(Parser { session, verdicts }),
+            parser: Arc::new(Parser {
+                session,
+                verdicts,
+                portals: portals.clone(),
+            }),
             busy: Arc::new(AtomicBool::new(false)),
             send_timeout,
             closed: Arc::new(Notify::new()),
             timed_out: AtomicBool::new(false),
+            portals,
         })
+    }
+
+    /// The session, once no open portal holds it (see [`Portals::settle`]).
+    async fn session(&self) -> tokio::sync::MutexGuard<'_, Session> {
+        self.parser.session_after(&self.portals).await
+    }
+
+    /// After a statement ran: the portals of a block that ended (or failed) go, in pgwire's
+    /// store too, so an `Execute` of one is refused as PostgreSQL refuses it.
+    async fn end_portals<C>(&self, client: &C)
+    where
+        C: ClientPortalStore,
+        C::PortalStore: PortalStore,
+    {
+        // A portal still running holds the session: then the statement that just ran ended
+        // nothing (every portal let go of the session before it ran, and that one is open).
+        let (in_block, failed) = match self.session.try_lock() {
+            Ok(session) => (session.in_transaction(), session.is_failed()),
+            Err(_) => return,
+        };
+        for name in self.portals.after_statement(in_block, failed).await {
+            client.portal_store().rm_portal(&name);
+        }
     }
 
     fn writer<'c, C>(&'c self, client: &'c mut C) -> Writer<'c, C> {
@@ -606,7 +563,7 @@ impl PgConnection {
         C: Sink<PgWireBackendMessage> + Unpin + Send,
         C::Error: Debug,
     {
-        let mut session = self.session.lock().await;
+        let mut session = self.session().await;
         if !self.verdicts.query_was_utf8(sql) {
             session.fail_block();
             return writer.feed(error_message(&invalid_utf8())).await;
@@ -659,6 +616,12 @@ impl PgConnection {
 
     /// The transaction status the client is told with `ReadyForQuery`.
     async fn status(&self) -> TransactionStatus {
+        // An open portal's statement holds the session; it knows where it runs.
+        match self.portals.holding_session().await {
+            Some(true) => return TransactionStatus::Transaction,
+            Some(false) => return TransactionStatus::Idle,
+            None => {}
+        }
         let session = self.session.lock().await;
         if session.is_failed() {
             TransactionStatus::Error
@@ -708,8 +671,15 @@ impl SimpleQueryHandler for PgConnection {
         } else {
             self.run_simple(&mut writer, &query.query).await
         };
+        self.end_portals(&*client).await;
         let status = self.status().await;
-        let changes = parameter_status(&mut *self.session.lock().await);
+        // A query that ran nothing (only `;`) leaves an open portal holding the session; it
+        // changed no parameter either.
+        let changes = match self.portals.holding_session().await {
+            Some(_) => Vec::new(),
+            None => parameter_status(&mut *self.session.lock().await),
+        };
+        let mut writer = self.writer(client);
         let ready = match ran {
             Ok(()) => {
                 let mut fed = Ok(());
@@ -747,7 +717,7 @@ impl SimpleQueryHandler for PgConnection {
     {
         self.busy.store(true, Ordering::Release);
         let _busy = Busy(&self.busy);
-        let mut session = self.session.lock().await;
+        let mut session = self.session().await;
         if !self.verdicts.query_was_utf8(query) {
             session.fail_block();
             return Ok(vec![Response::Error(Box::new(error_info(&invalid_utf8())))]);
@@ -821,7 +791,7 @@ impl ExtendedQueryHandler for PgConnection {
     {
         self.busy.store(true, Ordering::Release);
         let _busy = Busy(&self.busy);
-        let mut session = self.session.lock().await;
+        let mut session = self.session().await;
         let (params, types) = match decode_params(portal) {
             Ok(p) => p,
             Err(e) => {
@@ -836,7 +806,8 @@ impl ExtendedQueryHandler for PgConnection {
             return Ok(Response::Error(Box::new(error_info(&e))));
         }
         if max_rows > 0 {
-            // A fetch of `max_rows` at a time: pgwire's portal pages through the whole result.
+            // pgwire's portal pages through a whole result; `on_execute` never comes here
+            // with a row limit (it keeps the statement running instead), other callers may.
             let result = session.execute(stmt, &params, &types).await;
             for msg in parameter_status(&mut session) {
                 client.feed(msg).await?;
@@ -865,7 +836,7 @@ impl ExtendedQueryHandler for PgConnection {
             }
         }
         match result {
-            // The rows are out; pgwire sends the completion.
+            // The rows are out; what remains is the completion.
             Ok(_) if described => Ok(Response::Execution(
                 Tag::new("SELECT").with_rows(taken as usize),
             )),
@@ -875,6 +846,245 @@ impl ExtendedQueryHandler for PgConnection {
                 Err(PgWireError::IoError(std::io::Error::other(e.to_string())))
             }
             Err(e) => Ok(Response::Error(Box::new(error_info(&e)))),
+        }
+    }
+
+    /// Runs or continues a portal (see [`super::pg_portal`]): without a row limit the
+    /// statement streams all its rows now; with one, it sends that many and then
+    /// `PortalSuspended`, leaving the statement open for the next `Execute`.
+    async fn on_execute<C>(&self, client: &mut C, message: Execute) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        if !matches!(client.state(), PgWireConnectionState::ReadyForQuery) {
+            return Err(PgWireError::NotReadyForQuery);
+        }
+        let name = message.name.unwrap_or_else(|| DEFAULT_NAME.to_owned());
+        let portal = match client.portal_store().get_portal(&name) {
+            Some(Entry::Value(portal)) => portal,
+            Some(Entry::Empty) => {
+                client
+                    .feed(PgWireBackendMessage::EmptyQueryResponse(
+                        EmptyQueryResponse::new(),
+                    ))
+                    .await?;
+                return Ok(());
+            }
+            None => return Err(PgWireError::PortalNotFound(name)),
+        };
+        client.set_state(PgWireConnectionState::QueryInProgress);
+        self.busy.store(true, Ordering::Release);
+        let _busy = Busy(&self.busy);
+        // A negative limit is no limit, as in PostgreSQL.
+        let max_rows = usize::try_from(message.max_rows).unwrap_or(0);
+        let ran = self.execute_portal(client, name, portal, max_rows).await;
+        let status = self.status().await;
+        client.set_state(PgWireConnectionState::ReadyForQuery);
+        client.set_transaction_status(status);
+        ran
+    }
+
+    /// Ends the implicit transaction: the portals opened outside a block go (and the unnamed
+    /// one, as pgwire drops it at every `Sync`); then `ReadyForQuery` with the session's status.
+    async fn on_sync<C>(&self, client: &mut C, _message: PgSync) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        for name in self.portals.end_implicit(DEFAULT_NAME).await {
+            client.portal_store().rm_portal(&name);
+        }
+        client.portal_store().rm_portal(DEFAULT_NAME);
+        let status = self.status().await;
+        client.set_transaction_status(status);
+        let ready = PgWireBackendMessage::ReadyForQuery(ReadyForQuery::new(status));
+        self.writer(client).send(ready).await.map_err(write_error)
+    }
+
+    /// Closes a statement or a portal; an open portal's statement is dropped with it.
+    async fn on_close<C>(&self, client: &mut C, message: Close) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let name = message.name.as_deref().unwrap_or(DEFAULT_NAME);
+        match message.target_type {
+            TARGET_TYPE_BYTE_STATEMENT => client.portal_store().rm_statement(name),
+            TARGET_TYPE_BYTE_PORTAL => {
+                self.portals.close(name).await;
+                client.portal_store().rm_portal(name);
+            }
+            _ => {}
+        }
+        client
+            .send(PgWireBackendMessage::CloseComplete(CloseComplete::new()))
+            .await?;
+        Ok(())
+    }
+}
+
+/// A failed write to the client, as pgwire's error (the connection is closing).
+fn write_error(e: Error) -> PgWireError {
+    tracing::info!("SQL connection: {e}");
+    PgWireError::IoError(std::io::Error::other(e.to_string()))
+}
+
+impl PgConnection {
+    /// The body of `Execute`: continues the open portal started for `portal`, or starts its
+    /// statement.
+    async fn execute_portal<C>(
+        &self,
+        client: &mut C,
+        name: String,
+        portal: Arc<Portal<Prepared>>,
+        max_rows: usize,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Prepared>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        if let Some(open) = self.portals.take(&name, &portal).await {
+            return self.fetch(client, name, open, max_rows).await;
+        }
+        // A new statement: the open portals let go of the session first (dropped when this
+        // ends their transaction).
+        let stmt = &portal.statement.statement.stmt;
+        let ending = matches!(stmt, Statement::Commit | Statement::Rollback);
+        for gone in self.portals.settle(ending).await {
+            client.portal_store().rm_portal(&gone);
+        }
+        if max_rows > 0 && !portal.statement.statement.columns.is_empty() {
+            let mut session = self.session.clone().lock_owned().await;
+            let (params, types) = match decode_params(&portal) {
+                Ok(p) => p,
+                Err(e) => {
+                    session.fail_block();
+                    drop(session);
+                    self.end_portals(&*client).await;
+                    return Err(user_error(e));
+                }
+            };
+            let format = portal.result_column_format.clone();
+            let open = OpenPortal::start(
+                Arc::downgrade(&portal),
+                session,
+                stmt.clone(),
+                params,
+                types,
+                format,
+            );
+            return self.fetch(client, name, open, max_rows).await;
+        }
+        let response = ExtendedQueryHandler::do_query(self, client, &portal, 0).await?;
+        self.end_portals(&*client).await;
+        let mut writer = self.writer(client);
+        let done = |tag: Tag| PgWireBackendMessage::CommandComplete(tag.into());
+        match response {
+            Response::Execution(tag) | Response::TransactionStart(tag) => {
+                writer.feed(done(tag)).await.map_err(write_error)
+            }
+            Response::TransactionEnd(tag) => writer.feed(done(tag)).await.map_err(write_error),
+            Response::EmptyQuery => writer
+                .feed(PgWireBackendMessage::EmptyQueryResponse(
+                    EmptyQueryResponse::new(),
+                ))
+                .await
+                .map_err(write_error),
+            Response::Query(mut rows) => {
+                let tag = rows.command_tag().to_owned();
+                let mut n = 0;
+                let data = rows.data_rows();
+                while let Some(row) = futures::StreamExt::next(data).await {
+                    writer
+                        .feed(PgWireBackendMessage::DataRow(row?))
+                        .await
+                        .map_err(write_error)?;
+                    n += 1;
+                }
+                writer
+                    .feed(done(Tag::new(&tag).with_rows(n)))
+                    .await
+                    .map_err(write_error)
+            }
+            Response::Error(e) => Err(PgWireError::UserError(e)),
+            Response::CopyIn(_) | Response::CopyOut(_) | Response::CopyBoth(_) => {
+                Err(user_error(Error::unsupported("COPY")))
+            }
+        }
+    }
+
+    /// Sends up to `max_rows` rows of an open portal (all of them with 0), then
+    /// `PortalSuspended` (keeping it open) or its completion. Rows are written under one send
+    /// deadline per [`FETCH_BATCH`] of them, so a fetch of any size is held to the send
+    /// timeout as a streamed result is.
+    async fn fetch<C>(
+        &self,
+        client: &mut C,
+        name: String,
+        mut open: OpenPortal<Portal<Prepared>>,
+        max_rows: usize,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Prepared>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let mut writer = self.writer(client);
+        let mut sent = 0usize;
+        let end = loop {
+            if max_rows > 0 && sent == max_rows {
+                break None;
+            }
+            if sent.is_multiple_of(FETCH_BATCH) {
+                writer.batch(true);
+            }
+            match open.next().await {
+                Some(Ok(row)) => {
+                    writer
+                        .feed(PgWireBackendMessage::DataRow(row))
+                        .await
+                        .map_err(write_error)?;
+                    sent += 1;
+                }
+                Some(Err(e)) => break Some(Err(e)),
+                None => break Some(Ok(())),
+            }
+        };
+        writer.batch(false);
+        match end {
+            None => {
+                writer
+                    .feed(PgWireBackendMessage::PortalSuspended(PortalSuspended::new()))
+                    .await
+                    .map_err(write_error)?;
+                self.portals.put(name, open).await;
+                Ok(())
+            }
+            Some(Ok(())) => {
+                let tag = Tag::new("SELECT").with_rows(sent);
+                writer
+                    .feed(PgWireBackendMessage::CommandComplete(tag.into()))
+                    .await
+                    .map_err(write_error)?;
+                // Kept (ended): another `Execute` of it gets no rows, as in PostgreSQL.
+                self.portals.put(name, open).await;
+                Ok(())
+            }
+            Some(Err(e)) if self.timed_out() => Err(write_error(e)),
+            Some(Err(e)) => {
+                self.end_portals(&*client).await;
+                Err(user_error(e))
+            }
         }
     }
 }
@@ -981,6 +1191,8 @@ async fn idle_in_transaction_timed_out<S>(socket: &mut S, conn: &PgConnection)
 where
     S: Sink<PgWireBackendMessage> + Unpin,
 {
+    // A portal left open in the block holds the session: it ends with the block, dropped.
+    conn.portals.settle(true).await;
     conn.session.lock().await.terminate();
     let info = ErrorInfo::new(
         "FATAL".to_owned(),
@@ -1033,15 +1245,23 @@ pub async fn serve(
     let (startup, simple, extended) = (conn.clone(), conn.clone(), conn.clone());
     let copy = handlers.copy_handler();
     let cancel = handlers.cancel_handler();
+    let mut idle_known = None;
     loop {
         let starting = matches!(
             socket.state(),
             PgWireConnectionState::AwaitingStartup
                 | PgWireConnectionState::AuthenticationInProgress
         );
-        let idle = match starting {
-            true => None,
-            false => conn.session.lock().await.idle_timeout(),
+        // Between messages only an open portal holds the session (a row-limited Execute left
+        // it suspended); the timeout then is the one read after the last message, since
+        // nothing can have changed it while the portal held the session.
+        let idle = match (starting, conn.session.try_lock()) {
+            (true, _) => None,
+            (false, Ok(session)) => {
+                idle_known = session.idle_timeout();
+                idle_known
+            }
+            (false, Err(_)) => idle_known,
         };
         let msg = if starting {
             tokio::select! {

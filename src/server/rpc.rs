@@ -11,15 +11,25 @@
 //! requests name a session of the connection, created on first use, so a CLI can run a
 //! transaction across several requests; the sessions end (rolling back open transactions) when
 //! the connection closes.
+//!
+//! **SQL answers stream.** A [`Request::Sql`] is answered with many frames of its id as its
+//! statements run (columns, batches of rows, each statement's end, the end of the request),
+//! not with one response holding every row. The frames go through one bounded channel per
+//! connection ([`FRAMES_IN_FLIGHT`] frames) to the task that writes the socket, so a client
+//! that reads slowly makes the statement wait in its output, and with it the scans behind it,
+//! on this node and on the shards: the node holds a few batches per connection, never the
+//! result. When the connection ends, the channel closes, and a statement still handing over
+//! rows fails at its next batch and stops (its transaction rolls back with the session).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Mutex};
+use tokio::sync::{mpsc, watch, Mutex};
 
 use super::listener::{accept_loop, Limits};
 use super::node::Node;
@@ -29,19 +39,30 @@ use crate::protocol::{
     Caller, Envelope, RaftRequest, RaftResponse, Request, Response, StatementError,
     PROTOCOL_VERSION,
 };
+use crate::sql::output::Output;
 use crate::sql::Session;
+use crate::types::value::Value;
+use crate::types::OutputColumn;
+
+/// How many streamed frames (each at most one batch of rows) may wait for the socket, for all
+/// the requests of one connection together.
+pub const FRAMES_IN_FLIGHT: usize = 4;
+
+/// The channel from the requests of a connection to the task that writes its socket.
+type Frames = mpsc::Sender<Envelope<Response>>;
 
 /// Accepts RPC connections until stopped, then drains them.
 pub async fn serve(
     listener: TcpListener,
     node: Arc<Node>,
     limits: Limits,
+    send_timeout: Duration,
     stop: watch::Receiver<bool>,
 ) {
     let serve = move |socket, peer: SocketAddr, stop| {
         let node = node.clone();
         async move {
-            if let Err(e) = connection(socket, node, limits, stop).await {
+            if let Err(e) = connection(socket, node, limits, send_timeout, stop).await {
                 tracing::debug!(%peer, "RPC connection ended: {e}");
             }
         }
@@ -63,6 +84,7 @@ async fn connection(
     socket: TcpStream,
     node: Arc<Node>,
     limits: Limits,
+    send_timeout: Duration,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), Error> {
     let (mut stream, mut sink) = frame::split(socket, limits.frames);
@@ -93,18 +115,25 @@ async fn connection(
 
     let sessions: Sessions = Arc::default();
     let participants = super::participant::Conn::new(node.db.twopc.clone());
+    let (frames, mut streamed) = mpsc::channel::<Envelope<Response>>(FRAMES_IN_FLIGHT);
     let mut inflight = FuturesUnordered::new();
     loop {
         tokio::select! {
             frame = stream.read::<Envelope<Request>>() => match frame {
                 Ok(Some(env)) => {
-                    let (node, sessions, participants) = (node.clone(), sessions.clone(), participants.clone());
+                    let (node, sessions, participants, frames) =
+                        (node.clone(), sessions.clone(), participants.clone(), frames.clone());
                     inflight.push(async move {
                         let body = match env.body {
                             Request::Shard(req) => super::participant::handle(&node, &participants, req).await,
+                            // Streamed through `frames`: nothing left to answer here.
+                            Request::Sql { session, sql } => {
+                                sql_request(env.id, session, &sql, &node, &sessions, &frames).await;
+                                return None;
+                            }
                             other => handle(other, &node, &sessions).await,
                         };
-                        Envelope { id: env.id, body }
+                        Some(Envelope { id: env.id, body })
                     });
                 }
                 Ok(None) => break,
@@ -116,8 +145,15 @@ async fn connection(
                     break;
                 }
             },
+            Some(frame) = streamed.recv() => {
+                if let Err(e) = send(&mut sink, &frame, send_timeout).await {
+                    tracing::debug!("RPC connection: cannot answer: {e}");
+                    break;
+                }
+            }
             Some(reply) = inflight.next(), if !inflight.is_empty() => {
-                if let Err(e) = sink.write(&reply).await {
+                let Some(reply) = reply else { continue };
+                if let Err(e) = send(&mut sink, &reply, send_timeout).await {
                     tracing::debug!("RPC connection: cannot answer: {e}");
                     break;
                 }
@@ -128,20 +164,158 @@ async fn connection(
                 tokio::pin!(deadline);
                 while !inflight.is_empty() {
                     tokio::select! {
-                        Some(reply) = inflight.next() => { sink.write(&reply).await?; }
+                        Some(reply) = inflight.next() => {
+                            if let Some(reply) = reply {
+                                send(&mut sink, &reply, send_timeout).await?;
+                            }
+                        }
+                        Some(frame) = streamed.recv() => { send(&mut sink, &frame, send_timeout).await?; }
                         _ = &mut deadline => break,
                     }
+                }
+                while let Ok(frame) = streamed.try_recv() {
+                    send(&mut sink, &frame, send_timeout).await?;
                 }
                 return Ok(());
             }
         }
     }
     // The connection ended: finish in-flight work (it may hold commits) before dropping the
-    // sessions and participants, which rolls back whatever is still open.
+    // sessions and participants, which rolls back whatever is still open. Streamed answers
+    // have nowhere to go: closing their channel stops their statements at the next batch.
+    drop(streamed);
+    let mut writable = true;
     while let Some(reply) = inflight.next().await {
-        let _ = sink.write(&reply).await;
+        if let (Some(reply), true) = (reply, writable) {
+            writable = send(&mut sink, &reply, send_timeout).await.is_ok();
+        }
     }
     Ok(())
+}
+
+/// Writes one answer, waiting at most `timeout` for the caller to read: a caller that stopped
+/// reading (a `ddb query` suspended with Ctrl-Z, a frozen peer) loses its connection, which
+/// rolls back its sessions' transactions and releases their locks, instead of holding them for
+/// as long as it stays stopped.
+async fn send<W>(
+    sink: &mut frame::FrameWriter<W>,
+    frame: &Envelope<Response>,
+    timeout: Duration,
+) -> Result<(), Error>
+where
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    match tokio::time::timeout(timeout, sink.write(frame)).await {
+        Ok(result) => result,
+        Err(_) => Err(Error::Timeout(format!(
+            "the caller read nothing for {} ms; closing its connection",
+            timeout.as_millis()
+        ))),
+    }
+}
+
+/// Where a [`Request::Sql`] statement's rows go: frames of the request's id, into the
+/// connection's bounded channel, waiting while it is full.
+struct FrameOutput<'a> {
+    id: u64,
+    statement: usize,
+    frames: &'a Frames,
+    taken: u64,
+}
+
+impl FrameOutput<'_> {
+    async fn send(&self, body: Response) -> Result<(), Error> {
+        self.frames
+            .send(Envelope { id: self.id, body })
+            .await
+            .map_err(|_| Error::Unreachable("the client's connection closed".into()))
+    }
+}
+
+#[async_trait::async_trait]
+impl Output for FrameOutput<'_> {
+    async fn start(&mut self, columns: &[OutputColumn]) -> Result<(), Error> {
+        let columns = columns.to_vec();
+        let statement = self.statement;
+        self.send(Response::SqlColumns { statement, columns }).await
+    }
+
+    async fn rows(&mut self, rows: Vec<Vec<Value>>) -> Result<(), Error> {
+        let n = rows.len() as u64;
+        let statement = self.statement;
+        self.send(Response::SqlRows { statement, rows }).await?;
+        self.taken += n;
+        Ok(())
+    }
+
+    fn taken(&self) -> u64 {
+        self.taken
+    }
+}
+
+/// Runs the statements of a [`Request::Sql`] in order in its session, streaming each one's
+/// rows and end, and then the end of the request, as frames of request `id`. Stops at the
+/// first error; stops quietly when the connection has gone (nobody is left to tell).
+async fn sql_request(
+    id: u64,
+    session: u64,
+    sql: &str,
+    node: &Arc<Node>,
+    sessions: &Sessions,
+    frames: &Frames,
+) {
+    let s = sessions
+        .lock()
+        .await
+        .entry(session)
+        .or_insert_with(|| Arc::new(Mutex::new(Session::new(node.db.clone()))))
+        .clone();
+    let mut s = s.lock().await;
+    let end = |error| Envelope {
+        id,
+        body: Response::SqlEnd { error },
+    };
+    let statements = match s.parse(sql) {
+        Ok(statements) => statements,
+        Err(error) => {
+            let error = StatementError {
+                index: 0,
+                statement: sql.to_string(),
+                error,
+            };
+            let _ = frames.send(end(Some(error))).await;
+            return;
+        }
+    };
+    for (index, (stmt, text)) in statements.iter().enumerate() {
+        let mut out = FrameOutput {
+            id,
+            statement: index,
+            frames,
+            taken: 0,
+        };
+        match s.execute_to(stmt, &[], &[], &mut out).await {
+            Ok(result) => {
+                let done = Response::SqlDone {
+                    statement: index,
+                    result,
+                };
+                if out.send(done).await.is_err() {
+                    return;
+                }
+            }
+            Err(error) => {
+                let error = StatementError {
+                    index,
+                    statement: text.clone(),
+                    error,
+                };
+                let _ = frames.send(end(Some(error))).await;
+                return;
+            }
+        }
+    }
+    let _ = frames.send(end(None)).await;
 }
 
 /// Answers the handshake with the node's largest frame, and returns the caller's; or refuses
@@ -202,24 +376,9 @@ async fn handle(request: Request, node: &Arc<Node>, sessions: &Sessions) -> Resp
         Request::Hello { .. } => {
             Response::Error(Error::InvalidInput("handshake sent twice".into()))
         }
-        Request::Sql { session, sql } => {
-            let s = sessions
-                .lock()
-                .await
-                .entry(session)
-                .or_insert_with(|| Arc::new(Mutex::new(Session::new(node.db.clone()))))
-                .clone();
-            let mut s = s.lock().await;
-            let (results, error) = s.execute_sql(&sql).await;
-            Response::Sql {
-                results,
-                error: error.map(|(index, statement, error)| StatementError {
-                    index,
-                    statement,
-                    error,
-                }),
-            }
-        }
+        Request::Sql { .. } => Response::Error(Error::Internal(
+            "a SQL request reached the one-answer path (it streams)".into(),
+        )),
         Request::EndSession { session } => {
             sessions.lock().await.remove(&session);
             Response::Done

@@ -98,6 +98,7 @@ pub async fn run(
         rpc_listener,
         node.clone(),
         config.limits,
+        config.send_timeout,
         stop_rx.clone(),
     ));
     listeners.spawn(recovery::run(
