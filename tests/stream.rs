@@ -349,6 +349,52 @@ async fn a_client_that_stops_reading_loses_its_connection_and_its_locks_after_th
     );
 }
 
+/// The same over the RPC port: a `ddb query` whose output nobody reads (its stdout a pipe
+/// left full) stops reading the node's frames, and past the send timeout the node closes its
+/// connection, rolling back its transaction, so a writer waiting for its lock goes on.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_ddb_query_nobody_reads_loses_its_connection_and_its_locks_after_the_send_timeout() {
+    let node = TestNode::start_with(&["--send-timeout-ms", "1500", "--lock-timeout-ms", "15000"]);
+    load(node.sql_port, MEMORY_ROWS).await;
+    let client = node.connect().await;
+
+    let mut stalled = std::process::Command::new(common::ddb_bin())
+        .args(["--addr", &node.rpc_addr(), "query", "--format", "tsv"])
+        .arg("BEGIN; SELECT * FROM t; COMMIT")
+        .env_remove("DDB_CONFIG")
+        .env_remove("DDB_FORMAT")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn ddb query");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let started = Instant::now();
+    client
+        .batch_execute(&format!("INSERT INTO t VALUES (-1, 0, '{PAD}')"))
+        .await
+        .expect("the writer is not blocked forever by a ddb query nobody reads");
+    let waited = started.elapsed();
+    assert!(
+        waited < Duration::from_secs(15),
+        "the writer waited {waited:?}"
+    );
+    assert!(
+        node.log_tail().contains("read nothing for 1500 ms"),
+        "the node log does not say why it closed the connection:\n{}",
+        node.log_tail()
+    );
+    let _ = stalled.kill();
+    let _ = stalled.wait();
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM t", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, MEMORY_ROWS + 1);
+}
+
 /// Fetches `sql` through a portal `max_rows` at a time inside `txn`, returning the first
 /// column of every row, and how many fetches it took.
 async fn fetch_all(

@@ -207,10 +207,14 @@ where
 {
     match tokio::time::timeout(timeout, sink.write(frame)).await {
         Ok(result) => result,
-        Err(_) => Err(Error::Timeout(format!(
-            "the caller read nothing for {} ms; closing its connection",
-            timeout.as_millis()
-        ))),
+        Err(_) => {
+            let e = Error::Timeout(format!(
+                "the caller read nothing for {} ms; closing its connection",
+                timeout.as_millis()
+            ));
+            tracing::warn!("RPC connection: {e}");
+            Err(e)
+        }
     }
 }
 
