@@ -8,7 +8,8 @@
 #   LOG_TAG        the tag of log/die lines ("[LOG_TAG HH:MM:SS] ...")
 #   CLUSTER_DESC   how the log names the ddb cluster when stopping it
 #   KEEP, BUILD, DEADLINE, CLIENTS, JOBS, CLUSTER_NODES, PG_PORT, CL_RPC and
-#   CL_SQL (the cluster's RPC and SQL ports), PGBENCH_LIMIT
+#   CL_SQL (the cluster's RPC and SQL ports), CLUSTER_FACTOR and CLUSTER_MODE
+#   (replication of the cluster's shards; default 1 copy), PGBENCH_LIMIT
 # and defines target_conn (used by run_psql_at) and target_fail (shows the
 # target's server log, then dies). Optional:
 #   KILL_CHILD_TREES=1  cleanup stops each background child's whole process
@@ -409,6 +410,11 @@ init_cluster() { # name -> writes $CLUSTER_YAML, runs `ddb init`, waits for ever
     local i t0 t1 rc
     {
         echo "name: $1"
+        if (( ${CLUSTER_FACTOR:-1} > 1 )); then
+            echo "replication:"
+            echo "  factor: $CLUSTER_FACTOR"
+            echo "  mode: ${CLUSTER_MODE:-sync}"
+        fi
         echo "sharding:"
         echo "  vnodes: 128"
         echo "defaults:"

@@ -24,6 +24,9 @@
 #              standby on this machine, synchronous (the primary waits for
 #              the standby's flush) or asynchronous, as the baseline of a
 #              replicated ddb shard
+#   FACTOR     copies of each ddb shard (default 1): the cluster has 3 shards,
+#              so 3*FACTOR nodes; clients are spread over all of them
+#   MODE       ddb replication mode with FACTOR > 1: sync | async (default sync)
 #   PG_BIN     PostgreSQL server binaries (default: newest /usr/lib/postgresql/*/bin)
 #   KEEP=1     keep the temp dir (logs, pgbench outputs, data) after exit
 #   LOAD_TIMEOUT  seconds allowed for loading one target (default 1800)
@@ -53,11 +56,16 @@ KEEP=${KEEP:-0}
 BUILD=${BUILD:-0}
 LOAD_TIMEOUT=${LOAD_TIMEOUT:-1800}
 PG_STANDBY=${PG_STANDBY:-none}
+FACTOR=${FACTOR:-1}
+MODE=${MODE:-sync}
 DEADLINE=30
-CLUSTER_NODES=3
 
 # ---------------------------------------------------------------- arguments
-require_positive_ints SCALE CLIENTS JOBS DURATION PROGRESS MAX_TRIES BATCH LOADERS LOAD_TIMEOUT
+require_positive_ints SCALE CLIENTS JOBS DURATION PROGRESS MAX_TRIES BATCH LOADERS LOAD_TIMEOUT FACTOR
+(( FACTOR <= 5 )) || die "FACTOR must be 1 to 5 (got $FACTOR)"
+case $MODE in sync|async) ;; *) die "MODE must be sync or async (got '$MODE')" ;; esac
+CLUSTER_NODES=$(( 3 * FACTOR ))
+CLUSTER_FACTOR=$FACTOR CLUSTER_MODE=$MODE
 check_clients_jobs
 case $PG_STANDBY in none|sync|async) ;; *) die "PG_STANDBY must be none, sync or async (got '$PG_STANDBY')" ;; esac
 (( SCALE > 21474 )) && die "SCALE=$SCALE overflows INT account ids"
@@ -97,10 +105,11 @@ UPTIME_BEFORE=$(uptime)
 mkdir -p "$TMP/results" "$TMP/load"
 
 # ---------------------------------------------------------------- ports
-read -r PG_PORT C_RPC1 C_RPC2 C_RPC3 C_SQL1 C_SQL2 C_SQL3 PG_STANDBY_PORT <<<"$(pick_ports 8)"
-[[ -n $PG_STANDBY_PORT ]] || die "could not pick free ports"
-CL_RPC=("$C_RPC1" "$C_RPC2" "$C_RPC3")
-CL_SQL=("$C_SQL1" "$C_SQL2" "$C_SQL3")
+read -r -a PORTS <<<"$(pick_ports $(( 2 + 2 * CLUSTER_NODES )))"
+(( ${#PORTS[@]} == 2 + 2 * CLUSTER_NODES )) || die "could not pick free ports"
+PG_PORT=${PORTS[0]} PG_STANDBY_PORT=${PORTS[1]}
+CL_RPC=("${PORTS[@]:2:CLUSTER_NODES}")
+CL_SQL=("${PORTS[@]:2+CLUSTER_NODES:CLUSTER_NODES}")
 
 # ---------------------------------------------------------------- ddb cluster
 start_cluster() {
@@ -427,6 +436,7 @@ for t in postgres ddb; do
     [[ -n ${CHECK[$t]:-} ]] && printf 'check_%s %s\n' "$t" "${CHECK[$t]}"
 done
 (( RUN_PG )) && printf 'postgres_vacuum_analyze_s=%s postgres_standby=%s\n' "$VACUUM_SECS" "$PG_STANDBY"
+(( RUN_DDB )) && printf 'ddb_shards=3 ddb_factor=%s ddb_mode=%s\n' "$FACTOR" "$MODE"
 printf 'uptime_before %s\n' "$UPTIME_BEFORE"
 printf 'uptime_after  %s\n' "$UPTIME_AFTER"
 printf 'nproc=%s scale=%s accounts=%s clients=%s%s jobs=%s duration=%ss max_tries=%s date=%s\n' \
