@@ -48,6 +48,8 @@ pub mod sqlstate {
     pub const OBJECT_NOT_IN_PREREQUISITE_STATE: &str = "55000";
     pub const DATA_CORRUPTED: &str = "XX001";
     pub const INTERNAL_ERROR: &str = "XX000";
+    /// A read or write of the node's disk failed (PostgreSQL's `io_error`).
+    pub const IO_ERROR: &str = "58030";
     /// The disk holding the data is full.
     pub const DISK_FULL: &str = "53100";
     pub const PROTOCOL_VIOLATION: &str = "08P01";
@@ -103,7 +105,7 @@ pub enum Error {
     /// The node is shutting down and does not take new work.
     #[error("{0}")]
     ShuttingDown(String),
-    /// An I/O error on this node (disk, socket).
+    /// An I/O error on this node (disk, socket): SQLSTATE 58030, as PostgreSQL's `io_error`.
     #[error("I/O error: {0}")]
     Io(String),
     /// A bug or an unexpected state.
@@ -178,7 +180,8 @@ impl Error {
             Error::Timeout(_) => sqlstate::QUERY_CANCELED,
             Error::Corrupt(_) => sqlstate::DATA_CORRUPTED,
             Error::ShuttingDown(_) => sqlstate::ADMIN_SHUTDOWN,
-            Error::Io(_) | Error::Internal(_) => sqlstate::INTERNAL_ERROR,
+            Error::Io(_) => sqlstate::IO_ERROR,
+            Error::Internal(_) => sqlstate::INTERNAL_ERROR,
             Error::DiskFull(_) => sqlstate::DISK_FULL,
         }
     }
@@ -272,7 +275,9 @@ mod tests {
             assert_eq!(e.exit_code(), 1);
         }
         let other = Error::from(std::io::Error::from(std::io::ErrorKind::PermissionDenied));
-        assert_eq!(other.sqlstate(), "XX000");
+        assert_eq!(other.sqlstate(), "58030");
+        // The engine's "an earlier write failed" is an I/O error, not a bug.
+        assert_eq!(Error::from(fjall::Error::Poisoned).sqlstate(), "58030");
     }
 
     #[test]

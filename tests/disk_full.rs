@@ -121,6 +121,12 @@ async fn a_node_whose_disk_fills_stops_clearly_and_a_restart_recovers_every_ackn
         "SQLSTATE {code}: {message}; log:\n{}",
         node.log_tail()
     );
+    // 53100 (disk_full) when the failed write itself reported ENOSPC; 58030 (io_error) when an
+    // earlier background flush found the disk full first and the engine only says it failed.
+    assert!(
+        code == "53100" || code == "58030",
+        "a failed write to a full disk is SQLSTATE {code}, not disk_full or io_error: {message}"
+    );
 
     // The node stops itself, and its log says why.
     assert!(
