@@ -5,8 +5,8 @@
 //     java -cp target/drivers-jdbc:/usr/share/java/postgresql.jar DdbJdbc SQL_PORT MODE
 //
 // MODE is `basics` (connect, the metadata a pool reads at connect, prepared statements past
-// pgjdbc's server-prepare threshold of 5, batches, transactions, setFetchSize), `savepoints`
-// or `generated-keys`. Every check compares a result with what it must be; the first that
+// pgjdbc's server-prepare threshold of 5, batches, transactions, setFetchSize), `savepoints`,
+// `generated-keys` or `catalog` (the DatabaseMetaData lookups of schema tools and ORMs). Every check compares a result with what it must be; the first that
 // differs (or any SQLException) exits non-zero with what was expected and what came back.
 
 import java.sql.Connection;
@@ -255,6 +255,33 @@ public class DdbJdbc {
         }
     }
 
+    static void catalog() throws SQLException {
+        try (Connection c = connect()) {
+            recreate(c, "jm", "id INT PRIMARY KEY, label VARCHAR(20) NOT NULL, note TEXT");
+            DatabaseMetaData md = c.getMetaData();
+            try (ResultSet rs = md.getTables(null, "public", "jm", new String[] {"TABLE"})) {
+                check(rs.next(), "getTables found no jm");
+                eq("jm", rs.getString("TABLE_NAME"), "getTables name");
+                check(!rs.next(), "getTables found jm twice");
+            }
+            StringBuilder cols = new StringBuilder();
+            try (ResultSet rs = md.getColumns(null, "public", "jm", null)) {
+                while (rs.next()) {
+                    cols.append(rs.getString("COLUMN_NAME")).append(':')
+                            .append(rs.getString("TYPE_NAME")).append(':')
+                            .append(rs.getString("IS_NULLABLE")).append(' ');
+                }
+            }
+            eq("id:int4:NO label:varchar:NO note:text:YES ", cols.toString(), "getColumns");
+            try (ResultSet rs = md.getPrimaryKeys(null, "public", "jm")) {
+                check(rs.next(), "getPrimaryKeys found none");
+                eq("id", rs.getString("COLUMN_NAME"), "primary key column");
+            }
+            check(md.getSQLKeywords() != null, "getSQLKeywords");
+            System.out.println("jdbc catalog ok");
+        }
+    }
+
     public static void main(String[] args) throws Exception {
         url = "jdbc:postgresql://127.0.0.1:" + args[0] + "/ddb";
         switch (args[1]) {
@@ -266,6 +293,9 @@ public class DdbJdbc {
                 break;
             case "generated-keys":
                 generatedKeys();
+                break;
+            case "catalog":
+                catalog();
                 break;
             default:
                 throw new IllegalArgumentException("unknown mode " + args[1]);
