@@ -179,6 +179,45 @@ public class DdbJdbc {
             c.setAutoCommit(true);
             eq(71L, count(c, "jt"), "rows after the failed transaction");
 
+            // Timestamps through setTimestamp / setObject(LocalDateTime), read back both ways,
+            // and compared in a WHERE with a parameter (past the server-prepare threshold too).
+            recreate(c, "jts", "id INT PRIMARY KEY, at TIMESTAMP");
+            java.sql.Timestamp ts = java.sql.Timestamp.valueOf("2024-02-29 13:45:06.123456");
+            java.time.LocalDateTime ldt = java.time.LocalDateTime.of(1999, 12, 31, 23, 59, 59);
+            try (PreparedStatement ins = c.prepareStatement("INSERT INTO jts VALUES (?, ?)")) {
+                for (int i = 0; i < 7; i++) {
+                    ins.setInt(1, i);
+                    if (i % 2 == 0) {
+                        ins.setTimestamp(2, ts);
+                    } else {
+                        ins.setObject(2, ldt);
+                    }
+                    eq(1, ins.executeUpdate(), "insert timestamp " + i);
+                }
+            }
+            try (PreparedStatement sel = c.prepareStatement("SELECT at FROM jts WHERE id = ?")) {
+                for (int i = 0; i < 7; i++) {
+                    sel.setInt(1, i);
+                    try (ResultSet rs = sel.executeQuery()) {
+                        check(rs.next(), "no timestamp row " + i);
+                        if (i % 2 == 0) {
+                            eq(ts, rs.getTimestamp(1), "getTimestamp " + i);
+                        } else {
+                            eq(ldt, rs.getObject(1, java.time.LocalDateTime.class), "LocalDateTime " + i);
+                        }
+                    }
+                }
+            }
+            try (PreparedStatement sel = c.prepareStatement("SELECT count(*) FROM jts WHERE at = ?")) {
+                for (int i = 0; i < 7; i++) {
+                    sel.setTimestamp(1, ts);
+                    try (ResultSet rs = sel.executeQuery()) {
+                        check(rs.next(), "no count");
+                        eq(4L, rs.getLong(1), "rows at the timestamp");
+                    }
+                }
+            }
+
             // setFetchSize in a transaction: pgjdbc opens a portal and Executes it with a row
             // limit, fetching 7 rows at a time.
             c.setAutoCommit(false);
