@@ -318,6 +318,23 @@ fn psycopg3_named_cursor_fetches_in_chunks() {
 }
 
 #[test]
+#[ignore = "needs SAVEPOINT / ROLLBACK TO SAVEPOINT / RELEASE (issue 11, point 3)"]
+fn asyncpg_and_psycopg3_nested_transactions_use_savepoints() {
+    if skipped("the nested transaction test") {
+        return;
+    }
+    require_python("asyncpg, psycopg", "asyncpg 'psycopg[binary]'");
+    let node = TestNode::start();
+    run(
+        python("nested_transactions.py", node.sql_port, &[]),
+        "tests/drivers/nested_transactions.py",
+        "nested transactions ok",
+        LIMIT,
+        &|| node.log_tail(),
+    );
+}
+
+#[test]
 fn psycopg2_parameters_executemany_commit_rollback_errors_and_with_blocks() {
     if skipped("the psycopg2 test") {
         return;

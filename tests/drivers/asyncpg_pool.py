@@ -54,7 +54,7 @@ async def main():
     assert [(r["worker"], r["n"]) for r in rows] == [(w, 20) for w in range(12)], rows
 
     async with pool.acquire() as c:
-        # A prepared statement, executed past asyncpg's statement cache and pgjdbc-style reuse.
+        # A prepared statement (a named server-side statement), executed many times.
         stmt = await c.prepare("SELECT name FROM ap WHERE worker = $1 AND n = $2")
         assert [a.name for a in stmt.get_attributes()] == ["name"]
         for i in range(1, 20):

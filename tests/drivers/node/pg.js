@@ -55,7 +55,7 @@ async function main() {
   // count(*) is int8: pg returns int8 as a string (it may not fit a JS number).
   assert.equal(total.rows[0].n, "200");
 
-  // A named prepared statement, executed past the point where pg reuses it.
+  // A named prepared statement: pg parses it once per connection and reuses it by name.
   for (let i = 0; i < 8; i++) {
     const r = await pool.query({ name: "by-id", text: "SELECT id, score FROM nt WHERE id = $1", values: [i] });
     assert.deepEqual(r.rows, [{ id: String(i), score: i / 4 }]);
