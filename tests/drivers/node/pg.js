@@ -25,7 +25,8 @@ async function main() {
   await setup.query("CREATE TABLE nt (id BIGINT PRIMARY KEY, name TEXT, score DOUBLE PRECISION, ok BOOLEAN)");
   await setup.end();
 
-  const pool = new Pool({ ...config, max: 4 });
+  // Session settings pg sends in the startup message, as applications configure them.
+  const pool = new Pool({ ...config, max: 4, application_name: "ddb-pg-test", statement_timeout: 5000 });
   let errors = 0;
   pool.on("error", () => errors++);
 
@@ -51,6 +52,9 @@ async function main() {
     })());
   }
   await Promise.all(workers);
+  const settings = await pool.query("SHOW application_name");
+  assert.deepEqual(settings.rows, [{ application_name: "ddb-pg-test" }]);
+  assert.equal((await pool.query("SHOW statement_timeout")).rows[0].statement_timeout, "5s");
   const total = await pool.query("SELECT count(*) AS n FROM nt");
   // count(*) is int8: pg returns int8 as a string (it may not fit a JS number).
   assert.equal(total.rows[0].n, "200");
