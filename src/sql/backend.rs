@@ -86,6 +86,18 @@ pub trait SqlTxn: Send {
     /// bound (a session's `lock_timeout`; `None`: the node's).
     fn set_lock_timeout(&mut self, timeout: Option<Duration>);
 
+    /// Takes savepoint `id` (the session numbers them; a number is never reused within a
+    /// transaction): a mark that [`SqlTxn::rollback_to`] returns the transaction's writes to.
+    async fn savepoint(&mut self, id: u64) -> Result<()>;
+
+    /// Undoes every write after savepoint `id`, keeping the savepoint and every lock. An error
+    /// means the transaction could not be returned to the savepoint: the session then rolls
+    /// it back whole.
+    async fn rollback_to(&mut self, id: u64) -> Result<()>;
+
+    /// Drops savepoint `id` and the ones after it; the writes stay.
+    fn release(&mut self, id: u64) -> Result<()>;
+
     /// Commits; durable when this returns.
     async fn commit(self: Box<Self>) -> Result<()>;
 

@@ -46,6 +46,19 @@ impl SqlTxn for LocalTxn {
         self.0.set_lock_timeout(timeout);
     }
 
+    async fn savepoint(&mut self, id: u64) -> Result<()> {
+        self.0.savepoint(id);
+        Ok(())
+    }
+
+    async fn rollback_to(&mut self, id: u64) -> Result<()> {
+        self.0.rollback_to(Some(id))
+    }
+
+    fn release(&mut self, id: u64) -> Result<()> {
+        self.0.release(id)
+    }
+
     async fn commit(self: Box<Self>) -> Result<()> {
         self.0.commit().await
     }
