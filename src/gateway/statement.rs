@@ -45,6 +45,16 @@ impl SqlTxn for ClusterTxn {
         result
     }
 
+    fn catalog(&self) -> Result<Option<std::sync::Arc<crate::sql::catalog::Catalog>>> {
+        Ok(None)
+    }
+
+    async fn ddl(&mut self, _plan: &Plan) -> Result<QueryResult> {
+        Err(Error::unsupported(
+            "DDL inside a transaction block on a cluster (proposing it to the cluster map at COMMIT, after the participants prepare, is not built yet); run it outside BEGIN … COMMIT",
+        ))
+    }
+
     fn set_lock_timeout(&mut self, timeout: Option<std::time::Duration>) {
         ClusterTxn::set_lock_timeout(self, timeout);
     }

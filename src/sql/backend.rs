@@ -11,6 +11,7 @@
 //! time. A node's own transaction ([`crate::sql::local::LocalTxn`]) runs each statement with the
 //! executor; a gateway's may send a statement whole to a shard, or push work down with a scan.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -72,6 +73,14 @@ pub trait SqlTxn: Send {
     /// Whether the last failure allows retrying the same work (a wait-die loss, or a request
     /// routed with a stale map).
     fn retryable(&self) -> bool;
+
+    /// The catalog this transaction's statements are planned against when it is not the
+    /// node's: the transaction has DDL of its own that is not committed yet.
+    fn catalog(&self) -> Result<Option<Arc<Catalog>>>;
+
+    /// Carries out a `CREATE TABLE` or `DROP TABLE` inside the block: committed or rolled back
+    /// with the transaction, and seen by no other session before it commits.
+    async fn ddl(&mut self, plan: &Plan) -> Result<QueryResult>;
 
     /// Runs one data statement in this transaction. A query's rows go to `out` as they are
     /// produced; the result returned carries its columns and tag, and no rows.

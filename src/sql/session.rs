@@ -220,7 +220,18 @@ impl Session {
     /// Plans a statement (for describing it, or to execute it), with the session's values
     /// filled in.
     pub fn plan(&self, stmt: &Statement, param_types: &[DataType]) -> Result<Planned> {
-        plan(self.backend.catalog(), &self.filled(stmt), param_types)
+        let own = self.txn_catalog()?;
+        let catalog = own.as_deref().unwrap_or(self.backend.catalog());
+        plan(catalog, &self.filled(stmt), param_types)
+    }
+
+    /// The open block's own catalog, when its DDL (not committed yet) makes it differ from
+    /// the node's.
+    fn txn_catalog(&self) -> Result<Option<Arc<crate::sql::catalog::Catalog>>> {
+        match &self.state {
+            State::Open(txn) => txn.catalog(),
+            _ => Ok(None),
+        }
     }
 
     /// `stmt` with the session's values (`current_user`, …) filled in.
@@ -640,10 +651,9 @@ impl Session {
         }
         match &planned.plan {
             Plan::CreateTable { .. } | Plan::DropTable { .. } => {
-                if self.in_transaction() {
-                    return Err(Error::unsupported(
-                        "DDL inside a transaction block (run it outside BEGIN … COMMIT)",
-                    ));
+                // Inside a block the DDL is the transaction's, committed or rolled back with it.
+                if let State::Open(txn) = &mut self.state {
+                    return txn.ddl(&planned.plan).await;
                 }
                 return self.backend.ddl(&planned.plan).await;
             }
@@ -655,8 +665,9 @@ impl Session {
             _ => {}
         }
         let backend = self.backend.clone();
+        let own = self.txn_catalog()?;
         let executor = Executor {
-            catalog: backend.catalog(),
+            catalog: own.as_deref().unwrap_or(backend.catalog()),
             store: backend.store(),
             ctx: Context {
                 params,

@@ -173,6 +173,11 @@ pub struct Transaction {
 }
 
 impl Transaction {
+    /// The store the transaction writes to.
+    pub fn store(&self) -> &Store {
+        &self.mgr.store
+    }
+
     /// The transaction id.
     pub fn id(&self) -> TxnId {
         self.id
