@@ -51,3 +51,32 @@ fn python_drivers_run_their_session_statements() {
         assert!(stdout.contains(driver), "no '{driver}' in:\n{stdout}");
     }
 }
+
+#[test]
+fn python_drivers_nest_transactions_and_run_ddl_in_them() {
+    if std::env::var_os("DDB_TEST_SKIP_DRIVERS").is_some() {
+        eprintln!("DDB_TEST_SKIP_DRIVERS is set: the Python driver test is skipped");
+        return;
+    }
+    let node = TestNode::start();
+    let out = Command::new("python3")
+        .arg(repo_path("tests/drivers/nested.py"))
+        .arg(node.sql_port.to_string())
+        .output()
+        .expect("python3 runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "tests/drivers/nested.py failed\nstdout:\n{stdout}\nstderr:\n{}\nnode log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        node.log_tail()
+    );
+    for step in [
+        "asyncpg nested ok",
+        "psycopg nested ok",
+        "sqlalchemy begin_nested ok",
+        "all nested ok",
+    ] {
+        assert!(stdout.contains(step), "no '{step}' in:\n{stdout}");
+    }
+}
