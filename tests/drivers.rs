@@ -246,7 +246,6 @@ fn jdbc_with_its_default_url_prepares_past_the_fifth_execution_batches_transacts
 }
 
 #[test]
-#[ignore = "needs SAVEPOINT / ROLLBACK TO SAVEPOINT / RELEASE (issue 11, point 3)"]
 fn jdbc_savepoints_roll_back_to_and_release() {
     if skipped("the JDBC savepoint test") {
         return;
@@ -344,7 +343,6 @@ fn psycopg3_named_cursor_fetches_in_chunks() {
 }
 
 #[test]
-#[ignore = "needs SAVEPOINT / ROLLBACK TO SAVEPOINT / RELEASE (issue 11, point 3)"]
 fn asyncpg_and_psycopg3_nested_transactions_use_savepoints() {
     if skipped("the nested transaction test") {
         return;
@@ -514,5 +512,20 @@ fn drivers_through_the_gateway_of_a_two_node_cluster() {
         "pgjdbc via the gateway",
         "jdbc basics ok",
         &logs,
+    );
+}
+
+#[test]
+fn python_drivers_nest_transactions_and_run_ddl_in_them() {
+    if skipped("the Python nested-transaction test") {
+        return;
+    }
+    let node = TestNode::start();
+    run(
+        python("nested.py", node.sql_port, &[]),
+        "tests/drivers/nested.py",
+        "all nested ok",
+        LIMIT,
+        &|| node.log_tail(),
     );
 }

@@ -20,7 +20,8 @@
 //! Records where ddb and PostgreSQL differ on purpose are marked `skipif postgres` (a ddb-only
 //! expectation) or `onlyif postgres` (PostgreSQL's answer to the same statement), each with a
 //! comment naming the difference, which is in the README's list of current limits. The runners
-//! label their engine `ddb` or `postgres`.
+//! label their engine `ddb` or `postgres`; the cluster runner also has the label `cluster`, for
+//! what a cluster does not do yet that a single node does (`skipif cluster`/`onlyif cluster`).
 //!
 //! Each `.slt` file gets its own fresh node, cluster, or PostgreSQL database. Errors are
 //! reported as `SQLSTATE <code>: <message>` so a file can assert the code:
@@ -239,14 +240,18 @@ impl AsyncDB for Db {
     }
 }
 
-/// Runs one file against ddb's SQL port `port`; `logs` gives the servers' logs for a failure.
-async fn run_file(path: &std::path::Path, port: u16, logs: impl Fn() -> String) {
-    let runner = sqllogictest::Runner::new(move || async move {
+/// Runs one file against ddb's SQL port `port`, with the extra `labels`; `logs` gives the
+/// servers' logs for a failure.
+async fn run_file(path: &std::path::Path, port: u16, labels: &[&str], logs: impl Fn() -> String) {
+    let mut runner = sqllogictest::Runner::new(move || async move {
         Ok(Db {
             client: common::connect(port).await,
             engine: "ddb",
         })
     });
+    for label in labels {
+        runner.add_label(label);
+    }
     run_with(runner, path, logs).await;
 }
 
@@ -287,7 +292,7 @@ async fn sql_logic_tests() {
     for f in files() {
         eprintln!("running {} on a single node", f.display());
         let node = TestNode::start();
-        run_file(&f, node.sql_port, || node.log_tail()).await;
+        run_file(&f, node.sql_port, &[], || node.log_tail()).await;
     }
 }
 
@@ -312,7 +317,10 @@ async fn sql_logic_tests_on_a_three_shard_cluster() {
             "running {} on a three-shard cluster through {gateway}",
             f.display()
         );
-        run_file(&f, cluster.sql_port(&gateway), || cluster.logs()).await;
+        run_file(&f, cluster.sql_port(&gateway), &["cluster"], || {
+            cluster.logs()
+        })
+        .await;
     });
     futures::stream::iter(runs)
         .buffer_unordered(CLUSTERS_AT_ONCE)

@@ -6,7 +6,8 @@
 //! shard that owns the key; point statements are shipped whole to it (`ship.rs`); scans scatter
 //! to every shard with their filter and, where possible, partial aggregation or top-N
 //! (`pushdown.rs`), and the gateway merges; the commit is one-phase on a single written shard,
-//! and two-phase commit across several (`commit.rs`). The gateway keeps no state of its own that
+//! and two-phase commit across several (`commit.rs`); savepoints mark and roll back every
+//! participant (`savepoint.rs`). The gateway keeps no state of its own that
 //! a crash could lose: the map says where keys live, and the anchor shard's record says how a
 //! two-phase commit ended.
 
@@ -14,6 +15,7 @@ mod commit;
 mod context;
 pub mod peers;
 mod pushdown;
+mod savepoint;
 mod ship;
 mod statement;
 mod txn;

@@ -36,6 +36,63 @@ impl SqlTxn for ClusterTxn {
         exec: &Executor<'_>,
         out: &mut dyn Output,
     ) -> Result<QueryResult> {
+        self.in_statement = true;
+        let result = self.execute_statement(stmt, exec, out).await;
+        self.in_statement = false;
+        if let Err(e) = &result {
+            self.note_failure(e);
+        }
+        result
+    }
+
+    fn catalog(&self) -> Result<Option<std::sync::Arc<crate::sql::catalog::Catalog>>> {
+        Ok(None)
+    }
+
+    async fn ddl(&mut self, _plan: &Plan) -> Result<QueryResult> {
+        Err(Error::unsupported(
+            "DDL inside a transaction block on a cluster (proposing it to the cluster map at COMMIT, after the participants prepare, is not built yet); run it outside BEGIN … COMMIT",
+        ))
+    }
+
+    fn set_lock_timeout(&mut self, timeout: Option<std::time::Duration>) {
+        ClusterTxn::set_lock_timeout(self, timeout);
+    }
+
+    async fn savepoint(&mut self, id: u64) -> Result<()> {
+        ClusterTxn::savepoint(self, id).await
+    }
+
+    async fn rollback_to(&mut self, id: u64) -> Result<()> {
+        ClusterTxn::rollback_to(self, id).await
+    }
+
+    fn release(&mut self, id: u64) -> Result<()> {
+        ClusterTxn::release(self, id)
+    }
+
+    async fn commit(self: Box<Self>) -> Result<()> {
+        // The commit runs to its end in its own task: a client that goes away mid-commit must
+        // not cut the protocol short (dropping the transaction would roll back a part that may
+        // already be committed).
+        tokio::spawn(Commit::new(self).run())
+            .await
+            .map_err(|e| Error::Internal(format!("commit task: {e}")))?
+    }
+
+    fn rollback(mut self: Box<Self>) {
+        self.release_all();
+    }
+}
+
+impl ClusterTxn {
+    /// Runs one statement (see [`SqlTxn::execute`]).
+    async fn execute_statement(
+        &mut self,
+        stmt: &Prepared<'_>,
+        exec: &Executor<'_>,
+        out: &mut dyn Output,
+    ) -> Result<QueryResult> {
         // Inside a block, a point statement on another shard runs there whole, in the
         // transaction's part (an autocommit one was shipped before the transaction began).
         if stmt.in_block {
@@ -53,22 +110,5 @@ impl SqlTxn for ClusterTxn {
             }
         }
         exec.execute_to(self, stmt.plan, out).await
-    }
-
-    fn set_lock_timeout(&mut self, timeout: Option<std::time::Duration>) {
-        ClusterTxn::set_lock_timeout(self, timeout);
-    }
-
-    async fn commit(self: Box<Self>) -> Result<()> {
-        // The commit runs to its end in its own task: a client that goes away mid-commit must
-        // not cut the protocol short (dropping the transaction would roll back a part that may
-        // already be committed).
-        tokio::spawn(Commit::new(self).run())
-            .await
-            .map_err(|e| Error::Internal(format!("commit task: {e}")))?
-    }
-
-    fn rollback(mut self: Box<Self>) {
-        self.release_all();
     }
 }

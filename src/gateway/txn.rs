@@ -75,6 +75,14 @@ pub struct ClusterTxn {
     /// The session's bound on lock waits: set on this node's own participant, and sent with
     /// every request to the others.
     pub(super) lock_timeout: Option<std::time::Duration>,
+    /// The transaction's savepoints, oldest first (`savepoint.rs`).
+    pub(super) savepoints: Vec<super::savepoint::Mark>,
+    /// Set while a statement runs: still set after it means the statement was cut short (its
+    /// future dropped by a timeout, or a panic) with requests possibly still in flight.
+    pub(super) in_statement: bool,
+    /// Why the participants can no longer be trusted to be where the gateway believes (a lost
+    /// connection, a statement cut short): the transaction can then only be rolled back.
+    pub(super) broken: Option<String>,
 }
 
 impl ClusterTxn {
@@ -100,6 +108,9 @@ impl ClusterTxn {
             retry: false,
             finished: false,
             lock_timeout: None,
+            savepoints: Vec::new(),
+            in_statement: false,
+            broken: None,
         }
     }
 

@@ -72,6 +72,16 @@ pub enum ShardOp {
         /// The catalog version the gateway planned with; the shard waits to have it.
         catalog_version: u64,
     },
+    /// Takes savepoint `id` in the open part: a mark its writes can be returned to.
+    Savepoint {
+        id: u64,
+    },
+    /// Undoes the part's writes after savepoint `savepoint` (after its start when `None`: the
+    /// part was opened after the savepoint), keeping every lock. The part must be open here:
+    /// a part that is not (it was rolled back) is an error, never a fresh transaction.
+    RollbackTo {
+        savepoint: Option<u64>,
+    },
     /// One-phase commit: this is the only shard the transaction wrote.
     Commit,
     /// Rolls back an open part, or aborts a prepared one.

@@ -198,7 +198,10 @@ impl Backend for Database {
         if let Some(txn) = self.gateway.get().and_then(|g| g.begin(age)) {
             return Box::new(txn);
         }
-        Box::new(LocalTxn(self.txns.begin(age)))
+        // A standalone node's transactions may carry DDL; a node with a cluster identity but
+        // no map yet has no catalog of its own to commit it to.
+        let catalog = self.meta().is_none().then(|| self.catalog.clone());
+        Box::new(LocalTxn::new(self.txns.begin(age), catalog))
     }
 
     async fn ship(&self, stmt: &Prepared<'_>, exec: &Executor<'_>) -> Option<Result<QueryResult>> {

@@ -252,8 +252,25 @@ async fn run(node: &Node, conn: &Participants, req: ShardRequest) -> Result<Shar
                 "transaction {gid} has already ended"
             )));
         }
-        st.opened.insert(gid);
-        twopc.open(gid, req.age)
+        if matches!(
+            req.op,
+            ShardOp::Savepoint { .. } | ShardOp::RollbackTo { .. }
+        ) {
+            // A savepoint belongs to the part's writes so far: a part that is gone (rolled
+            // back) must not be replaced by an empty one that the gateway would commit.
+            match twopc.get_open(gid) {
+                Some(txn) if st.opened.contains(&gid) => txn,
+                _ => {
+                    return Err(Error::serialization(format!(
+                        "transaction {gid} is no longer open on shard {}; roll it back",
+                        req.shard
+                    )))
+                }
+            }
+        } else {
+            st.opened.insert(gid);
+            twopc.open(gid, req.age)
+        }
     };
     let mut txn = txn.lock().await;
     txn.set_lock_timeout(req.lock_timeout_ms.map(Duration::from_millis));
@@ -362,6 +379,14 @@ async fn run(node: &Node, conn: &Participants, req: ShardRequest) -> Result<Shar
             }
             txn.delete(table, key).await?;
             check_table(node, table)?;
+            Ok(ShardReply::Done)
+        }
+        ShardOp::Savepoint { id } => {
+            txn.savepoint(id);
+            Ok(ShardReply::Done)
+        }
+        ShardOp::RollbackTo { savepoint } => {
+            txn.rollback_to(savepoint)?;
             Ok(ShardReply::Done)
         }
         // Handled above.

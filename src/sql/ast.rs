@@ -84,6 +84,12 @@ pub enum SessionStatement {
     Close(Option<String>),
     /// `UNLISTEN channel`; `None` is `UNLISTEN *`.
     Unlisten(Option<String>),
+    /// `SAVEPOINT name`.
+    Savepoint(String),
+    /// `ROLLBACK [WORK | TRANSACTION] TO [SAVEPOINT] name`.
+    RollbackTo(String),
+    /// `RELEASE [SAVEPOINT] name`.
+    Release(String),
 }
 
 /// One value of a `SET` list, as written.

@@ -11,6 +11,7 @@
 //! time. A node's own transaction ([`crate::sql::local::LocalTxn`]) runs each statement with the
 //! executor; a gateway's may send a statement whole to a shard, or push work down with a scan.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -73,6 +74,14 @@ pub trait SqlTxn: Send {
     /// routed with a stale map).
     fn retryable(&self) -> bool;
 
+    /// The catalog this transaction's statements are planned against when it is not the
+    /// node's: the transaction has DDL of its own that is not committed yet.
+    fn catalog(&self) -> Result<Option<Arc<Catalog>>>;
+
+    /// Carries out a `CREATE TABLE` or `DROP TABLE` inside the block: committed or rolled back
+    /// with the transaction, and seen by no other session before it commits.
+    async fn ddl(&mut self, plan: &Plan) -> Result<QueryResult>;
+
     /// Runs one data statement in this transaction. A query's rows go to `out` as they are
     /// produced; the result returned carries its columns and tag, and no rows.
     async fn execute(
@@ -85,6 +94,18 @@ pub trait SqlTxn: Send {
     /// Bounds the lock waits of the statements that follow by `timeout` instead of the node's
     /// bound (a session's `lock_timeout`; `None`: the node's).
     fn set_lock_timeout(&mut self, timeout: Option<Duration>);
+
+    /// Takes savepoint `id` (the session numbers them; a number is never reused within a
+    /// transaction): a mark that [`SqlTxn::rollback_to`] returns the transaction's writes to.
+    async fn savepoint(&mut self, id: u64) -> Result<()>;
+
+    /// Undoes every write after savepoint `id`, keeping the savepoint and every lock. An error
+    /// means the transaction could not be returned to the savepoint: the session then rolls
+    /// it back whole.
+    async fn rollback_to(&mut self, id: u64) -> Result<()>;
+
+    /// Drops savepoint `id` and the ones after it; the writes stay.
+    fn release(&mut self, id: u64) -> Result<()>;
 
     /// Commits; durable when this returns.
     async fn commit(self: Box<Self>) -> Result<()>;

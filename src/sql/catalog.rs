@@ -41,7 +41,12 @@ struct RowIds {
 /// The node's catalog.
 pub struct Catalog {
     tables: RwLock<HashMap<String, Arc<Table>>>,
-    rowids: Mutex<HashMap<u32, RowIds>>,
+    /// Shared with the overlays of this catalog ([`Catalog::overlay`]): a row id is handed out
+    /// once, whichever view of the catalog asks.
+    rowids: Arc<Mutex<HashMap<u32, RowIds>>>,
+    /// The highest table id handed out by [`Catalog::next_table_id`] since start-up (a table
+    /// being created in a transaction block has its id before it is committed).
+    reserved_table_id: Mutex<u32>,
     /// Serialises DDL so table ids and names are assigned one at a time.
     pub ddl: tokio::sync::Mutex<()>,
     /// The cluster map version the catalog reflects (0 on a standalone node).
@@ -90,7 +95,8 @@ impl Catalog {
         }
         Ok(Self {
             tables: RwLock::new(tables),
-            rowids: Mutex::new(HashMap::new()),
+            rowids: Arc::new(Mutex::new(HashMap::new())),
+            reserved_table_id: Mutex::new(0),
             ddl: tokio::sync::Mutex::new(()),
             version: AtomicU64::new(0),
             version_changed: tokio::sync::Notify::new(),
@@ -133,14 +139,49 @@ impl Catalog {
 
     /// The id the next created table gets.
     pub fn next_table_id(&self, engine: &dyn Engine) -> Result<u32> {
-        match engine.get(Space::Meta, NEXT_TABLE_ID_KEY)? {
-            None => Ok(1),
-            Some(b) => Ok(u32::from_be_bytes(
+        let stored = match engine.get(Space::Meta, NEXT_TABLE_ID_KEY)? {
+            None => 1,
+            Some(b) => u32::from_be_bytes(
                 b.as_slice()
                     .try_into()
                     .map_err(|_| Error::Corrupt("next_table_id".into()))?,
-            )),
+            ),
+        };
+        // Transactions that create tables may commit in another order than they took their
+        // ids, so the stored next id can lag: never hand out an id in use or already given.
+        let in_use = self
+            .tables
+            .read()
+            .map_err(|_| poisoned())?
+            .values()
+            .map(|t| t.id)
+            .max()
+            .unwrap_or(0);
+        let mut reserved = self.reserved_table_id.lock().map_err(|_| poisoned())?;
+        let id = stored
+            .max(in_use.saturating_add(1))
+            .max(reserved.saturating_add(1));
+        if id == u32::MAX {
+            return Err(Error::Internal("table ids exhausted".into()));
         }
+        *reserved = id;
+        Ok(id)
+    }
+
+    /// A view of this catalog with `change` made to its tables, for one transaction that has
+    /// DDL of its own not yet committed. It shares this catalog's row ids and version; it is
+    /// never persisted.
+    pub fn overlay(&self, change: impl FnOnce(&mut HashMap<String, Arc<Table>>)) -> Result<Self> {
+        let mut tables = self.tables.read().map_err(|_| poisoned())?.clone();
+        change(&mut tables);
+        Ok(Self {
+            tables: RwLock::new(tables),
+            rowids: self.rowids.clone(),
+            reserved_table_id: Mutex::new(0),
+            ddl: tokio::sync::Mutex::new(()),
+            version: AtomicU64::new(self.version()),
+            version_changed: tokio::sync::Notify::new(),
+        })
     }
 
     /// The writes that create `table` in storage.

@@ -4,13 +4,22 @@
 //! [`Transaction`] belongs to the layer below (locks, buffered writes, the commit); these two
 //! wrappers give it the SQL layer's interfaces: [`Local`] the executor's row access
 //! ([`RowTxn`]), [`LocalTxn`] a session's statement-by-statement transaction ([`SqlTxn`]).
+//!
+//! On a standalone node a [`LocalTxn`] also carries the DDL of its block (`sql::ddl`): the
+//! catalog changes it has made, which its own statements see and which reach the node's
+//! catalog only when it commits.
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::sql::backend::{Prepared, SqlTxn};
+use crate::sql::catalog::Catalog;
+use crate::sql::ddl::{self, Pending};
 use crate::sql::execution::Executor;
 use crate::sql::output::Output;
+use crate::sql::planner::Plan;
 use crate::sql::rows::{scan_local, RowSink, RowTxn};
 use crate::txn::lock::{LockMode, Resource};
 use crate::txn::{Intent, Transaction};
@@ -20,16 +29,53 @@ use crate::types::{Context, Expr, QueryResult};
 pub struct Local<'a>(pub &'a mut Transaction);
 
 /// A node's transaction, owned by a session.
-pub struct LocalTxn(pub Transaction);
+pub struct LocalTxn {
+    txn: Transaction,
+    /// The node's catalog, when this transaction may carry DDL (a standalone node's).
+    catalog: Option<Arc<Catalog>>,
+    /// Its DDL not committed yet, in order.
+    pending: Vec<Pending>,
+    /// Savepoints: number, and how many DDL changes there were when it was taken.
+    marks: Vec<(u64, usize)>,
+}
+
+impl LocalTxn {
+    /// A session's transaction over `txn`; with `catalog` it may run DDL inside a block,
+    /// committed with it into that catalog.
+    pub fn new(txn: Transaction, catalog: Option<Arc<Catalog>>) -> Self {
+        Self {
+            txn,
+            catalog,
+            pending: Vec::new(),
+            marks: Vec::new(),
+        }
+    }
+}
 
 #[async_trait]
 impl SqlTxn for LocalTxn {
     fn age(&self) -> u64 {
-        self.0.age()
+        self.txn.age()
     }
 
     fn retryable(&self) -> bool {
-        self.0.died()
+        self.txn.died()
+    }
+
+    fn catalog(&self) -> Result<Option<Arc<Catalog>>> {
+        match (&self.catalog, self.pending.is_empty()) {
+            (Some(base), false) => Ok(Some(Arc::new(ddl::overlay(base, &self.pending)?))),
+            _ => Ok(None),
+        }
+    }
+
+    async fn ddl(&mut self, plan: &Plan) -> Result<QueryResult> {
+        let Some(base) = self.catalog.clone() else {
+            return Err(Error::unsupported(
+                "DDL inside a transaction block on a node that is joining a cluster",
+            ));
+        };
+        ddl::run_in_txn(&base, &mut self.txn, &mut self.pending, plan).await
     }
 
     async fn execute(
@@ -38,20 +84,56 @@ impl SqlTxn for LocalTxn {
         exec: &Executor<'_>,
         out: &mut dyn Output,
     ) -> Result<QueryResult> {
-        exec.execute_to(&mut Local(&mut self.0), stmt.plan, out)
+        exec.execute_to(&mut Local(&mut self.txn), stmt.plan, out)
             .await
     }
 
     fn set_lock_timeout(&mut self, timeout: Option<std::time::Duration>) {
-        self.0.set_lock_timeout(timeout);
+        self.txn.set_lock_timeout(timeout);
+    }
+
+    async fn savepoint(&mut self, id: u64) -> Result<()> {
+        self.txn.savepoint(id);
+        self.marks.push((id, self.pending.len()));
+        Ok(())
+    }
+
+    async fn rollback_to(&mut self, id: u64) -> Result<()> {
+        self.txn.rollback_to(Some(id))?;
+        if let Some(at) = self.marks.iter().rposition(|(m, _)| *m == id) {
+            self.pending.truncate(self.marks[at].1);
+            self.marks.truncate(at + 1);
+        }
+        Ok(())
+    }
+
+    fn release(&mut self, id: u64) -> Result<()> {
+        self.txn.release(id)?;
+        if let Some(at) = self.marks.iter().rposition(|(m, _)| *m == id) {
+            self.marks.truncate(at);
+        }
+        Ok(())
     }
 
     async fn commit(self: Box<Self>) -> Result<()> {
-        self.0.commit().await
+        let LocalTxn {
+            txn,
+            catalog,
+            pending,
+            ..
+        } = *self;
+        match catalog {
+            // The node's catalog changes once the commit is durable, before the locks go: a
+            // statement waiting for a dropped table then finds it gone.
+            Some(base) if !pending.is_empty() => {
+                txn.commit_then(move || ddl::apply(&base, &pending)).await
+            }
+            _ => txn.commit().await,
+        }
     }
 
     fn rollback(self: Box<Self>) {
-        self.0.rollback()
+        self.txn.rollback()
     }
 }
 

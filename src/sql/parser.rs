@@ -114,8 +114,17 @@ fn convert_statement(stmt: &sp::Statement) -> Result<Statement> {
             savepoint: None,
         } => Ok(Statement::Rollback),
         S::Rollback {
-            savepoint: Some(_), ..
-        } => unsupported("ROLLBACK TO SAVEPOINT"),
+            chain: false,
+            savepoint: Some(name),
+        } => Ok(Statement::Session(SessionStatement::RollbackTo(
+            ident_name(name),
+        ))),
+        S::Savepoint { name } => Ok(Statement::Session(SessionStatement::Savepoint(ident_name(
+            name,
+        )))),
+        S::ReleaseSavepoint { name } => Ok(Statement::Session(SessionStatement::Release(
+            ident_name(name),
+        ))),
         S::CreateTable(ct) => convert_create_table(ct),
         S::Drop {
             object_type: sp::ObjectType::Table,

@@ -1,9 +1,18 @@
 //! A SQL session: one client connection's transaction state.
 //!
 //! Every statement runs in a transaction. Outside `BEGIN … COMMIT` a statement is its own
-//! transaction (autocommit). Inside a block, an error rolls the transaction back at once and
-//! leaves the session *failed*: every statement but `ROLLBACK`/`COMMIT` is refused with 25P02
-//! until the block ends, as in PostgreSQL.
+//! transaction (autocommit). Inside a block, an error leaves the session *failed*: every
+//! statement but `ROLLBACK`/`COMMIT`/`ROLLBACK TO SAVEPOINT` is refused with 25P02 until the
+//! block ends or returns to a savepoint, as in PostgreSQL.
+//!
+//! Savepoints (`SAVEPOINT`, `ROLLBACK TO SAVEPOINT`, `RELEASE SAVEPOINT`) are a stack of names
+//! here, each with a number that the transaction knows its mark by (numbers are never reused in
+//! a block, names may be: the newest wins). `ROLLBACK TO` undoes the writes after the savepoint
+//! and keeps it, and makes a failed block usable again; `RELEASE` drops it and the newer ones.
+//! A failed block with no savepoint can only end, so its transaction is rolled back at once and
+//! its locks go; one with savepoints keeps its transaction (and its locks) for a `ROLLBACK TO`.
+//! No lock is released by `ROLLBACK TO` (see [`crate::txn::transaction`]). Session parameters
+//! set after a savepoint are not restored by `ROLLBACK TO` (PostgreSQL restores them).
 //!
 //! An autocommit statement that loses a wait-die conflict is retried here with its original
 //! age, so it eventually becomes the oldest and wins: it has had no effect and its client has
@@ -59,8 +68,9 @@ use crate::types::{Context, DataType, OutputColumn, QueryResult, Value};
 enum State {
     Idle,
     Open(Box<dyn SqlTxn>),
-    /// An error occurred in the block; waiting for ROLLBACK.
-    Failed,
+    /// An error occurred in the block; waiting for ROLLBACK, or for ROLLBACK TO a savepoint,
+    /// which the transaction is kept for (only while the block has savepoints).
+    Failed(Option<Box<dyn SqlTxn>>),
 }
 
 /// One client's session.
@@ -80,6 +90,10 @@ pub struct Session {
     dropped_all: u64,
     /// `DEALLOCATE name` dropped the statements named so of an older generation.
     dropped: std::collections::HashMap<String, u64>,
+    /// The open block's savepoints, oldest first: name and number.
+    savepoints: Vec<(String, u64)>,
+    /// The last savepoint number handed out in this session.
+    last_savepoint: u64,
 }
 
 fn now_micros() -> i64 {
@@ -100,6 +114,8 @@ impl Session {
             generation: 0,
             dropped_all: 0,
             dropped: Default::default(),
+            savepoints: Vec::new(),
+            last_savepoint: 0,
         }
     }
 
@@ -156,10 +172,17 @@ impl Session {
     /// Ends the session's transaction because the connection is closing (rolled back, its
     /// locks released).
     pub fn terminate(&mut self) {
-        if let State::Open(txn) = std::mem::replace(&mut self.state, State::Idle) {
-            txn.rollback();
-        }
+        self.end_block();
         self.settings.end(false);
+    }
+
+    /// Ends the block (rolling back a transaction it still holds) and forgets its savepoints.
+    fn end_block(&mut self) {
+        match std::mem::replace(&mut self.state, State::Idle) {
+            State::Open(txn) | State::Failed(Some(txn)) => txn.rollback(),
+            State::Idle | State::Failed(None) => {}
+        }
+        self.savepoints.clear();
     }
 
     /// A new generation for a statement being prepared: `DEALLOCATE` drops the statements of
@@ -191,13 +214,24 @@ impl Session {
 
     /// Whether the session's block has failed.
     pub fn is_failed(&self) -> bool {
-        matches!(self.state, State::Failed)
+        matches!(self.state, State::Failed(_))
     }
 
     /// Plans a statement (for describing it, or to execute it), with the session's values
     /// filled in.
     pub fn plan(&self, stmt: &Statement, param_types: &[DataType]) -> Result<Planned> {
-        plan(self.backend.catalog(), &self.filled(stmt), param_types)
+        let own = self.txn_catalog()?;
+        let catalog = own.as_deref().unwrap_or(self.backend.catalog());
+        plan(catalog, &self.filled(stmt), param_types)
+    }
+
+    /// The open block's own catalog, when its DDL (not committed yet) makes it differ from
+    /// the node's.
+    fn txn_catalog(&self) -> Result<Option<Arc<crate::sql::catalog::Catalog>>> {
+        match &self.state {
+            State::Open(txn) => txn.catalog(),
+            _ => Ok(None),
+        }
     }
 
     /// `stmt` with the session's values (`current_user`, …) filled in.
@@ -281,9 +315,15 @@ impl Session {
                 return Ok(QueryResult::tag("BEGIN"));
             }
             Statement::Commit => {
+                self.savepoints.clear();
                 let (result, committed) = match std::mem::replace(&mut self.state, State::Idle) {
                     State::Idle => (Ok(QueryResult::tag("COMMIT")), true),
-                    State::Failed => (Ok(QueryResult::tag("ROLLBACK")), false),
+                    State::Failed(txn) => {
+                        if let Some(txn) = txn {
+                            txn.rollback();
+                        }
+                        (Ok(QueryResult::tag("ROLLBACK")), false)
+                    }
                     State::Open(txn) => {
                         let r = txn.commit().await.map(|()| QueryResult::tag("COMMIT"));
                         let ok = r.is_ok();
@@ -294,11 +334,12 @@ impl Session {
                 return result;
             }
             Statement::Rollback => {
-                if let State::Open(txn) = std::mem::replace(&mut self.state, State::Idle) {
-                    txn.rollback();
-                }
+                self.end_block();
                 self.settings.end(false);
                 return Ok(QueryResult::tag("ROLLBACK"));
+            }
+            Statement::Session(SessionStatement::RollbackTo(name)) => {
+                return self.rollback_to(name).await;
             }
             _ => {}
         }
@@ -322,6 +363,70 @@ impl Session {
             self.fail();
         }
         result
+    }
+
+    /// `ROLLBACK TO SAVEPOINT name`: undoes the writes after the savepoint, keeps it, and
+    /// makes a failed block usable again. If the transaction cannot return to the savepoint
+    /// (a participant was lost), it is rolled back whole and the block stays failed.
+    async fn rollback_to(&mut self, name: &str) -> Result<QueryResult> {
+        if !self.in_transaction() {
+            return Err(no_block("ROLLBACK TO SAVEPOINT"));
+        }
+        let Some(at) = self.savepoints.iter().rposition(|(n, _)| n == name) else {
+            self.fail_block();
+            return Err(no_savepoint(name));
+        };
+        let id = self.savepoints[at].1;
+        let mut txn = match std::mem::replace(&mut self.state, State::Failed(None)) {
+            State::Open(txn) | State::Failed(Some(txn)) => txn,
+            State::Idle | State::Failed(None) => {
+                return Err(Error::Internal(
+                    "a block with savepoints has no transaction".into(),
+                ))
+            }
+        };
+        match txn.rollback_to(id).await {
+            Ok(()) => {
+                self.savepoints.truncate(at + 1);
+                self.state = State::Open(txn);
+                Ok(QueryResult::tag("ROLLBACK"))
+            }
+            Err(e) => {
+                txn.rollback();
+                self.savepoints.clear();
+                Err(e)
+            }
+        }
+    }
+
+    /// `SAVEPOINT name` and `RELEASE SAVEPOINT name` (the block is open: a failed one refuses
+    /// them before they get here).
+    async fn savepoint_statement(&mut self, stmt: &SessionStatement) -> Result<&'static str> {
+        let State::Open(txn) = &mut self.state else {
+            let what = match stmt {
+                SessionStatement::Savepoint(_) => "SAVEPOINT",
+                _ => "RELEASE SAVEPOINT",
+            };
+            return Err(no_block(what));
+        };
+        match stmt {
+            SessionStatement::Savepoint(name) => {
+                self.last_savepoint += 1;
+                let id = self.last_savepoint;
+                txn.savepoint(id).await?;
+                self.savepoints.push((name.clone(), id));
+                Ok("SAVEPOINT")
+            }
+            SessionStatement::Release(name) => {
+                let Some(at) = self.savepoints.iter().rposition(|(n, _)| n == name) else {
+                    return Err(no_savepoint(name));
+                };
+                txn.release(self.savepoints[at].1)?;
+                self.savepoints.truncate(at);
+                Ok("RELEASE")
+            }
+            _ => Err(Error::Internal("not a savepoint statement".into())),
+        }
     }
 
     /// Begins a transaction with the session's lock timeout.
@@ -450,6 +555,10 @@ impl Session {
             }
             // Nor listeners (LISTEN is not supported): unlistening changes nothing.
             SessionStatement::Unlisten(_) => "UNLISTEN",
+            SessionStatement::Savepoint(_) | SessionStatement::Release(_) => {
+                self.savepoint_statement(stmt).await?
+            }
+            SessionStatement::RollbackTo(name) => return self.rollback_to(name).await,
         };
         Ok(QueryResult::tag(tag))
     }
@@ -498,9 +607,15 @@ impl Session {
         }
     }
 
+    /// Fails the open block: its transaction is kept for a `ROLLBACK TO` while there are
+    /// savepoints, and rolled back at once (its locks released) when there are none.
     fn fail(&mut self) {
-        if let State::Open(txn) = std::mem::replace(&mut self.state, State::Failed) {
-            txn.rollback();
+        match std::mem::replace(&mut self.state, State::Failed(None)) {
+            State::Open(txn) if !self.savepoints.is_empty() => {
+                self.state = State::Failed(Some(txn));
+            }
+            State::Open(txn) => txn.rollback(),
+            other => self.state = other,
         }
     }
 
@@ -536,10 +651,9 @@ impl Session {
         }
         match &planned.plan {
             Plan::CreateTable { .. } | Plan::DropTable { .. } => {
-                if self.in_transaction() {
-                    return Err(Error::unsupported(
-                        "DDL inside a transaction block (run it outside BEGIN … COMMIT)",
-                    ));
+                // Inside a block the DDL is the transaction's, committed or rolled back with it.
+                if let State::Open(txn) = &mut self.state {
+                    return txn.ddl(&planned.plan).await;
                 }
                 return self.backend.ddl(&planned.plan).await;
             }
@@ -551,8 +665,9 @@ impl Session {
             _ => {}
         }
         let backend = self.backend.clone();
+        let own = self.txn_catalog()?;
         let executor = Executor {
-            catalog: backend.catalog(),
+            catalog: own.as_deref().unwrap_or(backend.catalog()),
             store: backend.store(),
             ctx: Context {
                 params,
@@ -633,6 +748,22 @@ fn writes(plan: &Plan) -> Option<&'static str> {
         Plan::DropTable { .. } => "DROP TABLE",
         _ => return None,
     })
+}
+
+/// A savepoint statement outside a transaction block (25P01, PostgreSQL's words).
+fn no_block(what: &str) -> Error {
+    Error::sql(
+        sqlstate::NO_ACTIVE_SQL_TRANSACTION,
+        format!("{what} can only be used in transaction blocks"),
+    )
+}
+
+/// An unknown savepoint (3B001, PostgreSQL's words).
+fn no_savepoint(name: &str) -> Error {
+    Error::sql(
+        sqlstate::INVALID_SAVEPOINT_SPECIFICATION,
+        format!("savepoint \"{name}\" does not exist"),
+    )
 }
 
 fn statement_timed_out(timeout: Duration) -> Error {
@@ -727,6 +858,6 @@ pub fn plan(
 impl Drop for Session {
     fn drop(&mut self) {
         // Dropping an open transaction rolls it back and releases its locks.
-        self.state = State::Idle;
+        self.end_block();
     }
 }

@@ -250,6 +250,11 @@ impl TwoPhase {
             .clone()
     }
 
+    /// The open participant transaction `gid`, if there is one (it is never begun here).
+    pub fn get_open(&self, gid: Gid) -> Option<Arc<tokio::sync::Mutex<Transaction>>> {
+        lock(&self.open).get(&gid).cloned()
+    }
+
     /// Takes the open transaction `gid` out of the table (to commit or prepare it, or to roll
     /// it back by dropping it).
     pub fn take_open(&self, gid: Gid) -> Option<Arc<tokio::sync::Mutex<Transaction>>> {

@@ -11,6 +11,24 @@
 //!
 //! Dropping a transaction without committing rolls it back: its buffered writes are discarded
 //! and its locks released, so a client that disconnects mid-transaction leaves nothing behind.
+//!
+//! **Savepoints** ([`Transaction::savepoint`]) are marks in the write buffer. While at least
+//! one mark exists, every buffered write also records what the buffer held for its key before
+//! (an undo log), so [`Transaction::rollback_to`] restores the buffer exactly as it was at the
+//! mark by undoing the writes after it, newest first, and keeps the mark (it can be rolled back
+//! to again); [`Transaction::release`] drops a mark and the ones after it, keeping the writes.
+//! Marks are numbered by the caller and a number may repeat; the newest mark with a number is
+//! the one meant. Without marks nothing is logged, so a transaction that takes none pays
+//! nothing for them.
+//!
+//! Rolling back to a savepoint **releases no lock**. PostgreSQL releases the locks of a
+//! rolled-back subtransaction, but its reads are snapshot reads; here the locks are what makes
+//! execution serializable, and the client has seen what the undone statements read and may
+//! base what it does next on it. Releasing a shared lock taken after the mark would let another
+//! transaction change a row this one read before it commits, which is not serializable, and
+//! an exclusive lock covers a read too (an `UPDATE` reads the row it writes). So strict 2PL
+//! holds across savepoints: every lock is kept to the end of the whole transaction. The cost
+//! is that rows a rolled-back statement touched stay locked, which is safe, never wrong.
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
@@ -58,6 +76,8 @@ impl TxnManager {
             ts: age.unwrap_or_else(|| self.new_age()),
             writes: BTreeMap::new(),
             meta: Vec::new(),
+            undo: Vec::new(),
+            marks: Vec::new(),
             died: false,
             finished: false,
             lock_timeout: None,
@@ -117,6 +137,19 @@ impl BatchLimit {
     };
 }
 
+/// One buffered row write that a rollback to a savepoint can undo: the key, and the buffered
+/// entry it replaced (`None`: the key was not buffered).
+type Undo = (Vec<u8>, Option<Option<Vec<u8>>>);
+
+/// A savepoint: its number, and how long the undo log and the meta writes were when it was
+/// taken.
+#[derive(Clone, Copy, Debug)]
+struct Mark {
+    id: u64,
+    undo: usize,
+    meta: usize,
+}
+
 /// A transaction on this node.
 pub struct Transaction {
     mgr: Arc<TxnManager>,
@@ -126,6 +159,11 @@ pub struct Transaction {
     writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
     /// Buffered writes to the meta space (DDL).
     meta: Vec<Write>,
+    /// While a savepoint exists: each buffered row write after the first mark, with what the
+    /// buffer held for its key before (`None`: nothing).
+    undo: Vec<Undo>,
+    /// The savepoints, oldest first.
+    marks: Vec<Mark>,
     /// Set when wait-die chose this transaction as the victim.
     died: bool,
     finished: bool,
@@ -135,6 +173,11 @@ pub struct Transaction {
 }
 
 impl Transaction {
+    /// The store the transaction writes to.
+    pub fn store(&self) -> &Store {
+        &self.mgr.store
+    }
+
     /// The transaction id.
     pub fn id(&self) -> TxnId {
         self.id
@@ -313,15 +356,88 @@ impl Transaction {
     /// Writes a row, locking it exclusively.
     pub async fn put(&mut self, table: u32, key: Vec<u8>, value: Vec<u8>) -> Result<()> {
         self.lock_for_write(table, &key).await?;
-        self.writes.insert(key, Some(value));
+        self.buffer(key, Some(value));
         Ok(())
     }
 
     /// Deletes a row, locking it exclusively.
     pub async fn delete(&mut self, table: u32, key: Vec<u8>) -> Result<()> {
         self.lock_for_write(table, &key).await?;
-        self.writes.insert(key, None);
+        self.buffer(key, None);
         Ok(())
+    }
+
+    /// Buffers a row write, logging what it replaces while a savepoint exists.
+    fn buffer(&mut self, key: Vec<u8>, value: Option<Vec<u8>>) {
+        if self.marks.is_empty() {
+            self.writes.insert(key, value);
+        } else {
+            let before = self.writes.insert(key.clone(), value);
+            self.undo.push((key, before));
+        }
+    }
+
+    /// Takes savepoint `id`: a mark that [`Transaction::rollback_to`] restores the buffered
+    /// writes to. Locks are not affected.
+    pub fn savepoint(&mut self, id: u64) {
+        self.marks.push(Mark {
+            id,
+            undo: self.undo.len(),
+            meta: self.meta.len(),
+        });
+    }
+
+    /// Undoes every write buffered after savepoint `id` (the newest with that number) and drops
+    /// the savepoints taken after it, keeping it; `None` undoes every write of the transaction
+    /// and drops every savepoint. Every lock is kept (see the module notes). An unknown
+    /// savepoint is refused and changes nothing.
+    pub fn rollback_to(&mut self, id: Option<u64>) -> Result<()> {
+        let Some(id) = id else {
+            self.writes.clear();
+            self.meta.clear();
+            self.undo.clear();
+            self.marks.clear();
+            return Ok(());
+        };
+        let at = self.mark(id)?;
+        let mark = self.marks[at];
+        while self.undo.len() > mark.undo {
+            let Some((key, before)) = self.undo.pop() else {
+                break;
+            };
+            match before {
+                Some(v) => self.writes.insert(key, v),
+                None => self.writes.remove(&key),
+            };
+        }
+        self.meta.truncate(mark.meta);
+        self.marks.truncate(at + 1);
+        Ok(())
+    }
+
+    /// Drops savepoint `id` (the newest with that number) and the ones taken after it; the
+    /// writes stay. An unknown savepoint is refused and changes nothing.
+    pub fn release(&mut self, id: u64) -> Result<()> {
+        let at = self.mark(id)?;
+        self.marks.truncate(at);
+        if self.marks.is_empty() {
+            self.undo.clear();
+        }
+        Ok(())
+    }
+
+    /// Whether savepoint `id` exists.
+    pub fn has_savepoint(&self, id: u64) -> bool {
+        self.marks.iter().any(|m| m.id == id)
+    }
+
+    fn mark(&self, id: u64) -> Result<usize> {
+        self.marks.iter().rposition(|m| m.id == id).ok_or_else(|| {
+            Error::sql(
+                sqlstate::INVALID_SAVEPOINT_SPECIFICATION,
+                format!("savepoint {id} does not exist in transaction {}", self.id),
+            )
+        })
     }
 
     async fn lock_for_write(&mut self, table: u32, key: &[u8]) -> Result<()> {
@@ -355,6 +471,8 @@ impl Transaction {
     /// Takes the buffered writes out of the transaction, as engine writes; the locks stay.
     pub fn take_writes(&mut self) -> Vec<Write> {
         let mut writes: Vec<Write> = std::mem::take(&mut self.meta);
+        self.undo.clear();
+        self.marks.clear();
         for (k, v) in std::mem::take(&mut self.writes) {
             writes.push(match v {
                 Some(v) => Write::Put(Space::Data, k, v),
@@ -432,6 +550,8 @@ impl Transaction {
             self.finished = true;
             self.writes.clear();
             self.meta.clear();
+            self.undo.clear();
+            self.marks.clear();
             self.mgr.locks.release_all(self.id);
         }
     }
@@ -440,5 +560,118 @@ impl Transaction {
 impl Drop for Transaction {
     fn drop(&mut self) {
         self.finish();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manager() -> Arc<TxnManager> {
+        let store = Arc::new(Store::memory().unwrap());
+        Arc::new(TxnManager::new(store, Duration::from_millis(100)))
+    }
+
+    fn row(k: u8) -> Vec<u8> {
+        let mut key = keycode::table_prefix(1).to_vec();
+        key.extend_from_slice(&[0; 8]);
+        key.push(k);
+        key
+    }
+
+    async fn read(t: &mut Transaction, k: u8) -> Option<Vec<u8>> {
+        t.get(1, &row(k), Intent::Read).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn rollback_to_a_savepoint_restores_the_writes_as_they_were_at_it() {
+        let mgr = manager();
+        let mut t = mgr.begin(None);
+        t.put(1, row(1), b"a".to_vec()).await.unwrap();
+        t.savepoint(1);
+        t.put(1, row(1), b"b".to_vec()).await.unwrap();
+        t.put(1, row(2), b"c".to_vec()).await.unwrap();
+        t.delete(1, row(1)).await.unwrap();
+        t.rollback_to(Some(1)).unwrap();
+        assert_eq!(read(&mut t, 1).await, Some(b"a".to_vec()));
+        assert_eq!(read(&mut t, 2).await, None);
+        // The savepoint stays: writes after it can be undone again.
+        t.put(1, row(3), b"d".to_vec()).await.unwrap();
+        t.rollback_to(Some(1)).unwrap();
+        assert_eq!(read(&mut t, 3).await, None);
+        t.commit().await.unwrap();
+        let mut r = mgr.begin(None);
+        assert_eq!(read(&mut r, 1).await, Some(b"a".to_vec()));
+        assert_eq!(read(&mut r, 2).await, None);
+    }
+
+    #[tokio::test]
+    async fn nested_savepoints_unwind_to_the_one_named_and_drop_the_newer_ones() {
+        let mgr = manager();
+        let mut t = mgr.begin(None);
+        t.savepoint(1);
+        t.put(1, row(1), b"a".to_vec()).await.unwrap();
+        t.savepoint(2);
+        t.put(1, row(2), b"b".to_vec()).await.unwrap();
+        t.savepoint(3);
+        t.put(1, row(3), b"c".to_vec()).await.unwrap();
+        t.rollback_to(Some(2)).unwrap();
+        assert!(!t.has_savepoint(3));
+        assert!(t.has_savepoint(2));
+        assert_eq!(read(&mut t, 1).await, Some(b"a".to_vec()));
+        assert_eq!(read(&mut t, 2).await, None);
+        assert!(t.rollback_to(Some(3)).is_err());
+        t.rollback_to(Some(1)).unwrap();
+        assert!(!t.has_writes());
+    }
+
+    #[tokio::test]
+    async fn release_keeps_the_writes_and_a_repeated_number_means_the_newest() {
+        let mgr = manager();
+        let mut t = mgr.begin(None);
+        t.savepoint(7);
+        t.put(1, row(1), b"a".to_vec()).await.unwrap();
+        t.savepoint(7);
+        t.put(1, row(2), b"b".to_vec()).await.unwrap();
+        // The newest 7: only the second write goes.
+        t.rollback_to(Some(7)).unwrap();
+        assert_eq!(read(&mut t, 1).await, Some(b"a".to_vec()));
+        assert_eq!(read(&mut t, 2).await, None);
+        t.release(7).unwrap();
+        assert!(t.has_savepoint(7));
+        t.release(7).unwrap();
+        assert!(!t.has_savepoint(7));
+        let err = t.release(7).unwrap_err();
+        assert_eq!(err.sqlstate(), sqlstate::INVALID_SAVEPOINT_SPECIFICATION);
+        assert_eq!(read(&mut t, 1).await, Some(b"a".to_vec()));
+    }
+
+    #[tokio::test]
+    async fn rollback_to_a_savepoint_keeps_the_locks_taken_after_it() {
+        let mgr = manager();
+        let mut t = mgr.begin(None);
+        t.savepoint(1);
+        t.put(1, row(1), b"a".to_vec()).await.unwrap();
+        t.rollback_to(Some(1)).unwrap();
+        // Another writer of the row still waits, and gives up at its lock timeout.
+        let mut other = mgr.begin(None);
+        other.set_lock_timeout(Some(Duration::from_millis(50)));
+        assert!(other.put(1, row(1), b"b".to_vec()).await.is_err());
+        drop(other);
+        t.rollback();
+        let mut other = mgr.begin(None);
+        other.put(1, row(1), b"b".to_vec()).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn rollback_to_the_start_undoes_every_write() {
+        let mgr = manager();
+        let mut t = mgr.begin(None);
+        t.put(1, row(1), b"a".to_vec()).await.unwrap();
+        t.savepoint(1);
+        t.put(1, row(2), b"b".to_vec()).await.unwrap();
+        t.rollback_to(None).unwrap();
+        assert!(!t.has_writes());
+        assert!(!t.has_savepoint(1));
     }
 }
