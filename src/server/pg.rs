@@ -117,6 +117,17 @@ fn to_response(result: QueryResult, format: Option<&Format>) -> PgWireResult<Res
     })
 }
 
+/// The tag of a statement that returned `taken` rows: a write's own (`INSERT 0 2` for an
+/// `INSERT … RETURNING`), else `SELECT taken`.
+fn rows_tag(tag: Option<&str>, taken: u64) -> Tag {
+    match tag {
+        Some(t) if ["INSERT ", "UPDATE ", "DELETE "].iter().any(|w| t.starts_with(w)) => {
+            command_tag(t)
+        }
+        _ => Tag::new("SELECT").with_rows(taken as usize),
+    }
+}
+
 /// The pgwire tag of a ddb command tag (`INSERT 0 2`, `SELECT 3`, `CREATE TABLE`).
 fn command_tag(tag: &str) -> Tag {
     let mut words = tag.split_whitespace();
@@ -593,7 +604,7 @@ impl PgConnection {
             match result {
                 Ok(result) => {
                     let tag = if described {
-                        Tag::new("SELECT").with_rows(out.taken as usize)
+                        rows_tag(Some(&result.tag), out.taken)
                     } else {
                         command_tag(&result.tag)
                     };
@@ -837,9 +848,7 @@ impl ExtendedQueryHandler for PgConnection {
         }
         match result {
             // The rows are out; what remains is the completion.
-            Ok(_) if described => Ok(Response::Execution(
-                Tag::new("SELECT").with_rows(taken as usize),
-            )),
+            Ok(result) if described => Ok(Response::Execution(rows_tag(Some(&result.tag), taken))),
             Ok(result) => to_response(result, None),
             Err(e) if self.timed_out() => {
                 tracing::info!("SQL connection: {e}");
@@ -1071,7 +1080,7 @@ impl PgConnection {
                 Ok(())
             }
             Some(Ok(())) => {
-                let tag = Tag::new("SELECT").with_rows(sent);
+                let tag = rows_tag(open.tag(), sent as u64);
                 writer
                     .feed(PgWireBackendMessage::CommandComplete(tag.into()))
                     .await

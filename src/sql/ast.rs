@@ -31,15 +31,19 @@ pub enum Statement {
         /// The target columns; `None` means every column in table order.
         columns: Option<Vec<String>>,
         rows: Vec<Vec<Expr>>,
+        /// The `RETURNING` list, if any.
+        returning: Option<Vec<SelectItem>>,
     },
     Update {
         table: String,
         sets: Vec<(String, Expr)>,
         filter: Option<Expr>,
+        returning: Option<Vec<SelectItem>>,
     },
     Delete {
         table: String,
         filter: Option<Expr>,
+        returning: Option<Vec<SelectItem>>,
     },
     Select(Box<Select>),
     /// A statement about the session itself (`SET`, `SHOW`, `RESET`, `DISCARD`, …): it reads
@@ -251,18 +255,30 @@ impl Statement {
     pub fn fill_session_values(&mut self, value: &dyn Fn(&str) -> Literal) {
         let mut fill = |e: &mut Expr| e.fill_session_values(value);
         match self {
-            Statement::Insert { rows, .. } => rows.iter_mut().flatten().for_each(&mut fill),
-            Statement::Update { sets, filter, .. } => {
-                sets.iter_mut().for_each(|(_, e)| fill(e));
-                filter.iter_mut().for_each(fill);
+            Statement::Insert {
+                rows, returning, ..
+            } => {
+                rows.iter_mut().flatten().for_each(&mut fill);
+                fill_items(returning.iter_mut().flatten(), &mut fill);
             }
-            Statement::Delete { filter, .. } => filter.iter_mut().for_each(fill),
+            Statement::Update {
+                sets,
+                filter,
+                returning,
+                ..
+            } => {
+                sets.iter_mut().for_each(|(_, e)| fill(e));
+                filter.iter_mut().for_each(&mut fill);
+                fill_items(returning.iter_mut().flatten(), &mut fill);
+            }
+            Statement::Delete {
+                filter, returning, ..
+            } => {
+                filter.iter_mut().for_each(&mut fill);
+                fill_items(returning.iter_mut().flatten(), &mut fill);
+            }
             Statement::Select(s) => {
-                for item in &mut s.projection {
-                    if let SelectItem::Expr { expr, .. } = item {
-                        fill(expr);
-                    }
-                }
+                fill_items(s.projection.iter_mut(), &mut fill);
                 s.filter.iter_mut().for_each(&mut fill);
                 s.group_by.iter_mut().for_each(&mut fill);
                 s.having.iter_mut().for_each(&mut fill);
@@ -279,6 +295,15 @@ impl Statement {
             | Statement::Rollback
             | Statement::DropTable { .. }
             | Statement::Session(_) => {}
+        }
+    }
+}
+
+/// Fills in the expressions of a select list (or a `RETURNING` list).
+fn fill_items<'a>(items: impl Iterator<Item = &'a mut SelectItem>, fill: &mut impl FnMut(&mut Expr)) {
+    for item in items {
+        if let SelectItem::Expr { expr, .. } = item {
+            fill(expr);
         }
     }
 }

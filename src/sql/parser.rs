@@ -463,9 +463,6 @@ fn convert_insert(insert: &sp::Insert) -> Result<Statement> {
     if insert.on.is_some() {
         return unsupported("INSERT ... ON CONFLICT");
     }
-    if insert.returning.is_some() {
-        return unsupported("RETURNING");
-    }
     let table = match &insert.table {
         sp::TableObject::TableName(name) => object_name(name)?,
         other => return unsupported(format!("INSERT INTO {other}")),
@@ -504,6 +501,7 @@ fn convert_insert(insert: &sp::Insert) -> Result<Statement> {
         table,
         columns,
         rows,
+        returning: returning(insert.returning.as_deref())?,
     })
 }
 
@@ -542,9 +540,6 @@ fn convert_update(update: &sp::Update) -> Result<Statement> {
     if update.from.is_some() {
         return unsupported("UPDATE ... FROM");
     }
-    if update.returning.is_some() {
-        return unsupported("RETURNING");
-    }
     let (table, _) = single_table(std::slice::from_ref(&update.table))?;
     let mut sets = Vec::new();
     for a in &update.assignments {
@@ -559,6 +554,7 @@ fn convert_update(update: &sp::Update) -> Result<Statement> {
         table,
         sets,
         filter,
+        returning: returning(update.returning.as_deref())?,
     })
 }
 
@@ -566,15 +562,41 @@ fn convert_delete(delete: &sp::Delete) -> Result<Statement> {
     if delete.using.is_some() || !delete.tables.is_empty() {
         return unsupported("DELETE ... USING");
     }
-    if delete.returning.is_some() {
-        return unsupported("RETURNING");
-    }
     let from = match &delete.from {
         sp::FromTable::WithFromKeyword(f) | sp::FromTable::WithoutKeyword(f) => f,
     };
     let (table, _) = single_table(from)?;
     let filter = delete.selection.as_ref().map(convert_expr).transpose()?;
-    Ok(Statement::Delete { table, filter })
+    Ok(Statement::Delete {
+        table,
+        filter,
+        returning: returning(delete.returning.as_deref())?,
+    })
+}
+
+/// A `RETURNING` list: select items over the written row.
+fn returning(items: Option<&[sp::SelectItem]>) -> Result<Option<Vec<SelectItem>>> {
+    items
+        .map(|items| items.iter().map(select_item).collect())
+        .transpose()
+}
+
+/// One item of a select list or a `RETURNING` list.
+fn select_item(item: &sp::SelectItem) -> Result<SelectItem> {
+    Ok(match item {
+        sp::SelectItem::Wildcard(_) | sp::SelectItem::QualifiedWildcard(_, _) => {
+            SelectItem::Wildcard
+        }
+        sp::SelectItem::UnnamedExpr(e) => SelectItem::Expr {
+            expr: convert_expr(e)?,
+            alias: None,
+        },
+        sp::SelectItem::ExprWithAlias { expr, alias } => SelectItem::Expr {
+            expr: convert_expr(expr)?,
+            alias: Some(ident_name(alias)),
+        },
+        other => return unsupported(format!("select item {other}")),
+    })
 }
 
 #[recursive::recursive]
@@ -605,20 +627,7 @@ fn convert_query(query: &sp::Query) -> Result<Select> {
     };
     let mut projection = Vec::new();
     for item in &select.projection {
-        projection.push(match item {
-            sp::SelectItem::Wildcard(_) | sp::SelectItem::QualifiedWildcard(_, _) => {
-                SelectItem::Wildcard
-            }
-            sp::SelectItem::UnnamedExpr(e) => SelectItem::Expr {
-                expr: convert_expr(e)?,
-                alias: None,
-            },
-            sp::SelectItem::ExprWithAlias { expr, alias } => SelectItem::Expr {
-                expr: convert_expr(expr)?,
-                alias: Some(ident_name(alias)),
-            },
-            other => return unsupported(format!("select item {other}")),
-        });
+        projection.push(select_item(item)?);
     }
     let group_by = match &select.group_by {
         sp::GroupByExpr::Expressions(exprs, modifiers) if modifiers.is_empty() => {

@@ -34,15 +34,15 @@ pub fn point_key(plan: &Plan, ctx: &Context) -> Option<Vec<u8>> {
         Plan::Select(s) => key_of(s.source.as_ref()?)?,
         // An update that assigns a key column may move the row to another shard: not a
         // point statement (the gateway routes each of its row operations).
-        Plan::Update { source, sets }
+        Plan::Update { source, sets, .. }
             if sets
                 .iter()
                 .any(|(col, _)| source.table.primary_key.contains(col)) =>
         {
             return None
         }
-        Plan::Update { source, .. } | Plan::Delete { source } => key_of(source)?,
-        Plan::Insert { table, rows } if rows.len() == 1 && !table.has_rowid() => {
+        Plan::Update { source, .. } | Plan::Delete { source, .. } => key_of(source)?,
+        Plan::Insert { table, rows, .. } if rows.len() == 1 && !table.has_rowid() => {
             let mut pk = Vec::with_capacity(table.primary_key.len());
             for &i in &table.primary_key {
                 let col = &table.columns[i];
@@ -88,7 +88,7 @@ pub async fn execute_point(
     }
     let written = match &planned.plan {
         Plan::Insert { table, .. } => Some(table.id),
-        Plan::Update { source, .. } | Plan::Delete { source } => Some(source.table.id),
+        Plan::Update { source, .. } | Plan::Delete { source, .. } => Some(source.table.id),
         _ => None,
     };
     let result = executor.execute(txn, &planned.plan).await?;

@@ -560,10 +560,9 @@ impl Session {
             },
             node_tag: backend.node_tag(),
         };
-        if let Plan::Select(select) = &planned.plan {
-            if !select.columns.is_empty() {
-                out.start(&select.columns).await?;
-            }
+        // A query, or a write with RETURNING.
+        if !planned.plan.columns().is_empty() {
+            out.start(planned.plan.columns()).await?;
         }
         let prepared = Prepared {
             stmt,

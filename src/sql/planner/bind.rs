@@ -14,7 +14,8 @@ use super::binder::Scope;
 use super::binder::Typed;
 use super::binder::{err, Binder};
 use super::expr::decimal_literal;
-use super::plan::{Plan, Planned};
+use super::plan::{Plan, Planned, Returning};
+use super::select::{expand, no_aggregate};
 use crate::error::{sqlstate, Error, Result};
 use crate::sql::ast::{self, Literal};
 use crate::sql::catalog::Catalog;
@@ -82,20 +83,28 @@ impl Binder<'_> {
                 table,
                 columns,
                 rows,
-            } => self.insert(table, columns.as_deref(), rows)?,
+                returning,
+            } => self.insert(table, columns.as_deref(), rows, returning.as_deref())?,
             ast::Statement::Update {
                 table,
                 sets,
                 filter,
-            } => self.update(table, sets, filter.as_ref())?,
-            ast::Statement::Delete { table, filter } => {
+                returning,
+            } => self.update(table, sets, filter.as_ref(), returning.as_deref())?,
+            ast::Statement::Delete {
+                table,
+                filter,
+                returning,
+            } => {
                 let t = self.table(table)?;
                 let scope = Scope::Table {
                     table: &t,
                     alias: None,
                 };
+                let source = self.source(&t, &scope, filter.as_ref())?;
                 Plan::Delete {
-                    source: self.source(&t, &scope, filter.as_ref())?,
+                    returning: self.returning(returning.as_deref(), &t)?,
+                    source,
                 }
             }
             ast::Statement::Select(select) => Plan::Select(Box::new(self.select(select)?)),
@@ -181,6 +190,7 @@ impl Binder<'_> {
         table: &str,
         columns: Option<&[String]>,
         rows: &[Vec<ast::Expr>],
+        returning: Option<&[ast::SelectItem]>,
     ) -> Result<Plan> {
         let t = self.table(table)?;
         if rows.iter().any(|r| r.len() != rows[0].len()) {
@@ -203,6 +213,7 @@ impl Binder<'_> {
             bound.push(self.insert_row(&t, row, &targets)?);
         }
         Ok(Plan::Insert {
+            returning: self.returning(returning, &t)?,
             table: t,
             rows: bound,
         })
@@ -245,6 +256,7 @@ impl Binder<'_> {
         table: &str,
         sets: &[(String, ast::Expr)],
         filter: Option<&ast::Expr>,
+        returning: Option<&[ast::SelectItem]>,
     ) -> Result<Plan> {
         let t = self.table(table)?;
         let scope = Scope::Table {
@@ -267,7 +279,31 @@ impl Binder<'_> {
         Ok(Plan::Update {
             source,
             sets: bound,
+            returning: self.returning(returning, &t)?,
         })
+    }
+
+    /// Binds a `RETURNING` list over the rows of `t` as written: `*` is the visible columns,
+    /// and aggregates are refused (42803), as in PostgreSQL.
+    fn returning(
+        &mut self,
+        items: Option<&[ast::SelectItem]>,
+        t: &Table,
+    ) -> Result<Option<Returning>> {
+        let Some(items) = items else { return Ok(None) };
+        let scope = Scope::Table {
+            table: t,
+            alias: None,
+        };
+        let items = expand(items, Some(t))?;
+        for item in &items {
+            no_aggregate(&item.expr, "RETURNING")?;
+        }
+        let (projection, columns) = self.projection(&items, &scope, &mut None)?;
+        Ok(Some(Returning {
+            projection,
+            columns,
+        }))
     }
 
     /// Binds an expression assigned to a column of type `ty`: quoted literals and parameters
