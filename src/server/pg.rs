@@ -121,7 +121,11 @@ fn to_response(result: QueryResult, format: Option<&Format>) -> PgWireResult<Res
 /// `INSERT … RETURNING`), else `SELECT taken`.
 fn rows_tag(tag: Option<&str>, taken: u64) -> Tag {
     match tag {
-        Some(t) if ["INSERT ", "UPDATE ", "DELETE "].iter().any(|w| t.starts_with(w)) => {
+        Some(t)
+            if ["INSERT ", "UPDATE ", "DELETE "]
+                .iter()
+                .any(|w| t.starts_with(w)) =>
+        {
             command_tag(t)
         }
         _ => Tag::new("SELECT").with_rows(taken as usize),

@@ -300,7 +300,10 @@ impl Statement {
 }
 
 /// Fills in the expressions of a select list (or a `RETURNING` list).
-fn fill_items<'a>(items: impl Iterator<Item = &'a mut SelectItem>, fill: &mut impl FnMut(&mut Expr)) {
+fn fill_items<'a>(
+    items: impl Iterator<Item = &'a mut SelectItem>,
+    fill: &mut impl FnMut(&mut Expr),
+) {
     for item in items {
         if let SelectItem::Expr { expr, .. } = item {
             fill(expr);
