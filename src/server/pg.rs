@@ -84,6 +84,7 @@ fn ddb_type(ty: &Type) -> DataType {
         Type::VARCHAR => DataType::Varchar(None),
         Type::BPCHAR => DataType::Text,
         Type::TIMESTAMP => DataType::Timestamp,
+        Type::UUID => DataType::Uuid,
         _ => DataType::Unknown,
     }
 }
@@ -466,6 +467,22 @@ fn decode_params(portal: &Portal<Prepared>) -> Result<(Vec<Value>, Vec<DataType>
                 .parameter::<chrono::NaiveDateTime>(i, &ty)
                 .map_err(bad)?
                 .map(|v| Value::Timestamp(v.and_utc().timestamp_micros())),
+            // A binary UUID is its 16 bytes; a text one is parsed below, as a literal would be.
+            Type::UUID if portal.parameter_format.is_binary(i) => {
+                match portal.parameters.get(i).cloned().flatten() {
+                    None => None,
+                    Some(b) => Some(Value::Uuid(<[u8; 16]>::try_from(&b[..]).map_err(|_| {
+                        Error::sql(
+                            sqlstate::INVALID_BINARY_REPRESENTATION,
+                            format!(
+                                "invalid value for parameter ${}: a binary uuid is 16 bytes, not {}",
+                                i + 1,
+                                b.len()
+                            ),
+                        )
+                    })?)),
+                }
+            }
             // Text must be valid UTF-8 without NUL, as PostgreSQL's server encoding requires.
             _ => portal
                 .parameter::<String>(i, &Type::TEXT)
@@ -475,6 +492,11 @@ fn decode_params(portal: &Portal<Prepared>) -> Result<(Vec<Value>, Vec<DataType>
         };
         let dt = ddb_type(&ty);
         let v = v.unwrap_or(Value::Null);
+        // A UUID sent as text is parsed as its literal would be.
+        let v = match (&dt, v) {
+            (DataType::Uuid, Value::Text(s)) => Value::Text(s).cast(&DataType::Uuid)?,
+            (_, v) => v,
+        };
         // Text parameters given for typed slots convert as a literal would.
         let target = portal
             .statement

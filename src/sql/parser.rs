@@ -439,6 +439,7 @@ pub fn convert_type(ty: &sp::DataType) -> Result<DataType> {
         T::Varchar(l) | T::CharVarying(l) | T::CharacterVarying(l) => DataType::Varchar(length(l)?),
         T::Char(l) | T::Character(l) => DataType::Char(length(l)?.unwrap_or(1)),
         T::Boolean | T::Bool => DataType::Bool,
+        T::Uuid => DataType::Uuid,
         T::Timestamp(_, sp::TimezoneInfo::None | sp::TimezoneInfo::WithoutTimeZone) => {
             DataType::Timestamp
         }

@@ -46,7 +46,13 @@ pub fn point_key(plan: &Plan, ctx: &Context) -> Option<Vec<u8>> {
             let mut pk = Vec::with_capacity(table.primary_key.len());
             for &i in &table.primary_key {
                 let col = &table.columns[i];
-                let v = rows[0][i].as_ref()?.eval(&[], ctx).ok()?;
+                // A key made by a volatile call (`gen_random_uuid()`) would be made again, and
+                // differently, where the statement is shipped: the gateway routes its row.
+                let e = rows[0][i].as_ref()?;
+                if e.is_volatile() {
+                    return None;
+                }
+                let v = e.eval(&[], ctx).ok()?;
                 pk.push(v.coerce_to(&col.data_type, &col.name).ok()?);
             }
             table.key_of(&pk)

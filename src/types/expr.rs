@@ -78,6 +78,16 @@ pub enum Function {
     /// A `char(n)` value as text: without its trailing spaces, which do not count in `char(n)`
     /// comparisons, lengths and conversions to text (PostgreSQL's `bpchar` → `text`).
     Unpad,
+    /// `gen_random_uuid()`: a new version 4 UUID at every call (volatile).
+    GenRandomUuid,
+}
+
+impl Function {
+    /// Whether the function may give another value at every call, so that an expression
+    /// calling it means something else where it is evaluated again (on another node).
+    pub fn is_volatile(self) -> bool {
+        matches!(self, Function::GenRandomUuid)
+    }
 }
 
 /// A bound expression.
@@ -287,6 +297,17 @@ impl Expr {
         independent
     }
 
+    /// Whether the expression calls a volatile function ([`Function::is_volatile`]).
+    pub fn is_volatile(&self) -> bool {
+        let mut volatile = false;
+        self.walk(&mut |e| {
+            if let Expr::Call(f, _) = e {
+                volatile |= f.is_volatile();
+            }
+        });
+        volatile
+    }
+
     /// Calls `f` on this expression and every sub-expression.
     #[recursive::recursive]
     pub fn walk(&self, f: &mut impl FnMut(&Expr)) {
@@ -489,6 +510,7 @@ fn call(f: Function, args: Vec<Value>, ctx: &Context) -> Result<Value> {
     Ok(match f {
         Function::Version => Value::Text(crate::version::version_string()),
         Function::Now => Value::Timestamp(ctx.now),
+        Function::GenRandomUuid => Value::Uuid(crate::types::value::random_uuid()?),
         Function::Lower => match arg(0) {
             Value::Text(s) => Value::Text(s.to_lowercase()),
             v => v,

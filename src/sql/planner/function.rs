@@ -68,6 +68,7 @@ fn resolve(name: &str, types: &[DataType]) -> Result<(Function, DataType)> {
     let textual = |t: &DataType| t.is_text() || *t == DataType::Unknown;
     Ok(match (name, types) {
         ("version", []) => (Function::Version, DataType::Text),
+        ("gen_random_uuid", []) => (Function::GenRandomUuid, DataType::Uuid),
         ("now" | "current_timestamp" | "localtimestamp", []) => {
             (Function::Now, DataType::Timestamp)
         }

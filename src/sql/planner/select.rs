@@ -302,6 +302,7 @@ fn type_name(ty: &DataType) -> &'static str {
         DataType::Timestamp => "timestamp",
         DataType::Varchar(_) => "varchar",
         DataType::Char(_) => "bpchar",
+        DataType::Uuid => "uuid",
         _ => "text",
     }
 }
