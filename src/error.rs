@@ -157,6 +157,14 @@ impl Error {
         )
     }
 
+    /// The error of a feature ddb has not built yet (0A000), in words that say so.
+    pub fn not_built_yet(what: impl std::fmt::Display) -> Self {
+        Error::sql(
+            sqlstate::FEATURE_NOT_SUPPORTED,
+            format!("{what} are not supported yet"),
+        )
+    }
+
     /// The error of a statement whose execution panicked (XX000), from the panic's payload. The
     /// session catches the panic, so the statement fails and the connection and node go on.
     pub fn from_panic(payload: &(dyn std::any::Any + Send)) -> Self {

@@ -127,6 +127,11 @@ fn convert_statement(stmt: &sp::Statement) -> Result<Statement> {
             names: names.iter().map(object_name).collect::<Result<_>>()?,
             if_exists: *if_exists,
         }),
+        S::CreateSequence { .. }
+        | S::Drop {
+            object_type: sp::ObjectType::Sequence,
+            ..
+        } => Err(Error::not_built_yet("sequences (CREATE/DROP SEQUENCE)")),
         S::Insert(insert) => convert_insert(insert),
         S::Update(update) => convert_update(update),
         S::Delete(delete) => convert_delete(delete),
@@ -364,6 +369,11 @@ fn convert_create_table(ct: &sp::CreateTable) -> Result<Statement> {
                 sp::ColumnOption::Null => def.not_null = false,
                 sp::ColumnOption::NotNull => def.not_null = true,
                 sp::ColumnOption::Default(e) => def.default = Some(convert_expr(e)?),
+                sp::ColumnOption::Generated { .. } | sp::ColumnOption::Identity(_) => {
+                    return Err(Error::not_built_yet(
+                        "identity and generated columns (GENERATED … AS IDENTITY)",
+                    ))
+                }
                 sp::ColumnOption::PrimaryKey(_) => {
                     if !primary_key.is_empty() {
                         return Err(Error::sql(
@@ -442,6 +452,14 @@ pub fn convert_type(ty: &sp::DataType) -> Result<DataType> {
         T::Uuid => DataType::Uuid,
         T::Timestamp(_, sp::TimezoneInfo::None | sp::TimezoneInfo::WithoutTimeZone) => {
             DataType::Timestamp
+        }
+        T::Custom(name, _)
+            if matches!(
+                name.to_string().to_lowercase().as_str(),
+                "serial" | "bigserial" | "smallserial" | "serial2" | "serial4" | "serial8"
+            ) =>
+        {
+            return Err(Error::not_built_yet(format!("sequences ({name} columns)")))
         }
         T::Custom(name, _) => {
             return Err(Error::sql(
