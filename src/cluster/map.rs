@@ -481,6 +481,7 @@ mod tests {
                 not_null: true,
                 default: None,
                 hidden: false,
+                identity: None,
             }],
             primary_key: vec![0],
         }

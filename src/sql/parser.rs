@@ -131,7 +131,9 @@ fn convert_statement(stmt: &sp::Statement) -> Result<Statement> {
         | S::Drop {
             object_type: sp::ObjectType::Sequence,
             ..
-        } => Err(Error::not_built_yet("sequences (CREATE/DROP SEQUENCE)")),
+        } => Err(Error::not_built_yet(
+            "sequences of their own (CREATE/DROP SEQUENCE; SERIAL and identity columns have theirs)",
+        )),
         S::Insert(insert) => convert_insert(insert),
         S::Update(update) => convert_update(update),
         S::Delete(delete) => convert_delete(delete),
@@ -358,22 +360,46 @@ fn convert_create_table(ct: &sp::CreateTable) -> Result<Statement> {
     let mut primary_key: Vec<String> = Vec::new();
     for col in &ct.columns {
         let col_name = ident_name(&col.name);
+        let serial = serial_type(&col.data_type);
         let mut def = ColumnDef {
             name: col_name.clone(),
-            data_type: convert_type(&col.data_type)?,
-            not_null: false,
+            data_type: match &serial {
+                Some(t) => t.clone(),
+                None => convert_type(&col.data_type)?,
+            },
+            not_null: serial.is_some(),
             default: None,
+            identity: serial.map(|_| false),
         };
         for opt in &col.options {
             match &opt.option {
                 sp::ColumnOption::Null => def.not_null = false,
                 sp::ColumnOption::NotNull => def.not_null = true,
                 sp::ColumnOption::Default(e) => def.default = Some(convert_expr(e)?),
-                sp::ColumnOption::Generated { .. } | sp::ColumnOption::Identity(_) => {
-                    return Err(Error::not_built_yet(
-                        "identity and generated columns (GENERATED … AS IDENTITY)",
-                    ))
+                sp::ColumnOption::Generated {
+                    generated_as,
+                    sequence_options,
+                    generation_expr: None,
+                    ..
+                } if sequence_options.as_ref().is_none_or(|o| o.is_empty())
+                    && !matches!(generated_as, sp::GeneratedAs::ExpStored) =>
+                {
+                    if def.identity.is_some() {
+                        return Err(Error::sql(
+                            sqlstate::SYNTAX_ERROR,
+                            format!(
+                                "multiple identity specifications for column \"{col_name}\" of table \"{name}\""
+                            ),
+                        ));
+                    }
+                    def.identity = Some(matches!(generated_as, sp::GeneratedAs::Always));
+                    def.not_null = true;
                 }
+                sp::ColumnOption::Generated {
+                    generation_expr: None,
+                    ..
+                } => return unsupported("identity sequence options (START WITH, INCREMENT BY, …)"),
+                sp::ColumnOption::Generated { .. } => return unsupported("generated columns"),
                 sp::ColumnOption::PrimaryKey(_) => {
                     if !primary_key.is_empty() {
                         return Err(Error::sql(
@@ -415,6 +441,22 @@ fn convert_create_table(ct: &sp::CreateTable) -> Result<Statement> {
     })
 }
 
+/// The integer type of a `SERIAL` pseudo-type (which only a column definition may name).
+fn serial_type(ty: &sp::DataType) -> Option<DataType> {
+    let sp::DataType::Custom(name, modifiers) = ty else {
+        return None;
+    };
+    if !modifiers.is_empty() {
+        return None;
+    }
+    match name.to_string().to_lowercase().as_str() {
+        "serial" | "serial4" => Some(DataType::Int),
+        "bigserial" | "serial8" => Some(DataType::BigInt),
+        "smallserial" | "serial2" => Some(DataType::SmallInt),
+        _ => None,
+    }
+}
+
 /// Converts a SQL type name to a ddb type.
 pub fn convert_type(ty: &sp::DataType) -> Result<DataType> {
     use sp::DataType as T;
@@ -452,14 +494,6 @@ pub fn convert_type(ty: &sp::DataType) -> Result<DataType> {
         T::Uuid => DataType::Uuid,
         T::Timestamp(_, sp::TimezoneInfo::None | sp::TimezoneInfo::WithoutTimeZone) => {
             DataType::Timestamp
-        }
-        T::Custom(name, _)
-            if matches!(
-                name.to_string().to_lowercase().as_str(),
-                "serial" | "bigserial" | "smallserial" | "serial2" | "serial4" | "serial8"
-            ) =>
-        {
-            return Err(Error::not_built_yet(format!("sequences ({name} columns)")))
         }
         T::Custom(name, _) => {
             return Err(Error::sql(

@@ -80,13 +80,21 @@ pub enum Function {
     Unpad,
     /// `gen_random_uuid()`: a new version 4 UUID at every call (volatile).
     GenRandomUuid,
+    /// `nextval(name)`, `currval(name)`, `setval(name, value [, is_called])`: the sequences of
+    /// the session's node ([`Sequences`]).
+    Nextval,
+    Currval,
+    Setval,
 }
 
 impl Function {
     /// Whether the function may give another value at every call, so that an expression
     /// calling it means something else where it is evaluated again (on another node).
     pub fn is_volatile(self) -> bool {
-        matches!(self, Function::GenRandomUuid)
+        matches!(
+            self,
+            Function::GenRandomUuid | Function::Nextval | Function::Currval | Function::Setval
+        )
     }
 }
 
@@ -154,6 +162,27 @@ pub struct Context<'a> {
     pub params: &'a [Value],
     /// `now()` / `CURRENT_TIMESTAMP`: fixed for the statement, microseconds since the epoch.
     pub now: i64,
+    /// The sequences `nextval` and its kin use: the session's, where a session runs the
+    /// statement (`None` where one does not, as on a shard serving a scan).
+    pub sequences: Option<&'a dyn Sequences>,
+}
+
+/// The sequences of a session: what `nextval`, `currval` and `setval` call. Values are never
+/// handed out twice, and are not given back when a transaction rolls back (gaps are allowed,
+/// as in PostgreSQL).
+pub trait Sequences: Send + Sync {
+    /// The next value of the sequence `name`, which becomes the session's `currval`.
+    fn nextval(&self, name: &str) -> Result<i64>;
+    /// The value `nextval` last gave this session (55000 before any).
+    fn currval(&self, name: &str) -> Result<i64>;
+    /// Sets the sequence's last value (`called`) or its next one, and returns `value`.
+    fn setval(&self, name: &str, value: i64, called: bool) -> Result<i64>;
+}
+
+impl std::fmt::Debug for dyn Sequences + '_ {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Sequences")
+    }
 }
 
 impl Expr {
@@ -511,6 +540,30 @@ fn call(f: Function, args: Vec<Value>, ctx: &Context) -> Result<Value> {
         Function::Version => Value::Text(crate::version::version_string()),
         Function::Now => Value::Timestamp(ctx.now),
         Function::GenRandomUuid => Value::Uuid(crate::types::value::random_uuid()?),
+        Function::Nextval | Function::Currval | Function::Setval => {
+            let sequences = ctx.sequences.ok_or_else(|| {
+                Error::unsupported("a sequence function outside a session (on a shard)")
+            })?;
+            let name = match arg(0) {
+                Value::Null => return Ok(Value::Null),
+                Value::Text(s) => s,
+                v => v.to_string(),
+            };
+            // `nextval('public.s')` names the one schema ddb has.
+            let name = name.strip_prefix("public.").unwrap_or(&name).to_string();
+            Value::Int(match f {
+                Function::Nextval => sequences.nextval(&name)?,
+                Function::Currval => sequences.currval(&name)?,
+                _ => {
+                    let value = match arg(1).cast(&DataType::BigInt)? {
+                        Value::Int(i) => i,
+                        _ => return Ok(Value::Null),
+                    };
+                    let called = !matches!(arg(2), Value::Bool(false));
+                    sequences.setval(&name, value, called)?
+                }
+            })
+        }
         Function::Lower => match arg(0) {
             Value::Text(s) => Value::Text(s.to_lowercase()),
             v => v,
@@ -547,6 +600,7 @@ mod tests {
         Context {
             params: &[],
             now: 0,
+            sequences: None,
         }
     }
 

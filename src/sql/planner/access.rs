@@ -112,6 +112,7 @@ mod tests {
             not_null: false,
             default: None,
             hidden: false,
+            identity: None,
         };
         Table {
             id: 1,

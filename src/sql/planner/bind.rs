@@ -21,7 +21,8 @@ use crate::sql::ast::{self, Literal};
 use crate::sql::catalog::Catalog;
 use crate::sql::limits;
 use crate::sql::settings;
-use crate::types::expr::Expr;
+use crate::types::expr::{Expr, Function};
+use crate::types::schema::Identity;
 use crate::types::value::{decimal_to_integer, DataType, Value};
 use crate::types::{Column, OutputColumn, Table, ROWID_COLUMN};
 
@@ -131,7 +132,7 @@ impl Binder<'_> {
         limits::table_name(name)?;
         let mut cols: Vec<Column> = Vec::new();
         for c in columns {
-            let col = self.column_def(c, &cols)?;
+            let col = self.column_def(name, c, &cols)?;
             cols.push(col);
         }
         let pk = key_columns(&mut cols, primary_key)?;
@@ -147,7 +148,12 @@ impl Binder<'_> {
     }
 
     /// One column of a `CREATE TABLE`, after the `earlier` ones.
-    fn column_def(&mut self, c: &ast::ColumnDef, earlier: &[Column]) -> Result<Column> {
+    fn column_def(
+        &mut self,
+        table: &str,
+        c: &ast::ColumnDef,
+        earlier: &[Column],
+    ) -> Result<Column> {
         if c.name == ROWID_COLUMN {
             return Err(err(
                 sqlstate::DUPLICATE_COLUMN,
@@ -164,12 +170,43 @@ impl Binder<'_> {
             None => None,
             Some(e) => Some(self.default(e, &c.data_type)?),
         };
+        let Some(always) = c.identity else {
+            return Ok(Column {
+                name: c.name.clone(),
+                data_type: c.data_type.clone(),
+                not_null: c.not_null,
+                default,
+                hidden: false,
+                identity: None,
+            });
+        };
+        // A SERIAL or identity column: its default is the next value of its own sequence.
+        if default.is_some() {
+            return Err(err(
+                sqlstate::SYNTAX_ERROR,
+                format!(
+                    "both default and identity specified for column \"{}\" of table \"{table}\"",
+                    c.name
+                ),
+            ));
+        }
+        if !c.data_type.is_integer() {
+            return Err(err(
+                sqlstate::INVALID_PARAMETER_VALUE,
+                "identity column type must be smallint, integer, or bigint",
+            ));
+        }
+        let sequence = format!("{table}_{}_seq", c.name);
         Ok(Column {
             name: c.name.clone(),
             data_type: c.data_type.clone(),
-            not_null: c.not_null,
-            default,
+            not_null: true,
+            default: Some(Expr::Call(
+                Function::Nextval,
+                vec![Expr::Const(Value::Text(sequence.clone()))],
+            )),
             hidden: false,
+            identity: Some(Identity { sequence, always }),
         })
     }
 
@@ -245,6 +282,16 @@ impl Binder<'_> {
             if matches!(e, ast::Expr::Default) {
                 continue;
             }
+            let col = &t.columns[i];
+            if col.identity.as_ref().is_some_and(|id| id.always) {
+                return Err(err(
+                    sqlstate::GENERATED_ALWAYS,
+                    format!(
+                        "cannot insert a non-DEFAULT value into column \"{}\": Column \"{}\" is an identity column defined as GENERATED ALWAYS.",
+                        col.name, col.name
+                    ),
+                ));
+            }
             let (expr, _) = self.assigned(e, &Scope::Empty, &t.columns[i].data_type)?;
             out[i] = Some(expr);
         }
@@ -266,6 +313,12 @@ impl Binder<'_> {
         let mut bound: Vec<(usize, Expr)> = Vec::new();
         for (name, e) in sets {
             let i = target_column(&t, name)?;
+            if t.columns[i].identity.as_ref().is_some_and(|id| id.always) {
+                return Err(err(
+                    sqlstate::GENERATED_ALWAYS,
+                    format!("column \"{name}\" can only be updated to DEFAULT: Column \"{name}\" is an identity column defined as GENERATED ALWAYS."),
+                ));
+            }
             if bound.iter().any(|(j, _)| *j == i) {
                 return Err(err(
                     sqlstate::SYNTAX_ERROR,
@@ -396,6 +449,7 @@ fn key_columns(cols: &mut Vec<Column>, names: &[String]) -> Result<Vec<usize>> {
             not_null: true,
             default: None,
             hidden: true,
+            identity: None,
         });
         pk.push(cols.len() - 1);
     }

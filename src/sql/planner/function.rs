@@ -80,9 +80,17 @@ fn resolve(name: &str, types: &[DataType]) -> Result<(Function, DataType)> {
         ("abs", [t]) if t.is_numeric() => (Function::Abs, t.clone()),
         ("abs", [DataType::Unknown]) => (Function::Abs, DataType::Double),
         ("coalesce", ts) if !ts.is_empty() => (Function::Coalesce, coalesce_type(name, ts)?),
-        ("nextval" | "currval" | "setval" | "lastval", _) => {
-            return Err(Error::not_built_yet(format!("sequences ({name})")))
+        ("nextval", [t]) if textual(t) => (Function::Nextval, DataType::BigInt),
+        ("currval", [t]) if textual(t) => (Function::Currval, DataType::BigInt),
+        ("setval", [t, n]) if textual(t) && (n.is_integer() || *n == DataType::Unknown) => {
+            (Function::Setval, DataType::BigInt)
         }
+        ("setval", [t, n, DataType::Bool | DataType::Unknown])
+            if textual(t) && (n.is_integer() || *n == DataType::Unknown) =>
+        {
+            (Function::Setval, DataType::BigInt)
+        }
+        ("lastval", []) => return Err(Error::not_built_yet("lastval() calls")),
         _ => {
             return Err(err(
                 sqlstate::UNDEFINED_FUNCTION,
