@@ -481,7 +481,6 @@ mod tests {
                 not_null: true,
                 default: None,
                 hidden: false,
-                identity: None,
             }],
             primary_key: vec![0],
         }

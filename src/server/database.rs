@@ -144,7 +144,7 @@ impl Database {
     async fn cluster_ddl(&self, meta: &Meta, plan: &Plan) -> Result<QueryResult> {
         let (change, tag) = match plan {
             Plan::CreateTable { table, .. }
-                if table.columns.iter().any(|c| c.identity.is_some()) =>
+                if table.columns.iter().any(|c| c.identity().is_some()) =>
             {
                 return Err(Error::not_built_yet(
                     "SERIAL and identity columns in a cluster (sequences allocated through the cluster map)",

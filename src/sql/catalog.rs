@@ -200,10 +200,10 @@ impl Catalog {
             Write::Delete(Space::Meta, table_key(&table.name)),
             Write::Delete(Space::Meta, rowid_key(table.id)),
         ];
-        for id in table.columns.iter().filter_map(|c| c.identity.as_ref()) {
+        for id in table.columns.iter().filter_map(|c| c.identity()) {
             writes.push(Write::Delete(
                 Space::Meta,
-                sequence_key(table.id, &id.sequence),
+                sequence_key(table.id, id.sequence),
             ));
         }
         writes
@@ -216,7 +216,7 @@ impl Catalog {
             let owned = t
                 .columns
                 .iter()
-                .position(|c| c.identity.as_ref().is_some_and(|id| id.sequence == name));
+                .position(|c| c.identity().is_some_and(|id| id.sequence == name));
             if let Some(i) = owned {
                 return Ok(Some((t.clone(), i)));
             }
@@ -336,8 +336,8 @@ impl Catalog {
         if let Some(t) = removed {
             self.rowids.lock().map_err(|_| poisoned())?.remove(&t.id);
             let mut blocks = self.sequences.lock().map_err(|_| poisoned())?;
-            for id in t.columns.iter().filter_map(|c| c.identity.as_ref()) {
-                blocks.remove(&id.sequence);
+            for id in t.columns.iter().filter_map(|c| c.identity()) {
+                blocks.remove(id.sequence);
             }
         }
         Ok(())

@@ -155,6 +155,12 @@ pub enum Expr {
         high: Box<Expr>,
         negated: bool,
     },
+    /// The default of a `SERIAL` or identity column: the next value of its own sequence
+    /// (see [`crate::types::schema::Identity`]). Last, so stored expressions keep their codes.
+    Identity {
+        sequence: String,
+        always: bool,
+    },
 }
 
 /// What an expression is evaluated against: the row, the parameters, and the statement's clock.
@@ -191,6 +197,12 @@ impl Expr {
     pub fn eval(&self, row: &[Value], ctx: &Context) -> Result<Value> {
         Ok(match self {
             Expr::Const(v) => v.clone(),
+            Expr::Identity { sequence, .. } => {
+                let sequences = ctx.sequences.ok_or_else(|| {
+                    Error::unsupported("a sequence function outside a session (on a shard)")
+                })?;
+                Value::Int(sequences.nextval(sequence)?)
+            }
             Expr::Column(i) => row
                 .get(*i)
                 .cloned()
@@ -329,10 +341,10 @@ impl Expr {
     /// Whether the expression calls a volatile function ([`Function::is_volatile`]).
     pub fn is_volatile(&self) -> bool {
         let mut volatile = false;
-        self.walk(&mut |e| {
-            if let Expr::Call(f, _) = e {
-                volatile |= f.is_volatile();
-            }
+        self.walk(&mut |e| match e {
+            Expr::Call(f, _) => volatile |= f.is_volatile(),
+            Expr::Identity { .. } => volatile = true,
+            _ => {}
         });
         volatile
     }
@@ -342,7 +354,7 @@ impl Expr {
     pub fn walk(&self, f: &mut impl FnMut(&Expr)) {
         f(self);
         match self {
-            Expr::Const(_) | Expr::Column(_) | Expr::Param(_) => {}
+            Expr::Const(_) | Expr::Column(_) | Expr::Param(_) | Expr::Identity { .. } => {}
             Expr::Not(e)
             | Expr::Neg(e)
             | Expr::IsNull(e, _)

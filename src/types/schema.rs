@@ -23,19 +23,30 @@ pub struct Column {
     pub default: Option<Expr>,
     /// Hidden columns (the generated row id) are not visible to SQL.
     pub hidden: bool,
-    /// The sequence a `SERIAL` or identity column takes its values from (its `default` is
-    /// `nextval` of it).
-    pub identity: Option<Identity>,
 }
 
 /// The sequence of a `SERIAL` or `GENERATED … AS IDENTITY` column: owned by the column, named
 /// as PostgreSQL names it (`table_column_seq`), counting from 1 by 1 up to the maximum of the
-/// column's type, and gone with its table.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Identity {
-    pub sequence: String,
+/// column's type, and gone with its table. It is the column's default
+/// ([`Expr::Identity`]), so a stored schema keeps the layout it had before identity columns.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Identity<'a> {
+    pub sequence: &'a str,
     /// `GENERATED ALWAYS`: an `INSERT` may not give the column a value (428C9).
     pub always: bool,
+}
+
+impl Column {
+    /// The column's sequence, if it is a `SERIAL` or identity column.
+    pub fn identity(&self) -> Option<Identity<'_>> {
+        match &self.default {
+            Some(Expr::Identity { sequence, always }) => Some(Identity {
+                sequence,
+                always: *always,
+            }),
+            _ => None,
+        }
+    }
 }
 
 /// A table's schema.

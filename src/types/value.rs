@@ -32,10 +32,10 @@ pub enum DataType {
     Char(u32),
     /// A date and time without time zone, microsecond precision.
     Timestamp,
-    /// A 128-bit universally unique identifier.
-    Uuid,
     /// The type of an untyped `NULL` or of a parameter whose type could not be inferred.
     Unknown,
+    /// A 128-bit universally unique identifier. (Last: stored schemas encode types by position.)
+    Uuid,
 }
 
 impl DataType {

@@ -112,7 +112,6 @@ mod tests {
             not_null: false,
             default: None,
             hidden: false,
-            identity: None,
         };
         Table {
             id: 1,

@@ -21,8 +21,7 @@ use crate::sql::ast::{self, Literal};
 use crate::sql::catalog::Catalog;
 use crate::sql::limits;
 use crate::sql::settings;
-use crate::types::expr::{Expr, Function};
-use crate::types::schema::Identity;
+use crate::types::expr::Expr;
 use crate::types::value::{decimal_to_integer, DataType, Value};
 use crate::types::{Column, OutputColumn, Table, ROWID_COLUMN};
 
@@ -177,7 +176,6 @@ impl Binder<'_> {
                 not_null: c.not_null,
                 default,
                 hidden: false,
-                identity: None,
             });
         };
         // A SERIAL or identity column: its default is the next value of its own sequence.
@@ -201,12 +199,8 @@ impl Binder<'_> {
             name: c.name.clone(),
             data_type: c.data_type.clone(),
             not_null: true,
-            default: Some(Expr::Call(
-                Function::Nextval,
-                vec![Expr::Const(Value::Text(sequence.clone()))],
-            )),
+            default: Some(Expr::Identity { sequence, always }),
             hidden: false,
-            identity: Some(Identity { sequence, always }),
         })
     }
 
@@ -283,7 +277,7 @@ impl Binder<'_> {
                 continue;
             }
             let col = &t.columns[i];
-            if col.identity.as_ref().is_some_and(|id| id.always) {
+            if col.identity().is_some_and(|id| id.always) {
                 return Err(err(
                     sqlstate::GENERATED_ALWAYS,
                     format!(
@@ -313,7 +307,7 @@ impl Binder<'_> {
         let mut bound: Vec<(usize, Expr)> = Vec::new();
         for (name, e) in sets {
             let i = target_column(&t, name)?;
-            if t.columns[i].identity.as_ref().is_some_and(|id| id.always) {
+            if t.columns[i].identity().is_some_and(|id| id.always) {
                 return Err(err(
                     sqlstate::GENERATED_ALWAYS,
                     format!("column \"{name}\" can only be updated to DEFAULT: Column \"{name}\" is an identity column defined as GENERATED ALWAYS."),
@@ -449,7 +443,6 @@ fn key_columns(cols: &mut Vec<Column>, names: &[String]) -> Result<Vec<usize>> {
             not_null: true,
             default: None,
             hidden: true,
-            identity: None,
         });
         pk.push(cols.len() - 1);
     }
