@@ -95,6 +95,12 @@ async fn serial_columns_count_from_their_sequence() {
         .await
         .unwrap();
     assert_eq!(row.get::<_, i32>(0), 9);
+    // DISCARD SEQUENCES forgets the session's currval.
+    c.batch_execute("DISCARD SEQUENCES").await.unwrap();
+    assert_eq!(
+        code_of(&c, "SELECT currval('t_id_seq')").await.as_deref(),
+        Some("55000")
+    );
     // Another session sees the sequence, and has its own currval.
     let other = connect(node.sql_port).await;
     assert_eq!(

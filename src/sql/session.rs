@@ -535,6 +535,13 @@ impl Session {
                     self.settings.reset_all();
                     self.dropped_all = self.generation;
                 }
+                // The session forgets the values nextval gave it (currval is undefined again).
+                if what == "ALL" || what == "SEQUENCES" {
+                    self.currvals
+                        .lock()
+                        .map_err(|_| Error::Internal("currval lock poisoned".into()))?
+                        .clear();
+                }
                 return Ok(QueryResult::tag(format!("DISCARD {what}")));
             }
             SessionStatement::Deallocate(None) => {
