@@ -28,6 +28,9 @@ pub mod sqlstate {
     pub const NUMERIC_VALUE_OUT_OF_RANGE: &str = "22003";
     pub const DIVISION_BY_ZERO: &str = "22012";
     pub const INVALID_TEXT_REPRESENTATION: &str = "22P02";
+    pub const INVALID_BINARY_REPRESENTATION: &str = "22P03";
+    pub const GENERATED_ALWAYS: &str = "428C9";
+    pub const SEQUENCE_GENERATOR_LIMIT_EXCEEDED: &str = "2200H";
     pub const STRING_DATA_RIGHT_TRUNCATION: &str = "22001";
     pub const INVALID_DATETIME_FORMAT: &str = "22007";
     pub const DATETIME_FIELD_OVERFLOW: &str = "22008";
@@ -157,6 +160,14 @@ impl Error {
         Error::sql(
             sqlstate::FEATURE_NOT_SUPPORTED,
             format!("{what} is not supported"),
+        )
+    }
+
+    /// The error of a feature ddb has not built yet (0A000), in words that say so.
+    pub fn not_built_yet(what: impl std::fmt::Display) -> Self {
+        Error::sql(
+            sqlstate::FEATURE_NOT_SUPPORTED,
+            format!("{what} are not supported yet"),
         )
     }
 

@@ -10,7 +10,8 @@
 //!
 //! * Column types are always checked, one letter per column: `T` text (`text`, `varchar`,
 //!   `char`), `I` integer (`smallint`, `integer`, `bigint`), `R` floating point (`real`,
-//!   `double precision`), `N` `numeric`, `B` `boolean`, `D` `timestamp`. There is no wildcard,
+//!   `double precision`), `N` `numeric`, `B` `boolean`, `D` `timestamp`, `U` `uuid` (decoded
+//!   from its binary form and printed as PostgreSQL prints it). There is no wildcard,
 //!   and a column of any other type fails the record.
 //! * Values are compared cell by cell: each cell is normalised as sqllogictest does (trimmed,
 //!   runs of white space made one space) and must match the words of the expected line that
@@ -71,6 +72,31 @@ enum Column {
     Numeric,
     Bool,
     Timestamp,
+    Uuid,
+}
+
+/// A `uuid` result in its binary form (16 bytes), printed as PostgreSQL prints it.
+struct Uuid(String);
+
+impl<'a> tokio_postgres::types::FromSql<'a> for Uuid {
+    fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        if raw.len() != 16 {
+            return Err(format!("a binary uuid of {} bytes", raw.len()).into());
+        }
+        let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+        Ok(Uuid(format!(
+            "{}-{}-{}-{}-{}",
+            &hex[0..8],
+            &hex[8..12],
+            &hex[12..16],
+            &hex[16..20],
+            &hex[20..32]
+        )))
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        *ty == Type::UUID
+    }
 }
 
 impl ColumnType for Column {
@@ -82,6 +108,7 @@ impl ColumnType for Column {
             'N' => Column::Numeric,
             'B' => Column::Bool,
             'D' => Column::Timestamp,
+            'U' => Column::Uuid,
             _ => return None,
         })
     }
@@ -94,6 +121,7 @@ impl ColumnType for Column {
             Column::Numeric => 'N',
             Column::Bool => 'B',
             Column::Timestamp => 'D',
+            Column::Uuid => 'U',
         }
     }
 }
@@ -106,6 +134,7 @@ fn column_type(i: usize, ty: &Type) -> Result<Column, SqlError> {
         Type::NUMERIC => Column::Numeric,
         Type::BOOL => Column::Bool,
         Type::TIMESTAMP => Column::Timestamp,
+        Type::UUID => Column::Uuid,
         _ => {
             return Err(SqlError(format!(
                 "column {i} has type {ty}, which tests/sql.rs has no letter for"
@@ -151,6 +180,7 @@ fn cell(row: &tokio_postgres::Row, i: usize, column: &Column) -> Result<String, 
             .try_get::<_, Option<chrono::NaiveDateTime>>(i)
             .map_err(bad)?
             .map(|v| v.to_string()),
+        (Column::Uuid, _) => row.try_get::<_, Option<Uuid>>(i).map_err(bad)?.map(|u| u.0),
         (Column::Text, _) => row.try_get::<_, Option<String>>(i).map_err(bad)?.map(|s| {
             // White space alone would normalise to nothing, and so would match no cell.
             if s.trim().is_empty() {

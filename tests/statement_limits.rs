@@ -217,6 +217,7 @@ async fn a_peer_sending_an_expression_nested_too_deep_is_refused_and_the_node_su
                 e = Expr::Binary(BinaryOp::Add, Box::new(e), one);
             }
             let stmt = Statement::Update {
+                returning: None,
                 table: "t".into(),
                 sets: vec![("v".into(), e)],
                 filter: None,

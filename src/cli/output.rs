@@ -75,7 +75,7 @@ pub fn to_json(v: &Value) -> Json {
             .map(Json::Number)
             .unwrap_or_else(|| Json::String(v.to_string())),
         Value::Text(s) => Json::String(s.clone()),
-        Value::Timestamp(_) => Json::String(v.to_string()),
+        Value::Timestamp(_) | Value::Uuid(_) => Json::String(v.to_string()),
     }
 }
 

@@ -191,6 +191,7 @@ mod tests {
         let ctx = Context {
             params: &[],
             now: 0,
+            sequences: None,
         };
         let rows: Vec<Vec<Value>> = (0..100i64)
             .map(|i| {

@@ -143,6 +143,13 @@ impl Database {
     /// statement returns once this node's catalog has applied the change.
     async fn cluster_ddl(&self, meta: &Meta, plan: &Plan) -> Result<QueryResult> {
         let (change, tag) = match plan {
+            Plan::CreateTable { table, .. }
+                if table.columns.iter().any(|c| c.identity().is_some()) =>
+            {
+                return Err(Error::not_built_yet(
+                    "SERIAL and identity columns in a cluster (sequences allocated through the cluster map)",
+                ))
+            }
             Plan::CreateTable {
                 table,
                 if_not_exists,
@@ -192,6 +199,10 @@ impl Backend for Database {
 
     fn lock_timeout(&self) -> Duration {
         self.txns.lock_timeout
+    }
+
+    fn in_cluster(&self) -> bool {
+        self.meta().is_some()
     }
 
     fn begin(&self, age: Option<u64>) -> Box<dyn SqlTxn> {

@@ -295,6 +295,7 @@ async fn run(node: &Node, conn: &Participants, req: ShardRequest) -> Result<Shar
             let ctx = Context {
                 params: &params,
                 now,
+                sequences: None,
             };
             // However much the gateway asks for, one reply stays far below the frame size.
             let limit = BatchLimit {
@@ -324,6 +325,7 @@ async fn run(node: &Node, conn: &Participants, req: ShardRequest) -> Result<Shar
             let ctx = Context {
                 params: &params,
                 now,
+                sequences: None,
             };
             let rows = push
                 .run_local(&mut txn, table, filter.as_ref(), &ctx)

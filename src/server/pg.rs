@@ -84,6 +84,7 @@ fn ddb_type(ty: &Type) -> DataType {
         Type::VARCHAR => DataType::Varchar(None),
         Type::BPCHAR => DataType::Text,
         Type::TIMESTAMP => DataType::Timestamp,
+        Type::UUID => DataType::Uuid,
         _ => DataType::Unknown,
     }
 }
@@ -115,6 +116,21 @@ fn to_response(result: QueryResult, format: Option<&Format>) -> PgWireResult<Res
         "COMMIT" | "ROLLBACK" => Response::TransactionEnd(Tag::new(command)),
         _ => Response::Execution(command_tag(&tag)),
     })
+}
+
+/// The tag of a statement that returned `taken` rows: a write's own (`INSERT 0 2` for an
+/// `INSERT … RETURNING`), else `SELECT taken`.
+fn rows_tag(tag: Option<&str>, taken: u64) -> Tag {
+    match tag {
+        Some(t)
+            if ["INSERT ", "UPDATE ", "DELETE "]
+                .iter()
+                .any(|w| t.starts_with(w)) =>
+        {
+            command_tag(t)
+        }
+        _ => Tag::new("SELECT").with_rows(taken as usize),
+    }
 }
 
 /// The pgwire tag of a ddb command tag (`INSERT 0 2`, `SELECT 3`, `CREATE TABLE`).
@@ -451,6 +467,22 @@ fn decode_params(portal: &Portal<Prepared>) -> Result<(Vec<Value>, Vec<DataType>
                 .parameter::<chrono::NaiveDateTime>(i, &ty)
                 .map_err(bad)?
                 .map(|v| Value::Timestamp(v.and_utc().timestamp_micros())),
+            // A binary UUID is its 16 bytes; a text one is parsed below, as a literal would be.
+            Type::UUID if portal.parameter_format.is_binary(i) => {
+                match portal.parameters.get(i).cloned().flatten() {
+                    None => None,
+                    Some(b) => Some(Value::Uuid(<[u8; 16]>::try_from(&b[..]).map_err(|_| {
+                        Error::sql(
+                            sqlstate::INVALID_BINARY_REPRESENTATION,
+                            format!(
+                                "invalid value for parameter ${}: a binary uuid is 16 bytes, not {}",
+                                i + 1,
+                                b.len()
+                            ),
+                        )
+                    })?)),
+                }
+            }
             // Text must be valid UTF-8 without NUL, as PostgreSQL's server encoding requires.
             _ => portal
                 .parameter::<String>(i, &Type::TEXT)
@@ -460,6 +492,11 @@ fn decode_params(portal: &Portal<Prepared>) -> Result<(Vec<Value>, Vec<DataType>
         };
         let dt = ddb_type(&ty);
         let v = v.unwrap_or(Value::Null);
+        // A UUID sent as text is parsed as its literal would be.
+        let v = match (&dt, v) {
+            (DataType::Uuid, Value::Text(s)) => Value::Text(s).cast(&DataType::Uuid)?,
+            (_, v) => v,
+        };
         // Text parameters given for typed slots convert as a literal would.
         let target = portal
             .statement
@@ -593,7 +630,7 @@ impl PgConnection {
             match result {
                 Ok(result) => {
                     let tag = if described {
-                        Tag::new("SELECT").with_rows(out.taken as usize)
+                        rows_tag(Some(&result.tag), out.taken)
                     } else {
                         command_tag(&result.tag)
                     };
@@ -837,9 +874,7 @@ impl ExtendedQueryHandler for PgConnection {
         }
         match result {
             // The rows are out; what remains is the completion.
-            Ok(_) if described => Ok(Response::Execution(
-                Tag::new("SELECT").with_rows(taken as usize),
-            )),
+            Ok(result) if described => Ok(Response::Execution(rows_tag(Some(&result.tag), taken))),
             Ok(result) => to_response(result, None),
             Err(e) if self.timed_out() => {
                 tracing::info!("SQL connection: {e}");
@@ -1071,7 +1106,7 @@ impl PgConnection {
                 Ok(())
             }
             Some(Ok(())) => {
-                let tag = Tag::new("SELECT").with_rows(sent);
+                let tag = rows_tag(open.tag(), sent as u64);
                 writer
                     .feed(PgWireBackendMessage::CommandComplete(tag.into()))
                     .await

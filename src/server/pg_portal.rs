@@ -113,6 +113,9 @@ pub struct OpenPortal<P> {
     /// Rows taken from the statement and not yet sent.
     pending: VecDeque<DataRow>,
     source: Source,
+    /// The command tag of the statement once it has ended well (`INSERT 0 3` for a write
+    /// with `RETURNING`).
+    tag: Option<String>,
 }
 
 /// What one step of a live statement gave.
@@ -149,6 +152,7 @@ impl<P> OpenPortal<P> {
             in_block,
             pending: VecDeque::new(),
             source: Source::Live { run, rx },
+            tag: None,
         }
     }
 
@@ -203,10 +207,21 @@ impl<P> OpenPortal<P> {
                 while let Ok(batch) = rx.try_recv() {
                     self.pending.extend(batch);
                 }
-                self.source = Source::Ended(result.err());
+                self.source = match result {
+                    Ok(result) => {
+                        self.tag = Some(result.tag);
+                        Source::Ended(None)
+                    }
+                    Err(e) => Source::Ended(Some(e)),
+                };
             }
         }
         true
+    }
+
+    /// The statement's command tag, once it has ended well.
+    pub fn tag(&self) -> Option<&str> {
+        self.tag.as_deref()
     }
 
     /// Runs the statement to its end, keeping the rest of its rows in memory, so that it lets

@@ -31,6 +31,7 @@ pub fn pg_type(ty: &DataType) -> Type {
         DataType::Varchar(_) => Type::VARCHAR,
         DataType::Char(_) => Type::BPCHAR,
         DataType::Timestamp => Type::TIMESTAMP,
+        DataType::Uuid => Type::UUID,
     }
 }
 
@@ -88,6 +89,10 @@ fn encode_value(
                 Some(dt) => enc.encode_field_with_type_and_format(&dt, ty, format, &opts),
                 None => put_text(enc, v.to_string()),
             }
+        }
+        // Binary: the 16 bytes, as PostgreSQL sends them.
+        (Value::Uuid(u), &Type::UUID) if format == FieldFormat::Binary => {
+            enc.encode_field_with_type_and_format(&u.to_vec(), &Type::BYTEA, format, &opts)
         }
         // Text format: PostgreSQL's own text output of the value.
         (v, _) => put_text(enc, v.to_string()),

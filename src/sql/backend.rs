@@ -50,6 +50,11 @@ pub trait Backend: Send + Sync {
     /// The node's tag, which makes generated row ids unique across gateways.
     fn node_tag(&self) -> u64;
 
+    /// Whether the node serves a cluster (its schema follows the cluster map).
+    fn in_cluster(&self) -> bool {
+        false
+    }
+
     /// How long an autocommit statement that loses wait-die keeps being retried.
     fn lock_timeout(&self) -> Duration;
 

@@ -9,16 +9,30 @@
 //!
 //! Row ids are handed out from blocks: the high end of the current block is persisted before any
 //! id from it is used, so ids are never reused after a crash (a crash may leave a gap).
+//!
+//! The sequences of `SERIAL` and identity columns ([`crate::types::schema::Identity`]) are
+//! kept the same way on a standalone node: each has its own key in the meta space, holding the
+//! first value not yet reserved, and values are handed out from a reserved block, so a crash
+//! leaves a gap and never a value given twice. `setval` writes its value before it returns.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use crate::error::{Error, Result};
+use crate::error::{sqlstate, Error, Result};
 use crate::storage::log::CommitReceiver;
 use crate::storage::{Committer, Engine, Space, Write};
-use crate::types::Table;
+use crate::types::{DataType, Table};
+
+/// The largest value of a sequence counting in a column of type `ty`.
+fn max_of(ty: &DataType) -> i64 {
+    match ty {
+        DataType::SmallInt => i16::MAX as i64,
+        DataType::Int => i32::MAX as i64,
+        _ => i64::MAX,
+    }
+}
 
 /// Row ids reserved per persisted block.
 const ROWID_BLOCK: i64 = 1000;
@@ -31,6 +45,21 @@ const NEXT_TABLE_ID_KEY: &[u8] = b"next_table_id";
 
 fn rowid_key(table: u32) -> Vec<u8> {
     format!("rowid/{table}").into_bytes()
+}
+
+fn sequence_key(table: u32, name: &str) -> Vec<u8> {
+    format!("sequence/{table}/{name}").into_bytes()
+}
+
+/// Values of a sequence reserved per persisted block.
+const SEQUENCE_BLOCK: i64 = 100;
+
+/// A sequence's reserved block: `next` up to (not including) `limit`; `table` is the owner's
+/// id, so a table dropped and made again under the same name starts its sequence afresh.
+struct SequenceBlock {
+    table: u32,
+    next: i64,
+    limit: i64,
 }
 
 struct RowIds {
@@ -47,6 +76,8 @@ pub struct Catalog {
     /// The highest table id handed out by [`Catalog::next_table_id`] since start-up (a table
     /// being created in a transaction block has its id before it is committed).
     reserved_table_id: Mutex<u32>,
+    /// Shared with the overlays, as the row ids: the blocks of values reserved per sequence.
+    sequences: Arc<Mutex<HashMap<String, SequenceBlock>>>,
     /// Serialises DDL so table ids and names are assigned one at a time.
     pub ddl: tokio::sync::Mutex<()>,
     /// The cluster map version the catalog reflects (0 on a standalone node).
@@ -97,6 +128,7 @@ impl Catalog {
             tables: RwLock::new(tables),
             rowids: Arc::new(Mutex::new(HashMap::new())),
             reserved_table_id: Mutex::new(0),
+            sequences: Arc::new(Mutex::new(HashMap::new())),
             ddl: tokio::sync::Mutex::new(()),
             version: AtomicU64::new(0),
             version_changed: tokio::sync::Notify::new(),
@@ -178,6 +210,7 @@ impl Catalog {
             tables: RwLock::new(tables),
             rowids: self.rowids.clone(),
             reserved_table_id: Mutex::new(0),
+            sequences: self.sequences.clone(),
             ddl: tokio::sync::Mutex::new(()),
             version: AtomicU64::new(self.version()),
             version_changed: tokio::sync::Notify::new(),
@@ -206,10 +239,129 @@ impl Catalog {
 
     /// The writes that remove `table` from the catalog (its rows are deleted separately).
     pub fn drop_writes(&self, table: &Table) -> Vec<Write> {
-        vec![
+        let mut writes = vec![
             Write::Delete(Space::Meta, table_key(&table.name)),
             Write::Delete(Space::Meta, rowid_key(table.id)),
-        ]
+        ];
+        for id in table.columns.iter().filter_map(|c| c.identity()) {
+            writes.push(Write::Delete(
+                Space::Meta,
+                sequence_key(table.id, id.sequence),
+            ));
+        }
+        writes
+    }
+
+    /// The table that owns the sequence `name`, and the position of its column.
+    pub fn sequence_owner(&self, name: &str) -> Result<Option<(Arc<Table>, usize)>> {
+        let tables = self.tables.read().map_err(|_| poisoned())?;
+        for t in tables.values() {
+            let owned = t
+                .columns
+                .iter()
+                .position(|c| c.identity().is_some_and(|id| id.sequence == name));
+            if let Some(i) = owned {
+                return Ok(Some((t.clone(), i)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The owner of sequence `name`, or 42P01 as PostgreSQL says it.
+    fn owner(&self, name: &str) -> Result<(Arc<Table>, usize)> {
+        self.sequence_owner(name)?.ok_or_else(|| {
+            Error::sql(
+                sqlstate::UNDEFINED_TABLE,
+                format!("relation \"{name}\" does not exist"),
+            )
+        })
+    }
+
+    /// Takes the next value of the sequence `name` (see the module notes). When a new block is
+    /// reserved, its reservation is returned: it must be durable before the value is used.
+    pub fn next_sequence_value(
+        &self,
+        engine: &dyn Engine,
+        committer: &Committer,
+        name: &str,
+    ) -> Result<(i64, Option<CommitReceiver>)> {
+        let (table, col) = self.owner(name)?;
+        let max = max_of(&table.columns[col].data_type);
+        let mut blocks = self.sequences.lock().map_err(|_| poisoned())?;
+        let block = match blocks.get_mut(name) {
+            Some(b) if b.table == table.id => b,
+            _ => {
+                let next = match engine.get(Space::Meta, &sequence_key(table.id, name))? {
+                    None => 1,
+                    Some(b) => i64::from_be_bytes(
+                        b.as_slice()
+                            .try_into()
+                            .map_err(|_| Error::Corrupt("sequence block".into()))?,
+                    ),
+                };
+                let fresh = SequenceBlock {
+                    table: table.id,
+                    next,
+                    limit: next,
+                };
+                blocks.insert(name.to_string(), fresh);
+                blocks
+                    .get_mut(name)
+                    .ok_or_else(|| Error::Internal("sequence block vanished".into()))?
+            }
+        };
+        if block.next > max {
+            return Err(Error::sql(
+                sqlstate::SEQUENCE_GENERATOR_LIMIT_EXCEEDED,
+                format!("nextval: reached maximum value of sequence \"{name}\" ({max})"),
+            ));
+        }
+        let mut reserved = None;
+        if block.next >= block.limit {
+            let limit = block.next.saturating_add(SEQUENCE_BLOCK);
+            let key = sequence_key(table.id, name);
+            let write = Write::Put(Space::Meta, key, limit.to_be_bytes().to_vec());
+            // epoch: 1 until shard epochs reach the committer.
+            reserved = Some(committer.submit(1, 0, vec![write])?);
+            block.limit = limit;
+        }
+        let value = block.next;
+        block.next += 1;
+        Ok((value, reserved))
+    }
+
+    /// Makes `next` the next value of the sequence `name` (`setval`); the write must be durable
+    /// before `setval` returns. 22003 when `next` is outside the sequence's range.
+    pub fn set_sequence_value(
+        &self,
+        committer: &Committer,
+        name: &str,
+        value: i64,
+        next: i64,
+    ) -> Result<CommitReceiver> {
+        let (table, col) = self.owner(name)?;
+        let max = max_of(&table.columns[col].data_type);
+        if value < 1 || value > max {
+            return Err(Error::sql(
+                sqlstate::NUMERIC_VALUE_OUT_OF_RANGE,
+                format!(
+                    "setval: value {value} is out of bounds for sequence \"{name}\" (1..{max})"
+                ),
+            ));
+        }
+        let mut blocks = self.sequences.lock().map_err(|_| poisoned())?;
+        let key = sequence_key(table.id, name);
+        let write = Write::Put(Space::Meta, key, next.to_be_bytes().to_vec());
+        let written = committer.submit(1, 0, vec![write])?;
+        blocks.insert(
+            name.to_string(),
+            SequenceBlock {
+                table: table.id,
+                next,
+                limit: next,
+            },
+        );
+        Ok(written)
     }
 
     /// Makes a committed `CREATE TABLE` visible.
@@ -226,6 +378,10 @@ impl Catalog {
         let removed = self.tables.write().map_err(|_| poisoned())?.remove(name);
         if let Some(t) = removed {
             self.rowids.lock().map_err(|_| poisoned())?.remove(&t.id);
+            let mut blocks = self.sequences.lock().map_err(|_| poisoned())?;
+            for id in t.columns.iter().filter_map(|c| c.identity()) {
+                blocks.remove(id.sequence);
+            }
         }
         Ok(())
     }

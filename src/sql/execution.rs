@@ -21,7 +21,7 @@ use crate::sql::limits;
 use crate::sql::order::compare_keys;
 use crate::sql::output::{send_all, Collect, Output};
 use crate::sql::partial::{AccumulatorSink, Pushdown};
-use crate::sql::planner::{Aggregate, Plan, SelectPlan, Source};
+use crate::sql::planner::{Aggregate, Plan, Returning, SelectPlan, Source};
 use crate::sql::rows::decode_row;
 use crate::sql::rows::{Flow, KeepAll, KeyedRows, RowSink, RowTxn};
 use crate::storage::keycode::RowKeys;
@@ -29,7 +29,7 @@ use crate::storage::Store;
 use crate::txn::lock::LockMode;
 use crate::txn::Intent;
 use crate::types::expr::{Context, Expr};
-use crate::types::value::Value;
+use crate::types::value::{DataType, Value};
 use crate::types::QueryResult;
 use crate::types::Table;
 
@@ -60,9 +60,29 @@ impl Executor<'_> {
         out: &mut dyn Output,
     ) -> Result<QueryResult> {
         match plan {
-            Plan::Insert { table, rows } => self.insert(txn, table, rows).await,
-            Plan::Update { source, sets } => self.update(txn, source, sets).await,
-            Plan::Delete { source } => self.delete(txn, source).await,
+            Plan::Insert {
+                table,
+                rows,
+                returning,
+            } => {
+                let mut back = Returned::new(returning.as_ref(), &self.ctx);
+                let result = self.insert(txn, table, rows, &mut back).await?;
+                back.finish(result, out).await
+            }
+            Plan::Update {
+                source,
+                sets,
+                returning,
+            } => {
+                let mut back = Returned::new(returning.as_ref(), &self.ctx);
+                let result = self.update(txn, source, sets, &mut back).await?;
+                back.finish(result, out).await
+            }
+            Plan::Delete { source, returning } => {
+                let mut back = Returned::new(returning.as_ref(), &self.ctx);
+                let result = self.delete(txn, source, &mut back).await?;
+                back.finish(result, out).await
+            }
             Plan::Select(select) => self.select(txn, select, out).await,
             other => Err(Error::Internal(format!("not a data statement: {other:?}"))),
         }
@@ -94,6 +114,7 @@ impl Executor<'_> {
         txn: &mut dyn RowTxn,
         table: &Table,
         rows: &[Vec<Option<Expr>>],
+        back: &mut Returned<'_, '_>,
     ) -> Result<QueryResult> {
         self.open_table(txn, table, LockMode::IntentionExclusive)
             .await?;
@@ -130,6 +151,7 @@ impl Executor<'_> {
             txn.put(table.id, key, value).await?;
             // Tests make a statement panic here, holding a row lock (`executor-after-write=panic`).
             crate::failpoint::crash_point("executor-after-write");
+            back.add(&values)?;
         }
         Ok(QueryResult::tag(format!("INSERT 0 {}", rows.len())))
     }
@@ -191,6 +213,7 @@ impl Executor<'_> {
         txn: &mut dyn RowTxn,
         source: &Source,
         sets: &[(usize, Expr)],
+        back: &mut Returned<'_, '_>,
     ) -> Result<QueryResult> {
         let table = &source.table;
         let rows = self.rows(txn, source, Intent::Write).await?;
@@ -213,15 +236,22 @@ impl Executor<'_> {
                 txn.delete(table.id, key).await?;
             }
             txn.put(table.id, new_key, value).await?;
+            back.add(&new)?;
         }
         Ok(QueryResult::tag(format!("UPDATE {count}")))
     }
 
-    async fn delete(&self, txn: &mut dyn RowTxn, source: &Source) -> Result<QueryResult> {
+    async fn delete(
+        &self,
+        txn: &mut dyn RowTxn,
+        source: &Source,
+        back: &mut Returned<'_, '_>,
+    ) -> Result<QueryResult> {
         let rows = self.rows(txn, source, Intent::Write).await?;
         let count = rows.len();
-        for (key, _) in rows {
+        for (key, row) in rows {
             txn.delete(source.table.id, key).await?;
+            back.add(&row)?;
         }
         Ok(QueryResult::tag(format!("DELETE {count}")))
     }
@@ -299,6 +329,56 @@ impl Executor<'_> {
             tag: format!("SELECT {}", stream.sent),
         })
     }
+}
+
+/// The rows a write returns (its `RETURNING` list evaluated over each row written), kept
+/// until the write is done: a write that fails part way returns nothing, and every row it
+/// returns was written.
+struct Returned<'a, 'c> {
+    returning: Option<&'a Returning>,
+    ctx: &'a Context<'c>,
+    rows: Vec<Vec<Value>>,
+}
+
+impl<'a, 'c> Returned<'a, 'c> {
+    fn new(returning: Option<&'a Returning>, ctx: &'a Context<'c>) -> Self {
+        Returned {
+            returning,
+            ctx,
+            rows: Vec::new(),
+        }
+    }
+
+    /// Evaluates the list over a row as written.
+    fn add(&mut self, row: &[Value]) -> Result<()> {
+        let Some(r) = self.returning else {
+            return Ok(());
+        };
+        let mut out = Vec::with_capacity(r.projection.len());
+        for (e, col) in r.projection.iter().zip(&r.columns) {
+            out.push(checked(e.eval(row, self.ctx)?, &col.data_type)?);
+        }
+        self.rows.push(out);
+        Ok(())
+    }
+
+    /// The write's result with its returned rows handed to `out`; the tag stays the write's
+    /// (`INSERT 0 n`), as in PostgreSQL.
+    async fn finish(self, mut result: QueryResult, out: &mut dyn Output) -> Result<QueryResult> {
+        if let Some(r) = self.returning {
+            result.columns = r.columns.clone();
+            send_all(out, self.rows).await?;
+        }
+        Ok(result)
+    }
+}
+
+/// Integer results are range-checked against their declared type on the way out.
+fn checked(v: Value, ty: &DataType) -> Result<Value> {
+    Ok(match (&v, ty) {
+        (Value::Int(i), t) if t.is_integer() => Value::Int(t.check_integer(*i)?),
+        _ => v,
+    })
 }
 
 /// Hands a finished result's rows to `out` and returns the result without them.
@@ -427,13 +507,7 @@ fn project_row(
     }
     let mut projected = Vec::with_capacity(plan.projection.len());
     for (e, col) in plan.projection.iter().zip(&plan.columns) {
-        let v = e.eval(row, ctx)?;
-        // Integer results are range-checked against their declared type on the way out.
-        let v = match (&v, &col.data_type) {
-            (Value::Int(i), t) if t.is_integer() => Value::Int(t.check_integer(*i)?),
-            _ => v,
-        };
-        projected.push(v);
+        projected.push(checked(e.eval(row, ctx)?, &col.data_type)?);
     }
     let mut keys = Vec::with_capacity(plan.order_by.len());
     for k in &plan.order_by {

@@ -136,6 +136,13 @@ fn convert_statement(stmt: &sp::Statement) -> Result<Statement> {
             names: names.iter().map(object_name).collect::<Result<_>>()?,
             if_exists: *if_exists,
         }),
+        S::CreateSequence { .. }
+        | S::Drop {
+            object_type: sp::ObjectType::Sequence,
+            ..
+        } => Err(Error::not_built_yet(
+            "sequences of their own (CREATE/DROP SEQUENCE; SERIAL and identity columns have theirs)",
+        )),
         S::Insert(insert) => convert_insert(insert),
         S::Update(update) => convert_update(update),
         S::Delete(delete) => convert_delete(delete),
@@ -362,17 +369,46 @@ fn convert_create_table(ct: &sp::CreateTable) -> Result<Statement> {
     let mut primary_key: Vec<String> = Vec::new();
     for col in &ct.columns {
         let col_name = ident_name(&col.name);
+        let serial = serial_type(&col.data_type);
         let mut def = ColumnDef {
             name: col_name.clone(),
-            data_type: convert_type(&col.data_type)?,
-            not_null: false,
+            data_type: match &serial {
+                Some(t) => t.clone(),
+                None => convert_type(&col.data_type)?,
+            },
+            not_null: serial.is_some(),
             default: None,
+            identity: serial.map(|_| false),
         };
         for opt in &col.options {
             match &opt.option {
                 sp::ColumnOption::Null => def.not_null = false,
                 sp::ColumnOption::NotNull => def.not_null = true,
                 sp::ColumnOption::Default(e) => def.default = Some(convert_expr(e)?),
+                sp::ColumnOption::Generated {
+                    generated_as,
+                    sequence_options,
+                    generation_expr: None,
+                    ..
+                } if sequence_options.as_ref().is_none_or(|o| o.is_empty())
+                    && !matches!(generated_as, sp::GeneratedAs::ExpStored) =>
+                {
+                    if def.identity.is_some() {
+                        return Err(Error::sql(
+                            sqlstate::SYNTAX_ERROR,
+                            format!(
+                                "multiple identity specifications for column \"{col_name}\" of table \"{name}\""
+                            ),
+                        ));
+                    }
+                    def.identity = Some(matches!(generated_as, sp::GeneratedAs::Always));
+                    def.not_null = true;
+                }
+                sp::ColumnOption::Generated {
+                    generation_expr: None,
+                    ..
+                } => return unsupported("identity sequence options (START WITH, INCREMENT BY, …)"),
+                sp::ColumnOption::Generated { .. } => return unsupported("generated columns"),
                 sp::ColumnOption::PrimaryKey(_) => {
                     if !primary_key.is_empty() {
                         return Err(Error::sql(
@@ -414,6 +450,22 @@ fn convert_create_table(ct: &sp::CreateTable) -> Result<Statement> {
     })
 }
 
+/// The integer type of a `SERIAL` pseudo-type (which only a column definition may name).
+fn serial_type(ty: &sp::DataType) -> Option<DataType> {
+    let sp::DataType::Custom(name, modifiers) = ty else {
+        return None;
+    };
+    if !modifiers.is_empty() {
+        return None;
+    }
+    match name.to_string().to_lowercase().as_str() {
+        "serial" | "serial4" => Some(DataType::Int),
+        "bigserial" | "serial8" => Some(DataType::BigInt),
+        "smallserial" | "serial2" => Some(DataType::SmallInt),
+        _ => None,
+    }
+}
+
 /// Converts a SQL type name to a ddb type.
 pub fn convert_type(ty: &sp::DataType) -> Result<DataType> {
     use sp::DataType as T;
@@ -448,6 +500,7 @@ pub fn convert_type(ty: &sp::DataType) -> Result<DataType> {
         T::Varchar(l) | T::CharVarying(l) | T::CharacterVarying(l) => DataType::Varchar(length(l)?),
         T::Char(l) | T::Character(l) => DataType::Char(length(l)?.unwrap_or(1)),
         T::Boolean | T::Bool => DataType::Bool,
+        T::Uuid => DataType::Uuid,
         T::Timestamp(_, sp::TimezoneInfo::None | sp::TimezoneInfo::WithoutTimeZone) => {
             DataType::Timestamp
         }
@@ -471,9 +524,6 @@ fn convert_insert(insert: &sp::Insert) -> Result<Statement> {
     }
     if insert.on.is_some() {
         return unsupported("INSERT ... ON CONFLICT");
-    }
-    if insert.returning.is_some() {
-        return unsupported("RETURNING");
     }
     let table = match &insert.table {
         sp::TableObject::TableName(name) => object_name(name)?,
@@ -513,6 +563,7 @@ fn convert_insert(insert: &sp::Insert) -> Result<Statement> {
         table,
         columns,
         rows,
+        returning: returning(insert.returning.as_deref())?,
     })
 }
 
@@ -551,9 +602,6 @@ fn convert_update(update: &sp::Update) -> Result<Statement> {
     if update.from.is_some() {
         return unsupported("UPDATE ... FROM");
     }
-    if update.returning.is_some() {
-        return unsupported("RETURNING");
-    }
     let (table, _) = single_table(std::slice::from_ref(&update.table))?;
     let mut sets = Vec::new();
     for a in &update.assignments {
@@ -568,6 +616,7 @@ fn convert_update(update: &sp::Update) -> Result<Statement> {
         table,
         sets,
         filter,
+        returning: returning(update.returning.as_deref())?,
     })
 }
 
@@ -575,15 +624,41 @@ fn convert_delete(delete: &sp::Delete) -> Result<Statement> {
     if delete.using.is_some() || !delete.tables.is_empty() {
         return unsupported("DELETE ... USING");
     }
-    if delete.returning.is_some() {
-        return unsupported("RETURNING");
-    }
     let from = match &delete.from {
         sp::FromTable::WithFromKeyword(f) | sp::FromTable::WithoutKeyword(f) => f,
     };
     let (table, _) = single_table(from)?;
     let filter = delete.selection.as_ref().map(convert_expr).transpose()?;
-    Ok(Statement::Delete { table, filter })
+    Ok(Statement::Delete {
+        table,
+        filter,
+        returning: returning(delete.returning.as_deref())?,
+    })
+}
+
+/// A `RETURNING` list: select items over the written row.
+fn returning(items: Option<&[sp::SelectItem]>) -> Result<Option<Vec<SelectItem>>> {
+    items
+        .map(|items| items.iter().map(select_item).collect())
+        .transpose()
+}
+
+/// One item of a select list or a `RETURNING` list.
+fn select_item(item: &sp::SelectItem) -> Result<SelectItem> {
+    Ok(match item {
+        sp::SelectItem::Wildcard(_) | sp::SelectItem::QualifiedWildcard(_, _) => {
+            SelectItem::Wildcard
+        }
+        sp::SelectItem::UnnamedExpr(e) => SelectItem::Expr {
+            expr: convert_expr(e)?,
+            alias: None,
+        },
+        sp::SelectItem::ExprWithAlias { expr, alias } => SelectItem::Expr {
+            expr: convert_expr(expr)?,
+            alias: Some(ident_name(alias)),
+        },
+        other => return unsupported(format!("select item {other}")),
+    })
 }
 
 #[recursive::recursive]
@@ -614,20 +689,7 @@ fn convert_query(query: &sp::Query) -> Result<Select> {
     };
     let mut projection = Vec::new();
     for item in &select.projection {
-        projection.push(match item {
-            sp::SelectItem::Wildcard(_) | sp::SelectItem::QualifiedWildcard(_, _) => {
-                SelectItem::Wildcard
-            }
-            sp::SelectItem::UnnamedExpr(e) => SelectItem::Expr {
-                expr: convert_expr(e)?,
-                alias: None,
-            },
-            sp::SelectItem::ExprWithAlias { expr, alias } => SelectItem::Expr {
-                expr: convert_expr(expr)?,
-                alias: Some(ident_name(alias)),
-            },
-            other => return unsupported(format!("select item {other}")),
-        });
+        projection.push(select_item(item)?);
     }
     let group_by = match &select.group_by {
         sp::GroupByExpr::Expressions(exprs, modifiers) if modifiers.is_empty() => {

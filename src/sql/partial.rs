@@ -218,6 +218,7 @@ mod tests {
         let ctx = Context {
             params: &[],
             now: 0,
+            sequences: None,
         };
         let rows: Vec<Vec<Value>> = [5, 1, 4, 2, 3]
             .iter()
@@ -242,6 +243,7 @@ mod tests {
         let ctx = Context {
             params: &[],
             now: 0,
+            sequences: None,
         };
         let push = Pushdown::TopN {
             keys: vec![SortSpec {

@@ -62,6 +62,7 @@ use crate::sql::execution::{emit, Executor};
 use crate::sql::output::{Collect, Output};
 use crate::sql::planner::{self, Plan, Planned};
 use crate::sql::settings::Settings;
+use crate::types::expr::Sequences;
 use crate::types::{Context, DataType, OutputColumn, QueryResult, Value};
 
 /// The state of a session's transaction.
@@ -94,6 +95,109 @@ pub struct Session {
     savepoints: Vec<(String, u64)>,
     /// The last savepoint number handed out in this session.
     last_savepoint: u64,
+    /// The value `nextval` last gave this session, by sequence (`currval`).
+    currvals: Arc<std::sync::Mutex<std::collections::HashMap<String, i64>>>,
+}
+
+/// The sequences as one session sees them: the node's, with the session's `currval`s.
+struct SessionSequences {
+    backend: Arc<dyn Backend>,
+    current: Arc<std::sync::Mutex<std::collections::HashMap<String, i64>>>,
+}
+
+impl SessionSequences {
+    fn here(&self) -> Result<()> {
+        if self.backend.in_cluster() {
+            return Err(Error::not_built_yet("sequences in a cluster"));
+        }
+        Ok(())
+    }
+
+    fn remember(&self, name: &str, value: i64) -> Result<()> {
+        self.current
+            .lock()
+            .map_err(|_| Error::Internal("currval lock poisoned".into()))?
+            .insert(name.to_string(), value);
+        Ok(())
+    }
+}
+
+/// Waits for a sequence's write to be durable. Expressions are evaluated synchronously, so the
+/// wait leaves the runtime's worker to the others meanwhile (it happens once per block).
+fn durable(written: crate::storage::log::CommitReceiver) -> Result<()> {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(RuntimeFlavor::MultiThread) => {}
+        _ => {
+            return Err(Error::Internal(
+                "sequence values are handed out only on a multi-threaded runtime".into(),
+            ))
+        }
+    }
+    tokio::task::block_in_place(|| written.blocking_recv())
+        .map_err(|_| Error::Io("the committer stopped".into()))??;
+    Ok(())
+}
+
+impl Sequences for SessionSequences {
+    fn nextval(&self, name: &str) -> Result<i64> {
+        self.here()?;
+        let store = self.backend.store();
+        let (value, reserved) = self.backend.catalog().next_sequence_value(
+            store.engine.as_ref(),
+            &store.committer,
+            name,
+        )?;
+        if let Some(written) = reserved {
+            durable(written)?;
+        }
+        self.remember(name, value)?;
+        Ok(value)
+    }
+
+    fn currval(&self, name: &str) -> Result<i64> {
+        self.here()?;
+        if self.backend.catalog().sequence_owner(name)?.is_none() {
+            return Err(Error::sql(
+                sqlstate::UNDEFINED_TABLE,
+                format!("relation \"{name}\" does not exist"),
+            ));
+        }
+        let current = self
+            .current
+            .lock()
+            .map_err(|_| Error::Internal("currval lock poisoned".into()))?;
+        current.get(name).copied().ok_or_else(|| {
+            Error::sql(
+                sqlstate::OBJECT_NOT_IN_PREREQUISITE_STATE,
+                format!("currval of sequence \"{name}\" is not yet defined in this session"),
+            )
+        })
+    }
+
+    fn setval(&self, name: &str, value: i64, called: bool) -> Result<i64> {
+        self.here()?;
+        let next = if called {
+            value.checked_add(1).ok_or_else(|| {
+                Error::sql(
+                    sqlstate::SEQUENCE_GENERATOR_LIMIT_EXCEEDED,
+                    format!("setval: value {value} is out of bounds for sequence \"{name}\""),
+                )
+            })?
+        } else {
+            value
+        };
+        let store = self.backend.store();
+        durable(
+            self.backend
+                .catalog()
+                .set_sequence_value(&store.committer, name, value, next)?,
+        )?;
+        if called {
+            self.remember(name, value)?;
+        }
+        Ok(value)
+    }
 }
 
 fn now_micros() -> i64 {
@@ -116,6 +220,7 @@ impl Session {
             dropped: Default::default(),
             savepoints: Vec::new(),
             last_savepoint: 0,
+            currvals: Default::default(),
         }
     }
 
@@ -535,6 +640,13 @@ impl Session {
                     self.settings.reset_all();
                     self.dropped_all = self.generation;
                 }
+                // The session forgets the values nextval gave it (currval is undefined again).
+                if what == "ALL" || what == "SEQUENCES" {
+                    self.currvals
+                        .lock()
+                        .map_err(|_| Error::Internal("currval lock poisoned".into()))?
+                        .clear();
+                }
                 return Ok(QueryResult::tag(format!("DISCARD {what}")));
             }
             SessionStatement::Deallocate(None) => {
@@ -666,19 +778,23 @@ impl Session {
         }
         let backend = self.backend.clone();
         let own = self.txn_catalog()?;
+        let sequences = SessionSequences {
+            backend: backend.clone(),
+            current: self.currvals.clone(),
+        };
         let executor = Executor {
             catalog: own.as_deref().unwrap_or(backend.catalog()),
             store: backend.store(),
             ctx: Context {
                 params,
                 now: now_micros(),
+                sequences: Some(&sequences),
             },
             node_tag: backend.node_tag(),
         };
-        if let Plan::Select(select) = &planned.plan {
-            if !select.columns.is_empty() {
-                out.start(&select.columns).await?;
-            }
+        // A query, or a write with RETURNING.
+        if !planned.plan.columns().is_empty() {
+            out.start(planned.plan.columns()).await?;
         }
         let prepared = Prepared {
             stmt,

@@ -29,6 +29,7 @@ const TAG_INT: u8 = 0x03;
 const TAG_FLOAT: u8 = 0x04;
 const TAG_TEXT: u8 = 0x05;
 const TAG_TIMESTAMP: u8 = 0x06;
+const TAG_UUID: u8 = 0x07;
 
 /// Appends the order-preserving encoding of `value` to `out`.
 pub fn encode_value(value: &Value, out: &mut Vec<u8>) {
@@ -71,6 +72,10 @@ pub fn encode_value(value: &Value, out: &mut Vec<u8>) {
         Value::Timestamp(t) => {
             out.push(TAG_TIMESTAMP);
             out.extend_from_slice(&((*t as u64) ^ (1 << 63)).to_be_bytes());
+        }
+        Value::Uuid(u) => {
+            out.push(TAG_UUID);
+            out.extend_from_slice(u);
         }
     }
 }
@@ -156,6 +161,15 @@ pub fn decode_value(bytes: &[u8]) -> Result<(Value, &[u8])> {
             let s = String::from_utf8(s).map_err(|_| Error::Corrupt("key is not UTF-8".into()))?;
             Ok((Value::Text(s), &rest[i + 2..]))
         }
+        TAG_UUID => {
+            if rest.len() < 16 {
+                return Err(Error::Corrupt("truncated key value".into()));
+            }
+            let (head, rest) = rest.split_at(16);
+            let mut u = [0u8; 16];
+            u.copy_from_slice(head);
+            Ok((Value::Uuid(u), rest))
+        }
         other => Err(Error::Corrupt(format!("unknown key tag {other:#x}"))),
     }
 }
@@ -238,6 +252,7 @@ mod tests {
             ".*".prop_map(Value::Text),
             "[a\\x00b]{0,6}".prop_map(Value::Text),
             any::<i64>().prop_map(Value::Timestamp),
+            any::<[u8; 16]>().prop_map(Value::Uuid),
         ]
     }
 

@@ -78,6 +78,24 @@ pub enum Function {
     /// A `char(n)` value as text: without its trailing spaces, which do not count in `char(n)`
     /// comparisons, lengths and conversions to text (PostgreSQL's `bpchar` → `text`).
     Unpad,
+    /// `gen_random_uuid()`: a new version 4 UUID at every call (volatile).
+    GenRandomUuid,
+    /// `nextval(name)`, `currval(name)`, `setval(name, value [, is_called])`: the sequences of
+    /// the session's node ([`Sequences`]).
+    Nextval,
+    Currval,
+    Setval,
+}
+
+impl Function {
+    /// Whether the function may give another value at every call, so that an expression
+    /// calling it means something else where it is evaluated again (on another node).
+    pub fn is_volatile(self) -> bool {
+        matches!(
+            self,
+            Function::GenRandomUuid | Function::Nextval | Function::Currval | Function::Setval
+        )
+    }
 }
 
 /// A bound expression.
@@ -137,6 +155,12 @@ pub enum Expr {
         high: Box<Expr>,
         negated: bool,
     },
+    /// The default of a `SERIAL` or identity column: the next value of its own sequence
+    /// (see [`crate::types::schema::Identity`]). Last, so stored expressions keep their codes.
+    Identity {
+        sequence: String,
+        always: bool,
+    },
 }
 
 /// What an expression is evaluated against: the row, the parameters, and the statement's clock.
@@ -144,6 +168,27 @@ pub struct Context<'a> {
     pub params: &'a [Value],
     /// `now()` / `CURRENT_TIMESTAMP`: fixed for the statement, microseconds since the epoch.
     pub now: i64,
+    /// The sequences `nextval` and its kin use: the session's, where a session runs the
+    /// statement (`None` where one does not, as on a shard serving a scan).
+    pub sequences: Option<&'a dyn Sequences>,
+}
+
+/// The sequences of a session: what `nextval`, `currval` and `setval` call. Values are never
+/// handed out twice, and are not given back when a transaction rolls back (gaps are allowed,
+/// as in PostgreSQL).
+pub trait Sequences: Send + Sync {
+    /// The next value of the sequence `name`, which becomes the session's `currval`.
+    fn nextval(&self, name: &str) -> Result<i64>;
+    /// The value `nextval` last gave this session (55000 before any).
+    fn currval(&self, name: &str) -> Result<i64>;
+    /// Sets the sequence's last value (`called`) or its next one, and returns `value`.
+    fn setval(&self, name: &str, value: i64, called: bool) -> Result<i64>;
+}
+
+impl std::fmt::Debug for dyn Sequences + '_ {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Sequences")
+    }
 }
 
 impl Expr {
@@ -152,6 +197,12 @@ impl Expr {
     pub fn eval(&self, row: &[Value], ctx: &Context) -> Result<Value> {
         Ok(match self {
             Expr::Const(v) => v.clone(),
+            Expr::Identity { sequence, .. } => {
+                let sequences = ctx.sequences.ok_or_else(|| {
+                    Error::unsupported("a sequence function outside a session (on a shard)")
+                })?;
+                Value::Int(sequences.nextval(sequence)?)
+            }
             Expr::Column(i) => row
                 .get(*i)
                 .cloned()
@@ -287,12 +338,23 @@ impl Expr {
         independent
     }
 
+    /// Whether the expression calls a volatile function ([`Function::is_volatile`]).
+    pub fn is_volatile(&self) -> bool {
+        let mut volatile = false;
+        self.walk(&mut |e| match e {
+            Expr::Call(f, _) => volatile |= f.is_volatile(),
+            Expr::Identity { .. } => volatile = true,
+            _ => {}
+        });
+        volatile
+    }
+
     /// Calls `f` on this expression and every sub-expression.
     #[recursive::recursive]
     pub fn walk(&self, f: &mut impl FnMut(&Expr)) {
         f(self);
         match self {
-            Expr::Const(_) | Expr::Column(_) | Expr::Param(_) => {}
+            Expr::Const(_) | Expr::Column(_) | Expr::Param(_) | Expr::Identity { .. } => {}
             Expr::Not(e)
             | Expr::Neg(e)
             | Expr::IsNull(e, _)
@@ -489,6 +551,31 @@ fn call(f: Function, args: Vec<Value>, ctx: &Context) -> Result<Value> {
     Ok(match f {
         Function::Version => Value::Text(crate::version::version_string()),
         Function::Now => Value::Timestamp(ctx.now),
+        Function::GenRandomUuid => Value::Uuid(crate::types::value::random_uuid()?),
+        Function::Nextval | Function::Currval | Function::Setval => {
+            let sequences = ctx.sequences.ok_or_else(|| {
+                Error::unsupported("a sequence function outside a session (on a shard)")
+            })?;
+            let name = match arg(0) {
+                Value::Null => return Ok(Value::Null),
+                Value::Text(s) => s,
+                v => v.to_string(),
+            };
+            // `nextval('public.s')` names the one schema ddb has.
+            let name = name.strip_prefix("public.").unwrap_or(&name).to_string();
+            Value::Int(match f {
+                Function::Nextval => sequences.nextval(&name)?,
+                Function::Currval => sequences.currval(&name)?,
+                _ => {
+                    let value = match arg(1).cast(&DataType::BigInt)? {
+                        Value::Int(i) => i,
+                        _ => return Ok(Value::Null),
+                    };
+                    let called = !matches!(arg(2), Value::Bool(false));
+                    sequences.setval(&name, value, called)?
+                }
+            })
+        }
         Function::Lower => match arg(0) {
             Value::Text(s) => Value::Text(s.to_lowercase()),
             v => v,
@@ -525,6 +612,7 @@ mod tests {
         Context {
             params: &[],
             now: 0,
+            sequences: None,
         }
     }
 

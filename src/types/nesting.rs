@@ -196,6 +196,7 @@ mod tests {
             let ctx = crate::types::expr::Context {
                 params: &[],
                 now: 0,
+                sequences: None,
             };
             let sum = Value::Int(i64::from(MAX_DECODED_DEPTH) + 1);
             assert_eq!(back.eval(&[], &ctx).unwrap(), sum);

@@ -25,6 +25,30 @@ pub struct Column {
     pub hidden: bool,
 }
 
+/// The sequence of a `SERIAL` or `GENERATED … AS IDENTITY` column: owned by the column, named
+/// as PostgreSQL names it (`table_column_seq`), counting from 1 by 1 up to the maximum of the
+/// column's type, and gone with its table. It is the column's default
+/// ([`Expr::Identity`]), so a stored schema keeps the layout it had before identity columns.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Identity<'a> {
+    pub sequence: &'a str,
+    /// `GENERATED ALWAYS`: an `INSERT` may not give the column a value (428C9).
+    pub always: bool,
+}
+
+impl Column {
+    /// The column's sequence, if it is a `SERIAL` or identity column.
+    pub fn identity(&self) -> Option<Identity<'_>> {
+        match &self.default {
+            Some(Expr::Identity { sequence, always }) => Some(Identity {
+                sequence,
+                always: *always,
+            }),
+            _ => None,
+        }
+    }
+}
+
 /// A table's schema.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Table {

@@ -34,6 +34,8 @@ pub enum DataType {
     Timestamp,
     /// The type of an untyped `NULL` or of a parameter whose type could not be inferred.
     Unknown,
+    /// A 128-bit universally unique identifier. (Last: stored schemas encode types by position.)
+    Uuid,
 }
 
 impl DataType {
@@ -103,6 +105,7 @@ impl DataType {
             DataType::Varchar(_) => 1043,
             DataType::Char(_) => 1042,
             DataType::Timestamp => 1114,
+            DataType::Uuid => 2950,
         }
     }
 
@@ -142,6 +145,7 @@ impl fmt::Display for DataType {
             DataType::Varchar(Some(n)) => write!(f, "character varying({n})"),
             DataType::Char(n) => write!(f, "character({n})"),
             DataType::Timestamp => write!(f, "timestamp without time zone"),
+            DataType::Uuid => write!(f, "uuid"),
             DataType::Unknown => write!(f, "unknown"),
         }
     }
@@ -160,6 +164,8 @@ pub enum Value {
     Text(String),
     /// Microseconds since 1970-01-01 00:00:00, without time zone.
     Timestamp(i64),
+    /// A UUID, its 16 bytes in network order (which is also its sort order, as in PostgreSQL).
+    Uuid([u8; 16]),
 }
 
 impl Value {
@@ -177,6 +183,7 @@ impl Value {
             Value::Float(_) => DataType::Double,
             Value::Text(_) => DataType::Text,
             Value::Timestamp(_) => DataType::Timestamp,
+            Value::Uuid(_) => DataType::Uuid,
         }
     }
 
@@ -192,6 +199,7 @@ impl Value {
             (Value::Float(a), Value::Float(b)) => Some(float_cmp(*a, *b)),
             (Value::Text(a), Value::Text(b)) => Some(a.cmp(b)),
             (Value::Timestamp(a), Value::Timestamp(b)) => Some(a.cmp(b)),
+            (Value::Uuid(a), Value::Uuid(b)) => Some(a.cmp(b)),
             _ => None,
         }
     }
@@ -216,6 +224,7 @@ impl Value {
             Value::Int(_) | Value::Float(_) => 2,
             Value::Text(_) => 3,
             Value::Timestamp(_) => 4,
+            Value::Uuid(_) => 5,
         }
     }
 
@@ -243,14 +252,17 @@ impl Value {
             }
             (Value::Text(_), t) if t.is_text() => self.cast(ty),
             // Any value is assignable to a text column, through its text form.
-            (Value::Int(_) | Value::Float(_) | Value::Bool(_) | Value::Timestamp(_), t)
-                if t.is_text() =>
-            {
-                self.cast(&DataType::Text)?.coerce_to(ty, column)
-            }
-            (Value::Bool(_), DataType::Bool) | (Value::Timestamp(_), DataType::Timestamp) => {
-                Ok(self)
-            }
+            (
+                Value::Int(_)
+                | Value::Float(_)
+                | Value::Bool(_)
+                | Value::Timestamp(_)
+                | Value::Uuid(_),
+                t,
+            ) if t.is_text() => self.cast(&DataType::Text)?.coerce_to(ty, column),
+            (Value::Bool(_), DataType::Bool)
+            | (Value::Timestamp(_), DataType::Timestamp)
+            | (Value::Uuid(_), DataType::Uuid) => Ok(self),
             _ => Err(Error::sql(
                 sqlstate::DATATYPE_MISMATCH,
                 format!("column \"{column}\" is of type {ty} but expression is of type {from}"),
@@ -319,6 +331,11 @@ impl Value {
             // To timestamps.
             (Value::Timestamp(t), DataType::Timestamp) => Value::Timestamp(t),
             (Value::Text(s), DataType::Timestamp) => Value::Timestamp(parse_timestamp(&s)?),
+            // To UUIDs.
+            (Value::Uuid(u), DataType::Uuid) => Value::Uuid(u),
+            (Value::Text(s), DataType::Uuid) => {
+                Value::Uuid(parse_uuid(&s).ok_or_else(|| invalid("uuid", &s))?)
+            }
             // To text.
             (v, DataType::Varchar(Some(n))) => {
                 Value::Text(v.to_string().chars().take(*n as usize).collect())
@@ -485,6 +502,64 @@ pub fn format_float(f: f64) -> String {
     }
 }
 
+/// Parses a UUID as PostgreSQL's input accepts it: 32 hex digits, either case, optionally in
+/// braces, with a hyphen allowed after any group of four digits.
+pub fn parse_uuid(s: &str) -> Option<[u8; 16]> {
+    let s = s.trim();
+    let s = match s.strip_prefix('{') {
+        Some(inner) => inner.strip_suffix('}')?,
+        None => s,
+    };
+    let mut digits = Vec::with_capacity(32);
+    let bytes = s.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b == b'-' {
+            // Only after a group of four digits, never first, last or doubled.
+            if digits.is_empty() || digits.len() % 4 != 0 || i + 1 == bytes.len() {
+                return None;
+            }
+            if bytes.get(i + 1) == Some(&b'-') {
+                return None;
+            }
+        } else {
+            digits.push((b as char).to_digit(16)? as u8);
+        }
+        i += 1;
+    }
+    if digits.len() != 32 {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    for (o, pair) in out.iter_mut().zip(digits.chunks(2)) {
+        *o = (pair[0] << 4) | pair[1];
+    }
+    Some(out)
+}
+
+/// PostgreSQL's text output of a UUID: lower-case, hyphenated 8-4-4-4-12.
+pub fn format_uuid(u: &[u8; 16]) -> String {
+    let mut s = String::with_capacity(36);
+    for (i, b) in u.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            s.push('-');
+        }
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}
+
+/// A new random (version 4) UUID, from the operating system's random source.
+pub fn random_uuid() -> Result<[u8; 16]> {
+    let mut u = [0u8; 16];
+    getrandom::fill(&mut u)
+        .map_err(|e| Error::Io(format!("cannot read the system's random source: {e}")))?;
+    u[6] = (u[6] & 0x0f) | 0x40;
+    u[8] = (u[8] & 0x3f) | 0x80;
+    Ok(u)
+}
+
 impl fmt::Display for Value {
     /// PostgreSQL's text output format for the value; NULL prints as `NULL`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -494,6 +569,7 @@ impl fmt::Display for Value {
             Value::Int(i) => write!(f, "{i}"),
             Value::Float(x) => write!(f, "{}", format_float(*x)),
             Value::Text(s) => write!(f, "{s}"),
+            Value::Uuid(u) => write!(f, "{}", format_uuid(u)),
             Value::Timestamp(t) => match timestamp_to_naive(*t) {
                 Some(dt) => {
                     let s = dt.format("%Y-%m-%d %H:%M:%S%.6f").to_string();
@@ -509,6 +585,46 @@ impl fmt::Display for Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parses_uuids_in_the_forms_postgresql_accepts() {
+        let want = parse_uuid("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11").unwrap();
+        for s in [
+            "A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11",
+            "{a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11}",
+            "a0eebc999c0b4ef8bb6d6bb9bd380a11",
+            "a0ee-bc99-9c0b-4ef8-bb6d-6bb9-bd38-0a11",
+            "{a0eebc99-9c0b4ef8-bb6d6bb9-bd380a11}",
+        ] {
+            assert_eq!(parse_uuid(s), Some(want), "{s}");
+        }
+        assert_eq!(format_uuid(&want), "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11");
+        for bad in [
+            "",
+            "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a1",
+            "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a111",
+            "-a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
+            "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11-",
+            "a0eebc99--9c0b-4ef8-bb6d-6bb9bd380a11",
+            "a0eeb-c99-9c0b-4ef8-bb6d-6bb9bd380a11",
+            "{a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
+            "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a1g",
+            "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a1é",
+        ] {
+            assert_eq!(parse_uuid(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn random_uuids_are_version_4_and_differ() {
+        let a = random_uuid().unwrap();
+        let b = random_uuid().unwrap();
+        assert_ne!(a, b);
+        for u in [a, b] {
+            assert_eq!(u[6] >> 4, 4);
+            assert_eq!(u[8] >> 6, 0b10);
+        }
+    }
 
     #[test]
     fn casts_text_to_integer_with_range_checks() {

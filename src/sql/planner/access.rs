@@ -91,6 +91,7 @@ fn fits_key(ty: &DataType, value: &Expr) -> bool {
             Value::Text(_) => ty.is_text(),
             Value::Bool(_) => *ty == DataType::Bool,
             Value::Timestamp(_) => *ty == DataType::Timestamp,
+            Value::Uuid(_) => *ty == DataType::Uuid,
             Value::Null => true,
         },
         Expr::Param(_) => true,

@@ -14,7 +14,8 @@ use super::binder::Scope;
 use super::binder::Typed;
 use super::binder::{err, Binder};
 use super::expr::decimal_literal;
-use super::plan::{Plan, Planned};
+use super::plan::{Plan, Planned, Returning};
+use super::select::{expand, no_aggregate};
 use crate::error::{sqlstate, Error, Result};
 use crate::sql::ast::{self, Literal};
 use crate::sql::catalog::Catalog;
@@ -82,20 +83,28 @@ impl Binder<'_> {
                 table,
                 columns,
                 rows,
-            } => self.insert(table, columns.as_deref(), rows)?,
+                returning,
+            } => self.insert(table, columns.as_deref(), rows, returning.as_deref())?,
             ast::Statement::Update {
                 table,
                 sets,
                 filter,
-            } => self.update(table, sets, filter.as_ref())?,
-            ast::Statement::Delete { table, filter } => {
+                returning,
+            } => self.update(table, sets, filter.as_ref(), returning.as_deref())?,
+            ast::Statement::Delete {
+                table,
+                filter,
+                returning,
+            } => {
                 let t = self.table(table)?;
                 let scope = Scope::Table {
                     table: &t,
                     alias: None,
                 };
+                let source = self.source(&t, &scope, filter.as_ref())?;
                 Plan::Delete {
-                    source: self.source(&t, &scope, filter.as_ref())?,
+                    returning: self.returning(returning.as_deref(), &t)?,
+                    source,
                 }
             }
             ast::Statement::Select(select) => Plan::Select(Box::new(self.select(select)?)),
@@ -122,7 +131,7 @@ impl Binder<'_> {
         limits::table_name(name)?;
         let mut cols: Vec<Column> = Vec::new();
         for c in columns {
-            let col = self.column_def(c, &cols)?;
+            let col = self.column_def(name, c, &cols)?;
             cols.push(col);
         }
         let pk = key_columns(&mut cols, primary_key)?;
@@ -138,7 +147,12 @@ impl Binder<'_> {
     }
 
     /// One column of a `CREATE TABLE`, after the `earlier` ones.
-    fn column_def(&mut self, c: &ast::ColumnDef, earlier: &[Column]) -> Result<Column> {
+    fn column_def(
+        &mut self,
+        table: &str,
+        c: &ast::ColumnDef,
+        earlier: &[Column],
+    ) -> Result<Column> {
         if c.name == ROWID_COLUMN {
             return Err(err(
                 sqlstate::DUPLICATE_COLUMN,
@@ -155,11 +169,37 @@ impl Binder<'_> {
             None => None,
             Some(e) => Some(self.default(e, &c.data_type)?),
         };
+        let Some(always) = c.identity else {
+            return Ok(Column {
+                name: c.name.clone(),
+                data_type: c.data_type.clone(),
+                not_null: c.not_null,
+                default,
+                hidden: false,
+            });
+        };
+        // A SERIAL or identity column: its default is the next value of its own sequence.
+        if default.is_some() {
+            return Err(err(
+                sqlstate::SYNTAX_ERROR,
+                format!(
+                    "both default and identity specified for column \"{}\" of table \"{table}\"",
+                    c.name
+                ),
+            ));
+        }
+        if !c.data_type.is_integer() {
+            return Err(err(
+                sqlstate::INVALID_PARAMETER_VALUE,
+                "identity column type must be smallint, integer, or bigint",
+            ));
+        }
+        let sequence = format!("{table}_{}_seq", c.name);
         Ok(Column {
             name: c.name.clone(),
             data_type: c.data_type.clone(),
-            not_null: c.not_null,
-            default,
+            not_null: true,
+            default: Some(Expr::Identity { sequence, always }),
             hidden: false,
         })
     }
@@ -181,6 +221,7 @@ impl Binder<'_> {
         table: &str,
         columns: Option<&[String]>,
         rows: &[Vec<ast::Expr>],
+        returning: Option<&[ast::SelectItem]>,
     ) -> Result<Plan> {
         let t = self.table(table)?;
         if rows.iter().any(|r| r.len() != rows[0].len()) {
@@ -203,6 +244,7 @@ impl Binder<'_> {
             bound.push(self.insert_row(&t, row, &targets)?);
         }
         Ok(Plan::Insert {
+            returning: self.returning(returning, &t)?,
             table: t,
             rows: bound,
         })
@@ -234,6 +276,16 @@ impl Binder<'_> {
             if matches!(e, ast::Expr::Default) {
                 continue;
             }
+            let col = &t.columns[i];
+            if col.identity().is_some_and(|id| id.always) {
+                return Err(err(
+                    sqlstate::GENERATED_ALWAYS,
+                    format!(
+                        "cannot insert a non-DEFAULT value into column \"{}\": Column \"{}\" is an identity column defined as GENERATED ALWAYS.",
+                        col.name, col.name
+                    ),
+                ));
+            }
             let (expr, _) = self.assigned(e, &Scope::Empty, &t.columns[i].data_type)?;
             out[i] = Some(expr);
         }
@@ -245,6 +297,7 @@ impl Binder<'_> {
         table: &str,
         sets: &[(String, ast::Expr)],
         filter: Option<&ast::Expr>,
+        returning: Option<&[ast::SelectItem]>,
     ) -> Result<Plan> {
         let t = self.table(table)?;
         let scope = Scope::Table {
@@ -254,6 +307,12 @@ impl Binder<'_> {
         let mut bound: Vec<(usize, Expr)> = Vec::new();
         for (name, e) in sets {
             let i = target_column(&t, name)?;
+            if t.columns[i].identity().is_some_and(|id| id.always) {
+                return Err(err(
+                    sqlstate::GENERATED_ALWAYS,
+                    format!("column \"{name}\" can only be updated to DEFAULT: Column \"{name}\" is an identity column defined as GENERATED ALWAYS."),
+                ));
+            }
             if bound.iter().any(|(j, _)| *j == i) {
                 return Err(err(
                     sqlstate::SYNTAX_ERROR,
@@ -267,7 +326,31 @@ impl Binder<'_> {
         Ok(Plan::Update {
             source,
             sets: bound,
+            returning: self.returning(returning, &t)?,
         })
+    }
+
+    /// Binds a `RETURNING` list over the rows of `t` as written: `*` is the visible columns,
+    /// and aggregates are refused (42803), as in PostgreSQL.
+    fn returning(
+        &mut self,
+        items: Option<&[ast::SelectItem]>,
+        t: &Table,
+    ) -> Result<Option<Returning>> {
+        let Some(items) = items else { return Ok(None) };
+        let scope = Scope::Table {
+            table: t,
+            alias: None,
+        };
+        let items = expand(items, Some(t))?;
+        for item in &items {
+            no_aggregate(&item.expr, "RETURNING")?;
+        }
+        let (projection, columns) = self.projection(&items, &scope, &mut None)?;
+        Ok(Some(Returning {
+            projection,
+            columns,
+        }))
     }
 
     /// Binds an expression assigned to a column of type `ty`: quoted literals and parameters

@@ -12,7 +12,7 @@ use super::binder::Scope;
 use super::binder::Typed;
 use super::binder::{err, Binder};
 use super::expr::unpad;
-use crate::error::{sqlstate, Result};
+use crate::error::{sqlstate, Error, Result};
 use crate::sql::ast;
 use crate::types::expr::{Expr, Function};
 use crate::types::value::{DataType, Value};
@@ -68,6 +68,7 @@ fn resolve(name: &str, types: &[DataType]) -> Result<(Function, DataType)> {
     let textual = |t: &DataType| t.is_text() || *t == DataType::Unknown;
     Ok(match (name, types) {
         ("version", []) => (Function::Version, DataType::Text),
+        ("gen_random_uuid", []) => (Function::GenRandomUuid, DataType::Uuid),
         ("now" | "current_timestamp" | "localtimestamp", []) => {
             (Function::Now, DataType::Timestamp)
         }
@@ -79,6 +80,17 @@ fn resolve(name: &str, types: &[DataType]) -> Result<(Function, DataType)> {
         ("abs", [t]) if t.is_numeric() => (Function::Abs, t.clone()),
         ("abs", [DataType::Unknown]) => (Function::Abs, DataType::Double),
         ("coalesce", ts) if !ts.is_empty() => (Function::Coalesce, coalesce_type(name, ts)?),
+        ("nextval", [t]) if textual(t) => (Function::Nextval, DataType::BigInt),
+        ("currval", [t]) if textual(t) => (Function::Currval, DataType::BigInt),
+        ("setval", [t, n]) if textual(t) && (n.is_integer() || *n == DataType::Unknown) => {
+            (Function::Setval, DataType::BigInt)
+        }
+        ("setval", [t, n, DataType::Bool | DataType::Unknown])
+            if textual(t) && (n.is_integer() || *n == DataType::Unknown) =>
+        {
+            (Function::Setval, DataType::BigInt)
+        }
+        ("lastval", []) => return Err(Error::not_built_yet("lastval() calls")),
         _ => {
             return Err(err(
                 sqlstate::UNDEFINED_FUNCTION,

@@ -33,4 +33,6 @@ mod plan;
 mod select;
 
 pub use self::bind::plan;
-pub use self::plan::{AggCall, AggFunc, Aggregate, Plan, Planned, SelectPlan, SortKey, Source};
+pub use self::plan::{
+    AggCall, AggFunc, Aggregate, Plan, Planned, Returning, SelectPlan, SortKey, Source,
+};

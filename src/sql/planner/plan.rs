@@ -30,14 +30,17 @@ pub enum Plan {
     Insert {
         table: Arc<Table>,
         rows: Vec<Vec<Option<Expr>>>,
+        returning: Option<Returning>,
     },
     /// `sets` pairs a column position with its new value, evaluated over the old row.
     Update {
         source: Source,
         sets: Vec<(usize, Expr)>,
+        returning: Option<Returning>,
     },
     Delete {
         source: Source,
+        returning: Option<Returning>,
     },
     Select(Box<SelectPlan>),
     /// A session statement (`SET`, `SHOW`, …): the session carries it out itself. `columns`
@@ -45,6 +48,15 @@ pub enum Plan {
     Session {
         columns: Vec<OutputColumn>,
     },
+}
+
+/// The `RETURNING` list of a write: evaluated over each row as written (the new row of an
+/// `INSERT` or `UPDATE`, the old row of a `DELETE`), after the column defaults are filled in
+/// and the values converted to the column types.
+#[derive(Clone, Debug)]
+pub struct Returning {
+    pub projection: Vec<Expr>,
+    pub columns: Vec<OutputColumn>,
 }
 
 /// Where a statement's rows come from.
@@ -122,6 +134,11 @@ impl Plan {
         match self {
             Plan::Select(s) => &s.columns,
             Plan::Session { columns } => columns,
+            Plan::Insert { returning, .. }
+            | Plan::Update { returning, .. }
+            | Plan::Delete { returning, .. } => {
+                returning.as_ref().map_or(&[], |r| r.columns.as_slice())
+            }
             _ => &[],
         }
     }

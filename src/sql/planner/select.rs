@@ -103,7 +103,7 @@ impl Binder<'_> {
     }
 
     /// Binds the select list: the output row's expressions and its described columns.
-    fn projection(
+    pub(super) fn projection(
         &mut self,
         items: &[Item],
         scope: &Scope,
@@ -198,7 +198,7 @@ impl Binder<'_> {
 }
 
 /// The select list with `*` expanded into the table's visible columns, each item named.
-fn expand(projection: &[ast::SelectItem], table: Option<&Table>) -> Result<Vec<Item>> {
+pub(super) fn expand(projection: &[ast::SelectItem], table: Option<&Table>) -> Result<Vec<Item>> {
     let mut items = Vec::new();
     for item in projection {
         match item {
@@ -267,7 +267,7 @@ fn position(n: i64, items: &[Item], clause: &str) -> Result<usize> {
 }
 
 /// Refuses an aggregate call in `clause`, which is evaluated before rows are grouped.
-fn no_aggregate(e: &ast::Expr, clause: &str) -> Result<()> {
+pub(super) fn no_aggregate(e: &ast::Expr, clause: &str) -> Result<()> {
     if contains_aggregate(e) {
         return Err(err(
             sqlstate::GROUPING_ERROR,
@@ -302,6 +302,7 @@ fn type_name(ty: &DataType) -> &'static str {
         DataType::Timestamp => "timestamp",
         DataType::Varchar(_) => "varchar",
         DataType::Char(_) => "bpchar",
+        DataType::Uuid => "uuid",
         _ => "text",
     }
 }
