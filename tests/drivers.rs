@@ -261,7 +261,6 @@ fn jdbc_savepoints_roll_back_to_and_release() {
 }
 
 #[test]
-#[ignore = "needs BIGSERIAL and INSERT … RETURNING (issue 11, point 4)"]
 fn jdbc_get_generated_keys_returns_each_new_key() {
     if skipped("the JDBC generated-keys test") {
         return;
@@ -454,7 +453,7 @@ fn sqlalchemy_connects_with_the_dialects_default_hstore_lookup() {
 }
 
 #[test]
-#[ignore = "needs SERIAL, INSERT … RETURNING, DDL in transactions and SAVEPOINT (issue 11, points 3 and 4)"]
+#[ignore = "needs INSERT … SELECT … FROM (VALUES …) (SQLAlchemy's insertmanyvalues for ORM batches); SERIAL, RETURNING, DDL in blocks and SAVEPOINT are built"]
 fn sqlalchemy_orm_with_autoincrement_keys_server_defaults_and_begin_nested() {
     if skipped("the SQLAlchemy ORM autoincrement test") {
         return;
