@@ -69,6 +69,7 @@ pub async fn run(
         sql_addr: sql_listener.local_addr()?,
         stop: tokio::sync::Notify::new(),
         join_lock: tokio::sync::Mutex::new(()),
+        repl: super::repl::Runtime::new(&store),
     });
     let pid_file = config.data_dir.join("ddb.pid");
     std::fs::write(&pid_file, format!("{}\n", std::process::id()))
