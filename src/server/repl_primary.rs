@@ -396,6 +396,9 @@ impl Loop {
                     tracing::warn!(
                         "replication: entries {first}..={last} cannot commit now: {error}"
                     );
+                    if let Err(e) = self.store.committer.fail(first, last, error) {
+                        tracing::error!("replication: {e}");
+                    }
                 }
                 Action::StepDown { epoch } => {
                     tracing::warn!(

@@ -221,6 +221,52 @@ impl Committer {
         Ok(rx)
     }
 
+    /// As [`Committer::submit`], and also returns a receiver that fires, before the entry is
+    /// applied or dropped, if replication says it cannot commit for now
+    /// ([`Committer::fail`]): the submitter may answer its client then (SQLSTATE 40003, the
+    /// outcome is unknown) while it keeps the transaction's locks until the first receiver
+    /// resolves. In Direct mode the second receiver never fires (its sender is dropped).
+    pub fn submit_watched(
+        &self,
+        epoch: u64,
+        txn: u64,
+        writes: Vec<Write>,
+    ) -> Result<(CommitReceiver, oneshot::Receiver<Error>)> {
+        if !self.is_wal() {
+            let (_, never) = oneshot::channel();
+            return Ok((self.submit(epoch, txn, writes)?, never));
+        }
+        if let Some(refusal) = self.gate.get().and_then(|gate| gate()) {
+            return Err(refusal);
+        }
+        let (reply, rx) = oneshot::channel();
+        let (fail, failed) = oneshot::channel();
+        let req = Request {
+            epoch,
+            txn,
+            writes,
+            reply,
+        };
+        self.send(|q| match q {
+            Queue::Wal(tx) => tx.send(Op::SubmitWatched(req, fail)).map_err(|_| ()),
+            Queue::Direct(_) => Err(()),
+        })?;
+        Ok((rx, failed))
+    }
+
+    /// WAL mode: the entries `first..=last` cannot commit for now (too few in-sync copies):
+    /// their watching submitters ([`Committer::submit_watched`]) hear `error` at once. The
+    /// entries stay in the log, waiting: a later [`Committer::commit_to`] still applies them.
+    pub fn fail(&self, first: Lsn, last: Lsn, error: Error) -> Result<()> {
+        if !self.is_wal() {
+            return Err(not_wal());
+        }
+        self.send(|q| match q {
+            Queue::Wal(tx) => tx.send(Op::Fail(first, last, error)).map_err(|_| ()),
+            Queue::Direct(_) => Err(()),
+        })
+    }
+
     /// Sends into the queue, refusing once a write failed or the committer shut down.
     fn send(&self, send: impl FnOnce(&Queue) -> std::result::Result<(), ()>) -> Result<()> {
         if self.failed.load(Ordering::Acquire) {
