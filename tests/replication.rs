@@ -106,7 +106,10 @@ async fn write(port: u16, keys: Vec<i64>, budget: Duration) -> (BTreeSet<i64>, u
                 acked.insert(k);
             }
             Ok(Ok(n)) => panic!("insert of {k} touched {n} rows"),
-            Ok(Err(_)) => {
+            Ok(Err(e)) => {
+                if failed == 0 {
+                    eprintln!("write of {k} through port {port} failed: {e:?}");
+                }
                 failed += 1;
                 if client.is_closed() {
                     client = connect(port).await;
@@ -169,6 +172,17 @@ async fn replicas_hold_exactly_their_primarys_rows_after_writes_through_every_ga
         .batch_execute(SCHEMA)
         .await
         .unwrap();
+    // Every gateway's catalog follows the map a moment after the CREATE TABLE returns.
+    for (node, _, _) in cluster.nodes() {
+        let g = connect(cluster.sql_port(&node)).await;
+        assert!(
+            eventually(Duration::from_secs(10), || async {
+                g.simple_query("SELECT k FROM t WHERE k = -1").await.is_ok()
+            })
+            .await,
+            "{node} does not know table t"
+        );
+    }
     let mut tasks = Vec::new();
     for (i, (node, _, _)) in cluster.nodes().into_iter().enumerate() {
         let port = cluster.sql_port(&node);

@@ -18,7 +18,7 @@
 //!   primary), and it commits nothing of its own.
 //!
 //! **The gate.** In WAL mode nothing applies a submitted entry until a driver commits it, so
-//! every submit is first asked [`Runtime::refusal`]: until a driver runs, on a replica, below
+//! every submit is first asked the runtime's refusal: until a driver runs, on a replica, below
 //! `min_in_sync` (53000), and while a restarted primary's old tail is not committed yet, a
 //! write fails at once with a clear, retryable error instead of waiting.
 //!

@@ -10,11 +10,11 @@
 //! * `Opened` / `Acked` / `Refused` / `Lost` from the per-replica senders;
 //! * `InSyncChanged` whenever the map's in-sync set of the shard (or its epoch) changes;
 //! * `ProposalFailed` only when the map certainly did not take a proposal: it refused it, and
-//!   the map here does not show the change within [`REFLECT`] after the refusal (a change
+//!   the map here does not show the change within `REFLECT` (2 s) after the refusal (a change
 //!   refused because it was already applied shows up here; a retried proposal whose first try
 //!   timed out is such a case).
 //!
-//! and carries the actions out: `Commit{lsn}` is [`Committer::commit_to`] (the entries are
+//! and carries the actions out: `Commit{lsn}` is [`crate::storage::Committer::commit_to`] (the entries are
 //! applied, their locks released, their clients answered) and the new commit LSN goes to the
 //! senders; `Stream` restarts a sender's stream; `Propose` becomes a map change proposed in
 //! its own task; `Fail` answers the entries' submitters 40003 while their locks stay held
@@ -27,7 +27,7 @@
 //! applied LSN as its commit LSN, never the last LSN, and the tail stays pending until the
 //! in-sync set holds it).
 //!
-//! **Senders** ([`Sender`]) keep one connection to each replica: `Open`, then the stream the
+//! **Senders** keep one connection to each replica: `Open`, then the stream the
 //! core asked for, with up to [`MAX_IN_FLIGHT`] appends of at most [`MAX_BATCH`] bytes in
 //! flight, read from the log with `read_entries` and cut at the durable LSN (only entries the
 //! primary has made durable are shipped, H9), and an empty append (a heartbeat carrying the

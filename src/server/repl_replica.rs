@@ -6,14 +6,14 @@
 //! order the primary sent them (one task per request would reorder them). The driver runs the
 //! core one event at a time:
 //!
-//! * an append the core accepts goes to [`Committer::append`] at once, and the driver takes the
+//! * an append the core accepts goes to [`crate::storage::Committer::append`] at once, and the driver takes the
 //!   next request without waiting for its fsync: appends are pipelined into the committer's
 //!   group commit, and each completion comes back as [`Event::Persisted`];
 //! * an append request is answered with an ack only once the core acks an LSN at or past the
 //!   request's last entry, which it does only after `Persisted` (H8): an answer never claims
 //!   what is not on disk. A heartbeat (no entries) is answered with the newest ack;
 //! * a refusal answers its request at once ([`ReplicateReply::Refused`]);
-//! * `Apply{up_to}` becomes [`Committer::commit_to`]: the committed entries are applied, never
+//! * `Apply{up_to}` becomes [`crate::storage::Committer::commit_to`]: the committed entries are applied, never
 //!   beyond the commit LSN the primary sent or the prefix checked against it (H4, H5);
 //! * `SaveEpoch` is written durably in the meta space before anything else is done (H6).
 //!
