@@ -522,3 +522,88 @@ async fn a_primary_killed_under_load_restarts_without_losing_an_acknowledged_wri
         "the replica does not hold the restarted primary's rows"
     );
 }
+
+/// Inserts `n` rows of about 2 KB into `big` through `port`, four connections at once, keys
+/// from `from` up; returns the keys acknowledged.
+async fn write_big(port: u16, from: i64, n: i64) -> BTreeSet<i64> {
+    let mut tasks = Vec::new();
+    for w in 0..4 {
+        tasks.push(tokio::spawn(async move {
+            let c = connect(port).await;
+            let pad = "x".repeat(2000);
+            let mut acked = BTreeSet::new();
+            let deadline = Instant::now() + Duration::from_secs(120);
+            let mut k = from + w;
+            while k < from + n && Instant::now() < deadline {
+                if c.execute("INSERT INTO big VALUES ($1, $2)", &[&k, &pad])
+                    .await
+                    .is_ok()
+                {
+                    acked.insert(k);
+                }
+                k += 4;
+            }
+            acked
+        }));
+    }
+    let mut acked = BTreeSet::new();
+    for t in tasks {
+        acked.extend(t.await.unwrap());
+    }
+    acked
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_behind_the_truncated_log_catches_up_by_snapshot_while_writes_go_on() {
+    let cluster = TestCluster::replicated("snapshot", 3, "{ factor: 2, ack_timeout_ms: 500 }");
+    // The primary keeps at most 300 entries behind its head for a lagging replica.
+    cluster.init_env(&[("DDB_LOG_RETENTION", "300")]);
+    let c = connect(cluster.sql_port("n1")).await;
+    c.batch_execute("CREATE TABLE big (k BIGINT PRIMARY KEY, pad TEXT NOT NULL)")
+        .await
+        .unwrap();
+    let mut acked = write_big(cluster.sql_port("n1"), 0, 400).await;
+    cluster.kill("n2");
+    // Well past the retention, and several MiB: the snapshot takes many batches.
+    acked.extend(write_big(cluster.sql_port("n1"), 400, 4000).await);
+    assert!(
+        acked.len() >= 4000,
+        "only {} writes acknowledged",
+        acked.len()
+    );
+    // Restarted while writes go on, it cannot resume from the log: a snapshot brings it back.
+    let load = tokio::spawn(write_big(cluster.sql_port("n1"), 10_000, 1000));
+    cluster.init_env(&[("DDB_LOG_RETENTION", "300")]);
+    let rejoined = eventually(Duration::from_secs(60), || async {
+        in_sync(&cluster, "n1")
+            .await
+            .is_some_and(|s| s.contains(&"n2".to_string()))
+    })
+    .await;
+    acked.extend(load.await.unwrap());
+    assert!(
+        rejoined,
+        "the replica did not rejoin the in-sync set:\n{}",
+        cluster.logs()
+    );
+    let log = |node: &str| {
+        std::fs::read_to_string(cluster.data_dir(node).join("ddb.log")).unwrap_or_default()
+    };
+    assert!(
+        log("n1").contains("snapshot at"),
+        "the primary sent no snapshot"
+    );
+    assert!(
+        log("n2").contains("installed a snapshot"),
+        "the replica installed no snapshot"
+    );
+    let rows = c.query("SELECT k FROM big", &[]).await.unwrap();
+    let stored: BTreeSet<i64> = rows.iter().map(|r| r.get(0)).collect();
+    for k in &acked {
+        assert!(stored.contains(k), "acknowledged key {k} is missing");
+    }
+    assert!(
+        eventually(Duration::from_secs(20), || same_copy(&cluster, "n1", "n2")).await,
+        "the replica does not hold its primary's rows after the snapshot"
+    );
+}

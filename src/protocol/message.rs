@@ -141,6 +141,27 @@ pub enum Replicate {
         entries: Vec<LogEntry>,
         commit: Lsn,
     },
+    /// A part of a snapshot of the primary's shard at `at`, sent in `session` in place of the
+    /// log before `at`; answered with [`ReplicateReply::Stored`], and the `Finish` with
+    /// [`ReplicateReply::Acked`] once the whole snapshot is durable.
+    Snapshot {
+        shard: ShardId,
+        epoch: u64,
+        session: u64,
+        at: LogId,
+        part: SnapshotPart,
+    },
+}
+
+/// One step of a snapshot transfer (DESIGN §6.1, catch-up), on the stream's connection.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum SnapshotPart {
+    /// Clear the replica's data and log (durably marked as installing a snapshot).
+    Begin,
+    /// Puts into the `data` and `txn` spaces (about 1 MiB).
+    Batch(Vec<crate::storage::Write>),
+    /// The snapshot is whole: it stands at the request's `at`.
+    Finish,
 }
 
 /// A replica's answer to a [`Replicate`] request.
@@ -156,6 +177,8 @@ pub enum ReplicateReply {
     Acked { up_to: LogId },
     /// The batch was refused, and why.
     Refused(Reject),
+    /// A part of a snapshot was written.
+    Stored,
 }
 
 /// What a primary knows of one of its replicas, for `ddb status`.

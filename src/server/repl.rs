@@ -48,12 +48,14 @@ pub struct Runtime {
     replica: OnceLock<mpsc::Sender<Inbound>>,
     /// Serialises starting the drivers.
     starting: Mutex<()>,
+    /// How many entries behind its head a primary keeps for lagging replicas.
+    retention: u64,
 }
 
 impl Runtime {
     /// The runtime of a node whose store is `store`: puts the gate in front of its committer.
     /// A store already in WAL mode (a restart) refuses writes until a driver runs.
-    pub fn new(store: &Store) -> Self {
+    pub fn new(store: &Store, retention: u64) -> Self {
         let refusal = Arc::new(Mutex::new(store.committer.is_wal().then(starting_refusal)));
         let gate = refusal.clone();
         store
@@ -64,6 +66,7 @@ impl Runtime {
             primary: OnceLock::new(),
             replica: OnceLock::new(),
             starting: Mutex::new(()),
+            retention,
         }
     }
 
@@ -119,7 +122,7 @@ impl Runtime {
                 store,
                 meta: meta.clone(),
                 refusal: self.refusal.clone(),
-                retention: DEFAULT_RETENTION,
+                retention: self.retention,
             };
             let driver = repl_primary::start(setup, map)?;
             let _ = self.primary.set(driver);

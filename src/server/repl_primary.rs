@@ -34,10 +34,14 @@
 //! commit LSN) when nothing was sent for [`HEARTBEAT`]. Answers are read in the order the
 //! requests were sent. A lost connection is reported and dialled again.
 //!
-//! Not built yet: sending snapshots. A replica the core wants to send one to (its log no longer
-//! reaches back far enough) is left waiting with an error in the log, and stays out of the
-//! in-sync set; since the log is not truncated yet either, that happens only to a replica whose
-//! log diverged from this primary's.
+//! **Snapshots and truncation.** A replica the core sends a snapshot to (its log no longer
+//! reaches back far enough, or diverged) gets, on the same connection, `Begin`, batches of at
+//! most [`MAX_BATCH`] bytes read from one consistent [`ShardSnapshot`] at the applied LSN (at
+//! most [`SNAPSHOT_IN_FLIGHT`] unanswered: that window is the throttle), and `Finish`, which the
+//! replica acks once the snapshot is durable; the stream then continues with the log after it.
+//! Every [`TRUNCATE_EVERY`] the log is truncated up to [`Primary::truncate_through`] (what
+//! every replica holds, but never more than the retention behind the head, and never past
+//! the applied LSN), when that drops at least [`TRUNCATE_MIN`] entries.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -53,10 +57,11 @@ use crate::cluster::map::{self, ClusterMap};
 use crate::cluster::meta::Meta;
 use crate::cluster::ring::ShardId;
 use crate::error::{Error, Result};
+use crate::protocol::SnapshotPart;
 use crate::protocol::{ReplicaProgress, Replicate, ReplicateReply, Request, Response};
 use crate::replication::primary::{Action, Config, Event, Mode};
 use crate::replication::{Change, LogId, Primary};
-use crate::storage::{LogRead, Lsn, Store};
+use crate::storage::{Cursor, LogRead, Lsn, ShardSnapshot, Store};
 
 /// How often the core is told the time.
 pub const TICK: Duration = Duration::from_millis(100);
@@ -72,6 +77,12 @@ const REFLECT: Duration = Duration::from_secs(2);
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 /// How long a sender waits before it dials again.
 const REDIAL: Duration = Duration::from_millis(200);
+/// Most snapshot batches unanswered on one stream.
+pub const SNAPSHOT_IN_FLIGHT: usize = 4;
+/// How often the log is considered for truncation.
+pub const TRUNCATE_EVERY: Duration = Duration::from_secs(1);
+/// The fewest entries a truncation drops.
+pub const TRUNCATE_MIN: Lsn = 64;
 /// Most durable batches whose time is remembered for `lag_ms`.
 const TIMES_KEPT: usize = 100_000;
 
@@ -272,8 +283,14 @@ impl Loop {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Input>) {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut truncate = tokio::time::interval(TRUNCATE_EVERY);
+        let truncating = Arc::new(std::sync::atomic::AtomicBool::new(false));
         loop {
             let actions = tokio::select! {
+                _ = truncate.tick() => {
+                    self.truncate(&truncating);
+                    Vec::new()
+                }
                 _ = tick.tick() => {
                     let now_ms = self.now_ms();
                     self.core.step(Event::Tick { now_ms })
@@ -294,6 +311,30 @@ impl Loop {
             };
             self.act(actions);
         }
+    }
+
+    /// Drops the front of the log that no replica needs any more, in a task (one at a time);
+    /// the core hears of it once it is durable.
+    fn truncate(&self, truncating: &Arc<std::sync::atomic::AtomicBool>) {
+        use std::sync::atomic::Ordering;
+        let Ok(state) = self.store.log_state() else {
+            return;
+        };
+        let through = self.core.truncate_through().min(state.applied.lsn);
+        if through < state.base.lsn + TRUNCATE_MIN || truncating.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (store, inputs, busy) = (self.store.clone(), self.inputs.clone(), truncating.clone());
+        tokio::spawn(async move {
+            match store.committer.truncate_before(through + 1).await {
+                Ok(base) => {
+                    tracing::debug!("replication: truncated the log through {base}");
+                    let _ = inputs.send(Input::Core(Event::Truncated { through: base.lsn }));
+                }
+                Err(e) => tracing::warn!("replication: cannot truncate the log: {e}"),
+            }
+            busy.store(false, Ordering::Release);
+        });
     }
 
     fn now_ms(&self) -> u64 {
@@ -384,11 +425,7 @@ impl Loop {
                     },
                 ),
                 Action::Snapshot { node, session } => {
-                    tracing::error!(
-                        %node,
-                        "replication: replica needs a snapshot of shard {}, and sending snapshots is not supported yet; it stays out of the in-sync set",
-                        self.shard
-                    );
+                    tracing::info!(%node, "replication: sending a snapshot of shard {}", self.shard);
                     self.command(&node, Cmd::Snapshot { session });
                 }
                 Action::Propose { epoch, change } => self.propose(epoch, change),
@@ -620,12 +657,19 @@ impl Sender {
                     from,
                     prev,
                 } => (session, from, prev),
-                Cmd::Snapshot { session } => match self.next_cmd(session).await {
-                    Some(c) => {
-                        cmd = c;
-                        continue 'session;
+                Cmd::Snapshot { session } => match self.snapshot(client, session).await {
+                    Ok(Some(at)) => (session, at.lsn + 1, at),
+                    Ok(None) => match self.next_cmd(session).await {
+                        Some(c) => {
+                            cmd = c;
+                            continue 'session;
+                        }
+                        None => return session,
+                    },
+                    Err(e) => {
+                        tracing::warn!(node = %self.node, "replication: snapshot in session {session} failed: {e}");
+                        return session;
                     }
-                    None => return session,
                 },
             };
             let mut inflight = FuturesOrdered::new();
@@ -720,6 +764,93 @@ impl Sender {
         }
     }
 
+    /// Sends a snapshot in `session` and returns the entry it stands at once the replica has
+    /// acked it; `None` if the replica refused it (the core has been told), an error if the
+    /// connection failed.
+    async fn snapshot(&mut self, client: &Client, session: u64) -> Result<Option<LogId>> {
+        let snapshot = ShardSnapshot::open(self.store.engine.as_ref())?;
+        let at = core_id(snapshot.at());
+        let started = Instant::now();
+        let part = |part| {
+            Request::Replicate(Replicate::Snapshot {
+                shard: self.shard,
+                epoch: self.epoch,
+                session,
+                at,
+                part,
+            })
+        };
+        let lost = || Error::Unreachable("lost the replica during a snapshot".into());
+        let mut inflight = FuturesOrdered::new();
+        inflight.push_back(client.start(part(SnapshotPart::Begin)).await?);
+        let mut cursor = Some(Cursor::start());
+        let (mut batches, mut bytes) = (0u64, 0usize);
+        loop {
+            while inflight.len() < SNAPSHOT_IN_FLIGHT {
+                let Some(from) = cursor.take() else { break };
+                let batch = snapshot.batch(&from, MAX_BATCH)?;
+                cursor = batch.next;
+                batches += 1;
+                bytes += batch.writes.iter().map(write_size).sum::<usize>();
+                inflight.push_back(
+                    client
+                        .start(part(SnapshotPart::Batch(batch.writes)))
+                        .await?,
+                );
+            }
+            if cursor.is_none() && inflight.is_empty() {
+                break;
+            }
+            match inflight.next().await {
+                Some(Ok(Response::Replicated(ReplicateReply::Stored))) => {}
+                Some(Ok(Response::Replicated(ReplicateReply::Refused(reject)))) => {
+                    self.tell(Event::Refused {
+                        node: self.node.clone(),
+                        session,
+                        reject,
+                    });
+                    return Ok(None);
+                }
+                Some(Ok(other)) => {
+                    return Err(Error::Corrupt(format!(
+                        "unexpected answer to a snapshot batch: {other:?}"
+                    )))
+                }
+                Some(Err(_)) | None => return Err(lost()),
+            }
+        }
+        drop(snapshot);
+        let finish = client.start(part(SnapshotPart::Finish)).await?;
+        match finish.await {
+            Ok(Response::Replicated(ReplicateReply::Acked { up_to })) => {
+                tracing::info!(
+                    node = %self.node,
+                    "replication: snapshot at {at} sent: {batches} batches, {bytes} bytes in {:?}",
+                    started.elapsed()
+                );
+                self.tell(Event::Acked {
+                    node: self.node.clone(),
+                    session,
+                    up_to,
+                });
+                Ok(Some(at))
+            }
+            Ok(Response::Replicated(ReplicateReply::Refused(reject))) => {
+                self.tell(Event::Refused {
+                    node: self.node.clone(),
+                    session,
+                    reject,
+                });
+                Ok(None)
+            }
+            Ok(Response::Error(e)) => Err(e),
+            Ok(other) => Err(Error::Corrupt(format!(
+                "unexpected answer to a snapshot's end: {other:?}"
+            ))),
+            Err(_) => Err(lost()),
+        }
+    }
+
     /// Sends one append (a heartbeat when `entries` is empty) and returns its answer's
     /// receiver, or `None` if the connection is gone.
     async fn append(
@@ -739,5 +870,13 @@ impl Sender {
             commit,
         });
         client.start(request).await.ok()
+    }
+}
+
+/// The bytes of a snapshot put (key and value).
+fn write_size(w: &crate::storage::Write) -> usize {
+    match w {
+        crate::storage::Write::Put(_, k, v) => k.len() + v.len(),
+        _ => 0,
     }
 }

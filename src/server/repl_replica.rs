@@ -20,8 +20,12 @@
 //! The core is rebuilt from the store when the driver starts: the saved epoch, the log's last
 //! entry and its applied LSN; every entry on disk counts as persisted, none as matched.
 //!
-//! Not built yet: installing a snapshot (the core's `Install`) is answered with a clear error,
-//! so a replica that needs one stays out of the in-sync set.
+//! **Snapshots.** A primary whose log no longer reaches back far enough sends the shard's
+//! `data` and `txn` spaces instead ([`Replicate::Snapshot`]): `Begin` durably marks the store as
+//! installing and clears it, each `Batch` is written, and `Finish` hands the whole snapshot to
+//! the core, whose `Install{at}` is `finish_snapshot(at)` (durable); only then is it
+//! `Persisted` and acked (H10). A store left half installed by a crash refuses every append
+//! (answering `Diverged`), so its primary sends a snapshot again.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -32,7 +36,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::cluster::ring::ShardId;
 use crate::error::{Error, Result};
-use crate::protocol::{Replicate, ReplicateReply};
+use crate::protocol::{Replicate, ReplicateReply, SnapshotPart};
 use crate::replication::replica::{Action, Event};
 use crate::replication::{EpochHistory, LogId, Reject, Replica};
 use crate::storage::{LogEntry, Lsn, Space, Store, WalState, Write};
@@ -84,6 +88,8 @@ struct Driver {
     waiting: VecDeque<Waiting>,
     /// The newest ack the core gave: its session and entry.
     acked: Option<(u64, LogId)>,
+    /// A snapshot install is begun and not finished.
+    installing: bool,
 }
 
 /// Starts the driver of a replica of `shard` over `store` and returns its inbox.
@@ -93,13 +99,6 @@ pub fn start(
     epochs: &[(u64, Lsn)],
 ) -> Result<mpsc::Sender<Inbound>> {
     let state = store.log_state()?;
-    if state.installing_snapshot {
-        return Err(Error::Refused(
-            "this replica's store was cut short installing a snapshot, and installing \
-             snapshots is not supported yet"
-                .into(),
-        ));
-    }
     let saved = match store.engine.get(Space::Meta, EPOCH_KEY)? {
         Some(b) => u64::from_be_bytes(
             b.as_slice()
@@ -118,6 +117,7 @@ pub fn start(
         store,
         waiting: VecDeque::new(),
         acked: None,
+        installing: state.installing_snapshot,
     };
     tokio::spawn(driver.run(rx));
     Ok(tx)
@@ -190,6 +190,12 @@ impl Driver {
                     let _ = reply.send(Err(self.wrong_shard(shard)));
                     return;
                 }
+                if self.installing {
+                    // Half a snapshot: nothing but a new snapshot can bring this store back.
+                    let applied = self.core.applied();
+                    let _ = reply.send(Ok(ReplicateReply::Refused(Reject::Diverged { applied })));
+                    return;
+                }
                 let ids: Vec<LogId> = entries.iter().map(|e| core_id(e.id())).collect();
                 let end = prev.lsn + entries.len() as Lsn;
                 let actions = self.core.step(Event::Batch {
@@ -212,6 +218,85 @@ impl Driver {
                         let _ = reply.send(Err(e));
                     }
                 }
+            }
+            Replicate::Snapshot {
+                shard,
+                epoch,
+                session,
+                at,
+                part,
+            } => {
+                if shard != self.shard {
+                    let _ = reply.send(Err(self.wrong_shard(shard)));
+                    return;
+                }
+                if epoch < self.core.epoch() {
+                    let known = self.core.epoch();
+                    let _ = reply.send(Ok(ReplicateReply::Refused(Reject::StaleEpoch { known })));
+                    return;
+                }
+                match self.snapshot(session, epoch, at, part, persisting).await {
+                    Ok(Some(reject)) => {
+                        let _ = reply.send(Ok(ReplicateReply::Refused(reject)));
+                    }
+                    Ok(None) if self.installing => {
+                        let _ = reply.send(Ok(ReplicateReply::Stored));
+                    }
+                    Ok(None) => self.waiting.push_back(Waiting {
+                        session,
+                        end: at.lsn,
+                        reply,
+                    }),
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                }
+            }
+        }
+    }
+
+    /// One part of a snapshot; returns the core's refusal, if any. After `Finish` the
+    /// snapshot is installed and durable, and the ack covers it.
+    async fn snapshot(
+        &mut self,
+        session: u64,
+        epoch: u64,
+        at: LogId,
+        part: SnapshotPart,
+        persisting: &mut Persisting,
+    ) -> Result<Option<Reject>> {
+        let committer = &self.store.committer;
+        match part {
+            SnapshotPart::Begin => {
+                committer.begin_snapshot().await?;
+                self.installing = true;
+                tracing::info!("replica: installing a snapshot at {at}");
+                Ok(None)
+            }
+            SnapshotPart::Batch(writes) => {
+                if !self.installing {
+                    return Err(Error::Refused(
+                        "a snapshot batch with no snapshot begun".into(),
+                    ));
+                }
+                committer.install_batch(writes).await?;
+                Ok(None)
+            }
+            SnapshotPart::Finish => {
+                if !self.installing {
+                    return Err(Error::Refused(
+                        "a snapshot finished with no snapshot begun".into(),
+                    ));
+                }
+                let actions = self.core.step(Event::Snapshot { session, epoch, at });
+                if let Some(reject) = self.act(actions, &[], persisting).await? {
+                    return Ok(Some(reject));
+                }
+                // `Install` made it durable: it is persisted now.
+                let actions = self.core.step(Event::Persisted { up_to: at });
+                let refused = self.act(actions, &[], persisting).await?;
+                tracing::info!("replica: installed a snapshot at {at}");
+                Ok(refused)
             }
         }
     }
@@ -257,10 +342,10 @@ impl Driver {
                     persisting.push(committer.append(new)?);
                 }
                 Action::Install { at } => {
-                    return Err(Error::sql(
-                        crate::error::sqlstate::FEATURE_NOT_SUPPORTED,
-                        format!("installing a replication snapshot (at {at}) is not supported yet"),
-                    ));
+                    committer
+                        .finish_snapshot(crate::storage::LogId::new(at.epoch, at.lsn))
+                        .await?;
+                    self.installing = false;
                 }
                 Action::Ack { session, up_to } => self.acked = Some((session, up_to)),
                 Action::Refuse { reject, .. } => refused = Some(reject),
