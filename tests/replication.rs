@@ -589,10 +589,19 @@ async fn a_replica_behind_the_truncated_log_catches_up_by_snapshot_while_writes_
     let log = |node: &str| {
         std::fs::read_to_string(cluster.data_dir(node).join("ddb.log")).unwrap_or_default()
     };
-    assert!(
-        log("n1").contains("snapshot at"),
-        "the primary sent no snapshot"
-    );
+    let sent = log("n1")
+        .lines()
+        .find(|l| l.contains("snapshot at") && l.contains("batches"))
+        .map(str::to_string);
+    let sent = sent.expect("the primary sent no snapshot");
+    eprintln!("{sent}");
+    let batches: u64 = sent
+        .split(" batches")
+        .next()
+        .and_then(|s| s.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .expect("a batch count");
+    assert!(batches >= 4, "the snapshot took {batches} batches");
     assert!(
         log("n2").contains("installed a snapshot"),
         "the replica installed no snapshot"
