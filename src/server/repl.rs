@@ -78,8 +78,20 @@ impl Runtime {
 
     /// Follows a map: switches the store to WAL mode and starts the driver of the node's role,
     /// the first time the map says the node's shard is replicated; tells a running primary
-    /// driver about every map. Called before the catalog follows the map.
+    /// driver about every map. Called before the catalog follows the map. If it cannot (the
+    /// node has commits of its own, a driver cannot start), writes stay refused with the
+    /// reason: a node of a replicated shard never commits alone.
     pub fn follow(&self, node: &Node, map: &Arc<ClusterMap>) -> Result<()> {
+        let result = self.start(node, map);
+        if let Err(e) = &result {
+            if self.primary.get().is_none() && map.replication.factor >= 2 {
+                self.refuse(Some(e.clone()));
+            }
+        }
+        result
+    }
+
+    fn start(&self, node: &Node, map: &Arc<ClusterMap>) -> Result<()> {
         if let Some(primary) = self.primary.get() {
             primary.map(map.clone());
             return Ok(());
