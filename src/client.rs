@@ -258,6 +258,16 @@ impl Client {
         }
     }
 
+    /// Sends a request now and returns the receiver of its response, without waiting for it:
+    /// requests started one after another from one task are written in that order, so a
+    /// caller can keep many in flight on one connection and still have them read in order
+    /// (log shipping does). The receiver fails if the connection ends first.
+    pub async fn start(&self, body: Request) -> Result<oneshot::Receiver<Response>> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Waiter::One(tx), body).await?;
+        Ok(rx)
+    }
+
     /// Runs SQL text in `session` of this connection; its answer streams.
     pub async fn sql(&self, session: u64, sql: String) -> Result<SqlStream> {
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);

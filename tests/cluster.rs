@@ -98,10 +98,10 @@ async fn a_three_node_cluster_shards_rows_and_answers_like_a_single_node() {
             assert!(n.get(field).is_some(), "missing {field}");
         }
         // One copy per shard: every node is its shard's primary, in sync, at epoch 1, with no
-        // lag; lag_ms is null until the replication runtime measures it.
+        // lag.
         assert_eq!(n["in_sync"], true);
         assert_eq!((n["epoch"].as_i64(), n["lag"].as_i64()), (Some(1), Some(0)));
-        assert!(n["lag_ms"].is_null(), "{n}");
+        assert_eq!(n["lag_ms"].as_i64(), Some(0), "{n}");
     }
 
     let gw = connect(cluster.sql_port("n1")).await;

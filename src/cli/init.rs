@@ -7,9 +7,8 @@
 //!
 //! Nodes form replica groups as the file says (`replication.factor` nodes per shard, in file
 //! order or by `shard:`; the first of each its primary, see `config::shards`). `--dry-run`
-//! prints that plan and starts nothing. A file that asks for replicas is planned like any
-//! other, and then refused (exit 2): the replication runtime is not built yet, so `ddb init`
-//! would start copies that nothing keeps in sync.
+//! prints that plan and starts nothing. Replicated shards keep their copies with log shipping
+//! (`server::repl`).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

@@ -234,17 +234,29 @@ impl GroupPlace {
         }
     }
 
-    /// Entries this node is behind its primary: 0 for a primary, the difference of their LSNs
-    /// for a replica when both answered, unknown (`None`) otherwise.
+    /// Entries and milliseconds this node is behind its primary: 0 for a primary; for a
+    /// replica, what its primary reports of it (the entries of its log the replica has not
+    /// acknowledged, and how long ago, on the primary's clock, the oldest of them became
+    /// durable there), or without such a report the difference of their LSNs and no
+    /// milliseconds; unknown (`None`) when the primary does not answer.
     fn lag(
         &self,
         mine: Option<&NodeStatus>,
-        status_of: &dyn Fn(&str) -> Option<u64>,
-    ) -> Option<u64> {
-        let mine = mine?;
+        name: &str,
+        status_of: &dyn Fn(&str) -> Option<NodeStatus>,
+    ) -> (Option<u64>, Option<u64>) {
+        let Some(mine) = mine else {
+            return (None, None);
+        };
         match &self.primary {
-            None => Some(0),
-            Some(p) => status_of(p).map(|theirs| theirs.saturating_sub(mine.lsn)),
+            None => (Some(0), Some(0)),
+            Some(p) => match status_of(p) {
+                Some(theirs) => match theirs.replicas.iter().find(|r| r.node == name) {
+                    Some(r) => (Some(r.lag), Some(r.lag_ms)),
+                    None => (Some(theirs.lsn.saturating_sub(mine.lsn)), None),
+                },
+                None => (None, None),
+            },
         }
     }
 }
@@ -252,11 +264,10 @@ impl GroupPlace {
 /// The node table: one row per node, with its live status when it answered. Field names are
 /// the stable JSON names of DESIGN §10.1.
 ///
-/// `role`, `in_sync` and `epoch` come from the map; `lsn` from the node (the last entry it
-/// applied, which with one copy is also the last in its log); `lag` is how many entries a
-/// replica is behind its primary's `lsn` (0 for a primary). `lag_ms`, the age of the oldest
-/// entry a replica lacks, is `null`: only the replication runtime can measure it, and it is
-/// not built yet, so nothing is shown rather than a guess.
+/// `role`, `in_sync` and `epoch` come from the map; `lsn` from the node (the last entry in its
+/// log, which with one copy is also the last applied); `lag` is how many entries a replica is
+/// behind its primary, and `lag_ms` the age of the oldest entry it lacks, both as the primary
+/// measures them (0 for a primary; `null` when the primary does not report them).
 pub fn node_table(
     nodes: &[Target],
     statuses: &[Option<NodeStatus>],
@@ -280,17 +291,18 @@ pub fn node_table(
         col("prepared", DataType::BigInt),
         col("oldest_prepared_s", DataType::Double),
     ];
-    let lsn_of = |name: &str| {
+    let status_of = |name: &str| {
         nodes
             .iter()
             .zip(statuses)
             .find(|(n, _)| n.name == name)
-            .and_then(|(_, s)| s.as_ref().map(|s| s.lsn))
+            .and_then(|(_, s)| s.clone())
     };
     let mut rows = Vec::new();
     for (node, status) in nodes.iter().zip(statuses) {
         let place = GroupPlace::of(node, map);
         let opt_int = |v: Option<u64>| v.map(|v| Value::Int(v as i64)).unwrap_or(Value::Null);
+        let (lag, lag_ms) = place.lag(status.as_ref(), &node.name, &status_of);
         rows.push(vec![
             Value::Text(node.name.clone()),
             Value::Text(node.rpc_addr.clone()),
@@ -311,8 +323,8 @@ pub fn node_table(
             opt_int(status.as_ref().map(|s| s.map_version)),
             opt_int(place.epoch),
             opt_int(status.as_ref().map(|s| s.lsn)),
-            opt_int(place.lag(status.as_ref(), &lsn_of)),
-            Value::Null,
+            opt_int(lag),
+            opt_int(lag_ms),
             opt_int(status.as_ref().map(|s| s.keys)),
             opt_int(status.as_ref().map(|s| s.prepared)),
             status
@@ -429,6 +441,9 @@ mod tests {
             sql_addr: String::new(),
             version: String::new(),
             lsn,
+            applied_lsn: lsn,
+            checksum: 0,
+            replicas: Vec::new(),
             keys: 0,
             locks: 0,
             commits: 0,
@@ -481,8 +496,23 @@ mod tests {
             assert_eq!(cell(&t, node, "lag"), lag, "{node}");
             assert_eq!(cell(&t, node, "in_sync"), Value::Bool(true), "{node}");
             assert_eq!(cell(&t, node, "epoch"), Value::Int(1), "{node}");
-            assert_eq!(cell(&t, node, "lag_ms"), Value::Null, "not measured yet");
         }
+        // Without a report from the primary, a replica's lag in milliseconds is unknown.
+        assert_eq!(cell(&t, "n2", "lag_ms"), Value::Null);
+        assert_eq!(cell(&t, "n1", "lag_ms"), Value::Int(0));
+        // With one, the primary's figures are shown.
+        let mut n1 = status("n1", 12);
+        n1.replicas.push(crate::protocol::ReplicaProgress {
+            node: "n2".into(),
+            acked: 9,
+            lag: 3,
+            lag_ms: 40,
+            connected: true,
+        });
+        let statuses = vec![Some(n1), Some(status("n2", 7)), None, None];
+        let t = node_table(&nodes, &statuses, Some(&map));
+        assert_eq!(cell(&t, "n2", "lag"), Value::Int(3));
+        assert_eq!(cell(&t, "n2", "lag_ms"), Value::Int(40));
         assert_eq!(cell(&t, "n3", "shard"), Value::Int(2));
         // A replica whose primary is down has an unknown lag.
         let statuses = vec![None, Some(status("n2", 7)), None, None];

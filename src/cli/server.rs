@@ -41,6 +41,15 @@ pub struct ServerArgs {
         env = "DDB_PREPARED_TIMEOUT_MS"
     )]
     pub prepared_timeout_ms: u64,
+    /// On a replicated shard's primary: how many log entries behind the head are kept for a
+    /// lagging replica at most; one further behind is sent a snapshot
+    #[arg(
+        long,
+        value_name = "ENTRIES",
+        default_value_t = crate::server::repl::DEFAULT_RETENTION,
+        env = "DDB_LOG_RETENTION"
+    )]
+    pub log_retention: u64,
     /// Most connections served at once, on each of the two ports. On the SQL port one more is
     /// told SQLSTATE 53300 (too_many_connections) after its startup message; on the RPC port
     /// it waits in the backlog for a free place
@@ -208,6 +217,7 @@ pub async fn run(args: &ServerArgs) -> anyhow::Result<()> {
         prepared_timeout: Duration::from_millis(args.prepared_timeout_ms),
         limits,
         send_timeout: Duration::from_millis(args.send_timeout_ms),
+        log_retention: args.log_retention,
     };
     server::run(config, shutdown_signal()).await?;
     Ok(())

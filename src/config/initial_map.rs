@@ -117,7 +117,7 @@ mod tests {
                 })
                 .collect::<String>();
         let (config, unbuilt) = ClusterConfig::parse_plan(&text, Path::new("c.yaml")).unwrap();
-        assert!(unbuilt.is_some(), "factor 2 is planned, not started");
+        assert!(unbuilt.is_none(), "factor 2 runs");
         config
     }
 

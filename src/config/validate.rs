@@ -73,7 +73,9 @@ pub(super) fn validate(file: &RawFile, text: &str, path: &Path) -> Result<()> {
 pub(super) fn validate_plan(file: &RawFile, text: &str, path: &Path) -> Result<Option<Error>> {
     let at = |invalid: Invalid| error_at(path, line_of(text, &invalid.field), &invalid.message);
     check(file, path).map_err(at)?;
-    Ok(factor_needs_no_replication(file).err().map(at))
+    // Every setting a valid file can hold runs today (replication factors up to 5 included);
+    // a rule for something not built yet would hand its refusal back here.
+    Ok(None)
 }
 
 /// What the nodes checked so far have taken, indexed for the clash rules.
@@ -160,22 +162,6 @@ fn ack_timeout_is_in_range(file: &RawFile) -> Check {
         return Err(Invalid::new(
             Field::at(&["replication", "ack_timeout_ms"]),
             format!("replication.ack_timeout_ms: {ms} is out of range; expected 1 to {MAX_ACK_TIMEOUT_MS}"),
-        ));
-    }
-    Ok(())
-}
-
-/// `replication.factor` is 1 until the replication runtime (log shipping, acknowledgements,
-/// the commit gate) is built: a larger factor would promise copies that nothing makes. Not
-/// one of [`check`]'s rules: `ddb init --dry-run` shows the replica groups of such a file
-/// before it says so ([`validate_plan`]). Removing this rule is all a replicated cluster
-/// needs from the cluster file.
-fn factor_needs_no_replication(file: &RawFile) -> Check {
-    let factor = file.replication.factor;
-    if factor > 1 {
-        return Err(Invalid::new(
-            Field::at(&["replication", "factor"]),
-            format!("replication.factor: {factor} needs replication, which is not built yet; use factor: 1"),
         ));
     }
     Ok(())
@@ -415,12 +401,11 @@ mod tests {
     }
 
     #[test]
-    fn a_factor_above_one_is_refused_until_replication_is_built() {
-        refused(
-            &GOOD.replace("factor: 1", "factor: 2"),
-            3,
-            "replication.factor: 2 needs replication, which is not built yet; use factor: 1",
-        );
+    fn a_factor_above_one_is_accepted() {
+        let text = GOOD.replace("factor: 1", "factor: 2");
+        let c = crate::config::ClusterConfig::parse(&text, std::path::Path::new("cluster.yaml"))
+            .unwrap_or_else(|e| panic!("refused: {e}"));
+        assert_eq!(c.replication.factor, 2);
     }
 
     #[test]
@@ -643,14 +628,11 @@ mod tests {
     }
 
     #[test]
-    fn factors_up_to_5_are_planned_and_refused_only_for_want_of_replication() {
+    fn factors_up_to_5_are_planned_and_run() {
         for factor in 2..=5 {
             let (c, unbuilt) = plan(&nodes(&format!("{{ factor: {factor} }}"), 10, &[]));
             assert_eq!(c.replication.factor, factor);
-            assert_eq!(
-                unbuilt.as_deref(),
-                Some(format!("/etc/ddb/cluster.yaml:2: replication.factor: {factor} needs replication, which is not built yet; use factor: 1").as_str())
-            );
+            assert_eq!(unbuilt, None);
         }
         let (_, unbuilt) = plan(&nodes("{ factor: 1 }", 2, &[]));
         assert_eq!(unbuilt, None);

@@ -14,8 +14,11 @@ use super::shard::{ShardReply, ShardRequest};
 use crate::cluster::map::{Change, ClusterMap};
 use crate::cluster::meta::Identity;
 use crate::cluster::raft::{NodeId, TypeConfig};
+use crate::cluster::ring::ShardId;
 use crate::error::Error;
+use crate::replication::{LogId, Reject};
 use crate::sql::ast::Statement;
+use crate::storage::{LogEntry, Lsn};
 use crate::types::value::{DataType, Value};
 use crate::types::{OutputColumn, QueryResult};
 use openraft::error::{InstallSnapshotError, RaftError};
@@ -25,7 +28,7 @@ use openraft::raft::{
 };
 
 /// The version of this protocol. Bumped on any incompatible change to the messages.
-pub const PROTOCOL_VERSION: u32 = 5;
+pub const PROTOCOL_VERSION: u32 = 6;
 
 /// Who opens a connection, and which cluster it expects the node to be in (DESIGN §10.3).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -102,6 +105,8 @@ pub enum Request {
     Shutdown,
     /// A row operation of a gateway transaction for this node's shard.
     Shard(ShardRequest),
+    /// Log shipping from a shard's primary to one of its replicas (DESIGN §6.1).
+    Replicate(Replicate),
     /// An autocommit statement on one key, shipped to the primary that owns the key.
     Execute {
         stmt: Statement,
@@ -110,6 +115,85 @@ pub enum Request {
         /// The catalog version the gateway planned with; the target waits to have it.
         catalog_version: u64,
     },
+}
+
+/// What a shard's primary sends a replica, on one long-lived connection per replica.
+///
+/// A replica handles these in the order their frames arrive (one driver per node, fed at
+/// frame-read time), so a stream of appends with many in flight is appended in order.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Replicate {
+    /// Opens a stream: answered with [`ReplicateReply::Opened`], where the replica's log ends.
+    Open {
+        shard: ShardId,
+        epoch: u64,
+        /// The primary's session number of this stream (acks name it).
+        session: u64,
+    },
+    /// The entries after `prev`, in order (none: a heartbeat), and the primary's commit LSN.
+    /// Answered with [`ReplicateReply::Acked`] once the replica has persisted them, or
+    /// [`ReplicateReply::Refused`].
+    Append {
+        shard: ShardId,
+        epoch: u64,
+        session: u64,
+        prev: LogId,
+        entries: Vec<LogEntry>,
+        commit: Lsn,
+    },
+    /// A part of a snapshot of the primary's shard at `at`, sent in `session` in place of the
+    /// log before `at`; answered with [`ReplicateReply::Stored`], and the `Finish` with
+    /// [`ReplicateReply::Acked`] once the whole snapshot is durable.
+    Snapshot {
+        shard: ShardId,
+        epoch: u64,
+        session: u64,
+        at: LogId,
+        part: SnapshotPart,
+    },
+}
+
+/// One step of a snapshot transfer (DESIGN §6.1, catch-up), on the stream's connection.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum SnapshotPart {
+    /// Clear the replica's data and log (durably marked as installing a snapshot).
+    Begin,
+    /// Puts into the `data` and `txn` spaces (about 1 MiB).
+    Batch(Vec<crate::storage::Write>),
+    /// The snapshot is whole: it stands at the request's `at`.
+    Finish,
+}
+
+/// A replica's answer to a [`Replicate`] request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ReplicateReply {
+    /// The replica's log ends at `last` (durable up to `persisted`), applied up to `applied`.
+    Opened {
+        last: LogId,
+        persisted: LogId,
+        applied: Lsn,
+    },
+    /// The replica's log is persisted, and checked against this primary, up to `up_to`.
+    Acked { up_to: LogId },
+    /// The batch was refused, and why.
+    Refused(Reject),
+    /// A part of a snapshot was written.
+    Stored,
+}
+
+/// What a primary knows of one of its replicas, for `ddb status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaProgress {
+    pub node: String,
+    /// The last LSN the replica acknowledged in its current session.
+    pub acked: u64,
+    /// Entries of the primary's log the replica has not acknowledged.
+    pub lag: u64,
+    /// How long ago (on the primary's clock) the oldest entry it lacks became durable on the
+    /// primary; 0 when it lacks none.
+    pub lag_ms: u64,
+    /// Whether a stream to it is open.
+    pub connected: bool,
 }
 
 /// The failing statement of a [`Request::Sql`].
@@ -129,8 +213,15 @@ pub struct NodeStatus {
     pub rpc_addr: String,
     pub sql_addr: String,
     pub version: String,
-    /// The LSN of the last durable commit.
+    /// The LSN of the last entry in the node's log (with one copy, the last durable commit).
     pub lsn: u64,
+    /// The LSN of the last entry applied to the data.
+    pub applied_lsn: u64,
+    /// A checksum of every row stored on this node (xxh3 of the data space in key order), so
+    /// that copies of a shard can be compared.
+    pub checksum: u64,
+    /// On a replicated shard's primary: its replicas' progress.
+    pub replicas: Vec<ReplicaProgress>,
     /// Rows stored on this node.
     pub keys: u64,
     /// Resources locked or waited for right now.
@@ -214,6 +305,8 @@ pub enum Response {
     Shard(ShardReply),
     /// The result of a shipped statement.
     Executed(QueryResult),
+    /// A replica's answer to [`Request::Replicate`].
+    Replicated(ReplicateReply),
     /// The request failed as a whole.
     Error(Error),
 }

@@ -47,7 +47,7 @@ pub enum Event {
 }
 
 /// Why a batch or a snapshot was refused.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Reject {
     /// It comes from an epoch older than `known`: its sender is no longer primary.
     StaleEpoch { known: u64 },

@@ -22,10 +22,16 @@ pub async fn start_member(node: &Arc<Node>, identity: Identity) -> Result<Arc<Me
     node.db.join_cluster(meta.clone())?;
     let db = node.db.clone();
     let mut rx = meta.subscribe();
+    let member = node.clone();
     tokio::spawn(async move {
         loop {
             let map = rx.borrow_and_update().clone();
             if let Some(map) = map {
+                // The store's mode and the replication drivers first: nothing is committed
+                // in a replicated cluster before the store keeps a replicated log.
+                if let Err(e) = member.repl.follow(&member, &map) {
+                    tracing::error!("replication cannot follow map version {}: {e}", map.version);
+                }
                 // Retry until the catalog follows (a drop may wait for long transactions), or
                 // a newer map supersedes this one.
                 while let Err(e) = db.follow_map(&map).await {

@@ -105,6 +105,11 @@ impl Database {
 
     /// Deletes a table's rows on this node and removes it from the catalog.
     async fn drop_local(&self, table: &Table) -> Result<()> {
+        if self.is_replica() {
+            // A replica's rows are its primary's: the primary's deletes reach it through the
+            // log, and it commits nothing of its own.
+            return self.catalog.remove(&table.name);
+        }
         // The oldest possible age: the drop waits for every user of the table instead of
         // losing wait-die to them (the map has already dropped it; this only catches up).
         let mut txn = self.txns.begin(Some(0));
@@ -117,6 +122,18 @@ impl Database {
             txn.delete(table.id, key).await?;
         }
         txn.commit().await
+    }
+
+    /// Whether this node is a replica of a replicated shard (it serves no keys of its own).
+    fn is_replica(&self) -> bool {
+        let Some(meta) = self.meta() else {
+            return false;
+        };
+        let me = &meta.identity.node_name;
+        self.txns.store.committer.is_wal()
+            && meta
+                .map()
+                .is_some_and(|m| m.shard_of_node(me).is_some() && m.served_shard(me).is_none())
     }
 
     /// Waits until the catalog reflects map `version` (a request from a node that is ahead);
@@ -132,6 +149,20 @@ impl Database {
         Err(Error::serialization(format!(
             "this node's catalog has not caught up with map version {version} yet; retry"
         )))
+    }
+
+    /// A checksum of the rows stored on this node: xxh3 of every key and value of the data
+    /// space, in key order (for comparing the copies of a shard).
+    pub fn checksum(&self) -> Result<u64> {
+        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+        for pair in self.txns.store.engine.scan_prefix(Space::Data, &[]) {
+            let (key, value) = pair?;
+            hasher.update(&(key.len() as u64).to_be_bytes());
+            hasher.update(&key);
+            hasher.update(&(value.len() as u64).to_be_bytes());
+            hasher.update(&value);
+        }
+        Ok(hasher.digest())
     }
 
     /// Counts the rows stored on this node (for status output).

@@ -20,6 +20,9 @@ pub mod pg_portal;
 pub mod pg_rows;
 pub mod raft_network;
 pub mod recovery;
+pub mod repl;
+pub mod repl_primary;
+pub mod repl_replica;
 pub mod rpc;
 pub mod run;
 

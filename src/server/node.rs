@@ -19,6 +19,8 @@ pub struct Node {
     pub stop: tokio::sync::Notify,
     /// Serialises joining a cluster.
     pub join_lock: tokio::sync::Mutex<()>,
+    /// Log shipping, when the node's shard has replicas.
+    pub repl: super::repl::Runtime,
 }
 
 impl Node {
@@ -51,7 +53,10 @@ impl Node {
             rpc_addr: self.rpc_addr.to_string(),
             sql_addr: self.sql_addr.to_string(),
             version: env!("CARGO_PKG_VERSION").to_string(),
-            lsn: self.db.txns.store.applied_lsn()?,
+            lsn: self.db.txns.store.log_state()?.last.lsn,
+            applied_lsn: self.db.txns.store.applied_lsn()?,
+            checksum: self.db.checksum()?,
+            replicas: self.repl.progress(),
             keys: self.db.count_keys()?,
             locks: self.db.txns.locks.locked_resources() as u64,
             commits: self

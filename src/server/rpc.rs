@@ -12,6 +12,11 @@
 //! transaction across several requests; the sessions end (rolling back open transactions) when
 //! the connection closes.
 //!
+//! **Replication requests keep their order.** A [`Request::Replicate`] (a primary's append to
+//! this replica) is handed to the node's one replica driver when its frame is read, through a
+//! bounded channel, so appends with many in flight are taken in the order they were sent; the
+//! answer comes back through the same in-flight set as any other.
+//!
 //! **SQL answers stream.** A [`Request::Sql`] is answered with many frames of its id as its
 //! statements run (columns, batches of rows, each statement's end, the end of the request),
 //! not with one response holding every row. The frames go through one bounded channel per
@@ -121,10 +126,19 @@ async fn connection(
         tokio::select! {
             frame = stream.read::<Envelope<Request>>() => match frame {
                 Ok(Some(env)) => {
+                    let id = env.id;
+                    // Replication requests go to the replica driver now, in frame order.
+                    let (request, routed) = match env.body {
+                        Request::Replicate(req) => (None, Some(replicate(req, &node).await)),
+                        other => (Some(other), None),
+                    };
                     let (node, sessions, participants, frames) =
                         (node.clone(), sessions.clone(), participants.clone(), frames.clone());
                     inflight.push(async move {
-                        let body = match env.body {
+                        if let Some(routed) = routed {
+                            return Some(Envelope { id, body: replicated(routed).await });
+                        }
+                        let body = match request? {
                             Request::Shard(req) => super::participant::handle(&node, &participants, req).await,
                             // Streamed through `frames`: nothing left to answer here.
                             Request::Sql { session, sql } => {
@@ -133,7 +147,7 @@ async fn connection(
                             }
                             other => handle(other, &node, &sessions).await,
                         };
-                        Some(Envelope { id: env.id, body })
+                        Some(Envelope { id, body })
                     });
                 }
                 Ok(None) => break,
@@ -191,6 +205,39 @@ async fn connection(
         }
     }
     Ok(())
+}
+
+/// The receiver of a replication request's answer from the replica driver.
+type Routed = Result<
+    tokio::sync::oneshot::Receiver<crate::error::Result<crate::protocol::ReplicateReply>>,
+    Error,
+>;
+
+/// Hands a replication request to the replica driver now, in frame order, and returns the
+/// receiver of its answer. Waits while the driver's inbox is full (reading the connection
+/// waits with it).
+async fn replicate(req: crate::protocol::Replicate, node: &Node) -> Routed {
+    let inbox = node.repl.replica_inbox()?;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    inbox
+        .send((req, tx))
+        .await
+        .map_err(|_| Error::ShuttingDown("the replica driver has stopped".into()))?;
+    Ok(rx)
+}
+
+/// The answer to a routed replication request, once the driver gives it.
+async fn replicated(routed: Routed) -> Response {
+    match routed {
+        Ok(rx) => match rx.await {
+            Ok(Ok(reply)) => Response::Replicated(reply),
+            Ok(Err(e)) => Response::Error(e),
+            Err(_) => Response::Error(Error::ShuttingDown(
+                "the replica driver stopped before answering".into(),
+            )),
+        },
+        Err(e) => Response::Error(e),
+    }
 }
 
 /// Writes one answer, waiting at most `timeout` for the caller to read: a caller that stopped
@@ -422,6 +469,10 @@ async fn handle(request: Request, node: &Arc<Node>, sessions: &Sessions) -> Resp
         Request::Shard(_) => {
             Response::Error(Error::Internal("shard request outside a connection".into()))
         }
+        Request::Replicate(_) => Response::Error(Error::Internal(
+            "a replication request reached the one-answer path (it goes to the replica driver)"
+                .into(),
+        )),
         Request::Execute {
             stmt,
             params,

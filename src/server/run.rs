@@ -33,6 +33,9 @@ pub struct ServerConfig {
     /// How long one write of a result to a SQL client may wait for the client to read; past
     /// it the connection is closed and its transaction rolled back.
     pub send_timeout: Duration,
+    /// How many log entries behind the head a replicated shard's primary keeps for lagging
+    /// replicas.
+    pub log_retention: u64,
 }
 
 async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener> {
@@ -69,6 +72,7 @@ pub async fn run(
         sql_addr: sql_listener.local_addr()?,
         stop: tokio::sync::Notify::new(),
         join_lock: tokio::sync::Mutex::new(()),
+        repl: super::repl::Runtime::new(&store, config.log_retention),
     });
     let pid_file = config.data_dir.join("ddb.pid");
     std::fs::write(&pid_file, format!("{}\n", std::process::id()))

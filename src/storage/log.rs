@@ -52,7 +52,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 
 use tokio::sync::{oneshot, watch};
@@ -69,6 +69,11 @@ pub use super::record::{
 use super::record::{applied_write, encode_entry};
 use super::wal::{self, Op};
 use crate::error::{Error, Result};
+
+/// Says why a new commit must be refused now, if it must (the replication runtime's check
+/// before a primary's `submit`: too few in-sync copies, not the primary). See
+/// [`Committer::set_gate`].
+pub type Gate = Arc<dyn Fn() -> Option<Error> + Send + Sync>;
 
 /// The receiver of a submitted commit's outcome.
 pub type CommitReceiver = oneshot::Receiver<Result<Lsn>>;
@@ -93,8 +98,10 @@ pub struct Committer {
     queue: Mutex<Option<Queue>>,
     thread: Mutex<Option<JoinHandle<()>>>,
     failed: Arc<AtomicBool>,
-    /// Present in WAL mode.
-    wal: Option<WalHandles>,
+    /// Set in WAL mode (at start, or once by [`Committer::switch_to_wal`]).
+    wal: OnceLock<WalHandles>,
+    /// Asked before every submit, once set.
+    gate: OnceLock<Gate>,
     /// How many commits and fsyncs the committer has done.
     pub stats: Arc<CommitStats>,
 }
@@ -115,7 +122,8 @@ impl Committer {
             queue: Mutex::new(Some(Queue::Direct(tx))),
             thread: Mutex::new(thread),
             failed,
-            wal: None,
+            wal: OnceLock::new(),
+            gate: OnceLock::new(),
             stats,
         }
     }
@@ -126,36 +134,56 @@ impl Committer {
     /// refuses every log write until [`Committer::begin_snapshot`] and
     /// [`Committer::finish_snapshot`] have installed one.
     pub fn start_wal(engine: Arc<dyn Engine>, state: WalState) -> Self {
-        let (tx, rx) = mpsc::channel::<Op>();
         let failed = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(CommitStats::default());
-        let shared_state = Arc::new(Mutex::new(state));
-        let (durable_tx, durable_rx) = watch::channel(state.last);
-        let shared = wal::Shared {
-            failed: failed.clone(),
-            stats: stats.clone(),
-            state: shared_state.clone(),
-            durable: durable_tx,
-        };
-        let thread = std::thread::Builder::new()
-            .name("ddb-wal".into())
-            .spawn(move || wal::run(engine, rx, state, shared))
-            .ok();
+        let (tx, thread, handles) = spawn_wal(engine, state, failed.clone(), stats.clone());
+        let wal = OnceLock::new();
+        let _ = wal.set(handles);
         Self {
             queue: Mutex::new(Some(Queue::Wal(tx))),
             thread: Mutex::new(thread),
             failed,
-            wal: Some(WalHandles {
-                state: shared_state,
-                durable: durable_rx,
-            }),
+            wal,
+            gate: OnceLock::new(),
             stats,
         }
     }
 
+    /// Turns a Direct-mode committer into a WAL-mode one over the same `engine` (a node that
+    /// joins a replicated cluster, before anything is committed in it): stops the Direct
+    /// thread once its queue is written, reads the log's state and starts the WAL thread. A
+    /// commit submitted while it switches is refused (the node serves nothing yet). A
+    /// committer already in WAL mode is left as it is.
+    pub fn switch_to_wal(&self, engine: Arc<dyn Engine>) -> Result<()> {
+        if self.is_wal() {
+            return Ok(());
+        }
+        let poisoned = || Error::Internal("committer lock".into());
+        drop(self.queue.lock().map_err(|_| poisoned())?.take());
+        if let Some(thread) = self.thread.lock().map_err(|_| poisoned())?.take() {
+            let _ = thread.join();
+        }
+        if self.failed.load(Ordering::Acquire) {
+            return Err(failed_error());
+        }
+        let state = wal_state(engine.as_ref())?;
+        let (tx, thread, handles) =
+            spawn_wal(engine, state, self.failed.clone(), self.stats.clone());
+        let _ = self.wal.set(handles);
+        *self.thread.lock().map_err(|_| poisoned())? = thread;
+        *self.queue.lock().map_err(|_| poisoned())? = Some(Queue::Wal(tx));
+        Ok(())
+    }
+
+    /// Sets the check asked before every [`Committer::submit`] (once; later calls are
+    /// ignored): a submit it refuses fails with its error and takes no LSN.
+    pub fn set_gate(&self, gate: Gate) {
+        let _ = self.gate.set(gate);
+    }
+
     /// Whether the committer runs in WAL mode.
     pub fn is_wal(&self) -> bool {
-        self.wal.is_some()
+        self.wal.get().is_some()
     }
 
     /// Commits `writes` as one log entry of shard epoch `epoch` and returns its LSN once it is
@@ -176,6 +204,9 @@ impl Committer {
     /// resolves once [`Committer::commit_to`] has applied it; with an error of class
     /// `UnknownOutcome` if the entry is dropped first (a truncation, a snapshot install).
     pub fn submit(&self, epoch: u64, txn: u64, writes: Vec<Write>) -> Result<CommitReceiver> {
+        if let Some(refusal) = self.gate.get().and_then(|gate| gate()) {
+            return Err(refusal);
+        }
         let (reply, rx) = oneshot::channel();
         let req = Request {
             epoch,
@@ -188,6 +219,52 @@ impl Committer {
             Queue::Wal(tx) => tx.send(Op::Submit(req)).map_err(|_| ()),
         })?;
         Ok(rx)
+    }
+
+    /// As [`Committer::submit`], and also returns a receiver that fires, before the entry is
+    /// applied or dropped, if replication says it cannot commit for now
+    /// ([`Committer::fail`]): the submitter may answer its client then (SQLSTATE 40003, the
+    /// outcome is unknown) while it keeps the transaction's locks until the first receiver
+    /// resolves. In Direct mode the second receiver never fires (its sender is dropped).
+    pub fn submit_watched(
+        &self,
+        epoch: u64,
+        txn: u64,
+        writes: Vec<Write>,
+    ) -> Result<(CommitReceiver, oneshot::Receiver<Error>)> {
+        if !self.is_wal() {
+            let (_, never) = oneshot::channel();
+            return Ok((self.submit(epoch, txn, writes)?, never));
+        }
+        if let Some(refusal) = self.gate.get().and_then(|gate| gate()) {
+            return Err(refusal);
+        }
+        let (reply, rx) = oneshot::channel();
+        let (fail, failed) = oneshot::channel();
+        let req = Request {
+            epoch,
+            txn,
+            writes,
+            reply,
+        };
+        self.send(|q| match q {
+            Queue::Wal(tx) => tx.send(Op::SubmitWatched(req, fail)).map_err(|_| ()),
+            Queue::Direct(_) => Err(()),
+        })?;
+        Ok((rx, failed))
+    }
+
+    /// WAL mode: the entries `first..=last` cannot commit for now (too few in-sync copies):
+    /// their watching submitters ([`Committer::submit_watched`]) hear `error` at once. The
+    /// entries stay in the log, waiting: a later [`Committer::commit_to`] still applies them.
+    pub fn fail(&self, first: Lsn, last: Lsn, error: Error) -> Result<()> {
+        if !self.is_wal() {
+            return Err(not_wal());
+        }
+        self.send(|q| match q {
+            Queue::Wal(tx) => tx.send(Op::Fail(first, last, error)).map_err(|_| ()),
+            Queue::Direct(_) => Err(()),
+        })
     }
 
     /// Sends into the queue, refusing once a write failed or the committer shut down.
@@ -290,14 +367,14 @@ impl Committer {
     /// the committer. It moves back when a truncation drops the log's end.
     pub fn durable(&self) -> Result<watch::Receiver<LogId>> {
         self.wal
-            .as_ref()
+            .get()
             .map(|w| w.durable.clone())
             .ok_or_else(not_wal)
     }
 
     /// WAL mode: the log's state after the last operation written.
     pub fn log_state(&self) -> Result<WalState> {
-        let wal = self.wal.as_ref().ok_or_else(not_wal)?;
+        let wal = self.wal.get().ok_or_else(not_wal)?;
         let state = wal
             .state
             .lock()
@@ -321,6 +398,33 @@ impl Drop for Committer {
     fn drop(&mut self) {
         self.shutdown();
     }
+}
+
+/// Starts a WAL-mode committer thread over `engine`, whose log is in `state`.
+fn spawn_wal(
+    engine: Arc<dyn Engine>,
+    state: WalState,
+    failed: Arc<AtomicBool>,
+    stats: Arc<CommitStats>,
+) -> (mpsc::Sender<Op>, Option<JoinHandle<()>>, WalHandles) {
+    let (tx, rx) = mpsc::channel::<Op>();
+    let shared_state = Arc::new(Mutex::new(state));
+    let (durable_tx, durable_rx) = watch::channel(state.last);
+    let shared = wal::Shared {
+        failed,
+        stats,
+        state: shared_state.clone(),
+        durable: durable_tx,
+    };
+    let thread = std::thread::Builder::new()
+        .name("ddb-wal".into())
+        .spawn(move || wal::run(engine, rx, state, shared))
+        .ok();
+    let handles = WalHandles {
+        state: shared_state,
+        durable: durable_rx,
+    };
+    (tx, thread, handles)
 }
 
 /// The refusal of a WAL-mode operation by a Direct-mode committer.

@@ -3,6 +3,12 @@
 //! It is opened once per node; the directory lock (`ddb.lock`) keeps a second process from
 //! opening the same data, which would corrupt it.
 //!
+//! The committer's mode is fixed when the store opens. A node of a replicated shard runs in
+//! WAL mode, and says so durably in the meta space ([`MODE_KEY`], written by
+//! [`Store::use_wal`] when the node joins a cluster whose `replication.factor` is 2 or more,
+//! before anything is committed there), so [`Store::open`] opens it in WAL mode again after a
+//! restart, before the node has read its identity or its map.
+//!
 //! A new store is built in `store.new` and renamed to `store` once fjall has created it, and
 //! the rename is made durable with an fsync of the data directory. fjall's own creation is not
 //! atomic: a process killed while it creates a database leaves a journal without fjall's
@@ -16,7 +22,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::disk;
-use super::engine::{self, Engine};
+use super::engine::{self, Engine, Space, Write};
 use super::log::{self, Committer, Lsn};
 use super::record::WalState;
 use crate::error::{Error, Result};
@@ -30,6 +36,12 @@ pub enum Mode {
     Wal,
 }
 
+/// The meta key that says the store's log is a replicated shard's write-ahead log (WAL mode).
+pub const MODE_KEY: &[u8] = b"store_mode";
+
+/// The value of [`MODE_KEY`] for WAL mode.
+const MODE_WAL: &[u8] = b"wal";
+
 /// The storage of a node: engine and committer.
 pub struct Store {
     pub engine: Arc<dyn Engine>,
@@ -39,13 +51,15 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens the store in `dir` in Direct mode, creating it if needed. Refuses a directory that
+    /// Opens the store in `dir`, creating it if needed, in the mode it was last set to (WAL
+    /// mode once [`Store::use_wal`] ran, Direct mode otherwise). Refuses a directory that
     /// another process has open.
     pub fn open(dir: &Path) -> Result<Self> {
         Self::open_with(dir, Mode::Direct)
     }
 
-    /// Opens the store in `dir` with its committer in `mode`, creating it if needed. Refuses a
+    /// Opens the store in `dir` with its committer in `mode` (WAL mode whatever `mode` says
+    /// once [`Store::use_wal`] ran on it), creating it if needed. Refuses a
     /// directory that another process has open, and a Direct-mode open of a log that WAL mode
     /// left with unapplied entries or a half-installed snapshot (only replication can decide
     /// what becomes of them).
@@ -83,6 +97,10 @@ impl Store {
             create(dir, &store)?;
         }
         let engine: Arc<dyn Engine> = Arc::new(disk::Disk::open(&store)?);
+        let mode = match engine.get(Space::Meta, MODE_KEY)? {
+            Some(v) if v == MODE_WAL => Mode::Wal,
+            _ => mode,
+        };
         Self::with_engine(engine, Some(lock), mode)
     }
 
@@ -110,6 +128,22 @@ impl Store {
             committer,
             _lock: lock,
         })
+    }
+
+    /// Puts the store in WAL mode for good: writes [`MODE_KEY`] durably, then switches the
+    /// committer (see [`Committer::switch_to_wal`]). For a node joining a replicated cluster,
+    /// before it commits anything there. Idempotent.
+    pub fn use_wal(&self) -> Result<()> {
+        if self.committer.is_wal() {
+            return Ok(());
+        }
+        self.engine.write(vec![Write::Put(
+            Space::Meta,
+            MODE_KEY.to_vec(),
+            MODE_WAL.to_vec(),
+        )])?;
+        self.engine.persist()?;
+        self.committer.switch_to_wal(self.engine.clone())
     }
 
     /// The LSN of the last applied commit (in Direct mode, the last durable one).

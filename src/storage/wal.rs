@@ -58,6 +58,11 @@ const APPLY_CHUNK: Lsn = 512;
 /// One operation for the WAL-mode committer thread.
 pub(crate) enum Op {
     Submit(Request),
+    /// A submit whose submitter also hears, early, that its entry cannot commit for now.
+    SubmitWatched(Request, oneshot::Sender<Error>),
+    /// Tells the submitters of the waiting entries `first..=last` that they cannot commit
+    /// for now; the entries stay waiting (see [`crate::storage::Committer::fail`]).
+    Fail(Lsn, Lsn, Error),
     Append(Vec<LogEntry>, oneshot::Sender<Result<LogId>>),
     CommitTo(Lsn, oneshot::Sender<Result<Lsn>>),
     TruncateAfter(Lsn, oneshot::Sender<Result<LogId>>),
@@ -82,6 +87,8 @@ struct Waiting {
     id: LogId,
     writes: Vec<Write>,
     reply: oneshot::Sender<Result<Lsn>>,
+    /// Where the submitter hears early that the entry cannot commit for now, if it listens.
+    fail: Option<oneshot::Sender<Error>>,
 }
 
 /// One run of appends and commits, written as one batch.
@@ -148,7 +155,9 @@ impl Wal {
                 continue;
             }
             match op {
-                Op::Submit(req) => self.submit(&mut run, req),
+                Op::Submit(req) => self.submit(&mut run, req, None),
+                Op::SubmitWatched(req, fail) => self.submit(&mut run, req, Some(fail)),
+                Op::Fail(first, last, error) => self.fail(first, last, error),
                 Op::Append(entries, reply) => self.append(&mut run, entries, reply),
                 Op::CommitTo(lsn, reply) => self.commit_to(&mut run, lsn, reply),
                 other => {
@@ -175,8 +184,20 @@ impl Wal {
         Ok(())
     }
 
+    /// Tells the submitters of waiting entries `first..=last` that they cannot commit for
+    /// now. Their entries stay waiting: they are applied if a later commit covers them.
+    fn fail(&mut self, first: Lsn, last: Lsn, error: Error) {
+        for w in self.waiting.iter_mut() {
+            if (first..=last).contains(&w.id.lsn) {
+                if let Some(fail) = w.fail.take() {
+                    let _ = fail.send(error.clone());
+                }
+            }
+        }
+    }
+
     /// A primary's commit: the next LSN, into the log only.
-    fn submit(&mut self, run: &mut Run, req: Request) {
+    fn submit(&mut self, run: &mut Run, req: Request, fail: Option<oneshot::Sender<Error>>) {
         if let Err(e) = self.check_not_installing() {
             let _ = req.reply.send(Err(e));
             return;
@@ -205,6 +226,7 @@ impl Wal {
             id: entry.id(),
             writes: entry.writes,
             reply: req.reply,
+            fail,
         });
     }
 
@@ -397,7 +419,11 @@ impl Wal {
                 let result = self.finish_snapshot(at);
                 self.answer(reply, result);
             }
-            Op::Submit(_) | Op::Append(..) | Op::CommitTo(..) => {
+            Op::Submit(_)
+            | Op::SubmitWatched(..)
+            | Op::Fail(..)
+            | Op::Append(..)
+            | Op::CommitTo(..) => {
                 refuse(
                     op,
                     Error::Internal("a log write was sent to be written alone".into()),
@@ -622,7 +648,8 @@ fn dropped(why: &str) -> Error {
 /// Answers an operation that will not be carried out.
 fn refuse(op: Op, e: Error) {
     match op {
-        Op::Submit(req) => drop(req.reply.send(Err(e))),
+        Op::Submit(req) | Op::SubmitWatched(req, _) => drop(req.reply.send(Err(e))),
+        Op::Fail(..) => {}
         Op::Append(_, reply) | Op::TruncateAfter(_, reply) | Op::TruncateBefore(_, reply) => {
             drop(reply.send(Err(e)))
         }

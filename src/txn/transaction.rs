@@ -517,8 +517,8 @@ impl Transaction {
         writes.extend(extra);
         let (mgr, id) = (self.mgr.clone(), self.id);
         // epoch: 1 until shard epochs reach the committer.
-        let rx = match mgr.store.committer.submit(1, id, writes) {
-            Ok(rx) => rx,
+        let (rx, failed) = match mgr.store.committer.submit_watched(1, id, writes) {
+            Ok(pair) => pair,
             Err(e) => {
                 mgr.locks.release_all(id);
                 return Err(e);
@@ -535,9 +535,13 @@ impl Transaction {
             mgr.locks.release_all(id);
             result
         });
-        finish
-            .await
-            .map_err(|e| Error::Internal(format!("commit task: {e}")))?
+        // Replication may say first that the entry cannot commit for now: the client hears
+        // it (40003) while the commit task keeps the locks until the entry is applied or
+        // dropped.
+        tokio::select! {
+            done = finish => done.map_err(|e| Error::Internal(format!("commit task: {e}")))?,
+            Ok(e) = failed => Err(e),
+        }
     }
 
     /// Rolls back: discards the writes and releases the locks.

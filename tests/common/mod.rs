@@ -337,11 +337,23 @@ pub struct TestCluster {
     nodes: std::sync::RwLock<Vec<(String, u16, u16)>>,
     /// Whether an `init` has succeeded (from then on the ports are in the map: no new ones).
     formed: std::sync::atomic::AtomicBool,
+    /// Extra top-level settings of the cluster file (a `replication:` block).
+    settings: String,
 }
 
 impl TestCluster {
     /// Writes a cluster file for `n` local nodes on free ports (nothing is started).
     pub fn new(name: &str, n: usize) -> Self {
+        Self::with_settings(name, n, "")
+    }
+
+    /// As [`TestCluster::new`], with `replication: REPLICATION` in the file (a flow mapping
+    /// such as `{ factor: 2 }`).
+    pub fn replicated(name: &str, n: usize, replication: &str) -> Self {
+        Self::with_settings(name, n, &format!("replication: {replication}\n"))
+    }
+
+    fn with_settings(name: &str, n: usize, settings: &str) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = dir.path().join("cluster.yaml");
         let cluster = TestCluster {
@@ -350,6 +362,7 @@ impl TestCluster {
             name: name.to_string(),
             nodes: Default::default(),
             formed: Default::default(),
+            settings: settings.to_string(),
         };
         cluster.choose_ports(n);
         cluster
@@ -362,8 +375,8 @@ impl TestCluster {
             .map(|i| (format!("n{i}"), ports[2 * i - 2], ports[2 * i - 1]))
             .collect();
         let mut yaml = format!(
-            "name: {}\nsharding:\n  vnodes: 64\ndefaults:\n  data_dir: ./data/{{name}}\nnodes:\n",
-            self.name
+            "name: {}\n{}sharding:\n  vnodes: 64\ndefaults:\n  data_dir: ./data/{{name}}\nnodes:\n",
+            self.name, self.settings
         );
         for (node, rpc, sql) in &nodes {
             yaml.push_str(&format!(

@@ -1,0 +1,882 @@
+//! A primary's replication driver: the [`Primary`] core given a clock, its log, one stream per
+//! replica, and the cluster map.
+//!
+//! One task owns the core and feeds it, one event at a time:
+//!
+//! * `Tick` every [`TICK`] (100 ms) from a monotonic clock (milliseconds since the driver
+//!   started), the first right after the core is built;
+//! * `Durable` when the committer's durable watch moves (in `async` mode with the LSNs of the
+//!   new entries that write the `txn` space: 2PC prepares and decisions, H14);
+//! * `Opened` / `Acked` / `Refused` / `Lost` from the per-replica senders;
+//! * `InSyncChanged` whenever the map's in-sync set of the shard (or its epoch) changes;
+//! * `ProposalFailed` only when the map certainly did not take a proposal: it refused it, and
+//!   the map here does not show the change within `REFLECT` (2 s) after the refusal (a change
+//!   refused because it was already applied shows up here; a retried proposal whose first try
+//!   timed out is such a case).
+//!
+//! and carries the actions out: `Commit{lsn}` is [`crate::storage::Committer::commit_to`] (the entries are
+//! applied, their locks released, their clients answered) and the new commit LSN goes to the
+//! senders; `Stream` restarts a sender's stream; `Propose` becomes a map change proposed in
+//! its own task; `Fail` answers the entries' submitters 40003 while their locks stay held
+//! (`storage` keeps them waiting for the commit or the drop of their entries); `StepDown` stops
+//! writes.
+//!
+//! **Writes are gated** (the committer's gate, asked before every submit): refused with
+//! [`Primary::refuse_writes`] (53000 below `min_in_sync`), and, after a restart, refused until
+//! the log tail the primary had when it started is committed (H9: the core is rebuilt with the
+//! applied LSN as its commit LSN, never the last LSN, and the tail stays pending until the
+//! in-sync set holds it).
+//!
+//! **Senders** keep one connection to each replica: `Open`, then the stream the
+//! core asked for, with up to [`MAX_IN_FLIGHT`] appends of at most [`MAX_BATCH`] bytes in
+//! flight, read from the log with `read_entries` and cut at the durable LSN (only entries the
+//! primary has made durable are shipped, H9), and an empty append (a heartbeat carrying the
+//! commit LSN) when nothing was sent for [`HEARTBEAT`]. Answers are read in the order the
+//! requests were sent. A lost connection is reported and dialled again.
+//!
+//! **Snapshots and truncation.** A replica the core sends a snapshot to (its log no longer
+//! reaches back far enough, or diverged) gets, on the same connection, `Begin`, batches of at
+//! most [`MAX_BATCH`] bytes read from one consistent [`ShardSnapshot`] at the applied LSN (at
+//! most [`SNAPSHOT_IN_FLIGHT`] unanswered: that window is the throttle), and `Finish`, which the
+//! replica acks once the snapshot is durable; the stream then continues with the log after it.
+//! Every [`TRUNCATE_EVERY`] the log is truncated up to [`Primary::truncate_through`] (what
+//! every replica holds, but never more than the retention behind the head, and never past
+//! the applied LSN), when that drops at least [`TRUNCATE_MIN`] entries.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::stream::FuturesOrdered;
+use futures::StreamExt;
+use tokio::sync::{mpsc, watch};
+
+use super::repl_replica::{core_id, log_history};
+use crate::client::Client;
+use crate::cluster::map::{self, ClusterMap};
+use crate::cluster::meta::Meta;
+use crate::cluster::ring::ShardId;
+use crate::error::{Error, Result};
+use crate::protocol::SnapshotPart;
+use crate::protocol::{ReplicaProgress, Replicate, ReplicateReply, Request, Response};
+use crate::replication::primary::{Action, Config, Event, Mode};
+use crate::replication::{Change, LogId, Primary};
+use crate::storage::{Cursor, LogRead, Lsn, ShardSnapshot, Store};
+
+/// How often the core is told the time.
+pub const TICK: Duration = Duration::from_millis(100);
+/// A stream that sent nothing for this long sends a heartbeat.
+pub const HEARTBEAT: Duration = Duration::from_millis(100);
+/// Most appends in flight on one stream.
+pub const MAX_IN_FLIGHT: usize = 8;
+/// Most bytes of stored entries in one append (a larger entry travels alone).
+pub const MAX_BATCH: usize = 1024 * 1024;
+/// How long a refused proposal's change may take to show in this node's map.
+const REFLECT: Duration = Duration::from_secs(2);
+/// How long a sender waits to connect to its replica.
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long a sender waits before it dials again.
+const REDIAL: Duration = Duration::from_millis(200);
+/// Most snapshot batches unanswered on one stream.
+pub const SNAPSHOT_IN_FLIGHT: usize = 4;
+/// How often the log is considered for truncation.
+pub const TRUNCATE_EVERY: Duration = Duration::from_secs(1);
+/// The fewest entries a truncation drops.
+pub const TRUNCATE_MIN: Lsn = 64;
+/// Most durable batches whose time is remembered for `lag_ms`.
+const TIMES_KEPT: usize = 100_000;
+
+/// What the driver's task is told.
+enum Input {
+    Core(Event),
+    Map(Arc<ClusterMap>),
+}
+
+/// What a sender is asked to send.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Cmd {
+    Stream {
+        session: u64,
+        from: Lsn,
+        prev: LogId,
+    },
+    Snapshot {
+        session: u64,
+    },
+}
+
+impl Cmd {
+    fn session(&self) -> u64 {
+        match self {
+            Cmd::Stream { session, .. } | Cmd::Snapshot { session } => *session,
+        }
+    }
+}
+
+/// The handle of a running primary driver.
+pub struct PrimaryDriver {
+    inputs: mpsc::UnboundedSender<Input>,
+    progress: Arc<Mutex<Vec<ReplicaProgress>>>,
+}
+
+impl PrimaryDriver {
+    /// Tells the driver about a new map.
+    pub fn map(&self, map: Arc<ClusterMap>) {
+        let _ = self.inputs.send(Input::Map(map));
+    }
+
+    /// The replicas' progress, as of the last event.
+    pub fn progress(&self) -> Vec<ReplicaProgress> {
+        self.progress.lock().map(|p| p.clone()).unwrap_or_default()
+    }
+}
+
+/// Where a driver runs.
+pub struct Setup {
+    pub shard: ShardId,
+    pub me: String,
+    pub store: Arc<Store>,
+    pub meta: Arc<Meta>,
+    /// The committer's gate reads it: why writes are refused now.
+    pub refusal: Arc<Mutex<Option<Error>>>,
+    /// How many entries behind the head are kept for lagging replicas.
+    pub retention: u64,
+}
+
+/// Starts the primary driver of `setup.shard` under `map`.
+pub fn start(setup: Setup, map: &ClusterMap) -> Result<Arc<PrimaryDriver>> {
+    let info = map
+        .shards
+        .get(&setup.shard)
+        .ok_or_else(|| Error::Internal(format!("no shard {} in the map", setup.shard)))?;
+    let state = setup.store.log_state()?;
+    let mode = match map.replication.mode {
+        map::Mode::Sync => Mode::Sync,
+        map::Mode::Async => Mode::Async,
+    };
+    let config = Config {
+        me: setup.me.clone(),
+        epoch: info.epoch,
+        mode,
+        min_in_sync: map.replication.min_in_sync as usize,
+        ack_timeout_ms: map.replication.ack_timeout_ms,
+        retention: setup.retention,
+    };
+    let in_sync: BTreeSet<String> = info.in_sync.iter().cloned().collect();
+    let history = log_history(&state, &info.epochs);
+    let clock = Instant::now();
+    let core = Primary::new(
+        config,
+        in_sync.clone(),
+        history,
+        state.base.lsn + 1,
+        core_id(state.last),
+        state.applied.lsn,
+        0,
+    )?;
+    let (inputs, rx) = mpsc::unbounded_channel();
+    let (commit_tx, _) = watch::channel(core.commit());
+    let progress = Arc::new(Mutex::new(Vec::new()));
+    let mut times = BTreeMap::new();
+    if state.last.lsn > state.applied.lsn {
+        times.insert(state.last.lsn, 0);
+    }
+    let mut driver = Loop {
+        core,
+        shard: setup.shard,
+        epoch: info.epoch,
+        store: setup.store.clone(),
+        meta: setup.meta.clone(),
+        refusal: setup.refusal,
+        tail: state.last.lsn,
+        clock,
+        inputs: inputs.clone(),
+        commit: commit_tx,
+        senders: BTreeMap::new(),
+        replicas: info.replicas.clone(),
+        in_sync: (info.epoch, in_sync),
+        progress: progress.clone(),
+        times,
+    };
+    watch_durable(&setup.store, mode, clock, inputs.clone())?;
+    let first = driver.core.step(Event::Tick { now_ms: 0 });
+    driver.act(first);
+    driver.follow(map);
+    tokio::spawn(driver.run(rx));
+    tracing::info!(shard = setup.shard, "replication: primary driver started");
+    Ok(Arc::new(PrimaryDriver { inputs, progress }))
+}
+
+/// Reports the committer's durable LSN to the driver as it moves.
+fn watch_durable(
+    store: &Arc<Store>,
+    mode: Mode,
+    clock: Instant,
+    inputs: mpsc::UnboundedSender<Input>,
+) -> Result<()> {
+    let mut durable = store.committer.durable()?;
+    let engine = store.engine.clone();
+    let mut seen = durable.borrow_and_update().lsn;
+    tokio::spawn(async move {
+        while durable.changed().await.is_ok() {
+            let up_to = *durable.borrow_and_update();
+            let mut decisions = Vec::new();
+            if mode == Mode::Async && up_to.lsn > seen {
+                // 2PC entries wait for a replica even in async mode: name them.
+                let mut from = seen + 1;
+                while from <= up_to.lsn {
+                    match crate::storage::log::read_entries(engine.as_ref(), from, MAX_BATCH) {
+                        Ok(LogRead::Entries(entries)) if !entries.is_empty() => {
+                            for e in entries.iter().filter(|e| e.lsn <= up_to.lsn) {
+                                if e.writes_txn() {
+                                    decisions.push(e.lsn);
+                                }
+                            }
+                            from = entries.last().map_or(up_to.lsn, |e| e.lsn) + 1;
+                        }
+                        Ok(_) => break,
+                        Err(e) => {
+                            tracing::error!("replication: cannot read the log: {e}");
+                            break;
+                        }
+                    }
+                }
+            }
+            seen = seen.max(up_to.lsn);
+            let now_ms = clock.elapsed().as_millis() as u64;
+            let event = Event::Durable {
+                up_to: core_id(up_to),
+                decisions,
+                now_ms,
+            };
+            if inputs.send(Input::Core(event)).is_err() {
+                break;
+            }
+        }
+    });
+    Ok(())
+}
+
+/// The driver's task state.
+struct Loop {
+    core: Primary,
+    shard: ShardId,
+    epoch: u64,
+    store: Arc<Store>,
+    meta: Arc<Meta>,
+    refusal: Arc<Mutex<Option<Error>>>,
+    /// The last LSN of the log when the driver started: writes wait until it is committed.
+    tail: Lsn,
+    clock: Instant,
+    inputs: mpsc::UnboundedSender<Input>,
+    commit: watch::Sender<Lsn>,
+    senders: BTreeMap<String, watch::Sender<Option<Cmd>>>,
+    replicas: Vec<String>,
+    /// The last in-sync set told to the core, with its epoch.
+    in_sync: (u64, BTreeSet<String>),
+    progress: Arc<Mutex<Vec<ReplicaProgress>>>,
+    /// When each durable batch (by its last LSN) became durable, for `lag_ms`.
+    times: BTreeMap<Lsn, u64>,
+}
+
+impl Loop {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Input>) {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut truncate = tokio::time::interval(TRUNCATE_EVERY);
+        let truncating = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        loop {
+            let actions = tokio::select! {
+                _ = truncate.tick() => {
+                    self.truncate(&truncating);
+                    Vec::new()
+                }
+                _ = tick.tick() => {
+                    let now_ms = self.now_ms();
+                    self.core.step(Event::Tick { now_ms })
+                }
+                input = rx.recv() => match input {
+                    Some(Input::Core(event)) => {
+                        if let Event::Durable { up_to, now_ms, .. } = &event {
+                            self.note_time(up_to.lsn, *now_ms);
+                        }
+                        self.core.step(event)
+                    }
+                    Some(Input::Map(map)) => {
+                        self.follow(&map);
+                        Vec::new()
+                    }
+                    None => break,
+                },
+            };
+            self.act(actions);
+        }
+    }
+
+    /// Drops the front of the log that no replica needs any more, in a task (one at a time);
+    /// the core hears of it once it is durable.
+    fn truncate(&self, truncating: &Arc<std::sync::atomic::AtomicBool>) {
+        use std::sync::atomic::Ordering;
+        let Ok(state) = self.store.log_state() else {
+            return;
+        };
+        let through = self.core.truncate_through().min(state.applied.lsn);
+        if through < state.base.lsn + TRUNCATE_MIN || truncating.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (store, inputs, busy) = (self.store.clone(), self.inputs.clone(), truncating.clone());
+        tokio::spawn(async move {
+            match store.committer.truncate_before(through + 1).await {
+                Ok(base) => {
+                    tracing::debug!("replication: truncated the log through {base}");
+                    let _ = inputs.send(Input::Core(Event::Truncated { through: base.lsn }));
+                }
+                Err(e) => tracing::warn!("replication: cannot truncate the log: {e}"),
+            }
+            busy.store(false, Ordering::Release);
+        });
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.clock.elapsed().as_millis() as u64
+    }
+
+    fn note_time(&mut self, lsn: Lsn, now_ms: u64) {
+        if self.times.len() < TIMES_KEPT {
+            self.times.insert(lsn, now_ms);
+        }
+    }
+
+    /// Follows a map: the in-sync set to the core, a sender for every replica.
+    fn follow(&mut self, map: &ClusterMap) {
+        let Some(info) = map.shards.get(&self.shard) else {
+            return;
+        };
+        let in_sync: BTreeSet<String> = info.in_sync.iter().cloned().collect();
+        if (info.epoch, &in_sync) != (self.in_sync.0, &self.in_sync.1) {
+            self.in_sync = (info.epoch, in_sync.clone());
+            let actions = self.core.step(Event::InSyncChanged {
+                epoch: info.epoch,
+                in_sync,
+            });
+            self.act(actions);
+        }
+        self.replicas = info.replicas.clone();
+        for node in info.replicas.clone() {
+            if !self.senders.contains_key(&node) {
+                let (tx, rx) = watch::channel(None);
+                self.senders.insert(node.clone(), tx);
+                let sender = Sender {
+                    node,
+                    shard: self.shard,
+                    epoch: self.epoch,
+                    store: self.store.clone(),
+                    meta: self.meta.clone(),
+                    durable: match self.store.committer.durable() {
+                        Ok(d) => d,
+                        Err(e) => {
+                            tracing::error!("replication: {e}");
+                            return;
+                        }
+                    },
+                    commit: self.commit.subscribe(),
+                    cmds: rx,
+                    inputs: self.inputs.clone(),
+                };
+                tokio::spawn(sender.run());
+            }
+        }
+    }
+
+    /// Carries out the core's actions in order, then publishes the gate and the progress.
+    fn act(&mut self, actions: Vec<Action>) {
+        for action in actions {
+            match action {
+                Action::Commit { lsn } => {
+                    match self.store.committer.commit_to(lsn) {
+                        Ok(rx) => {
+                            tokio::spawn(async move {
+                                match rx.await {
+                                    Ok(Ok(_)) => {}
+                                    Ok(Err(e)) => tracing::error!(
+                                        "replication: applying up to {lsn} failed: {e}"
+                                    ),
+                                    Err(_) => tracing::error!(
+                                        "replication: the committer stopped before applying up to {lsn}"
+                                    ),
+                                }
+                            });
+                        }
+                        Err(e) => tracing::error!("replication: cannot apply up to {lsn}: {e}"),
+                    }
+                    self.commit.send_replace(lsn);
+                }
+                Action::Stream {
+                    node,
+                    session,
+                    from,
+                    prev,
+                } => self.command(
+                    &node,
+                    Cmd::Stream {
+                        session,
+                        from,
+                        prev,
+                    },
+                ),
+                Action::Snapshot { node, session } => {
+                    tracing::info!(%node, "replication: sending a snapshot of shard {}", self.shard);
+                    self.command(&node, Cmd::Snapshot { session });
+                }
+                Action::Propose { epoch, change } => self.propose(epoch, change),
+                Action::Fail { first, last, error } => {
+                    tracing::warn!(
+                        "replication: entries {first}..={last} cannot commit now: {error}"
+                    );
+                    if let Err(e) = self.store.committer.fail(first, last, error) {
+                        tracing::error!("replication: {e}");
+                    }
+                }
+                Action::StepDown { epoch } => {
+                    tracing::warn!(
+                        "replication: shard {} has a newer epoch {epoch}: this node stops taking writes",
+                        self.shard
+                    );
+                }
+            }
+        }
+        self.publish();
+    }
+
+    fn command(&self, node: &str, cmd: Cmd) {
+        match self.senders.get(node) {
+            Some(tx) => {
+                tx.send_replace(Some(cmd));
+            }
+            None => tracing::warn!(%node, "replication: no stream to this replica"),
+        }
+    }
+
+    /// Proposes an in-sync change in its own task (see the module's note on failures).
+    fn propose(&self, epoch: u64, change: Change) {
+        let (shard, meta, inputs) = (self.shard, self.meta.clone(), self.inputs.clone());
+        let proposal = match &change {
+            Change::Add(node) => map::Change::AddInSync {
+                shard,
+                epoch,
+                node: node.clone(),
+            },
+            Change::Remove(node) => map::Change::RemoveInSync {
+                shard,
+                epoch,
+                node: node.clone(),
+            },
+        };
+        tracing::info!("replication: proposing {change:?} for shard {shard}");
+        tokio::spawn(async move {
+            loop {
+                match meta.propose(proposal.clone()).await {
+                    Ok(_) => return,
+                    Err(Error::Refused(why)) => {
+                        let shown = |m: &ClusterMap| {
+                            m.shards.get(&shard).is_some_and(|s| match &change {
+                                Change::Add(n) => s.is_in_sync(n),
+                                Change::Remove(n) => !s.is_in_sync(n),
+                            })
+                        };
+                        let deadline = tokio::time::Instant::now() + REFLECT;
+                        let mut maps = meta.subscribe();
+                        loop {
+                            if maps.borrow_and_update().as_deref().is_some_and(shown) {
+                                return;
+                            }
+                            if tokio::time::timeout_at(deadline, maps.changed())
+                                .await
+                                .is_err()
+                            {
+                                break;
+                            }
+                        }
+                        tracing::info!("replication: the map refused {change:?}: {why}");
+                        let _ = inputs.send(Input::Core(Event::ProposalFailed { change }));
+                        return;
+                    }
+                    Err(e) => {
+                        // The outcome is unknown: propose again (a change already applied
+                        // is refused, and then shows in the map).
+                        tracing::warn!("replication: proposing {change:?}: {e}; retrying");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                }
+            }
+        });
+    }
+
+    /// Publishes why writes are refused and what is known of each replica.
+    fn publish(&mut self) {
+        let refusal = self.core.refuse_writes().or_else(|| {
+            (self.core.commit() < self.tail).then(|| {
+                Error::serialization(format!(
+                    "this primary restarted with log entries up to {} not yet held by its \
+                     in-sync set (committed up to {}); it takes writes once they are; retry",
+                    self.tail,
+                    self.core.commit()
+                ))
+            })
+        });
+        if let Ok(mut r) = self.refusal.lock() {
+            *r = refusal;
+        }
+        let now_ms = self.now_ms();
+        let head = self.core.durable().lsn;
+        let progress: Vec<ReplicaProgress> = self
+            .replicas
+            .iter()
+            .map(|node| {
+                let (session, acked) = self.core.peer(node).unwrap_or((None, 0));
+                let since = self.times.range(acked + 1..).next().map(|(_, t)| *t);
+                ReplicaProgress {
+                    node: node.clone(),
+                    acked,
+                    lag: head.saturating_sub(acked),
+                    lag_ms: since.map_or(0, |t| now_ms.saturating_sub(t)),
+                    connected: session.is_some(),
+                }
+            })
+            .collect();
+        let oldest = progress.iter().map(|p| p.acked).min().unwrap_or(head);
+        self.times = self.times.split_off(&(oldest + 1));
+        if let Ok(mut p) = self.progress.lock() {
+            *p = progress;
+        }
+    }
+}
+
+/// One replica's stream.
+struct Sender {
+    node: String,
+    shard: ShardId,
+    epoch: u64,
+    store: Arc<Store>,
+    meta: Arc<Meta>,
+    durable: watch::Receiver<crate::storage::LogId>,
+    commit: watch::Receiver<Lsn>,
+    cmds: watch::Receiver<Option<Cmd>>,
+    inputs: mpsc::UnboundedSender<Input>,
+}
+
+impl Sender {
+    fn tell(&self, event: Event) -> bool {
+        self.inputs.send(Input::Core(event)).is_ok()
+    }
+
+    /// Dials the replica, opens a stream, streams until the connection is lost; again.
+    async fn run(mut self) {
+        let cluster_id = self.meta.identity.cluster_id.clone();
+        let mut opened = 0u64;
+        loop {
+            if self.inputs.is_closed() {
+                return;
+            }
+            let addr = self
+                .meta
+                .map()
+                .and_then(|m| m.node(&self.node).map(|n| n.rpc_addr.clone()));
+            let Some(addr) = addr else {
+                tracing::warn!(node = %self.node, "replication: the replica is not in the map");
+                return;
+            };
+            let client = match Client::connect_peer(&addr, CONNECT_TIMEOUT, &cluster_id).await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::debug!(node = %self.node, "replication: cannot reach the replica: {e}");
+                    tokio::time::sleep(REDIAL).await;
+                    continue;
+                }
+            };
+            opened += 1;
+            let open = Request::Replicate(Replicate::Open {
+                shard: self.shard,
+                epoch: self.epoch,
+                session: opened,
+            });
+            let last = match tokio::time::timeout(Duration::from_secs(2), client.call(open)).await {
+                Ok(Ok(Response::Replicated(ReplicateReply::Opened { last, .. }))) => last,
+                other => {
+                    tracing::debug!(node = %self.node, "replication: open refused: {other:?}");
+                    tokio::time::sleep(REDIAL).await;
+                    continue;
+                }
+            };
+            let seen = self.cmds.borrow_and_update().map_or(0, |c| c.session());
+            if !self.tell(Event::Opened {
+                node: self.node.clone(),
+                last,
+            }) {
+                return;
+            }
+            let Some(cmd) = self.next_cmd(seen).await else {
+                continue;
+            };
+            tracing::info!(node = %self.node, "replication: streaming to the replica: {cmd:?}");
+            let session = self.stream(&client, cmd).await;
+            tracing::info!(node = %self.node, "replication: lost the stream of session {session}");
+            if !self.tell(Event::Lost {
+                node: self.node.clone(),
+                session,
+            }) {
+                return;
+            }
+            tokio::time::sleep(REDIAL).await;
+        }
+    }
+
+    /// The next command of a session after `seen`, if one comes within a few seconds.
+    async fn next_cmd(&mut self, seen: u64) -> Option<Cmd> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(cmd) = *self.cmds.borrow_and_update() {
+                if cmd.session() > seen {
+                    return Some(cmd);
+                }
+            }
+            match tokio::time::timeout_at(deadline, self.cmds.changed()).await {
+                Ok(Ok(())) => {}
+                _ => return None,
+            }
+        }
+    }
+
+    /// Streams the log on `client` as `cmd` says, and as the commands after it say; returns the
+    /// session in use when the connection failed.
+    async fn stream(&mut self, client: &Client, mut cmd: Cmd) -> u64 {
+        'session: loop {
+            let (session, mut next, mut prev) = match cmd {
+                Cmd::Stream {
+                    session,
+                    from,
+                    prev,
+                } => (session, from, prev),
+                Cmd::Snapshot { session } => match self.snapshot(client, session).await {
+                    Ok(Some(at)) => (session, at.lsn + 1, at),
+                    Ok(None) => match self.next_cmd(session).await {
+                        Some(c) => {
+                            cmd = c;
+                            continue 'session;
+                        }
+                        None => return session,
+                    },
+                    Err(e) => {
+                        tracing::warn!(node = %self.node, "replication: snapshot in session {session} failed: {e}");
+                        return session;
+                    }
+                },
+            };
+            let mut inflight = FuturesOrdered::new();
+            let mut last_sent: Option<tokio::time::Instant> = None;
+            loop {
+                while inflight.len() < MAX_IN_FLIGHT {
+                    let durable = self.durable.borrow_and_update().lsn;
+                    if next > durable {
+                        break;
+                    }
+                    let engine = self.store.engine.as_ref();
+                    let mut entries = match crate::storage::log::read_entries(
+                        engine, next, MAX_BATCH,
+                    ) {
+                        Ok(LogRead::Entries(entries)) => entries,
+                        Ok(LogRead::Truncated { base }) => {
+                            tracing::error!(node = %self.node, "replication: the log no longer holds entry {next} (it begins after {base}); the replica needs a snapshot");
+                            return session;
+                        }
+                        Err(e) => {
+                            tracing::error!(node = %self.node, "replication: cannot read the log: {e}");
+                            return session;
+                        }
+                    };
+                    // Only what the primary has made durable is shipped (H9).
+                    entries.retain(|e| e.lsn <= durable);
+                    let Some(last) = entries.last().map(|e| core_id(e.id())) else {
+                        break;
+                    };
+                    match self.append(client, session, prev, entries).await {
+                        Some(rx) => inflight.push_back(rx),
+                        None => return session,
+                    }
+                    prev = last;
+                    next = last.lsn + 1;
+                    last_sent = Some(tokio::time::Instant::now());
+                }
+                let heartbeat_at =
+                    last_sent.map_or_else(tokio::time::Instant::now, |t| t + HEARTBEAT);
+                let room = inflight.len() < MAX_IN_FLIGHT;
+                tokio::select! {
+                    reply = inflight.next(), if !inflight.is_empty() => match reply {
+                        Some(Ok(Response::Replicated(ReplicateReply::Acked { up_to }))) => {
+                            if !self.tell(Event::Acked { node: self.node.clone(), session, up_to }) {
+                                return session;
+                            }
+                        }
+                        Some(Ok(Response::Replicated(ReplicateReply::Refused(reject)))) => {
+                            tracing::info!(node = %self.node, "replication: the replica refused session {session}: {reject:?}");
+                            if !self.tell(Event::Refused { node: self.node.clone(), session, reject }) {
+                                return session;
+                            }
+                            match self.next_cmd(session).await {
+                                Some(c) => {
+                                    cmd = c;
+                                    continue 'session;
+                                }
+                                None => return session,
+                            }
+                        }
+                        Some(Ok(other)) => {
+                            tracing::warn!(node = %self.node, "replication: unexpected answer {other:?}");
+                            return session;
+                        }
+                        Some(Err(_)) | None => return session,
+                    },
+                    changed = self.durable.changed() => {
+                        if changed.is_err() {
+                            return session;
+                        }
+                    }
+                    changed = self.cmds.changed() => {
+                        if changed.is_err() {
+                            return session;
+                        }
+                        if let Some(c) = *self.cmds.borrow_and_update() {
+                            if c.session() > session {
+                                cmd = c;
+                                continue 'session;
+                            }
+                        }
+                    }
+                    _ = tokio::time::sleep_until(heartbeat_at), if room => {
+                        match self.append(client, session, prev, Vec::new()).await {
+                            Some(rx) => inflight.push_back(rx),
+                            None => return session,
+                        }
+                        last_sent = Some(tokio::time::Instant::now());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends a snapshot in `session` and returns the entry it stands at once the replica has
+    /// acked it; `None` if the replica refused it (the core has been told), an error if the
+    /// connection failed.
+    async fn snapshot(&mut self, client: &Client, session: u64) -> Result<Option<LogId>> {
+        let snapshot = ShardSnapshot::open(self.store.engine.as_ref())?;
+        let at = core_id(snapshot.at());
+        let started = Instant::now();
+        let part = |part| {
+            Request::Replicate(Replicate::Snapshot {
+                shard: self.shard,
+                epoch: self.epoch,
+                session,
+                at,
+                part,
+            })
+        };
+        let lost = || Error::Unreachable("lost the replica during a snapshot".into());
+        let mut inflight = FuturesOrdered::new();
+        inflight.push_back(client.start(part(SnapshotPart::Begin)).await?);
+        let mut cursor = Some(Cursor::start());
+        let (mut batches, mut bytes) = (0u64, 0usize);
+        loop {
+            while inflight.len() < SNAPSHOT_IN_FLIGHT {
+                let Some(from) = cursor.take() else { break };
+                let batch = snapshot.batch(&from, MAX_BATCH)?;
+                cursor = batch.next;
+                batches += 1;
+                bytes += batch.writes.iter().map(write_size).sum::<usize>();
+                inflight.push_back(
+                    client
+                        .start(part(SnapshotPart::Batch(batch.writes)))
+                        .await?,
+                );
+            }
+            if cursor.is_none() && inflight.is_empty() {
+                break;
+            }
+            match inflight.next().await {
+                Some(Ok(Response::Replicated(ReplicateReply::Stored))) => {}
+                Some(Ok(Response::Replicated(ReplicateReply::Refused(reject)))) => {
+                    self.tell(Event::Refused {
+                        node: self.node.clone(),
+                        session,
+                        reject,
+                    });
+                    return Ok(None);
+                }
+                Some(Ok(other)) => {
+                    return Err(Error::Corrupt(format!(
+                        "unexpected answer to a snapshot batch: {other:?}"
+                    )))
+                }
+                Some(Err(_)) | None => return Err(lost()),
+            }
+        }
+        drop(snapshot);
+        let finish = client.start(part(SnapshotPart::Finish)).await?;
+        match finish.await {
+            Ok(Response::Replicated(ReplicateReply::Acked { up_to })) => {
+                tracing::info!(
+                    node = %self.node,
+                    "replication: snapshot at {at} sent: {batches} batches, {bytes} bytes in {:?}",
+                    started.elapsed()
+                );
+                self.tell(Event::Acked {
+                    node: self.node.clone(),
+                    session,
+                    up_to,
+                });
+                Ok(Some(at))
+            }
+            Ok(Response::Replicated(ReplicateReply::Refused(reject))) => {
+                self.tell(Event::Refused {
+                    node: self.node.clone(),
+                    session,
+                    reject,
+                });
+                Ok(None)
+            }
+            Ok(Response::Error(e)) => Err(e),
+            Ok(other) => Err(Error::Corrupt(format!(
+                "unexpected answer to a snapshot's end: {other:?}"
+            ))),
+            Err(_) => Err(lost()),
+        }
+    }
+
+    /// Sends one append (a heartbeat when `entries` is empty) and returns its answer's
+    /// receiver, or `None` if the connection is gone.
+    async fn append(
+        &self,
+        client: &Client,
+        session: u64,
+        prev: LogId,
+        entries: Vec<crate::storage::LogEntry>,
+    ) -> Option<tokio::sync::oneshot::Receiver<Response>> {
+        let commit = *self.commit.borrow();
+        let request = Request::Replicate(Replicate::Append {
+            shard: self.shard,
+            epoch: self.epoch,
+            session,
+            prev,
+            entries,
+            commit,
+        });
+        client.start(request).await.ok()
+    }
+}
+
+/// The bytes of a snapshot put (key and value).
+fn write_size(w: &crate::storage::Write) -> usize {
+    match w {
+        crate::storage::Write::Put(_, k, v) => k.len() + v.len(),
+        _ => 0,
+    }
+}

@@ -1,0 +1,418 @@
+//! A replica's replication driver: the [`Replica`] core given its log and its socket.
+//!
+//! A node that is a replica of its shard runs one driver. Every [`Replicate`] request that
+//! reaches the node is handed to it by the RPC connection **when its frame is read**, through
+//! one bounded channel ([`INBOX`] requests), so the driver sees a primary's appends in the
+//! order the primary sent them (one task per request would reorder them). The driver runs the
+//! core one event at a time:
+//!
+//! * an append the core accepts goes to [`crate::storage::Committer::append`] at once, and the driver takes the
+//!   next request without waiting for its fsync: appends are pipelined into the committer's
+//!   group commit, and each completion comes back as [`Event::Persisted`];
+//! * an append request is answered with an ack only once the core acks an LSN at or past the
+//!   request's last entry, which it does only after `Persisted` (H8): an answer never claims
+//!   what is not on disk. A heartbeat (no entries) is answered with the newest ack;
+//! * a refusal answers its request at once ([`ReplicateReply::Refused`]);
+//! * `Apply{up_to}` becomes [`crate::storage::Committer::commit_to`]: the committed entries are applied, never
+//!   beyond the commit LSN the primary sent or the prefix checked against it (H4, H5);
+//! * `SaveEpoch` is written durably in the meta space before anything else is done (H6).
+//!
+//! The core is rebuilt from the store when the driver starts: the saved epoch, the log's last
+//! entry and its applied LSN; every entry on disk counts as persisted, none as matched.
+//!
+//! **Snapshots.** A primary whose log no longer reaches back far enough sends the shard's
+//! `data` and `txn` spaces instead ([`Replicate::Snapshot`]): `Begin` durably marks the store as
+//! installing and clears it, each `Batch` is written, and `Finish` hands the whole snapshot to
+//! the core, whose `Install{at}` is `finish_snapshot(at)` (durable); only then is it
+//! `Persisted` and acked (H10). A store left half installed by a crash refuses every append
+//! (answering `Diverged`), so its primary sends a snapshot again.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use futures::stream::FuturesUnordered;
+use futures::StreamExt;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::cluster::ring::ShardId;
+use crate::error::{Error, Result};
+use crate::protocol::{Replicate, ReplicateReply, SnapshotPart};
+use crate::replication::replica::{Action, Event};
+use crate::replication::{EpochHistory, LogId, Reject, Replica};
+use crate::storage::{LogEntry, Lsn, Space, Store, WalState, Write};
+
+/// How many replication requests may wait for the driver.
+pub const INBOX: usize = 64;
+
+/// The meta key of the newest shard epoch a replica has seen (DESIGN §3: fencing).
+const EPOCH_KEY: &[u8] = b"replica_epoch";
+
+/// A request for the driver and where its answer goes.
+pub type Inbound = (Replicate, oneshot::Sender<Result<ReplicateReply>>);
+
+/// The identity of a stored entry, as the replication cores name it.
+pub fn core_id(id: crate::storage::LogId) -> LogId {
+    LogId::new(id.epoch, id.lsn)
+}
+
+/// The epoch history of a log in `state`, from the shard's epochs in the map (each epoch's
+/// first LSN): the epochs that begin within the log. A log whose front was dropped (a
+/// truncation, a snapshot) knows its epochs only from its base on.
+pub fn log_history(state: &WalState, epochs: &[(u64, Lsn)]) -> EpochHistory {
+    let mut history = EpochHistory::from_snapshot(core_id(state.base));
+    if state.last.lsn == 0 {
+        return history;
+    }
+    for &(epoch, first) in epochs {
+        if first > state.base.lsn && first <= state.last.lsn && epoch <= state.last.epoch {
+            history.note(LogId::new(epoch, first));
+        }
+    }
+    history.note(core_id(state.last));
+    history
+}
+
+/// An append request waiting for its ack.
+struct Waiting {
+    session: u64,
+    /// The LSN of its last entry (its `prev` for a heartbeat).
+    end: Lsn,
+    reply: oneshot::Sender<Result<ReplicateReply>>,
+}
+
+/// The replica's driver.
+struct Driver {
+    shard: ShardId,
+    core: Replica,
+    store: Arc<Store>,
+    waiting: VecDeque<Waiting>,
+    /// The newest ack the core gave: its session and entry.
+    acked: Option<(u64, LogId)>,
+    /// A snapshot install is begun and not finished.
+    installing: bool,
+}
+
+/// Starts the driver of a replica of `shard` over `store` and returns its inbox.
+pub fn start(
+    shard: ShardId,
+    store: Arc<Store>,
+    epochs: &[(u64, Lsn)],
+) -> Result<mpsc::Sender<Inbound>> {
+    let state = store.log_state()?;
+    let saved = match store.engine.get(Space::Meta, EPOCH_KEY)? {
+        Some(b) => u64::from_be_bytes(
+            b.as_slice()
+                .try_into()
+                .map_err(|_| Error::Corrupt("replica_epoch is not 8 bytes".into()))?,
+        ),
+        None => 0,
+    };
+    let history = log_history(&state, epochs);
+    let core = Replica::new(saved, history, core_id(state.last), state.applied.lsn)
+        .map_err(|e| Error::Corrupt(format!("this replica's log: {e}")))?;
+    let (tx, rx) = mpsc::channel(INBOX);
+    let driver = Driver {
+        shard,
+        core,
+        store,
+        waiting: VecDeque::new(),
+        acked: None,
+        installing: state.installing_snapshot,
+    };
+    tokio::spawn(driver.run(rx));
+    Ok(tx)
+}
+
+type Persisting = FuturesUnordered<oneshot::Receiver<Result<crate::storage::LogId>>>;
+
+impl Driver {
+    async fn run(mut self, mut inbox: mpsc::Receiver<Inbound>) {
+        let mut persisting: Persisting = FuturesUnordered::new();
+        loop {
+            tokio::select! {
+                request = inbox.recv() => match request {
+                    Some((request, reply)) => self.request(request, reply, &mut persisting).await,
+                    None => break,
+                },
+                done = persisting.next(), if !persisting.is_empty() => match done {
+                    Some(Ok(Ok(durable))) => {
+                        let actions = self.core.step(Event::Persisted { up_to: core_id(durable) });
+                        if let Err(e) = self.act(actions, &[], &mut persisting).await {
+                            tracing::error!("replica: {e}");
+                        }
+                    }
+                    Some(Ok(Err(e))) => tracing::error!("replica: an append failed: {e}"),
+                    Some(Err(_)) => tracing::error!("replica: the committer stopped before an append was durable"),
+                    None => {}
+                },
+            }
+            self.answer();
+        }
+    }
+
+    async fn request(
+        &mut self,
+        request: Replicate,
+        reply: oneshot::Sender<Result<ReplicateReply>>,
+        persisting: &mut Persisting,
+    ) {
+        match request {
+            Replicate::Open { shard, epoch, .. } => {
+                if shard != self.shard {
+                    let _ = reply.send(Err(self.wrong_shard(shard)));
+                    return;
+                }
+                if epoch < self.core.epoch() {
+                    let known = self.core.epoch();
+                    let _ = reply.send(Ok(ReplicateReply::Refused(Reject::StaleEpoch { known })));
+                    return;
+                }
+                let actions = self.core.step(Event::Epoch { epoch });
+                if let Err(e) = self.act(actions, &[], persisting).await {
+                    let _ = reply.send(Err(e));
+                    return;
+                }
+                let _ = reply.send(Ok(ReplicateReply::Opened {
+                    last: self.core.last(),
+                    persisted: self.core.persisted(),
+                    applied: self.core.applied(),
+                }));
+            }
+            Replicate::Append {
+                shard,
+                epoch,
+                session,
+                prev,
+                entries,
+                commit,
+            } => {
+                if shard != self.shard {
+                    let _ = reply.send(Err(self.wrong_shard(shard)));
+                    return;
+                }
+                if self.installing {
+                    // Half a snapshot: nothing but a new snapshot can bring this store back.
+                    let applied = self.core.applied();
+                    let _ = reply.send(Ok(ReplicateReply::Refused(Reject::Diverged { applied })));
+                    return;
+                }
+                let ids: Vec<LogId> = entries.iter().map(|e| core_id(e.id())).collect();
+                let end = prev.lsn + entries.len() as Lsn;
+                let actions = self.core.step(Event::Batch {
+                    session,
+                    epoch,
+                    prev,
+                    entries: ids,
+                    commit,
+                });
+                match self.act(actions, &entries, persisting).await {
+                    Ok(Some(reject)) => {
+                        let _ = reply.send(Ok(ReplicateReply::Refused(reject)));
+                    }
+                    Ok(None) => self.waiting.push_back(Waiting {
+                        session,
+                        end,
+                        reply,
+                    }),
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                }
+            }
+            Replicate::Snapshot {
+                shard,
+                epoch,
+                session,
+                at,
+                part,
+            } => {
+                if shard != self.shard {
+                    let _ = reply.send(Err(self.wrong_shard(shard)));
+                    return;
+                }
+                if epoch < self.core.epoch() {
+                    let known = self.core.epoch();
+                    let _ = reply.send(Ok(ReplicateReply::Refused(Reject::StaleEpoch { known })));
+                    return;
+                }
+                match self.snapshot(session, epoch, at, part, persisting).await {
+                    Ok(Some(reject)) => {
+                        let _ = reply.send(Ok(ReplicateReply::Refused(reject)));
+                    }
+                    Ok(None) if self.installing => {
+                        let _ = reply.send(Ok(ReplicateReply::Stored));
+                    }
+                    Ok(None) => self.waiting.push_back(Waiting {
+                        session,
+                        end: at.lsn,
+                        reply,
+                    }),
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                }
+            }
+        }
+    }
+
+    /// One part of a snapshot; returns the core's refusal, if any. After `Finish` the
+    /// snapshot is installed and durable, and the ack covers it.
+    async fn snapshot(
+        &mut self,
+        session: u64,
+        epoch: u64,
+        at: LogId,
+        part: SnapshotPart,
+        persisting: &mut Persisting,
+    ) -> Result<Option<Reject>> {
+        let committer = &self.store.committer;
+        match part {
+            SnapshotPart::Begin => {
+                committer.begin_snapshot().await?;
+                self.installing = true;
+                tracing::info!("replica: installing a snapshot at {at}");
+                Ok(None)
+            }
+            SnapshotPart::Batch(writes) => {
+                if !self.installing {
+                    return Err(Error::Refused(
+                        "a snapshot batch with no snapshot begun".into(),
+                    ));
+                }
+                committer.install_batch(writes).await?;
+                Ok(None)
+            }
+            SnapshotPart::Finish => {
+                if !self.installing {
+                    return Err(Error::Refused(
+                        "a snapshot finished with no snapshot begun".into(),
+                    ));
+                }
+                let actions = self.core.step(Event::Snapshot { session, epoch, at });
+                if let Some(reject) = self.act(actions, &[], persisting).await? {
+                    return Ok(Some(reject));
+                }
+                // `Install` made it durable: it is persisted now.
+                let actions = self.core.step(Event::Persisted { up_to: at });
+                let refused = self.act(actions, &[], persisting).await?;
+                tracing::info!("replica: installed a snapshot at {at}");
+                Ok(refused)
+            }
+        }
+    }
+
+    fn wrong_shard(&self, shard: ShardId) -> Error {
+        Error::Refused(format!(
+            "this node is a replica of shard {}, not of shard {shard}",
+            self.shard
+        ))
+    }
+
+    /// Carries out the core's actions in order; returns the refusal of the batch, if any.
+    /// `entries` are the batch's entries, whose payloads an `Append` names by identity.
+    async fn act(
+        &mut self,
+        actions: Vec<Action>,
+        entries: &[LogEntry],
+        persisting: &mut Persisting,
+    ) -> Result<Option<Reject>> {
+        let mut refused = None;
+        let committer = &self.store.committer;
+        for action in actions {
+            match action {
+                Action::SaveEpoch { epoch } => {
+                    let write = Write::Put(
+                        Space::Meta,
+                        EPOCH_KEY.to_vec(),
+                        epoch.to_be_bytes().to_vec(),
+                    );
+                    self.store.engine.write(vec![write])?;
+                    self.store.engine.persist()?;
+                }
+                Action::Append {
+                    truncate_after,
+                    entries: ids,
+                } => {
+                    if let Some(lsn) = truncate_after {
+                        committer.truncate_after(lsn).await?;
+                    }
+                    let first = ids.first().map_or(Lsn::MAX, |id| id.lsn);
+                    let new: Vec<LogEntry> =
+                        entries.iter().filter(|e| e.lsn >= first).cloned().collect();
+                    persisting.push(committer.append(new)?);
+                }
+                Action::Install { at } => {
+                    committer
+                        .finish_snapshot(crate::storage::LogId::new(at.epoch, at.lsn))
+                        .await?;
+                    self.installing = false;
+                }
+                Action::Ack { session, up_to } => self.acked = Some((session, up_to)),
+                Action::Refuse { reject, .. } => refused = Some(reject),
+                Action::Apply { up_to } => {
+                    let rx = committer.commit_to(up_to)?;
+                    tokio::spawn(async move {
+                        match rx.await {
+                            Ok(Ok(_)) => {}
+                            Ok(Err(e)) => {
+                                tracing::error!("replica: applying up to {up_to} failed: {e}")
+                            }
+                            Err(_) => tracing::error!(
+                                "replica: the committer stopped before applying up to {up_to}"
+                            ),
+                        }
+                    });
+                }
+            }
+        }
+        Ok(refused)
+    }
+
+    /// Answers the requests the newest ack covers, and those of older sessions (their primary
+    /// no longer counts them) with it.
+    fn answer(&mut self) {
+        let Some((session, up_to)) = self.acked else {
+            return;
+        };
+        let mut keep = VecDeque::new();
+        for w in self.waiting.drain(..) {
+            if w.session != session || w.end <= up_to.lsn {
+                let _ = w.reply.send(Ok(ReplicateReply::Acked { up_to }));
+            } else {
+                keep.push_back(w);
+            }
+        }
+        self.waiting = keep;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(base: (u64, Lsn), last: (u64, Lsn)) -> WalState {
+        WalState {
+            applied: crate::storage::LogId::new(base.0, base.1),
+            last: crate::storage::LogId::new(last.0, last.1),
+            base: crate::storage::LogId::new(base.0, base.1),
+            installing_snapshot: false,
+        }
+    }
+
+    #[test]
+    fn an_empty_log_has_an_empty_history() {
+        let h = log_history(&state((0, 0), (0, 0)), &[(1, 1)]);
+        assert!(h.pairs().is_empty());
+        assert!(h.matches(LogId::ZERO));
+    }
+
+    #[test]
+    fn a_log_knows_the_epochs_that_begin_within_it() {
+        let h = log_history(&state((0, 0), (2, 9)), &[(1, 1), (2, 5), (3, 20)]);
+        assert_eq!(h.pairs(), &[(1, 1), (2, 5)]);
+        assert!(h.matches(LogId::new(2, 9)));
+        let h = log_history(&state((1, 4), (1, 9)), &[(1, 1)]);
+        assert_eq!(h.pairs(), &[(1, 4)]);
+        assert!(h.matches(LogId::new(1, 9)));
+    }
+}

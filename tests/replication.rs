@@ -1,0 +1,618 @@
+//! Replica groups on real processes (DESIGN §6.1, issue 9): clusters with `replication:
+//! { factor: 2 }` started by `ddb init`, written through real PostgreSQL clients, with
+//! replicas killed (`kill -9`), frozen (`SIGSTOP`) and restarted, and primaries killed.
+//!
+//! What a copy holds is read from the node itself: its status carries the applied LSN and a
+//! checksum of every row it stores, so a replica "holds exactly its primary's rows" when both
+//! agree with the primary's. Every write the client saw acknowledged is kept in a set and
+//! checked key by key on the primary; the checksum then says the replica has the same rows.
+//!
+//! The clusters have three nodes, so the map's Raft group keeps a quorum when one node is
+//! killed or frozen: shard 1 is n1 (primary) and n2, shard 2 is n3 alone (short of copies),
+//! except the first test, which has two full groups of two and writes through all four.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use common::{connect, sqlstate, TestCluster};
+use ddb::client::Client;
+use ddb::cluster::map::ClusterMap;
+use ddb::protocol::{NodeStatus, Request, Response};
+
+const SCHEMA: &str = "CREATE TABLE t (k BIGINT PRIMARY KEY, v BIGINT NOT NULL)";
+
+/// The status of the node at `addr`, if it answers within 2 s.
+async fn status_of(addr: &str) -> Option<NodeStatus> {
+    let client = Client::connect(addr, Duration::from_secs(2)).await.ok()?;
+    match tokio::time::timeout(Duration::from_secs(2), client.call(Request::Status)).await {
+        Ok(Ok(Response::Status(s))) => Some(s),
+        _ => None,
+    }
+}
+
+/// The map of the node at `addr`.
+async fn map_of(addr: &str) -> Option<ClusterMap> {
+    let client = Client::connect(addr, Duration::from_secs(2)).await.ok()?;
+    match tokio::time::timeout(Duration::from_secs(2), client.call(Request::GetMap)).await {
+        Ok(Ok(Response::Map(Some(map)))) => Some(*map),
+        _ => None,
+    }
+}
+
+/// Polls `f` every 100 ms until it holds or `timeout` passes; whether it held.
+async fn eventually<F, Fut>(timeout: Duration, mut f: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+/// Whether `replica` has applied all of `primary`'s log and holds the same rows.
+async fn same_copy(cluster: &TestCluster, primary: &str, replica: &str) -> bool {
+    let (Some(p), Some(r)) = (
+        status_of(&cluster.rpc_addr(primary)).await,
+        status_of(&cluster.rpc_addr(replica)).await,
+    ) else {
+        return false;
+    };
+    p.applied_lsn > 0
+        && p.applied_lsn == p.lsn
+        && r.applied_lsn == p.applied_lsn
+        && r.lsn == p.lsn
+        && r.checksum == p.checksum
+        && r.keys == p.keys
+}
+
+/// The in-sync set of shard 1, as the map on `node` has it.
+async fn in_sync(cluster: &TestCluster, node: &str) -> Option<Vec<String>> {
+    let map = map_of(&cluster.rpc_addr(node)).await?;
+    map.shards.get(&1).map(|s| s.in_sync.clone())
+}
+
+/// The shard that owns key `k` of table `t` (table id 1) under `map`.
+fn shard_of(map: &ClusterMap, k: i64) -> u32 {
+    let key = ddb::storage::keycode::row_key(1, &[ddb::types::Value::Int(k)]);
+    let token = ddb::storage::keycode::token_of_key(&key).expect("a row key");
+    map.shard_of_token(token).expect("an owner")
+}
+
+/// Inserts keys `keys` one statement at a time through `port` until they are all tried or
+/// `budget` has passed; returns the keys whose insert was acknowledged. Failures (a node
+/// going away under the load) are counted, not fatal; a failed connection is reopened.
+async fn write(port: u16, keys: Vec<i64>, budget: Duration) -> (BTreeSet<i64>, usize) {
+    let deadline = Instant::now() + budget;
+    let mut acked = BTreeSet::new();
+    let mut failed = 0;
+    let mut client = connect(port).await;
+    for k in keys {
+        if Instant::now() > deadline {
+            break;
+        }
+        let v = k * 7;
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&k, &v];
+        let insert = client.execute("INSERT INTO t VALUES ($1, $2)", &params);
+        match tokio::time::timeout(Duration::from_secs(20), insert).await {
+            Ok(Ok(1)) => {
+                acked.insert(k);
+            }
+            Ok(Ok(n)) => panic!("insert of {k} touched {n} rows"),
+            Ok(Err(e)) => {
+                if failed == 0 {
+                    eprintln!("write of {k} through port {port} failed: {e:?}");
+                }
+                failed += 1;
+                if client.is_closed() {
+                    client = connect(port).await;
+                }
+            }
+            Err(_) => {
+                failed += 1;
+                client = connect(port).await;
+            }
+        }
+    }
+    (acked, failed)
+}
+
+/// Asserts that every key of `acked` is stored, with its value, as read through `port`.
+async fn assert_all_there(port: u16, acked: &BTreeSet<i64>) {
+    let c = connect(port).await;
+    let rows = c.query("SELECT k, v FROM t", &[]).await.expect("select");
+    let stored: std::collections::BTreeMap<i64, i64> =
+        rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    for k in acked {
+        assert_eq!(
+            stored.get(k),
+            Some(&(k * 7)),
+            "acknowledged key {k} is missing"
+        );
+    }
+}
+
+fn signal(cluster: &TestCluster, node: &str, sig: &str) {
+    let pid = cluster.pid(node).expect("a pid");
+    let ok = std::process::Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .expect("kill")
+        .success();
+    assert!(ok, "kill {sig} {node}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_hold_exactly_their_primarys_rows_after_writes_through_every_gateway() {
+    let cluster = TestCluster::replicated("copies", 4, "{ factor: 2 }");
+    cluster.init();
+    let (_, status) = cluster.status();
+    let roles: Vec<(&str, &str)> = status
+        .iter()
+        .map(|n| (n["name"].as_str().unwrap(), n["role"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        roles,
+        [
+            ("n1", "primary"),
+            ("n2", "replica"),
+            ("n3", "primary"),
+            ("n4", "replica")
+        ]
+    );
+    connect(cluster.sql_port("n1"))
+        .await
+        .batch_execute(SCHEMA)
+        .await
+        .unwrap();
+    // Every gateway's catalog follows the map a moment after the CREATE TABLE returns.
+    for (node, _, _) in cluster.nodes() {
+        let g = connect(cluster.sql_port(&node)).await;
+        assert!(
+            eventually(Duration::from_secs(10), || async {
+                g.simple_query("SELECT k FROM t WHERE k = -1").await.is_ok()
+            })
+            .await,
+            "{node} does not know table t"
+        );
+    }
+    let mut tasks = Vec::new();
+    for (i, (node, _, _)) in cluster.nodes().into_iter().enumerate() {
+        let port = cluster.sql_port(&node);
+        let keys: Vec<i64> = (0..300).map(|j| j * 4 + i as i64).collect();
+        tasks.push(tokio::spawn(write(port, keys, Duration::from_secs(90))));
+    }
+    let mut acked = BTreeSet::new();
+    for t in tasks {
+        let (a, failed) = t.await.unwrap();
+        assert_eq!(failed, 0, "no write fails with every node up");
+        acked.extend(a);
+    }
+    assert_eq!(acked.len(), 1200);
+    assert_all_there(cluster.sql_port("n2"), &acked).await;
+    for (primary, replica) in [("n1", "n2"), ("n3", "n4")] {
+        assert!(
+            eventually(Duration::from_secs(20), || same_copy(
+                &cluster, primary, replica
+            ))
+            .await,
+            "{replica} does not hold {primary}'s rows:\n{:?}\n{:?}\n{}",
+            status_of(&cluster.rpc_addr(primary)).await,
+            status_of(&cluster.rpc_addr(replica)).await,
+            cluster.logs()
+        );
+    }
+    let p1 = status_of(&cluster.rpc_addr("n1")).await.unwrap();
+    let p3 = status_of(&cluster.rpc_addr("n3")).await.unwrap();
+    assert_eq!(p1.keys + p3.keys, 1200, "each row is on one shard");
+    // ddb status: every node in sync, the replicas caught up (no lag) as their primary sees.
+    let (code, status) = cluster.status();
+    assert_eq!(code, Some(0));
+    for n in &status {
+        assert_eq!(n["in_sync"], true, "{n}");
+        assert_eq!(n["lag"].as_i64(), Some(0), "{n}");
+        assert_eq!(n["lag_ms"].as_i64(), Some(0), "{n}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_killed_under_load_catches_up_from_the_log_and_rejoins_the_in_sync_set() {
+    let cluster = TestCluster::replicated("catchup", 3, "{ factor: 2, ack_timeout_ms: 500 }");
+    cluster.init();
+    connect(cluster.sql_port("n1"))
+        .await
+        .batch_execute(SCHEMA)
+        .await
+        .unwrap();
+    let map = map_of(&cluster.rpc_addr("n1")).await.unwrap();
+    let keys: Vec<i64> = (0..20_000)
+        .filter(|k| shard_of(&map, *k) == 1)
+        .take(1500)
+        .collect();
+    let load = tokio::spawn(write(
+        cluster.sql_port("n3"),
+        keys,
+        Duration::from_secs(120),
+    ));
+    // Kill the replica once the load is under way.
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            status_of(&cluster.rpc_addr("n2"))
+                .await
+                .is_some_and(|s| s.applied_lsn >= 200)
+        })
+        .await,
+        "the load did not reach the replica"
+    );
+    cluster.kill("n2");
+    // Writes go on without it once it has left the in-sync set.
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            in_sync(&cluster, "n1").await.is_some_and(|s| s == ["n1"])
+        })
+        .await,
+        "the killed replica did not leave the in-sync set:\n{}",
+        cluster.logs()
+    );
+    let before = status_of(&cluster.rpc_addr("n1")).await.unwrap().lsn;
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            status_of(&cluster.rpc_addr("n1"))
+                .await
+                .is_some_and(|s| s.lsn > before + 50)
+        })
+        .await,
+        "writes stopped without the replica"
+    );
+    // Restarted (ddb init starts the nodes that are down), it catches up from the log.
+    cluster.init();
+    let (acked, _failed) = load.await.unwrap();
+    assert!(
+        acked.len() > 1000,
+        "only {} writes acknowledged",
+        acked.len()
+    );
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            in_sync(&cluster, "n1")
+                .await
+                .is_some_and(|s| s.contains(&"n2".to_string()))
+        })
+        .await,
+        "the restarted replica did not rejoin the in-sync set:\n{}",
+        cluster.logs()
+    );
+    assert_all_there(cluster.sql_port("n3"), &acked).await;
+    assert!(
+        eventually(Duration::from_secs(20), || same_copy(&cluster, "n1", "n2")).await,
+        "the restarted replica does not hold its primary's rows:\n{:?}\n{:?}",
+        status_of(&cluster.rpc_addr("n1")).await,
+        status_of(&cluster.rpc_addr("n2")).await
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_replica_leaves_the_in_sync_set_within_the_ack_timeout_and_rejoins_when_thawed() {
+    const ACK_TIMEOUT_MS: u64 = 500;
+    let cluster = TestCluster::replicated("frozen", 3, "{ factor: 2, ack_timeout_ms: 500 }");
+    cluster.init();
+    connect(cluster.sql_port("n1"))
+        .await
+        .batch_execute(SCHEMA)
+        .await
+        .unwrap();
+    let map = map_of(&cluster.rpc_addr("n1")).await.unwrap();
+    let keys: Vec<i64> = (0..20_000)
+        .filter(|k| shard_of(&map, *k) == 1)
+        .take(2000)
+        .collect();
+    let load = tokio::spawn(write(cluster.sql_port("n1"), keys, Duration::from_secs(60)));
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            status_of(&cluster.rpc_addr("n2"))
+                .await
+                .is_some_and(|s| s.applied_lsn >= 100)
+        })
+        .await,
+        "the load did not reach the replica"
+    );
+    signal(&cluster, "n2", "-STOP");
+    let frozen = Instant::now();
+    let left = eventually(Duration::from_secs(10), || async {
+        in_sync(&cluster, "n1").await.is_some_and(|s| s == ["n1"])
+    })
+    .await;
+    let took = frozen.elapsed();
+    if !left {
+        signal(&cluster, "n2", "-CONT");
+        panic!(
+            "the frozen replica did not leave the in-sync set:\n{}",
+            cluster.logs()
+        );
+    }
+    // The ack timeout, a tick, a Raft commit and this test's polling.
+    assert!(
+        took < Duration::from_millis(ACK_TIMEOUT_MS + 2000),
+        "left the set after {took:?}"
+    );
+    let before = status_of(&cluster.rpc_addr("n1"))
+        .await
+        .unwrap()
+        .applied_lsn;
+    let moved = eventually(Duration::from_secs(10), || async {
+        status_of(&cluster.rpc_addr("n1"))
+            .await
+            .is_some_and(|s| s.applied_lsn > before + 20)
+    })
+    .await;
+    signal(&cluster, "n2", "-CONT");
+    assert!(moved, "writes did not go on without the frozen replica");
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            in_sync(&cluster, "n1")
+                .await
+                .is_some_and(|s| s.contains(&"n2".to_string()))
+        })
+        .await,
+        "the thawed replica did not rejoin the in-sync set:\n{}",
+        cluster.logs()
+    );
+    let (acked, _) = load.await.unwrap();
+    assert_all_there(cluster.sql_port("n1"), &acked).await;
+    assert!(
+        eventually(Duration::from_secs(20), || same_copy(&cluster, "n1", "n2")).await,
+        "the thawed replica does not hold its primary's rows"
+    );
+    eprintln!("the frozen replica left the in-sync set after {took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn below_min_in_sync_writes_fail_with_53000_and_reads_go_on() {
+    let cluster = TestCluster::replicated(
+        "floor",
+        3,
+        "{ factor: 2, min_in_sync: 2, ack_timeout_ms: 500 }",
+    );
+    cluster.init();
+    let c = connect(cluster.sql_port("n1")).await;
+    c.batch_execute(SCHEMA).await.unwrap();
+    let map = map_of(&cluster.rpc_addr("n1")).await.unwrap();
+    let keys: Vec<i64> = (0..20_000)
+        .filter(|k| shard_of(&map, *k) == 1)
+        .take(40)
+        .collect();
+    for k in &keys[..20] {
+        c.execute("INSERT INTO t VALUES ($1, $2)", &[k, &(k * 7)])
+            .await
+            .unwrap();
+    }
+    cluster.kill("n2");
+    // A write in flight when the replica stops cannot commit with one copy: once the replica
+    // has left the set (the write's ack timed out), its client hears 40003, outcome unknown.
+    // Its entry stays in the log, pending, invisible.
+    let in_flight = keys[20];
+    let e = tokio::time::timeout(
+        Duration::from_secs(15),
+        c.execute(
+            "INSERT INTO t VALUES ($1, $2)",
+            &[&in_flight, &(in_flight * 7)],
+        ),
+    )
+    .await
+    .expect("the write in flight is answered")
+    .expect_err("a write that lost its second copy");
+    assert_eq!(sqlstate(&e).as_deref(), Some("40003"), "{e}");
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            in_sync(&cluster, "n1").await.is_some_and(|s| s == ["n1"])
+        })
+        .await,
+        "the stopped replica did not leave the in-sync set:\n{}",
+        cluster.logs()
+    );
+    // New writes are refused at once.
+    let e = c
+        .execute("INSERT INTO t VALUES ($1, 0)", &[&keys[23]])
+        .await
+        .expect_err("a write below min_in_sync");
+    assert_eq!(sqlstate(&e).as_deref(), Some("53000"), "{e}");
+    // Through another gateway too.
+    let g = connect(cluster.sql_port("n3")).await;
+    let e = g
+        .execute("INSERT INTO t VALUES ($1, 0)", &[&keys[21]])
+        .await
+        .expect_err("a write below min_in_sync");
+    assert_eq!(sqlstate(&e).as_deref(), Some("53000"), "{e}");
+    // Reads still work. (A scan of the whole table would wait for the pending entry's row
+    // lock, which is held until the entry commits or is dropped: point reads go on.)
+    for k in &keys[..20] {
+        let v: i64 = c
+            .query_one("SELECT v FROM t WHERE k = $1", &[k])
+            .await
+            .expect("a read below min_in_sync")
+            .get(0);
+        assert_eq!(v, k * 7);
+    }
+    let none = c
+        .query_opt("SELECT v FROM t WHERE k = $1", &[&keys[23]])
+        .await
+        .expect("a read below min_in_sync");
+    assert!(none.is_none(), "a refused write is not there");
+    // Back with its copy, writes are taken again, and the entry left pending commits.
+    cluster.init();
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            c.execute("INSERT INTO t VALUES ($1, 0)", &[&keys[22]])
+                .await
+                .is_ok()
+        })
+        .await,
+        "writes were not taken again after the replica came back:\n{}",
+        cluster.logs()
+    );
+    let v: i64 = c
+        .query_one("SELECT v FROM t WHERE k = $1", &[&in_flight])
+        .await
+        .expect("the pending entry committed once the set grew back")
+        .get(0);
+    assert_eq!(v, in_flight * 7);
+    assert!(
+        eventually(Duration::from_secs(20), || same_copy(&cluster, "n1", "n2")).await,
+        "the replica does not hold its primary's rows"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_killed_under_load_restarts_without_losing_an_acknowledged_write() {
+    let cluster = TestCluster::replicated("primary", 3, "{ factor: 2 }");
+    cluster.init();
+    connect(cluster.sql_port("n3"))
+        .await
+        .batch_execute(SCHEMA)
+        .await
+        .unwrap();
+    let map = map_of(&cluster.rpc_addr("n3")).await.unwrap();
+    let keys: Vec<i64> = (0..20_000)
+        .filter(|k| shard_of(&map, *k) == 1)
+        .take(3000)
+        .collect();
+    let probe = *keys.last().unwrap();
+    let load = tokio::spawn(write(
+        cluster.sql_port("n3"),
+        keys[..2000].to_vec(),
+        Duration::from_secs(60),
+    ));
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            status_of(&cluster.rpc_addr("n1"))
+                .await
+                .is_some_and(|s| s.applied_lsn >= 200)
+        })
+        .await,
+        "the load did not start"
+    );
+    cluster.kill("n1");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    cluster.init();
+    // The restarted primary commits its old tail through its replica, then serves again.
+    let c = connect(cluster.sql_port("n3")).await;
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            c.execute("INSERT INTO t VALUES ($1, $2)", &[&probe, &(probe * 7)])
+                .await
+                .is_ok()
+        })
+        .await,
+        "the restarted primary does not take writes:\n{}",
+        cluster.logs()
+    );
+    let (mut acked, failed) = load.await.unwrap();
+    acked.insert(probe);
+    eprintln!("{} writes acknowledged, {failed} failed", acked.len());
+    assert_all_there(cluster.sql_port("n3"), &acked).await;
+    assert!(
+        eventually(Duration::from_secs(20), || same_copy(&cluster, "n1", "n2")).await,
+        "the replica does not hold the restarted primary's rows"
+    );
+}
+
+/// Inserts `n` rows of about 2 KB into `big` through `port`, four connections at once, keys
+/// from `from` up; returns the keys acknowledged.
+async fn write_big(port: u16, from: i64, n: i64) -> BTreeSet<i64> {
+    let mut tasks = Vec::new();
+    for w in 0..4 {
+        tasks.push(tokio::spawn(async move {
+            let c = connect(port).await;
+            let pad = "x".repeat(2000);
+            let mut acked = BTreeSet::new();
+            let deadline = Instant::now() + Duration::from_secs(120);
+            let mut k = from + w;
+            while k < from + n && Instant::now() < deadline {
+                if c.execute("INSERT INTO big VALUES ($1, $2)", &[&k, &pad])
+                    .await
+                    .is_ok()
+                {
+                    acked.insert(k);
+                }
+                k += 4;
+            }
+            acked
+        }));
+    }
+    let mut acked = BTreeSet::new();
+    for t in tasks {
+        acked.extend(t.await.unwrap());
+    }
+    acked
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_behind_the_truncated_log_catches_up_by_snapshot_while_writes_go_on() {
+    let cluster = TestCluster::replicated("snapshot", 3, "{ factor: 2, ack_timeout_ms: 500 }");
+    // The primary keeps at most 300 entries behind its head for a lagging replica.
+    cluster.init_env(&[("DDB_LOG_RETENTION", "300")]);
+    let c = connect(cluster.sql_port("n1")).await;
+    c.batch_execute("CREATE TABLE big (k BIGINT PRIMARY KEY, pad TEXT NOT NULL)")
+        .await
+        .unwrap();
+    let mut acked = write_big(cluster.sql_port("n1"), 0, 400).await;
+    cluster.kill("n2");
+    // Well past the retention, and several MiB: the snapshot takes many batches.
+    acked.extend(write_big(cluster.sql_port("n1"), 400, 4000).await);
+    assert!(
+        acked.len() >= 4000,
+        "only {} writes acknowledged",
+        acked.len()
+    );
+    // Restarted while writes go on, it cannot resume from the log: a snapshot brings it back.
+    let load = tokio::spawn(write_big(cluster.sql_port("n1"), 10_000, 1000));
+    cluster.init_env(&[("DDB_LOG_RETENTION", "300")]);
+    let rejoined = eventually(Duration::from_secs(60), || async {
+        in_sync(&cluster, "n1")
+            .await
+            .is_some_and(|s| s.contains(&"n2".to_string()))
+    })
+    .await;
+    acked.extend(load.await.unwrap());
+    assert!(
+        rejoined,
+        "the replica did not rejoin the in-sync set:\n{}",
+        cluster.logs()
+    );
+    let log = |node: &str| {
+        std::fs::read_to_string(cluster.data_dir(node).join("ddb.log")).unwrap_or_default()
+    };
+    let sent = log("n1")
+        .lines()
+        .find(|l| l.contains("snapshot at") && l.contains("batches"))
+        .map(str::to_string);
+    let sent = sent.expect("the primary sent no snapshot");
+    eprintln!("{sent}");
+    let batches: u64 = sent
+        .split(" batches")
+        .next()
+        .and_then(|s| s.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .expect("a batch count");
+    assert!(batches >= 4, "the snapshot took {batches} batches");
+    assert!(
+        log("n2").contains("installed a snapshot"),
+        "the replica installed no snapshot"
+    );
+    let rows = c.query("SELECT k FROM big", &[]).await.unwrap();
+    let stored: BTreeSet<i64> = rows.iter().map(|r| r.get(0)).collect();
+    for k in &acked {
+        assert!(stored.contains(k), "acknowledged key {k} is missing");
+    }
+    assert!(
+        eventually(Duration::from_secs(20), || same_copy(&cluster, "n1", "n2")).await,
+        "the replica does not hold its primary's rows after the snapshot"
+    );
+}
