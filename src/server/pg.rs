@@ -41,7 +41,7 @@ use pgwire::api::auth::{
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::results::{FieldInfo, QueryResponse, Response, Tag};
-use pgwire::api::stmt::QueryParser;
+use pgwire::api::stmt::{QueryParser, StoredStatement};
 use pgwire::api::store::{Entry, PortalStore};
 use pgwire::api::{
     ClientInfo, ClientPortalStore, PgWireConnectionState, PgWireServerHandlers,
@@ -50,8 +50,8 @@ use pgwire::api::{
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::data::{NoData, ParameterDescription, RowDescription};
 use pgwire::messages::extendedquery::{
-    Close, CloseComplete, Describe, Execute, PortalSuspended, Sync as PgSync,
-    TARGET_TYPE_BYTE_PORTAL, TARGET_TYPE_BYTE_STATEMENT,
+    Bind, BindComplete, Close, CloseComplete, Describe, Execute, Parse, ParseComplete,
+    PortalSuspended, Sync as PgSync, TARGET_TYPE_BYTE_PORTAL, TARGET_TYPE_BYTE_STATEMENT,
 };
 use pgwire::messages::response::{EmptyQueryResponse, ReadyForQuery, TransactionStatus};
 use pgwire::messages::simplequery::Query;
@@ -126,6 +126,15 @@ fn command_tag(tag: &str) -> Tag {
         ("INSERT", [oid, rows]) => Tag::new("INSERT").with_oid(*oid as u32).with_rows(*rows),
         (_, [rows]) => Tag::new(command).with_rows(*rows),
         _ => Tag::new(tag),
+    }
+}
+
+/// The completion of a statement whose rows were streamed (`taken` of them): `SHOW` keeps its
+/// own tag, without a count, as in PostgreSQL; every other query is `SELECT n`.
+fn rows_tag(result_tag: &str, taken: u64) -> Tag {
+    match result_tag {
+        "SHOW" => Tag::new("SHOW"),
+        _ => Tag::new("SELECT").with_rows(taken as usize),
     }
 }
 
@@ -265,6 +274,14 @@ pub struct Parser {
 
 impl Parser {
     async fn fail(&self, e: Error) -> PgWireError {
+        self.fail_block().await;
+        user_error(e)
+    }
+
+    /// Fails the open transaction block after an error, as every error in a block does in
+    /// PostgreSQL (its portals are dropped; their names stay until the block ends, so that
+    /// an `Execute` of one is refused with 25P02). Outside a block this drops nothing.
+    async fn fail_block(&self) {
         match self.portals.holding_session().await {
             // An open portal runs outside a block: there is no block to fail.
             Some(false) => {}
@@ -281,7 +298,6 @@ impl Parser {
                 self.portals.after_statement(in_block, failed).await;
             }
         }
-        user_error(e)
     }
 
     /// The session, once no open portal holds it.
@@ -359,6 +375,31 @@ impl QueryParser for Parser {
     }
 }
 
+/// A statement's or portal's name as PostgreSQL prints it: `""` for the unnamed one.
+fn shown(name: &str) -> &str {
+    if name == DEFAULT_NAME {
+        ""
+    } else {
+        name
+    }
+}
+
+/// An `Execute`, `Describe` or `Close` of a portal that does not exist: 34000.
+fn no_portal(name: &str) -> Error {
+    Error::sql(
+        sqlstate::INVALID_CURSOR_NAME,
+        format!("portal \"{}\" does not exist", shown(name)),
+    )
+}
+
+/// A `Bind` or `Describe` of a prepared statement that does not exist: 26000.
+fn no_statement(name: &str) -> Error {
+    Error::sql(
+        sqlstate::INVALID_SQL_STATEMENT_NAME,
+        format!("prepared statement \"{}\" does not exist", shown(name)),
+    )
+}
+
 fn not_utf8(i: usize) -> Error {
     Error::sql(
         sqlstate::CHARACTER_NOT_IN_REPERTOIRE,
@@ -422,6 +463,28 @@ fn decode_params(portal: &Portal<Prepared>) -> Result<(Vec<Value>, Vec<DataType>
                 format!("invalid value for parameter ${}: {e}", i + 1),
             )
         };
+        // An integer in text that does not fit its type is out of range (22003), anything
+        // else that is not an integer is bad syntax (22P02), with PostgreSQL's messages.
+        let bad_int = |e: PgWireError, type_name: &str| {
+            let text = portal
+                .parameters
+                .get(i)
+                .cloned()
+                .flatten()
+                .filter(|_| portal.parameter_format.is_text(i))
+                .and_then(|b| String::from_utf8(b.to_vec()).ok());
+            match text {
+                Some(t) if t.trim().parse::<i128>().is_ok() => Error::sql(
+                    sqlstate::NUMERIC_VALUE_OUT_OF_RANGE,
+                    format!("value \"{t}\" is out of range for type {type_name}"),
+                ),
+                Some(t) => Error::sql(
+                    sqlstate::INVALID_TEXT_REPRESENTATION,
+                    format!("invalid input syntax for type {type_name}: \"{t}\""),
+                ),
+                None => bad(e),
+            }
+        };
         let v = match ty {
             Type::BOOL => portal
                 .parameter::<bool>(i, &ty)
@@ -429,15 +492,15 @@ fn decode_params(portal: &Portal<Prepared>) -> Result<(Vec<Value>, Vec<DataType>
                 .map(Value::Bool),
             Type::INT2 => portal
                 .parameter::<i16>(i, &ty)
-                .map_err(bad)?
+                .map_err(|e| bad_int(e, "smallint"))?
                 .map(|v| Value::Int(v.into())),
             Type::INT4 => portal
                 .parameter::<i32>(i, &ty)
-                .map_err(bad)?
+                .map_err(|e| bad_int(e, "integer"))?
                 .map(|v| Value::Int(v.into())),
             Type::INT8 => portal
                 .parameter::<i64>(i, &ty)
-                .map_err(bad)?
+                .map_err(|e| bad_int(e, "bigint"))?
                 .map(Value::Int),
             Type::FLOAT4 => portal
                 .parameter::<f32>(i, &ty)
@@ -499,8 +562,11 @@ pub struct PgConnection {
     pub closed: Arc<Notify>,
     /// Set when a write timed out: nothing more is written to this connection.
     timed_out: AtomicBool,
-    /// Portals a row-limited `Execute` left open ([`super::pg_portal`]).
+    /// Portals whose statement has started ([`super::pg_portal`]).
     portals: Arc<Portals<Portal<Prepared>>>,
+    /// Whether a transaction block was open after the last statement: when one ends, every
+    /// portal goes with it, as PostgreSQL destroys a transaction's portals at its end.
+    block_open: AtomicBool,
 }
 
 impl PgConnection {
@@ -522,6 +588,7 @@ impl PgConnection {
             closed: Arc::new(Notify::new()),
             timed_out: AtomicBool::new(false),
             portals,
+            block_open: AtomicBool::new(false),
         })
     }
 
@@ -543,9 +610,24 @@ impl PgConnection {
             Ok(session) => (session.in_transaction(), session.is_failed()),
             Err(_) => return,
         };
-        for name in self.portals.after_statement(in_block, failed).await {
-            client.portal_store().rm_portal(&name);
+        let dropped = self.portals.after_statement(in_block, failed).await;
+        if self.block_open.swap(in_block, Ordering::AcqRel) && !in_block {
+            client.portal_store().clear_portals();
+            return;
         }
+        // A failed block keeps its portals' names until it ends: an `Execute` of one is
+        // refused with 25P02, as in PostgreSQL, not with "does not exist".
+        if !failed {
+            for name in dropped {
+                client.portal_store().rm_portal(&name);
+            }
+        }
+    }
+
+    /// Fails the open transaction block after an error of the extended protocol (see
+    /// [`Parser::fail_block`]).
+    pub async fn fail_block(&self) {
+        self.parser.fail_block().await;
     }
 
     fn writer<'c, C>(&'c self, client: &'c mut C) -> Writer<'c, C> {
@@ -593,7 +675,7 @@ impl PgConnection {
             match result {
                 Ok(result) => {
                     let tag = if described {
-                        Tag::new("SELECT").with_rows(out.taken as usize)
+                        rows_tag(&result.tag, out.taken)
                     } else {
                         command_tag(&result.tag)
                     };
@@ -746,10 +828,121 @@ impl ExtendedQueryHandler for PgConnection {
         self.parser.clone()
     }
 
+    /// Parses a statement into the connection's store. A named statement cannot be parsed
+    /// again under its name before it is closed (42P05), as in PostgreSQL; the unnamed one is
+    /// replaced. A statement `DEALLOCATE` dropped is gone, so its name is free.
+    async fn on_parse<C>(&self, client: &mut C, message: Parse) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let name = message
+            .name
+            .clone()
+            .unwrap_or_else(|| DEFAULT_NAME.to_owned());
+        let parsed = StoredStatement::parse(client, &message, self.query_parser()).await?;
+        if name != DEFAULT_NAME {
+            if let Some(Entry::Value(old)) = client.portal_store().get_statement(&name) {
+                let live = self
+                    .session()
+                    .await
+                    .check_prepared(Some(&name), old.statement.generation)
+                    .is_ok();
+                if live {
+                    return Err(user_error(Error::sql(
+                        sqlstate::DUPLICATE_PREPARED_STATEMENT,
+                        format!("prepared statement \"{name}\" already exists"),
+                    )));
+                }
+            }
+        }
+        match parsed {
+            Some(stmt) => client.portal_store().put_statement(Arc::new(stmt)),
+            None => client.portal_store().put_empty_statement(&name),
+        }
+        client
+            .send(PgWireBackendMessage::ParseComplete(ParseComplete::new()))
+            .await?;
+        Ok(())
+    }
+
+    /// Binds a portal, as PostgreSQL does: an unknown statement is 26000, a named portal
+    /// that exists already 42P03 (the unnamed one is replaced), and the parameters are
+    /// decoded now, so a bad one fails the `Bind` before `BindComplete`. A statement that
+    /// returns rows starts here ([`OpenPortal::start`]): the portal's rows are those of its
+    /// statement as of the `Bind`, not changed by what runs in the transaction before its
+    /// first `Execute` (ddb has no snapshot reads; see [`super::pg_portal`]).
+    async fn on_bind<C>(&self, client: &mut C, message: Bind) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let statement_name = message.statement_name.as_deref().unwrap_or(DEFAULT_NAME);
+        let portal_name = message.portal_name.as_deref().unwrap_or(DEFAULT_NAME);
+        let statement = match client.portal_store().get_statement(statement_name) {
+            Some(Entry::Value(statement)) => Some(statement),
+            Some(Entry::Empty) => None,
+            None => return Err(user_error(no_statement(statement_name))),
+        };
+        if portal_name != DEFAULT_NAME && client.portal_store().get_portal(portal_name).is_some() {
+            return Err(user_error(Error::sql(
+                sqlstate::DUPLICATE_CURSOR,
+                format!("cursor \"{portal_name}\" already exists"),
+            )));
+        }
+        let Some(statement) = statement else {
+            if !message.parameters.is_empty() {
+                return Err(user_error(Error::sql(
+                    sqlstate::PROTOCOL_VIOLATION,
+                    format!(
+                        "bind message supplies {} parameters, but prepared statement \"{}\" requires 0",
+                        message.parameters.len(),
+                        shown(statement_name)
+                    ),
+                )));
+            }
+            client.portal_store().put_empty_portal(portal_name);
+            return self.bind_complete(client).await;
+        };
+        let portal = Arc::new(Portal::try_new(&message, statement)?);
+        let (params, types) = decode_params(&portal).map_err(user_error)?;
+        let prepared = &portal.statement.statement;
+        let name = Some(portal.statement.id.as_str()).filter(|n| *n != DEFAULT_NAME);
+        // The portal this one replaces (the unnamed one) goes first: nothing gathers its rows.
+        self.portals.close(portal_name).await;
+        for gone in self.portals.settle(false).await {
+            client.portal_store().rm_portal(&gone);
+        }
+        let session = self.session.clone().lock_owned().await;
+        session
+            .check_prepared(name, prepared.generation)
+            .map_err(user_error)?;
+        // In a failed block nothing starts: its `Execute` is refused with 25P02.
+        let start = !prepared.columns.is_empty() && !session.is_failed();
+        client.portal_store().put_portal(portal.clone());
+        if start {
+            let open = OpenPortal::start(
+                Arc::downgrade(&portal),
+                session,
+                prepared.stmt.clone(),
+                params,
+                types,
+                portal.result_column_format.clone(),
+            );
+            self.portals.put(portal_name.to_owned(), open).await;
+        }
+        self.bind_complete(client).await
+    }
+
     /// Answers `Describe` of a statement that returns no rows with its `ParameterDescription`
     /// and `NoData`, as PostgreSQL does. pgwire answers one that has parameters with an empty
     /// `RowDescription` instead, which pgjdbc takes for a result (from the fifth execution of
-    /// a prepared `INSERT` on, "A result was returned when none was expected").
+    /// a prepared `INSERT` on, "A result was returned when none was expected"). An unknown
+    /// statement is 26000 and an unknown portal 34000.
     async fn on_describe<C>(&self, client: &mut C, message: Describe) -> PgWireResult<()>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
@@ -757,10 +950,11 @@ impl ExtendedQueryHandler for PgConnection {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        if message.target_type == TARGET_TYPE_BYTE_STATEMENT {
-            let name = message.name.as_deref().unwrap_or(DEFAULT_NAME);
-            if let Some(Entry::Value(stmt)) = client.portal_store().get_statement(name) {
-                if stmt.statement.columns.is_empty() {
+        let name = message.name.as_deref().unwrap_or(DEFAULT_NAME);
+        match message.target_type {
+            TARGET_TYPE_BYTE_STATEMENT => match client.portal_store().get_statement(name) {
+                None => return Err(user_error(no_statement(name))),
+                Some(Entry::Value(stmt)) if stmt.statement.columns.is_empty() => {
                     let described = self.do_describe_statement(client, &stmt).await?;
                     let oids = described.parameters.iter().map(|t| t.oid()).collect();
                     client
@@ -773,7 +967,14 @@ impl ExtendedQueryHandler for PgConnection {
                         .await?;
                     return Ok(());
                 }
+                Some(_) => {}
+            },
+            TARGET_TYPE_BYTE_PORTAL => {
+                if client.portal_store().get_portal(name).is_none() {
+                    return Err(user_error(no_portal(name)));
+                }
             }
+            _ => {}
         }
         self._on_describe(client, message).await
     }
@@ -837,9 +1038,7 @@ impl ExtendedQueryHandler for PgConnection {
         }
         match result {
             // The rows are out; what remains is the completion.
-            Ok(_) if described => Ok(Response::Execution(
-                Tag::new("SELECT").with_rows(taken as usize),
-            )),
+            Ok(result) if described => Ok(Response::Execution(rows_tag(&result.tag, taken))),
             Ok(result) => to_response(result, None),
             Err(e) if self.timed_out() => {
                 tracing::info!("SQL connection: {e}");
@@ -873,7 +1072,7 @@ impl ExtendedQueryHandler for PgConnection {
                     .await?;
                 return Ok(());
             }
-            None => return Err(PgWireError::PortalNotFound(name)),
+            None => return Err(user_error(no_portal(&name))),
         };
         client.set_state(PgWireConnectionState::QueryInProgress);
         self.busy.store(true, Ordering::Release);
@@ -901,6 +1100,10 @@ impl ExtendedQueryHandler for PgConnection {
         }
         client.portal_store().rm_portal(DEFAULT_NAME);
         let status = self.status().await;
+        // Outside a block the implicit transaction has ended, and every portal with it.
+        if matches!(status, TransactionStatus::Idle) {
+            client.portal_store().clear_portals();
+        }
         client.set_transaction_status(status);
         let ready = PgWireBackendMessage::ReadyForQuery(ReadyForQuery::new(status));
         self.writer(client).send(ready).await.map_err(write_error)
@@ -925,6 +1128,20 @@ impl ExtendedQueryHandler for PgConnection {
         }
         client
             .send(PgWireBackendMessage::CloseComplete(CloseComplete::new()))
+            .await?;
+        Ok(())
+    }
+}
+
+impl PgConnection {
+    async fn bind_complete<C>(&self, client: &mut C) -> PgWireResult<()>
+    where
+        C: Sink<PgWireBackendMessage> + Unpin + Send,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        client
+            .send(PgWireBackendMessage::BindComplete(BindComplete::new()))
             .await?;
         Ok(())
     }
@@ -1314,6 +1531,11 @@ pub async fn serve(
         .await;
         if let Err(e) = result {
             let fatal = e.is_fatal();
+            // Any error of the extended protocol fails an open block (an unknown portal or
+            // statement too), as in PostgreSQL; the handlers fail it for their own errors.
+            if is_extended && !fatal {
+                conn.fail_block().await;
+            }
             process_error(&mut socket, e, is_extended).await?;
             if fatal {
                 break;

@@ -377,12 +377,12 @@ impl Session {
             SessionStatement::Show(name) => {
                 let (columns, rows) = self.show(name.as_deref())?;
                 out.start(&columns).await?;
-                let n = rows.len();
                 out.rows(rows).await?;
+                // PostgreSQL's command tag of SHOW has no row count.
                 return Ok(QueryResult {
                     columns,
                     rows: Vec::new(),
-                    tag: format!("SHOW {n}"),
+                    tag: "SHOW".into(),
                 });
             }
             SessionStatement::SetTransaction { modes, session } => {
