@@ -86,6 +86,17 @@ impl Output for PortalOutput {
         Ok(())
     }
 
+    /// The channel holds one batch: once there is room again, the `Execute` that fetches has
+    /// taken the last batch sent; the statement goes on only when a fetch asks for more rows
+    /// than the ones it took (see [`OpenPortal::next`]).
+    async fn delivered(&mut self) -> Result<()> {
+        self.tx
+            .reserve()
+            .await
+            .map(drop)
+            .map_err(|_| Error::Internal("the portal was closed while its rows were sent".into()))
+    }
+
     fn taken(&self) -> u64 {
         self.taken
     }

@@ -322,12 +322,21 @@ struct Streamer<'a, 'c> {
 impl RowSink for Streamer<'_, '_> {
     async fn take(&mut self, batch: KeyedRows) -> Result<Flow> {
         let mut rows = Vec::with_capacity(batch.len().min(self.left));
+        // A row that fails (a division by zero) fails the statement, but only after the rows
+        // before it are out, as PostgreSQL streams them: a cursor fails at the fetch that
+        // reaches the bad row, not at an earlier one.
+        let mut failed = None;
         for (_, row) in batch {
             if self.left == 0 {
                 break;
             }
-            let Some((projected, _)) = project_row(self.plan, &row, self.ctx)? else {
-                continue;
+            let projected = match project_row(self.plan, &row, self.ctx) {
+                Ok(Some((projected, _))) => projected,
+                Ok(None) => continue,
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
             };
             if self.skip > 0 {
                 self.skip -= 1;
@@ -339,6 +348,10 @@ impl RowSink for Streamer<'_, '_> {
         if !rows.is_empty() {
             self.sent += rows.len();
             self.out.rows(rows).await?;
+        }
+        if let Some(e) = failed {
+            self.out.delivered().await?;
+            return Err(e);
         }
         Ok(if self.left == 0 {
             Flow::Stop
