@@ -21,6 +21,8 @@ use postgres::Postgres;
 /// A client that speaks the protocol frame by frame.
 struct Raw {
     s: TcpStream,
+    /// The backend id and secret key of `BackendKeyData`, for a cancel request.
+    key: (i32, i32),
 }
 
 impl Raw {
@@ -51,11 +53,16 @@ impl Raw {
         let mut startup = ((body.len() + 4) as i32).to_be_bytes().to_vec();
         startup.extend(body);
         s.write_all(&startup)?;
-        let mut raw = Raw { s };
+        let mut raw = Raw { s, key: (0, 0) };
         loop {
             let (t, body) = raw.try_read()?;
             match t {
                 b'Z' => return Ok(raw),
+                b'K' if body.len() == 8 => {
+                    let pid = i32::from_be_bytes(body[0..4].try_into().unwrap());
+                    let secret = i32::from_be_bytes(body[4..8].try_into().unwrap());
+                    raw.key = (pid, secret);
+                }
                 b'E' => return Err(std::io::Error::other(line(t, &body))),
                 _ => {}
             }
@@ -556,4 +563,104 @@ fn long_settings(c: &mut Raw, server: &str) {
 #[test]
 fn an_overlong_setting_is_cut_or_refused_and_the_connection_stays() {
     on_ddb_and_postgres(long_settings);
+}
+
+/// Sends a `CancelRequest` for backend `pid` with `secret` on a connection of its own.
+fn cancel_request(port: u16, pid: i32, secret: i32) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut m = 16i32.to_be_bytes().to_vec();
+    m.extend_from_slice(&80877102i32.to_be_bytes());
+    m.extend_from_slice(&pid.to_be_bytes());
+    m.extend_from_slice(&secret.to_be_bytes());
+    s.write_all(&m).unwrap();
+    // The server closes the request's connection without an answer.
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest);
+    assert!(
+        rest.is_empty(),
+        "a cancel request is not answered: {rest:?}"
+    );
+}
+
+/// A cancel request with a connection's key (`BackendKeyData`) cancels the statement running
+/// on that connection with 57014 (here one waiting for a row lock), and only that one; a
+/// request with a wrong key does nothing. The cancelled connection goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_request_cancels_the_running_statement_of_its_connection_only() {
+    let node = TestNode::start_with(&["--lock-timeout-ms", "60000"]);
+    let port = node.sql_port;
+    let holder = node.connect().await;
+    holder
+        .batch_execute(
+            "CREATE TABLE ext_cancel (id INT PRIMARY KEY, v INT);
+             INSERT INTO ext_cancel VALUES (1, 0)",
+        )
+        .await
+        .unwrap();
+    holder
+        .batch_execute("BEGIN; UPDATE ext_cancel SET v = 1 WHERE id = 1")
+        .await
+        .unwrap();
+
+    // Two connections wait for the row: one through tokio-postgres, one on raw frames.
+    let waiter = node.connect().await;
+    let token = waiter.cancel_token();
+    let mut waiting = tokio::spawn(async move {
+        let r = waiter
+            .execute("UPDATE ext_cancel SET v = 2 WHERE id = 1", &[])
+            .await;
+        (waiter, r)
+    });
+    let mut other = tokio::task::spawn_blocking(move || Raw::connect(port, "raw", "ddb"))
+        .await
+        .unwrap();
+    let (pid, secret) = other.key;
+    assert_ne!(pid, 0, "BackendKeyData was sent");
+    let mut other_waiting = tokio::task::spawn_blocking(move || {
+        let answer = other.query("UPDATE ext_cancel SET v = 3 WHERE id = 1");
+        (other, answer)
+    });
+    let still_waiting = tokio::time::timeout(Duration::from_millis(500), &mut waiting).await;
+    assert!(still_waiting.is_err(), "the update waits for the lock");
+
+    // The right backend id with a wrong secret: nothing happens.
+    tokio::task::spawn_blocking(move || cancel_request(port, pid, secret.wrapping_add(1)))
+        .await
+        .unwrap();
+    let after_wrong_key =
+        tokio::time::timeout(Duration::from_millis(500), &mut other_waiting).await;
+    assert!(after_wrong_key.is_err(), "a wrong key cancels nothing");
+
+    // tokio-postgres's cancel: that statement fails with 57014, the other one waits on.
+    token.cancel_query(tokio_postgres::NoTls).await.unwrap();
+    let (waiter, result) = tokio::time::timeout(Duration::from_secs(20), waiting)
+        .await
+        .expect("the cancelled statement ends")
+        .unwrap();
+    let err = result.expect_err("the statement was cancelled");
+    assert_eq!(common::sqlstate(&err).as_deref(), Some("57014"), "{err:?}");
+    assert_eq!(
+        err.as_db_error().map(|e| e.message()),
+        Some("canceling statement due to user request")
+    );
+    let untouched = tokio::time::timeout(Duration::from_millis(500), &mut other_waiting).await;
+    assert!(
+        untouched.is_err(),
+        "the other connection's statement was not cancelled"
+    );
+
+    // The holder commits: the other update goes through; the cancelled connection goes on.
+    holder.batch_execute("COMMIT").await.unwrap();
+    let (_other, answer) = tokio::time::timeout(Duration::from_secs(30), other_waiting)
+        .await
+        .expect("the other update ends")
+        .unwrap();
+    assert_eq!(answer, ["C UPDATE 1", "Z I"]);
+    let v: i32 = waiter
+        .query_one("SELECT v FROM ext_cancel WHERE id = 1", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(v, 3, "the cancelled update wrote nothing");
 }

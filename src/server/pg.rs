@@ -38,6 +38,7 @@ use futures::{stream, Sink, SinkExt};
 use pgwire::api::auth::{
     protocol_negotiation, save_startup_parameters_to_metadata, StartupHandler,
 };
+use pgwire::api::cancel::CancelHandler;
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::results::{FieldInfo, QueryResponse, Response, Tag};
@@ -48,6 +49,7 @@ use pgwire::api::{
     PidSecretKeyGenerator, RandomPidSecretKeyGenerator, Type, DEFAULT_NAME,
 };
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::cancel::CancelRequest;
 use pgwire::messages::data::{NoData, ParameterDescription, RowDescription};
 use pgwire::messages::extendedquery::{
     Bind, BindComplete, Close, CloseComplete, Describe, Execute, Parse, ParseComplete,
@@ -55,7 +57,7 @@ use pgwire::messages::extendedquery::{
 };
 use pgwire::messages::response::{EmptyQueryResponse, ReadyForQuery, TransactionStatus};
 use pgwire::messages::simplequery::Query;
-use pgwire::messages::startup::{Authentication, BackendKeyData, ParameterStatus};
+use pgwire::messages::startup::{Authentication, BackendKeyData, ParameterStatus, SecretKey};
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use tokio::sync::Notify;
 
@@ -66,6 +68,7 @@ use super::pg_rows::{fields, RowEncoder};
 use crate::error::{sqlstate, Error};
 use crate::sql::ast::Statement;
 use crate::sql::output::Output;
+use crate::sql::session::CancelSignal;
 use crate::sql::{session, Backend, Session};
 use crate::types::value::{DataType, Value};
 use crate::types::OutputColumn;
@@ -88,8 +91,16 @@ fn ddb_type(ty: &Type) -> DataType {
     }
 }
 
+/// The fields of an error's `ErrorResponse`: severity (localised `S` and never-localised `V`,
+/// which ddb spells the same), SQLSTATE and message.
 fn error_info(e: &Error) -> ErrorInfo {
-    ErrorInfo::new("ERROR".to_owned(), e.sqlstate().to_owned(), e.to_string())
+    severe("ERROR", e.sqlstate(), e.to_string())
+}
+
+fn severe(severity: &str, code: &str, message: String) -> ErrorInfo {
+    let mut info = ErrorInfo::new(severity.to_owned(), code.to_owned(), message);
+    info.severity_nonlocalized = Some(severity.to_owned());
+    info
 }
 
 fn user_error(e: Error) -> PgWireError {
@@ -567,6 +578,17 @@ pub struct PgConnection {
     /// Whether a transaction block was open after the last statement: when one ends, every
     /// portal goes with it, as PostgreSQL destroys a transaction's portals at its end.
     block_open: AtomicBool,
+    /// The backend id a cancel request names this connection by, once it started.
+    cancel_pid: std::sync::Mutex<Option<i32>>,
+}
+
+impl Drop for PgConnection {
+    fn drop(&mut self) {
+        let pid = self.cancel_pid.get_mut().map(|p| p.take());
+        if let Ok(Some(pid)) = pid {
+            cancel_keys().remove(&pid);
+        }
+    }
 }
 
 impl PgConnection {
@@ -589,6 +611,7 @@ impl PgConnection {
             timed_out: AtomicBool::new(false),
             portals,
             block_open: AtomicBool::new(false),
+            cancel_pid: std::sync::Mutex::new(None),
         })
     }
 
@@ -1310,6 +1333,41 @@ impl PgConnection {
 static BACKEND_KEYS: std::sync::LazyLock<RandomPidSecretKeyGenerator> =
     std::sync::LazyLock::new(RandomPidSecretKeyGenerator::default);
 
+/// The connections a cancel request can reach: by backend id, its secret key and the signal
+/// that cancels its session's running statement. A connection is in it from its startup until
+/// it ends.
+type CancelKeys = std::collections::HashMap<i32, (SecretKey, std::sync::Weak<CancelSignal>)>;
+static CANCEL_KEYS: std::sync::LazyLock<std::sync::Mutex<CancelKeys>> =
+    std::sync::LazyLock::new(Default::default);
+
+fn cancel_keys() -> std::sync::MutexGuard<'static, CancelKeys> {
+    // The map holds no invariant a panicking holder could break: use it as it is.
+    CANCEL_KEYS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Answers `CancelRequest`s, as PostgreSQL does: the request names a backend id and its
+/// secret key (from `BackendKeyData`); when both match a connection, the statement running
+/// on it is cancelled with 57014. Anything else does nothing, and nothing is answered (the
+/// request's connection is closed either way).
+pub struct PgCancel;
+
+#[async_trait]
+impl CancelHandler for PgCancel {
+    async fn on_cancel_request(&self, request: CancelRequest) {
+        let signal = match cancel_keys().get(&request.pid) {
+            Some((secret, signal)) if secret.eq_value(&request.secret_key) => signal.upgrade(),
+            _ => None,
+        };
+        match signal {
+            Some(signal) => {
+                tracing::debug!("cancel request for backend {}", request.pid);
+                signal.cancel();
+            }
+            None => tracing::debug!("cancel request with a wrong key ignored"),
+        }
+    }
+}
+
 /// The startup without authentication (not built yet), as pgwire's no-op handler does it, but
 /// with ddb's parameters: the startup packet's settings go into the session (an unknown or
 /// invalid one fails the connection with FATAL, as in PostgreSQL), and the `ParameterStatus`
@@ -1333,7 +1391,7 @@ impl StartupHandler for PgConnection {
         protocol_negotiation(client, startup).await?;
         save_startup_parameters_to_metadata(client, startup);
         let (pid, secret_key) = BACKEND_KEYS.generate(client);
-        client.set_pid_and_secret_key(pid, secret_key);
+        client.set_pid_and_secret_key(pid, secret_key.clone());
         let params = &startup.parameters;
         let user = params.get("user").map(String::as_str).unwrap_or("ddb");
         let database = params.get("database").map(String::as_str).unwrap_or(user);
@@ -1344,9 +1402,12 @@ impl StartupHandler for PgConnection {
             params.iter().map(|(k, v)| (k.as_str(), v.as_str())),
         );
         if let Err(e) = started {
-            let info = ErrorInfo::new("FATAL".to_owned(), e.sqlstate().to_owned(), e.to_string());
+            let info = severe("FATAL", e.sqlstate(), e.to_string());
             return Err(PgWireError::UserError(Box::new(info)));
         }
+        let signal = Arc::downgrade(&session.cancel_signal());
+        cancel_keys().insert(pid, (secret_key, signal));
+        *self.cancel_pid.lock().unwrap_or_else(|e| e.into_inner()) = Some(pid);
         client
             .feed(PgWireBackendMessage::Authentication(Authentication::Ok))
             .await?;
@@ -1399,6 +1460,10 @@ impl PgWireServerHandlers for PgHandlers {
     fn startup_handler(&self) -> Arc<impl StartupHandler> {
         self.0.clone()
     }
+
+    fn cancel_handler(&self) -> Arc<impl CancelHandler> {
+        Arc::new(PgCancel)
+    }
 }
 
 /// Ends a connection that stayed idle inside a transaction block longer than its
@@ -1411,9 +1476,9 @@ where
     // A portal left open in the block holds the session: it ends with the block, dropped.
     conn.portals.settle(true).await;
     conn.session.lock().await.terminate();
-    let info = ErrorInfo::new(
-        "FATAL".to_owned(),
-        sqlstate::IDLE_IN_TRANSACTION_SESSION_TIMEOUT.to_owned(),
+    let info = severe(
+        "FATAL",
+        sqlstate::IDLE_IN_TRANSACTION_SESSION_TIMEOUT,
         "terminating connection due to idle-in-transaction timeout".to_owned(),
     );
     let _ = socket
@@ -1502,9 +1567,9 @@ pub async fn serve(
             Some(Ok(msg)) => msg,
             Some(Err(e)) => {
                 // A message that breaks the protocol: say so, then close, as PostgreSQL does.
-                let info = ErrorInfo::new(
-                    "FATAL".to_owned(),
-                    sqlstate::PROTOCOL_VIOLATION.to_owned(),
+                let info = severe(
+                    "FATAL",
+                    sqlstate::PROTOCOL_VIOLATION,
                     format!("protocol violation: {e}"),
                 );
                 let _ = socket
