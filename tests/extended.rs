@@ -239,11 +239,14 @@ fn on_ddb_and_postgres(script: fn(&mut Raw, &str)) {
 const ABORTED: &str =
     "E 25P02 current transaction is aborted, commands ignored until end of transaction block";
 
+/// What a case sends, and the error it gets.
+type Case = (&'static str, fn(&mut Raw), &'static str);
+
 /// An unknown portal or statement inside a block fails the block: the error, status 'E',
 /// 25P02 for what follows, and COMMIT rolls back.
 fn unknown_names_fail_the_block(c: &mut Raw, server: &str) {
     c.query("CREATE TABLE ext_names (id INT PRIMARY KEY)");
-    let cases: [(&str, fn(&mut Raw), &str); 4] = [
+    let cases: [Case; 4] = [
         (
             "Execute",
             |c| c.execute("nope", 0),

@@ -992,10 +992,8 @@ impl ExtendedQueryHandler for PgConnection {
                 }
                 Some(_) => {}
             },
-            TARGET_TYPE_BYTE_PORTAL => {
-                if client.portal_store().get_portal(name).is_none() {
-                    return Err(user_error(no_portal(name)));
-                }
+            TARGET_TYPE_BYTE_PORTAL if client.portal_store().get_portal(name).is_none() => {
+                return Err(user_error(no_portal(name)));
             }
             _ => {}
         }
