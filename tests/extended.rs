@@ -667,3 +667,72 @@ async fn a_cancel_request_cancels_the_running_statement_of_its_connection_only()
         .get(0);
     assert_eq!(v, 3, "the cancelled update wrote nothing");
 }
+
+/// Constraint violations carry PostgreSQL's fields: the detail line, schema, table, and the
+/// constraint (23505) or the column (23502).
+async fn violation_fields(c: &tokio_postgres::Client, server: &str) {
+    c.batch_execute(
+        "CREATE TABLE ext_err (id INT PRIMARY KEY, name TEXT NOT NULL, v INT);
+         INSERT INTO ext_err VALUES (1, 'a', 2)",
+    )
+    .await
+    .unwrap();
+    let err = c
+        .execute("INSERT INTO ext_err VALUES ($1, 'b', 3)", &[&1i32])
+        .await
+        .unwrap_err();
+    let db = err.as_db_error().expect("a server error");
+    assert_eq!(db.code().code(), "23505", "{server}");
+    assert_eq!(
+        db.message(),
+        "duplicate key value violates unique constraint \"ext_err_pkey\"",
+        "{server}"
+    );
+    assert_eq!(
+        db.detail(),
+        Some("Key (id)=(1) already exists."),
+        "{server}"
+    );
+    assert_eq!(db.schema(), Some("public"), "{server}");
+    assert_eq!(db.table(), Some("ext_err"), "{server}");
+    assert_eq!(db.constraint(), Some("ext_err_pkey"), "{server}");
+    assert_eq!(db.column(), None, "{server}");
+
+    let err = c
+        .batch_execute("UPDATE ext_err SET name = NULL WHERE id = 1")
+        .await
+        .unwrap_err();
+    let db = err.as_db_error().expect("a server error");
+    assert_eq!(db.code().code(), "23502", "{server}");
+    assert_eq!(
+        db.message(),
+        "null value in column \"name\" of relation \"ext_err\" violates not-null constraint",
+        "{server}"
+    );
+    assert_eq!(
+        db.detail(),
+        Some("Failing row contains (1, null, 2)."),
+        "{server}"
+    );
+    assert_eq!(db.table(), Some("ext_err"), "{server}");
+    assert_eq!(db.column(), Some("name"), "{server}");
+    assert_eq!(db.constraint(), None, "{server}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn constraint_violations_name_their_table_column_and_constraint() {
+    match Postgres::binaries() {
+        Ok(bin) => {
+            let pg = tokio::task::spawn_blocking(move || Postgres::start(&bin))
+                .await
+                .unwrap();
+            violation_fields(&pg.connect("postgres").await, "postgres").await;
+        }
+        Err(why) if std::env::var(postgres::SKIP_VAR).as_deref() == Ok("1") => {
+            eprintln!("\n*** NOT checked against PostgreSQL: {why} ***\n");
+        }
+        Err(why) => panic!("{why} (set {}=1 to skip PostgreSQL)", postgres::SKIP_VAR),
+    }
+    let node = TestNode::start();
+    violation_fields(&node.connect().await, "ddb").await;
+}

@@ -92,9 +92,18 @@ fn ddb_type(ty: &Type) -> DataType {
 }
 
 /// The fields of an error's `ErrorResponse`: severity (localised `S` and never-localised `V`,
-/// which ddb spells the same), SQLSTATE and message.
+/// which ddb spells the same), SQLSTATE and message, and for a constraint violation the
+/// detail, schema, table, column and constraint, as PostgreSQL fills them.
 fn error_info(e: &Error) -> ErrorInfo {
-    severe("ERROR", e.sqlstate(), e.to_string())
+    let mut info = severe("ERROR", e.sqlstate(), e.to_string());
+    if let Error::Constraint(v) = e {
+        info.detail = v.detail.clone();
+        info.schema = v.schema.clone();
+        info.table = v.table.clone();
+        info.column = v.column.clone();
+        info.constraint = v.constraint.clone();
+    }
+    info
 }
 
 fn severe(severity: &str, code: &str, message: String) -> ErrorInfo {

@@ -12,7 +12,7 @@
 //! one keeps every row, since the last row read may sort first. `UPDATE` and `DELETE` read
 //! their rows whole before writing, as their writes are buffered in the transaction anyway.
 
-use crate::error::{sqlstate, Error, Result};
+use crate::error::{sqlstate, Error, Result, Violation};
 use async_trait::async_trait;
 
 use crate::sql::aggregate::{finish_groups, group_rows, Grouper};
@@ -485,13 +485,28 @@ fn count_value(e: Option<&Expr>, ctx: &Context, what: &str) -> Result<Option<usi
 fn check_not_null(table: &Table, row: &[Value]) -> Result<()> {
     for (col, v) in table.columns.iter().zip(row) {
         if col.not_null && v.is_null() {
-            return Err(Error::sql(
-                sqlstate::NOT_NULL_VIOLATION,
-                format!(
+            return Err(Error::Constraint(Box::new(Violation {
+                code: sqlstate::NOT_NULL_VIOLATION.into(),
+                message: format!(
                     "null value in column \"{}\" of relation \"{}\" violates not-null constraint",
                     col.name, table.name
                 ),
-            ));
+                detail: Some(format!(
+                    "Failing row contains ({}).",
+                    row.iter()
+                        .map(|v| if v.is_null() {
+                            "null".to_string()
+                        } else {
+                            v.to_string()
+                        })
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )),
+                schema: Some("public".into()),
+                table: Some(table.name.clone()),
+                column: Some(col.name.clone()),
+                constraint: None,
+            })));
         }
     }
     Ok(())
@@ -508,15 +523,22 @@ fn duplicate_key(table: &Table, row: &[Value]) -> Error {
         .iter()
         .map(|&i| row[i].to_string())
         .collect();
-    Error::sql(
-        sqlstate::UNIQUE_VIOLATION,
-        format!(
-            "duplicate key value violates unique constraint \"{}\": Key ({})=({}) already exists.",
-            table.pkey_name(),
+    Error::Constraint(Box::new(Violation {
+        code: sqlstate::UNIQUE_VIOLATION.into(),
+        message: format!(
+            "duplicate key value violates unique constraint \"{}\"",
+            table.pkey_name()
+        ),
+        detail: Some(format!(
+            "Key ({})=({}) already exists.",
             names.join(", "),
             values.join(", ")
-        ),
-    )
+        )),
+        schema: Some("public".into()),
+        table: Some(table.name.clone()),
+        column: None,
+        constraint: Some(table.pkey_name()),
+    }))
 }
 
 fn aggregate(agg: &Aggregate, input: Vec<Vec<Value>>, ctx: &Context) -> Result<Vec<Vec<Value>>> {
