@@ -656,8 +656,9 @@ impl PgConnection {
         }
     }
 
-    /// Fails the open transaction block after an error of the extended protocol (see
-    /// [`Parser::fail_block`]).
+    /// Fails the open transaction block after an error of the extended protocol, as every error
+    /// in a block does in PostgreSQL: its portals are dropped, their names kept until the
+    /// block ends.
     pub async fn fail_block(&self) {
         self.parser.fail_block().await;
     }

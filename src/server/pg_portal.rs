@@ -1,11 +1,16 @@
-//! Portals left open by a row-limited `Execute`: a query that goes on where it stopped.
+//! Open portals: a query that goes on where it stopped.
 //!
-//! An `Execute` with a row limit (`max_rows > 0`, what JDBC's `setFetchSize` and
-//! tokio-postgres's `query_portal` send) asks for that many rows of a portal and then
-//! `PortalSuspended`; the next `Execute` of the same portal asks for more. PostgreSQL keeps the
-//! portal's executor between the two, so a cursor over a large result costs the server what
-//! one fetch costs. So does ddb: an [`OpenPortal`] keeps the statement itself running, paused
-//! in the middle of handing over its rows. The statement writes its rows, encoded, into a
+//! A portal of a statement that returns rows is opened at its `Bind` (so that its rows are
+//! those of the transaction as of the `Bind`, as PostgreSQL's snapshot makes them). An
+//! `Execute` with a row limit (`max_rows > 0`, what JDBC's `setFetchSize` and tokio-postgres's
+//! `query_portal` send) asks for that many rows of a portal and then `PortalSuspended`; the
+//! next `Execute` of the same portal asks for more (one without a limit takes the rest).
+//! PostgreSQL keeps the portal's executor between the two, so a cursor over a large result
+//! costs the server what one fetch costs. So does ddb: an [`OpenPortal`] keeps the statement
+//! itself running, paused in the middle of handing over its rows. A statement that fails on
+//! a row fails after the rows before it have been taken
+//! ([`crate::sql::output::Output::delivered`]): the fetch that reaches the bad row fails, not
+//! an earlier one, and the block stays open until then. The statement writes its rows, encoded, into a
 //! channel that holds one batch ([`OUTPUT_BATCH`] rows); when the channel is full the statement
 //! waits, and with it the scans behind it on every shard. An `Execute` takes rows out of the
 //! channel until it has sent `max_rows`; the statement runs only while an `Execute` is taking
@@ -24,9 +29,9 @@
 //! (`COMMIT`, `ROLLBACK`, an error in a block), the open portals are dropped, as PostgreSQL
 //! destroys them at the end of their transaction, without gathering anything.
 //!
-//! A portal ends when it is closed (`Close`), bound again (a `Bind` of the same name replaces
+//! A portal ends when it is closed (`Close`), replaced (a `Bind` of the unnamed portal replaces
 //! pgwire's portal, and the open one is known to be stale because it holds a weak reference to
-//! the portal it was started for), at `Sync` when it was opened outside a transaction block
+//! the portal it was started for; a named one cannot be bound again while it exists), at `Sync` when it was opened outside a transaction block
 //! (the end of its implicit transaction; pgwire also drops the unnamed portal at every
 //! `Sync`), or with its transaction. Dropping an open portal drops the statement's future,
 //! which releases the session; an autocommit statement's transaction is rolled back with it
