@@ -525,6 +525,11 @@ fn tags_and_fields(c: &mut Raw, server: &str) {
         ],
         "{server}"
     );
+    // The same through the extended protocol, which describes at Describe.
+    c.parse("", "SHOW standard_conforming_strings");
+    c.bind("", "", &[]);
+    c.execute("", 0);
+    assert_eq!(c.sync(), ["1", "2", "D on", "C SHOW", "Z I"], "{server}");
     c.query("CREATE TABLE ext_types (a INT PRIMARY KEY, b BIGINT, c SMALLINT, d BOOLEAN, e DOUBLE PRECISION, f REAL, g TEXT, h VARCHAR(3), i TIMESTAMP)");
     let expected = "T a:23:4:-1,b:20:8:-1,c:21:2:-1,d:16:1:-1,e:701:8:-1,f:700:4:-1,g:25:-1:-1,h:1043:-1:7,i:1114:8:-1";
     assert_eq!(

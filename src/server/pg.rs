@@ -1319,7 +1319,7 @@ impl PgConnection {
                 Ok(())
             }
             Some(Ok(())) => {
-                let tag = Tag::new("SELECT").with_rows(sent);
+                let tag = rows_tag(open.command_tag().unwrap_or("SELECT"), sent as u64);
                 writer
                     .feed(PgWireBackendMessage::CommandComplete(tag.into()))
                     .await

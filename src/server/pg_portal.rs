@@ -114,8 +114,9 @@ enum Source {
         run: Run,
         rx: mpsc::Receiver<Vec<DataRow>>,
     },
-    /// The statement has ended: its rows (if any are left) are in `pending`; then this.
-    Ended(Option<Error>),
+    /// The statement has ended: its rows (if any are left) are in `pending`; then this (its
+    /// command tag, or its error until the error is given).
+    Ended(Option<Error>, Option<String>),
 }
 
 /// A portal whose statement has started and not been fully fetched (or was fetched to its end
@@ -173,6 +174,14 @@ impl<P> OpenPortal<P> {
         std::ptr::eq(self.portal.as_ptr(), std::sync::Arc::as_ptr(portal))
     }
 
+    /// The command tag its statement ended with (`SHOW`, `SELECT 3`), once it has ended.
+    pub fn command_tag(&self) -> Option<&str> {
+        match &self.source {
+            Source::Ended(_, tag) => tag.as_deref(),
+            Source::Live { .. } => None,
+        }
+    }
+
     /// Whether its pgwire portal is gone (closed, or replaced by a new `Bind`).
     fn is_stale(&self) -> bool {
         self.portal.strong_count() == 0
@@ -190,7 +199,7 @@ impl<P> OpenPortal<P> {
             if let Some(row) = self.pending.pop_front() {
                 return Some(Ok(row));
             }
-            if let Source::Ended(error) = &mut self.source {
+            if let Source::Ended(error, _) = &mut self.source {
                 return error.take().map(Err);
             }
             self.step().await;
@@ -219,7 +228,10 @@ impl<P> OpenPortal<P> {
                 while let Ok(batch) = rx.try_recv() {
                     self.pending.extend(batch);
                 }
-                self.source = Source::Ended(result.err());
+                self.source = match result {
+                    Ok(result) => Source::Ended(None, Some(result.tag)),
+                    Err(e) => Source::Ended(Some(e), None),
+                };
             }
         }
         true
