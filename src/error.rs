@@ -66,6 +66,8 @@ pub mod sqlstate {
     pub const IDLE_IN_TRANSACTION_SESSION_TIMEOUT: &str = "25P03";
     pub const INVALID_SQL_STATEMENT_NAME: &str = "26000";
     pub const INVALID_CURSOR_NAME: &str = "34000";
+    pub const DUPLICATE_CURSOR: &str = "42P03";
+    pub const DUPLICATE_PREPARED_STATEMENT: &str = "42P05";
     pub const CHARACTER_NOT_IN_REPERTOIRE: &str = "22021";
 }
 
@@ -120,6 +122,24 @@ pub enum Error {
     /// that found it so failed, and the node stops taking writes as after any failed write.
     #[error("disk full: {0}")]
     DiskFull(String),
+    /// A statement broke a constraint (23xxx): an [`Error::Sql`] with the fields PostgreSQL's
+    /// error response names the constraint by (asyncpg's `constraint_name`, `table_name`).
+    /// Exit code 6.
+    #[error("{}", .0.message)]
+    Constraint(Box<Violation>),
+}
+
+/// What a constraint violation names, as PostgreSQL's `ErrorResponse` fields do: the detail
+/// line (`Key (id)=(1) already exists.`), the schema, table, column and constraint.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Violation {
+    pub code: String,
+    pub message: String,
+    pub detail: Option<String>,
+    pub schema: Option<String>,
+    pub table: Option<String>,
+    pub column: Option<String>,
+    pub constraint: Option<String>,
 }
 
 /// The result type used throughout ddb.
@@ -186,6 +206,7 @@ impl Error {
     pub fn sqlstate(&self) -> &str {
         match self {
             Error::Sql { code, .. } | Error::Retry { code, .. } => code,
+            Error::Constraint(v) => &v.code,
             Error::UnknownOutcome(_) => sqlstate::TRANSACTION_RESOLUTION_UNKNOWN,
             Error::InvalidInput(_) => sqlstate::INVALID_PARAMETER_VALUE,
             Error::Unreachable(_) => sqlstate::CONNECTION_FAILURE,
@@ -202,7 +223,7 @@ impl Error {
     /// The CLI exit code for this error (DESIGN §10.1). The one place where errors become exit codes.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Sql { .. } | Error::Retry { .. } => 6,
+            Error::Sql { .. } | Error::Retry { .. } | Error::Constraint(_) => 6,
             Error::UnknownOutcome(_) => 5,
             Error::InvalidInput(_) => 2,
             Error::Unreachable(_) | Error::ShuttingDown(_) => 3,

@@ -37,10 +37,14 @@ pub(super) struct Mark {
 
 impl ClusterTxn {
     /// Records that a statement failed with `e`: an error that may have left a participant in
-    /// an unknown state (a lost connection, anything but a statement's own SQL error or a
-    /// conflict) breaks the transaction for savepoints.
+    /// an unknown state (a lost connection: anything but a statement's own SQL error, a
+    /// constraint violation or a conflict) breaks the transaction for savepoints.
     pub(super) fn note_failure(&mut self, e: &Error) {
-        if !matches!(e, Error::Sql { .. } | Error::Retry { .. }) && self.broken.is_none() {
+        if !matches!(
+            e,
+            Error::Sql { .. } | Error::Retry { .. } | Error::Constraint(_)
+        ) && self.broken.is_none()
+        {
             self.broken = Some(e.to_string());
         }
     }

@@ -38,24 +38,26 @@ use futures::{stream, Sink, SinkExt};
 use pgwire::api::auth::{
     protocol_negotiation, save_startup_parameters_to_metadata, StartupHandler,
 };
+use pgwire::api::cancel::CancelHandler;
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::results::{FieldInfo, QueryResponse, Response, Tag};
-use pgwire::api::stmt::QueryParser;
+use pgwire::api::stmt::{QueryParser, StoredStatement};
 use pgwire::api::store::{Entry, PortalStore};
 use pgwire::api::{
     ClientInfo, ClientPortalStore, PgWireConnectionState, PgWireServerHandlers,
     PidSecretKeyGenerator, RandomPidSecretKeyGenerator, Type, DEFAULT_NAME,
 };
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::cancel::CancelRequest;
 use pgwire::messages::data::{NoData, ParameterDescription, RowDescription};
 use pgwire::messages::extendedquery::{
-    Close, CloseComplete, Describe, Execute, PortalSuspended, Sync as PgSync,
-    TARGET_TYPE_BYTE_PORTAL, TARGET_TYPE_BYTE_STATEMENT,
+    Bind, BindComplete, Close, CloseComplete, Describe, Execute, Parse, ParseComplete,
+    PortalSuspended, Sync as PgSync, TARGET_TYPE_BYTE_PORTAL, TARGET_TYPE_BYTE_STATEMENT,
 };
 use pgwire::messages::response::{EmptyQueryResponse, ReadyForQuery, TransactionStatus};
 use pgwire::messages::simplequery::Query;
-use pgwire::messages::startup::{Authentication, BackendKeyData, ParameterStatus};
+use pgwire::messages::startup::{Authentication, BackendKeyData, ParameterStatus, SecretKey};
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use tokio::sync::Notify;
 
@@ -66,6 +68,7 @@ use super::pg_rows::{fields, RowEncoder};
 use crate::error::{sqlstate, Error};
 use crate::sql::ast::Statement;
 use crate::sql::output::Output;
+use crate::sql::session::CancelSignal;
 use crate::sql::{session, Backend, Session};
 use crate::types::value::{DataType, Value};
 use crate::types::OutputColumn;
@@ -89,8 +92,25 @@ fn ddb_type(ty: &Type) -> DataType {
     }
 }
 
+/// The fields of an error's `ErrorResponse`: severity (localised `S` and never-localised `V`,
+/// which ddb spells the same), SQLSTATE and message, and for a constraint violation the
+/// detail, schema, table, column and constraint, as PostgreSQL fills them.
 fn error_info(e: &Error) -> ErrorInfo {
-    ErrorInfo::new("ERROR".to_owned(), e.sqlstate().to_owned(), e.to_string())
+    let mut info = severe("ERROR", e.sqlstate(), e.to_string());
+    if let Error::Constraint(v) = e {
+        info.detail = v.detail.clone();
+        info.schema = v.schema.clone();
+        info.table = v.table.clone();
+        info.column = v.column.clone();
+        info.constraint = v.constraint.clone();
+    }
+    info
+}
+
+fn severe(severity: &str, code: &str, message: String) -> ErrorInfo {
+    let mut info = ErrorInfo::new(severity.to_owned(), code.to_owned(), message);
+    info.severity_nonlocalized = Some(severity.to_owned());
+    info
 }
 
 fn user_error(e: Error) -> PgWireError {
@@ -129,6 +149,7 @@ fn rows_tag(tag: Option<&str>, taken: u64) -> Tag {
         {
             command_tag(t)
         }
+        Some("SHOW") => Tag::new("SHOW"),
         _ => Tag::new("SELECT").with_rows(taken as usize),
     }
 }
@@ -144,6 +165,9 @@ fn command_tag(tag: &str) -> Tag {
         _ => Tag::new(tag),
     }
 }
+
+/// The completion of a statement whose rows were streamed (`taken` of them): `SHOW` keeps its
+/// own tag, without a count, as in PostgreSQL; every other query is `SELECT n`.
 
 /// The error of a write to the client that did not finish within the send timeout.
 fn send_timed_out(timeout: Duration) -> Error {
@@ -281,6 +305,14 @@ pub struct Parser {
 
 impl Parser {
     async fn fail(&self, e: Error) -> PgWireError {
+        self.fail_block().await;
+        user_error(e)
+    }
+
+    /// Fails the open transaction block after an error, as every error in a block does in
+    /// PostgreSQL (its portals are dropped; their names stay until the block ends, so that
+    /// an `Execute` of one is refused with 25P02). Outside a block this drops nothing.
+    async fn fail_block(&self) {
         match self.portals.holding_session().await {
             // An open portal runs outside a block: there is no block to fail.
             Some(false) => {}
@@ -297,7 +329,6 @@ impl Parser {
                 self.portals.after_statement(in_block, failed).await;
             }
         }
-        user_error(e)
     }
 
     /// The session, once no open portal holds it.
@@ -375,6 +406,31 @@ impl QueryParser for Parser {
     }
 }
 
+/// A statement's or portal's name as PostgreSQL prints it: `""` for the unnamed one.
+fn shown(name: &str) -> &str {
+    if name == DEFAULT_NAME {
+        ""
+    } else {
+        name
+    }
+}
+
+/// An `Execute`, `Describe` or `Close` of a portal that does not exist: 34000.
+fn no_portal(name: &str) -> Error {
+    Error::sql(
+        sqlstate::INVALID_CURSOR_NAME,
+        format!("portal \"{}\" does not exist", shown(name)),
+    )
+}
+
+/// A `Bind` or `Describe` of a prepared statement that does not exist: 26000.
+fn no_statement(name: &str) -> Error {
+    Error::sql(
+        sqlstate::INVALID_SQL_STATEMENT_NAME,
+        format!("prepared statement \"{}\" does not exist", shown(name)),
+    )
+}
+
 fn not_utf8(i: usize) -> Error {
     Error::sql(
         sqlstate::CHARACTER_NOT_IN_REPERTOIRE,
@@ -438,6 +494,28 @@ fn decode_params(portal: &Portal<Prepared>) -> Result<(Vec<Value>, Vec<DataType>
                 format!("invalid value for parameter ${}: {e}", i + 1),
             )
         };
+        // An integer in text that does not fit its type is out of range (22003), anything
+        // else that is not an integer is bad syntax (22P02), with PostgreSQL's messages.
+        let bad_int = |e: PgWireError, type_name: &str| {
+            let text = portal
+                .parameters
+                .get(i)
+                .cloned()
+                .flatten()
+                .filter(|_| portal.parameter_format.is_text(i))
+                .and_then(|b| String::from_utf8(b.to_vec()).ok());
+            match text {
+                Some(t) if t.trim().parse::<i128>().is_ok() => Error::sql(
+                    sqlstate::NUMERIC_VALUE_OUT_OF_RANGE,
+                    format!("value \"{t}\" is out of range for type {type_name}"),
+                ),
+                Some(t) => Error::sql(
+                    sqlstate::INVALID_TEXT_REPRESENTATION,
+                    format!("invalid input syntax for type {type_name}: \"{t}\""),
+                ),
+                None => bad(e),
+            }
+        };
         let v = match ty {
             Type::BOOL => portal
                 .parameter::<bool>(i, &ty)
@@ -445,15 +523,15 @@ fn decode_params(portal: &Portal<Prepared>) -> Result<(Vec<Value>, Vec<DataType>
                 .map(Value::Bool),
             Type::INT2 => portal
                 .parameter::<i16>(i, &ty)
-                .map_err(bad)?
+                .map_err(|e| bad_int(e, "smallint"))?
                 .map(|v| Value::Int(v.into())),
             Type::INT4 => portal
                 .parameter::<i32>(i, &ty)
-                .map_err(bad)?
+                .map_err(|e| bad_int(e, "integer"))?
                 .map(|v| Value::Int(v.into())),
             Type::INT8 => portal
                 .parameter::<i64>(i, &ty)
-                .map_err(bad)?
+                .map_err(|e| bad_int(e, "bigint"))?
                 .map(Value::Int),
             Type::FLOAT4 => portal
                 .parameter::<f32>(i, &ty)
@@ -536,8 +614,22 @@ pub struct PgConnection {
     pub closed: Arc<Notify>,
     /// Set when a write timed out: nothing more is written to this connection.
     timed_out: AtomicBool,
-    /// Portals a row-limited `Execute` left open ([`super::pg_portal`]).
+    /// Portals whose statement has started ([`super::pg_portal`]).
     portals: Arc<Portals<Portal<Prepared>>>,
+    /// Whether a transaction block was open after the last statement: when one ends, every
+    /// portal goes with it, as PostgreSQL destroys a transaction's portals at its end.
+    block_open: AtomicBool,
+    /// The backend id a cancel request names this connection by, once it started.
+    cancel_pid: std::sync::Mutex<Option<i32>>,
+}
+
+impl Drop for PgConnection {
+    fn drop(&mut self) {
+        let pid = self.cancel_pid.get_mut().map(|p| p.take());
+        if let Ok(Some(pid)) = pid {
+            cancel_keys().remove(&pid);
+        }
+    }
 }
 
 impl PgConnection {
@@ -559,6 +651,8 @@ impl PgConnection {
             closed: Arc::new(Notify::new()),
             timed_out: AtomicBool::new(false),
             portals,
+            block_open: AtomicBool::new(false),
+            cancel_pid: std::sync::Mutex::new(None),
         })
     }
 
@@ -580,9 +674,25 @@ impl PgConnection {
             Ok(session) => (session.in_transaction(), session.is_failed()),
             Err(_) => return,
         };
-        for name in self.portals.after_statement(in_block, failed).await {
-            client.portal_store().rm_portal(&name);
+        let dropped = self.portals.after_statement(in_block, failed).await;
+        if self.block_open.swap(in_block, Ordering::AcqRel) && !in_block {
+            client.portal_store().clear_portals();
+            return;
         }
+        // A failed block keeps its portals' names until it ends: an `Execute` of one is
+        // refused with 25P02, as in PostgreSQL, not with "does not exist".
+        if !failed {
+            for name in dropped {
+                client.portal_store().rm_portal(&name);
+            }
+        }
+    }
+
+    /// Fails the open transaction block after an error of the extended protocol, as every error
+    /// in a block does in PostgreSQL: its portals are dropped, their names kept until the
+    /// block ends.
+    pub async fn fail_block(&self) {
+        self.parser.fail_block().await;
     }
 
     fn writer<'c, C>(&'c self, client: &'c mut C) -> Writer<'c, C> {
@@ -783,10 +893,121 @@ impl ExtendedQueryHandler for PgConnection {
         self.parser.clone()
     }
 
+    /// Parses a statement into the connection's store. A named statement cannot be parsed
+    /// again under its name before it is closed (42P05), as in PostgreSQL; the unnamed one is
+    /// replaced. A statement `DEALLOCATE` dropped is gone, so its name is free.
+    async fn on_parse<C>(&self, client: &mut C, message: Parse) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let name = message
+            .name
+            .clone()
+            .unwrap_or_else(|| DEFAULT_NAME.to_owned());
+        let parsed = StoredStatement::parse(client, &message, self.query_parser()).await?;
+        if name != DEFAULT_NAME {
+            if let Some(Entry::Value(old)) = client.portal_store().get_statement(&name) {
+                let live = self
+                    .session()
+                    .await
+                    .check_prepared(Some(&name), old.statement.generation)
+                    .is_ok();
+                if live {
+                    return Err(user_error(Error::sql(
+                        sqlstate::DUPLICATE_PREPARED_STATEMENT,
+                        format!("prepared statement \"{name}\" already exists"),
+                    )));
+                }
+            }
+        }
+        match parsed {
+            Some(stmt) => client.portal_store().put_statement(Arc::new(stmt)),
+            None => client.portal_store().put_empty_statement(&name),
+        }
+        client
+            .send(PgWireBackendMessage::ParseComplete(ParseComplete::new()))
+            .await?;
+        Ok(())
+    }
+
+    /// Binds a portal, as PostgreSQL does: an unknown statement is 26000, a named portal
+    /// that exists already 42P03 (the unnamed one is replaced), and the parameters are
+    /// decoded now, so a bad one fails the `Bind` before `BindComplete`. A statement that
+    /// returns rows starts here ([`OpenPortal::start`]): the portal's rows are those of its
+    /// statement as of the `Bind`, not changed by what runs in the transaction before its
+    /// first `Execute` (ddb has no snapshot reads; see [`super::pg_portal`]).
+    async fn on_bind<C>(&self, client: &mut C, message: Bind) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let statement_name = message.statement_name.as_deref().unwrap_or(DEFAULT_NAME);
+        let portal_name = message.portal_name.as_deref().unwrap_or(DEFAULT_NAME);
+        let statement = match client.portal_store().get_statement(statement_name) {
+            Some(Entry::Value(statement)) => Some(statement),
+            Some(Entry::Empty) => None,
+            None => return Err(user_error(no_statement(statement_name))),
+        };
+        if portal_name != DEFAULT_NAME && client.portal_store().get_portal(portal_name).is_some() {
+            return Err(user_error(Error::sql(
+                sqlstate::DUPLICATE_CURSOR,
+                format!("cursor \"{portal_name}\" already exists"),
+            )));
+        }
+        let Some(statement) = statement else {
+            if !message.parameters.is_empty() {
+                return Err(user_error(Error::sql(
+                    sqlstate::PROTOCOL_VIOLATION,
+                    format!(
+                        "bind message supplies {} parameters, but prepared statement \"{}\" requires 0",
+                        message.parameters.len(),
+                        shown(statement_name)
+                    ),
+                )));
+            }
+            client.portal_store().put_empty_portal(portal_name);
+            return self.bind_complete(client).await;
+        };
+        let portal = Arc::new(Portal::try_new(&message, statement)?);
+        let (params, types) = decode_params(&portal).map_err(user_error)?;
+        let prepared = &portal.statement.statement;
+        let name = Some(portal.statement.id.as_str()).filter(|n| *n != DEFAULT_NAME);
+        // The portal this one replaces (the unnamed one) goes first: nothing gathers its rows.
+        self.portals.close(portal_name).await;
+        for gone in self.portals.settle(false).await {
+            client.portal_store().rm_portal(&gone);
+        }
+        let session = self.session.clone().lock_owned().await;
+        session
+            .check_prepared(name, prepared.generation)
+            .map_err(user_error)?;
+        // In a failed block nothing starts: its `Execute` is refused with 25P02.
+        let start = !prepared.columns.is_empty() && !session.is_failed();
+        client.portal_store().put_portal(portal.clone());
+        if start {
+            let open = OpenPortal::start(
+                Arc::downgrade(&portal),
+                session,
+                prepared.stmt.clone(),
+                params,
+                types,
+                portal.result_column_format.clone(),
+            );
+            self.portals.put(portal_name.to_owned(), open).await;
+        }
+        self.bind_complete(client).await
+    }
+
     /// Answers `Describe` of a statement that returns no rows with its `ParameterDescription`
     /// and `NoData`, as PostgreSQL does. pgwire answers one that has parameters with an empty
     /// `RowDescription` instead, which pgjdbc takes for a result (from the fifth execution of
-    /// a prepared `INSERT` on, "A result was returned when none was expected").
+    /// a prepared `INSERT` on, "A result was returned when none was expected"). An unknown
+    /// statement is 26000 and an unknown portal 34000.
     async fn on_describe<C>(&self, client: &mut C, message: Describe) -> PgWireResult<()>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
@@ -794,10 +1015,11 @@ impl ExtendedQueryHandler for PgConnection {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        if message.target_type == TARGET_TYPE_BYTE_STATEMENT {
-            let name = message.name.as_deref().unwrap_or(DEFAULT_NAME);
-            if let Some(Entry::Value(stmt)) = client.portal_store().get_statement(name) {
-                if stmt.statement.columns.is_empty() {
+        let name = message.name.as_deref().unwrap_or(DEFAULT_NAME);
+        match message.target_type {
+            TARGET_TYPE_BYTE_STATEMENT => match client.portal_store().get_statement(name) {
+                None => return Err(user_error(no_statement(name))),
+                Some(Entry::Value(stmt)) if stmt.statement.columns.is_empty() => {
                     let described = self.do_describe_statement(client, &stmt).await?;
                     let oids = described.parameters.iter().map(|t| t.oid()).collect();
                     client
@@ -810,7 +1032,12 @@ impl ExtendedQueryHandler for PgConnection {
                         .await?;
                     return Ok(());
                 }
+                Some(_) => {}
+            },
+            TARGET_TYPE_BYTE_PORTAL if client.portal_store().get_portal(name).is_none() => {
+                return Err(user_error(no_portal(name)));
             }
+            _ => {}
         }
         self._on_describe(client, message).await
     }
@@ -908,7 +1135,7 @@ impl ExtendedQueryHandler for PgConnection {
                     .await?;
                 return Ok(());
             }
-            None => return Err(PgWireError::PortalNotFound(name)),
+            None => return Err(user_error(no_portal(&name))),
         };
         client.set_state(PgWireConnectionState::QueryInProgress);
         self.busy.store(true, Ordering::Release);
@@ -936,6 +1163,10 @@ impl ExtendedQueryHandler for PgConnection {
         }
         client.portal_store().rm_portal(DEFAULT_NAME);
         let status = self.status().await;
+        // Outside a block the implicit transaction has ended, and every portal with it.
+        if matches!(status, TransactionStatus::Idle) {
+            client.portal_store().clear_portals();
+        }
         client.set_transaction_status(status);
         let ready = PgWireBackendMessage::ReadyForQuery(ReadyForQuery::new(status));
         self.writer(client).send(ready).await.map_err(write_error)
@@ -960,6 +1191,20 @@ impl ExtendedQueryHandler for PgConnection {
         }
         client
             .send(PgWireBackendMessage::CloseComplete(CloseComplete::new()))
+            .await?;
+        Ok(())
+    }
+}
+
+impl PgConnection {
+    async fn bind_complete<C>(&self, client: &mut C) -> PgWireResult<()>
+    where
+        C: Sink<PgWireBackendMessage> + Unpin + Send,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        client
+            .send(PgWireBackendMessage::BindComplete(BindComplete::new()))
             .await?;
         Ok(())
     }
@@ -1106,7 +1351,7 @@ impl PgConnection {
                 Ok(())
             }
             Some(Ok(())) => {
-                let tag = rows_tag(open.tag(), sent as u64);
+                let tag = rows_tag(open.command_tag(), sent as u64);
                 writer
                     .feed(PgWireBackendMessage::CommandComplete(tag.into()))
                     .await
@@ -1127,6 +1372,41 @@ impl PgConnection {
 /// Process-wide backend ids and cancel keys for `BackendKeyData`.
 static BACKEND_KEYS: std::sync::LazyLock<RandomPidSecretKeyGenerator> =
     std::sync::LazyLock::new(RandomPidSecretKeyGenerator::default);
+
+/// The connections a cancel request can reach: by backend id, its secret key and the signal
+/// that cancels its session's running statement. A connection is in it from its startup until
+/// it ends.
+type CancelKeys = std::collections::HashMap<i32, (SecretKey, std::sync::Weak<CancelSignal>)>;
+static CANCEL_KEYS: std::sync::LazyLock<std::sync::Mutex<CancelKeys>> =
+    std::sync::LazyLock::new(Default::default);
+
+fn cancel_keys() -> std::sync::MutexGuard<'static, CancelKeys> {
+    // The map holds no invariant a panicking holder could break: use it as it is.
+    CANCEL_KEYS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Answers `CancelRequest`s, as PostgreSQL does: the request names a backend id and its
+/// secret key (from `BackendKeyData`); when both match a connection, the statement running
+/// on it is cancelled with 57014. Anything else does nothing, and nothing is answered (the
+/// request's connection is closed either way).
+pub struct PgCancel;
+
+#[async_trait]
+impl CancelHandler for PgCancel {
+    async fn on_cancel_request(&self, request: CancelRequest) {
+        let signal = match cancel_keys().get(&request.pid) {
+            Some((secret, signal)) if secret.eq_value(&request.secret_key) => signal.upgrade(),
+            _ => None,
+        };
+        match signal {
+            Some(signal) => {
+                tracing::debug!("cancel request for backend {}", request.pid);
+                signal.cancel();
+            }
+            None => tracing::debug!("cancel request with a wrong key ignored"),
+        }
+    }
+}
 
 /// The startup without authentication (not built yet), as pgwire's no-op handler does it, but
 /// with ddb's parameters: the startup packet's settings go into the session (an unknown or
@@ -1151,7 +1431,7 @@ impl StartupHandler for PgConnection {
         protocol_negotiation(client, startup).await?;
         save_startup_parameters_to_metadata(client, startup);
         let (pid, secret_key) = BACKEND_KEYS.generate(client);
-        client.set_pid_and_secret_key(pid, secret_key);
+        client.set_pid_and_secret_key(pid, secret_key.clone());
         let params = &startup.parameters;
         let user = params.get("user").map(String::as_str).unwrap_or("ddb");
         let database = params.get("database").map(String::as_str).unwrap_or(user);
@@ -1162,9 +1442,12 @@ impl StartupHandler for PgConnection {
             params.iter().map(|(k, v)| (k.as_str(), v.as_str())),
         );
         if let Err(e) = started {
-            let info = ErrorInfo::new("FATAL".to_owned(), e.sqlstate().to_owned(), e.to_string());
+            let info = severe("FATAL", e.sqlstate(), e.to_string());
             return Err(PgWireError::UserError(Box::new(info)));
         }
+        let signal = Arc::downgrade(&session.cancel_signal());
+        cancel_keys().insert(pid, (secret_key, signal));
+        *self.cancel_pid.lock().unwrap_or_else(|e| e.into_inner()) = Some(pid);
         client
             .feed(PgWireBackendMessage::Authentication(Authentication::Ok))
             .await?;
@@ -1217,6 +1500,10 @@ impl PgWireServerHandlers for PgHandlers {
     fn startup_handler(&self) -> Arc<impl StartupHandler> {
         self.0.clone()
     }
+
+    fn cancel_handler(&self) -> Arc<impl CancelHandler> {
+        Arc::new(PgCancel)
+    }
 }
 
 /// Ends a connection that stayed idle inside a transaction block longer than its
@@ -1229,9 +1516,9 @@ where
     // A portal left open in the block holds the session: it ends with the block, dropped.
     conn.portals.settle(true).await;
     conn.session.lock().await.terminate();
-    let info = ErrorInfo::new(
-        "FATAL".to_owned(),
-        sqlstate::IDLE_IN_TRANSACTION_SESSION_TIMEOUT.to_owned(),
+    let info = severe(
+        "FATAL",
+        sqlstate::IDLE_IN_TRANSACTION_SESSION_TIMEOUT,
         "terminating connection due to idle-in-transaction timeout".to_owned(),
     );
     let _ = socket
@@ -1320,9 +1607,9 @@ pub async fn serve(
             Some(Ok(msg)) => msg,
             Some(Err(e)) => {
                 // A message that breaks the protocol: say so, then close, as PostgreSQL does.
-                let info = ErrorInfo::new(
-                    "FATAL".to_owned(),
-                    sqlstate::PROTOCOL_VIOLATION.to_owned(),
+                let info = severe(
+                    "FATAL",
+                    sqlstate::PROTOCOL_VIOLATION,
                     format!("protocol violation: {e}"),
                 );
                 let _ = socket
@@ -1349,6 +1636,11 @@ pub async fn serve(
         .await;
         if let Err(e) = result {
             let fatal = e.is_fatal();
+            // Any error of the extended protocol fails an open block (an unknown portal or
+            // statement too), as in PostgreSQL; the handlers fail it for their own errors.
+            if is_extended && !fatal {
+                conn.fail_block().await;
+            }
             process_error(&mut socket, e, is_extended).await?;
             if fatal {
                 break;

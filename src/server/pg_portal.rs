@@ -1,11 +1,16 @@
-//! Portals left open by a row-limited `Execute`: a query that goes on where it stopped.
+//! Open portals: a query that goes on where it stopped.
 //!
-//! An `Execute` with a row limit (`max_rows > 0`, what JDBC's `setFetchSize` and
-//! tokio-postgres's `query_portal` send) asks for that many rows of a portal and then
-//! `PortalSuspended`; the next `Execute` of the same portal asks for more. PostgreSQL keeps the
-//! portal's executor between the two, so a cursor over a large result costs the server what
-//! one fetch costs. So does ddb: an [`OpenPortal`] keeps the statement itself running, paused
-//! in the middle of handing over its rows. The statement writes its rows, encoded, into a
+//! A portal of a statement that returns rows is opened at its `Bind` (so that its rows are
+//! those of the transaction as of the `Bind`, as PostgreSQL's snapshot makes them). An
+//! `Execute` with a row limit (`max_rows > 0`, what JDBC's `setFetchSize` and tokio-postgres's
+//! `query_portal` send) asks for that many rows of a portal and then `PortalSuspended`; the
+//! next `Execute` of the same portal asks for more (one without a limit takes the rest).
+//! PostgreSQL keeps the portal's executor between the two, so a cursor over a large result
+//! costs the server what one fetch costs. So does ddb: an [`OpenPortal`] keeps the statement
+//! itself running, paused in the middle of handing over its rows. A statement that fails on
+//! a row fails after the rows before it have been taken
+//! ([`crate::sql::output::Output::delivered`]): the fetch that reaches the bad row fails, not
+//! an earlier one, and the block stays open until then. The statement writes its rows, encoded, into a
 //! channel that holds one batch ([`OUTPUT_BATCH`] rows); when the channel is full the statement
 //! waits, and with it the scans behind it on every shard. An `Execute` takes rows out of the
 //! channel until it has sent `max_rows`; the statement runs only while an `Execute` is taking
@@ -24,9 +29,9 @@
 //! (`COMMIT`, `ROLLBACK`, an error in a block), the open portals are dropped, as PostgreSQL
 //! destroys them at the end of their transaction, without gathering anything.
 //!
-//! A portal ends when it is closed (`Close`), bound again (a `Bind` of the same name replaces
+//! A portal ends when it is closed (`Close`), replaced (a `Bind` of the unnamed portal replaces
 //! pgwire's portal, and the open one is known to be stale because it holds a weak reference to
-//! the portal it was started for), at `Sync` when it was opened outside a transaction block
+//! the portal it was started for; a named one cannot be bound again while it exists), at `Sync` when it was opened outside a transaction block
 //! (the end of its implicit transaction; pgwire also drops the unnamed portal at every
 //! `Sync`), or with its transaction. Dropping an open portal drops the statement's future,
 //! which releases the session; an autocommit statement's transaction is rolled back with it
@@ -86,6 +91,17 @@ impl Output for PortalOutput {
         Ok(())
     }
 
+    /// The channel holds one batch: once there is room again, the `Execute` that fetches has
+    /// taken the last batch sent; the statement goes on only when a fetch asks for more rows
+    /// than the ones it took (see [`OpenPortal::next`]).
+    async fn delivered(&mut self) -> Result<()> {
+        self.tx
+            .reserve()
+            .await
+            .map(drop)
+            .map_err(|_| Error::Internal("the portal was closed while its rows were sent".into()))
+    }
+
     fn taken(&self) -> u64 {
         self.taken
     }
@@ -98,8 +114,9 @@ enum Source {
         run: Run,
         rx: mpsc::Receiver<Vec<DataRow>>,
     },
-    /// The statement has ended: its rows (if any are left) are in `pending`; then this.
-    Ended(Option<Error>),
+    /// The statement has ended: its rows (if any are left) are in `pending`; then this (its
+    /// command tag, or its error until the error is given).
+    Ended(Option<Error>, Option<String>),
 }
 
 /// A portal whose statement has started and not been fully fetched (or was fetched to its end
@@ -113,9 +130,6 @@ pub struct OpenPortal<P> {
     /// Rows taken from the statement and not yet sent.
     pending: VecDeque<DataRow>,
     source: Source,
-    /// The command tag of the statement once it has ended well (`INSERT 0 3` for a write
-    /// with `RETURNING`).
-    tag: Option<String>,
 }
 
 /// What one step of a live statement gave.
@@ -152,13 +166,20 @@ impl<P> OpenPortal<P> {
             in_block,
             pending: VecDeque::new(),
             source: Source::Live { run, rx },
-            tag: None,
         }
     }
 
     /// Whether this was started for `portal` (and not for one of the same name bound before).
     pub fn is_for(&self, portal: &std::sync::Arc<P>) -> bool {
         std::ptr::eq(self.portal.as_ptr(), std::sync::Arc::as_ptr(portal))
+    }
+
+    /// The command tag its statement ended with (`SHOW`, `SELECT 3`), once it has ended.
+    pub fn command_tag(&self) -> Option<&str> {
+        match &self.source {
+            Source::Ended(_, tag) => tag.as_deref(),
+            Source::Live { .. } => None,
+        }
     }
 
     /// Whether its pgwire portal is gone (closed, or replaced by a new `Bind`).
@@ -178,7 +199,7 @@ impl<P> OpenPortal<P> {
             if let Some(row) = self.pending.pop_front() {
                 return Some(Ok(row));
             }
-            if let Source::Ended(error) = &mut self.source {
+            if let Source::Ended(error, _) = &mut self.source {
                 return error.take().map(Err);
             }
             self.step().await;
@@ -208,20 +229,12 @@ impl<P> OpenPortal<P> {
                     self.pending.extend(batch);
                 }
                 self.source = match result {
-                    Ok(result) => {
-                        self.tag = Some(result.tag);
-                        Source::Ended(None)
-                    }
-                    Err(e) => Source::Ended(Some(e)),
+                    Ok(result) => Source::Ended(None, Some(result.tag)),
+                    Err(e) => Source::Ended(Some(e), None),
                 };
             }
         }
         true
-    }
-
-    /// The statement's command tag, once it has ended well.
-    pub fn tag(&self) -> Option<&str> {
-        self.tag.as_deref()
     }
 
     /// Runs the statement to its end, keeping the rest of its rows in memory, so that it lets

@@ -35,6 +35,30 @@ pub fn pg_type(ty: &DataType) -> Type {
     }
 }
 
+/// `pg_type.typlen` of a ddb type: its fixed width in bytes, or -1 for a variable-width
+/// (varlena) type, as PostgreSQL's `RowDescription` carries it.
+pub fn type_size(ty: &DataType) -> i16 {
+    match ty {
+        DataType::Bool => 1,
+        DataType::SmallInt => 2,
+        DataType::Int | DataType::Real => 4,
+        DataType::BigInt | DataType::Double | DataType::Timestamp => 8,
+        DataType::Uuid => 16,
+        DataType::Text | DataType::Unknown | DataType::Varchar(_) | DataType::Char(_) => -1,
+    }
+}
+
+/// `pg_attribute.atttypmod` of a ddb type: the declared length plus the 4-byte header for
+/// `varchar(n)` and `char(n)`, as PostgreSQL stores it; -1 (none) for every other type.
+pub fn type_modifier(ty: &DataType) -> i32 {
+    match ty {
+        DataType::Varchar(Some(n)) | DataType::Char(n) => {
+            i32::try_from(*n).map_or(-1, |n| n.saturating_add(4))
+        }
+        _ => -1,
+    }
+}
+
 /// The field descriptions of a result's columns, in the formats the client asked for.
 pub fn fields(columns: &[OutputColumn], format: Option<&Format>) -> Vec<FieldInfo> {
     columns
@@ -43,6 +67,8 @@ pub fn fields(columns: &[OutputColumn], format: Option<&Format>) -> Vec<FieldInf
         .map(|(i, c)| {
             let f = format.map(|f| f.format_for(i)).unwrap_or(FieldFormat::Text);
             FieldInfo::new(c.name.clone(), None, None, pg_type(&c.data_type), f)
+                .with_type_size(type_size(&c.data_type))
+                .with_type_modifier(type_modifier(&c.data_type))
         })
         .collect()
 }

@@ -12,7 +12,7 @@
 //! one keeps every row, since the last row read may sort first. `UPDATE` and `DELETE` read
 //! their rows whole before writing, as their writes are buffered in the transaction anyway.
 
-use crate::error::{sqlstate, Error, Result};
+use crate::error::{sqlstate, Error, Result, Violation};
 use async_trait::async_trait;
 
 use crate::sql::aggregate::{finish_groups, group_rows, Grouper};
@@ -402,12 +402,21 @@ struct Streamer<'a, 'c> {
 impl RowSink for Streamer<'_, '_> {
     async fn take(&mut self, batch: KeyedRows) -> Result<Flow> {
         let mut rows = Vec::with_capacity(batch.len().min(self.left));
+        // A row that fails (a division by zero) fails the statement, but only after the rows
+        // before it are out, as PostgreSQL streams them: a cursor fails at the fetch that
+        // reaches the bad row, not at an earlier one.
+        let mut failed = None;
         for (_, row) in batch {
             if self.left == 0 {
                 break;
             }
-            let Some((projected, _)) = project_row(self.plan, &row, self.ctx)? else {
-                continue;
+            let projected = match project_row(self.plan, &row, self.ctx) {
+                Ok(Some((projected, _))) => projected,
+                Ok(None) => continue,
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
             };
             if self.skip > 0 {
                 self.skip -= 1;
@@ -419,6 +428,10 @@ impl RowSink for Streamer<'_, '_> {
         if !rows.is_empty() {
             self.sent += rows.len();
             self.out.rows(rows).await?;
+        }
+        if let Some(e) = failed {
+            self.out.delivered().await?;
+            return Err(e);
         }
         Ok(if self.left == 0 {
             Flow::Stop
@@ -546,13 +559,28 @@ fn count_value(e: Option<&Expr>, ctx: &Context, what: &str) -> Result<Option<usi
 fn check_not_null(table: &Table, row: &[Value]) -> Result<()> {
     for (col, v) in table.columns.iter().zip(row) {
         if col.not_null && v.is_null() {
-            return Err(Error::sql(
-                sqlstate::NOT_NULL_VIOLATION,
-                format!(
+            return Err(Error::Constraint(Box::new(Violation {
+                code: sqlstate::NOT_NULL_VIOLATION.into(),
+                message: format!(
                     "null value in column \"{}\" of relation \"{}\" violates not-null constraint",
                     col.name, table.name
                 ),
-            ));
+                detail: Some(format!(
+                    "Failing row contains ({}).",
+                    row.iter()
+                        .map(|v| if v.is_null() {
+                            "null".to_string()
+                        } else {
+                            v.to_string()
+                        })
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )),
+                schema: Some("public".into()),
+                table: Some(table.name.clone()),
+                column: Some(col.name.clone()),
+                constraint: None,
+            })));
         }
     }
     Ok(())
@@ -569,15 +597,22 @@ fn duplicate_key(table: &Table, row: &[Value]) -> Error {
         .iter()
         .map(|&i| row[i].to_string())
         .collect();
-    Error::sql(
-        sqlstate::UNIQUE_VIOLATION,
-        format!(
-            "duplicate key value violates unique constraint \"{}\": Key ({})=({}) already exists.",
-            table.pkey_name(),
+    Error::Constraint(Box::new(Violation {
+        code: sqlstate::UNIQUE_VIOLATION.into(),
+        message: format!(
+            "duplicate key value violates unique constraint \"{}\"",
+            table.pkey_name()
+        ),
+        detail: Some(format!(
+            "Key ({})=({}) already exists.",
             names.join(", "),
             values.join(", ")
-        ),
-    )
+        )),
+        schema: Some("public".into()),
+        table: Some(table.name.clone()),
+        column: None,
+        constraint: Some(table.pkey_name()),
+    }))
 }
 
 fn aggregate(agg: &Aggregate, input: Vec<Vec<Value>>, ctx: &Context) -> Result<Vec<Vec<Value>>> {

@@ -35,6 +35,15 @@ pub trait Output: Send {
     /// then fails with that error.
     async fn rows(&mut self, rows: Vec<Vec<Value>>) -> Result<()>;
 
+    /// Returns once the rows handed over so far have reached their reader (the client), not
+    /// only a buffer on the way. A statement that fails after some rows waits for this before
+    /// it fails, so that its error (which ends its transaction block) comes after those rows,
+    /// when the client has asked for more: a cursor fails at the fetch that reaches the bad
+    /// row, and the block is still open until then.
+    async fn delivered(&mut self) -> Result<()> {
+        Ok(())
+    }
+
     /// How many rows it has taken so far.
     fn taken(&self) -> u64;
 }

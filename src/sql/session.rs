@@ -35,6 +35,12 @@
 //!   cancelling a commit in flight would leave its outcome unknown. A statement that would be
 //!   shipped whole to another node (which commits it there in one request) runs through a
 //!   transaction of this node instead while a timeout is set, so that it can be cancelled.
+//! * A **cancel request** (PostgreSQL's `CancelRequest`, sent on another connection with the
+//!   key the client got at startup) cancels the statement running when it arrives with 57014
+//!   `canceling statement due to user request`, bounded as `statement_timeout` is (its
+//!   transaction rolled back; a commit is not cancelled). One that arrives while nothing runs
+//!   does nothing, as in PostgreSQL. An autocommit statement shipped whole to another node
+//!   (no `statement_timeout` set) is not cancelled: it runs there in one request.
 //! * `lock_timeout`: the bound on each lock wait of the session's transactions, 55P03
 //!   (0: the node's own bound, `--lock-timeout-ms`).
 //! * `idle_in_transaction_session_timeout`: read by the front end, which waits for the next
@@ -74,6 +80,18 @@ enum State {
     Failed(Option<Box<dyn SqlTxn>>),
 }
 
+/// The signal a cancel request gives a session: it cancels the statement running when it
+/// comes (a statement waits on it while it runs), and nothing later.
+#[derive(Debug, Default)]
+pub struct CancelSignal(tokio::sync::Notify);
+
+impl CancelSignal {
+    /// Cancels the session's running statement, if one runs.
+    pub fn cancel(&self) {
+        self.0.notify_waiters();
+    }
+}
+
 /// One client's session.
 pub struct Session {
     backend: Arc<dyn Backend>,
@@ -97,6 +115,8 @@ pub struct Session {
     last_savepoint: u64,
     /// The value `nextval` last gave this session, by sequence (`currval`).
     currvals: Arc<std::sync::Mutex<std::collections::HashMap<String, i64>>>,
+    /// What a cancel request for this session signals.
+    cancel: Arc<CancelSignal>,
 }
 
 /// The sequences as one session sees them: the node's, with the session's `currval`s.
@@ -221,7 +241,14 @@ impl Session {
             savepoints: Vec::new(),
             last_savepoint: 0,
             currvals: Default::default(),
+            cancel: Arc::default(),
         }
+    }
+
+    /// The signal that cancels this session's running statement (for the front end's cancel
+    /// requests).
+    pub fn cancel_signal(&self) -> Arc<CancelSignal> {
+        self.cancel.clone()
     }
 
     /// A session for one statement shipped here by another gateway.
@@ -587,12 +614,12 @@ impl Session {
             SessionStatement::Show(name) => {
                 let (columns, rows) = self.show(name.as_deref())?;
                 out.start(&columns).await?;
-                let n = rows.len();
                 out.rows(rows).await?;
+                // PostgreSQL's command tag of SHOW has no row count.
                 return Ok(QueryResult {
                     columns,
                     rows: Vec::new(),
-                    tag: format!("SHOW {n}"),
+                    tag: "SHOW".into(),
                 });
             }
             SessionStatement::SetTransaction { modes, session } => {
@@ -807,10 +834,15 @@ impl Session {
             .statement_timeout()
             .map(|t| (tokio::time::Instant::now() + t, t));
         let lock_timeout = self.settings.lock_timeout();
+        // Made before the statement runs, so a cancel request at any point of it counts.
+        let cancel = self.cancel.clone();
+        let cancelled = cancel.0.notified();
+        tokio::pin!(cancelled);
         if let State::Open(txn) = &mut self.state {
             // The session's lock_timeout as it is now (a SET inside the block counts).
             txn.set_lock_timeout(lock_timeout);
-            return timed(deadline, txn.execute(&prepared, &executor, out)).await;
+            let work = txn.execute(&prepared, &executor, out);
+            return timed(deadline, cancelled.as_mut(), work).await;
         }
         // An autocommit statement that belongs whole to another node runs there (unless it
         // must be cancellable: see the module notes).
@@ -827,7 +859,8 @@ impl Session {
         loop {
             let mut txn = self.begin_txn(age);
             let taken = out.taken();
-            match timed(deadline, txn.execute(&prepared, &executor, out)).await {
+            let work = txn.execute(&prepared, &executor, out);
+            match timed(deadline, cancelled.as_mut(), work).await {
                 Ok(result) => {
                     txn.commit().await?;
                     return Ok(result);
@@ -835,6 +868,7 @@ impl Session {
                 // Retried only while its client has seen nothing of it.
                 Err(e)
                     if txn.retryable()
+                        && e.sqlstate() != sqlstate::QUERY_CANCELED
                         && out.taken() == taken
                         && started.elapsed() < lock_timeout =>
                 {
@@ -846,7 +880,10 @@ impl Session {
                             return Err(statement_timed_out(t));
                         }
                     }
-                    tokio::time::sleep(backoff).await;
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        () = cancelled.as_mut() => return Err(canceled_by_user()),
+                    }
                     backoff = (backoff * 2).min(Duration::from_millis(20));
                 }
                 Err(e) => return Err(e),
@@ -892,22 +929,36 @@ fn statement_timed_out(timeout: Duration) -> Error {
     )
 }
 
-/// Runs a statement's execution until the deadline of `statement_timeout`, if there is one;
-/// past it the execution is dropped (the caller rolls its transaction back) and the error is
-/// 57014.
+/// Runs a statement's execution until the deadline of `statement_timeout`, if there is one,
+/// or until a cancel request comes; past it, or then, the execution is dropped (the caller
+/// rolls its transaction back) and the error is 57014.
 async fn timed<F>(
     deadline: Option<(tokio::time::Instant, Duration)>,
+    cancelled: std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>,
     work: F,
 ) -> Result<QueryResult>
 where
     F: std::future::Future<Output = Result<QueryResult>>,
 {
-    match deadline {
-        None => work.await,
-        Some((at, timeout)) => tokio::time::timeout_at(at, work)
-            .await
-            .unwrap_or_else(|_| Err(statement_timed_out(timeout))),
+    let bounded = async {
+        match deadline {
+            None => work.await,
+            Some((at, timeout)) => tokio::time::timeout_at(at, work)
+                .await
+                .unwrap_or_else(|_| Err(statement_timed_out(timeout))),
+        }
+    };
+    tokio::select! {
+        result = bounded => result,
+        () = cancelled => Err(canceled_by_user()),
     }
+}
+
+fn canceled_by_user() -> Error {
+    Error::sql(
+        sqlstate::QUERY_CANCELED,
+        "canceling statement due to user request",
+    )
 }
 
 /// The settings in a startup packet's `options` (`-c name=value` and `--name=value`, as

@@ -26,6 +26,12 @@
 //! gives the changed ones since it was last asked, for the front end to send before
 //! `ReadyForQuery`.
 //!
+//! **Lengths.** `application_name` is cut to its first 63 bytes (NAMEDATALEN − 1, at a
+//! character boundary), as PostgreSQL cuts it. Any other value longer than
+//! [`MAX_VALUE_BYTES`] is refused with 22023: a reported value travels in a `ParameterStatus`
+//! message, which a client (libpq, pgwire) refuses past 30,000 bytes, and no parameter needs
+//! more.
+//!
 //! This is a pure value: no I/O, no clock; the session owns one per connection.
 
 use std::collections::BTreeMap;
@@ -33,6 +39,24 @@ use std::time::Duration;
 
 use crate::error::{sqlstate, Error, Result};
 use crate::sql::ast::SetValue;
+
+/// The longest value a parameter takes, in bytes (see the module notes).
+pub const MAX_VALUE_BYTES: usize = 16 * 1024;
+
+/// The longest `application_name`: PostgreSQL's NAMEDATALEN − 1.
+const MAX_NAME_BYTES: usize = 63;
+
+/// `s` cut to at most `max` bytes, at a character boundary.
+fn clip(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+    s
+}
 
 /// How a parameter's values are checked and spelled.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -471,6 +495,18 @@ impl Settings {
             return Err(invalid(&key, &words.join(", "), "it takes one value"));
         }
         let one = words.first().cloned().unwrap_or_default();
+        if key == "application_name" {
+            return Ok((key, clip(one, MAX_NAME_BYTES)));
+        }
+        let written: usize = words.iter().map(String::len).sum();
+        if written > MAX_VALUE_BYTES {
+            return Err(Error::sql(
+                sqlstate::INVALID_PARAMETER_VALUE,
+                format!(
+                    "the value of parameter \"{key}\" is too long ({written} bytes; ddb takes at most {MAX_VALUE_BYTES})"
+                ),
+            ));
+        }
         let value = match kind {
             Kind::Text | Kind::Fixed => one,
             Kind::SearchPath => values
@@ -847,6 +883,37 @@ mod tests {
             st.show("default_transaction_isolation").unwrap().1,
             "serializable"
         );
+    }
+
+    #[test]
+    fn application_name_is_cut_to_63_bytes_and_other_long_values_refused() {
+        let mut st = Settings::new("u");
+        st.set("application_name", Some(&s(&"é".repeat(40))), false, false)
+            .unwrap();
+        // 31 two-byte characters: the 32nd would pass 63 bytes.
+        assert_eq!(st.show("application_name").unwrap().1, "é".repeat(31));
+        st.set(
+            "application_name",
+            Some(&s(&"x".repeat(70_000))),
+            false,
+            false,
+        )
+        .unwrap();
+        assert_eq!(st.show("application_name").unwrap().1.len(), 63);
+        let long = "y".repeat(MAX_VALUE_BYTES + 1);
+        let err = st
+            .set("search_path", Some(&s(&long)), false, false)
+            .unwrap_err();
+        assert_eq!(err.sqlstate(), "22023");
+        let err = st
+            .set("myapp.tenant", Some(&s(&long)), false, false)
+            .unwrap_err();
+        assert_eq!(err.sqlstate(), "22023");
+        assert!(st.set_startup("search_path", &long).is_err());
+        let fits = "z".repeat(MAX_VALUE_BYTES);
+        st.set("myapp.tenant", Some(&s(&fits)), false, false)
+            .unwrap();
+        assert_eq!(st.show("myapp.tenant").unwrap().1, fits);
     }
 
     #[test]
