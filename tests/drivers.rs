@@ -101,23 +101,12 @@ fn attempt(mut cmd: Command, what: &str, expect: &str, limit: Duration) -> Resul
     Ok(stdout)
 }
 
-/// [`run`] through a cluster's gateway, where a known defect can fail a correct program:
-/// a transaction's parts on other shards release their locks in the background after the
-/// client has its answer (`gateway::txn` `release_all`, `gateway::commit` `end_part`), so the
-/// client's next transaction, being younger, can lose wait-die against its own previous one
-/// and get 40001 (seen about once in 300 scan-then-insert pairs on a loaded machine). Until
-/// that is fixed, a program that failed with that error, and only that error, runs once more,
-/// and says so; any other failure, or a second one, fails the test.
+/// [`run`] through a cluster's gateway. A transaction's parts on other shards used to let go
+/// of their locks only after the client had its answer, so a client's next transaction could
+/// lose wait-die to its own previous one (40001); the gateway now answers once they have
+/// (within a bound), and this runs each program once, as any client would.
 fn run_via_gateway(cmd: impl Fn() -> Command, what: &str, expect: &str, log: &dyn Fn() -> String) {
-    const WAIT_DIE: &str = "could not serialize access due to a concurrent transaction (wait-die)";
-    match attempt(cmd(), what, expect, LIMIT) {
-        Ok(_) => {}
-        Err(failure) if failure.contains(WAIT_DIE) => {
-            eprintln!("{what} lost wait-die to a lock still being released; running it once more:\n{failure}");
-            run(cmd(), what, expect, LIMIT, log);
-        }
-        Err(failure) => panic!("{failure}\nserver log:\n{}", log()),
-    }
+    run(cmd(), what, expect, LIMIT, log);
 }
 
 /// Fails unless `python3` can import every module of `modules`.

@@ -7,7 +7,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
@@ -21,14 +21,24 @@ use crate::protocol::{ShardOp, ShardReply};
 use crate::txn::twopc::{Action, AnchorReply, Coordinator, Finish, Vote};
 use crate::txn::{Transaction, TwoPhase};
 
+/// How long the client's answer waits for the other participants to have let go of the
+/// transaction (applied the commit, or released a read-only part) once the outcome is known.
+/// DESIGN §7: they commit and release their locks, then the client is answered, so that the
+/// client's next transaction never loses wait-die to its own previous one's locks. The outcome
+/// is decided before this wait, so past the bound (a slow or lost participant, which learns the
+/// outcome from the anchor) the client is answered anyway.
+const SETTLE_WAIT: Duration = Duration::from_secs(1);
+
 /// The state of one commit as the driver carries it out: the coordinator, the outcome once
 /// known, and the time of the steps.
 struct Run {
     coord: Coordinator,
     started: Instant,
     result: Option<Result<()>>,
+    /// The participants being released or aborted, to wait for before the answer.
+    settling: Vec<tokio::task::JoinHandle<()>>,
     /// Microseconds of the prepare and decide steps, counted if the transaction commits (the
-    /// last step, telling the others, runs after the answer: see `finish_commit`).
+    /// last step, telling the others, is counted by `finish_commit`).
     steps: [u64; 2],
 }
 
@@ -66,6 +76,7 @@ impl Commit {
             coord,
             started: Instant::now(),
             result: None,
+            settling: Vec::new(),
             steps: [0; 2],
         };
         while !queue.is_empty() {
@@ -77,10 +88,12 @@ impl Commit {
                 queue.extend(self.prepare(&round.prepares, &mut run).await);
             }
             if !round.commits.is_empty() {
-                self.commit_others(&round.commits, run.coord);
+                let applied = self.commit_others(&round.commits, run.coord);
+                settle(std::mem::take(&mut run.settling), Some(applied)).await;
                 return self.finished(run.result);
             }
         }
+        settle(std::mem::take(&mut run.settling), None).await;
         self.finished(run.result)
     }
 
@@ -112,12 +125,13 @@ impl Commit {
                 }
                 run.result = Some(r);
             }
-            Action::Release(shard) | Action::Abort(shard) => self.end_part(shard),
+            Action::Release(shard) | Action::Abort(shard) => {
+                run.settling.extend(self.end_part(shard));
+            }
             Action::Prepare(shard) => round.prepares.push(shard),
             Action::CommitAnchor(shard) => return self.decide(shard, run).await,
             Action::Commit(shard) => round.commits.push(shard),
-            // Produced only by the commit acknowledgements, which `finish_commit` handles
-            // after the client's answer.
+            // Produced only by the commit acknowledgements, which `finish_commit` handles.
             Action::Forget(_) => {}
             Action::Finish(finish) => run.result = Some(self.outcome(finish, run.steps)),
         }
@@ -198,10 +212,14 @@ impl Commit {
         next
     }
 
-    /// Phase two, after the decision is durable at the anchor and the client may have its
-    /// answer: the others apply the commit in the background, and the anchor's record goes
-    /// when all have.
-    fn commit_others(&mut self, shards: &[ShardId], coord: Coordinator) {
+    /// Phase two, after the decision is durable at the anchor: the others apply the commit in
+    /// a task of its own, and the anchor's record goes when all have. The receiver hears once
+    /// every participant has answered (see [`SETTLE_WAIT`]).
+    fn commit_others(
+        &mut self,
+        shards: &[ShardId],
+        coord: Coordinator,
+    ) -> tokio::sync::oneshot::Receiver<()> {
         let acks = self.send_all(
             shards,
             |_| ShardOp::CommitPrepared,
@@ -210,10 +228,12 @@ impl Commit {
         let forget = self.message_later(coord.anchor(), ShardOp::Forget);
         let guard = self.txn.gw.twopc.finishing();
         let (twopc, gid) = (self.txn.gw.twopc.clone(), self.txn.id);
+        let (answered, applied) = tokio::sync::oneshot::channel();
         tokio::spawn(async move {
-            finish_commit(coord, acks, forget, twopc, gid).await;
+            finish_commit(coord, acks, forget, twopc, gid, answered).await;
             drop(guard);
         });
+        applied
     }
 
     /// One-phase commit on the only written shard.
@@ -352,26 +372,30 @@ impl Commit {
         all
     }
 
-    /// Ends a participant without waiting: rolls back (or aborts, if prepared) this node's
-    /// part, and sends a rollback to a remote one.
-    fn end_part(&mut self, shard: ShardId) {
+    /// Ends a participant: rolls back (or aborts, if prepared) this node's part, and sends a
+    /// rollback to a remote one, in a task whose handle it returns (the answer waits for it
+    /// within [`SETTLE_WAIT`]; the task goes on past it).
+    fn end_part(&mut self, shard: ShardId) -> Option<tokio::task::JoinHandle<()>> {
         match self.txn.parts.remove(&shard) {
-            Some(Part::Local(t)) => t.rollback(),
+            Some(Part::Local(t)) => {
+                t.rollback();
+                None
+            }
             Some(Part::Remote { client, .. }) => {
                 let req = self.txn.request(shard, ShardOp::Rollback);
-                tokio::spawn(async move {
+                Some(tokio::spawn(async move {
                     let _ = call(&client, req).await;
-                });
+                }))
             }
             None if Some(shard) == self.txn.my_shard => {
                 let (twopc, gid) = (self.txn.gw.twopc.clone(), self.txn.id);
-                tokio::spawn(async move {
+                Some(tokio::spawn(async move {
                     if let Err(e) = twopc.abort(gid).await {
                         tracing::warn!(gid, "aborting a prepared transaction failed: {e}");
                     }
-                });
+                }))
             }
-            None => {}
+            None => None,
         }
     }
 
@@ -411,15 +435,18 @@ fn vote_of(reply: Result<ShardReply>) -> Vote {
     }
 }
 
-/// After the client has its answer: collects the participants' commit acknowledgements, and
-/// tells the anchor to drop its record once every participant has applied the commit.
+/// Collects the participants' commit acknowledgements (telling `answered` once all have
+/// answered), and tells the anchor to drop its record once every participant has applied the
+/// commit.
 async fn finish_commit(
     mut coord: Coordinator,
     mut acks: FuturesUnordered<PartFuture>,
     mut forget: Option<Later>,
     twopc: Arc<TwoPhase>,
     gid: u64,
+    answered: tokio::sync::oneshot::Sender<()>,
 ) {
+    let mut answered = Some(answered);
     let t = Instant::now();
     let mut acked = 0;
     while let Some((shard, node, _addr, reply)) = acks.next().await {
@@ -437,6 +464,11 @@ async fn finish_commit(
                 "shard {shard} (node {node}) did not apply the commit ({reply:?}); it will learn the outcome from the anchor"
             );
         }
+        if acks.is_empty() {
+            if let Some(tx) = answered.take() {
+                let _ = tx.send(());
+            }
+        }
         for action in coord.on_commit_ack(shard, applied) {
             if let (Action::Forget(_), Some(f)) = (action, forget.take()) {
                 f.await;
@@ -447,6 +479,28 @@ async fn finish_commit(
         .stats
         .finish_us
         .fetch_add(micros(t), Ordering::Relaxed);
+}
+
+/// Waits, at most [`SETTLE_WAIT`] in all, for the released and aborted participants and for
+/// the phase-two acknowledgements, before the client's answer.
+pub(super) async fn settle(
+    released: Vec<tokio::task::JoinHandle<()>>,
+    applied: Option<tokio::sync::oneshot::Receiver<()>>,
+) {
+    let all = async {
+        for handle in released {
+            let _ = handle.await;
+        }
+        if let Some(applied) = applied {
+            let _ = applied.await;
+        }
+    };
+    if tokio::time::timeout(SETTLE_WAIT, all).await.is_err() {
+        tracing::debug!(
+            "a participant took longer than {} ms to let go of a finished transaction; answering the client",
+            SETTLE_WAIT.as_millis()
+        );
+    }
 }
 
 fn micros(since: Instant) -> u64 {

@@ -81,7 +81,12 @@ impl SqlTxn for ClusterTxn {
     }
 
     fn rollback(mut self: Box<Self>) {
-        self.release_all();
+        drop(self.release_all());
+    }
+
+    async fn rollback_settled(mut self: Box<Self>) {
+        let released = self.release_all();
+        super::commit::settle(released, None).await;
     }
 }
 

@@ -295,22 +295,25 @@ impl ClusterTxn {
         }
     }
 
-    /// Releases every participant (rollback), remote ones in the background.
-    pub(super) fn release_all(&mut self) {
+    /// Releases every participant (rollback), remote ones in tasks of their own, whose
+    /// handles it returns for a caller that waits for them.
+    pub(super) fn release_all(&mut self) -> Vec<tokio::task::JoinHandle<()>> {
         self.finished = true;
+        let mut released = Vec::new();
         for (shard, part) in std::mem::take(&mut self.parts) {
             match part {
                 Part::Local(t) => t.rollback(),
                 Part::Remote { client, .. } => {
                     let req = self.request(shard, ShardOp::Rollback);
                     if let Ok(handle) = tokio::runtime::Handle::try_current() {
-                        handle.spawn(async move {
+                        released.push(handle.spawn(async move {
                             let _ = call(&client, req).await;
-                        });
+                        }));
                     }
                 }
             }
         }
+        released
     }
 }
 
@@ -401,7 +404,7 @@ impl RowTxn for ClusterTxn {
 impl Drop for ClusterTxn {
     fn drop(&mut self) {
         if !self.finished {
-            self.release_all();
+            drop(self.release_all());
         }
     }
 }

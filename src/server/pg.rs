@@ -139,7 +139,7 @@ fn to_response(result: QueryResult, format: Option<&Format>) -> PgWireResult<Res
 }
 
 /// The tag of a statement that returned `taken` rows: a write's own (`INSERT 0 2` for an
-/// `INSERT … RETURNING`), else `SELECT taken`.
+/// `INSERT … RETURNING`), `SHOW` without a count as in PostgreSQL, else `SELECT taken`.
 fn rows_tag(tag: Option<&str>, taken: u64) -> Tag {
     match tag {
         Some(t)
@@ -165,9 +165,6 @@ fn command_tag(tag: &str) -> Tag {
         _ => Tag::new(tag),
     }
 }
-
-/// The completion of a statement whose rows were streamed (`taken` of them): `SHOW` keeps its
-/// own tag, without a count, as in PostgreSQL; every other query is `SELECT n`.
 
 /// The error of a write to the client that did not finish within the send timeout.
 fn send_timed_out(timeout: Duration) -> Error {

@@ -117,4 +117,11 @@ pub trait SqlTxn: Send {
 
     /// Rolls back.
     fn rollback(self: Box<Self>);
+
+    /// Rolls back, and returns once the participants have let go of the transaction (or a
+    /// bound passed), so that the session's next transaction does not meet its locks: what an
+    /// explicit `ROLLBACK` runs.
+    async fn rollback_settled(self: Box<Self>) {
+        self.rollback()
+    }
 }

@@ -308,6 +308,16 @@ impl Session {
         self.settings.end(false);
     }
 
+    /// Ends the block as an explicit `ROLLBACK` does: rolled back, and its participants have
+    /// let go of it before the client hears.
+    async fn end_block_settled(&mut self) {
+        match std::mem::replace(&mut self.state, State::Idle) {
+            State::Open(txn) | State::Failed(Some(txn)) => txn.rollback_settled().await,
+            State::Idle | State::Failed(None) => {}
+        }
+        self.savepoints.clear();
+    }
+
     /// Ends the block (rolling back a transaction it still holds) and forgets its savepoints.
     fn end_block(&mut self) {
         match std::mem::replace(&mut self.state, State::Idle) {
@@ -452,7 +462,7 @@ impl Session {
                     State::Idle => (Ok(QueryResult::tag("COMMIT")), true),
                     State::Failed(txn) => {
                         if let Some(txn) = txn {
-                            txn.rollback();
+                            txn.rollback_settled().await;
                         }
                         (Ok(QueryResult::tag("ROLLBACK")), false)
                     }
@@ -466,7 +476,7 @@ impl Session {
                 return result;
             }
             Statement::Rollback => {
-                self.end_block();
+                self.end_block_settled().await;
                 self.settings.end(false);
                 return Ok(QueryResult::tag("ROLLBACK"));
             }

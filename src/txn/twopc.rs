@@ -241,7 +241,7 @@ impl Coordinator {
         }
     }
 
-    /// Takes a participant's answer to the commit (after the client has its answer). When all
+    /// Takes a participant's answer to the commit (the client's answer waits for them, within a bound). When all
     /// have applied it, the anchor may drop its record; a participant that missed it learns the
     /// outcome from the anchor instead.
     pub fn on_commit_ack(&mut self, shard: ShardId, ok: bool) -> Vec<Action> {
