@@ -616,3 +616,80 @@ async fn a_replica_behind_the_truncated_log_catches_up_by_snapshot_while_writes_
         "the replica does not hold its primary's rows after the snapshot"
     );
 }
+
+/// `async` (DESIGN §6.1): an entry is committed once the primary has it on disk, so writes go
+/// on while the shard's only replica is frozen; but a 2PC `Prepared` entry or decision record
+/// waits for one replica even so, so a transaction across two shards that needs the frozen
+/// replica's shard does not commit until the replica is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_commits_on_the_primarys_fsync_but_two_phase_entries_wait_for_a_replica() {
+    // A long ack timeout, so the frozen replica stays a member: what is tested is the mode.
+    let cluster = TestCluster::replicated(
+        "async",
+        4,
+        "{ factor: 2, mode: async, ack_timeout_ms: 60000 }",
+    );
+    cluster.init();
+    let c = connect(cluster.sql_port("n1")).await;
+    c.batch_execute(SCHEMA).await.unwrap();
+    let map = map_of(&cluster.rpc_addr("n1")).await.unwrap();
+    let on = |shard: u32| -> Vec<i64> {
+        (0..10_000)
+            .filter(|k| shard_of(&map, *k) == shard)
+            .take(20)
+            .collect()
+    };
+    let (one, two) = (on(1), on(2));
+    // Every gateway knows the table before the replica is frozen.
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            c.simple_query("SELECT k FROM t WHERE k = -1").await.is_ok()
+        })
+        .await
+    );
+    signal(&cluster, "n2", "-STOP");
+    // One-shard writes on shard 1 commit on n1's fsync alone.
+    for &k in &one[..10] {
+        let v = k * 7;
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&k, &v];
+        let insert = c.execute("INSERT INTO t VALUES ($1, $2)", &params);
+        match tokio::time::timeout(Duration::from_secs(10), insert).await {
+            Ok(Ok(1)) => {}
+            other => {
+                signal(&cluster, "n2", "-CONT");
+                panic!("a one-shard write in async mode with the replica frozen: {other:?}");
+            }
+        }
+    }
+    // A transaction across shards 1 and 2 prepares or decides on shard 1: it waits for n2.
+    let port = cluster.sql_port("n3");
+    let (a, b) = (one[10], two[0]);
+    let across = tokio::spawn(async move {
+        let c = connect(port).await;
+        c.batch_execute(&format!(
+            "BEGIN; INSERT INTO t VALUES ({a}, {}); INSERT INTO t VALUES ({b}, {}); COMMIT",
+            a * 7,
+            b * 7
+        ))
+        .await
+    });
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let waited = !across.is_finished();
+    signal(&cluster, "n2", "-CONT");
+    assert!(
+        waited,
+        "a two-shard commit finished while the only replica of one of its shards was frozen: {:?}",
+        across.await
+    );
+    let done = tokio::time::timeout(Duration::from_secs(30), across)
+        .await
+        .expect("the two-shard commit finishes once the replica is back")
+        .unwrap();
+    done.expect("the two-shard commit");
+    let acked: BTreeSet<i64> = one[..11].iter().copied().chain([b]).collect();
+    assert_all_there(cluster.sql_port("n1"), &acked).await;
+    assert!(
+        eventually(Duration::from_secs(20), || same_copy(&cluster, "n1", "n2")).await,
+        "the thawed replica does not hold its primary's rows"
+    );
+}
