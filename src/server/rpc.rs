@@ -434,10 +434,15 @@ async fn handle(request: Request, node: &Arc<Node>, sessions: &Sessions) -> Resp
             sessions.lock().await.remove(&session);
             Response::Done
         }
-        Request::Status => match node.status() {
-            Ok(s) => Response::Status(s),
-            Err(e) => Response::Error(e),
-        },
+        // The status reads every row (its count and checksum): off the runtime's workers.
+        Request::Status => {
+            let node = node.clone();
+            match tokio::task::spawn_blocking(move || node.status()).await {
+                Ok(Ok(s)) => Response::Status(s),
+                Ok(Err(e)) => Response::Error(e),
+                Err(e) => Response::Error(Error::Internal(format!("status task: {e}"))),
+            }
+        }
         Request::Join(identity) => done(super::cluster::join(node, identity).await),
         Request::Initialize(map) => done(super::cluster::initialize(node, *map).await),
         Request::GetMap => Response::Map(
