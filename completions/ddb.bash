@@ -371,7 +371,7 @@ _ddb() {
             return 0
             ;;
         ddb__subcmd__server)
-            opts="-c -q -v -h -V --data-dir --listen --sql-listen --name --lock-timeout-ms --prepared-timeout-ms --max-connections --startup-timeout-ms --max-frame --max-message --max-joined --frame-timeout-ms --send-timeout-ms --config --addr --format --quiet --verbose --help --version"
+            opts="-c -q -v -h -V --data-dir --listen --sql-listen --name --lock-timeout-ms --prepared-timeout-ms --log-retention --max-connections --startup-timeout-ms --max-frame --max-message --max-joined --frame-timeout-ms --send-timeout-ms --config --addr --format --quiet --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -398,6 +398,10 @@ _ddb() {
                     return 0
                     ;;
                 --prepared-timeout-ms)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --log-retention)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -49,6 +49,7 @@ complete -c ddb -n "__fish_ddb_using_subcommand server" -l sql-listen -d 'Addres
 complete -c ddb -n "__fish_ddb_using_subcommand server" -l name -d 'The node\'s name [default: the RPC address]' -r
 complete -c ddb -n "__fish_ddb_using_subcommand server" -l lock-timeout-ms -d 'How long a transaction waits for a lock before it fails with SQLSTATE 55P03' -r
 complete -c ddb -n "__fish_ddb_using_subcommand server" -l prepared-timeout-ms -d 'How long a transaction may stay prepared (two-phase commit) before the node asks its anchor for the outcome' -r
+complete -c ddb -n "__fish_ddb_using_subcommand server" -l log-retention -d 'On a replicated shard\'s primary: how many log entries behind the head are kept for a lagging replica at most; one further behind is sent a snapshot' -r
 complete -c ddb -n "__fish_ddb_using_subcommand server" -l max-connections -d 'Most connections served at once, on each of the two ports. On the SQL port one more is told SQLSTATE 53300 (too_many_connections) after its startup message; on the RPC port it waits in the backlog for a free place' -r
 complete -c ddb -n "__fish_ddb_using_subcommand server" -l startup-timeout-ms -d 'How long a new connection has to finish its startup (SQL port: startup message and authentication) or its handshake (RPC port) before it is closed' -r
 complete -c ddb -n "__fish_ddb_using_subcommand server" -l max-frame -d 'The largest frame read on the RPC port, in bytes (at least 1024). Larger messages travel as several frames; a frame announced larger is refused before it is read' -r
