@@ -693,3 +693,54 @@ async fn async_commits_on_the_primarys_fsync_but_two_phase_entries_wait_for_a_re
         "the thawed replica does not hold its primary's rows"
     );
 }
+
+/// Any node takes SQL, a replica too (DESIGN §1): its gateway sends writes to the primaries.
+/// A table without a primary key gets row ids from the gateway, which a replica keeps beside
+/// its log (the log holds only its primary's entries), so inserts through a replica work and
+/// its ids never repeat, across a restart too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replicas_gateway_writes_rows_with_and_without_a_primary_key() {
+    let cluster = TestCluster::replicated("via-replica", 3, "{ factor: 2 }");
+    cluster.init();
+    let c = connect(cluster.sql_port("n1")).await;
+    c.batch_execute(SCHEMA).await.unwrap();
+    c.batch_execute("CREATE TABLE h (v BIGINT)").await.unwrap();
+    let r = connect(cluster.sql_port("n2")).await;
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            r.simple_query("SELECT v FROM h WHERE v = -1").await.is_ok()
+        })
+        .await
+    );
+    let mut acked = BTreeSet::new();
+    for k in 0..40i64 {
+        let v = k * 7;
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&k, &v];
+        r.execute("INSERT INTO t VALUES ($1, $2)", &params)
+            .await
+            .unwrap_or_else(|e| panic!("insert of {k} through the replica: {e:?}"));
+        acked.insert(k);
+        r.execute("INSERT INTO h VALUES ($1)", &[&k])
+            .await
+            .unwrap_or_else(|e| panic!("keyless insert through the replica: {e:?}"));
+    }
+    cluster.kill("n2");
+    cluster.init();
+    let r = connect(cluster.sql_port("n2")).await;
+    for k in 40..60i64 {
+        assert!(
+            eventually(Duration::from_secs(20), || async {
+                r.execute("INSERT INTO h VALUES ($1)", &[&k]).await.is_ok()
+            })
+            .await,
+            "keyless insert {k} through the restarted replica"
+        );
+    }
+    assert_all_there(cluster.sql_port("n1"), &acked).await;
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM h", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 60, "a row id was given twice");
+}

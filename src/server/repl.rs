@@ -143,6 +143,7 @@ impl Runtime {
                 "node {me} is a replica of shard {shard}: writes go to its primary {}",
                 info.primary
             ))));
+            store.committer.set_foreign(true);
             let inbox = repl_replica::start(shard, store, &info.epochs)?;
             let _ = self.replica.set(inbox);
             tracing::info!(shard, primary = %info.primary, "replication: replica driver started");

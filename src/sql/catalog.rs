@@ -47,6 +47,23 @@ fn rowid_key(table: u32) -> Vec<u8> {
     format!("rowid/{table}").into_bytes()
 }
 
+/// Where a replica's gateway keeps its own row-id blocks: beside the log, which holds only its
+/// primary's entries (and with them the primary's `rowid/` blocks, which are not this node's).
+fn own_rowid_key(table: u32) -> Vec<u8> {
+    format!("rowid-own/{table}").into_bytes()
+}
+
+fn block_limit(bytes: Option<Vec<u8>>) -> Result<i64> {
+    match bytes {
+        None => Ok(1),
+        Some(b) => Ok(i64::from_be_bytes(
+            b.as_slice()
+                .try_into()
+                .map_err(|_| Error::Corrupt("rowid block".into()))?,
+        )),
+    }
+}
+
 fn sequence_key(table: u32, name: &str) -> Vec<u8> {
     format!("sequence/{table}/{name}").into_bytes()
 }
@@ -389,7 +406,9 @@ impl Catalog {
     /// Takes the next row id of `table`. When a new block is reserved, the reservation is
     /// submitted to the committer before the catalog lock is released, so it is durable before
     /// any commit that uses an id from the block; the returned receiver must be awaited before the
-    /// id is used.
+    /// id is used. On a replica (its log is its primary's: [`Committer::is_foreign`]) the block
+    /// is written and made durable beside the log instead. Either way a node resumes above the
+    /// higher of the two blocks, so its ids never go back, whichever role it had.
     pub fn next_rowid(
         &self,
         engine: &dyn Engine,
@@ -400,14 +419,9 @@ impl Catalog {
         let ids = match rowids.entry(table) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::hash_map::Entry::Vacant(e) => {
-                let persisted = match engine.get(Space::Meta, &rowid_key(table))? {
-                    None => 1,
-                    Some(b) => i64::from_be_bytes(
-                        b.as_slice()
-                            .try_into()
-                            .map_err(|_| Error::Corrupt("rowid block".into()))?,
-                    ),
-                };
+                let persisted = block_limit(engine.get(Space::Meta, &rowid_key(table))?)?.max(
+                    block_limit(engine.get(Space::Meta, &own_rowid_key(table))?)?,
+                );
                 e.insert(RowIds {
                     next: persisted,
                     limit: persisted,
@@ -417,9 +431,19 @@ impl Catalog {
         let mut reserved = None;
         if ids.next >= ids.limit {
             let limit = ids.next + ROWID_BLOCK;
-            let write = Write::Put(Space::Meta, rowid_key(table), limit.to_be_bytes().to_vec());
-            // epoch: 1 until shard epochs reach the committer.
-            reserved = Some(committer.submit(1, 0, vec![write])?);
+            if committer.is_foreign() {
+                let key = own_rowid_key(table);
+                engine.write(vec![Write::Put(
+                    Space::Meta,
+                    key,
+                    limit.to_be_bytes().to_vec(),
+                )])?;
+                engine.persist()?;
+            } else {
+                let write = Write::Put(Space::Meta, rowid_key(table), limit.to_be_bytes().to_vec());
+                // epoch: 1 until shard epochs reach the committer.
+                reserved = Some(committer.submit(1, 0, vec![write])?);
+            }
             ids.limit = limit;
         }
         let id = ids.next;

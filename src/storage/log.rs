@@ -102,6 +102,10 @@ pub struct Committer {
     wal: OnceLock<WalHandles>,
     /// Asked before every submit, once set.
     gate: OnceLock<Gate>,
+    /// Whether the log belongs to another node: a replica's log holds its primary's entries
+    /// only, so what the node keeps for itself (its gateway's row-id blocks) is written beside
+    /// the log ([`Committer::set_foreign`]).
+    foreign: AtomicBool,
     /// How many commits and fsyncs the committer has done.
     pub stats: Arc<CommitStats>,
 }
@@ -124,6 +128,7 @@ impl Committer {
             failed,
             wal: OnceLock::new(),
             gate: OnceLock::new(),
+            foreign: AtomicBool::new(false),
             stats,
         }
     }
@@ -145,6 +150,7 @@ impl Committer {
             failed,
             wal,
             gate: OnceLock::new(),
+            foreign: AtomicBool::new(false),
             stats,
         }
     }
@@ -179,6 +185,16 @@ impl Committer {
     /// ignored): a submit it refuses fails with its error and takes no LSN.
     pub fn set_gate(&self, gate: Gate) {
         let _ = self.gate.set(gate);
+    }
+
+    /// Says whether the log belongs to another node (this node is a replica of its shard).
+    pub fn set_foreign(&self, foreign: bool) {
+        self.foreign.store(foreign, Ordering::Release);
+    }
+
+    /// Whether the log belongs to another node (see [`Committer::set_foreign`]).
+    pub fn is_foreign(&self) -> bool {
+        self.foreign.load(Ordering::Acquire)
     }
 
     /// Whether the committer runs in WAL mode.
