@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# The catch-up rate of a snapshot. Starts a 2-node ddb cluster (one shard,
-# factor 2, sync) whose primary keeps only LOG_RETENTION log entries for a
-# lagging replica (DDB_LOG_RETENTION), stops the replica n2, loads ROWS rows
-# of ~100 bytes through n1 (far more entries than the retention: n1's log no
-# longer reaches back to n2's last entry), restarts n2 and measures the time
+# The catch-up rate of a snapshot. Starts a 3-node ddb cluster with factor 2,
+# sync: shard 1 is n1 (primary) + n2 (replica), shard 2 is n3 alone (it is
+# there as the third voter of the cluster map: with two nodes, stopping one
+# leaves the map without a Raft quorum, so the primary could never take n2
+# out of the in-sync set and sync writes would wait for good). The nodes keep
+# only LOG_RETENTION log entries for a lagging replica (DDB_LOG_RETENTION).
+# The script stops the replica n2, loads ROWS rows of ~100 bytes through n1
+# (about half land on shard 1, in far more entries than the retention: n1's
+# log no longer reaches back to n2's last entry), restarts n2 and measures the time
 # until `ddb status` shows it in sync again with no lag. n2 comes back by a
 # snapshot of the shard; the script prints keys/s and MB/s, from the
 # whole catch-up and from the primary's own log line about the snapshot.
@@ -42,6 +46,7 @@ DEADLINE=30
 CLIENTS=1 JOBS=1
 
 require_positive_ints ROWS BATCH LOADERS LOG_RETENTION ACK_TIMEOUT_MS CATCHUP_TIMEOUT LOAD_TIMEOUT
+# Each INSERT writes to both shards (one log entry on shard 1).
 (( ROWS / BATCH > 2 * LOG_RETENTION )) \
     || die "ROWS/BATCH ($(( ROWS / BATCH )) entries) must be well over LOG_RETENTION ($LOG_RETENTION) for a snapshot"
 
@@ -51,10 +56,10 @@ find_ddb
 
 make_tmp_dir ddb-catchup
 UPTIME_BEFORE=$(uptime)
-read -r -a PORTS <<<"$(pick_ports 4)"
-(( ${#PORTS[@]} == 4 )) || die "could not pick free ports"
-CL_RPC=("${PORTS[0]}" "${PORTS[1]}") CL_SQL=("${PORTS[2]}" "${PORTS[3]}")
-CLUSTER_NODES=2 CLUSTER_FACTOR=2 CLUSTER_MODE=sync CLUSTER_ACK_TIMEOUT_MS=$ACK_TIMEOUT_MS
+read -r -a PORTS <<<"$(pick_ports 6)"
+(( ${#PORTS[@]} == 6 )) || die "could not pick free ports"
+CL_RPC=("${PORTS[@]:0:3}") CL_SQL=("${PORTS[@]:3:3}")
+CLUSTER_NODES=3 CLUSTER_FACTOR=2 CLUSTER_MODE=sync CLUSTER_ACK_TIMEOUT_MS=$ACK_TIMEOUT_MS
 CLUSTER_ENV="DDB_LOG_RETENTION=$LOG_RETENTION"
 
 target_conn() { echo "${CL_SQL[${2:-0}]} ddb ddb"; }
@@ -76,7 +81,7 @@ wait_in_sync() { # secs
         s2=$(node_status n2) s1=$(node_status n1)
         read -r role sync lsn lag keys <<<"$s2"
         lsn1=$(awk '{ print $3 }' <<<"$s1")
-        if [[ ${sync:-} == true && ${lag:-} == 0 && -n $lsn1 && ${lsn:-} == "$lsn1" ]]; then
+        if [[ ( ${sync:-} == t || ${sync:-} == true ) && ${lag:-} == 0 && -n $lsn1 && ${lsn:-} == "$lsn1" ]]; then
             return 0
         fi
         if (( SECONDS - t0 >= $1 )); then
