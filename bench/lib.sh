@@ -1,5 +1,6 @@
 # shellcheck shell=bash
-# Shared code of bench/pgbench.sh and bench/tpcb.sh; sourced by both (it is
+# Shared code of the bench/ scripts (pgbench.sh, tpcb.sh, repl-update.sh,
+# catchup.sh, ...); sourced by each (it is
 # not a script of its own). Sourcing it sets up the environment and defines
 # functions; the scripts call them and keep their own knobs, workloads and
 # summaries. See bench/README.md.
