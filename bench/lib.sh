@@ -418,7 +418,9 @@ init_cluster() { # name -> writes $CLUSTER_YAML, runs `ddb init`, waits for ever
             echo "replication:"
             echo "  factor: $CLUSTER_FACTOR"
             echo "  mode: ${CLUSTER_MODE:-sync}"
-            [[ -n ${CLUSTER_ACK_TIMEOUT_MS:-} ]] && echo "  ack_timeout_ms: $CLUSTER_ACK_TIMEOUT_MS"
+            if [[ -n ${CLUSTER_ACK_TIMEOUT_MS:-} ]]; then
+                echo "  ack_timeout_ms: $CLUSTER_ACK_TIMEOUT_MS"
+            fi
         fi
         echo "sharding:"
         echo "  vnodes: 128"
