@@ -1,5 +1,6 @@
 # shellcheck shell=bash
-# Shared code of bench/pgbench.sh and bench/tpcb.sh; sourced by both (it is
+# Shared code of the bench/ scripts (pgbench.sh, tpcb.sh, repl-update.sh,
+# catchup.sh, ...); sourced by each (it is
 # not a script of its own). Sourcing it sets up the environment and defines
 # functions; the scripts call them and keep their own knobs, workloads and
 # summaries. See bench/README.md.
@@ -9,7 +10,10 @@
 #   CLUSTER_DESC   how the log names the ddb cluster when stopping it
 #   KEEP, BUILD, DEADLINE, CLIENTS, JOBS, CLUSTER_NODES, PG_PORT, CL_RPC and
 #   CL_SQL (the cluster's RPC and SQL ports), CLUSTER_FACTOR and CLUSTER_MODE
-#   (replication of the cluster's shards; default 1 copy), PGBENCH_LIMIT
+#   (replication of the cluster's shards; default 1 copy), PGBENCH_LIMIT;
+#   optionally CLUSTER_ACK_TIMEOUT_MS (replication.ack_timeout_ms) and
+#   CLUSTER_ENV (extra NAME=VALUE words for the environment of `ddb init`,
+#   which the nodes it starts inherit, e.g. DDB_LOG_RETENTION=1000)
 # and defines target_conn (used by run_psql_at) and target_fail (shows the
 # target's server log, then dies). Optional:
 #   KILL_CHILD_TREES=1  cleanup stops each background child's whole process
@@ -414,6 +418,9 @@ init_cluster() { # name -> writes $CLUSTER_YAML, runs `ddb init`, waits for ever
             echo "replication:"
             echo "  factor: $CLUSTER_FACTOR"
             echo "  mode: ${CLUSTER_MODE:-sync}"
+            if [[ -n ${CLUSTER_ACK_TIMEOUT_MS:-} ]]; then
+                echo "  ack_timeout_ms: $CLUSTER_ACK_TIMEOUT_MS"
+            fi
         fi
         echo "sharding:"
         echo "  vnodes: 128"
@@ -428,7 +435,8 @@ init_cluster() { # name -> writes $CLUSTER_YAML, runs `ddb init`, waits for ever
     t0=$(now)
     rc=0
     # init detaches the nodes; keep our fd 3 out of them.
-    timeout 120 "$DDB" init -c "$CLUSTER_YAML" </dev/null >"$TMP/cluster-init.out" 2>"$TMP/cluster-init.err" 3>&- \
+    # shellcheck disable=SC2086  # CLUSTER_ENV is a list of NAME=VALUE words
+    timeout 120 env ${CLUSTER_ENV:-} "$DDB" init -c "$CLUSTER_YAML" </dev/null >"$TMP/cluster-init.out" 2>"$TMP/cluster-init.err" 3>&- \
         || rc=$?
     if (( rc != 0 )); then
         cat "$TMP/cluster-init.out" "$TMP/cluster-init.err" >&2

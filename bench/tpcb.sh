@@ -25,7 +25,8 @@
 #              the standby's flush) or asynchronous, as the baseline of a
 #              replicated ddb shard
 #   FACTOR     copies of each ddb shard (default 1): the cluster has 3 shards,
-#              so 3*FACTOR nodes; clients are spread over all of them
+#              so 3*FACTOR nodes; clients and loaders are spread over the
+#              three primaries (n1, n(1+FACTOR), n(1+2*FACTOR))
 #   MODE       ddb replication mode with FACTOR > 1: sync | async (default sync)
 #   PG_BIN     PostgreSQL server binaries (default: newest /usr/lib/postgresql/*/bin)
 #   KEEP=1     keep the temp dir (logs, pgbench outputs, data) after exit
@@ -205,13 +206,13 @@ load_target() { # target
         [[ -f $TMP/load/accounts-$k.sql ]] && files+=("$TMP/load/accounts-$k.sql")
     done
     if [[ $target == ddb ]]; then
-        log "$target: loading $ACCOUNTS accounts ($BATCH rows per INSERT, ${#files[@]} concurrent psql over the $CLUSTER_NODES nodes)"
+        log "$target: loading $ACCOUNTS accounts ($BATCH rows per INSERT, ${#files[@]} concurrent psql through the 3 primaries of the $CLUSTER_NODES nodes)"
     else
         log "$target: loading $ACCOUNTS accounts ($BATCH rows per INSERT, ${#files[@]} concurrent psql)"
     fi
     for (( k = 0; k < ${#files[@]}; k++ )); do
         node=0
-        [[ $target == ddb ]] && node=$(( k % CLUSTER_NODES ))
+        [[ $target == ddb ]] && node=$(( (k % 3) * FACTOR ))   # a primary, as for pgbench
         PSQL_TIMEOUT=$LOAD_TIMEOUT spawn_child run_psql_at "$target" "$node" -f "${files[k]}" \
             >/dev/null 2>"$TMP/load-$target-$(( k + 1 )).err"
     done
@@ -322,8 +323,14 @@ DDB_SPLIT=""
 run_pgbench_ddb() {
     local i c j out tps lat ok failed ser dl
     local -a clients=() outs=() nodes=() parts=()
-    for (( i = 0; i < CLUSTER_NODES; i++ )); do
-        read -r c j <<<"$(split_clients "$i")"
+    local g
+    # The gateways are the shards' primaries (n1, n1+FACTOR, ...: nodes fill shards in file
+    # order and the first of each is its primary). A replica refuses a write to its own shard
+    # ("writes go to its primary") rather than forwarding it, so it cannot take TPC-B clients.
+    for (( g = 0; g < 3; g++ )); do
+        i=$(( g * FACTOR ))
+        c=$(( CLIENTS / 3 + (g < CLIENTS % 3 ? 1 : 0) ))
+        j=$(( JOBS < c ? JOBS : c ))
         (( c > 0 )) || continue
         out="$TMP/results/ddb-n$(( i + 1 )).txt"
         clients+=("$c") outs+=("$out") nodes+=("n$(( i + 1 ))")

@@ -1,0 +1,199 @@
+#!/usr/bin/env bash
+# The cost of replication on point UPDATEs: the same pgbench script
+#   UPDATE t SET v = v + 1 WHERE id = :id
+# against, in one run and one after the other,
+#   postgres        a throwaway PostgreSQL alone (fsync=on, synchronous_commit=on)
+#   postgres_sync   the same PostgreSQL once it has a synchronous standby on this machine
+#   ddb_f1          a 1-node ddb cluster (one shard, factor 1)
+#   ddb_f2          a 2-node ddb cluster (one shard, factor 2, replication.mode MODE)
+# and prints TPS, latency and the ratios replicated/unreplicated.
+# See bench/README.md ("Replication: point UPDATEs").
+#
+# Environment:
+#   DDB_BIN, BUILD, PG_BIN, KEEP   as for pgbench.sh
+#   TARGETS    subset of "postgres ddb" (default both; each brings its two variants)
+#   ROWS       rows in t (default 10000)
+#   CLIENTS    pgbench clients (default 6), all on the primary (ddb: node n1)
+#   JOBS       pgbench threads (default 2, capped at CLIENTS)
+#   DURATION   seconds per pgbench run (default 15)
+#   MODE       replication.mode of ddb_f2: sync | async (default sync)
+#   LOAD_TIMEOUT  seconds allowed for loading one target (default 600)
+#
+# Summary goes to stdout; progress and diagnostics go to stderr.
+set -euo pipefail
+
+SCRIPT_DIR=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=SCRIPTDIR/lib.sh
+. "$SCRIPT_DIR/lib.sh"
+LOG_TAG=repl-update
+CLUSTER_DESC="the ddb cluster"
+KILL_CHILD_TREES=1
+
+TARGETS=${TARGETS:-"postgres ddb"}
+ROWS=${ROWS:-10000}
+CLIENTS=${CLIENTS:-6}
+JOBS=${JOBS:-2}
+DURATION=${DURATION:-15}
+MODE=${MODE:-sync}
+KEEP=${KEEP:-0}
+BUILD=${BUILD:-0}
+LOAD_TIMEOUT=${LOAD_TIMEOUT:-600}
+BATCH=1000
+DEADLINE=30
+
+require_positive_ints ROWS CLIENTS JOBS DURATION LOAD_TIMEOUT
+case $MODE in sync|async) ;; *) die "MODE must be sync or async (got '$MODE')" ;; esac
+check_clients_jobs
+RUN_PG=0 RUN_DDB=0
+for t in $TARGETS; do
+    case $t in
+        postgres) RUN_PG=1 ;;
+        ddb) RUN_DDB=1 ;;
+        *) die "unknown target '$t' in TARGETS (expected: postgres ddb)" ;;
+    esac
+done
+(( RUN_PG + RUN_DDB > 0 )) || die "TARGETS is empty"
+
+find_client_tools
+require_tools awk timeout uptime
+(( RUN_PG )) && find_pg_server
+(( RUN_DDB )) && find_ddb
+
+make_tmp_dir ddb-repl-update
+UPTIME_BEFORE=$(uptime)
+mkdir -p "$TMP/results"
+
+# PostgreSQL, its standby, then the two clusters' RPC and SQL ports (1 node, then 2).
+read -r -a PORTS <<<"$(pick_ports 8)"
+(( ${#PORTS[@]} == 8 )) || die "could not pick free ports"
+PG_PORT=${PORTS[0]} PG_STANDBY_PORT=${PORTS[1]}
+CL_RPC=() CL_SQL=() CLUSTER_NODES=0
+
+target_conn() { # target [node index] -> "port user dbname"
+    case $1 in
+        postgres) echo "$PG_PORT postgres postgres" ;;
+        ddb) echo "${CL_SQL[${2:-0}]} ddb ddb" ;;
+    esac
+}
+target_fail() { # target message
+    case $1 in
+        ddb) cluster_log_tail ;;
+        *) pg_log_tail ;;
+    esac
+    die "$2"
+}
+query_value() { # target node sql -> the single value (dies on error)
+    local out
+    out=$(run_psql_at "$1" "$2" -A -t -c "$3" 2>"$TMP/query.err") \
+        || { cat "$TMP/query.err" >&2; target_fail "$1" "query on $1 failed: $3"; }
+    printf '%s\n' "$out"
+}
+
+# ---------------------------------------------------------------- data + script
+awk -v rows="$ROWS" -v batch="$BATCH" 'BEGIN {
+    print "CREATE TABLE t (id INT PRIMARY KEY, v INT NOT NULL);"
+    for (i = 1; i <= rows; i++) {
+        if ((i - 1) % batch == 0) print "INSERT INTO t (id, v) VALUES"
+        printf "(%d, 0)%s\n", i, (i % batch == 0 || i == rows) ? ";" : ","
+    }
+}' >"$TMP/load.sql"
+cat >"$TMP/update.sql" <<EOF
+\\set id random(1, $ROWS)
+UPDATE t SET v = v + 1 WHERE id = :id;
+EOF
+
+load() { # target
+    local t0
+    log "loading $ROWS rows into $1 (batches of $BATCH)"
+    t0=$(now)
+    PSQL_TIMEOUT=$LOAD_TIMEOUT run_child run_psql "$1" -f "$TMP/load.sql" >/dev/null 2>"$TMP/load.err" \
+        || { cat "$TMP/load.err" >&2; target_fail "$1" "loading $1 failed or took over ${LOAD_TIMEOUT}s"; }
+    log "$1: loaded in $(elapsed "$t0")s"
+    [[ $(query_value "$1" 0 "SELECT count(*) FROM t") == "$ROWS" ]] \
+        || target_fail "$1" "count(*) on $1 is not $ROWS after the load"
+}
+
+# ---------------------------------------------------------------- pgbench
+declare -A TPS LAT OK FAILED
+PGBENCH_LIMIT=$(( DURATION + 60 ))
+parse_pgbench() { # output-file -> "tps latency processed failed"
+    awk '/^tps = / { if (tps == "" || $0 ~ /without initial connection time/) tps = $3 }
+        /^latency average = / && lat == "" { lat = $4 }
+        /^number of transactions actually processed/ { split($0, a, /: /); split(a[2], b, "/"); ok = b[1] }
+        /^number of failed transactions/ { split($0, a, /: /); split(a[2], b, " "); failed = b[1] }
+        END { print (tps != "" ? tps : "?"), (lat != "" ? lat : "?"), (ok != "" ? ok : "?"), (failed != "" ? failed : 0) }' "$1"
+}
+SUM_EXPECTED=0
+run_update() { # target label
+    local target=$1 label=$2 port user db out rc tps lat ok failed sum
+    read -r port user db <<<"$(target_conn "$target" 0)"
+    out="$TMP/results/$label.txt"
+    log "pgbench update on $label: $CLIENTS clients, $JOBS threads, ${DURATION}s"
+    rc=0
+    run_child timeout "$PGBENCH_LIMIT" "$PGBENCH" -n -f "$TMP/update.sql" -c "$CLIENTS" -j "$JOBS" \
+        -T "$DURATION" -h 127.0.0.1 -p "$port" -U "$user" "$db" </dev/null >"$out" 2>&1 || rc=$?
+    if (( rc != 0 )); then
+        cat "$out" >&2
+        target_fail "$target" "pgbench on $label failed (exit status $rc; 124 = over ${PGBENCH_LIMIT}s)"
+    fi
+    read -r tps lat ok failed <<<"$(parse_pgbench "$out")"
+    [[ $tps != "?" && $ok != "?" ]] || { cat "$out" >&2; target_fail "$target" "no tps in pgbench's output for $label"; }
+    # Every successful UPDATE added 1 to one row: the sum must be exactly their count.
+    SUM_EXPECTED=$(( SUM_EXPECTED + ok ))
+    sum=$(query_value "$target" 0 "SELECT sum(v) FROM t")
+    [[ $sum == "$SUM_EXPECTED" ]] \
+        || target_fail "$target" "$label: sum(v) is '$sum', expected $SUM_EXPECTED (successful updates so far)"
+    TPS[$label]=$tps LAT[$label]=$lat OK[$label]=$ok FAILED[$label]=$failed
+    log "$label: tps=$tps latency_avg=${lat}ms ok=$ok failed=$failed (sum(v) checked: $sum)"
+}
+
+# ---------------------------------------------------------------- ddb clusters
+ddb_phase() { # factor label
+    local factor=$1 label=$2 base
+    CLUSTER_NODES=$factor CLUSTER_FACTOR=$factor CLUSTER_MODE=$MODE
+    # The 1-node cluster takes ports 2-3, the 2-node one ports 4-7.
+    base=$(( factor == 1 ? 2 : 4 ))
+    CL_RPC=("${PORTS[@]:base:factor}")
+    CL_SQL=("${PORTS[@]:base+factor:factor}")
+    log "starting a ddb cluster of one shard, factor $factor$( (( factor > 1 )) && echo ", mode $MODE"): SQL ports ${CL_SQL[*]}"
+    init_cluster "repl-update-f$factor"
+    SUM_EXPECTED=0
+    load ddb
+    run_update ddb "$label"
+    show_cluster_status
+    stop_cluster
+    CLUSTER_STARTED=0
+    rm -rf -- "$TMP/cluster"
+}
+
+# ---------------------------------------------------------------- main
+log "temp dir $TMP; ROWS=$ROWS CLIENTS=$CLIENTS JOBS=$JOBS DURATION=${DURATION}s TARGETS='$TARGETS' MODE=$MODE"
+if (( RUN_PG )); then
+    start_postgres
+    load postgres
+    run_psql postgres -c 'VACUUM ANALYZE t' >/dev/null || target_fail postgres "VACUUM ANALYZE failed"
+    run_update postgres postgres
+    start_pg_standby sync "$PG_STANDBY_PORT"
+    run_update postgres postgres_sync
+fi
+if (( RUN_DDB )); then
+    ddb_phase 1 ddb_f1
+    ddb_phase 2 ddb_f2
+fi
+UPTIME_AFTER=$(uptime)
+
+ratio() { awk -v a="${1:--}" -v b="${2:--}" 'BEGIN { if (a == "-" || b == "-" || b + 0 == 0) print "-"; else printf "%.3f", a / b }'; }
+fmt='%-15s %10s %11s %9s %7s\n'
+# shellcheck disable=SC2059
+printf "$fmt" target tps lat_avg_ms txns_ok failed
+for l in postgres postgres_sync ddb_f1 ddb_f2; do
+    [[ -n ${TPS[$l]:-} ]] || continue
+    # shellcheck disable=SC2059
+    printf "$fmt" "$l" "$(awk -v x="${TPS[$l]}" 'BEGIN { printf "%.1f", x }')" "${LAT[$l]}" "${OK[$l]}" "${FAILED[$l]}"
+done
+printf 'ratios tps: postgres_sync/postgres=%s ddb_f2/ddb_f1=%s ddb_f1/postgres=%s ddb_f2/postgres_sync=%s\n' \
+    "$(ratio "${TPS[postgres_sync]:-}" "${TPS[postgres]:-}")" "$(ratio "${TPS[ddb_f2]:-}" "${TPS[ddb_f1]:-}")" \
+    "$(ratio "${TPS[ddb_f1]:-}" "${TPS[postgres]:-}")" "$(ratio "${TPS[ddb_f2]:-}" "${TPS[postgres_sync]:-}")"
+printf 'uptime_before %s\nuptime_after  %s\n' "$UPTIME_BEFORE" "$UPTIME_AFTER"
+printf 'nproc=%s rows=%s clients=%s jobs=%s duration=%ss ddb_f2_mode=%s date=%s\n' \
+    "$(nproc)" "$ROWS" "$CLIENTS" "$JOBS" "$DURATION" "$MODE" "$(date -u +%Y-%m-%dT%H:%M:%SZ)"
