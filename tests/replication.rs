@@ -309,11 +309,22 @@ async fn a_frozen_replica_leaves_the_in_sync_set_within_the_ack_timeout_and_rejo
         .await
         .unwrap();
     let map = map_of(&cluster.rpc_addr("n1")).await.unwrap();
-    let keys: Vec<i64> = (0..20_000)
+    let keys: Vec<i64> = (0..40_000)
         .filter(|k| shard_of(&map, *k) == 1)
-        .take(2000)
+        .take(4000)
         .collect();
-    let load = tokio::spawn(write(cluster.sql_port("n1"), keys, Duration::from_secs(60)));
+    // Four writers, so more than a window of appends (MAX_IN_FLIGHT) is unanswered while the
+    // replica is frozen.
+    let loads: Vec<_> = keys
+        .chunks(1000)
+        .map(|chunk| {
+            tokio::spawn(write(
+                cluster.sql_port("n1"),
+                chunk.to_vec(),
+                Duration::from_secs(60),
+            ))
+        })
+        .collect();
     assert!(
         eventually(Duration::from_secs(30), || async {
             status_of(&cluster.rpc_addr("n2"))
@@ -352,8 +363,20 @@ async fn a_frozen_replica_leaves_the_in_sync_set_within_the_ack_timeout_and_rejo
             .is_some_and(|s| s.applied_lsn > before + 20)
     })
     .await;
+    // Frozen for well over the reply timeout: the primary gives the stream up (it would
+    // otherwise wait on its full window for good) and must redial once the replica is back.
+    let gave_up = eventually(Duration::from_secs(10), || async {
+        std::fs::read_to_string(cluster.data_dir("n1").join("ddb.log"))
+            .is_ok_and(|log| log.contains("giving the stream up"))
+    })
+    .await;
     signal(&cluster, "n2", "-CONT");
     assert!(moved, "writes did not go on without the frozen replica");
+    assert!(
+        gave_up,
+        "the primary kept waiting on the frozen replica's stream:\n{}",
+        cluster.logs()
+    );
     assert!(
         eventually(Duration::from_secs(30), || async {
             in_sync(&cluster, "n1")
@@ -364,7 +387,10 @@ async fn a_frozen_replica_leaves_the_in_sync_set_within_the_ack_timeout_and_rejo
         "the thawed replica did not rejoin the in-sync set:\n{}",
         cluster.logs()
     );
-    let (acked, _) = load.await.unwrap();
+    let mut acked = BTreeSet::new();
+    for load in loads {
+        acked.extend(load.await.unwrap().0);
+    }
     assert_all_there(cluster.sql_port("n1"), &acked).await;
     assert!(
         eventually(Duration::from_secs(20), || same_copy(&cluster, "n1", "n2")).await,

@@ -77,6 +77,11 @@ const REFLECT: Duration = Duration::from_secs(2);
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 /// How long a sender waits before it dials again.
 const REDIAL: Duration = Duration::from_millis(200);
+/// The longest wait between dials of a replica that keeps failing (the backoff's cap).
+const REDIAL_MAX: Duration = Duration::from_secs(2);
+/// The shortest wait for a replica's reply before its stream is given up, whatever
+/// `ack_timeout_ms` says.
+const REPLY_TIMEOUT_MIN: Duration = Duration::from_millis(500);
 /// Most snapshot batches unanswered on one stream.
 pub const SNAPSHOT_IN_FLIGHT: usize = 4;
 /// How often the log is considered for truncation.
@@ -574,6 +579,7 @@ impl Sender {
     async fn run(mut self) {
         let cluster_id = self.meta.identity.cluster_id.clone();
         let mut opened = 0u64;
+        let mut backoff = REDIAL;
         loop {
             if self.inputs.is_closed() {
                 return;
@@ -590,7 +596,8 @@ impl Sender {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::debug!(node = %self.node, "replication: cannot reach the replica: {e}");
-                    tokio::time::sleep(REDIAL).await;
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(REDIAL_MAX);
                     continue;
                 }
             };
@@ -604,10 +611,12 @@ impl Sender {
                 Ok(Ok(Response::Replicated(ReplicateReply::Opened { last, .. }))) => last,
                 other => {
                     tracing::debug!(node = %self.node, "replication: open refused: {other:?}");
-                    tokio::time::sleep(REDIAL).await;
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(REDIAL_MAX);
                     continue;
                 }
             };
+            backoff = REDIAL;
             let seen = self.cmds.borrow_and_update().map_or(0, |c| c.session());
             if !self.tell(Event::Opened {
                 node: self.node.clone(),
@@ -629,6 +638,14 @@ impl Sender {
             }
             tokio::time::sleep(REDIAL).await;
         }
+    }
+
+    /// How long a reply may take before the stream is given up as lost: the map's ack timeout,
+    /// at least [`REPLY_TIMEOUT_MIN`]. A replica that froze or dropped off the network with
+    /// requests in flight would otherwise hold its stream open for good.
+    fn reply_timeout(&self) -> Duration {
+        let ms = self.meta.map().map_or(0, |m| m.replication.ack_timeout_ms);
+        Duration::from_millis(ms).max(REPLY_TIMEOUT_MIN)
     }
 
     /// The next command of a session after `seen`, if one comes within a few seconds.
@@ -673,6 +690,9 @@ impl Sender {
                 },
             };
             let mut inflight = FuturesOrdered::new();
+            // When each request in flight was sent, oldest first (replies come in order).
+            let mut sent_at = std::collections::VecDeque::new();
+            let reply_timeout = self.reply_timeout();
             let mut last_sent: Option<tokio::time::Instant> = None;
             loop {
                 while inflight.len() < MAX_IN_FLIGHT {
@@ -699,20 +719,34 @@ impl Sender {
                     let Some(last) = entries.last().map(|e| core_id(e.id())) else {
                         break;
                     };
-                    match self.append(client, session, prev, entries).await {
+                    match self
+                        .append(client, session, prev, entries, reply_timeout)
+                        .await
+                    {
                         Some(rx) => inflight.push_back(rx),
                         None => return session,
                     }
+                    sent_at.push_back(tokio::time::Instant::now());
                     prev = last;
                     next = last.lsn + 1;
                     last_sent = Some(tokio::time::Instant::now());
                 }
                 let heartbeat_at =
                     last_sent.map_or_else(tokio::time::Instant::now, |t| t + HEARTBEAT);
-                let room = inflight.len() < MAX_IN_FLIGHT;
+                // A heartbeat may go one past the window, so the replica still learns the
+                // commit LSN while a full window of appends is being stored.
+                let room = inflight.len() <= MAX_IN_FLIGHT;
+                let reply_by = sent_at
+                    .front()
+                    .map_or_else(tokio::time::Instant::now, |t| *t + reply_timeout);
                 tokio::select! {
+                    _ = tokio::time::sleep_until(reply_by), if !inflight.is_empty() => {
+                        tracing::warn!(node = %self.node, "replication: no reply in session {session} within {reply_timeout:?}; giving the stream up");
+                        return session;
+                    }
                     reply = inflight.next(), if !inflight.is_empty() => match reply {
                         Some(Ok(Response::Replicated(ReplicateReply::Acked { up_to }))) => {
+                            sent_at.pop_front();
                             if !self.tell(Event::Acked { node: self.node.clone(), session, up_to }) {
                                 return session;
                             }
@@ -753,10 +787,11 @@ impl Sender {
                         }
                     }
                     _ = tokio::time::sleep_until(heartbeat_at), if room => {
-                        match self.append(client, session, prev, Vec::new()).await {
+                        match self.append(client, session, prev, Vec::new(), reply_timeout).await {
                             Some(rx) => inflight.push_back(rx),
                             None => return session,
                         }
+                        sent_at.push_back(tokio::time::Instant::now());
                         last_sent = Some(tokio::time::Instant::now());
                     }
                 }
@@ -781,8 +816,21 @@ impl Sender {
             })
         };
         let lost = || Error::Unreachable("lost the replica during a snapshot".into());
+        // A part is a whole batch to store, slower than an append: four times the stream's wait.
+        let reply_timeout = self.reply_timeout() * 4;
+        let silent = || {
+            Error::Unreachable(format!(
+                "the replica did not answer a snapshot part within {reply_timeout:?}"
+            ))
+        };
+        // Sends one part; a replica that stops reading fails it within the reply timeout.
+        let send = |request| async move {
+            tokio::time::timeout(reply_timeout, client.start(request))
+                .await
+                .map_err(|_| silent())?
+        };
         let mut inflight = FuturesOrdered::new();
-        inflight.push_back(client.start(part(SnapshotPart::Begin)).await?);
+        inflight.push_back(send(part(SnapshotPart::Begin)).await?);
         let mut cursor = Some(Cursor::start());
         let (mut batches, mut bytes) = (0u64, 0usize);
         loop {
@@ -792,16 +840,15 @@ impl Sender {
                 cursor = batch.next;
                 batches += 1;
                 bytes += batch.writes.iter().map(write_size).sum::<usize>();
-                inflight.push_back(
-                    client
-                        .start(part(SnapshotPart::Batch(batch.writes)))
-                        .await?,
-                );
+                inflight.push_back(send(part(SnapshotPart::Batch(batch.writes))).await?);
             }
             if cursor.is_none() && inflight.is_empty() {
                 break;
             }
-            match inflight.next().await {
+            let reply = tokio::time::timeout(reply_timeout, inflight.next())
+                .await
+                .map_err(|_| silent())?;
+            match reply {
                 Some(Ok(Response::Replicated(ReplicateReply::Stored))) => {}
                 Some(Ok(Response::Replicated(ReplicateReply::Refused(reject)))) => {
                     self.tell(Event::Refused {
@@ -820,8 +867,11 @@ impl Sender {
             }
         }
         drop(snapshot);
-        let finish = client.start(part(SnapshotPart::Finish)).await?;
-        match finish.await {
+        let finish = send(part(SnapshotPart::Finish)).await?;
+        let reply = tokio::time::timeout(reply_timeout, finish)
+            .await
+            .map_err(|_| silent())?;
+        match reply {
             Ok(Response::Replicated(ReplicateReply::Acked { up_to })) => {
                 tracing::info!(
                     node = %self.node,
@@ -859,6 +909,7 @@ impl Sender {
         session: u64,
         prev: LogId,
         entries: Vec<crate::storage::LogEntry>,
+        timeout: Duration,
     ) -> Option<tokio::sync::oneshot::Receiver<Response>> {
         let commit = *self.commit.borrow();
         let request = Request::Replicate(Replicate::Append {
@@ -869,7 +920,11 @@ impl Sender {
             entries,
             commit,
         });
-        client.start(request).await.ok()
+        // Sending blocks once the replica stops reading; that is a lost stream too.
+        tokio::time::timeout(timeout, client.start(request))
+            .await
+            .ok()?
+            .ok()
     }
 }
 
