@@ -144,6 +144,8 @@ pub struct Setup {
     pub meta: Arc<Meta>,
     /// The committer's gate reads it: why writes are refused now.
     pub refusal: Arc<Mutex<Option<Error>>>,
+    /// The read gate reads it: why reads of the shard are refused now.
+    pub read_refusal: Arc<Mutex<Option<Error>>>,
     /// How many entries behind the head are kept for lagging replicas.
     pub retention: u64,
 }
@@ -193,6 +195,10 @@ pub fn start(setup: Setup, map: &ClusterMap) -> Result<Arc<PrimaryDriver>> {
         store: setup.store.clone(),
         meta: setup.meta.clone(),
         refusal: setup.refusal,
+        read_refusal: setup.read_refusal,
+        tail_applied: Arc::new(std::sync::atomic::AtomicBool::new(
+            state.last.lsn <= state.applied.lsn,
+        )),
         tail: state.last.lsn,
         clock,
         inputs: inputs.clone(),
@@ -270,6 +276,10 @@ struct Loop {
     store: Arc<Store>,
     meta: Arc<Meta>,
     refusal: Arc<Mutex<Option<Error>>>,
+    read_refusal: Arc<Mutex<Option<Error>>>,
+    /// Whether the log tail the primary restarted with is applied again: until it is, reads
+    /// of the shard are refused.
+    tail_applied: Arc<std::sync::atomic::AtomicBool>,
     /// The last LSN of the log when the driver started: writes wait until it is committed.
     tail: Lsn,
     clock: Instant,
@@ -400,9 +410,19 @@ impl Loop {
                 Action::Commit { lsn } => {
                     match self.store.committer.commit_to(lsn) {
                         Ok(rx) => {
+                            let tail = self.tail;
+                            let tail_applied = self.tail_applied.clone();
+                            let read_refusal = self.read_refusal.clone();
                             tokio::spawn(async move {
                                 match rx.await {
-                                    Ok(Ok(_)) => {}
+                                    Ok(Ok(_)) => {
+                                        if lsn >= tail {
+                                            tail_applied.store(true, std::sync::atomic::Ordering::SeqCst);
+                                            if let Ok(mut r) = read_refusal.lock() {
+                                                *r = None;
+                                            }
+                                        }
+                                    }
                                     Ok(Err(e)) => tracing::error!(
                                         "replication: applying up to {lsn} failed: {e}"
                                     ),
@@ -519,18 +539,32 @@ impl Loop {
 
     /// Publishes why writes are refused and what is known of each replica.
     fn publish(&mut self) {
-        let refusal = self.core.refuse_writes().or_else(|| {
-            (self.core.commit() < self.tail).then(|| {
-                Error::serialization(format!(
-                    "this primary restarted with log entries up to {} not yet held by its \
-                     in-sync set (committed up to {}); it takes writes once they are; retry",
-                    self.tail,
-                    self.core.commit()
-                ))
-            })
+        // Below the restarted tail, the applied state may miss acknowledged commits: neither
+        // writes nor reads are served until the tail is committed (and so applied) again.
+        let recovering = (self.core.commit() < self.tail).then(|| {
+            Error::not_ready(format!(
+                "the shard's primary is recovering its log: it restarted with entries up to {} \
+                 not yet held by its in-sync set (committed up to {}); retry",
+                self.tail,
+                self.core.commit()
+            ))
         });
+        let refusal = self.core.refuse_writes().or_else(|| recovering.clone());
         if let Ok(mut r) = self.refusal.lock() {
             *r = refusal;
+        }
+        let read_refusal = if self.tail_applied.load(std::sync::atomic::Ordering::SeqCst) {
+            None
+        } else {
+            Some(Error::not_ready(format!(
+                "the shard's primary is recovering its log: it restarted with entries up to {} \
+                 not applied yet (committed up to {}); retry",
+                self.tail,
+                self.core.commit()
+            )))
+        };
+        if let Ok(mut r) = self.read_refusal.lock() {
+            *r = read_refusal;
         }
         let now_ms = self.now_ms();
         let head = self.core.durable().lsn;

@@ -102,6 +102,8 @@ pub struct Committer {
     wal: OnceLock<WalHandles>,
     /// Asked before every submit, once set.
     gate: OnceLock<Gate>,
+    /// Asked before a transaction reads the shard's data, once set.
+    read_gate: OnceLock<Gate>,
     /// How many commits and fsyncs the committer has done.
     pub stats: Arc<CommitStats>,
 }
@@ -124,6 +126,7 @@ impl Committer {
             failed,
             wal: OnceLock::new(),
             gate: OnceLock::new(),
+            read_gate: OnceLock::new(),
             stats,
         }
     }
@@ -145,6 +148,7 @@ impl Committer {
             failed,
             wal,
             gate: OnceLock::new(),
+            read_gate: OnceLock::new(),
             stats,
         }
     }
@@ -179,6 +183,19 @@ impl Committer {
     /// ignored): a submit it refuses fails with its error and takes no LSN.
     pub fn set_gate(&self, gate: Gate) {
         let _ = self.gate.set(gate);
+    }
+
+    /// Sets the check asked before a transaction of this node starts to read or write the
+    /// shard's data (once; later calls are ignored): see [`Committer::read_refusal`].
+    pub fn set_read_gate(&self, gate: Gate) {
+        let _ = self.read_gate.set(gate);
+    }
+
+    /// Why the shard's data must not be read now, if it must not: a restarted primary whose
+    /// log holds entries not yet applied (some may have been acknowledged) would serve rows
+    /// that miss them.
+    pub fn read_refusal(&self) -> Option<Error> {
+        self.read_gate.get().and_then(|gate| gate())
     }
 
     /// Whether the committer runs in WAL mode.
