@@ -197,7 +197,15 @@ impl Driver {
                     return;
                 }
                 let ids: Vec<LogId> = entries.iter().map(|e| core_id(e.id())).collect();
-                let end = prev.lsn + entries.len() as Lsn;
+                // Network input: a batch whose end would overflow is malformed.
+                let Some(end) = u64::try_from(entries.len())
+                    .ok()
+                    .and_then(|n| prev.lsn.checked_add(n))
+                else {
+                    let why = format!("a batch of {} entries after {prev}", entries.len());
+                    let _ = reply.send(Ok(ReplicateReply::Refused(Reject::Malformed(why))));
+                    return;
+                };
                 let actions = self.core.step(Event::Batch {
                     session,
                     epoch,
