@@ -152,10 +152,14 @@ impl Runtime {
             let driver = repl_primary::start(setup, map)?;
             let _ = self.primary.set(driver);
         } else {
-            self.refuse(Some(Error::Refused(format!(
-                "node {me} is a replica of shard {shard}: writes go to its primary {}",
-                info.primary
-            ))));
+            // As a PostgreSQL hot standby answers a write: 25006.
+            self.refuse(Some(Error::sql(
+                crate::error::sqlstate::READ_ONLY_SQL_TRANSACTION,
+                format!(
+                    "node {me} is a replica of shard {shard}: writes go to its primary {}",
+                    info.primary
+                ),
+            )));
             // A replica serves no keys (shard requests are fenced): nothing to refuse reads for.
             if let Ok(mut r) = self.read_refusal.lock() {
                 *r = None;
