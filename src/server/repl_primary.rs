@@ -95,6 +95,8 @@ const TIMES_KEPT: usize = 100_000;
 enum Input {
     Core(Event),
     Map(Arc<ClusterMap>),
+    /// The log cannot be read to find its 2PC entries: committing in async mode stops.
+    LogUnreadable(Error),
 }
 
 /// What a sender is asked to send.
@@ -172,7 +174,7 @@ pub fn start(setup: Setup, map: &ClusterMap) -> Result<Arc<PrimaryDriver>> {
     let in_sync: BTreeSet<String> = info.in_sync.iter().cloned().collect();
     let history = log_history(&state, &info.epochs);
     let clock = Instant::now();
-    let core = Primary::new(
+    let mut core = Primary::new(
         config,
         in_sync.clone(),
         history,
@@ -181,6 +183,15 @@ pub fn start(setup: Setup, map: &ClusterMap) -> Result<Arc<PrimaryDriver>> {
         state.applied.lsn,
         0,
     )?;
+    if mode == Mode::Async {
+        // The pending tail's 2PC entries wait for a replica as new ones do (H14); a log that
+        // cannot be read fails the start, and writes stay refused with the reason.
+        core.hold_decisions(txn_entries(
+            setup.store.engine.as_ref(),
+            state.applied.lsn + 1,
+            state.last.lsn,
+        )?);
+    }
     let (inputs, rx) = mpsc::unbounded_channel();
     let (commit_tx, _) = watch::channel(core.commit());
     let progress = Arc::new(Mutex::new(Vec::new()));
@@ -196,6 +207,7 @@ pub fn start(setup: Setup, map: &ClusterMap) -> Result<Arc<PrimaryDriver>> {
         meta: setup.meta.clone(),
         refusal: setup.refusal,
         read_refusal: setup.read_refusal,
+        unreadable: None,
         tail_applied: Arc::new(std::sync::atomic::AtomicBool::new(
             state.last.lsn <= state.applied.lsn,
         )),
@@ -233,23 +245,16 @@ fn watch_durable(
             let up_to = *durable.borrow_and_update();
             let mut decisions = Vec::new();
             if mode == Mode::Async && up_to.lsn > seen {
-                // 2PC entries wait for a replica even in async mode: name them.
-                let mut from = seen + 1;
-                while from <= up_to.lsn {
-                    match crate::storage::log::read_entries(engine.as_ref(), from, MAX_BATCH) {
-                        Ok(LogRead::Entries(entries)) if !entries.is_empty() => {
-                            for e in entries.iter().filter(|e| e.lsn <= up_to.lsn) {
-                                if e.writes_txn() {
-                                    decisions.push(e.lsn);
-                                }
-                            }
-                            from = entries.last().map_or(up_to.lsn, |e| e.lsn) + 1;
-                        }
-                        Ok(_) => break,
-                        Err(e) => {
-                            tracing::error!("replication: cannot read the log: {e}");
-                            break;
-                        }
+                // 2PC entries wait for a replica even in async mode: name them. Skipping
+                // one could commit a decision no replica holds: a read error stops here.
+                match txn_entries(engine.as_ref(), seen + 1, up_to.lsn) {
+                    Ok(lsns) => decisions = lsns,
+                    Err(e) => {
+                        tracing::error!(
+                            "replication: cannot read the log for its 2PC entries: {e}"
+                        );
+                        let _ = inputs.send(Input::LogUnreadable(e));
+                        return;
                     }
                 }
             }
@@ -268,6 +273,37 @@ fn watch_durable(
     Ok(())
 }
 
+/// The LSNs in `from..=to` of the log's entries that write a 2PC record (a prepare or a
+/// decision); an error if the log cannot be read or no longer holds that range.
+fn txn_entries(engine: &dyn crate::storage::Engine, from: Lsn, to: Lsn) -> Result<Vec<Lsn>> {
+    let mut lsns = Vec::new();
+    let mut from = from;
+    while from <= to {
+        match crate::storage::log::read_entries(engine, from, MAX_BATCH)? {
+            LogRead::Entries(entries) => {
+                let Some(last) = entries.last().map(|e| e.lsn) else {
+                    return Err(Error::Corrupt(format!(
+                        "the log ends before entry {from} (expected up to {to})"
+                    )));
+                };
+                lsns.extend(
+                    entries
+                        .iter()
+                        .filter(|e| e.lsn <= to && e.writes_txn())
+                        .map(|e| e.lsn),
+                );
+                from = last + 1;
+            }
+            LogRead::Truncated { base } => {
+                return Err(Error::Corrupt(format!(
+                    "the log no longer holds entry {from} (it begins after {base})"
+                )))
+            }
+        }
+    }
+    Ok(lsns)
+}
+
 /// The driver's task state.
 struct Loop {
     core: Primary,
@@ -277,6 +313,8 @@ struct Loop {
     meta: Arc<Meta>,
     refusal: Arc<Mutex<Option<Error>>>,
     read_refusal: Arc<Mutex<Option<Error>>>,
+    /// Set once the log could not be read for its 2PC entries: writes are refused for good.
+    unreadable: Option<Error>,
     /// Whether the log tail the primary restarted with is applied again: until it is, reads
     /// of the shard are refused.
     tail_applied: Arc<std::sync::atomic::AtomicBool>,
@@ -316,6 +354,13 @@ impl Loop {
                             self.note_time(up_to.lsn, *now_ms);
                         }
                         self.core.step(event)
+                    }
+                    Some(Input::LogUnreadable(e)) => {
+                        self.unreadable = Some(Error::Io(format!(
+                            "this primary cannot read its log to find its 2PC entries, so it \
+                             commits nothing more: {e}"
+                        )));
+                        Vec::new()
                     }
                     Some(Input::Map(map)) => {
                         self.follow(&map);
@@ -549,7 +594,11 @@ impl Loop {
                 self.core.commit()
             ))
         });
-        let refusal = self.core.refuse_writes().or_else(|| recovering.clone());
+        let refusal = self
+            .unreadable
+            .clone()
+            .or_else(|| self.core.refuse_writes())
+            .or_else(|| recovering.clone());
         if let Ok(mut r) = self.refusal.lock() {
             *r = refusal;
         }
