@@ -181,6 +181,7 @@ impl Client {
             }
         };
         let _ = stream.set_nodelay(true);
+        set_keepalive(&stream);
         let (mut stream, mut sink) = frame::split(stream, frame::process_limits());
         sink.write(&Envelope {
             id: 0,
@@ -345,5 +346,21 @@ impl Client {
 impl Drop for Client {
     fn drop(&mut self) {
         self.reader.abort();
+    }
+}
+
+/// How long a connection may be idle before TCP probes the peer, and how often it probes.
+const KEEPALIVE: Duration = Duration::from_secs(5);
+
+/// Turns TCP keepalive on for `stream`, so a peer that vanished without closing (crashed
+/// machine, partition) ends the connection after a few probes instead of leaving it open for
+/// good. Best effort: a socket that refuses keeps working without it.
+pub fn set_keepalive(stream: &TcpStream) {
+    let params = socket2::TcpKeepalive::new()
+        .with_time(KEEPALIVE)
+        .with_interval(KEEPALIVE)
+        .with_retries(3);
+    if let Err(e) = socket2::SockRef::from(stream).set_tcp_keepalive(&params) {
+        tracing::debug!("cannot turn TCP keepalive on: {e}");
     }
 }

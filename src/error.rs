@@ -49,6 +49,7 @@ pub mod sqlstate {
     pub const TRANSACTION_RESOLUTION_UNKNOWN: &str = "40003";
     pub const CONNECTION_FAILURE: &str = "08006";
     pub const ADMIN_SHUTDOWN: &str = "57P01";
+    pub const CANNOT_CONNECT_NOW: &str = "57P03";
     pub const QUERY_CANCELED: &str = "57014";
     pub const OBJECT_NOT_IN_PREREQUISITE_STATE: &str = "55000";
     pub const DATA_CORRUPTED: &str = "XX001";
@@ -73,10 +74,11 @@ pub mod sqlstate {
 
 /// The SQLSTATEs of failures after which nothing of the transaction happened and running it
 /// again may succeed: a serialization failure, a deadlock, too few in-sync copies for a write.
-const RETRYABLE: [&str; 3] = [
+const RETRYABLE: [&str; 4] = [
     sqlstate::SERIALIZATION_FAILURE,
     sqlstate::DEADLOCK_DETECTED,
     sqlstate::INSUFFICIENT_RESOURCES,
+    sqlstate::CANNOT_CONNECT_NOW,
 ];
 
 /// A ddb error. The variant is the caller's next move; the text says what went wrong.
@@ -165,6 +167,12 @@ impl Error {
         }
     }
 
+    /// The node cannot serve this yet (SQLSTATE 57P03, PostgreSQL's `cannot_connect_now`): it
+    /// is starting, or recovering its log. Nothing was done; retry shortly.
+    pub fn not_ready(message: impl Into<String>) -> Self {
+        Error::sql(sqlstate::CANNOT_CONNECT_NOW, message)
+    }
+
     /// A serialization failure (SQLSTATE 40001): the transaction was rolled back and may be retried.
     pub fn serialization(message: impl Into<String>) -> Self {
         Error::sql(sqlstate::SERIALIZATION_FAILURE, message)
@@ -239,13 +247,16 @@ impl Error {
         matches!(self, Error::Retry { .. })
     }
 
-    /// Whether this is a serialization failure (40001) or a lock wait that timed out (55P03):
+    /// Whether this is a serialization failure (40001), a node not ready yet (57P03, refused
+    /// before anything was done) or a lock wait that timed out (55P03):
     /// the refusal of a participant or an anchor that wrote nothing, so the transaction is
     /// definitely rolled back there. Narrower than [`Error::is_retryable`] on purpose: a
     /// two-phase commit may treat only these answers from the anchor as a definite abort.
     pub fn is_refusal(&self) -> bool {
         match self {
-            Error::Retry { code, .. } => code == sqlstate::SERIALIZATION_FAILURE,
+            Error::Retry { code, .. } => {
+                code == sqlstate::SERIALIZATION_FAILURE || code == sqlstate::CANNOT_CONNECT_NOW
+            }
             Error::Sql { code, .. } => code == sqlstate::LOCK_NOT_AVAILABLE,
             _ => false,
         }
@@ -320,7 +331,7 @@ mod tests {
         assert!(retry.is_retryable());
         assert_eq!(retry.sqlstate(), "40001");
         assert_eq!(retry.exit_code(), 6);
-        for code in ["40001", "40P01", "53000"] {
+        for code in ["40001", "40P01", "53000", "57P03"] {
             assert!(Error::sql(code, "x").is_retryable(), "{code}");
         }
         let unknown = Error::sql(sqlstate::TRANSACTION_RESOLUTION_UNKNOWN, "lost the anchor");

@@ -136,6 +136,12 @@ impl ClusterTxn {
     pub(super) async fn part(&mut self, shard: ShardId) -> Result<&mut Part> {
         if !self.parts.contains_key(&shard) {
             let part = if Some(shard) == self.my_shard {
+                // As a participant would (server::participant): no reads of a restarted
+                // primary's shard before its log tail is applied again.
+                if let Some(refusal) = self.gw.txns.store.committer.read_refusal() {
+                    self.retry = true;
+                    return Err(refusal);
+                }
                 let mut txn = self.gw.txns.begin(Some(self.age));
                 txn.set_lock_timeout(self.lock_timeout);
                 Part::Local(txn)

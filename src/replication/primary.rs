@@ -230,6 +230,15 @@ impl Primary {
         &self.config
     }
 
+    /// Names the 2PC entries of the pending tail a restarted primary found in its log (H14):
+    /// in async mode they, and what follows them, wait until some replica holds them. Call
+    /// before the first event; LSNs outside the pending tail are ignored.
+    pub fn hold_decisions(&mut self, lsns: impl IntoIterator<Item = Lsn>) {
+        let (commit, durable) = (self.commit, self.durable.lsn);
+        self.decisions
+            .extend(lsns.into_iter().filter(|l| *l > commit && *l <= durable));
+    }
+
     /// The commit LSN.
     pub fn commit(&self) -> Lsn {
         self.commit
@@ -784,6 +793,33 @@ mod tests {
         });
         assert_eq!(a, vec![Action::Commit { lsn: 3 }]);
         assert_eq!(ack(&mut p, "a", sa, 4), vec![Action::Commit { lsn: 5 }]);
+    }
+
+    #[test]
+    fn async_restart_holds_the_pending_tails_2pc_entries_until_a_replica_has_them() {
+        let config = Config {
+            me: "p".into(),
+            epoch: 1,
+            mode: Mode::Async,
+            min_in_sync: 1,
+            ack_timeout_ms: 100,
+            retention: 10,
+        };
+        let history = EpochHistory::new(vec![(1, 1)]).expect("valid");
+        // Restarted with entries 1..=6 in its log, 2 applied; entry 4 is a 2PC record.
+        let mut p = Primary::new(config, set(&["p", "a"]), history, 1, LogId::new(1, 6), 2, 0)
+            .expect("valid");
+        p.hold_decisions([1, 4, 7]);
+        let sa = open(&mut p, "a");
+        let first = p.step(Event::Tick { now_ms: 1 });
+        assert!(
+            first.contains(&Action::Commit { lsn: 3 }),
+            "commits up to the 2PC entry only: {first:?}"
+        );
+        assert!(!first
+            .iter()
+            .any(|a| matches!(a, Action::Commit { lsn } if *lsn > 3)));
+        assert_eq!(ack(&mut p, "a", sa, 4), vec![Action::Commit { lsn: 6 }]);
     }
 
     #[test]

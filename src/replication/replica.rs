@@ -256,7 +256,8 @@ impl Replica {
             self.session = session;
             self.acked = None;
         }
-        let end = prev.lsn + entries.len() as Lsn;
+        // check_batch made the entries run on from `prev`: the last one is the end.
+        let end = entries.last().map_or(prev.lsn, |e| e.lsn);
         if entries.is_empty() {
             // A heartbeat always gets the ack back, so an ack lost on the way is made good by
             // the next one.
@@ -382,7 +383,8 @@ impl Replica {
 fn check_batch(epoch: u64, prev: LogId, entries: &[LogId]) -> Result<(), String> {
     let mut before = prev;
     for e in entries {
-        if e.lsn != before.lsn + 1 {
+        // Network input: an LSN at the end of the range is malformed, not an overflow.
+        if before.lsn.checked_add(1) != Some(e.lsn) {
             return Err(format!("entry {e} does not follow {before}"));
         }
         if e.epoch < before.epoch || e.epoch > epoch || e.epoch == 0 {
@@ -513,6 +515,33 @@ mod tests {
                 }
             ]
         );
+    }
+
+    #[test]
+    fn a_batch_whose_lsns_would_overflow_is_malformed_not_a_panic() {
+        let mut r = fresh();
+        let a = r.step(batch(1, 1, id(1, Lsn::MAX), vec![id(1, 0)], 0));
+        assert!(matches!(
+            a.last(),
+            Some(Action::Refuse {
+                reject: Reject::Malformed(_),
+                ..
+            })
+        ));
+        let a = r.step(batch(
+            1,
+            1,
+            id(1, Lsn::MAX - 1),
+            run(1, Lsn::MAX, Lsn::MAX),
+            0,
+        ));
+        assert!(matches!(
+            a.last(),
+            Some(Action::Refuse {
+                reject: Reject::Gap { .. },
+                ..
+            })
+        ));
     }
 
     #[test]

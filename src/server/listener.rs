@@ -102,6 +102,7 @@ pub async fn accept_loop<F, Fut, R, RFut>(
             _ = stop.changed() => break,
         };
         let _ = socket.set_nodelay(true);
+        crate::client::set_keepalive(&socket);
         let permit = match (waited, &reject) {
             (Some(p), _) => p,
             (None, Some(reject)) => match limit.clone().try_acquire_owned() {

@@ -185,6 +185,11 @@ async fn run(node: &Node, conn: &Participants, req: ShardRequest) -> Result<Shar
         }
         _ => {}
     }
+    // A restarted primary whose log tail is not applied yet would read rows that miss
+    // acknowledged commits (57P03 until it is; nothing was done).
+    if let Some(refusal) = node.db.txns.store.committer.read_refusal() {
+        return Err(refusal);
+    }
 
     // A sender with a newer map (a table it just created, a new placement) is waited for, so
     // that both sides judge the request by the same map.

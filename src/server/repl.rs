@@ -20,7 +20,11 @@
 //! **The gate.** In WAL mode nothing applies a submitted entry until a driver commits it, so
 //! every submit is first asked the runtime's refusal: until a driver runs, on a replica, below
 //! `min_in_sync` (53000), and while a restarted primary's old tail is not committed yet, a
-//! write fails at once with a clear, retryable error instead of waiting.
+//! write fails at once with a clear, retryable error instead of waiting. Reads of the shard
+//! have a gate too: until a driver runs on a restarted node, and while a restarted primary's
+//! old tail is not committed (its apply was not fsynced, so rows of acknowledged commits may
+//! be missing until the tail is applied again), a transaction is refused at its first
+//! operation on the shard with 57P03, retryable.
 //!
 //! Roles are read once, when the drivers start: promotion (a replica becoming primary) is the
 //! next issue's work.
@@ -44,6 +48,8 @@ pub const DEFAULT_RETENTION: u64 = 100_000;
 pub struct Runtime {
     /// Why a submit is refused now, if it is.
     refusal: Arc<Mutex<Option<Error>>>,
+    /// Why reading the shard is refused now, if it is.
+    read_refusal: Arc<Mutex<Option<Error>>>,
     primary: OnceLock<Arc<PrimaryDriver>>,
     replica: OnceLock<mpsc::Sender<Inbound>>,
     /// Serialises starting the drivers.
@@ -61,8 +67,14 @@ impl Runtime {
         store
             .committer
             .set_gate(Arc::new(move || gate.lock().ok().and_then(|r| r.clone())));
+        let read_refusal = Arc::new(Mutex::new(store.committer.is_wal().then(starting_refusal)));
+        let read_gate = read_refusal.clone();
+        store.committer.set_read_gate(Arc::new(move || {
+            read_gate.lock().ok().and_then(|r| r.clone())
+        }));
         Self {
             refusal,
+            read_refusal,
             primary: OnceLock::new(),
             replica: OnceLock::new(),
             starting: Mutex::new(()),
@@ -134,16 +146,25 @@ impl Runtime {
                 store,
                 meta: meta.clone(),
                 refusal: self.refusal.clone(),
+                read_refusal: self.read_refusal.clone(),
                 retention: self.retention,
             };
             let driver = repl_primary::start(setup, map)?;
             let _ = self.primary.set(driver);
         } else {
-            self.refuse(Some(Error::Refused(format!(
-                "node {me} is a replica of shard {shard}: writes go to its primary {}",
-                info.primary
-            ))));
+            // As a PostgreSQL hot standby answers a write: 25006.
+            self.refuse(Some(Error::sql(
+                crate::error::sqlstate::READ_ONLY_SQL_TRANSACTION,
+                format!(
+                    "node {me} is a replica of shard {shard}: writes go to its primary {}",
+                    info.primary
+                ),
+            )));
             store.committer.set_foreign(true);
+            // A replica serves no keys (shard requests are fenced): nothing to refuse reads for.
+            if let Ok(mut r) = self.read_refusal.lock() {
+                *r = None;
+            }
             let inbox = repl_replica::start(shard, store, &info.epochs)?;
             let _ = self.replica.set(inbox);
             tracing::info!(shard, primary = %info.primary, "replication: replica driver started");
@@ -167,7 +188,7 @@ impl Runtime {
 }
 
 fn starting_refusal() -> Error {
-    Error::serialization(
+    Error::not_ready(
         "replication on this node is starting (its store keeps a replicated log); retry",
     )
 }

@@ -77,6 +77,11 @@ const REFLECT: Duration = Duration::from_secs(2);
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 /// How long a sender waits before it dials again.
 const REDIAL: Duration = Duration::from_millis(200);
+/// The longest wait between dials of a replica that keeps failing (the backoff's cap).
+const REDIAL_MAX: Duration = Duration::from_secs(2);
+/// The shortest wait for a replica's reply before its stream is given up, whatever
+/// `ack_timeout_ms` says.
+const REPLY_TIMEOUT_MIN: Duration = Duration::from_millis(500);
 /// Most snapshot batches unanswered on one stream.
 pub const SNAPSHOT_IN_FLIGHT: usize = 4;
 /// How often the log is considered for truncation.
@@ -90,6 +95,8 @@ const TIMES_KEPT: usize = 100_000;
 enum Input {
     Core(Event),
     Map(Arc<ClusterMap>),
+    /// The log cannot be read to find its 2PC entries: committing in async mode stops.
+    LogUnreadable(Error),
 }
 
 /// What a sender is asked to send.
@@ -139,6 +146,8 @@ pub struct Setup {
     pub meta: Arc<Meta>,
     /// The committer's gate reads it: why writes are refused now.
     pub refusal: Arc<Mutex<Option<Error>>>,
+    /// The read gate reads it: why reads of the shard are refused now.
+    pub read_refusal: Arc<Mutex<Option<Error>>>,
     /// How many entries behind the head are kept for lagging replicas.
     pub retention: u64,
 }
@@ -165,7 +174,7 @@ pub fn start(setup: Setup, map: &ClusterMap) -> Result<Arc<PrimaryDriver>> {
     let in_sync: BTreeSet<String> = info.in_sync.iter().cloned().collect();
     let history = log_history(&state, &info.epochs);
     let clock = Instant::now();
-    let core = Primary::new(
+    let mut core = Primary::new(
         config,
         in_sync.clone(),
         history,
@@ -174,6 +183,15 @@ pub fn start(setup: Setup, map: &ClusterMap) -> Result<Arc<PrimaryDriver>> {
         state.applied.lsn,
         0,
     )?;
+    if mode == Mode::Async {
+        // The pending tail's 2PC entries wait for a replica as new ones do (H14); a log that
+        // cannot be read fails the start, and writes stay refused with the reason.
+        core.hold_decisions(txn_entries(
+            setup.store.engine.as_ref(),
+            state.applied.lsn + 1,
+            state.last.lsn,
+        )?);
+    }
     let (inputs, rx) = mpsc::unbounded_channel();
     let (commit_tx, _) = watch::channel(core.commit());
     let progress = Arc::new(Mutex::new(Vec::new()));
@@ -188,6 +206,11 @@ pub fn start(setup: Setup, map: &ClusterMap) -> Result<Arc<PrimaryDriver>> {
         store: setup.store.clone(),
         meta: setup.meta.clone(),
         refusal: setup.refusal,
+        read_refusal: setup.read_refusal,
+        unreadable: None,
+        tail_applied: Arc::new(std::sync::atomic::AtomicBool::new(
+            state.last.lsn <= state.applied.lsn,
+        )),
         tail: state.last.lsn,
         clock,
         inputs: inputs.clone(),
@@ -222,23 +245,16 @@ fn watch_durable(
             let up_to = *durable.borrow_and_update();
             let mut decisions = Vec::new();
             if mode == Mode::Async && up_to.lsn > seen {
-                // 2PC entries wait for a replica even in async mode: name them.
-                let mut from = seen + 1;
-                while from <= up_to.lsn {
-                    match crate::storage::log::read_entries(engine.as_ref(), from, MAX_BATCH) {
-                        Ok(LogRead::Entries(entries)) if !entries.is_empty() => {
-                            for e in entries.iter().filter(|e| e.lsn <= up_to.lsn) {
-                                if e.writes_txn() {
-                                    decisions.push(e.lsn);
-                                }
-                            }
-                            from = entries.last().map_or(up_to.lsn, |e| e.lsn) + 1;
-                        }
-                        Ok(_) => break,
-                        Err(e) => {
-                            tracing::error!("replication: cannot read the log: {e}");
-                            break;
-                        }
+                // 2PC entries wait for a replica even in async mode: name them. Skipping
+                // one could commit a decision no replica holds: a read error stops here.
+                match txn_entries(engine.as_ref(), seen + 1, up_to.lsn) {
+                    Ok(lsns) => decisions = lsns,
+                    Err(e) => {
+                        tracing::error!(
+                            "replication: cannot read the log for its 2PC entries: {e}"
+                        );
+                        let _ = inputs.send(Input::LogUnreadable(e));
+                        return;
                     }
                 }
             }
@@ -257,6 +273,37 @@ fn watch_durable(
     Ok(())
 }
 
+/// The LSNs in `from..=to` of the log's entries that write a 2PC record (a prepare or a
+/// decision); an error if the log cannot be read or no longer holds that range.
+fn txn_entries(engine: &dyn crate::storage::Engine, from: Lsn, to: Lsn) -> Result<Vec<Lsn>> {
+    let mut lsns = Vec::new();
+    let mut from = from;
+    while from <= to {
+        match crate::storage::log::read_entries(engine, from, MAX_BATCH)? {
+            LogRead::Entries(entries) => {
+                let Some(last) = entries.last().map(|e| e.lsn) else {
+                    return Err(Error::Corrupt(format!(
+                        "the log ends before entry {from} (expected up to {to})"
+                    )));
+                };
+                lsns.extend(
+                    entries
+                        .iter()
+                        .filter(|e| e.lsn <= to && e.writes_txn())
+                        .map(|e| e.lsn),
+                );
+                from = last + 1;
+            }
+            LogRead::Truncated { base } => {
+                return Err(Error::Corrupt(format!(
+                    "the log no longer holds entry {from} (it begins after {base})"
+                )))
+            }
+        }
+    }
+    Ok(lsns)
+}
+
 /// The driver's task state.
 struct Loop {
     core: Primary,
@@ -265,6 +312,12 @@ struct Loop {
     store: Arc<Store>,
     meta: Arc<Meta>,
     refusal: Arc<Mutex<Option<Error>>>,
+    read_refusal: Arc<Mutex<Option<Error>>>,
+    /// Set once the log could not be read for its 2PC entries: writes are refused for good.
+    unreadable: Option<Error>,
+    /// Whether the log tail the primary restarted with is applied again: until it is, reads
+    /// of the shard are refused.
+    tail_applied: Arc<std::sync::atomic::AtomicBool>,
     /// The last LSN of the log when the driver started: writes wait until it is committed.
     tail: Lsn,
     clock: Instant,
@@ -301,6 +354,13 @@ impl Loop {
                             self.note_time(up_to.lsn, *now_ms);
                         }
                         self.core.step(event)
+                    }
+                    Some(Input::LogUnreadable(e)) => {
+                        self.unreadable = Some(Error::Io(format!(
+                            "this primary cannot read its log to find its 2PC entries, so it \
+                             commits nothing more: {e}"
+                        )));
+                        Vec::new()
                     }
                     Some(Input::Map(map)) => {
                         self.follow(&map);
@@ -395,9 +455,19 @@ impl Loop {
                 Action::Commit { lsn } => {
                     match self.store.committer.commit_to(lsn) {
                         Ok(rx) => {
+                            let tail = self.tail;
+                            let tail_applied = self.tail_applied.clone();
+                            let read_refusal = self.read_refusal.clone();
                             tokio::spawn(async move {
                                 match rx.await {
-                                    Ok(Ok(_)) => {}
+                                    Ok(Ok(_)) => {
+                                        if lsn >= tail {
+                                            tail_applied.store(true, std::sync::atomic::Ordering::SeqCst);
+                                            if let Ok(mut r) = read_refusal.lock() {
+                                                *r = None;
+                                            }
+                                        }
+                                    }
                                     Ok(Err(e)) => tracing::error!(
                                         "replication: applying up to {lsn} failed: {e}"
                                     ),
@@ -514,18 +584,36 @@ impl Loop {
 
     /// Publishes why writes are refused and what is known of each replica.
     fn publish(&mut self) {
-        let refusal = self.core.refuse_writes().or_else(|| {
-            (self.core.commit() < self.tail).then(|| {
-                Error::serialization(format!(
-                    "this primary restarted with log entries up to {} not yet held by its \
-                     in-sync set (committed up to {}); it takes writes once they are; retry",
-                    self.tail,
-                    self.core.commit()
-                ))
-            })
+        // Below the restarted tail, the applied state may miss acknowledged commits: neither
+        // writes nor reads are served until the tail is committed (and so applied) again.
+        let recovering = (self.core.commit() < self.tail).then(|| {
+            Error::not_ready(format!(
+                "the shard's primary is recovering its log: it restarted with entries up to {} \
+                 not yet held by its in-sync set (committed up to {}); retry",
+                self.tail,
+                self.core.commit()
+            ))
         });
+        let refusal = self
+            .unreadable
+            .clone()
+            .or_else(|| self.core.refuse_writes())
+            .or_else(|| recovering.clone());
         if let Ok(mut r) = self.refusal.lock() {
             *r = refusal;
+        }
+        let read_refusal = if self.tail_applied.load(std::sync::atomic::Ordering::SeqCst) {
+            None
+        } else {
+            Some(Error::not_ready(format!(
+                "the shard's primary is recovering its log: it restarted with entries up to {} \
+                 not applied yet (committed up to {}); retry",
+                self.tail,
+                self.core.commit()
+            )))
+        };
+        if let Ok(mut r) = self.read_refusal.lock() {
+            *r = read_refusal;
         }
         let now_ms = self.now_ms();
         let head = self.core.durable().lsn;
@@ -574,6 +662,7 @@ impl Sender {
     async fn run(mut self) {
         let cluster_id = self.meta.identity.cluster_id.clone();
         let mut opened = 0u64;
+        let mut backoff = REDIAL;
         loop {
             if self.inputs.is_closed() {
                 return;
@@ -590,7 +679,8 @@ impl Sender {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::debug!(node = %self.node, "replication: cannot reach the replica: {e}");
-                    tokio::time::sleep(REDIAL).await;
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(REDIAL_MAX);
                     continue;
                 }
             };
@@ -604,10 +694,12 @@ impl Sender {
                 Ok(Ok(Response::Replicated(ReplicateReply::Opened { last, .. }))) => last,
                 other => {
                     tracing::debug!(node = %self.node, "replication: open refused: {other:?}");
-                    tokio::time::sleep(REDIAL).await;
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(REDIAL_MAX);
                     continue;
                 }
             };
+            backoff = REDIAL;
             let seen = self.cmds.borrow_and_update().map_or(0, |c| c.session());
             if !self.tell(Event::Opened {
                 node: self.node.clone(),
@@ -629,6 +721,14 @@ impl Sender {
             }
             tokio::time::sleep(REDIAL).await;
         }
+    }
+
+    /// How long a reply may take before the stream is given up as lost: the map's ack timeout,
+    /// at least [`REPLY_TIMEOUT_MIN`]. A replica that froze or dropped off the network with
+    /// requests in flight would otherwise hold its stream open for good.
+    fn reply_timeout(&self) -> Duration {
+        let ms = self.meta.map().map_or(0, |m| m.replication.ack_timeout_ms);
+        Duration::from_millis(ms).max(REPLY_TIMEOUT_MIN)
     }
 
     /// The next command of a session after `seen`, if one comes within a few seconds.
@@ -673,6 +773,9 @@ impl Sender {
                 },
             };
             let mut inflight = FuturesOrdered::new();
+            // When each request in flight was sent, oldest first (replies come in order).
+            let mut sent_at = std::collections::VecDeque::new();
+            let reply_timeout = self.reply_timeout();
             let mut last_sent: Option<tokio::time::Instant> = None;
             loop {
                 while inflight.len() < MAX_IN_FLIGHT {
@@ -699,20 +802,34 @@ impl Sender {
                     let Some(last) = entries.last().map(|e| core_id(e.id())) else {
                         break;
                     };
-                    match self.append(client, session, prev, entries).await {
+                    match self
+                        .append(client, session, prev, entries, reply_timeout)
+                        .await
+                    {
                         Some(rx) => inflight.push_back(rx),
                         None => return session,
                     }
+                    sent_at.push_back(tokio::time::Instant::now());
                     prev = last;
                     next = last.lsn + 1;
                     last_sent = Some(tokio::time::Instant::now());
                 }
                 let heartbeat_at =
                     last_sent.map_or_else(tokio::time::Instant::now, |t| t + HEARTBEAT);
-                let room = inflight.len() < MAX_IN_FLIGHT;
+                // A heartbeat may go one past the window, so the replica still learns the
+                // commit LSN while a full window of appends is being stored.
+                let room = inflight.len() <= MAX_IN_FLIGHT;
+                let reply_by = sent_at
+                    .front()
+                    .map_or_else(tokio::time::Instant::now, |t| *t + reply_timeout);
                 tokio::select! {
+                    _ = tokio::time::sleep_until(reply_by), if !inflight.is_empty() => {
+                        tracing::warn!(node = %self.node, "replication: no reply in session {session} within {reply_timeout:?}; giving the stream up");
+                        return session;
+                    }
                     reply = inflight.next(), if !inflight.is_empty() => match reply {
                         Some(Ok(Response::Replicated(ReplicateReply::Acked { up_to }))) => {
+                            sent_at.pop_front();
                             if !self.tell(Event::Acked { node: self.node.clone(), session, up_to }) {
                                 return session;
                             }
@@ -753,10 +870,11 @@ impl Sender {
                         }
                     }
                     _ = tokio::time::sleep_until(heartbeat_at), if room => {
-                        match self.append(client, session, prev, Vec::new()).await {
+                        match self.append(client, session, prev, Vec::new(), reply_timeout).await {
                             Some(rx) => inflight.push_back(rx),
                             None => return session,
                         }
+                        sent_at.push_back(tokio::time::Instant::now());
                         last_sent = Some(tokio::time::Instant::now());
                     }
                 }
@@ -781,8 +899,21 @@ impl Sender {
             })
         };
         let lost = || Error::Unreachable("lost the replica during a snapshot".into());
+        // A part is a whole batch to store, slower than an append: four times the stream's wait.
+        let reply_timeout = self.reply_timeout() * 4;
+        let silent = || {
+            Error::Unreachable(format!(
+                "the replica did not answer a snapshot part within {reply_timeout:?}"
+            ))
+        };
+        // Sends one part; a replica that stops reading fails it within the reply timeout.
+        let send = |request| async move {
+            tokio::time::timeout(reply_timeout, client.start(request))
+                .await
+                .map_err(|_| silent())?
+        };
         let mut inflight = FuturesOrdered::new();
-        inflight.push_back(client.start(part(SnapshotPart::Begin)).await?);
+        inflight.push_back(send(part(SnapshotPart::Begin)).await?);
         let mut cursor = Some(Cursor::start());
         let (mut batches, mut bytes) = (0u64, 0usize);
         loop {
@@ -792,16 +923,15 @@ impl Sender {
                 cursor = batch.next;
                 batches += 1;
                 bytes += batch.writes.iter().map(write_size).sum::<usize>();
-                inflight.push_back(
-                    client
-                        .start(part(SnapshotPart::Batch(batch.writes)))
-                        .await?,
-                );
+                inflight.push_back(send(part(SnapshotPart::Batch(batch.writes))).await?);
             }
             if cursor.is_none() && inflight.is_empty() {
                 break;
             }
-            match inflight.next().await {
+            let reply = tokio::time::timeout(reply_timeout, inflight.next())
+                .await
+                .map_err(|_| silent())?;
+            match reply {
                 Some(Ok(Response::Replicated(ReplicateReply::Stored))) => {}
                 Some(Ok(Response::Replicated(ReplicateReply::Refused(reject)))) => {
                     self.tell(Event::Refused {
@@ -820,8 +950,11 @@ impl Sender {
             }
         }
         drop(snapshot);
-        let finish = client.start(part(SnapshotPart::Finish)).await?;
-        match finish.await {
+        let finish = send(part(SnapshotPart::Finish)).await?;
+        let reply = tokio::time::timeout(reply_timeout, finish)
+            .await
+            .map_err(|_| silent())?;
+        match reply {
             Ok(Response::Replicated(ReplicateReply::Acked { up_to })) => {
                 tracing::info!(
                     node = %self.node,
@@ -859,6 +992,7 @@ impl Sender {
         session: u64,
         prev: LogId,
         entries: Vec<crate::storage::LogEntry>,
+        timeout: Duration,
     ) -> Option<tokio::sync::oneshot::Receiver<Response>> {
         let commit = *self.commit.borrow();
         let request = Request::Replicate(Replicate::Append {
@@ -869,7 +1003,11 @@ impl Sender {
             entries,
             commit,
         });
-        client.start(request).await.ok()
+        // Sending blocks once the replica stops reading; that is a lost stream too.
+        tokio::time::timeout(timeout, client.start(request))
+            .await
+            .ok()?
+            .ok()
     }
 }
 

@@ -90,14 +90,13 @@ struct Driver {
     acked: Option<(u64, LogId)>,
     /// A snapshot install is begun and not finished.
     installing: bool,
+    /// The shard's epochs as the map gave them at start (to rebuild the core's history).
+    epochs: Vec<(u64, Lsn)>,
 }
 
-/// Starts the driver of a replica of `shard` over `store` and returns its inbox.
-pub fn start(
-    shard: ShardId,
-    store: Arc<Store>,
-    epochs: &[(u64, Lsn)],
-) -> Result<mpsc::Sender<Inbound>> {
+/// The replica core as the store's log says it is now, and whether a snapshot install is
+/// half done.
+fn open_core(store: &Store, epochs: &[(u64, Lsn)]) -> Result<(Replica, bool)> {
     let state = store.log_state()?;
     let saved = match store.engine.get(Space::Meta, EPOCH_KEY)? {
         Some(b) => u64::from_be_bytes(
@@ -110,6 +109,16 @@ pub fn start(
     let history = log_history(&state, epochs);
     let core = Replica::new(saved, history, core_id(state.last), state.applied.lsn)
         .map_err(|e| Error::Corrupt(format!("this replica's log: {e}")))?;
+    Ok((core, state.installing_snapshot))
+}
+
+/// Starts the driver of a replica of `shard` over `store` and returns its inbox.
+pub fn start(
+    shard: ShardId,
+    store: Arc<Store>,
+    epochs: &[(u64, Lsn)],
+) -> Result<mpsc::Sender<Inbound>> {
+    let (core, installing) = open_core(&store, epochs)?;
     let (tx, rx) = mpsc::channel(INBOX);
     let driver = Driver {
         shard,
@@ -117,7 +126,8 @@ pub fn start(
         store,
         waiting: VecDeque::new(),
         acked: None,
-        installing: state.installing_snapshot,
+        installing,
+        epochs: epochs.to_vec(),
     };
     tokio::spawn(driver.run(rx));
     Ok(tx)
@@ -141,8 +151,11 @@ impl Driver {
                             tracing::error!("replica: {e}");
                         }
                     }
-                    Some(Ok(Err(e))) => tracing::error!("replica: an append failed: {e}"),
-                    Some(Err(_)) => tracing::error!("replica: the committer stopped before an append was durable"),
+                    Some(Ok(Err(e))) => self.append_failed(e, &mut persisting),
+                    Some(Err(_)) => self.append_failed(
+                        Error::Io("the committer stopped before an append was durable".into()),
+                        &mut persisting,
+                    ),
                     None => {}
                 },
             }
@@ -197,7 +210,15 @@ impl Driver {
                     return;
                 }
                 let ids: Vec<LogId> = entries.iter().map(|e| core_id(e.id())).collect();
-                let end = prev.lsn + entries.len() as Lsn;
+                // Network input: a batch whose end would overflow is malformed.
+                let Some(end) = u64::try_from(entries.len())
+                    .ok()
+                    .and_then(|n| prev.lsn.checked_add(n))
+                else {
+                    let why = format!("a batch of {} entries after {prev}", entries.len());
+                    let _ = reply.send(Ok(ReplicateReply::Refused(Reject::Malformed(why))));
+                    return;
+                };
                 let actions = self.core.step(Event::Batch {
                     session,
                     epoch,
@@ -370,6 +391,27 @@ impl Driver {
 
     /// Answers the requests the newest ack covers, and those of older sessions (their primary
     /// no longer counts them) with it.
+    /// An append did not become durable, but the core already counts its entries as its
+    /// last: every later batch would be a gap. What waits is answered with the error (the
+    /// primary then drops the stream and redials), and the core is rebuilt from the log as
+    /// it is, so the next stream's Open reports the true last entry and catch-up starts there.
+    fn append_failed(&mut self, e: Error, persisting: &mut Persisting) {
+        tracing::error!("replica: an append failed: {e}; rebuilding from the log");
+        for w in self.waiting.drain(..) {
+            let _ = w.reply.send(Err(e.clone()));
+        }
+        // Appends after the failed one are not counted on: the rebuild reads what is durable.
+        *persisting = FuturesUnordered::new();
+        self.acked = None;
+        match open_core(&self.store, &self.epochs) {
+            Ok((core, installing)) => {
+                self.core = core;
+                self.installing = installing;
+            }
+            Err(e) => tracing::error!("replica: cannot rebuild from the log: {e}"),
+        }
+    }
+
     fn answer(&mut self) {
         let Some((session, up_to)) = self.acked else {
             return;

@@ -106,6 +106,8 @@ pub struct Committer {
     /// only, so what the node keeps for itself (its gateway's row-id blocks) is written beside
     /// the log ([`Committer::set_foreign`]).
     foreign: AtomicBool,
+    /// Asked before a transaction reads the shard's data, once set.
+    read_gate: OnceLock<Gate>,
     /// How many commits and fsyncs the committer has done.
     pub stats: Arc<CommitStats>,
 }
@@ -129,6 +131,7 @@ impl Committer {
             wal: OnceLock::new(),
             gate: OnceLock::new(),
             foreign: AtomicBool::new(false),
+            read_gate: OnceLock::new(),
             stats,
         }
     }
@@ -151,6 +154,7 @@ impl Committer {
             wal,
             gate: OnceLock::new(),
             foreign: AtomicBool::new(false),
+            read_gate: OnceLock::new(),
             stats,
         }
     }
@@ -195,6 +199,19 @@ impl Committer {
     /// Whether the log belongs to another node (see [`Committer::set_foreign`]).
     pub fn is_foreign(&self) -> bool {
         self.foreign.load(Ordering::Acquire)
+    }
+
+    /// Sets the check asked before a transaction of this node starts to read or write the
+    /// shard's data (once; later calls are ignored): see [`Committer::read_refusal`].
+    pub fn set_read_gate(&self, gate: Gate) {
+        let _ = self.read_gate.set(gate);
+    }
+
+    /// Why the shard's data must not be read now, if it must not: a restarted primary whose
+    /// log holds entries not yet applied (some may have been acknowledged) would serve rows
+    /// that miss them.
+    pub fn read_refusal(&self) -> Option<Error> {
+        self.read_gate.get().and_then(|gate| gate())
     }
 
     /// Whether the committer runs in WAL mode.
