@@ -157,6 +157,10 @@ pub struct TwoPhase {
     pub stats: TwoPhaseStats,
     /// Commits still being sent to participants after the client's answer.
     finishing: AtomicU64,
+    /// The last LSN of the log when [`TwoPhase::load`] read the store. A primary that
+    /// restarted applies its old tail (entries after its applied LSN) only once its in-sync set
+    /// holds them, after the load: a decision record in that tail is not in `decisions`.
+    loaded_tail: AtomicU64,
 }
 
 /// Counts a background finish while it runs (see [`TwoPhase::finishing`]).
@@ -187,6 +191,7 @@ impl TwoPhase {
             origin: Instant::now(),
             stats: TwoPhaseStats::default(),
             finishing: AtomicU64::new(0),
+            loaded_tail: AtomicU64::new(0),
         }
     }
 
@@ -215,6 +220,8 @@ impl TwoPhase {
     pub async fn load(&self) -> Result<()> {
         let engine = self.mgr.store.engine.clone();
         let now = self.now();
+        let tail = self.mgr.store.log_state()?.last.lsn;
+        self.loaded_tail.store(tail, Ordering::Release);
         for kv in engine.scan_prefix(Space::Txn, b"d") {
             let (key, value) = kv?;
             let gid = gid_of(&key)?;
@@ -240,6 +247,17 @@ impl TwoPhase {
             lock(&self.prepared).insert(gid, Prepared::new(record, txn, true));
         }
         Ok(())
+    }
+
+    /// On a node that runs as a replica: forgets the prepared transactions (releasing their
+    /// locks) and the decision records [`TwoPhase::load`] read from the store. They are the
+    /// replica's copy of its primary's, which resolves them and collects them, and whose log
+    /// the copy follows; the replica answers none of them itself (DESIGN §6.2: a replica takes
+    /// them up, locks first, only when it is promoted). Returns how many of each it forgot.
+    pub fn forget_loaded(&self) -> (usize, usize) {
+        let prepared = std::mem::take(&mut *lock(&self.prepared));
+        let decisions = std::mem::take(&mut *lock(&self.decisions));
+        (prepared.len(), decisions.len())
     }
 
     /// The open participant transaction `gid`, begun with `age` if it is new.
@@ -427,6 +445,9 @@ impl TwoPhase {
             Resolve::Known(o) => Ok(Some(o)),
             Resolve::Pending => Ok(None),
             Resolve::WriteAborted => {
+                if let Some(known) = self.decision_in_tail(gid)? {
+                    return Ok(known);
+                }
                 drop(self.take_open(gid));
                 let this = self.clone();
                 let task = tokio::spawn(async move {
@@ -441,6 +462,51 @@ impl TwoPhase {
                 Ok(Some(Outcome::Aborted))
             }
         }
+    }
+
+    /// With no record of `gid` in memory (its state is `Aborting`, just claimed by
+    /// [`TwoPhase::resolve`]): what the old tail of the log says, if it may say anything. While
+    /// the tail is not applied yet, nobody can know (`Some(None)`: ask again); once it is, a
+    /// decision record found in the store came from it and is taken up. `None`: there is no
+    /// record, abort.
+    fn decision_in_tail(&self, gid: Gid) -> Result<Option<Option<Outcome>>> {
+        let undo = |this: &Self| lock(&this.decisions).aborted(gid, false, this.now());
+        let applied = match self.mgr.store.applied_lsn() {
+            Ok(lsn) => lsn,
+            Err(e) => {
+                undo(self);
+                return Err(e);
+            }
+        };
+        if applied < self.loaded_tail.load(Ordering::Acquire) {
+            undo(self);
+            return Ok(Some(None));
+        }
+        let stored = match self.mgr.store.engine.get(Space::Txn, &decision_key(gid)) {
+            Ok(v) => v,
+            Err(e) => {
+                undo(self);
+                return Err(e);
+            }
+        };
+        let Some(value) = stored else {
+            return Ok(None);
+        };
+        let record: Record = match postcard::from_bytes(&value) {
+            Ok(r) => r,
+            Err(e) => {
+                undo(self);
+                return Err(Error::Corrupt(format!("decision record {gid}: {e}")));
+            }
+        };
+        let outcome = record.outcome();
+        tracing::info!(
+            gid,
+            ?outcome,
+            "found the decision in the log's tail committed after the restart"
+        );
+        lock(&self.decisions).load(gid, record, self.now());
+        Ok(Some(Some(outcome)))
     }
 
     /// As the anchor: drops the record of `gid`, once every participant has applied it.
