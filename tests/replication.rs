@@ -16,21 +16,12 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use common::{connect, sqlstate, TestCluster};
+use common::{connect, same_copy, sqlstate, status_of, TestCluster};
 use ddb::client::Client;
 use ddb::cluster::map::ClusterMap;
-use ddb::protocol::{NodeStatus, Request, Response};
+use ddb::protocol::{Request, Response};
 
 const SCHEMA: &str = "CREATE TABLE t (k BIGINT PRIMARY KEY, v BIGINT NOT NULL)";
-
-/// The status of the node at `addr`, if it answers within 2 s.
-async fn status_of(addr: &str) -> Option<NodeStatus> {
-    let client = Client::connect(addr, Duration::from_secs(2)).await.ok()?;
-    match tokio::time::timeout(Duration::from_secs(2), client.call(Request::Status)).await {
-        Ok(Ok(Response::Status(s))) => Some(s),
-        _ => None,
-    }
-}
 
 /// The map of the node at `addr`.
 async fn map_of(addr: &str) -> Option<ClusterMap> {
@@ -55,22 +46,6 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     false
-}
-
-/// Whether `replica` has applied all of `primary`'s log and holds the same rows.
-async fn same_copy(cluster: &TestCluster, primary: &str, replica: &str) -> bool {
-    let (Some(p), Some(r)) = (
-        status_of(&cluster.rpc_addr(primary)).await,
-        status_of(&cluster.rpc_addr(replica)).await,
-    ) else {
-        return false;
-    };
-    p.applied_lsn > 0
-        && p.applied_lsn == p.lsn
-        && r.applied_lsn == p.applied_lsn
-        && r.lsn == p.lsn
-        && r.checksum == p.checksum
-        && r.keys == p.keys
 }
 
 /// The in-sync set of shard 1, as the map on `node` has it.
