@@ -698,4 +698,46 @@ mod tests {
             .next()
             .is_none());
     }
+
+    #[tokio::test]
+    async fn a_decision_in_the_tail_a_restarted_primary_applies_later_answers_and_is_not_aborted() {
+        let dir = tempfile::tempdir().unwrap();
+        let mgr = manager(dir.path());
+        mgr.store.use_wal().unwrap();
+        let before = Arc::new(TwoPhase::new(mgr.clone()));
+        let mut t = mgr.begin(None);
+        t.put(1, row(1, 6), b"v".to_vec()).await.unwrap();
+        // The anchor's entry (its row and COMMITTED) is durable in the log but waits for the
+        // in-sync set, which does not hold it before the primary dies.
+        let _pending =
+            tokio::spawn(async move { before.commit_anchor(11, t, vec![0, 1], None).await });
+        let mut durable = mgr.store.committer.durable().unwrap();
+        tokio::time::timeout(Duration::from_secs(10), durable.wait_for(|id| id.lsn >= 1))
+            .await
+            .expect("the entry is durable")
+            .unwrap();
+        // The restarted primary loads its 2PC state from what is applied: not that entry.
+        let tp = Arc::new(TwoPhase::new(mgr.clone()));
+        tp.load().await.unwrap();
+        let resolve = || tokio::time::timeout(Duration::from_secs(5), tp.resolve(11));
+        // Before the tail is applied, nobody can know: ask again (an ABORTED record would
+        // contradict the COMMITTED one the tail is about to apply).
+        assert_eq!(resolve().await.expect("an answer").unwrap(), None);
+        let tail = mgr.store.log_state().unwrap().last.lsn;
+        mgr.store
+            .committer
+            .commit_to(tail)
+            .unwrap()
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            resolve().await.expect("an answer").unwrap(),
+            Some(Outcome::Committed)
+        );
+        assert_eq!(
+            mgr.store.engine.get(Space::Data, &row(1, 6)).unwrap(),
+            Some(b"v".to_vec())
+        );
+    }
 }
