@@ -216,23 +216,68 @@ impl TwoPhase {
     }
 
     /// Reloads prepared transactions (re-acquiring their locks) and decision records from the
-    /// store. Runs before the node serves any statement, so the locks are free.
+    /// store, as they stand at the end of its log. Runs before the node serves any statement,
+    /// so the locks are free.
+    ///
+    /// A restarted primary of a replicated shard has a tail of entries after its applied LSN
+    /// (appended, some even committed and answered before the crash: applying does not fsync).
+    /// Its in-sync set will hold them and it applies them, after this: so the tail's `txn`
+    /// space writes are laid over the applied records here, or a transaction whose vote was
+    /// sent would be forgotten (its commit later finding nothing prepared, its locks not held)
+    /// and a decision would be missed.
     pub async fn load(&self) -> Result<()> {
         let engine = self.mgr.store.engine.clone();
         let now = self.now();
-        let tail = self.mgr.store.log_state()?.last.lsn;
-        self.loaded_tail.store(tail, Ordering::Release);
-        for kv in engine.scan_prefix(Space::Txn, b"d") {
-            let (key, value) = kv?;
-            let gid = gid_of(&key)?;
-            let record: Record = postcard::from_bytes(&value)
+        let state = self.mgr.store.log_state()?;
+        self.loaded_tail.store(state.last.lsn, Ordering::Release);
+        let mut records: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+        for prefix in [b"d", b"p"] {
+            for kv in engine.scan_prefix(Space::Txn, prefix) {
+                let (key, value) = kv?;
+                records.insert(key, value);
+            }
+        }
+        let mut from = state.applied.lsn + 1;
+        while from <= state.last.lsn {
+            let crate::storage::LogRead::Entries(entries) =
+                crate::storage::record::read_entries(engine.as_ref(), from, 4 << 20)?
+            else {
+                return Err(Error::Corrupt(format!(
+                    "the log's unapplied tail from {from} was truncated"
+                )));
+            };
+            let Some(last) = entries.last() else {
+                break;
+            };
+            from = last.lsn + 1;
+            for entry in entries {
+                for write in entry.writes {
+                    match write {
+                        Write::Put(Space::Txn, key, value) => {
+                            records.insert(key, value);
+                        }
+                        Write::Delete(Space::Txn, key) => {
+                            records.remove(&key);
+                        }
+                        Write::DeleteRange(Space::Txn, ..) => {
+                            return Err(Error::Corrupt(
+                                "a range delete of the txn space in the log's tail".into(),
+                            ))
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        for (key, value) in records.range(b"d".to_vec()..b"e".to_vec()) {
+            let gid = gid_of(key)?;
+            let record: Record = postcard::from_bytes(value)
                 .map_err(|e| Error::Corrupt(format!("decision record {gid}: {e}")))?;
             lock(&self.decisions).load(gid, record, now);
         }
-        for kv in engine.scan_prefix(Space::Txn, b"p") {
-            let (key, value) = kv?;
-            let gid = gid_of(&key)?;
-            let record: PreparedRecord = postcard::from_bytes(&value)
+        for (key, value) in records.range(b"p".to_vec()..b"q".to_vec()) {
+            let gid = gid_of(key)?;
+            let record: PreparedRecord = postcard::from_bytes(value)
                 .map_err(|e| Error::Corrupt(format!("prepared record {gid}: {e}")))?;
             let mut txn = self.mgr.begin(Some(record.age));
             for (resource, mode) in &record.locks {
@@ -700,41 +745,61 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_decision_in_the_tail_a_restarted_primary_applies_later_answers_and_is_not_aborted() {
+    async fn a_restarted_primary_loads_the_2pc_records_of_its_unapplied_tail() {
         let dir = tempfile::tempdir().unwrap();
         let mgr = manager(dir.path());
         mgr.store.use_wal().unwrap();
         let before = Arc::new(TwoPhase::new(mgr.clone()));
+        // An anchor's entry (its row and COMMITTED), then a participant's prepared record:
+        // durable in the log, waiting for the in-sync set when the primary dies.
         let mut t = mgr.begin(None);
         t.put(1, row(1, 6), b"v".to_vec()).await.unwrap();
-        // The anchor's entry (its row and COMMITTED) is durable in the log but waits for the
-        // in-sync set, which does not hold it before the primary dies.
-        let _pending =
-            tokio::spawn(async move { before.commit_anchor(11, t, vec![0, 1], None).await });
+        let anchor = before.clone();
+        let _committing =
+            tokio::spawn(async move { anchor.commit_anchor(11, t, vec![0, 1], None).await });
         let mut durable = mgr.store.committer.durable().unwrap();
-        tokio::time::timeout(Duration::from_secs(10), durable.wait_for(|id| id.lsn >= 1))
-            .await
-            .expect("the entry is durable")
-            .unwrap();
-        // The restarted primary loads its 2PC state from what is applied: not that entry.
-        let tp = Arc::new(TwoPhase::new(mgr.clone()));
+        let wait = |durable: &mut tokio::sync::watch::Receiver<crate::storage::LogId>, lsn| {
+            let durable = durable.clone();
+            async move {
+                let mut durable = durable;
+                tokio::time::timeout(
+                    Duration::from_secs(10),
+                    durable.wait_for(|id| id.lsn >= lsn),
+                )
+                .await
+                .expect("the entry is durable")
+                .map(|_| ())
+                .unwrap();
+            }
+        };
+        wait(&mut durable, 1).await;
+        let mut t = mgr.begin(None);
+        t.put(1, row(1, 7), b"w".to_vec()).await.unwrap();
+        let _preparing = tokio::spawn(async move { before.prepare(13, t, 2, vec![0, 2]).await });
+        wait(&mut durable, 2).await;
+        assert_eq!(mgr.store.applied_lsn().unwrap(), 0);
+        // The restarted primary (a new lock table over the same store) loads its 2PC state
+        // before the tail is applied.
+        let restarted = Arc::new(TxnManager::new(
+            mgr.store.clone(),
+            Duration::from_millis(200),
+        ));
+        let tp = Arc::new(TwoPhase::new(restarted));
         tp.load().await.unwrap();
-        let resolve = || tokio::time::timeout(Duration::from_secs(5), tp.resolve(11));
-        // Before the tail is applied, nobody can know: ask again (an ABORTED record would
-        // contradict the COMMITTED one the tail is about to apply).
-        assert_eq!(resolve().await.expect("an answer").unwrap(), None);
-        let tail = mgr.store.log_state().unwrap().last.lsn;
+        assert!(tp.is_prepared(13), "the tail's prepared record is reloaded");
+        let answer = tokio::time::timeout(Duration::from_secs(5), tp.resolve(11));
+        assert_eq!(
+            answer.await.expect("an answer").unwrap(),
+            Some(Outcome::Committed),
+            "the tail's decision answers (an ABORTED record would contradict it)"
+        );
         mgr.store
             .committer
-            .commit_to(tail)
+            .commit_to(2)
             .unwrap()
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(
-            resolve().await.expect("an answer").unwrap(),
-            Some(Outcome::Committed)
-        );
         assert_eq!(
             mgr.store.engine.get(Space::Data, &row(1, 6)).unwrap(),
             Some(b"v".to_vec())
