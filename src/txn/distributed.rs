@@ -378,6 +378,12 @@ impl TwoPhase {
     /// counts as prepared for the anchor's garbage collection) until the outcome is durable,
     /// and the step runs to its end even if the caller goes away.
     async fn apply(self: &Arc<Self>, gid: Gid, outcome: Outcome) -> Result<bool> {
+        // A refused commit would drop the transaction, and its locks, for good while its
+        // record stays prepared (a restarted primary refuses writes until its in-sync set
+        // holds its old tail): ask again later instead.
+        if let Some(refusal) = self.mgr.store.committer.refusal() {
+            return Err(refusal);
+        }
         let (txn, mut writes) = {
             let mut prepared = lock(&self.prepared);
             let Some(p) = prepared.get_mut(&gid) else {
