@@ -1,27 +1,34 @@
 //! The bank test: transfers across three shards under `kill -9`.
 //!
-//! 30 accounts spread over 3 shards; 8 clients do random transfers over the PostgreSQL
+//! 30 accounts spread over 3 shards; clients do random transfers over the PostgreSQL
 //! protocol (`BEGIN; UPDATE; UPDATE; INSERT INTO ledger; COMMIT`) while 2 others read
-//! `SELECT sum(balance)`. Meanwhile random nodes are killed with SIGKILL and restarted,
-//! including the gateways the clients use; a client whose node dies reconnects to another one.
-//! A transfer that was definitely rolled back (an error before COMMIT, or an error with any
-//! SQLSTATE but 40003 at COMMIT) is retried as a new transfer; one whose outcome is unknown
-//! (40003, or the connection lost during COMMIT) is not. Each kill waits for the cluster to
-//! have made progress since the last restart, and looks for the in-doubt transactions it left.
+//! `SELECT sum(balance)`. Meanwhile nodes are killed with SIGKILL and restarted, including the
+//! gateways the clients use; a client whose node dies reconnects to another one. A transfer
+//! that was definitely rolled back (an error before COMMIT, or an error with any SQLSTATE but
+//! 40003 at COMMIT) is retried as a new transfer; one whose outcome is unknown (40003, or the
+//! connection lost during COMMIT) is not. Each kill waits for the cluster to have made
+//! progress since the last restart.
 //!
-//! At the end: every reader saw the right total, the total is conserved, the kills left
-//! transactions in doubt and all were resolved, nothing is locked, and the ledger matches the
-//! balances exactly: every acknowledged transfer is in it with its accounts and amount, none
-//! that failed with a definite error is, and it holds no transfer that was never attempted.
+//! Two clusters: three nodes of one copy each, any of them killed (the kills must leave
+//! transactions in doubt, all resolved); and three shards of two copies (DESIGN §6.1, `sync`),
+//! where every shard's replica is killed, leaves the in-sync set while its shard's writes go
+//! on, is restarted and rejoins, and one primary is killed (no promotion yet: its shard's
+//! transfers fail until it is back, none begun while it is down is acknowledged).
+//!
+//! At the end: every reader saw the right total, the total is conserved, nothing is in doubt
+//! or locked, and the ledger matches the balances exactly: every acknowledged transfer is in it
+//! with its accounts and amount, none that failed with a definite error is, and it holds no
+//! transfer that was never attempted. With copies, each replica holds exactly its primary's
+//! rows (the same applied LSN, row count and checksum).
 
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use common::{sqlstate, try_connect, wait_until, TestCluster};
+use common::{same_copy, sqlstate, status_of, try_connect, wait_until, TestCluster};
 
 const ACCOUNTS_PER_SHARD: usize = 10;
 const INITIAL: i64 = 1000;
@@ -34,9 +41,11 @@ const STATEMENT_LIMIT: Duration = Duration::from_secs(30);
 struct Outcomes {
     /// Transfers whose COMMIT was acknowledged: id → (src, dst, amount).
     committed: BTreeMap<i64, (i64, i64, i64)>,
+    /// When each acknowledged transfer sent its BEGIN and when its COMMIT was answered.
+    acked_at: BTreeMap<i64, (Instant, Instant)>,
     /// Transfers that definitely did not commit (failed before COMMIT, or at COMMIT with
-    /// anything but 40003 or a lost connection).
-    failed: BTreeSet<i64>,
+    /// anything but 40003 or a lost connection): id → (src, dst, amount).
+    failed: BTreeMap<i64, (i64, i64, i64)>,
     /// Transfers whose outcome the client could not know.
     unknown: BTreeSet<i64>,
     /// Why outcomes were unknown, and a few reasons for rollbacks (printed at the end).
@@ -138,12 +147,14 @@ async fn writer(
         loop {
             seq += 1;
             let id = n as i64 * 1_000_000 + seq;
+            let began = Instant::now();
             let step = transfer(&c, id, src, dst, amount).await;
             let done = {
                 let mut o = outcomes.lock().unwrap();
                 match step {
                     Step::Committed => {
                         o.committed.insert(id, (src, dst, amount));
+                        o.acked_at.insert(id, (began, Instant::now()));
                         true
                     }
                     Step::Unknown(why) => {
@@ -152,7 +163,7 @@ async fn writer(
                         true
                     }
                     Step::RolledBack(why) => {
-                        o.failed.insert(id);
+                        o.failed.insert(id, (src, dst, amount));
                         if o.failed.len() % 500 == 1 {
                             o.reasons.push(format!("rolled back: {why}"));
                         }
@@ -174,22 +185,6 @@ async fn writer(
         if c.is_closed() {
             (c, at) = connect_any(&ports, at + 1).await;
         }
-    }
-}
-
-/// Waits until at least `n` transfers have committed (60 s at most).
-async fn wait_for_progress(outcomes: &Mutex<Outcomes>, n: usize) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let now = outcomes.lock().unwrap().committed.len();
-        if now >= n {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no progress: {now} of {n} transfers committed after 60 s"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -220,60 +215,278 @@ async fn reader(n: usize, ports: Vec<u16>, total: i64, stop: Arc<AtomicBool>) ->
     (reads, wrong)
 }
 
+/// A bank on a running cluster: its accounts, their total, and the load that moves money
+/// between them (writers and readers spread over the gateways `ports`).
+struct Bank {
+    ports: Vec<u16>,
+    accounts: Arc<Vec<i64>>,
+    total: i64,
+    stop: Arc<AtomicBool>,
+    outcomes: Arc<Mutex<Outcomes>>,
+    writers: Vec<tokio::task::JoinHandle<()>>,
+    readers: Vec<tokio::task::JoinHandle<(u64, Vec<i64>)>>,
+}
+
+impl Bank {
+    /// Creates the tables, gives every account `INITIAL`, and starts `writers` writers (the
+    /// n-th first connects to gateway n, modulo their number) and `READERS` readers.
+    async fn open(ports: Vec<u16>, accounts: Vec<i64>, writers: u64) -> Bank {
+        let total = INITIAL * accounts.len() as i64;
+        {
+            let (c, _) = connect_any(&ports, 0).await;
+            c.batch_execute(
+                "CREATE TABLE accounts (id BIGINT PRIMARY KEY, balance BIGINT NOT NULL); \
+                 CREATE TABLE ledger (id BIGINT PRIMARY KEY, src BIGINT NOT NULL, dst BIGINT NOT NULL, amount BIGINT NOT NULL)",
+            )
+            .await
+            .unwrap();
+            let values: Vec<String> = accounts
+                .iter()
+                .map(|a| format!("({a}, {INITIAL})"))
+                .collect();
+            c.batch_execute(&format!(
+                "INSERT INTO accounts VALUES {}",
+                values.join(", ")
+            ))
+            .await
+            .unwrap();
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let outcomes = Arc::new(Mutex::new(Outcomes::default()));
+        let accounts = Arc::new(accounts);
+        let writers = (0..writers)
+            .map(|n| {
+                tokio::spawn(writer(
+                    n,
+                    ports.clone(),
+                    accounts.clone(),
+                    stop.clone(),
+                    outcomes.clone(),
+                ))
+            })
+            .collect();
+        let readers = (0..READERS)
+            .map(|n| tokio::spawn(reader(n, ports.clone(), total, stop.clone())))
+            .collect();
+        Bank {
+            ports,
+            accounts,
+            total,
+            stop,
+            outcomes,
+            writers,
+            readers,
+        }
+    }
+
+    /// Acknowledged transfers that touch one of `accounts`.
+    fn committed_touching(&self, accounts: &[i64]) -> usize {
+        let o = self.outcomes.lock().unwrap();
+        touching(o.committed.values(), accounts)
+    }
+
+    /// Attempts that touched one of `accounts` and were definitely rolled back.
+    fn failed_touching(&self, accounts: &[i64]) -> usize {
+        let o = self.outcomes.lock().unwrap();
+        touching(o.failed.values(), accounts)
+    }
+
+    /// Waits until `more` transfers touching one of `accounts` have been acknowledged since
+    /// the call (60 s at most).
+    async fn progress_on(&self, accounts: &[i64], more: usize) {
+        let from = self.committed_touching(accounts);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let now = self.committed_touching(accounts);
+            if now >= from + more {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no progress: {} of {more} transfers committed after 60 s",
+                now - from
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until `more` transfers have been acknowledged since the call (60 s at most).
+    async fn progress(&self, more: usize) {
+        let all = self.accounts.clone();
+        self.progress_on(&all, more).await;
+    }
+
+    /// Stops the load; asserts that every reader saw the right total; the sums read.
+    async fn stop(&mut self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        for w in self.writers.drain(..) {
+            w.await.expect("a writer panicked");
+        }
+        let mut reads = 0;
+        for r in self.readers.drain(..) {
+            let (n, wrong) = r.await.expect("a reader panicked");
+            assert!(
+                wrong.is_empty(),
+                "a reader saw wrong totals: {wrong:?} (want {})",
+                self.total
+            );
+            reads += n;
+        }
+        reads
+    }
+
+    /// With the load stopped: the total is conserved, nothing is locked, the ledger explains
+    /// every balance, every acknowledged transfer is in it with its accounts and amount, none
+    /// that failed definitely is, and it holds no transfer that was never attempted.
+    async fn check(&self, reads: u64) {
+        let (c, _) = connect_any(&self.ports, 0).await;
+        let sum: i64 = c
+            .query_one("SELECT sum(balance) FROM accounts", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(sum, self.total, "the total is conserved");
+        // No lock remains anywhere: one statement that writes every account, and one that
+        // writes every ledger row, commit at once (a lock left behind would fail them after
+        // the lock timeout).
+        statement(&c, "UPDATE accounts SET balance = balance")
+            .await
+            .unwrap();
+        statement(&c, "UPDATE ledger SET amount = amount")
+            .await
+            .unwrap();
+
+        let mut balances: BTreeMap<i64, i64> = BTreeMap::new();
+        for row in c
+            .query("SELECT id, balance FROM accounts", &[])
+            .await
+            .unwrap()
+        {
+            balances.insert(row.get(0), row.get(1));
+        }
+        let mut expected: BTreeMap<i64, i64> =
+            self.accounts.iter().map(|&a| (a, INITIAL)).collect();
+        let mut ledger = BTreeMap::new();
+        for row in c
+            .query("SELECT id, src, dst, amount FROM ledger", &[])
+            .await
+            .unwrap()
+        {
+            let (id, src, dst, amount): (i64, i64, i64, i64) =
+                (row.get(0), row.get(1), row.get(2), row.get(3));
+            ledger.insert(id, (src, dst, amount));
+            *expected.get_mut(&src).expect("ledger names an account") -= amount;
+            *expected.get_mut(&dst).expect("ledger names an account") += amount;
+        }
+        assert_eq!(
+            balances, expected,
+            "the ledger explains every balance exactly"
+        );
+
+        let o = self.outcomes.lock().unwrap();
+        let wrong: Vec<_> = o
+            .committed
+            .iter()
+            .filter(|(id, t)| ledger.get(id) != Some(t))
+            .map(|(id, t)| (id, t, ledger.get(id)))
+            .collect();
+        assert!(
+            wrong.is_empty(),
+            "acknowledged transfers lost or changed, (id, sent, in the ledger): {wrong:?}"
+        );
+        let phantom: Vec<_> = o
+            .failed
+            .keys()
+            .filter(|id| ledger.contains_key(id))
+            .collect();
+        assert!(
+            phantom.is_empty(),
+            "transfers that failed definitely were applied: {phantom:?}"
+        );
+        let never: Vec<_> = ledger
+            .keys()
+            .filter(|id| {
+                !o.committed.contains_key(id)
+                    && !o.unknown.contains(id)
+                    && !o.failed.contains_key(id)
+            })
+            .collect();
+        assert!(never.is_empty(), "ledger rows never attempted: {never:?}");
+        let unknown_applied = o
+            .unknown
+            .iter()
+            .filter(|id| ledger.contains_key(id))
+            .count();
+        eprintln!(
+            "bank: {} committed, {} rolled back and retried, {} unknown ({} of them applied), {reads} consistent sums",
+            o.committed.len(),
+            o.failed.len(),
+            o.unknown.len(),
+            unknown_applied
+        );
+        for r in &o.reasons {
+            eprintln!("  {r}");
+        }
+        assert!(
+            o.committed.len() > 50,
+            "too little work got done to mean anything"
+        );
+        assert!(reads > 10, "too few sums were read");
+    }
+}
+
+/// How many of `transfers` move money from or to one of `accounts`.
+fn touching<'a>(transfers: impl Iterator<Item = &'a (i64, i64, i64)>, accounts: &[i64]) -> usize {
+    transfers
+        .filter(|(src, dst, _)| accounts.contains(src) || accounts.contains(dst))
+        .count()
+}
+
+/// Runs `f` on the cluster off the async threads (the CLI and `kill` block).
+async fn blocking<T: Send + 'static>(
+    cluster: &Arc<TestCluster>,
+    f: impl FnOnce(&TestCluster) -> T + Send + 'static,
+) -> T {
+    let c = cluster.clone();
+    tokio::task::spawn_blocking(move || f(&c))
+        .await
+        .expect("a blocking step panicked")
+}
+
+/// Waits until no node has a transaction in doubt (every node of `cluster` up, 30 s at most).
+async fn assert_all_resolved(cluster: &Arc<TestCluster>) {
+    let resolved = blocking(cluster, |c| {
+        wait_until(Duration::from_secs(30), || {
+            let (_, status) = c.status();
+            status.iter().all(|n| n["prepared"] == 0)
+        })
+    })
+    .await;
+    assert!(
+        resolved,
+        "transactions stayed prepared:\n{}",
+        cluster.logs()
+    );
+}
+
+const ENV: [(&str, &str); 2] = [
+    ("DDB_PREPARED_TIMEOUT_MS", "500"),
+    ("DDB_LOCK_TIMEOUT_MS", "2000"),
+];
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn transfers_across_shards_survive_kill_9_of_any_node() {
-    let env = [
-        ("DDB_PREPARED_TIMEOUT_MS", "500"),
-        ("DDB_LOCK_TIMEOUT_MS", "2000"),
-    ];
     let cluster = Arc::new(TestCluster::new("bank", 3));
-    cluster.init_env(&env);
+    cluster.init_env(&ENV);
     let mut accounts = Vec::new();
     for node in ["n1", "n2", "n3"] {
         accounts.extend(cluster.keys_on(node, ACCOUNTS_PER_SHARD));
     }
-    let total = INITIAL * accounts.len() as i64;
     let ports: Vec<u16> = ["n1", "n2", "n3"]
         .iter()
         .map(|n| cluster.sql_port(n))
         .collect();
-    {
-        let (c, _) = connect_any(&ports, 0).await;
-        c.batch_execute(
-            "CREATE TABLE accounts (id BIGINT PRIMARY KEY, balance BIGINT NOT NULL); \
-             CREATE TABLE ledger (id BIGINT PRIMARY KEY, src BIGINT NOT NULL, dst BIGINT NOT NULL, amount BIGINT NOT NULL)",
-        )
-        .await
-        .unwrap();
-        let values: Vec<String> = accounts
-            .iter()
-            .map(|a| format!("({a}, {INITIAL})"))
-            .collect();
-        c.batch_execute(&format!(
-            "INSERT INTO accounts VALUES {}",
-            values.join(", ")
-        ))
-        .await
-        .unwrap();
-    }
-
-    let stop = Arc::new(AtomicBool::new(false));
-    let outcomes = Arc::new(Mutex::new(Outcomes::default()));
-    let accounts = Arc::new(accounts);
-    let writers: Vec<_> = (0..WRITERS)
-        .map(|n| {
-            tokio::spawn(writer(
-                n,
-                ports.clone(),
-                accounts.clone(),
-                stop.clone(),
-                outcomes.clone(),
-            ))
-        })
-        .collect();
-    let readers: Vec<_> = (0..READERS)
-        .map(|n| tokio::spawn(reader(n, ports.clone(), total, stop.clone())))
-        .collect();
+    let mut bank = Bank::open(ports, accounts, WRITERS).await;
 
     // Kill and restart nodes: every node once (n1, the first gateway, first), then two more
     // chosen at random. Each kill waits until transfers committed since the last restart, and
@@ -283,16 +496,10 @@ async fn transfers_across_shards_survive_kill_9_of_any_node() {
     for _ in 0..2 {
         victims.push(["n1", "n2", "n3"][rng.below(3) as usize]);
     }
-    let committed = |o: &Mutex<Outcomes>| o.lock().unwrap().committed.len();
     let mut in_doubt = Vec::new();
     for victim in victims {
-        wait_for_progress(
-            &outcomes,
-            committed(&outcomes) + 20 + rng.below(20) as usize,
-        )
-        .await;
-        let c = cluster.clone();
-        let seen = tokio::task::spawn_blocking(move || {
+        bank.progress(20 + rng.below(20) as usize).await;
+        let seen = blocking(&cluster, move |c| {
             c.kill(victim);
             // The most prepared transactions seen on the live nodes within a second.
             let mut most = 0;
@@ -306,139 +513,160 @@ async fn transfers_across_shards_survive_kill_9_of_any_node() {
                         .sum::<i64>(),
                 );
             }
-            c.init_env(&env);
+            c.init_env(&ENV);
             most
         })
-        .await
-        .unwrap();
+        .await;
         eprintln!("killed and restarted {victim}; {seen} transactions in doubt");
         in_doubt.push(seen);
     }
     // The cluster works after the last restart.
-    wait_for_progress(&outcomes, committed(&outcomes) + 20).await;
-    stop.store(true, Ordering::Relaxed);
-    for w in writers {
-        w.await.expect("a writer panicked");
-    }
-    let mut reads = 0;
-    for r in readers {
-        let (n, wrong) = r.await.expect("a reader panicked");
-        assert!(
-            wrong.is_empty(),
-            "a reader saw wrong totals: {wrong:?} (want {total})"
-        );
-        reads += n;
-    }
-
+    bank.progress(20).await;
+    let reads = bank.stop().await;
     // Recovery resolves everything in doubt.
-    let c2 = cluster.clone();
-    let resolved = tokio::task::spawn_blocking(move || {
-        wait_until(Duration::from_secs(30), || {
-            let (_, status) = c2.status();
-            status.len() == 3 && status.iter().all(|n| n["prepared"] == 0)
-        })
-    })
-    .await
-    .unwrap();
-    assert!(
-        resolved,
-        "transactions stayed prepared:\n{}",
-        cluster.logs()
-    );
-
+    assert_all_resolved(&cluster).await;
     assert!(
         in_doubt.iter().sum::<i64>() > 0,
         "no kill left a transaction in doubt: {in_doubt:?}"
     );
+    bank.check(reads).await;
+}
 
-    let (c, _) = connect_any(&ports, 0).await;
-    let sum: i64 = c
-        .query_one("SELECT sum(balance) FROM accounts", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(sum, total, "the total is conserved");
-    // No lock remains anywhere: one statement that writes every account, and one that writes
-    // every ledger row, commit at once (a lock left behind would fail them after the lock
-    // timeout).
-    statement(&c, "UPDATE accounts SET balance = balance")
-        .await
-        .unwrap();
-    statement(&c, "UPDATE ledger SET amount = amount")
-        .await
-        .unwrap();
-
-    let mut balances: BTreeMap<i64, i64> = BTreeMap::new();
-    for row in c
-        .query("SELECT id, balance FROM accounts", &[])
-        .await
-        .unwrap()
-    {
-        balances.insert(row.get(0), row.get(1));
-    }
-    let mut expected: BTreeMap<i64, i64> = accounts.iter().map(|&a| (a, INITIAL)).collect();
-    let mut ledger = BTreeMap::new();
-    for row in c
-        .query("SELECT id, src, dst, amount FROM ledger", &[])
-        .await
-        .unwrap()
-    {
-        let (id, src, dst, amount): (i64, i64, i64, i64) =
-            (row.get(0), row.get(1), row.get(2), row.get(3));
-        ledger.insert(id, (src, dst, amount));
-        *expected.get_mut(&src).expect("ledger names an account") -= amount;
-        *expected.get_mut(&dst).expect("ledger names an account") += amount;
-    }
-    assert_eq!(
-        balances, expected,
-        "the ledger explains every balance exactly"
-    );
-
-    let o = outcomes.lock().unwrap();
-    let wrong: Vec<_> = o
-        .committed
+/// Whether `ddb status` shows `node` in (`want`) or out of its shard's in-sync set.
+fn in_sync_is(cluster: &TestCluster, node: &str, want: bool) -> bool {
+    let (_, status) = cluster.status();
+    status
         .iter()
-        .filter(|(id, t)| ledger.get(id) != Some(t))
-        .map(|(id, t)| (id, t, ledger.get(id)))
-        .collect();
-    assert!(
-        wrong.is_empty(),
-        "acknowledged transfers lost or changed, (id, sent, in the ledger): {wrong:?}"
-    );
-    let phantom: Vec<_> = o
-        .failed
+        .any(|n| n["name"] == node && n["in_sync"] == want)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn transfers_across_shards_survive_kill_9_of_replicas_on_three_shards_of_two() {
+    // Shards: n1 (primary) and n2, n3 and n4, n5 and n6; every commit waits for both copies
+    // while both are in the in-sync set.
+    let cluster = Arc::new(TestCluster::replicated(
+        "bank3x2",
+        6,
+        "{ factor: 2, mode: sync, ack_timeout_ms: 500 }",
+    ));
+    cluster.init_env(&ENV);
+    let groups = [("n1", "n2"), ("n3", "n4"), ("n5", "n6")];
+    let mut shard_accounts = BTreeMap::new();
+    for (primary, _) in groups {
+        shard_accounts.insert(primary, cluster.keys_on(primary, ACCOUNTS_PER_SHARD));
+    }
+    let accounts: Vec<i64> = shard_accounts.values().flatten().copied().collect();
+    let ports: Vec<u16> = cluster
+        .nodes()
         .iter()
-        .filter(|id| ledger.contains_key(id))
+        .map(|(n, _, _)| cluster.sql_port(n))
         .collect();
-    assert!(
-        phantom.is_empty(),
-        "transfers that failed definitely were applied: {phantom:?}"
-    );
-    let never: Vec<_> = ledger
-        .keys()
-        .filter(|id| {
-            !o.committed.contains_key(id) && !o.unknown.contains(id) && !o.failed.contains(id)
+    // One writer per gateway to begin with.
+    let mut bank = Bank::open(ports, accounts, 6).await;
+
+    // Every shard's replica once, then one chosen at random; the primary of shard 2 in the
+    // middle.
+    let mut rng = Rng(0xDDB0_3232);
+    let mut victims = vec![("n2", "n1"), ("n4", "n3"), ("n3", "n3"), ("n6", "n5")];
+    victims.push([("n2", "n1"), ("n4", "n3"), ("n6", "n5")][rng.below(3) as usize]);
+    for (victim, primary) in victims {
+        let on_shard = shard_accounts[primary].clone();
+        bank.progress(20 + rng.below(20) as usize).await;
+        let t0 = Instant::now();
+        if victim == primary {
+            // No promotion yet: the shard's writes wait or fail until its primary is back.
+            let dead = blocking(&cluster, move |c| {
+                c.kill(victim);
+                Instant::now()
+            })
+            .await;
+            // Its transfers fail (every writer ends up retrying one, since a transfer is
+            // retried until it commits).
+            let from = bank.failed_touching(&on_shard);
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while bank.failed_touching(&on_shard) < from + 20 {
+                assert!(
+                    Instant::now() < deadline,
+                    "transfers on {primary}'s shard neither failed nor went on while it was down"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let restarted = Instant::now();
+            blocking(&cluster, |c| c.init_env(&ENV)).await;
+            let o = bank.outcomes.lock().unwrap();
+            let impossible: Vec<_> = o
+                .committed
+                .iter()
+                .filter(|(_, (src, dst, _))| on_shard.contains(src) || on_shard.contains(dst))
+                .filter(|(id, _)| {
+                    let (began, acked) = o.acked_at[*id];
+                    began > dead && acked < restarted
+                })
+                .collect();
+            assert!(
+                impossible.is_empty(),
+                "transfers on {primary}'s shard begun and acknowledged while it was down: {impossible:?}"
+            );
+        } else {
+            blocking(&cluster, move |c| c.kill(victim)).await;
+            let left = blocking(&cluster, move |c| {
+                wait_until(Duration::from_secs(15), || in_sync_is(c, victim, false))
+            })
+            .await;
+            assert!(
+                left,
+                "killed {victim} did not leave the in-sync set:\n{}",
+                cluster.logs()
+            );
+            // Writes on its shard go on with the primary alone.
+            bank.progress_on(&on_shard, 10).await;
+            blocking(&cluster, |c| c.init_env(&ENV)).await;
+        }
+        let back = blocking(&cluster, move |c| {
+            wait_until(Duration::from_secs(30), || {
+                in_sync_is(c, victim, true) && in_sync_is(c, primary, true)
+            })
         })
-        .collect();
-    assert!(never.is_empty(), "ledger rows never attempted: {never:?}");
-    let unknown_applied = o
-        .unknown
-        .iter()
-        .filter(|id| ledger.contains_key(id))
-        .count();
-    eprintln!(
-        "bank: {} committed, {} rolled back and retried, {} unknown ({} of them applied), {reads} consistent sums",
-        o.committed.len(),
-        o.failed.len(),
-        o.unknown.len(),
-        unknown_applied
-    );
-    for r in &o.reasons {
-        eprintln!("  {r}");
+        .await;
+        assert!(
+            back,
+            "restarted {victim} did not rejoin the in-sync set:\n{}",
+            cluster.logs()
+        );
+        bank.progress_on(&on_shard, 10).await;
+        eprintln!(
+            "killed {victim} ({}), restarted, back in sync: {:?}",
+            if victim == primary {
+                "primary"
+            } else {
+                "replica"
+            },
+            t0.elapsed()
+        );
     }
-    assert!(
-        o.committed.len() > 50,
-        "too little work got done to mean anything"
-    );
-    assert!(reads > 10, "too few sums were read");
+    bank.progress(20).await;
+    let reads = bank.stop().await;
+    assert_all_resolved(&cluster).await;
+    bank.check(reads).await;
+    // Each replica holds exactly its primary's rows, and is in its shard's in-sync set.
+    for (primary, replica) in groups {
+        let mut same = false;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !same && Instant::now() < deadline {
+            same = same_copy(&cluster, primary, replica).await;
+            if !same {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        assert!(
+            same,
+            "{replica} does not hold {primary}'s rows:\n{:?}\n{:?}",
+            status_of(&cluster.rpc_addr(primary)).await,
+            status_of(&cluster.rpc_addr(replica)).await
+        );
+    }
+    let (_, status) = blocking(&cluster, |c| c.status()).await;
+    for n in &status {
+        assert_eq!(n["in_sync"], true, "{n}");
+    }
 }

@@ -16,21 +16,12 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use common::{connect, sqlstate, TestCluster};
+use common::{connect, same_copy, sqlstate, status_of, TestCluster};
 use ddb::client::Client;
 use ddb::cluster::map::ClusterMap;
-use ddb::protocol::{NodeStatus, Request, Response};
+use ddb::protocol::{Request, Response};
 
 const SCHEMA: &str = "CREATE TABLE t (k BIGINT PRIMARY KEY, v BIGINT NOT NULL)";
-
-/// The status of the node at `addr`, if it answers within 2 s.
-async fn status_of(addr: &str) -> Option<NodeStatus> {
-    let client = Client::connect(addr, Duration::from_secs(2)).await.ok()?;
-    match tokio::time::timeout(Duration::from_secs(2), client.call(Request::Status)).await {
-        Ok(Ok(Response::Status(s))) => Some(s),
-        _ => None,
-    }
-}
 
 /// The map of the node at `addr`.
 async fn map_of(addr: &str) -> Option<ClusterMap> {
@@ -55,22 +46,6 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     false
-}
-
-/// Whether `replica` has applied all of `primary`'s log and holds the same rows.
-async fn same_copy(cluster: &TestCluster, primary: &str, replica: &str) -> bool {
-    let (Some(p), Some(r)) = (
-        status_of(&cluster.rpc_addr(primary)).await,
-        status_of(&cluster.rpc_addr(replica)).await,
-    ) else {
-        return false;
-    };
-    p.applied_lsn > 0
-        && p.applied_lsn == p.lsn
-        && r.applied_lsn == p.applied_lsn
-        && r.lsn == p.lsn
-        && r.checksum == p.checksum
-        && r.keys == p.keys
 }
 
 /// The in-sync set of shard 1, as the map on `node` has it.
@@ -807,4 +782,77 @@ async fn a_replicas_gateway_writes_rows_with_and_without_a_primary_key() {
         .unwrap()
         .get(0);
     assert_eq!(n, 60, "a row id was given twice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_replica_leaves_its_copy_of_an_in_doubt_transaction_to_its_primary() {
+    let cluster = TestCluster::replicated("indoubt", 3, "{ factor: 2, ack_timeout_ms: 500 }");
+    // Whichever node is the gateway of a two-shard commit dies once every participant has
+    // prepared (the others never run that code); the participants wait 3 s before they ask.
+    let crash = [
+        ("FAILPOINTS", "gateway-after-all-prepares=return"),
+        ("DDB_PREPARED_TIMEOUT_MS", "3000"),
+    ];
+    cluster.init_env(&crash);
+    let c = connect(cluster.sql_port("n1")).await;
+    c.batch_execute(SCHEMA).await.unwrap();
+    let map = map_of(&cluster.rpc_addr("n1")).await.unwrap();
+    let k1 = (0..1000).find(|k| shard_of(&map, *k) == 1).unwrap();
+    let k2 = (0..1000).find(|k| shard_of(&map, *k) == 2).unwrap();
+    for k in [k1, k2] {
+        c.execute("INSERT INTO t VALUES ($1, 0)", &[&k])
+            .await
+            .unwrap();
+    }
+    // Through n3 (shard 2's primary; shard 2, written first, is the anchor): shard 1's
+    // primary n1 prepares, and so does its replica n2 hold the prepared record, when the
+    // gateway dies.
+    let g = connect(cluster.sql_port("n3")).await;
+    let block = format!(
+        "BEGIN; UPDATE t SET v = 1 WHERE k = {k2}; UPDATE t SET v = 1 WHERE k = {k1}; COMMIT"
+    );
+    let e = g.batch_execute(&block).await.expect_err("the gateway died");
+    assert!(e.as_db_error().is_none(), "the connection was lost: {e}");
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            status_of(&cluster.rpc_addr("n3")).await.is_none()
+        })
+        .await,
+        "the gateway is still up"
+    );
+    let p1 = status_of(&cluster.rpc_addr("n1")).await.unwrap();
+    assert_eq!(p1.prepared, 1, "n1 holds the transaction prepared");
+    // The replica restarts with the prepared record in its store; n3 comes back too.
+    cluster.kill("n2");
+    cluster.init_env(&[("DDB_PREPARED_TIMEOUT_MS", "500")]);
+    // The primary resolves the transaction (aborted: the gateway never decided) and nothing
+    // stays in doubt anywhere, the replica included.
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            let mut prepared = 0;
+            for node in ["n1", "n2", "n3"] {
+                match status_of(&cluster.rpc_addr(node)).await {
+                    Some(s) => prepared += s.prepared,
+                    None => return false,
+                }
+            }
+            prepared == 0
+        })
+        .await,
+        "a transaction stayed in doubt: {:?}\n{}",
+        status_of(&cluster.rpc_addr("n2")).await.map(|s| s.prepared),
+        cluster.logs()
+    );
+    for k in [k1, k2] {
+        let v: i64 = c
+            .query_one("SELECT v FROM t WHERE k = $1", &[&k])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(v, 0, "the undecided transaction is aborted");
+    }
+    assert!(
+        eventually(Duration::from_secs(20), || same_copy(&cluster, "n1", "n2")).await,
+        "the replica does not hold its primary's rows"
+    );
 }

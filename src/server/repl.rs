@@ -165,6 +165,16 @@ impl Runtime {
             if let Ok(mut r) = self.read_refusal.lock() {
                 *r = None;
             }
+            // Its copy of the primary's in-doubt transactions is the primary's to resolve.
+            let (prepared, decisions) = node.db.twopc.forget_loaded();
+            if prepared + decisions > 0 {
+                tracing::info!(
+                    shard,
+                    prepared,
+                    decisions,
+                    "replication: left the copied 2PC state to the primary"
+                );
+            }
             let inbox = repl_replica::start(shard, store, &info.epochs)?;
             let _ = self.replica.set(inbox);
             tracing::info!(shard, primary = %info.primary, "replication: replica driver started");

@@ -214,6 +214,12 @@ impl Committer {
         self.read_gate.get().and_then(|gate| gate())
     }
 
+    /// Why commits are refused right now (the answer of the gate set by
+    /// [`Committer::set_gate`]), if they are.
+    pub fn refusal(&self) -> Option<Error> {
+        self.gate.get().and_then(|gate| gate())
+    }
+
     /// Whether the committer runs in WAL mode.
     pub fn is_wal(&self) -> bool {
         self.wal.get().is_some()

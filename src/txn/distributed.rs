@@ -157,6 +157,10 @@ pub struct TwoPhase {
     pub stats: TwoPhaseStats,
     /// Commits still being sent to participants after the client's answer.
     finishing: AtomicU64,
+    /// The last LSN of the log when [`TwoPhase::load`] read the store. A primary that
+    /// restarted applies its old tail (entries after its applied LSN) only once its in-sync set
+    /// holds them, after the load: a decision record in that tail is not in `decisions`.
+    loaded_tail: AtomicU64,
 }
 
 /// Counts a background finish while it runs (see [`TwoPhase::finishing`]).
@@ -187,6 +191,7 @@ impl TwoPhase {
             origin: Instant::now(),
             stats: TwoPhaseStats::default(),
             finishing: AtomicU64::new(0),
+            loaded_tail: AtomicU64::new(0),
         }
     }
 
@@ -211,21 +216,68 @@ impl TwoPhase {
     }
 
     /// Reloads prepared transactions (re-acquiring their locks) and decision records from the
-    /// store. Runs before the node serves any statement, so the locks are free.
+    /// store, as they stand at the end of its log. Runs before the node serves any statement,
+    /// so the locks are free.
+    ///
+    /// A restarted primary of a replicated shard has a tail of entries after its applied LSN
+    /// (appended, some even committed and answered before the crash: applying does not fsync).
+    /// Its in-sync set will hold them and it applies them, after this: so the tail's `txn`
+    /// space writes are laid over the applied records here, or a transaction whose vote was
+    /// sent would be forgotten (its commit later finding nothing prepared, its locks not held)
+    /// and a decision would be missed.
     pub async fn load(&self) -> Result<()> {
         let engine = self.mgr.store.engine.clone();
         let now = self.now();
-        for kv in engine.scan_prefix(Space::Txn, b"d") {
-            let (key, value) = kv?;
-            let gid = gid_of(&key)?;
-            let record: Record = postcard::from_bytes(&value)
+        let state = self.mgr.store.log_state()?;
+        self.loaded_tail.store(state.last.lsn, Ordering::Release);
+        let mut records: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+        for prefix in [b"d", b"p"] {
+            for kv in engine.scan_prefix(Space::Txn, prefix) {
+                let (key, value) = kv?;
+                records.insert(key, value);
+            }
+        }
+        let mut from = state.applied.lsn + 1;
+        while from <= state.last.lsn {
+            let crate::storage::LogRead::Entries(entries) =
+                crate::storage::record::read_entries(engine.as_ref(), from, 4 << 20)?
+            else {
+                return Err(Error::Corrupt(format!(
+                    "the log's unapplied tail from {from} was truncated"
+                )));
+            };
+            let Some(last) = entries.last() else {
+                break;
+            };
+            from = last.lsn + 1;
+            for entry in entries {
+                for write in entry.writes {
+                    match write {
+                        Write::Put(Space::Txn, key, value) => {
+                            records.insert(key, value);
+                        }
+                        Write::Delete(Space::Txn, key) => {
+                            records.remove(&key);
+                        }
+                        Write::DeleteRange(Space::Txn, ..) => {
+                            return Err(Error::Corrupt(
+                                "a range delete of the txn space in the log's tail".into(),
+                            ))
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        for (key, value) in records.range(b"d".to_vec()..b"e".to_vec()) {
+            let gid = gid_of(key)?;
+            let record: Record = postcard::from_bytes(value)
                 .map_err(|e| Error::Corrupt(format!("decision record {gid}: {e}")))?;
             lock(&self.decisions).load(gid, record, now);
         }
-        for kv in engine.scan_prefix(Space::Txn, b"p") {
-            let (key, value) = kv?;
-            let gid = gid_of(&key)?;
-            let record: PreparedRecord = postcard::from_bytes(&value)
+        for (key, value) in records.range(b"p".to_vec()..b"q".to_vec()) {
+            let gid = gid_of(key)?;
+            let record: PreparedRecord = postcard::from_bytes(value)
                 .map_err(|e| Error::Corrupt(format!("prepared record {gid}: {e}")))?;
             let mut txn = self.mgr.begin(Some(record.age));
             for (resource, mode) in &record.locks {
@@ -240,6 +292,17 @@ impl TwoPhase {
             lock(&self.prepared).insert(gid, Prepared::new(record, txn, true));
         }
         Ok(())
+    }
+
+    /// On a node that runs as a replica: forgets the prepared transactions (releasing their
+    /// locks) and the decision records [`TwoPhase::load`] read from the store. They are the
+    /// replica's copy of its primary's, which resolves them and collects them, and whose log
+    /// the copy follows; the replica answers none of them itself (DESIGN §6.2: a replica takes
+    /// them up, locks first, only when it is promoted). Returns how many of each it forgot.
+    pub fn forget_loaded(&self) -> (usize, usize) {
+        let prepared = std::mem::take(&mut *lock(&self.prepared));
+        let decisions = std::mem::take(&mut *lock(&self.decisions));
+        (prepared.len(), decisions.len())
     }
 
     /// The open participant transaction `gid`, begun with `age` if it is new.
@@ -315,6 +378,12 @@ impl TwoPhase {
     /// counts as prepared for the anchor's garbage collection) until the outcome is durable,
     /// and the step runs to its end even if the caller goes away.
     async fn apply(self: &Arc<Self>, gid: Gid, outcome: Outcome) -> Result<bool> {
+        // A refused commit would drop the transaction, and its locks, for good while its
+        // record stays prepared (a restarted primary refuses writes until its in-sync set
+        // holds its old tail): ask again later instead.
+        if let Some(refusal) = self.mgr.store.committer.refusal() {
+            return Err(refusal);
+        }
         let (txn, mut writes) = {
             let mut prepared = lock(&self.prepared);
             let Some(p) = prepared.get_mut(&gid) else {
@@ -427,6 +496,9 @@ impl TwoPhase {
             Resolve::Known(o) => Ok(Some(o)),
             Resolve::Pending => Ok(None),
             Resolve::WriteAborted => {
+                if let Some(known) = self.decision_in_tail(gid)? {
+                    return Ok(known);
+                }
                 drop(self.take_open(gid));
                 let this = self.clone();
                 let task = tokio::spawn(async move {
@@ -441,6 +513,51 @@ impl TwoPhase {
                 Ok(Some(Outcome::Aborted))
             }
         }
+    }
+
+    /// With no record of `gid` in memory (its state is `Aborting`, just claimed by
+    /// [`TwoPhase::resolve`]): what the old tail of the log says, if it may say anything. While
+    /// the tail is not applied yet, nobody can know (`Some(None)`: ask again); once it is, a
+    /// decision record found in the store came from it and is taken up. `None`: there is no
+    /// record, abort.
+    fn decision_in_tail(&self, gid: Gid) -> Result<Option<Option<Outcome>>> {
+        let undo = |this: &Self| lock(&this.decisions).aborted(gid, false, this.now());
+        let applied = match self.mgr.store.applied_lsn() {
+            Ok(lsn) => lsn,
+            Err(e) => {
+                undo(self);
+                return Err(e);
+            }
+        };
+        if applied < self.loaded_tail.load(Ordering::Acquire) {
+            undo(self);
+            return Ok(Some(None));
+        }
+        let stored = match self.mgr.store.engine.get(Space::Txn, &decision_key(gid)) {
+            Ok(v) => v,
+            Err(e) => {
+                undo(self);
+                return Err(e);
+            }
+        };
+        let Some(value) = stored else {
+            return Ok(None);
+        };
+        let record: Record = match postcard::from_bytes(&value) {
+            Ok(r) => r,
+            Err(e) => {
+                undo(self);
+                return Err(Error::Corrupt(format!("decision record {gid}: {e}")));
+            }
+        };
+        let outcome = record.outcome();
+        tracing::info!(
+            gid,
+            ?outcome,
+            "found the decision in the log's tail committed after the restart"
+        );
+        lock(&self.decisions).load(gid, record, self.now());
+        Ok(Some(Some(outcome)))
     }
 
     /// As the anchor: drops the record of `gid`, once every participant has applied it.
@@ -631,5 +748,67 @@ mod tests {
             .scan_prefix(Space::Txn, b"d")
             .next()
             .is_none());
+    }
+
+    #[tokio::test]
+    async fn a_restarted_primary_loads_the_2pc_records_of_its_unapplied_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let mgr = manager(dir.path());
+        mgr.store.use_wal().unwrap();
+        let before = Arc::new(TwoPhase::new(mgr.clone()));
+        // An anchor's entry (its row and COMMITTED), then a participant's prepared record:
+        // durable in the log, waiting for the in-sync set when the primary dies.
+        let mut t = mgr.begin(None);
+        t.put(1, row(1, 6), b"v".to_vec()).await.unwrap();
+        let anchor = before.clone();
+        let _committing =
+            tokio::spawn(async move { anchor.commit_anchor(11, t, vec![0, 1], None).await });
+        let mut durable = mgr.store.committer.durable().unwrap();
+        let wait = |durable: &mut tokio::sync::watch::Receiver<crate::storage::LogId>, lsn| {
+            let durable = durable.clone();
+            async move {
+                let mut durable = durable;
+                tokio::time::timeout(
+                    Duration::from_secs(10),
+                    durable.wait_for(|id| id.lsn >= lsn),
+                )
+                .await
+                .expect("the entry is durable")
+                .map(|_| ())
+                .unwrap();
+            }
+        };
+        wait(&mut durable, 1).await;
+        let mut t = mgr.begin(None);
+        t.put(1, row(1, 7), b"w".to_vec()).await.unwrap();
+        let _preparing = tokio::spawn(async move { before.prepare(13, t, 2, vec![0, 2]).await });
+        wait(&mut durable, 2).await;
+        assert_eq!(mgr.store.applied_lsn().unwrap(), 0);
+        // The restarted primary (a new lock table over the same store) loads its 2PC state
+        // before the tail is applied.
+        let restarted = Arc::new(TxnManager::new(
+            mgr.store.clone(),
+            Duration::from_millis(200),
+        ));
+        let tp = Arc::new(TwoPhase::new(restarted));
+        tp.load().await.unwrap();
+        assert!(tp.is_prepared(13), "the tail's prepared record is reloaded");
+        let answer = tokio::time::timeout(Duration::from_secs(5), tp.resolve(11));
+        assert_eq!(
+            answer.await.expect("an answer").unwrap(),
+            Some(Outcome::Committed),
+            "the tail's decision answers (an ABORTED record would contradict it)"
+        );
+        mgr.store
+            .committer
+            .commit_to(2)
+            .unwrap()
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            mgr.store.engine.get(Space::Data, &row(1, 6)).unwrap(),
+            Some(b"v".to_vec())
+        );
     }
 }

@@ -565,3 +565,32 @@ impl Drop for TestCluster {
         }
     }
 }
+
+/// The status of the node at `addr` (its `Status` RPC), if it answers within 2 s.
+pub async fn status_of(addr: &str) -> Option<ddb::protocol::NodeStatus> {
+    use ddb::protocol::{Request, Response};
+    let client = ddb::client::Client::connect(addr, Duration::from_secs(2))
+        .await
+        .ok()?;
+    match tokio::time::timeout(Duration::from_secs(2), client.call(Request::Status)).await {
+        Ok(Ok(Response::Status(s))) => Some(s),
+        _ => None,
+    }
+}
+
+/// Whether `replica` has applied all of `primary`'s log and holds the same rows (the same
+/// row count and checksum of its data space).
+pub async fn same_copy(cluster: &TestCluster, primary: &str, replica: &str) -> bool {
+    let (Some(p), Some(r)) = (
+        status_of(&cluster.rpc_addr(primary)).await,
+        status_of(&cluster.rpc_addr(replica)).await,
+    ) else {
+        return false;
+    };
+    p.applied_lsn > 0
+        && p.applied_lsn == p.lsn
+        && r.applied_lsn == p.applied_lsn
+        && r.lsn == p.lsn
+        && r.checksum == p.checksum
+        && r.keys == p.keys
+}
