@@ -784,6 +784,7 @@ async fn a_replicas_gateway_writes_rows_with_and_without_a_primary_key() {
     assert_eq!(n, 60, "a row id was given twice");
 }
 
+#[cfg(feature = "failpoints")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_replica_leaves_its_copy_of_an_in_doubt_transaction_to_its_primary() {
     let cluster = TestCluster::replicated("indoubt", 3, "{ factor: 2, ack_timeout_ms: 500 }");
