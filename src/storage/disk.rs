@@ -27,11 +27,19 @@
 //! rotates only while no snapshot or scan of the engine is open, and takes no snapshot while a
 //! batch is being committed (`Readers`): fjall's flush can drop a version that an open
 //! snapshot still needs, and can make a half-inserted batch visible.
+//!
+//! A batch is committed on a thread of the engine's own ([`Commits`]), and the caller waits for
+//! it while it watches fjall's poison flag: when a background flush fails (a full disk), fjall
+//! poisons the database but a batch that meets its write stall (four sealed memtables waiting
+//! for that flush) sleeps in `local_backpressure` for good. The caller then gets the poison
+//! error instead of waiting with it, so its client is told why and the committer stops the node
+//! as after any failed write; the stuck thread goes with the process.
 
 use std::ops::Bound;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{mpsc, Arc, Mutex, RwLock};
+use std::time::Duration;
 
 use fjall::{AbstractTree, Database, Keyspace, KeyspaceCreateOptions, PersistMode, Readable};
 
@@ -41,6 +49,84 @@ use super::engine::{
 };
 use super::shadowed::{Shadowed, Version};
 use crate::error::Result;
+
+/// How often a caller waiting for its batch checks whether fjall has poisoned the database.
+const POISON_CHECK: Duration = Duration::from_millis(250);
+
+/// A batch commit handed to the commit thread, with where its result goes.
+type CommitJob = Box<dyn FnOnce() + Send>;
+
+/// The engine's commit thread: fjall's `WriteBatch::commit` runs there, so that a caller can
+/// stop waiting for a commit stuck in fjall's write stall (see the module docs).
+struct Commits {
+    jobs: Mutex<mpsc::Sender<CommitJob>>,
+}
+
+impl Commits {
+    fn start() -> Result<Self> {
+        let (jobs, inbox) = mpsc::channel::<CommitJob>();
+        std::thread::Builder::new()
+            .name("ddb-fjall-commit".into())
+            .spawn(move || {
+                for job in inbox {
+                    job();
+                }
+            })
+            .map_err(|e| crate::error::Error::Io(format!("cannot start the commit thread: {e}")))?;
+        Ok(Self {
+            jobs: Mutex::new(jobs),
+        })
+    }
+
+    /// Commits `batch` under `readers.commits` (shared) on the commit thread and waits for it,
+    /// or for `db` to be poisoned, whichever comes first.
+    fn commit(
+        &self,
+        db: &Database,
+        readers: &Arc<Readers>,
+        batch: fjall::OwnedWriteBatch,
+    ) -> Result<()> {
+        let (reply, answer) = mpsc::channel();
+        let readers = readers.clone();
+        let job: CommitJob = Box::new(move || {
+            let commit = std::panic::AssertUnwindSafe(|| {
+                let _committing = readers.commits.read().unwrap_or_else(|e| e.into_inner());
+                batch.commit().map_err(crate::error::Error::from)
+            });
+            let result = std::panic::catch_unwind(commit).unwrap_or_else(|_| {
+                Err(crate::error::Error::Internal(
+                    "the storage engine panicked in a commit".into(),
+                ))
+            });
+            let _ = reply.send(result);
+        });
+        let sent = self
+            .jobs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .send(job);
+        if sent.is_err() {
+            return Err(crate::error::Error::Internal(
+                "the storage engine's commit thread is gone".into(),
+            ));
+        }
+        loop {
+            match answer.recv_timeout(POISON_CHECK) {
+                Ok(result) => return result,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    // `Buffer` only flushes fjall's journal buffer to the OS, after checking
+                    // the poison flag; the stalled commit does not hold the journal.
+                    db.persist(PersistMode::Buffer)?;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    return Err(crate::error::Error::Internal(
+                        "the storage engine's commit thread is gone".into(),
+                    ))
+                }
+            }
+        }
+    }
+}
 
 /// The snapshots and scans of the engine that are open. A reader registers under the gate's
 /// read lock before it takes its fjall snapshot and leaves when it is dropped; a rotation
@@ -110,6 +196,8 @@ pub struct Disk {
     shadowed: [Mutex<Shadowed>; 5],
     /// The snapshots and scans open, which a rotation waits out.
     readers: Arc<Readers>,
+    /// Where batches are committed.
+    commits: Commits,
 }
 
 impl Disk {
@@ -130,6 +218,7 @@ impl Disk {
             range_deletes: RwLock::new(()),
             shadowed: Default::default(),
             readers: Arc::default(),
+            commits: Commits::start()?,
         })
     }
 
@@ -279,14 +368,7 @@ impl Engine for Disk {
                 }
             }
         }
-        {
-            let _committing = self
-                .readers
-                .commits
-                .read()
-                .unwrap_or_else(|e| e.into_inner());
-            batch.commit()?;
-        }
+        self.commits.commit(&self.db, &self.readers, batch)?;
         self.count_versions(&written);
         Ok(())
     }
