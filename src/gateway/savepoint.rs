@@ -21,19 +21,10 @@
 //! refuses a savepoint message for a part it no longer has, rather than open an empty one.
 
 use super::peers::call;
-use super::txn::{ClusterTxn, Part};
+use super::txn::{ClusterTxn, Mark, Part};
 use crate::cluster::ring::ShardId;
 use crate::error::{sqlstate, Error, Result};
 use crate::protocol::{ShardOp, ShardReply};
-
-/// One savepoint of a cluster transaction.
-pub(super) struct Mark {
-    id: u64,
-    /// The participants that existed when it was taken.
-    parts: Vec<ShardId>,
-    /// How many shards had been written (a prefix of `ClusterTxn::written`).
-    written: usize,
-}
 
 impl ClusterTxn {
     /// Records that a statement failed with `e`: an error that may have left a participant in

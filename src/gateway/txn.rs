@@ -76,7 +76,7 @@ pub struct ClusterTxn {
     /// every request to the others.
     pub(super) lock_timeout: Option<std::time::Duration>,
     /// The transaction's savepoints, oldest first (`savepoint.rs`).
-    pub(super) savepoints: Vec<super::savepoint::Mark>,
+    pub(super) savepoints: Vec<Mark>,
     /// Set while a statement runs: still set after it means the statement was cut short (its
     /// future dropped by a timeout, or a panic) with requests possibly still in flight.
     pub(super) in_statement: bool,
@@ -413,4 +413,13 @@ impl Drop for ClusterTxn {
             drop(self.release_all());
         }
     }
+}
+
+/// One savepoint of a cluster transaction.
+pub(super) struct Mark {
+    pub(super) id: u64,
+    /// The participants that existed when it was taken.
+    pub(super) parts: Vec<ShardId>,
+    /// How many shards had been written (a prefix of `ClusterTxn::written`).
+    pub(super) written: usize,
 }

@@ -33,7 +33,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use tokio::sync::mpsc;
 
-use super::node::Node;
+use super::database::Database;
 use super::repl_primary::{self, PrimaryDriver, Setup};
 use super::repl_replica::{self, Inbound};
 use crate::cluster::map::ClusterMap;
@@ -93,8 +93,8 @@ impl Runtime {
     /// driver about every map. Called before the catalog follows the map. If it cannot (the
     /// node has commits of its own, a driver cannot start), writes stay refused with the
     /// reason: a node of a replicated shard never commits alone.
-    pub fn follow(&self, node: &Node, map: &Arc<ClusterMap>) -> Result<()> {
-        let result = self.start(node, map);
+    pub fn follow(&self, db: &Database, map: &Arc<ClusterMap>) -> Result<()> {
+        let result = self.start(db, map);
         if let Err(e) = &result {
             if self.primary.get().is_none() && map.replication.factor >= 2 {
                 self.refuse(Some(e.clone()));
@@ -103,7 +103,7 @@ impl Runtime {
         result
     }
 
-    fn start(&self, node: &Node, map: &Arc<ClusterMap>) -> Result<()> {
+    fn start(&self, db: &Database, map: &Arc<ClusterMap>) -> Result<()> {
         if let Some(primary) = self.primary.get() {
             primary.map(map.clone());
             return Ok(());
@@ -111,7 +111,7 @@ impl Runtime {
         if self.replica.get().is_some() || map.replication.factor < 2 {
             return Ok(());
         }
-        let Some(meta) = node.meta() else {
+        let Some(meta) = db.meta() else {
             return Ok(());
         };
         let me = &meta.identity.node_name;
@@ -122,7 +122,7 @@ impl Runtime {
             .starting
             .lock()
             .map_err(|_| Error::Internal("replication start lock".into()))?;
-        let store = node.db.txns.store.clone();
+        let store = db.txns.store.clone();
         if !store.committer.is_wal() {
             let state = store.log_state()?;
             if state.last.lsn > 0 {
@@ -166,7 +166,7 @@ impl Runtime {
                 *r = None;
             }
             // Its copy of the primary's in-doubt transactions is the primary's to resolve.
-            let (prepared, decisions) = node.db.twopc.forget_loaded();
+            let (prepared, decisions) = db.twopc.forget_loaded();
             if prepared + decisions > 0 {
                 tracing::info!(
                     shard,
