@@ -934,6 +934,20 @@ async fn a_write_on_a_two_node_cluster_whose_map_lost_its_quorum_fails_with_4000
         refused_in < Duration::from_secs(2),
         "refused after {refused_in:?}"
     );
+    // The unknown-outcome write keeps its row lock while its entry may still commit: a read
+    // of its key is refused (wait-die makes the younger reader give up, 40001; or its lock
+    // wait times out, 55P03) instead of seeing a row that may never commit, or missing one
+    // that will.
+    let r = connect(cluster.sql_port("n1")).await;
+    r.batch_execute("SET lock_timeout = 300").await.unwrap();
+    let e = r
+        .query_opt("SELECT v FROM t WHERE k = $1", &[&stuck])
+        .await
+        .expect_err("the pending entry's row is locked");
+    assert!(
+        matches!(sqlstate(&e).as_deref(), Some("40001" | "55P03")),
+        "{e:?}"
+    );
     // Back: writes are taken again, and everything the log holds is applied on both copies.
     drop(thaw);
     let mut next = 22;
