@@ -9,7 +9,9 @@
 //!
 //! The clusters have three nodes, so the map's Raft group keeps a quorum when one node is
 //! killed or frozen: shard 1 is n1 (primary) and n2, shard 2 is n3 alone (short of copies),
-//! except the first test, which has two full groups of two and writes through all four.
+//! except the first test, which has two full groups of two and writes through all four, and
+//! the last, which has two nodes on purpose: freezing one loses the map's quorum, and the write
+//! must be answered (40003) within the commit bound rather than hang.
 
 mod common;
 
