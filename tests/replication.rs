@@ -9,7 +9,9 @@
 //!
 //! The clusters have three nodes, so the map's Raft group keeps a quorum when one node is
 //! killed or frozen: shard 1 is n1 (primary) and n2, shard 2 is n3 alone (short of copies),
-//! except the first test, which has two full groups of two and writes through all four.
+//! except the first test, which has two full groups of two and writes through all four, and
+//! the last, which has two nodes on purpose: freezing one loses the map's quorum, and the write
+//! must be answered (40003) within the commit bound rather than hang.
 
 mod common;
 
@@ -855,5 +857,139 @@ async fn a_restarted_replica_leaves_its_copy_of_an_in_doubt_transaction_to_its_p
     assert!(
         eventually(Duration::from_secs(20), || same_copy(&cluster, "n1", "n2")).await,
         "the replica does not hold its primary's rows"
+    );
+}
+
+/// Resumes a stopped node when dropped, so a failing assertion never leaves it frozen.
+struct Thaw<'a>(&'a TestCluster, &'a str);
+
+impl Drop for Thaw<'_> {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0.pid(self.1) {
+            let _ = std::process::Command::new("kill")
+                .args(["-CONT", &pid.to_string()])
+                .status();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_on_a_two_node_cluster_whose_map_lost_its_quorum_fails_with_40003_instead_of_hanging(
+) {
+    let cluster = TestCluster::replicated("stall", 2, "{ factor: 2, ack_timeout_ms: 500 }");
+    let out = cluster.init();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("at least 3 nodes"),
+        "ddb init warns about a 2-member map with factor 2:\n{stderr}"
+    );
+    let c = connect(cluster.sql_port("n1")).await;
+    c.batch_execute(SCHEMA).await.unwrap();
+    let map = map_of(&cluster.rpc_addr("n1")).await.unwrap();
+    let info = map.shards.get(&1).expect("shard 1").clone();
+    assert_eq!(info.primary, "n1");
+    assert_eq!(info.replicas, ["n2"]);
+    let keys: Vec<i64> = (0..20_000)
+        .filter(|k| shard_of(&map, *k) == 1)
+        .take(60)
+        .collect();
+    let mut acked = BTreeSet::new();
+    for k in &keys[..20] {
+        c.execute("INSERT INTO t VALUES ($1, $2)", &[k, &(k * 7)])
+            .await
+            .unwrap();
+        acked.insert(*k);
+    }
+    // Both map members are needed for a Raft quorum: with n2 frozen, the primary cannot take
+    // it out of the in-sync set, so the write can never commit while n2 is away.
+    signal(&cluster, "n2", "-STOP");
+    let thaw = Thaw(&cluster, "n2");
+    let started = Instant::now();
+    let stuck = keys[20];
+    let e = tokio::time::timeout(
+        Duration::from_secs(60),
+        c.execute("INSERT INTO t VALUES ($1, $2)", &[&stuck, &(stuck * 7)]),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("the write hung for a minute:\n{}", cluster.logs()))
+    .expect_err("a write that cannot reach its in-sync set");
+    let took = started.elapsed();
+    assert_eq!(sqlstate(&e).as_deref(), Some("40003"), "{e:?}");
+    let message = e.as_db_error().map(|d| d.message().to_string());
+    assert!(
+        message
+            .as_deref()
+            .is_some_and(|m| m.contains("n2") && m.contains("in-sync set")),
+        "the error names the cause: {message:?}"
+    );
+    assert!(took < Duration::from_secs(30), "answered after {took:?}");
+    // The next write is refused at once, not after another bound.
+    let started = Instant::now();
+    let e = c
+        .execute("INSERT INTO t VALUES ($1, 0)", &[&keys[21]])
+        .await
+        .expect_err("a write while the primary is stalled");
+    let refused_in = started.elapsed();
+    assert_eq!(sqlstate(&e).as_deref(), Some("53000"), "{e:?}");
+    let refusal = e.as_db_error().map(|d| d.message().to_string());
+    assert!(
+        refused_in < Duration::from_secs(2),
+        "refused after {refused_in:?}"
+    );
+    // The unknown-outcome write keeps its row lock while its entry may still commit: a read
+    // of its key is refused (wait-die makes the younger reader give up, 40001; or its lock
+    // wait times out, 55P03) instead of seeing a row that may never commit, or missing one
+    // that will.
+    let r = connect(cluster.sql_port("n1")).await;
+    r.batch_execute("SET lock_timeout = 300").await.unwrap();
+    let e = r
+        .query_opt("SELECT v FROM t WHERE k = $1", &[&stuck])
+        .await
+        .expect_err("the pending entry's row is locked");
+    assert!(
+        matches!(sqlstate(&e).as_deref(), Some("40001" | "55P03")),
+        "{e:?}"
+    );
+    // Back: writes are taken again, and everything the log holds is applied on both copies.
+    drop(thaw);
+    let mut next = 22;
+    assert!(
+        eventually(Duration::from_secs(30), || {
+            let k = keys[next];
+            next += 1;
+            let c = &c;
+            async move {
+                c.execute("INSERT INTO t VALUES ($1, $2)", &[&k, &(k * 7)])
+                    .await
+                    .is_ok()
+            }
+        })
+        .await,
+        "writes were not taken again after the replica came back:\n{}",
+        cluster.logs()
+    );
+    acked.insert(keys[next - 1]);
+    for k in &keys[next..next + 10] {
+        c.execute("INSERT INTO t VALUES ($1, $2)", &[k, &(k * 7)])
+            .await
+            .unwrap();
+        acked.insert(*k);
+    }
+    assert_all_there(cluster.sql_port("n1"), &acked).await;
+    assert!(
+        eventually(Duration::from_secs(20), || same_copy(&cluster, "n1", "n2")).await,
+        "the replica does not hold its primary's rows:\n{:?}\n{:?}",
+        status_of(&cluster.rpc_addr("n1")).await,
+        status_of(&cluster.rpc_addr("n2")).await
+    );
+    let stuck_there = c
+        .query_opt("SELECT v FROM t WHERE k = $1", &[&stuck])
+        .await
+        .expect("a read")
+        .is_some();
+    eprintln!(
+        "40003 after {took:?} ({message:?}), 53000 after {refused_in:?} ({refusal:?}); the \
+         write answered 40003 {} committed",
+        if stuck_there { "was" } else { "was not" }
     );
 }

@@ -121,16 +121,26 @@ fn plan_table(map: &ClusterMap, config: &ClusterConfig) -> QueryResult {
 }
 
 /// The warnings about a file's replica groups: a shard with fewer nodes than
-/// `replication.factor` is allowed (its replicas may join later) but short of copies.
-fn short_shard_warnings(config: &ClusterConfig) -> Vec<String> {
+/// `replication.factor` is allowed (its replicas may join later) but short of copies; and a
+/// replicated cluster whose map has fewer than 3 members (every node of the file is one) loses
+/// the map's Raft quorum with any one node, and then cannot take the lost node out of an
+/// in-sync set: the shard's writes stop (40003, then 53000) until the node is back.
+fn plan_warnings(config: &ClusterConfig) -> Vec<String> {
     let factor = config.replication.factor;
-    config
+    let mut warnings: Vec<String> = config
         .short_shards()
         .into_iter()
         .map(|(shard, n)| {
             format!("WARNING: shard {shard} has {n} of {factor} nodes in the file; it has fewer copies than replication.factor until replicas join")
         })
-        .collect()
+        .collect();
+    let members = config.nodes.len();
+    if factor > 1 && members < 3 {
+        warnings.push(format!(
+            "WARNING: the cluster map has {members} member(s) with replication.factor {factor}: losing one node loses the map's quorum, so no in-sync set can change and that shard's writes stop until the node is back; a replicated cluster needs at least 3 nodes to ride out a node loss"
+        ));
+    }
+    warnings
 }
 
 /// `ddb init --dry-run`: prints the plan, starts nothing. A file that could be planned but not
@@ -144,7 +154,7 @@ fn dry_run(global: &GlobalArgs, format: Format) -> anyhow::Result<()> {
         &mut std::io::stdout().lock(),
         &mut std::io::stderr().lock(),
     )?;
-    for warning in short_shard_warnings(&config) {
+    for warning in plan_warnings(&config) {
         super::console::note(format_args!("{warning}"));
     }
     if !global.quiet {
@@ -179,7 +189,7 @@ pub async fn run(args: &InitArgs, global: &GlobalArgs) -> anyhow::Result<()> {
         return dry_run(global, format);
     }
     let config = load_config(global)?;
-    for warning in short_shard_warnings(&config) {
+    for warning in plan_warnings(&config) {
         super::console::note(format_args!("{warning}"));
     }
     if let Some(remote) = config.nodes.iter().find(|n| !n.local) {

@@ -724,5 +724,6 @@ scripts! {
     h12_floor,
     h13_pending_addition_goes_silent,
     h14_async_2pc_waits_for_a_replica,
+    h15_commit_bound,
     catch_up_after_divergence,
 }

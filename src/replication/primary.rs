@@ -21,6 +21,16 @@
 //!   failed with an unknown outcome (40003, [`Action::Fail`]). They stay in the log, pending:
 //!   they commit if the set grows back before a failover, so the driver keeps their locks until
 //!   a [`Action::Commit`] covers them or the primary steps down;
+//! * **the commit bound**: an entry that has waited [`Config::commit_bound_ms`] for its
+//!   in-sync set (a member silent and its removal not committed by the map, say because the
+//!   map has lost its quorum; an addition the map does not take) is given up on: the entries
+//!   in flight are failed with an unknown outcome (40003, [`Action::Fail`]) and the primary is
+//!   *stalled*: new writes are refused at once (53000, [`Primary::refuse_writes`]) instead of
+//!   each waiting the bound again. As below the floor, the entries stay pending in the log and
+//!   their locks stay held; the stall ends when the commit LSN covers every entry it failed
+//!   (the member acked after all, or the map committed the change);
+//! * **a step-down** answers every entry in flight with 40003 as well: a newer epoch decides
+//!   whether they survive;
 //! * **where each replica's stream begins** (`catchup`), in a new numbered *session*: acks and
 //!   refusals of older sessions are ignored; an ack counts only where the acked entry has the
 //!   epoch the primary's log has at that LSN; a new session keeps what the replica acked
@@ -65,6 +75,27 @@ pub struct Config {
     pub ack_timeout_ms: u64,
     /// How many entries behind the head are kept for lagging replicas at most.
     pub retention: u64,
+}
+
+/// The least time an entry waits for its in-sync set before its client is answered 40003,
+/// whatever `ack_timeout_ms` says: room for the ack timeout, a Raft election of the map (its
+/// election timeout is 1–2 s) and the commit of the in-sync change, so that a node loss in a
+/// cluster whose map keeps its quorum never gets that far.
+pub const COMMIT_BOUND_FLOOR_MS: u64 = 5_000;
+
+/// How many ack timeouts an entry waits for its in-sync set at most (above the floor).
+pub const COMMIT_BOUND_ACK_TIMEOUTS: u64 = 4;
+
+impl Config {
+    /// How long an entry may wait to be committed before its client is answered 40003 and
+    /// writes are refused (the stall): [`COMMIT_BOUND_ACK_TIMEOUTS`] times `ack_timeout_ms`,
+    /// at least [`COMMIT_BOUND_FLOOR_MS`]. A healthy removal of a silent member takes one ack
+    /// timeout and a map commit, well within it.
+    pub fn commit_bound_ms(&self) -> u64 {
+        self.ack_timeout_ms
+            .saturating_mul(COMMIT_BOUND_ACK_TIMEOUTS)
+            .max(COMMIT_BOUND_FLOOR_MS)
+    }
 }
 
 /// A change of the in-sync set the primary proposes to the map.
@@ -165,6 +196,11 @@ pub struct Primary {
     decisions: BTreeSet<Lsn>,
     /// Entries up to here were failed with 40003.
     failed_through: Lsn,
+    /// Durable batches beyond the commit LSN: last LSN → when it became durable (the commit
+    /// bound counts from the first).
+    waiting: BTreeMap<Lsn, u64>,
+    /// Why the primary is stalled (an entry outlived the commit bound), while it is.
+    stall: Option<String>,
     next_session: u64,
     deposed: Option<u64>,
 }
@@ -208,6 +244,7 @@ impl Primary {
         if last.lsn > commit {
             outstanding.insert(last.lsn, now_ms);
         }
+        let waiting = outstanding.clone();
         Ok(Primary {
             config,
             history,
@@ -220,6 +257,8 @@ impl Primary {
             outstanding,
             decisions: BTreeSet::new(),
             failed_through: commit,
+            waiting,
+            stall: None,
             next_session: 1,
             deposed: None,
         })
@@ -264,6 +303,12 @@ impl Primary {
         self.proposal.as_ref()
     }
 
+    /// Why the primary is stalled (an entry waited longer than the commit bound and writes
+    /// are refused), while it is.
+    pub fn stalled(&self) -> Option<&str> {
+        self.stall.as_deref()
+    }
+
     /// The newer epoch that deposed this primary, if one did.
     pub fn deposed(&self) -> Option<u64> {
         self.deposed
@@ -285,8 +330,10 @@ impl Primary {
         counted
     }
 
-    /// Why a new write must be refused now, if it must: the primary was deposed, or (in `sync`
-    /// mode) the committed in-sync set is below `min_in_sync` (SQLSTATE 53000, retryable).
+    /// Why a new write must be refused now, if it must: the primary was deposed, (in `sync`
+    /// mode) the committed in-sync set is below `min_in_sync`, or the primary is stalled (both
+    /// SQLSTATE 53000, retryable: the shard cannot gather the copies a commit needs now, and
+    /// nothing of the refused write was done).
     pub fn refuse_writes(&self) -> Option<Error> {
         if let Some(epoch) = self.deposed {
             return Some(Error::Refused(format!(
@@ -301,6 +348,15 @@ impl Primary {
                     "too few in-sync copies: {} of the {} replication.min_in_sync requires",
                     self.in_sync.len(),
                     self.config.min_in_sync
+                ),
+            ));
+        }
+        if let Some(cause) = &self.stall {
+            return Some(Error::sql(
+                sqlstate::INSUFFICIENT_RESOURCES,
+                format!(
+                    "writes to this shard are refused for now: {cause}; they resume once the \
+                     replica answers again or the map commits the change"
                 ),
             ));
         }
@@ -327,8 +383,18 @@ impl Primary {
 
     /// Takes one event; returns what to do, in order.
     pub fn step(&mut self, event: Event) -> Vec<Action> {
-        if self.deposed.is_some() {
-            return Vec::new();
+        if let Some(epoch) = self.deposed {
+            // A write that slipped past the gate as the primary stepped down is answered too.
+            return match event {
+                Event::Durable { up_to, .. }
+                    if up_to.epoch == self.config.epoch && up_to.lsn > self.durable.lsn =>
+                {
+                    self.durable = up_to;
+                    let error = self.deposed_error(epoch);
+                    self.fail_in_flight(error).into_iter().collect()
+                }
+                _ => Vec::new(),
+            };
         }
         match event {
             Event::Durable {
@@ -379,6 +445,7 @@ impl Primary {
                 .filter(|l| *l > after && *l <= up_to.lsn),
         );
         self.outstanding.insert(up_to.lsn, now_ms);
+        self.waiting.insert(up_to.lsn, now_ms);
         self.durable = up_to;
         self.progress()
     }
@@ -479,10 +546,37 @@ impl Primary {
         }
     }
 
+    /// Steps down for `epoch`: the entries in flight are answered 40003 first (the new
+    /// primary decides whether they survive; their locks stay held until the log says).
     fn step_down(&mut self, epoch: u64) -> Vec<Action> {
         self.deposed = Some(epoch);
         self.proposal = None;
-        vec![Action::StepDown { epoch }]
+        let error = self.deposed_error(epoch);
+        let mut actions: Vec<Action> = self.fail_in_flight(error).into_iter().collect();
+        actions.push(Action::StepDown { epoch });
+        actions
+    }
+
+    fn deposed_error(&self, epoch: u64) -> Error {
+        Error::unknown_outcome(format!(
+            "this node stopped being the shard's primary (epoch {epoch} replaced epoch {}) \
+             before the entry was committed; it may or may not survive in the new primary's log",
+            self.config.epoch
+        ))
+    }
+
+    /// Fails the entries in flight that were not failed yet, if any, with `error`.
+    fn fail_in_flight(&mut self, error: Error) -> Option<Action> {
+        let first = self.failed_through.max(self.commit) + 1;
+        if self.durable.lsn < first {
+            return None;
+        }
+        self.failed_through = self.durable.lsn;
+        Some(Action::Fail {
+            first,
+            last: self.durable.lsn,
+            error,
+        })
     }
 
     fn on_in_sync(&mut self, epoch: u64, in_sync: BTreeSet<String>) -> Vec<Action> {
@@ -509,6 +603,7 @@ impl Primary {
     /// `async` mode, the durable tail of a restarted primary).
     fn on_tick(&mut self, now_ms: u64) -> Vec<Action> {
         let mut actions = self.progress();
+        actions.extend(self.check_bound(now_ms));
         if self.proposal.is_some() {
             return actions;
         }
@@ -522,6 +617,61 @@ impl Primary {
             actions.extend(self.propose(Change::Remove(node)));
         }
         actions
+    }
+
+    /// Stalls the primary if the first entry beyond the commit LSN has waited for the commit
+    /// bound: the entries in flight are failed with 40003 naming the cause, and new writes are
+    /// refused until the stall ends. Below the floor, the floor's own failure applies instead.
+    fn check_bound(&mut self, now_ms: u64) -> Vec<Action> {
+        if self.stall.is_some() || self.below_floor() {
+            return Vec::new();
+        }
+        let Some((_, since)) = self.waiting.first_key_value() else {
+            return Vec::new();
+        };
+        let waited = now_ms.saturating_sub(*since);
+        let bound = self.config.commit_bound_ms();
+        if waited < bound {
+            return Vec::new();
+        }
+        let cause = self.stall_cause(waited);
+        self.stall = Some(cause.clone());
+        let error = Error::unknown_outcome(format!(
+            "the commit was not held by the shard's in-sync set within {bound} ms: {cause}; \
+             its entry stays in the primary's log and may still commit, so its outcome is \
+             unknown"
+        ));
+        self.fail_in_flight(error).into_iter().collect()
+    }
+
+    /// Says what the first entry beyond the commit LSN, which has waited `waited` ms, waits for.
+    fn stall_cause(&self, waited: u64) -> String {
+        let lsn = self.commit + 1;
+        match (&self.proposal, self.config.mode) {
+            (Some(Change::Remove(node)), _) => format!(
+                "replica {node} has not acknowledged entry {lsn} for {waited} ms, and the \
+                 cluster map has not committed taking {node} out of the in-sync set (the map \
+                 has no quorum without it?)"
+            ),
+            (Some(Change::Add(node)), _) => format!(
+                "entry {lsn} has waited {waited} ms for replica {node}, whose addition to the \
+                 in-sync set the cluster map has not committed"
+            ),
+            (None, Mode::Sync) => {
+                let late: Vec<String> = self
+                    .counted()
+                    .into_iter()
+                    .filter(|n| self.acked(n) < lsn)
+                    .collect();
+                format!(
+                    "entry {lsn} has waited {waited} ms for in-sync member(s) {}",
+                    late.join(", ")
+                )
+            }
+            (None, Mode::Async) => format!(
+                "two-phase-commit entry {lsn} has waited {waited} ms for a replica to hold it"
+            ),
+        }
     }
 
     /// Whether `node` has left an outstanding entry unacknowledged for `ack_timeout_ms`.
@@ -561,20 +711,26 @@ impl Primary {
             self.commit = candidate;
             actions.push(Action::Commit { lsn: candidate });
         }
-        if self.below_floor() && self.durable.lsn > self.failed_through.max(self.commit) {
-            let first = self.failed_through.max(self.commit) + 1;
-            self.failed_through = self.durable.lsn;
+        self.waiting = self.waiting.split_off(&(self.commit + 1));
+        if self.stall.is_some() && self.commit >= self.failed_through {
+            // What the stall gave up on has committed: the in-sync set works again.
+            self.stall = None;
+        }
+        if self.below_floor() {
             let error = Error::unknown_outcome(format!(
                 "too few in-sync copies ({} of {}) to commit; the entry stays in the log and \
                  may still commit",
                 self.in_sync.len(),
                 self.config.min_in_sync
             ));
-            actions.push(Action::Fail {
-                first,
-                last: self.durable.lsn,
-                error,
-            });
+            actions.extend(self.fail_in_flight(error));
+        } else if let Some(cause) = &self.stall {
+            // A write that slipped past the gate as the primary stalled.
+            let error = Error::unknown_outcome(format!(
+                "the shard's primary is stalled: {cause}; the entry stays in the log and may \
+                 still commit, so its outcome is unknown"
+            ));
+            actions.extend(self.fail_in_flight(error));
         }
         self.forget_held();
         if self.proposal.is_none() {
@@ -823,6 +979,145 @@ mod tests {
     }
 
     #[test]
+    fn the_commit_bound_is_a_few_ack_timeouts_with_a_floor() {
+        let p = primary(Mode::Sync, &["p"], 1);
+        assert_eq!(p.config().commit_bound_ms(), COMMIT_BOUND_FLOOR_MS);
+        let config = Config {
+            ack_timeout_ms: 2_000,
+            ..p.config().clone()
+        };
+        assert_eq!(config.commit_bound_ms(), 8_000);
+    }
+
+    #[test]
+    fn a_commit_the_map_cannot_unblock_fails_with_40003_after_the_bound_and_writes_stall() {
+        let mut p = primary(Mode::Sync, &["p", "a"], 1);
+        let sa = open(&mut p, "a");
+        durable(&mut p, 1, 0);
+        let a = p.step(Event::Tick { now_ms: 100 });
+        assert_eq!(
+            a,
+            vec![Action::Propose {
+                epoch: 1,
+                change: Change::Remove("a".into())
+            }]
+        );
+        // The map never commits the removal (no quorum).
+        let bound = p.config().commit_bound_ms();
+        assert!(p.step(Event::Tick { now_ms: bound - 1 }).is_empty());
+        assert!(p.refuse_writes().is_none());
+        let a = p.step(Event::Tick { now_ms: bound });
+        let [Action::Fail {
+            first: 1,
+            last: 1,
+            error,
+        }] = a.as_slice()
+        else {
+            panic!("expected entry 1 failed, got {a:?}");
+        };
+        assert_eq!(error.sqlstate(), "40003");
+        assert!(
+            error
+                .to_string()
+                .contains("taking a out of the in-sync set"),
+            "{error}"
+        );
+        let refusal = p.refuse_writes().expect("stalled writes are refused");
+        assert_eq!(refusal.sqlstate(), "53000");
+        assert!(refusal.to_string().contains("replica a"), "{refusal}");
+        // A write that slipped past the gate is failed as soon as it is durable.
+        let a = durable(&mut p, 2, bound + 10);
+        assert!(
+            matches!(a.as_slice(), [Action::Fail { first: 2, last: 2, error }]
+            if error.sqlstate() == "40003"),
+            "{a:?}"
+        );
+        assert!(p
+            .step(Event::Tick {
+                now_ms: bound + 200
+            })
+            .is_empty());
+        // The replica answers again: everything commits and writes resume.
+        assert_eq!(ack(&mut p, "a", sa, 2), vec![Action::Commit { lsn: 2 }]);
+        assert!(p.stalled().is_none());
+        assert!(p.refuse_writes().is_none());
+    }
+
+    #[test]
+    fn a_stall_ends_when_the_map_commits_the_removal_at_last() {
+        let mut p = primary(Mode::Sync, &["p", "a"], 1);
+        open(&mut p, "a");
+        durable(&mut p, 3, 0);
+        p.step(Event::Tick { now_ms: 100 });
+        let bound = p.config().commit_bound_ms();
+        assert!(matches!(
+            p.step(Event::Tick { now_ms: bound }).as_slice(),
+            [Action::Fail {
+                first: 1,
+                last: 3,
+                ..
+            }]
+        ));
+        let a = p.step(Event::InSyncChanged {
+            epoch: 1,
+            in_sync: set(&["p"]),
+        });
+        assert_eq!(a, vec![Action::Commit { lsn: 3 }]);
+        assert!(p.refuse_writes().is_none());
+        // With the set shrunk to the primary, the next entry commits on its fsync.
+        assert_eq!(
+            durable(&mut p, 4, bound + 1),
+            vec![Action::Commit { lsn: 4 }]
+        );
+        assert!(p
+            .step(Event::Tick {
+                now_ms: 2 * bound + 2
+            })
+            .is_empty());
+    }
+
+    #[test]
+    fn an_entry_that_commits_within_the_bound_is_not_failed() {
+        let mut p = primary(Mode::Sync, &["p", "a"], 1);
+        let sa = open(&mut p, "a");
+        durable(&mut p, 1, 0);
+        let bound = p.config().commit_bound_ms();
+        assert_eq!(ack(&mut p, "a", sa, 1), vec![Action::Commit { lsn: 1 }]);
+        durable(&mut p, 2, bound);
+        assert!(p.step(Event::Tick { now_ms: bound + 1 }).is_empty());
+        assert!(p.stalled().is_none());
+    }
+
+    #[test]
+    fn a_step_down_answers_the_entries_in_flight_with_40003() {
+        let mut p = primary(Mode::Sync, &["p", "a"], 1);
+        durable(&mut p, 2, 0);
+        let a = p.step(Event::InSyncChanged {
+            epoch: 2,
+            in_sync: set(&["a"]),
+        });
+        assert!(
+            matches!(a.as_slice(), [Action::Fail { first: 1, last: 2, error }, Action::StepDown { epoch: 2 }]
+            if error.sqlstate() == "40003"),
+            "{a:?}"
+        );
+        // One that slipped past the gate as it stepped down is answered too.
+        let a = durable(&mut p, 3, 1);
+        assert!(
+            matches!(
+                a.as_slice(),
+                [Action::Fail {
+                    first: 3,
+                    last: 3,
+                    ..
+                }]
+            ),
+            "{a:?}"
+        );
+        assert!(p.step(Event::Tick { now_ms: 10_000 }).is_empty());
+    }
+
+    #[test]
     fn a_new_epoch_deposes_the_primary() {
         let mut p = primary(Mode::Sync, &["p"], 1);
         let a = p.step(Event::InSyncChanged {
@@ -830,7 +1125,15 @@ mod tests {
             in_sync: set(&["a"]),
         });
         assert_eq!(a, vec![Action::StepDown { epoch: 2 }]);
-        assert!(durable(&mut p, 1, 0).is_empty());
+        // A write that slipped past the gate commits nowhere here: its client hears 40003.
+        assert!(matches!(
+            durable(&mut p, 1, 0).as_slice(),
+            [Action::Fail {
+                first: 1,
+                last: 1,
+                ..
+            }]
+        ));
         assert!(p.refuse_writes().is_some());
     }
 }

@@ -19,10 +19,20 @@
 //! senders; `Stream` restarts a sender's stream; `Propose` becomes a map change proposed in
 //! its own task; `Fail` answers the entries' submitters 40003 while their locks stay held
 //! (`storage` keeps them waiting for the commit or the drop of their entries); `StepDown` stops
-//! writes.
+//! writes (the core has failed the entries in flight with 40003 just before).
+//!
+//! **No commit waits forever.** The core gives up on an entry that has waited
+//! [`crate::replication::primary::Config::commit_bound_ms`] (four ack timeouts, at least 5 s)
+//! for its in-sync set: a member is silent and the map cannot take it out of the set (a
+//! two-node cluster whose map lost its quorum with the node), or the map does not take an
+//! addition. The entries in flight are answered 40003 and the primary *stalls*: new writes are
+//! refused at once with 53000, naming the cause, until what was given up on commits (the
+//! member answers again, or the map commits the change). The driver logs when a stall begins
+//! and ends.
 //!
 //! **Writes are gated** (the committer's gate, asked before every submit): refused with
-//! [`Primary::refuse_writes`] (53000 below `min_in_sync`), and, after a restart, refused until
+//! [`Primary::refuse_writes`] (53000 below `min_in_sync` or while stalled), and, after a
+//! restart, refused until
 //! the log tail the primary had when it started is committed (H9: the core is rebuilt with the
 //! applied LSN as its commit LSN, never the last LSN, and the tail stays pending until the
 //! in-sync set holds it).
@@ -220,6 +230,7 @@ pub fn start(setup: Setup, map: &ClusterMap) -> Result<Arc<PrimaryDriver>> {
         in_sync: (info.epoch, in_sync),
         progress: progress.clone(),
         times,
+        stalled: false,
     };
     watch_durable(&setup.store, mode, clock, inputs.clone())?;
     let first = driver.core.step(Event::Tick { now_ms: 0 });
@@ -330,6 +341,8 @@ struct Loop {
     progress: Arc<Mutex<Vec<ReplicaProgress>>>,
     /// When each durable batch (by its last LSN) became durable, for `lag_ms`.
     times: BTreeMap<Lsn, u64>,
+    /// Whether the core was stalled when last published (to log the change).
+    stalled: bool,
 }
 
 impl Loop {
@@ -508,8 +521,11 @@ impl Loop {
                     }
                 }
                 Action::StepDown { epoch } => {
+                    // The entries in flight were failed with 40003 by the action before this
+                    // one; their locks stay held until the log says what became of them.
                     tracing::warn!(
-                        "replication: shard {} has a newer epoch {epoch}: this node stops taking writes",
+                        "replication: shard {} has a newer epoch {epoch}: this node stops taking \
+                         writes; commits in flight were answered with an unknown outcome",
                         self.shard
                     );
                 }
@@ -584,6 +600,24 @@ impl Loop {
 
     /// Publishes why writes are refused and what is known of each replica.
     fn publish(&mut self) {
+        match (self.stalled, self.core.stalled()) {
+            (false, Some(cause)) => {
+                tracing::error!(
+                    shard = self.shard,
+                    "replication: commits stalled, writes refused: {cause}"
+                );
+                self.stalled = true;
+            }
+            (true, None) => {
+                tracing::info!(
+                    shard = self.shard,
+                    "replication: the stall is over (committed up to {}); writes resume",
+                    self.core.commit()
+                );
+                self.stalled = false;
+            }
+            _ => {}
+        }
         // Below the restarted tail, the applied state may miss acknowledged commits: neither
         // writes nor reads are served until the tail is committed (and so applied) again.
         let recovering = (self.core.commit() < self.tail).then(|| {
