@@ -28,7 +28,7 @@
 //! batch is being committed (`Readers`): fjall's flush can drop a version that an open
 //! snapshot still needs, and can make a half-inserted batch visible.
 //!
-//! A batch is committed on a thread of the engine's own ([`Commits`]), and the caller waits for
+//! A batch is committed on a thread of the engine's own (`Commits`), and the caller waits for
 //! it while it watches fjall's poison flag: when a background flush fails (a full disk), fjall
 //! poisons the database but a batch that meets its write stall (four sealed memtables waiting
 //! for that flush) sleeps in `local_backpressure` for good. The caller then gets the poison
