@@ -15,7 +15,8 @@
 #   CLUSTER_ENV (extra NAME=VALUE words for the environment of `ddb init`,
 #   which the nodes it starts inherit, e.g. DDB_LOG_RETENTION=1000)
 # and defines target_conn (used by run_psql_at) and target_fail (shows the
-# target's server log, then dies). Optional:
+# target's server log, then dies), or calls pg_ddb_targets for the targets
+# postgres and ddb (which adds query_value). Optional:
 #   KILL_CHILD_TREES=1  cleanup stops each background child's whole process
 #                       tree (and logs it), not only the child itself
 #   CLEANUP_HOOK        a function cleanup runs after stopping the children
@@ -502,4 +503,26 @@ wait_node_pgbenches() { # target node-label all-label out-file...
         fi
     done
     (( bad == 0 )) || target_fail "$target" "$all_label failed (exit statuses ${rcs[*]})"
+}
+
+pg_ddb_targets() { # defines target_conn, target_fail and query_value for the targets postgres and ddb
+    target_conn() { # target [node index, ddb only; default 0] -> "port user dbname"
+        case $1 in
+            postgres) echo "$PG_PORT postgres postgres" ;;
+            ddb) echo "${CL_SQL[${2:-0}]} ddb ddb" ;;
+        esac
+    }
+    target_fail() { # target message
+        case $1 in
+            ddb) cluster_log_tail ;;
+            *) pg_log_tail ;;
+        esac
+        die "$2"
+    }
+    query_value() { # target node sql -> the single value (dies on error)
+        local out
+        out=$(run_psql_at "$1" "$2" -A -t -c "$3" 2>"$TMP/query.err") \
+            || { cat "$TMP/query.err" >&2; target_fail "$1" "query on $1 failed: $3"; }
+        printf '%s\n' "$out"
+    }
 }

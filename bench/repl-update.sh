@@ -69,25 +69,7 @@ read -r -a PORTS <<<"$(pick_ports 8)"
 PG_PORT=${PORTS[0]} PG_STANDBY_PORT=${PORTS[1]}
 CL_RPC=() CL_SQL=() CLUSTER_NODES=0
 
-target_conn() { # target [node index] -> "port user dbname"
-    case $1 in
-        postgres) echo "$PG_PORT postgres postgres" ;;
-        ddb) echo "${CL_SQL[${2:-0}]} ddb ddb" ;;
-    esac
-}
-target_fail() { # target message
-    case $1 in
-        ddb) cluster_log_tail ;;
-        *) pg_log_tail ;;
-    esac
-    die "$2"
-}
-query_value() { # target node sql -> the single value (dies on error)
-    local out
-    out=$(run_psql_at "$1" "$2" -A -t -c "$3" 2>"$TMP/query.err") \
-        || { cat "$TMP/query.err" >&2; target_fail "$1" "query on $1 failed: $3"; }
-    printf '%s\n' "$out"
-}
+pg_ddb_targets # target_conn, target_fail, query_value: see lib.sh
 
 # ---------------------------------------------------------------- data + script
 awk -v rows="$ROWS" -v batch="$BATCH" 'BEGIN {

@@ -118,26 +118,8 @@ start_cluster() {
     init_cluster tpcb
 }
 
-# ---------------------------------------------------------------- targets
-target_conn() { # target [node index, ddb only; default 0] -> "port user dbname"
-    case $1 in
-        postgres) echo "$PG_PORT postgres postgres" ;;
-        ddb) echo "${CL_SQL[${2:-0}]} ddb ddb" ;;
-    esac
-}
-target_fail() { # target message
-    case $1 in
-        ddb) cluster_log_tail ;;
-        *) pg_log_tail ;;
-    esac
-    die "$2"
-}
-query_value() { # target node sql -> the single value (dies on error)
-    local out
-    out=$(run_psql_at "$1" "$2" -A -t -c "$3" 2>"$TMP/query.err") \
-        || { cat "$TMP/query.err" >&2; target_fail "$1" "query on $1 failed: $3"; }
-    printf '%s\n' "$out"
-}
+# The targets (postgres, ddb) are lib.sh's pg_ddb_targets.
+pg_ddb_targets
 
 # ---------------------------------------------------------------- schema, data, script
 # The same DDL on both systems: pgbench's own tables (`pgbench -i`), with the
