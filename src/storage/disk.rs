@@ -59,7 +59,7 @@ type CommitJob = Box<dyn FnOnce() + Send>;
 /// The engine's commit thread: fjall's `WriteBatch::commit` runs there, so that a caller can
 /// stop waiting for a commit stuck in fjall's write stall (see the module docs).
 struct Commits {
-    jobs: Mutex<mpsc::Sender<CommitJob>>,
+    jobs: mpsc::Sender<CommitJob>,
 }
 
 impl Commits {
@@ -73,9 +73,7 @@ impl Commits {
                 }
             })
             .map_err(|e| crate::error::Error::Io(format!("cannot start the commit thread: {e}")))?;
-        Ok(Self {
-            jobs: Mutex::new(jobs),
-        })
+        Ok(Self { jobs })
     }
 
     /// Commits `batch` under `readers.commits` (shared) on the commit thread and waits for it,
@@ -100,11 +98,7 @@ impl Commits {
             });
             let _ = reply.send(result);
         });
-        let sent = self
-            .jobs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .send(job);
+        let sent = self.jobs.send(job);
         if sent.is_err() {
             return Err(crate::error::Error::Internal(
                 "the storage engine's commit thread is gone".into(),
