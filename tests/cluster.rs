@@ -94,7 +94,15 @@ async fn a_three_node_cluster_shards_rows_and_answers_like_a_single_node() {
         assert_eq!(n["role"], "primary");
         assert_eq!(n["state"], "up");
         assert!(n["map_version"].as_i64().unwrap() >= 1);
-        for field in ["rpc_addr", "sql_addr", "lsn", "lag", "keys", "prepared"] {
+        for field in [
+            "rpc_addr",
+            "sql_addr",
+            "lsn",
+            "log_start",
+            "lag",
+            "keys",
+            "prepared",
+        ] {
             assert!(n.get(field).is_some(), "missing {field}");
         }
         // One copy per shard: every node is its shard's primary, in sync, at epoch 1, with no

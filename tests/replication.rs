@@ -658,6 +658,187 @@ async fn a_replica_behind_the_truncated_log_catches_up_by_snapshot_while_writes_
     );
 }
 
+/// Entries a node's log holds, from its status (`log_start..=lsn`).
+fn held(s: &ddb::protocol::NodeStatus) -> u64 {
+    (s.lsn + 1).saturating_sub(s.log_start)
+}
+
+/// A replica truncates its own log (issue 9, point 5): with a retention of 50 entries it keeps
+/// at least 50 and at most 50 + `TRUNCATE_MIN` behind its applied LSN once it has caught up,
+/// however many rows were written; killed with `kill -9` after truncating, it restarts from
+/// its log's base and resumes from the last entry it shares with its primary (no snapshot);
+/// killed again under load, and left down until its primary's log has moved past it, it
+/// catches up by a snapshot installed over its truncated log.
+/// Each time it holds exactly its primary's rows and every acknowledged key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_keeps_its_log_within_the_retention_and_catches_up_after_kill_9() {
+    const RETENTION: u64 = 50;
+    let slack = ddb::server::repl_primary::TRUNCATE_MIN;
+    let env = [("DDB_LOG_RETENTION", "50")];
+    let cluster = TestCluster::replicated("trunc", 3, "{ factor: 2, ack_timeout_ms: 500 }");
+    cluster.init_env(&env);
+    connect(cluster.sql_port("n1"))
+        .await
+        .batch_execute(SCHEMA)
+        .await
+        .unwrap();
+    let map = map_of(&cluster.rpc_addr("n1")).await.unwrap();
+    let keys: Vec<i64> = (0..20_000).filter(|k| shard_of(&map, *k) == 1).collect();
+    assert!(keys.len() > 3500, "{} keys on shard 1", keys.len());
+
+    // Thousands of rows, while the most entries the replica's log holds is watched.
+    let most = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let watch = {
+        let (addr, most) = (cluster.rpc_addr("n2"), most.clone());
+        tokio::spawn(async move {
+            loop {
+                if let Some(s) = status_of(&addr).await {
+                    most.fetch_max(held(&s), std::sync::atomic::Ordering::Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    };
+    let started = Instant::now();
+    let (mut acked, failed) = write(
+        cluster.sql_port("n1"),
+        keys[..2500].to_vec(),
+        Duration::from_secs(120),
+    )
+    .await;
+    let seconds = started.elapsed().as_secs_f64();
+    watch.abort();
+    assert_eq!(failed, 0, "writes failed with both copies up");
+    assert_eq!(
+        acked.len(),
+        2500,
+        "only {} writes acknowledged",
+        acked.len()
+    );
+    let bounded = |s: &ddb::protocol::NodeStatus| {
+        s.log_start > 1000 && held(s) >= RETENTION && held(s) <= RETENTION + slack
+    };
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            same_copy(&cluster, "n1", "n2").await
+                && status_of(&cluster.rpc_addr("n2"))
+                    .await
+                    .is_some_and(|s| bounded(&s))
+        })
+        .await,
+        "the replica's log is not bounded by the retention: {:?}\n{}",
+        status_of(&cluster.rpc_addr("n2")).await,
+        cluster.logs()
+    );
+    let before = status_of(&cluster.rpc_addr("n2")).await.unwrap();
+    let primary = status_of(&cluster.rpc_addr("n1")).await.unwrap();
+    eprintln!(
+        "2500 rows in {seconds:.1} s; replica n2 held at most {} entries under the load, then \
+         lsn {} log_start {} ({} held); primary n1: lsn {} log_start {} ({} held)",
+        most.load(std::sync::atomic::Ordering::Relaxed),
+        before.lsn,
+        before.log_start,
+        held(&before),
+        primary.lsn,
+        primary.log_start,
+        held(&primary)
+    );
+    // ddb status shows the same log start.
+    let (_, rows) = cluster.status();
+    let row = rows
+        .iter()
+        .find(|r| r["name"] == "n2")
+        .expect("a row for n2");
+    assert!(
+        row["log_start"]
+            .as_u64()
+            .is_some_and(|l| l >= before.log_start),
+        "{row}"
+    );
+
+    // kill -9 after truncating, no writes meanwhile: the primary's log still covers it.
+    cluster.kill("n2");
+    cluster.init_env(&env);
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            in_sync(&cluster, "n1")
+                .await
+                .is_some_and(|s| s.contains(&"n2".to_string()))
+                && same_copy(&cluster, "n1", "n2").await
+        })
+        .await,
+        "the restarted replica did not catch up:\n{}",
+        cluster.logs()
+    );
+    let after = status_of(&cluster.rpc_addr("n2")).await.unwrap();
+    assert!(
+        after.log_start >= before.log_start,
+        "the log's base went back from {} to {} across the restart",
+        before.log_start,
+        after.log_start
+    );
+    let log = |node: &str| {
+        std::fs::read_to_string(cluster.data_dir(node).join("ddb.log")).unwrap_or_default()
+    };
+    assert!(
+        !log("n2").contains("installed a snapshot"),
+        "the replica needed a snapshot though the primary's log covered it"
+    );
+
+    // kill -9 under load: it catches up by snapshot, and its log stays bounded.
+    let load = tokio::spawn(write(
+        cluster.sql_port("n3"),
+        keys[2500..3500].to_vec(),
+        Duration::from_secs(120),
+    ));
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            status_of(&cluster.rpc_addr("n2"))
+                .await
+                .is_some_and(|s| s.applied_lsn > after.applied_lsn + 100)
+        })
+        .await,
+        "the load did not reach the replica"
+    );
+    cluster.kill("n2");
+    // The replica holds no entry past the primary's last one now; once the primary's log has
+    // moved past that, only a snapshot can bring it back.
+    let gone = status_of(&cluster.rpc_addr("n1")).await.unwrap().lsn;
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            status_of(&cluster.rpc_addr("n1"))
+                .await
+                .is_some_and(|s| s.log_start > gone + 1)
+        })
+        .await,
+        "the primary's log was not truncated past the killed replica"
+    );
+    cluster.init_env(&env);
+    let (more, _failed) = load.await.unwrap();
+    assert!(more.len() > 900, "only {} writes acknowledged", more.len());
+    acked.extend(more);
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            in_sync(&cluster, "n1")
+                .await
+                .is_some_and(|s| s.contains(&"n2".to_string()))
+                && same_copy(&cluster, "n1", "n2").await
+                && status_of(&cluster.rpc_addr("n2"))
+                    .await
+                    .is_some_and(|s| held(&s) <= RETENTION + slack)
+        })
+        .await,
+        "the replica killed under load did not catch up within its retention: {:?}\n{}",
+        status_of(&cluster.rpc_addr("n2")).await,
+        cluster.logs()
+    );
+    assert!(
+        log("n2").contains("installed a snapshot"),
+        "the replica caught up from a log that no longer reached back to it"
+    );
+    assert_all_there(cluster.sql_port("n3"), &acked).await;
+}
+
 /// `async` (DESIGN §6.1): an entry is committed once the primary has it on disk, so writes go
 /// on while the shard's only replica is frozen; but a 2PC `Prepared` entry or decision record
 /// waits for one replica even so, so a transaction across two shards that needs the frozen

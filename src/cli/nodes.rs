@@ -265,7 +265,8 @@ impl GroupPlace {
 /// the stable JSON names of DESIGN §10.1.
 ///
 /// `role`, `in_sync` and `epoch` come from the map; `lsn` from the node (the last entry in its
-/// log, which with one copy is also the last applied); `lag` is how many entries a replica is
+/// log, which with one copy is also the last applied), and `log_start` (the first entry its log
+/// still holds: it holds `log_start..=lsn`); `lag` is how many entries a replica is
 /// behind its primary, and `lag_ms` the age of the oldest entry it lacks, both as the primary
 /// measures them (0 for a primary; `null` when the primary does not report them).
 pub fn node_table(
@@ -285,6 +286,7 @@ pub fn node_table(
         col("map_version", DataType::BigInt),
         col("epoch", DataType::BigInt),
         col("lsn", DataType::BigInt),
+        col("log_start", DataType::BigInt),
         col("lag", DataType::BigInt),
         col("lag_ms", DataType::BigInt),
         col("keys", DataType::BigInt),
@@ -323,6 +325,7 @@ pub fn node_table(
             opt_int(status.as_ref().map(|s| s.map_version)),
             opt_int(place.epoch),
             opt_int(status.as_ref().map(|s| s.lsn)),
+            opt_int(status.as_ref().map(|s| s.log_start)),
             opt_int(lag),
             opt_int(lag_ms),
             opt_int(status.as_ref().map(|s| s.keys)),
@@ -441,6 +444,7 @@ mod tests {
             sql_addr: String::new(),
             version: String::new(),
             lsn,
+            log_start: 1,
             applied_lsn: lsn,
             checksum: 0,
             replicas: Vec::new(),

@@ -41,8 +41,9 @@ pub struct ServerArgs {
         env = "DDB_PREPARED_TIMEOUT_MS"
     )]
     pub prepared_timeout_ms: u64,
-    /// On a replicated shard's primary: how many log entries behind the head are kept for a
-    /// lagging replica at most; one further behind is sent a snapshot
+    /// On a replicated shard: how many log entries a primary keeps behind its head at most for
+    /// a lagging replica (one further behind is sent a snapshot), and how many a replica keeps
+    /// behind its applied LSN (it never drops one it has not applied)
     #[arg(
         long,
         value_name = "ENTRIES",

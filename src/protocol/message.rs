@@ -215,6 +215,10 @@ pub struct NodeStatus {
     pub version: String,
     /// The LSN of the last entry in the node's log (with one copy, the last durable commit).
     pub lsn: u64,
+    /// The LSN of the first entry the node's log still holds: the entries before it were
+    /// truncated (or replaced by a snapshot). The log holds `log_start..=lsn`, nothing when
+    /// `lsn` is below it.
+    pub log_start: u64,
     /// The LSN of the last entry applied to the data.
     pub applied_lsn: u64,
     /// A checksum of every row stored on this node (xxh3 of the data space in key order), so

@@ -41,6 +41,8 @@
 //! changed [epoch=E] in-sync=N/…          the map committed the in-sync set
 //! failed add|remove NODE                 the map did not take the proposal
 //! truncate                               truncate the primary's log as far as it allows
+//! truncate NAME retention=K              NAME truncates its log as far as it allows, keeping
+//!                                        K entries behind its applied LSN
 //! status                                 the primary's state
 //! rstatus NAME                           a replica's state
 //! ```
@@ -233,12 +235,20 @@ impl goldenscript::Runner for Runner {
                 };
                 self.tell_primary(PEvent::ProposalFailed { change })?
             }
-            "truncate" => {
-                let through = self.primary()?.truncate_through();
-                let mut s = format!("p: truncate through {through}\n");
-                s.push_str(&self.tell_primary(PEvent::Truncated { through })?);
-                s
-            }
+            "truncate" => match args.next_pos().map(|a| a.value.clone()) {
+                Some(node) => {
+                    let retention = args
+                        .lookup_parse("retention")?
+                        .ok_or("retention not given")?;
+                    self.truncate_replica(&node, retention)?
+                }
+                None => {
+                    let through = self.primary()?.truncate_through();
+                    let mut s = format!("p: truncate through {through}\n");
+                    s.push_str(&self.tell_primary(PEvent::Truncated { through })?);
+                    s
+                }
+            },
             "status" => self.status()?,
             "rstatus" => {
                 let node = pos(&mut args, "name")?;
@@ -307,6 +317,23 @@ impl Runner {
 
     fn primary(&mut self) -> Res<&mut Primary> {
         self.primary.as_mut().ok_or_else(|| "no primary yet".into())
+    }
+
+    /// Replica `node` drops the front of its log as far as its core allows with `retention`,
+    /// and is told once that is durable; prints where its log now begins.
+    fn truncate_replica(&mut self, node: &str, retention: Lsn) -> Res<String> {
+        let r = self.replica(node)?;
+        let through = r.truncate_through(retention);
+        let base = r
+            .history()
+            .id_at(through)
+            .ok_or_else(|| format!("{node} does not know entry {through}"))?;
+        let mut s = format!("{node}: truncate through {base}\n");
+        s.push_str(&self.tell_replica(node, REvent::Truncated { base })?);
+        let pairs = self.replica(node)?.history().pairs();
+        let pairs: Vec<String> = pairs.iter().map(|p| format!("{}@{}", p.0, p.1)).collect();
+        writeln!(s, "{node}: history {}", pairs.join("/"))?;
+        Ok(s)
     }
 
     fn replica(&self, node: &str) -> Res<&Replica> {
@@ -726,4 +753,5 @@ scripts! {
     h14_async_2pc_waits_for_a_replica,
     h15_commit_bound,
     catch_up_after_divergence,
+    replica_truncation,
 }

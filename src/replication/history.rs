@@ -144,6 +144,22 @@ impl EpochHistory {
     pub fn truncate_after(&mut self, lsn: Lsn) {
         self.epochs.retain(|p| p.1 <= lsn);
     }
+
+    /// Forgets the epochs of entries before `base`, the last entry dropped from the log's
+    /// front: the history becomes that of a log restarted at `base` ([`Self::from_snapshot`])
+    /// followed by the epochs that begin after it, which is also what a restart rebuilds from
+    /// the log's base and the map's epochs. Returns false, and changes nothing, if this history
+    /// does not give `base.lsn` the epoch `base.epoch` (a stale report: the log was replaced
+    /// meanwhile) or `base` is the empty log.
+    pub fn forget_before(&mut self, base: LogId) -> bool {
+        if base.lsn == 0 || !self.matches(base) {
+            return false;
+        }
+        let mut epochs = vec![(base.epoch, base.lsn)];
+        epochs.extend(self.epochs.iter().copied().filter(|p| p.1 > base.lsn));
+        self.epochs = epochs;
+        true
+    }
 }
 
 #[cfg(test)]
@@ -197,5 +213,21 @@ mod tests {
         hist.note(LogId::new(1, 5));
         hist.note(LogId::new(3, 6));
         assert_eq!(hist.pairs(), &[(1, 1), (3, 6)]);
+    }
+
+    #[test]
+    fn forgetting_the_front_keeps_the_base_and_the_later_epochs() {
+        let mut hist = h(&[(1, 1), (2, 5), (3, 5), (4, 9)]);
+        // Entry 5 is epoch 3's (epoch 2 wrote nothing here): a base of another epoch is stale.
+        assert!(!hist.forget_before(LogId::new(2, 5)));
+        assert!(hist.forget_before(LogId::new(3, 7)));
+        assert_eq!(hist.pairs(), &[(3, 7), (4, 9)]);
+        assert_eq!(hist.epoch_at(6), None);
+        assert!(hist.matches(LogId::new(3, 8)));
+        assert!(hist.matches(LogId::new(4, 20)));
+        // Past the last pair: only the base is left.
+        assert!(hist.forget_before(LogId::new(4, 12)));
+        assert_eq!(hist, EpochHistory::from_snapshot(LogId::new(4, 12)));
+        assert!(!hist.forget_before(LogId::ZERO));
     }
 }

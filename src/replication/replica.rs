@@ -16,7 +16,15 @@
 //!   not leave the primary waiting;
 //! * applies up to the smaller of the commit LSN this primary sent and the last persisted entry
 //!   that matched this primary. Both are forgotten when a newer epoch appears: a commit LSN is
-//!   about one primary's log, and another primary's entry at the same LSN may be different.
+//!   about one primary's log, and another primary's entry at the same LSN may be different;
+//! * lets the front of its log be dropped ([`Replica::truncate_through`]) only up to
+//!   `retention` entries behind its applied LSN, so never an entry it has not applied (and so
+//!   never one past the commit LSN it received), and once the drop is durable
+//!   ([`Event::Truncated`]) forgets the epochs before the new base. Its history is then the
+//!   one a restart rebuilds from the log's base, so a replica answers a primary the same way
+//!   before and after a crash: a batch whose `prev` lies before the base is refused with the
+//!   base to resume from, and the primary streams from there or, if its own log no longer
+//!   reaches back that far, sends a snapshot.
 //!
 //! The replica does no I/O: [`Replica::step`] returns what to write, send and apply. The
 //! driver carries the actions out in order and feeds back [`Event::Persisted`] when the log
@@ -44,6 +52,8 @@ pub enum Event {
     Snapshot { session: u64, epoch: u64, at: LogId },
     /// The map says the shard is in `epoch` now (a promotion fences the replica this way).
     Epoch { epoch: u64 },
+    /// The log's front up to `base` (the last entry dropped) is gone, durably.
+    Truncated { base: LogId },
 }
 
 /// Why a batch or a snapshot was refused.
@@ -168,6 +178,14 @@ impl Replica {
         &self.history
     }
 
+    /// The last LSN the front of the log may be dropped through: `retention` entries behind
+    /// the applied LSN stay, for a primary this replica may become to stream to others, and
+    /// nothing unapplied goes (it is still to be applied, and may be past the commit LSN or not
+    /// yet checked against the primary). 0 when nothing may go.
+    pub fn truncate_through(&self, retention: Lsn) -> Lsn {
+        self.applied.saturating_sub(retention)
+    }
+
     /// Takes one event; returns what to do, in order.
     pub fn step(&mut self, event: Event) -> Vec<Action> {
         match event {
@@ -181,6 +199,19 @@ impl Replica {
             Event::Persisted { up_to } => self.on_persisted(up_to),
             Event::Snapshot { session, epoch, at } => self.on_snapshot(session, epoch, at),
             Event::Epoch { epoch } => self.learn_epoch(epoch),
+            Event::Truncated { base } => {
+                self.on_truncated(base);
+                Vec::new()
+            }
+        }
+    }
+
+    /// The log now begins after `base`: the history forgets the epochs before it. A report
+    /// that does not fit this log (a snapshot replaced it meanwhile, or it names an entry not
+    /// applied) is stale and changes nothing.
+    fn on_truncated(&mut self, base: LogId) {
+        if base.lsn <= self.applied && base.lsn <= self.last.lsn {
+            self.history.forget_before(base);
         }
     }
 
@@ -542,6 +573,80 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn truncation_keeps_the_retention_behind_the_applied_lsn_and_nothing_unapplied_goes() {
+        let mut r = fresh();
+        // 30 entries, 20 of them committed.
+        r.step(batch(1, 1, LogId::ZERO, run(1, 1, 30), 20));
+        assert_eq!(
+            r.truncate_through(5),
+            0,
+            "nothing is applied before it is persisted"
+        );
+        r.step(Event::Persisted { up_to: id(1, 30) });
+        assert_eq!(r.applied(), 20);
+        assert_eq!(r.truncate_through(5), 15);
+        assert_eq!(r.truncate_through(0), 20, "the unapplied tail 21..30 stays");
+        assert_eq!(r.truncate_through(100), 0);
+        // A base past the applied LSN is no report this core trusts.
+        r.step(Event::Truncated { base: id(1, 25) });
+        assert_eq!(r.history().pairs(), &[(1, 1)]);
+    }
+
+    #[test]
+    fn a_truncated_replica_answers_as_the_same_replica_restarted() {
+        let mut r = fresh();
+        r.step(batch(1, 1, LogId::ZERO, run(1, 1, 5), 0));
+        r.step(batch(1, 2, id(1, 5), run(2, 6, 20), 20));
+        r.step(Event::Persisted { up_to: id(2, 20) });
+        assert_eq!(r.applied(), 20);
+        let through = r.truncate_through(5);
+        assert_eq!(through, 15);
+        assert!(r
+            .step(Event::Truncated {
+                base: id(2, through)
+            })
+            .is_empty());
+        // What a restart builds from a log whose base is 2.15 and whose last entry is 2.20.
+        let restarted =
+            Replica::new(2, EpochHistory::from_snapshot(id(2, 15)), id(2, 20), 20).expect("valid");
+        assert_eq!(r.history(), restarted.history());
+        // A primary guessing from before the base is told to resume at the base, by both.
+        let stale = batch(3, 2, id(1, 3), run(1, 4, 5), 20);
+        let mut restarted = restarted;
+        for core in [&mut r, &mut restarted] {
+            let a = core.step(stale.clone());
+            assert!(
+                a.contains(&Action::Refuse {
+                    session: 3,
+                    reject: Reject::Mismatch { resume: id(2, 15) }
+                }),
+                "{a:?}"
+            );
+            // From the base the stream goes on.
+            let a = core.step(batch(3, 2, id(2, 15), run(2, 16, 22), 22));
+            assert!(a.contains(&Action::Append {
+                truncate_after: None,
+                entries: run(2, 21, 22)
+            }));
+        }
+    }
+
+    #[test]
+    fn a_truncation_reported_after_a_snapshot_is_stale() {
+        let mut r = fresh();
+        r.step(batch(1, 1, LogId::ZERO, run(1, 1, 10), 10));
+        r.step(Event::Persisted { up_to: id(1, 10) });
+        // A snapshot of epoch 2 at 2.8 replaces the log while a truncation through 1.6 runs.
+        r.step(Event::Snapshot {
+            session: 2,
+            epoch: 2,
+            at: id(2, 8),
+        });
+        r.step(Event::Truncated { base: id(1, 6) });
+        assert_eq!(r.history(), &EpochHistory::from_snapshot(id(2, 8)));
     }
 
     #[test]

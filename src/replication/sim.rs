@@ -8,14 +8,17 @@
 //! entries are 2PC records), batches are shipped or lost on the way, replicas persist, acks are
 //! delivered or lost, connections break (with late acks of the old session still arriving) and
 //! reopen, replicas crash and lose what they had not persisted, time passes, the map takes or
-//! refuses the primary's proposals after random delays, and the log is truncated. Two driver
+//! refuses the primary's proposals after random delays, and the logs are truncated: the
+//! primary's as far as its core allows, a replica's as far as its core allows with a random
+//! retention (a crash after that rebuilds it from its base, as a restart does). Two driver
 //! habits the cores must survive: a replica may report its durable last entry as an ack on its
 //! own (which names an old epoch's tail if it has one: H1), and a replica outside the set may
 //! come back with an empty disk while acks of its old life are still on the wire (H7).
 //!
 //! After every step the simulation checks the promises of DESIGN §6.1:
 //!
-//! * the commit LSN never falls, and truncation never passes it;
+//! * the commit LSN never falls, and truncation never passes it (nor, on a replica, its
+//!   applied LSN);
 //! * (`sync`) nothing commits while the map's set is below `min_in_sync`;
 //! * (`sync`) every entry up to the commit LSN is persisted, as the primary's entry, on every
 //!   member of the map's committed in-sync set and on a pending addition;
@@ -39,22 +42,55 @@ const EPOCH: u64 = 2;
 
 #[derive(Clone, Debug)]
 enum Op {
-    Write { n: u8, decision: bool },
+    Write {
+        n: u8,
+        decision: bool,
+    },
     Fsync,
-    Ship { r: usize, n: u8 },
-    ShipLost { r: usize, n: u8 },
-    Persist { r: usize },
-    Deliver { r: usize },
-    DropReply { r: usize },
-    Disconnect { r: usize, late_acks: bool },
-    Connect { r: usize },
-    Crash { r: usize },
-    Hello { r: usize },
-    Wipe { r: usize },
-    Tick { ms: u16 },
+    Ship {
+        r: usize,
+        n: u8,
+    },
+    ShipLost {
+        r: usize,
+        n: u8,
+    },
+    Persist {
+        r: usize,
+    },
+    Deliver {
+        r: usize,
+    },
+    DropReply {
+        r: usize,
+    },
+    Disconnect {
+        r: usize,
+        late_acks: bool,
+    },
+    Connect {
+        r: usize,
+    },
+    Crash {
+        r: usize,
+    },
+    Hello {
+        r: usize,
+    },
+    Wipe {
+        r: usize,
+    },
+    Tick {
+        ms: u16,
+    },
     MapCommit,
     MapFail,
     Truncate,
+    /// Replica `r` drops the front of its log, keeping `keep` entries behind its applied LSN.
+    ReplicaTruncate {
+        r: usize,
+        keep: u8,
+    },
 }
 
 /// What the primary asked to send a replica.
@@ -73,7 +109,8 @@ enum Stream {
 struct SimReplica {
     name: String,
     core: Replica,
-    /// The snapshot the log starts after (`ZERO` without one).
+    /// The last entry dropped from the log's front, by a snapshot or a truncation (`ZERO`
+    /// without one); the data covers it.
     base: LogId,
     /// Entries after `base`, appended (maybe not persisted).
     log: Vec<LogId>,
@@ -416,6 +453,24 @@ impl Sim {
                 self.log_start = self.log_start.max(through + 1);
                 self.tell_primary(PEvent::Truncated { through })?;
             }
+            Op::ReplicaTruncate { r, keep } => {
+                let r = r % n;
+                let rep = &mut self.replicas[r];
+                let through = rep.core.truncate_through(keep as Lsn);
+                prop_assert!(
+                    through <= rep.applied && through <= rep.core.commit(),
+                    "{} may truncate through {through}, beyond what it applied",
+                    &rep.name
+                );
+                if through > rep.base.lsn {
+                    let base = rep.entry(through).ok_or_else(|| {
+                        TestCaseError::fail(format!("{} lacks entry {through}", rep.name))
+                    })?;
+                    rep.log.drain(..(through - rep.base.lsn) as usize);
+                    rep.base = base;
+                    self.tell_replica(r, REvent::Truncated { base })?;
+                }
+            }
         }
         self.check()
     }
@@ -550,6 +605,11 @@ impl Sim {
         for rep in &self.replicas {
             let core = &rep.core;
             prop_assert_eq!(core.applied(), rep.applied);
+            prop_assert!(
+                rep.base.lsn <= rep.applied,
+                "{} dropped unapplied entries",
+                &rep.name
+            );
             prop_assert!(core.applied() <= core.commit() && core.applied() <= core.matched());
             prop_assert!(
                 rep.applied <= commit,
@@ -631,11 +691,12 @@ fn op(replicas: usize) -> impl Strategy<Value = Op> {
         2 => r.clone().prop_map(|r| Op::Connect { r }),
         1 => r.clone().prop_map(|r| Op::Crash { r }),
         1 => r.clone().prop_map(|r| Op::Hello { r }),
-        1 => r.prop_map(|r| Op::Wipe { r }),
+        1 => r.clone().prop_map(|r| Op::Wipe { r }),
         2 => (1..150u16).prop_map(|ms| Op::Tick { ms }),
         2 => Just(Op::MapCommit),
         1 => Just(Op::MapFail),
         1 => Just(Op::Truncate),
+        1 => (r, 0..6u8).prop_map(|(r, keep)| Op::ReplicaTruncate { r, keep }),
     ]
 }
 

@@ -34,6 +34,7 @@ impl Node {
         let meta = self.meta();
         let (prepared, oldest) = self.db.twopc.prepared_summary();
         let stats = &self.db.twopc.stats;
+        let log = self.db.txns.store.log_state()?;
         Ok(NodeStatus {
             prepared,
             oldest_prepared_ms: oldest.as_millis() as u64,
@@ -53,7 +54,8 @@ impl Node {
             rpc_addr: self.rpc_addr.to_string(),
             sql_addr: self.sql_addr.to_string(),
             version: env!("CARGO_PKG_VERSION").to_string(),
-            lsn: self.db.txns.store.log_state()?.last.lsn,
+            lsn: log.last.lsn,
+            log_start: log.first(),
             applied_lsn: self.db.txns.store.applied_lsn()?,
             checksum: self.db.checksum()?,
             replicas: self.repl.progress(),

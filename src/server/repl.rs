@@ -41,7 +41,9 @@ use crate::error::{Error, Result};
 use crate::protocol::ReplicaProgress;
 use crate::storage::Store;
 
-/// How many entries behind its head a primary's log keeps for lagging replicas by default.
+/// The log retention by default (`--log-retention`): how many entries behind its head a
+/// primary's log keeps at most for a lagging replica, and how many behind its applied LSN a
+/// replica's log keeps (for the replicas it would serve once promoted).
 pub const DEFAULT_RETENTION: u64 = 100_000;
 
 /// A node's replication runtime.
@@ -54,7 +56,8 @@ pub struct Runtime {
     replica: OnceLock<mpsc::Sender<Inbound>>,
     /// Serialises starting the drivers.
     starting: Mutex<()>,
-    /// How many entries behind its head a primary keeps for lagging replicas.
+    /// The log retention: entries behind its head a primary keeps at most for lagging
+    /// replicas, and entries behind its applied LSN a replica keeps.
     retention: u64,
 }
 
@@ -175,7 +178,7 @@ impl Runtime {
                     "replication: left the copied 2PC state to the primary"
                 );
             }
-            let inbox = repl_replica::start(shard, store, &info.epochs)?;
+            let inbox = repl_replica::start(shard, store, &info.epochs, self.retention)?;
             let _ = self.replica.set(inbox);
             tracing::info!(shard, primary = %info.primary, "replication: replica driver started");
         }

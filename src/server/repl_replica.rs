@@ -20,6 +20,16 @@
 //! The core is rebuilt from the store when the driver starts: the saved epoch, the log's last
 //! entry and its applied LSN; every entry on disk counts as persisted, none as matched.
 //!
+//! **Truncation.** Every [`TRUNCATE_EVERY`] the front of the log is dropped through
+//! [`Replica::truncate_through`] (the node's `--log-retention` entries behind the applied LSN
+//! stay; nothing unapplied goes), bounded again by the applied LSN the store has written (the
+//! core orders applies before the committer has done them), when that drops at least
+//! [`TRUNCATE_MIN`] entries. The drop and the log's new base are one durable write; once it
+//! is answered the core hears [`Event::Truncated`] and forgets the epochs before the base, so
+//! it is the core a restart would build. The committer writes the drop after every apply
+//! queued before it, and its fsync makes them durable too, so the applied LSN on disk never
+//! falls behind the base.
+//!
 //! **Snapshots.** A primary whose log no longer reaches back far enough sends the shard's
 //! `data` and `txn` spaces instead ([`Replicate::Snapshot`]): `Begin` durably marks the store as
 //! installing and clears it, each `Batch` is written, and `Finish` hands the whole snapshot to
@@ -30,6 +40,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 use tokio::sync::{mpsc, oneshot};
@@ -40,6 +51,8 @@ use crate::protocol::{Replicate, ReplicateReply, SnapshotPart};
 use crate::replication::replica::{Action, Event};
 use crate::replication::{EpochHistory, LogId, Reject, Replica};
 use crate::storage::{LogEntry, Lsn, Space, Store, WalState, Write};
+
+use super::repl_primary::{TRUNCATE_EVERY, TRUNCATE_MIN};
 
 /// How many replication requests may wait for the driver.
 pub const INBOX: usize = 64;
@@ -92,6 +105,8 @@ struct Driver {
     installing: bool,
     /// The shard's epochs as the map gave them at start (to rebuild the core's history).
     epochs: Vec<(u64, Lsn)>,
+    /// How many entries behind the applied LSN the log keeps.
+    retention: Lsn,
 }
 
 /// The replica core as the store's log says it is now, and whether a snapshot install is
@@ -112,11 +127,13 @@ fn open_core(store: &Store, epochs: &[(u64, Lsn)]) -> Result<(Replica, bool)> {
     Ok((core, state.installing_snapshot))
 }
 
-/// Starts the driver of a replica of `shard` over `store` and returns its inbox.
+/// Starts the driver of a replica of `shard` over `store`, keeping `retention` entries of its
+/// log behind the applied LSN, and returns its inbox.
 pub fn start(
     shard: ShardId,
     store: Arc<Store>,
     epochs: &[(u64, Lsn)],
+    retention: Lsn,
 ) -> Result<mpsc::Sender<Inbound>> {
     let (core, installing) = open_core(&store, epochs)?;
     let (tx, rx) = mpsc::channel(INBOX);
@@ -128,6 +145,7 @@ pub fn start(
         acked: None,
         installing,
         epochs: epochs.to_vec(),
+        retention,
     };
     tokio::spawn(driver.run(rx));
     Ok(tx)
@@ -135,11 +153,33 @@ pub fn start(
 
 type Persisting = FuturesUnordered<oneshot::Receiver<Result<crate::storage::LogId>>>;
 
+/// The truncation in flight (one at a time), answered with the log's new base.
+type Truncating = FuturesUnordered<BoxFuture<'static, Result<crate::storage::LogId>>>;
+
 impl Driver {
     async fn run(mut self, mut inbox: mpsc::Receiver<Inbound>) {
         let mut persisting: Persisting = FuturesUnordered::new();
+        let mut truncate = tokio::time::interval(TRUNCATE_EVERY);
+        truncate.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut truncating: Truncating = FuturesUnordered::new();
         loop {
             tokio::select! {
+                _ = truncate.tick(), if truncating.is_empty() => self.truncate(&mut truncating),
+                done = truncating.next(), if !truncating.is_empty() => match done {
+                    Some(Ok(base)) => {
+                        tracing::debug!("replica: truncated the log through {base}");
+                        let actions = self.core.step(Event::Truncated { base: core_id(base) });
+                        if let Err(e) = self.act(actions, &[], &mut persisting).await {
+                            tracing::error!("replica: {e}");
+                        }
+                    }
+                    // A snapshot install that began or ended meanwhile: nothing was dropped.
+                    Some(Err(Error::Refused(why))) => {
+                        tracing::debug!("replica: the log was not truncated: {why}");
+                    }
+                    Some(Err(e)) => tracing::warn!("replica: cannot truncate the log: {e}"),
+                    None => {}
+                },
                 request = inbox.recv() => match request {
                     Some((request, reply)) => self.request(request, reply, &mut persisting).await,
                     None => break,
@@ -320,6 +360,29 @@ impl Driver {
                 Ok(refused)
             }
         }
+    }
+
+    /// Starts dropping the front of the log that the retention no longer keeps, if that is at
+    /// least [`TRUNCATE_MIN`] entries.
+    fn truncate(&self, truncating: &mut Truncating) {
+        if self.installing {
+            return;
+        }
+        let state = match self.store.log_state() {
+            Ok(state) if !state.installing_snapshot => state,
+            _ => return,
+        };
+        let through = self
+            .core
+            .truncate_through(self.retention)
+            .min(state.applied.lsn);
+        if through < state.base.lsn.saturating_add(TRUNCATE_MIN) {
+            return;
+        }
+        let store = self.store.clone();
+        truncating.push(Box::pin(async move {
+            store.committer.truncate_before(through + 1).await
+        }));
     }
 
     fn wrong_shard(&self, shard: ShardId) -> Error {
