@@ -673,7 +673,7 @@ fn held(s: &ddb::protocol::NodeStatus) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_keeps_its_log_within_the_retention_and_catches_up_after_kill_9() {
     const RETENTION: u64 = 50;
-    let slack = ddb::server::repl_primary::TRUNCATE_MIN;
+    let slack = ddb::server::repl_replica::TRUNCATE_MIN;
     let env = [("DDB_LOG_RETENTION", "50")];
     let cluster = TestCluster::replicated("trunc", 3, "{ factor: 2, ack_timeout_ms: 500 }");
     cluster.init_env(&env);

@@ -61,7 +61,7 @@ use futures::stream::FuturesOrdered;
 use futures::StreamExt;
 use tokio::sync::{mpsc, watch};
 
-use super::repl_replica::{core_id, log_history};
+use super::repl_replica::{core_id, log_history, TRUNCATE_EVERY, TRUNCATE_MIN};
 use crate::client::Client;
 use crate::cluster::map::{self, ClusterMap};
 use crate::cluster::meta::Meta;
@@ -94,10 +94,6 @@ const REDIAL_MAX: Duration = Duration::from_secs(2);
 const REPLY_TIMEOUT_MIN: Duration = Duration::from_millis(500);
 /// Most snapshot batches unanswered on one stream.
 pub const SNAPSHOT_IN_FLIGHT: usize = 4;
-/// How often the log is considered for truncation.
-pub const TRUNCATE_EVERY: Duration = Duration::from_secs(1);
-/// The fewest entries a truncation drops.
-pub const TRUNCATE_MIN: Lsn = 64;
 /// Most durable batches whose time is remembered for `lag_ms`.
 const TIMES_KEPT: usize = 100_000;
 

@@ -52,7 +52,10 @@ use crate::replication::replica::{Action, Event};
 use crate::replication::{EpochHistory, LogId, Reject, Replica};
 use crate::storage::{LogEntry, Lsn, Space, Store, WalState, Write};
 
-use super::repl_primary::{TRUNCATE_EVERY, TRUNCATE_MIN};
+/// How often a log (a primary's or a replica's) is considered for truncation.
+pub const TRUNCATE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+/// The fewest entries a truncation drops.
+pub const TRUNCATE_MIN: Lsn = 64;
 
 /// How many replication requests may wait for the driver.
 pub const INBOX: usize = 64;
