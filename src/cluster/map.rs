@@ -207,6 +207,17 @@ pub enum Change {
         epoch: u64,
         node: String,
     },
+    /// Makes `node` the primary of `shard` in a new epoch, `epoch + 1`, whose first entry is
+    /// `first_lsn` (DESIGN §6.2: one past the fenced target's last entry). Refused unless the
+    /// shard is still at `epoch` (two promotions of one shard are ordered: the second is stale)
+    /// and `node` is a replica of it, in the in-sync set unless `allow_data_loss`.
+    Promote {
+        shard: ShardId,
+        epoch: u64,
+        node: String,
+        first_lsn: Lsn,
+        allow_data_loss: bool,
+    },
 }
 
 /// What applying a change produced: the map version after it.
@@ -240,6 +251,16 @@ impl ClusterMap {
             (Some(map), Change::AddInSync { shard, epoch, node }) => {
                 map.add_in_sync(*shard, *epoch, node)
             }
+            (
+                Some(map),
+                Change::Promote {
+                    shard,
+                    epoch,
+                    node,
+                    first_lsn,
+                    allow_data_loss,
+                },
+            ) => map.promote(*shard, *epoch, node, *first_lsn, *allow_data_loss),
         }
     }
 
@@ -323,6 +344,45 @@ impl ClusterMap {
             )));
         }
         self.shard_mut(shard)?.in_sync.push(node.to_string());
+        Ok(self.bump())
+    }
+
+    /// [`Change::Promote`]: `node` becomes the primary in epoch `epoch + 1`, which the epoch
+    /// history records as beginning at `first_lsn`; the old primary becomes a replica; the
+    /// in-sync set is the new primary alone (the others hold entries it may lack or not hold
+    /// what it has: each re-enters by [`Change::AddInSync`] once its log matches). Raises the
+    /// version and the placement: another node serves the shard's keys.
+    fn promote(
+        &mut self,
+        shard: ShardId,
+        epoch: u64,
+        node: &str,
+        first_lsn: Lsn,
+        allow_data_loss: bool,
+    ) -> ChangeResult {
+        let s = self.in_sync_target(shard, epoch, node)?;
+        if s.primary == node {
+            return Err(Error::Refused(format!(
+                "node {node} is already the primary of shard {shard}"
+            )));
+        }
+        if !s.is_in_sync(node) && !allow_data_loss {
+            return Err(Error::Refused(format!(
+                "node {node} is not in the in-sync set of shard {shard}: it may lack committed \
+                 writes"
+            )));
+        }
+        let s = self.shard_mut(shard)?;
+        let old = std::mem::replace(&mut s.primary, node.to_string());
+        s.replicas.retain(|r| r != node);
+        s.replicas.insert(0, old);
+        s.epoch = epoch + 1;
+        // Epochs that began at or after `first_lsn` left no entry on the new primary (only a
+        // lossy promotion can pick a node that lacks them): they are not part of its log.
+        s.epochs.retain(|&(_, first)| first < first_lsn);
+        s.epochs.push((s.epoch, first_lsn));
+        s.in_sync = vec![node.to_string()];
+        self.placement += 1;
         Ok(self.bump())
     }
 
@@ -698,5 +758,72 @@ mod tests {
         let err = ClusterMap::apply(&mut m, &add(1, 1, "n1b")).unwrap_err();
         assert!(matches!(err, Error::Refused(_)), "{err:?}");
         assert!(m.is_none());
+    }
+
+    fn promote(shard: ShardId, epoch: u64, node: &str, first_lsn: Lsn, lossy: bool) -> Change {
+        Change::Promote {
+            shard,
+            epoch,
+            node: node.into(),
+            first_lsn,
+            allow_data_loss: lossy,
+        }
+    }
+
+    #[test]
+    fn a_promotion_raises_the_epoch_records_where_it_begins_and_the_placement() {
+        let mut m = replicated();
+        ClusterMap::apply(&mut m, &promote(2, 1, "n2b", 41, false)).unwrap();
+        let after = m.clone().unwrap();
+        let s = &after.shards[&2];
+        assert_eq!((after.version, after.placement), (2, 2));
+        assert_eq!(s.primary, "n2b");
+        assert_eq!(s.replicas, ["n2a", "n2c"]);
+        assert_eq!(s.in_sync, ["n2b"]);
+        assert_eq!((s.epoch, s.epochs.clone()), (2, vec![(1, 1), (2, 41)]));
+        assert_eq!(after.served_shard("n2b"), Some(2));
+        assert_eq!(
+            after.served_shard("n2a"),
+            None,
+            "the old primary serves nothing"
+        );
+        // The old primary's proposals are stale now.
+        refused(&mut m, remove(2, 1, "n2c"), "older primary");
+    }
+
+    #[test]
+    fn two_promotions_of_one_shard_under_the_same_epoch_never_both_apply() {
+        let mut m = replicated();
+        ClusterMap::apply(&mut m, &promote(1, 1, "n1b", 10, false)).unwrap();
+        refused(&mut m, promote(1, 1, "n1c", 12, false), "older primary");
+    }
+
+    #[test]
+    fn a_promotion_of_a_primary_a_stranger_or_an_out_of_sync_node_is_refused() {
+        let mut m = replicated();
+        refused(
+            &mut m,
+            promote(1, 1, "n1a", 5, false),
+            "already the primary",
+        );
+        refused(&mut m, promote(1, 1, "n2b", 5, false), "not a member");
+        ClusterMap::apply(&mut m, &remove(1, 1, "n1c")).unwrap();
+        refused(
+            &mut m,
+            promote(1, 1, "n1c", 5, false),
+            "not in the in-sync set",
+        );
+    }
+
+    #[test]
+    fn a_lossy_promotion_drops_the_epochs_the_new_primary_never_had() {
+        let mut m = replicated();
+        ClusterMap::apply(&mut m, &promote(1, 1, "n1b", 100, false)).unwrap();
+        ClusterMap::apply(&mut m, &remove(1, 2, "n1c")).unwrap_err();
+        // n1c was left out of the set by the promotion and lacks all of epoch 2.
+        ClusterMap::apply(&mut m, &promote(1, 2, "n1c", 90, true)).unwrap();
+        let s = &m.unwrap().shards[&1];
+        assert_eq!(s.primary, "n1c");
+        assert_eq!((s.epoch, s.epochs.clone()), (3, vec![(1, 1), (3, 90)]));
     }
 }

@@ -179,6 +179,9 @@ pub fn start(setup: Setup, map: &ClusterMap) -> Result<Arc<PrimaryDriver>> {
     };
     let in_sync: BTreeSet<String> = info.in_sync.iter().cloned().collect();
     let history = log_history(&state, &info.epochs);
+    // Writes are still refused (the gate opens once the core runs): every entry from here on
+    // is of this epoch.
+    setup.store.committer.set_epoch(info.epoch);
     let clock = Instant::now();
     let mut core = Primary::new(
         config,

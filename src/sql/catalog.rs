@@ -339,7 +339,7 @@ impl Catalog {
             let key = sequence_key(table.id, name);
             let write = Write::Put(Space::Meta, key, limit.to_be_bytes().to_vec());
             // epoch: 1 until shard epochs reach the committer.
-            reserved = Some(committer.submit(1, 0, vec![write])?);
+            reserved = Some(committer.submit(0, vec![write])?);
             block.limit = limit;
         }
         let value = block.next;
@@ -369,7 +369,7 @@ impl Catalog {
         let mut blocks = self.sequences.lock().map_err(|_| poisoned())?;
         let key = sequence_key(table.id, name);
         let write = Write::Put(Space::Meta, key, next.to_be_bytes().to_vec());
-        let written = committer.submit(1, 0, vec![write])?;
+        let written = committer.submit(0, vec![write])?;
         blocks.insert(
             name.to_string(),
             SequenceBlock {
@@ -442,7 +442,7 @@ impl Catalog {
             } else {
                 let write = Write::Put(Space::Meta, rowid_key(table), limit.to_be_bytes().to_vec());
                 // epoch: 1 until shard epochs reach the committer.
-                reserved = Some(committer.submit(1, 0, vec![write])?);
+                reserved = Some(committer.submit(0, vec![write])?);
             }
             ids.limit = limit;
         }

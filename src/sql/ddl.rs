@@ -168,7 +168,7 @@ pub async fn run_local(
             // epoch: 1 until shard epochs reach the committer.
             store
                 .committer
-                .commit(1, 0, catalog.create_writes(&table)?)
+                .commit(0, catalog.create_writes(&table)?)
                 .await?;
             catalog.add(table)?;
             name.rollback();

@@ -50,7 +50,7 @@
 //! [`MAX_KEY`]: super::engine::MAX_KEY
 //! [`MAX_VALUE`]: super::engine::MAX_VALUE
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
@@ -108,6 +108,8 @@ pub struct Committer {
     foreign: AtomicBool,
     /// Asked before a transaction reads the shard's data, once set.
     read_gate: OnceLock<Gate>,
+    /// The shard epoch stamped on the entries submitted from now on ([`Committer::set_epoch`]).
+    epoch: AtomicU64,
     /// How many commits and fsyncs the committer has done.
     pub stats: Arc<CommitStats>,
 }
@@ -132,6 +134,7 @@ impl Committer {
             gate: OnceLock::new(),
             foreign: AtomicBool::new(false),
             read_gate: OnceLock::new(),
+            epoch: AtomicU64::new(1),
             stats,
         }
     }
@@ -155,6 +158,7 @@ impl Committer {
             gate: OnceLock::new(),
             foreign: AtomicBool::new(false),
             read_gate: OnceLock::new(),
+            epoch: AtomicU64::new(1),
             stats,
         }
     }
@@ -191,6 +195,17 @@ impl Committer {
         let _ = self.gate.set(gate);
     }
 
+    /// Sets the shard epoch the entries submitted from now on are stamped with: the primary
+    /// driver sets its epoch before it lets writes in (the gate is shut while it changes).
+    pub fn set_epoch(&self, epoch: u64) {
+        self.epoch.store(epoch, Ordering::Release);
+    }
+
+    /// The shard epoch new entries are stamped with.
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
     /// Says whether the log belongs to another node (this node is a replica of its shard).
     pub fn set_foreign(&self, foreign: bool) {
         self.foreign.store(foreign, Ordering::Release);
@@ -225,15 +240,15 @@ impl Committer {
         self.wal.get().is_some()
     }
 
-    /// Commits `writes` as one log entry of shard epoch `epoch` and returns its LSN once it is
-    /// durable and applied.
-    pub async fn commit(&self, epoch: u64, txn: u64, writes: Vec<Write>) -> Result<Lsn> {
-        let rx = self.submit(epoch, txn, writes)?;
+    /// Commits `writes` as one log entry (of the committer's epoch, [`Committer::set_epoch`])
+    /// and returns its LSN once it is durable and applied.
+    pub async fn commit(&self, txn: u64, writes: Vec<Write>) -> Result<Lsn> {
+        let rx = self.submit(txn, writes)?;
         rx.await
             .map_err(|_| Error::Io("the committer stopped before answering".into()))?
     }
 
-    /// Queues `writes` for commit as one log entry of shard epoch `epoch`, and returns the
+    /// Queues `writes` for commit as one log entry of the committer's epoch, and returns the
     /// receiver of its outcome. Commits are written in the order they are submitted, so a caller
     /// that submits under a lock orders its commit before any commit submitted after it releases
     /// the lock.
@@ -242,13 +257,13 @@ impl Committer {
     /// mode the entry is appended to the log alone (durably, in a group), and the receiver
     /// resolves once [`Committer::commit_to`] has applied it; with an error of class
     /// `UnknownOutcome` if the entry is dropped first (a truncation, a snapshot install).
-    pub fn submit(&self, epoch: u64, txn: u64, writes: Vec<Write>) -> Result<CommitReceiver> {
+    pub fn submit(&self, txn: u64, writes: Vec<Write>) -> Result<CommitReceiver> {
         if let Some(refusal) = self.gate.get().and_then(|gate| gate()) {
             return Err(refusal);
         }
         let (reply, rx) = oneshot::channel();
         let req = Request {
-            epoch,
+            epoch: self.epoch(),
             txn,
             writes,
             reply,
@@ -267,13 +282,12 @@ impl Committer {
     /// resolves. In Direct mode the second receiver never fires (its sender is dropped).
     pub fn submit_watched(
         &self,
-        epoch: u64,
         txn: u64,
         writes: Vec<Write>,
     ) -> Result<(CommitReceiver, oneshot::Receiver<Error>)> {
         if !self.is_wal() {
             let (_, never) = oneshot::channel();
-            return Ok((self.submit(epoch, txn, writes)?, never));
+            return Ok((self.submit(txn, writes)?, never));
         }
         if let Some(refusal) = self.gate.get().and_then(|gate| gate()) {
             return Err(refusal);
@@ -281,7 +295,7 @@ impl Committer {
         let (reply, rx) = oneshot::channel();
         let (fail, failed) = oneshot::channel();
         let req = Request {
-            epoch,
+            epoch: self.epoch(),
             txn,
             writes,
             reply,
@@ -587,7 +601,7 @@ mod tests {
         for i in 0..64u8 {
             let c = committer.clone();
             handles.push(tokio::spawn(async move {
-                c.commit(1, 1, vec![Write::Put(Space::Data, vec![i], vec![])])
+                c.commit(1, vec![Write::Put(Space::Data, vec![i], vec![])])
                     .await
             }));
         }
@@ -610,7 +624,7 @@ mod tests {
         for i in 0..20u8 {
             let c = committer.clone();
             handles.push(tokio::spawn(async move {
-                c.commit(1, 7, vec![Write::Put(Space::Data, vec![i], vec![i])])
+                c.commit(7, vec![Write::Put(Space::Data, vec![i], vec![i])])
                     .await
             }));
         }
@@ -630,7 +644,7 @@ mod tests {
         assert_eq!(entry.lsn, 1);
         assert_eq!(engine.get(Space::Data, &[3]).unwrap(), Some(vec![3]));
         committer.shutdown();
-        assert!(committer.commit(1, 1, vec![]).await.is_err());
+        assert!(committer.commit(1, vec![]).await.is_err());
     }
 
     #[tokio::test]
@@ -640,18 +654,16 @@ mod tests {
         // Submitted back to back, these usually share a group and one engine batch: the epoch is
         // still each entry's own.
         let receivers = [(1, 10), (2, 11), (1, 12)].map(|(epoch, txn)| {
+            committer.set_epoch(epoch);
             committer
-                .submit(
-                    epoch,
-                    txn,
-                    vec![Write::Put(Space::Data, vec![txn as u8], vec![])],
-                )
+                .submit(txn, vec![Write::Put(Space::Data, vec![txn as u8], vec![])])
                 .unwrap()
         });
         for rx in receivers {
             rx.await.unwrap().unwrap();
         }
-        committer.commit(7, 13, vec![]).await.unwrap();
+        committer.set_epoch(7);
+        committer.commit(13, vec![]).await.unwrap();
         let entries: Vec<LogEntry> = engine
             .scan_prefix(Space::Log, &[])
             .map(|kv| postcard::from_bytes(&kv.unwrap().1).unwrap())
@@ -666,10 +678,10 @@ mod tests {
         let committer = Committer::start(engine.clone(), 1);
         let put = |k: Vec<u8>| vec![Write::Put(Space::Data, k, vec![1])];
         // Submitted back to back, so they usually share a group.
-        let good = committer.submit(1, 1, put(vec![1])).unwrap();
-        let long = committer.submit(1, 2, put(vec![7; MAX_KEY + 1])).unwrap();
-        let empty = committer.submit(1, 3, put(Vec::new())).unwrap();
-        let after = committer.submit(1, 4, put(vec![2])).unwrap();
+        let good = committer.submit(1, put(vec![1])).unwrap();
+        let long = committer.submit(2, put(vec![7; MAX_KEY + 1])).unwrap();
+        let empty = committer.submit(3, put(Vec::new())).unwrap();
+        let after = committer.submit(4, put(vec![2])).unwrap();
         assert_eq!(good.await.unwrap().unwrap(), 1);
         for refused in [long, empty] {
             let err = refused.await.unwrap().unwrap_err();
@@ -678,7 +690,7 @@ mod tests {
         }
         // The refused requests took no LSN; the node keeps writing.
         assert_eq!(after.await.unwrap().unwrap(), 2);
-        assert_eq!(committer.commit(1, 5, put(vec![3])).await.unwrap(), 3);
+        assert_eq!(committer.commit(5, put(vec![3])).await.unwrap(), 3);
         assert_eq!(engine.get(Space::Data, &[2]).unwrap(), Some(vec![1]));
         assert_eq!(applied_lsn(engine.as_ref()).unwrap(), 3);
     }

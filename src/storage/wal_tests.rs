@@ -137,7 +137,7 @@ async fn effects_lost_in_a_crash_are_applied_again_from_the_log() {
     let engine = Arc::new(Crashable::default());
     let c = Committer::start_wal(engine.clone(), WalState::default());
     let receivers: Vec<_> = (1..=3)
-        .map(|i| c.submit(1, i, put("k", &i.to_string())).unwrap())
+        .map(|i| c.submit(i, put("k", &i.to_string())).unwrap())
         .collect();
     durable(&c, 3).await;
     assert_eq!(commit_to(&c, 3).await.unwrap(), 3);
@@ -164,7 +164,7 @@ async fn direct_commits_survive_a_crash_with_their_effects() {
     let engine = Arc::new(Crashable::default());
     let c = Committer::start(engine.clone(), 1);
     for i in 1..=3u64 {
-        c.commit(1, i, put(&format!("k{i}"), "v")).await.unwrap();
+        c.commit(i, put(&format!("k{i}"), "v")).await.unwrap();
     }
     engine.crash();
     drop(c);
@@ -260,7 +260,7 @@ async fn many_submits_share_few_fsyncs_and_wait_for_their_commit(f: &mut dyn Fix
     let engine = Arc::new(Counting::new(f.engine()));
     let c = Committer::start_wal(engine.clone(), WalState::default());
     let receivers: Vec<_> = (0..200)
-        .map(|i| c.submit(1, i, put(&format!("k{i:03}"), "v")).unwrap())
+        .map(|i| c.submit(i, put(&format!("k{i:03}"), "v")).unwrap())
         .collect();
     assert_eq!(durable(&c, 200).await, LogId::new(1, 200));
     let groups = c.stats.groups.load(Ordering::Relaxed);
@@ -283,9 +283,10 @@ async fn many_submits_share_few_fsyncs_and_wait_for_their_commit(f: &mut dyn Fix
 
 async fn effects_appear_only_at_commit_to_and_in_lsn_order(f: &mut dyn Fixture) {
     let c = wal(f);
-    let mut first = c.submit(1, 1, put("a", "1")).unwrap();
-    let second = c.submit(1, 2, put("a", "2")).unwrap();
-    let mut third = c.submit(2, 3, put("b", "3")).unwrap();
+    let mut first = c.submit(1, put("a", "1")).unwrap();
+    let second = c.submit(2, put("a", "2")).unwrap();
+    c.set_epoch(2);
+    let mut third = c.submit(3, put("b", "3")).unwrap();
     durable(&c, 3).await;
     assert_eq!(data(f, "a"), None);
     assert_eq!(super::log::applied_lsn(f.engine().as_ref()).unwrap(), 0);
@@ -361,10 +362,11 @@ async fn an_append_and_its_commit_in_one_group_apply_from_memory(f: &mut dyn Fix
 async fn pending_entries_survive_a_restart_and_apply_once(f: &mut dyn Fixture) {
     {
         let c = wal(f);
-        c.submit(1, 1, put("a", "1")).unwrap();
-        c.submit(1, 2, put("b", "2")).unwrap();
+        c.submit(1, put("a", "1")).unwrap();
+        c.submit(2, put("b", "2")).unwrap();
         let deletes_b = vec![Write::Delete(Space::Data, b"b".to_vec())];
-        c.submit(2, 3, deletes_b).unwrap();
+        c.set_epoch(2);
+        c.submit(3, deletes_b).unwrap();
         durable(&c, 3).await;
         assert_eq!(commit_to(&c, 1).await.unwrap(), 1);
     }
@@ -395,8 +397,9 @@ async fn pending_entries_survive_a_restart_and_apply_once(f: &mut dyn Fixture) {
 async fn direct_commits_recover_with_nothing_pending(f: &mut dyn Fixture) {
     {
         let c = Committer::start(f.engine(), 1);
+        c.set_epoch(4);
         for i in 0..5u64 {
-            c.commit(4, i, put(&format!("k{i}"), "v")).await.unwrap();
+            c.commit(i, put(&format!("k{i}"), "v")).await.unwrap();
         }
         // WAL-mode operations are refused by a Direct-mode committer.
         assert!(matches!(c.commit_to(5), Err(Error::Internal(_))));
@@ -410,7 +413,8 @@ async fn direct_commits_recover_with_nothing_pending(f: &mut dyn Fixture) {
     assert_eq!(state.base, LogId::default());
     // The same store goes on in WAL mode from there.
     let c = wal(f);
-    c.submit(5, 9, put("k9", "v")).unwrap();
+    c.set_epoch(5);
+    c.submit(9, put("k9", "v")).unwrap();
     assert_eq!(durable(&c, 6).await, LogId::new(5, 6));
     assert_eq!(commit_to(&c, 6).await.unwrap(), 6);
     assert_eq!(data(f, "k9").as_deref(), Some("v"));
@@ -476,7 +480,8 @@ async fn truncate_after_drops_an_unapplied_suffix_only(f: &mut dyn Fixture) {
 
     // A primary's own entries dropped before they committed: their submitters hear that the
     // outcome is unknown.
-    let dropped = c.submit(2, 9, put("k9", "v")).unwrap();
+    c.set_epoch(2);
+    let dropped = c.submit(9, put("k9", "v")).unwrap();
     durable(&c, 4).await;
     assert_eq!(c.truncate_after(3).await.unwrap(), LogId::new(2, 3));
     let err = dropped.await.unwrap().unwrap_err();
@@ -570,11 +575,13 @@ async fn a_snapshot_is_consistent_while_writes_go_on_and_spans_many_batches(f: &
         writes.extend(put(&format!("row{i:04}"), &row_value(i, "before")));
     }
     writes.push(Write::Put(Space::Txn, b"t1".to_vec(), b"prepared".to_vec()));
-    let rx = c.submit(7, 1, writes).unwrap();
+    c.set_epoch(7);
+    let rx = c.submit(1, writes).unwrap();
     commit_to(&c, 1).await.unwrap();
     rx.await.unwrap().unwrap();
     // Appended but not committed: not in the snapshot.
-    c.submit(7, 2, put("pending", "x")).unwrap();
+    c.set_epoch(7);
+    c.submit(2, put("pending", "x")).unwrap();
     durable(&c, 2).await;
 
     let engine = f.engine();
@@ -601,7 +608,8 @@ async fn a_snapshot_is_consistent_while_writes_go_on_and_spans_many_batches(f: &
             b"committed".to_vec(),
         ));
         let lsn = 2 + round as u64;
-        c.submit(7, lsn, writes).unwrap();
+        c.set_epoch(7);
+        c.submit(lsn, writes).unwrap();
         durable(&c, lsn).await;
         commit_to(&c, lsn).await.unwrap();
     }
@@ -627,7 +635,8 @@ async fn a_snapshot_install_replaces_the_store_and_its_marker_survives_a_restart
         .flat_map(|i| put(&format!("row{i:04}"), &row_value(i, "source")))
         .collect();
     writes.push(Write::Put(Space::Txn, b"t".to_vec(), b"record".to_vec()));
-    src.submit(3, 1, writes).unwrap();
+    src.set_epoch(3);
+    src.submit(1, writes).unwrap();
     commit_to(&src, 1).await.unwrap();
     let snapshot = ShardSnapshot::open(source.engine().as_ref()).unwrap();
     let at = snapshot.at();
@@ -675,7 +684,7 @@ async fn a_snapshot_install_replaces_the_store_and_its_marker_survives_a_restart
     assert!(ShardSnapshot::open(f.engine().as_ref()).is_err());
     assert!(read_entries(f.engine().as_ref(), 1, usize::MAX).is_err());
     let c = wal(f);
-    let refused = c.submit(1, 1, put("a", "b")).unwrap().await.unwrap();
+    let refused = c.submit(1, put("a", "b")).unwrap().await.unwrap();
     assert!(matches!(refused, Err(Error::Refused(_))), "{refused:?}");
     assert!(matches!(
         append(&c, vec![entry(1, 1, "a", "b")]).await,
@@ -777,7 +786,7 @@ async fn a_store_left_unfinished_by_wal_mode_is_refused_in_direct_mode() {
     let dir = tempfile::tempdir().unwrap();
     {
         let store = Store::open_with(dir.path(), Mode::Wal).unwrap();
-        store.committer.submit(1, 1, put("a", "1")).unwrap();
+        store.committer.submit(1, put("a", "1")).unwrap();
         durable(&store.committer, 1).await;
     }
     let err = Store::open(dir.path()).err().expect("refused");

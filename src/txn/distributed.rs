@@ -503,7 +503,7 @@ impl TwoPhase {
                 let this = self.clone();
                 let task = tokio::spawn(async move {
                     // epoch: 1 until shard epochs reach the committer.
-                    let result = this.mgr.store.committer.commit(1, 0, entry).await;
+                    let result = this.mgr.store.committer.commit(0, entry).await;
                     lock(&this.decisions).aborted(gid, result.is_ok(), this.now());
                     result
                 });
@@ -567,7 +567,7 @@ impl TwoPhase {
             self.mgr
                 .store
                 .committer
-                .commit(1, 0, vec![Write::Delete(Space::Txn, decision_key(gid))])
+                .commit(0, vec![Write::Delete(Space::Txn, decision_key(gid))])
                 .await?;
         }
         Ok(())

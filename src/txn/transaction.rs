@@ -495,7 +495,7 @@ impl Transaction {
             .store
             .committer
             // epoch: 1 until shard epochs reach the committer.
-            .commit(1, self.id, writes)
+            .commit(self.id, writes)
             .await
             .map(|_| ())
     }
@@ -517,7 +517,7 @@ impl Transaction {
         writes.extend(extra);
         let (mgr, id) = (self.mgr.clone(), self.id);
         // epoch: 1 until shard epochs reach the committer.
-        let (rx, failed) = match mgr.store.committer.submit_watched(1, id, writes) {
+        let (rx, failed) = match mgr.store.committer.submit_watched(id, writes) {
             Ok(pair) => pair,
             Err(e) => {
                 mgr.locks.release_all(id);
