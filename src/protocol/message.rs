@@ -130,6 +130,11 @@ pub enum Replicate {
         /// The primary's session number of this stream (acks name it).
         session: u64,
     },
+    /// Fences a replica for a promotion (DESIGN §6.2): it takes `epoch` as the newest it knows,
+    /// durably, before it answers, so it refuses the old primary's entries from then on; the
+    /// answer is [`ReplicateReply::Opened`], whose `last` is where the new epoch may begin
+    /// (after it). Sent by `ddb promote`, not by a primary: no stream is opened.
+    Fence { shard: ShardId, epoch: u64 },
     /// The entries after `prev`, in order (none: a heartbeat), and the primary's commit LSN.
     /// Answered with [`ReplicateReply::Acked`] once the replica has persisted them, or
     /// [`ReplicateReply::Refused`].

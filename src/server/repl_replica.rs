@@ -213,7 +213,7 @@ impl Driver {
         persisting: &mut Persisting,
     ) {
         match request {
-            Replicate::Open { shard, epoch, .. } => {
+            Replicate::Open { shard, epoch, .. } | Replicate::Fence { shard, epoch } => {
                 if shard != self.shard {
                     let _ = reply.send(Err(self.wrong_shard(shard)));
                     return;
