@@ -25,6 +25,9 @@ _ddb() {
             ddb,init)
                 cmd="ddb__subcmd__init"
                 ;;
+            ddb,promote)
+                cmd="ddb__subcmd__promote"
+                ;;
             ddb,query)
                 cmd="ddb__subcmd__query"
                 ;;
@@ -49,6 +52,9 @@ _ddb() {
             ddb__subcmd__help,init)
                 cmd="ddb__subcmd__help__subcmd__init"
                 ;;
+            ddb__subcmd__help,promote)
+                cmd="ddb__subcmd__help__subcmd__promote"
+                ;;
             ddb__subcmd__help,query)
                 cmd="ddb__subcmd__help__subcmd__query"
                 ;;
@@ -71,7 +77,7 @@ _ddb() {
 
     case "${cmd}" in
         ddb)
-            opts="-c -q -v -h -V --config --addr --format --quiet --verbose --help --version server init status ring stop query completions help"
+            opts="-c -q -v -h -V --config --addr --format --quiet --verbose --help --version server init status ring promote stop query completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -131,7 +137,7 @@ _ddb() {
             return 0
             ;;
         ddb__subcmd__help)
-            opts="server init status ring stop query completions help"
+            opts="server init status ring promote stop query completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -173,6 +179,20 @@ _ddb() {
             return 0
             ;;
         ddb__subcmd__help__subcmd__init)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ddb__subcmd__help__subcmd__promote)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -263,6 +283,44 @@ _ddb() {
                 return 0
             fi
             case "${prev}" in
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --addr)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --format)
+                    COMPREPLY=($(compgen -W "table json ndjson csv tsv" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ddb__subcmd__promote)
+            opts="-c -q -v -h -V --force --allow-data-loss --expected-primary --dry-run --timeout --config --addr --format --quiet --verbose --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --expected-primary)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

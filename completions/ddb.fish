@@ -39,6 +39,7 @@ complete -c ddb -n "__fish_ddb_needs_command" -f -a "server" -d 'Run a node (sto
 complete -c ddb -n "__fish_ddb_needs_command" -f -a "init" -d 'Start every node of the cluster file and form the cluster'
 complete -c ddb -n "__fish_ddb_needs_command" -f -a "status" -d 'Show every node: addresses, shard, role, state, map version, keys'
 complete -c ddb -n "__fish_ddb_needs_command" -f -a "ring" -d 'Show how the hash ring divides keys among shards, or which shard owns a key'
+complete -c ddb -n "__fish_ddb_needs_command" -f -a "promote" -d 'Make a replica the primary of its shard (--force: the primary is down)'
 complete -c ddb -n "__fish_ddb_needs_command" -f -a "stop" -d 'Stop the named nodes (default: all) and wait for them to exit'
 complete -c ddb -n "__fish_ddb_needs_command" -f -a "query" -d 'Run SQL statements and print their results'
 complete -c ddb -n "__fish_ddb_needs_command" -f -a "completions" -d 'Print a shell completion script'
@@ -106,6 +107,22 @@ complete -c ddb -n "__fish_ddb_using_subcommand ring" -s q -l quiet -d 'Print on
 complete -c ddb -n "__fish_ddb_using_subcommand ring" -s v -l verbose -d 'More log output on stderr (repeat for more)'
 complete -c ddb -n "__fish_ddb_using_subcommand ring" -s h -l help -d 'Print help'
 complete -c ddb -n "__fish_ddb_using_subcommand ring" -s V -l version -d 'Print version'
+complete -c ddb -n "__fish_ddb_using_subcommand promote" -l expected-primary -d 'Refuse unless the shard\'s primary is this node' -r
+complete -c ddb -n "__fish_ddb_using_subcommand promote" -l timeout -d 'How long to wait for NODE to take writes, in seconds' -r
+complete -c ddb -n "__fish_ddb_using_subcommand promote" -s c -l config -d 'The cluster file' -r -F
+complete -c ddb -n "__fish_ddb_using_subcommand promote" -l addr -d 'A node\'s RPC address (HOST:PORT), instead of the cluster file: status, ring and stop act on that node alone (and what its map says); init refuses it' -r
+complete -c ddb -n "__fish_ddb_using_subcommand promote" -l format -d 'Output format [default: table on a terminal, tsv when piped]' -r -f -a "table\t''
+json\t''
+ndjson\t''
+csv\t''
+tsv\t''"
+complete -c ddb -n "__fish_ddb_using_subcommand promote" -l force -d 'The primary is down: fence NODE and promote it (failover)'
+complete -c ddb -n "__fish_ddb_using_subcommand promote" -l allow-data-loss -d 'Promote even when committed writes may be lost (NODE not in sync, or async replication)'
+complete -c ddb -n "__fish_ddb_using_subcommand promote" -l dry-run -d 'Run the checks, print the plan, change nothing'
+complete -c ddb -n "__fish_ddb_using_subcommand promote" -s q -l quiet -d 'Print only data: no row counts or command tags'
+complete -c ddb -n "__fish_ddb_using_subcommand promote" -s v -l verbose -d 'More log output on stderr (repeat for more)'
+complete -c ddb -n "__fish_ddb_using_subcommand promote" -s h -l help -d 'Print help'
+complete -c ddb -n "__fish_ddb_using_subcommand promote" -s V -l version -d 'Print version'
 complete -c ddb -n "__fish_ddb_using_subcommand stop" -l timeout -d 'How long to wait for each node to exit, in seconds' -r
 complete -c ddb -n "__fish_ddb_using_subcommand stop" -s c -l config -d 'The cluster file' -r -F
 complete -c ddb -n "__fish_ddb_using_subcommand stop" -l addr -d 'A node\'s RPC address (HOST:PORT), instead of the cluster file: status, ring and stop act on that node alone (and what its map says); init refuses it' -r
@@ -143,11 +160,12 @@ complete -c ddb -n "__fish_ddb_using_subcommand completions" -s q -l quiet -d 'P
 complete -c ddb -n "__fish_ddb_using_subcommand completions" -s v -l verbose -d 'More log output on stderr (repeat for more)'
 complete -c ddb -n "__fish_ddb_using_subcommand completions" -s h -l help -d 'Print help'
 complete -c ddb -n "__fish_ddb_using_subcommand completions" -s V -l version -d 'Print version'
-complete -c ddb -n "__fish_ddb_using_subcommand help; and not __fish_seen_subcommand_from server init status ring stop query completions help" -f -a "server" -d 'Run a node (storage daemon) in the foreground'
-complete -c ddb -n "__fish_ddb_using_subcommand help; and not __fish_seen_subcommand_from server init status ring stop query completions help" -f -a "init" -d 'Start every node of the cluster file and form the cluster'
-complete -c ddb -n "__fish_ddb_using_subcommand help; and not __fish_seen_subcommand_from server init status ring stop query completions help" -f -a "status" -d 'Show every node: addresses, shard, role, state, map version, keys'
-complete -c ddb -n "__fish_ddb_using_subcommand help; and not __fish_seen_subcommand_from server init status ring stop query completions help" -f -a "ring" -d 'Show how the hash ring divides keys among shards, or which shard owns a key'
-complete -c ddb -n "__fish_ddb_using_subcommand help; and not __fish_seen_subcommand_from server init status ring stop query completions help" -f -a "stop" -d 'Stop the named nodes (default: all) and wait for them to exit'
-complete -c ddb -n "__fish_ddb_using_subcommand help; and not __fish_seen_subcommand_from server init status ring stop query completions help" -f -a "query" -d 'Run SQL statements and print their results'
-complete -c ddb -n "__fish_ddb_using_subcommand help; and not __fish_seen_subcommand_from server init status ring stop query completions help" -f -a "completions" -d 'Print a shell completion script'
-complete -c ddb -n "__fish_ddb_using_subcommand help; and not __fish_seen_subcommand_from server init status ring stop query completions help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c ddb -n "__fish_ddb_using_subcommand help; and not __fish_seen_subcommand_from server init status ring promote stop query completions help" -f -a "server" -d 'Run a node (storage daemon) in the foreground'
+complete -c ddb -n "__fish_ddb_using_subcommand help; and not __fish_seen_subcommand_from server init status ring promote stop query completions help" -f -a "init" -d 'Start every node of the cluster file and form the cluster'
+complete -c ddb -n "__fish_ddb_using_subcommand help; and not __fish_seen_subcommand_from server init status ring promote stop query completions help" -f -a "status" -d 'Show every node: addresses, shard, role, state, map version, keys'
+complete -c ddb -n "__fish_ddb_using_subcommand help; and not __fish_seen_subcommand_from server init status ring promote stop query completions help" -f -a "ring" -d 'Show how the hash ring divides keys among shards, or which shard owns a key'
+complete -c ddb -n "__fish_ddb_using_subcommand help; and not __fish_seen_subcommand_from server init status ring promote stop query completions help" -f -a "promote" -d 'Make a replica the primary of its shard (--force: the primary is down)'
+complete -c ddb -n "__fish_ddb_using_subcommand help; and not __fish_seen_subcommand_from server init status ring promote stop query completions help" -f -a "stop" -d 'Stop the named nodes (default: all) and wait for them to exit'
+complete -c ddb -n "__fish_ddb_using_subcommand help; and not __fish_seen_subcommand_from server init status ring promote stop query completions help" -f -a "query" -d 'Run SQL statements and print their results'
+complete -c ddb -n "__fish_ddb_using_subcommand help; and not __fish_seen_subcommand_from server init status ring promote stop query completions help" -f -a "completions" -d 'Print a shell completion script'
+complete -c ddb -n "__fish_ddb_using_subcommand help; and not __fish_seen_subcommand_from server init status ring promote stop query completions help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

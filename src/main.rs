@@ -56,6 +56,7 @@ fn main() {
                     Command::Status(args) => cli::status::run(args, &cli.global).await,
                     Command::Ring(args) => cli::ring::run(args, &cli.global).await,
                     Command::Stop(args) => cli::stop::run(args, &cli.global).await,
+                    Command::Promote(args) => cli::promote::run(args, &cli.global).await,
                     Command::Completions(_) => Ok(()),
                 }
             }),

@@ -91,6 +91,8 @@ async fn write(port: u16, keys: Vec<i64>, budget: Duration) -> (BTreeSet<i64>, u
                 if client.is_closed() {
                     client = connect(port).await;
                 }
+                // A client backs off a little: an outage does not use up the keys at once.
+                tokio::time::sleep(Duration::from_millis(10)).await;
             }
             Err(_) => {
                 failed += 1;
@@ -1173,4 +1175,244 @@ async fn a_write_on_a_two_node_cluster_whose_map_lost_its_quorum_fails_with_4000
          write answered 40003 {} committed",
         if stuck_there { "was" } else { "was not" }
     );
+}
+
+/// Runs `ddb promote ARGS… --format json` and returns its exit code, its one result row (if
+/// it printed one) and its stderr.
+fn promote(cluster: &TestCluster, args: &[&str]) -> (Option<i32>, serde_json::Value, String) {
+    let mut all = vec!["promote"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--format", "json"]);
+    let out = cluster.ddb(&all);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&stdout).unwrap_or_default();
+    (
+        out.status.code(),
+        rows.into_iter().next().unwrap_or_default(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Inserts `probe` through `port` until it is acknowledged (a new primary takes writes), for
+/// at most 30 s; whether it was.
+async fn writes_resume(port: u16, probe: i64) -> bool {
+    let c = connect(port).await;
+    eventually(Duration::from_secs(30), || async {
+        c.execute("INSERT INTO t VALUES ($1, $2)", &[&probe, &(probe * 7)])
+            .await
+            .is_ok()
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promote_force_replaces_a_killed_primary_twice_without_losing_an_acknowledged_write() {
+    let cluster = TestCluster::replicated("failover", 3, "{ factor: 2 }");
+    cluster.init();
+    let gateway = cluster.sql_port("n3");
+    connect(gateway).await.batch_execute(SCHEMA).await.unwrap();
+    let map = map_of(&cluster.rpc_addr("n3")).await.unwrap();
+    let keys: Vec<i64> = (0..40_000)
+        .filter(|k| shard_of(&map, *k) == 1)
+        .take(6000)
+        .collect();
+    let (mut acked, _) = write(gateway, keys[..300].to_vec(), Duration::from_secs(60)).await;
+
+    // Refused, each with exit 4 and nothing changed: the primary answers (a switchover is not
+    // built, and --force is for a primary that is down), the node already is a primary, the
+    // expected primary is another, the node is not in the map.
+    for (args, why) in [
+        (vec!["n2"], "switchover"),
+        (vec!["n2", "--force"], "answers"),
+        (vec!["n3", "--force"], "already is the primary"),
+        (vec!["n2", "--force", "--expected-primary", "n3"], "not n3"),
+        (vec!["n9", "--force"], "not in the cluster map"),
+    ] {
+        let started = Instant::now();
+        let (code, _, stderr) = promote(&cluster, &args);
+        assert_eq!(code, Some(4), "ddb promote {args:?}: {stderr}");
+        assert!(stderr.contains(why), "ddb promote {args:?}: {stderr}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{args:?} took {:?}",
+            started.elapsed()
+        );
+    }
+    let (code, row, stderr) = promote(&cluster, &["n2", "--force", "--dry-run"]);
+    assert_eq!(code, Some(4), "a dry run checks the primary too: {stderr}");
+    assert!(row.is_null());
+    assert_eq!(
+        map_of(&cluster.rpc_addr("n3")).await.unwrap().shards[&1].epoch,
+        1
+    );
+
+    // Two failovers: n1 killed under load, n2 promoted; n1 back as a replica; n2 killed under
+    // load, n1 promoted.
+    let mut next = 300;
+    for (round, (dead, target)) in [("n1", "n2"), ("n2", "n1")].into_iter().enumerate() {
+        let epoch = round as u64 + 2;
+        let load = tokio::spawn(write(
+            gateway,
+            keys[next..next + 2000].to_vec(),
+            Duration::from_secs(60),
+        ));
+        next += 2000;
+        let before = status_of(&cluster.rpc_addr(dead))
+            .await
+            .unwrap()
+            .applied_lsn;
+        assert!(
+            eventually(Duration::from_secs(30), || async {
+                status_of(&cluster.rpc_addr(dead))
+                    .await
+                    .is_some_and(|s| s.applied_lsn >= before + 200)
+            })
+            .await,
+            "the load did not start"
+        );
+        cluster.kill(dead);
+        let (code, row, stderr) = promote(&cluster, &[target, "--dry-run", "--force"]);
+        assert_eq!(code, Some(0), "dry run: {stderr}");
+        assert_eq!(row["new_primary"], target, "{row}");
+        assert_eq!(row["pause_ms"], serde_json::Value::Null, "{row}");
+        let started = Instant::now();
+        let (code, row, stderr) =
+            promote(&cluster, &[target, "--force", "--expected-primary", dead]);
+        assert_eq!(
+            code,
+            Some(0),
+            "ddb promote {target} --force: {stderr}\n{}",
+            cluster.logs()
+        );
+        eprintln!(
+            "round {round}: promote --force took {:?}: {row}",
+            started.elapsed()
+        );
+        assert_eq!(row["shard"], 1, "{row}");
+        assert_eq!(row["old_primary"], dead, "{row}");
+        assert_eq!(row["new_primary"], target, "{row}");
+        assert_eq!(row["epoch"], epoch, "{row}");
+        assert_eq!(row["lost_entries"], 0, "{row}");
+        assert!(row["pause_ms"].as_i64().is_some(), "{row}");
+        let shard = map_of(&cluster.rpc_addr("n3")).await.unwrap().shards[&1].clone();
+        assert_eq!((shard.epoch, shard.primary.as_str()), (epoch, target));
+        assert_eq!(shard.in_sync, [target]);
+        // A re-run (the CLI killed after the change) finds it done.
+        let (code, _, stderr) = promote(&cluster, &[target, "--force"]);
+        assert_eq!(code, Some(4), "{stderr}");
+        assert!(stderr.contains("already is the primary"), "{stderr}");
+
+        let probe = 1_000_000 + round as i64;
+        assert!(
+            writes_resume(gateway, probe).await,
+            "the new primary {target} takes no writes:\n{}",
+            cluster.logs()
+        );
+        acked.insert(probe);
+        let (done, failed) = load.await.unwrap();
+        eprintln!(
+            "round {round}: {} writes acknowledged, {failed} failed",
+            done.len()
+        );
+        acked.extend(done);
+        assert_all_there(gateway, &acked).await;
+
+        // The old primary comes back as a replica: it drops the tail it alone had, catches
+        // up, and re-enters the in-sync set with the new primary's rows.
+        cluster.init();
+        assert!(
+            eventually(Duration::from_secs(30), || async {
+                in_sync(&cluster, "n3")
+                    .await
+                    .is_some_and(|s| s.len() == 2 && s.contains(&dead.to_string()))
+                    && same_copy(&cluster, target, dead).await
+            })
+            .await,
+            "{dead} did not rejoin as {target}'s replica:\n{}",
+            cluster.logs()
+        );
+    }
+    assert_all_there(cluster.sql_port("n1"), &acked).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_primary_replaced_by_promote_force_loses_no_write_when_thawed_and_becomes_a_replica(
+) {
+    let cluster = TestCluster::replicated("zombie", 3, "{ factor: 2 }");
+    cluster.init();
+    let gateway = cluster.sql_port("n3");
+    connect(gateway).await.batch_execute(SCHEMA).await.unwrap();
+    let map = map_of(&cluster.rpc_addr("n3")).await.unwrap();
+    let keys: Vec<i64> = (0..40_000)
+        .filter(|k| shard_of(&map, *k) == 1)
+        .take(3000)
+        .collect();
+    let (mut acked, _) = write(gateway, keys[..300].to_vec(), Duration::from_secs(60)).await;
+    // A client of the old primary's own gateway, connected before it froze.
+    let zombie_client = connect(cluster.sql_port("n1")).await;
+    signal(&cluster, "n1", "-STOP");
+    let (code, row, stderr) = promote(&cluster, &["n2", "--force"]);
+    assert_eq!(code, Some(0), "{stderr}\n{}", cluster.logs());
+    assert_eq!(row["epoch"], 2, "{row}");
+    assert!(
+        writes_resume(gateway, 1_000_000).await,
+        "{}",
+        cluster.logs()
+    );
+    acked.insert(1_000_000);
+    // Writes through the new primary go on while the old one thaws and is sent writes too.
+    let load = tokio::spawn(write(
+        gateway,
+        keys[300..1300].to_vec(),
+        Duration::from_secs(30),
+    ));
+    signal(&cluster, "n1", "-CONT");
+    let (mut zombie_acked, mut zombie_failed) = (BTreeSet::new(), 0);
+    for &k in &keys[1300..1500] {
+        let v = k * 7;
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&k, &v];
+        let insert = zombie_client.execute("INSERT INTO t VALUES ($1, $2)", &params);
+        match tokio::time::timeout(Duration::from_secs(20), insert).await {
+            Ok(Ok(_)) => {
+                zombie_acked.insert(k);
+            }
+            Ok(Err(e)) => {
+                if zombie_failed == 0 {
+                    eprintln!("the thawed primary's gateway refused {k}: {e:?}");
+                }
+                zombie_failed += 1;
+            }
+            Err(_) => zombie_failed += 1,
+        }
+        if zombie_client.is_closed() {
+            break;
+        }
+    }
+    let (done, failed) = load.await.unwrap();
+    eprintln!(
+        "{} writes through the new primary acknowledged, {failed} failed; through the thawed \
+         primary's gateway {} acknowledged, {zombie_failed} failed",
+        done.len(),
+        zombie_acked.len()
+    );
+    acked.extend(done);
+    // What the old primary's gateway acknowledged after it thawed went to the new primary
+    // (it learned the map): every acknowledged write is there, whoever acknowledged it.
+    acked.extend(zombie_acked);
+    assert_all_there(gateway, &acked).await;
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            map_of(&cluster.rpc_addr("n1"))
+                .await
+                .is_some_and(|m| m.shards[&1].epoch == 2)
+                && in_sync(&cluster, "n3")
+                    .await
+                    .is_some_and(|s| s.len() == 2 && s.contains(&"n1".to_string()))
+                && same_copy(&cluster, "n2", "n1").await
+        })
+        .await,
+        "the thawed primary did not become n2's replica:\n{}",
+        cluster.logs()
+    );
+    assert_all_there(cluster.sql_port("n1"), &acked).await;
 }

@@ -3,7 +3,7 @@
 use clap::{Parser, Subcommand};
 
 use super::global::GlobalArgs;
-use super::{completions, init, query, ring, server, status, stop};
+use super::{completions, init, promote, query, ring, server, status, stop};
 
 /// The exit codes, shown in `ddb --help` and documented in the README.
 pub const EXIT_CODES: &str = "\
@@ -37,6 +37,8 @@ pub enum Command {
     Status(status::StatusArgs),
     /// Show how the hash ring divides keys among shards, or which shard owns a key
     Ring(ring::RingArgs),
+    /// Make a replica the primary of its shard (--force: the primary is down)
+    Promote(promote::PromoteArgs),
     /// Stop the named nodes (default: all) and wait for them to exit
     Stop(stop::StopArgs),
     /// Run SQL statements and print their results

@@ -13,6 +13,7 @@ pub mod global;
 pub mod init;
 pub mod nodes;
 pub mod output;
+pub mod promote;
 pub mod query;
 pub mod ring;
 pub mod server;

@@ -188,7 +188,8 @@ pub async fn fetch_map(config: &ClusterConfig) -> Option<ClusterMap> {
     Targets::from_config(config).map().await
 }
 
-fn col(name: &str, data_type: DataType) -> OutputColumn {
+/// An output column.
+pub fn col(name: &str, data_type: DataType) -> OutputColumn {
     OutputColumn {
         name: name.into(),
         data_type,

@@ -4,13 +4,12 @@
 use clap::Args;
 
 use super::global::GlobalArgs;
-use super::nodes::Targets;
+use super::nodes::{col, Targets};
 use super::output::{Format, Printer};
 use crate::cluster::ring::spread;
 use crate::error::Error;
 use crate::storage::keycode;
 use crate::types::value::{DataType, Value};
-use crate::types::OutputColumn;
 use crate::types::QueryResult;
 
 /// Arguments of `ddb ring`.
@@ -22,13 +21,6 @@ pub struct RingArgs {
     /// The table whose primary key type reads VALUE (default: an integer if VALUE is one, else text)
     #[arg(long, value_name = "TABLE", requires = "key")]
     pub table: Option<String>,
-}
-
-fn col(name: &str, t: DataType) -> OutputColumn {
-    OutputColumn {
-        name: name.into(),
-        data_type: t,
-    }
 }
 
 /// Runs `ddb ring`.

@@ -29,7 +29,7 @@ pub async fn start_member(node: &Arc<Node>, identity: Identity) -> Result<Arc<Me
             if let Some(map) = map {
                 // The store's mode and the replication drivers first: nothing is committed
                 // in a replicated cluster before the store keeps a replicated log.
-                if let Err(e) = member.repl.follow(&member.db, &map) {
+                if let Err(e) = member.repl.follow(&member.db, &map).await {
                     tracing::error!("replication cannot follow map version {}: {e}", map.version);
                 }
                 // Retry until the catalog follows (a drop may wait for long transactions), or

@@ -26,16 +26,26 @@
 //! be missing until the tail is applied again), a transaction is refused at its first
 //! operation on the shard with 57P03, retryable.
 //!
-//! Roles are read once, when the drivers start: promotion (a replica becoming primary) is the
-//! next issue's work.
+//! **Roles change with the map** (DESIGN §6.2). When a map names a replica the shard's primary
+//! (a promotion), the node stops its replica driver and waits until everything it handed the
+//! committer is done, takes its log as its own again, re-acquires the locks of the prepared
+//! transactions its log holds ([`crate::txn::distributed::TwoPhase::load`]) before it serves
+//! anything, and starts the primary driver, which commits the log's tail of the old epoch
+//! (the in-sync set is the new primary alone) before it lets writes and reads in. When a map
+//! names another node the primary of a newer epoch (this node was deposed), the primary
+//! driver steps down (its entries in flight are answered 40003) and stops, writes are refused
+//! as on any replica (25006), the node forgets its 2PC state (the new primary's now), and the
+//! replica driver starts: the new primary's stream cuts whatever tail this log has past the
+//! entries the two share. Until the change is done, writes and reads are refused as not ready
+//! (retryable).
 
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
 
 use super::database::Database;
 use super::repl_primary::{self, PrimaryDriver, Setup};
-use super::repl_replica::{self, Inbound};
+use super::repl_replica::{self, Inbound, ReplicaDriver};
 use crate::cluster::map::ClusterMap;
 use crate::error::{Error, Result};
 use crate::protocol::ReplicaProgress;
@@ -46,16 +56,23 @@ use crate::storage::Store;
 /// replica's log keeps (for the replicas it would serve once promoted).
 pub const DEFAULT_RETENTION: u64 = 100_000;
 
+/// The driver a node runs.
+enum Role {
+    /// None yet: not replicated, not a member, or not started.
+    Idle,
+    Primary(Arc<PrimaryDriver>),
+    Replica(Arc<ReplicaDriver>),
+}
+
 /// A node's replication runtime.
 pub struct Runtime {
     /// Why a submit is refused now, if it is.
     refusal: Arc<Mutex<Option<Error>>>,
     /// Why reading the shard is refused now, if it is.
     read_refusal: Arc<Mutex<Option<Error>>>,
-    primary: OnceLock<Arc<PrimaryDriver>>,
-    replica: OnceLock<mpsc::Sender<Inbound>>,
-    /// Serialises starting the drivers.
-    starting: Mutex<()>,
+    role: Mutex<Role>,
+    /// Serialises role changes (a promotion waits for the replica driver to stop).
+    changing: tokio::sync::Mutex<()>,
     /// The log retention: entries behind its head a primary keeps at most for lagging
     /// replicas, and entries behind its applied LSN a replica keeps.
     retention: u64,
@@ -78,9 +95,8 @@ impl Runtime {
         Self {
             refusal,
             read_refusal,
-            primary: OnceLock::new(),
-            replica: OnceLock::new(),
-            starting: Mutex::new(()),
+            role: Mutex::new(Role::Idle),
+            changing: tokio::sync::Mutex::new(()),
             retention,
         }
     }
@@ -91,27 +107,50 @@ impl Runtime {
         }
     }
 
+    fn refuse_reads(&self, why: Option<Error>) {
+        if let Ok(mut r) = self.read_refusal.lock() {
+            *r = why;
+        }
+    }
+
+    fn primary(&self) -> Option<Arc<PrimaryDriver>> {
+        match &*self.role.lock().ok()? {
+            Role::Primary(p) => Some(p.clone()),
+            _ => None,
+        }
+    }
+
+    fn replica(&self) -> Option<Arc<ReplicaDriver>> {
+        match &*self.role.lock().ok()? {
+            Role::Replica(r) => Some(r.clone()),
+            _ => None,
+        }
+    }
+
+    fn set_role(&self, role: Role) {
+        if let Ok(mut r) = self.role.lock() {
+            *r = role;
+        }
+    }
+
     /// Follows a map: switches the store to WAL mode and starts the driver of the node's role,
-    /// the first time the map says the node's shard is replicated; tells a running primary
-    /// driver about every map. Called before the catalog follows the map. If it cannot (the
-    /// node has commits of its own, a driver cannot start), writes stay refused with the
-    /// reason: a node of a replicated shard never commits alone.
-    pub fn follow(&self, db: &Database, map: &Arc<ClusterMap>) -> Result<()> {
-        let result = self.start(db, map);
+    /// the first time the map says the node's shard is replicated; changes the role when the
+    /// map does (a promotion); tells a running primary driver about every map. Called before
+    /// the catalog follows the map. If it cannot (the node has commits of its own, a driver
+    /// cannot start), writes stay refused with the reason: a node of a replicated shard never
+    /// commits alone.
+    pub async fn follow(&self, db: &Database, map: &Arc<ClusterMap>) -> Result<()> {
+        let result = self.start(db, map).await;
         if let Err(e) = &result {
-            if self.primary.get().is_none() && map.replication.factor >= 2 {
+            if self.primary().is_none() && map.replication.factor >= 2 {
                 self.refuse(Some(e.clone()));
             }
         }
         result
     }
 
-    fn start(&self, db: &Database, map: &Arc<ClusterMap>) -> Result<()> {
-        if let Some(primary) = self.primary.get() {
-            primary.map(map.clone());
-            return Ok(());
-        }
-        if self.replica.get().is_some() || map.replication.factor < 2 {
+    async fn start(&self, db: &Database, map: &Arc<ClusterMap>) -> Result<()> {
+        if map.replication.factor < 2 {
             return Ok(());
         }
         let Some(meta) = db.meta() else {
@@ -121,10 +160,71 @@ impl Runtime {
         let Some((shard, info)) = map.shard_of_node(me) else {
             return Ok(());
         };
-        let _guard = self
-            .starting
-            .lock()
-            .map_err(|_| Error::Internal("replication start lock".into()))?;
+        let _guard = self.changing.lock().await;
+        let primary = info.primary == *me;
+        match (self.primary(), self.replica()) {
+            (Some(driver), _) if primary => {
+                driver.map(map.clone());
+                return Ok(());
+            }
+            (Some(driver), _) => {
+                // Deposed: another node is the primary of a newer epoch.
+                self.refuse(Some(Error::not_ready(format!(
+                    "node {me} is no longer the primary of shard {shard}: it becomes a replica \
+                     of {}; retry",
+                    info.primary
+                ))));
+                driver.stop(map.clone()).await;
+                self.set_role(Role::Idle);
+                tracing::warn!(
+                    shard,
+                    epoch = info.epoch,
+                    primary = %info.primary,
+                    "replication: deposed; this node becomes a replica"
+                );
+            }
+            (None, Some(_)) if !primary => return Ok(()),
+            (None, Some(driver)) => {
+                self.refuse(Some(Error::not_ready(format!(
+                    "node {me} is being promoted to primary of shard {shard}; retry"
+                ))));
+                self.refuse_reads(Some(Error::not_ready(format!(
+                    "node {me} is being promoted to primary of shard {shard}; retry"
+                ))));
+                driver.stop().await;
+                self.set_role(Role::Idle);
+                let store = &db.txns.store;
+                store.committer.set_foreign(false);
+                // The fence made the log end where the new epoch begins; a log that ends
+                // elsewhere is cut back to it (entries after it are the old epoch's and never
+                // committed) or, shorter (an append the fence counted did not become
+                // durable), cannot serve the epoch.
+                let first = info.epochs.last().map_or(1, |&(_, first)| first);
+                let mut state = store.log_state()?;
+                if state.last.lsn >= first {
+                    store.committer.truncate_after(first - 1).await?;
+                    state = store.log_state()?;
+                }
+                if state.last.lsn + 1 < first {
+                    return Err(Error::Corrupt(format!(
+                        "the log ends at {} but epoch {} begins at {first}: entries the \
+                         promotion counted on are missing",
+                        state.last, info.epoch
+                    )));
+                }
+                // The prepared transactions in its log are this node's to resolve now: their
+                // locks are taken before the primary driver lets anything in.
+                db.twopc.load().await?;
+                tracing::info!(
+                    shard,
+                    epoch = info.epoch,
+                    last = %state.last,
+                    applied = %state.applied,
+                    "replication: promoted; this node becomes the primary"
+                );
+            }
+            (None, None) => {}
+        }
         let store = db.txns.store.clone();
         if !store.committer.is_wal() {
             let state = store.log_state()?;
@@ -142,7 +242,7 @@ impl Runtime {
                 map.replication.factor
             );
         }
-        if info.primary == *me {
+        if primary {
             let setup = Setup {
                 shard,
                 me: me.clone(),
@@ -153,7 +253,7 @@ impl Runtime {
                 retention: self.retention,
             };
             let driver = repl_primary::start(setup, map)?;
-            let _ = self.primary.set(driver);
+            self.set_role(Role::Primary(driver));
         } else {
             // As a PostgreSQL hot standby answers a write: 25006.
             self.refuse(Some(Error::sql(
@@ -165,9 +265,7 @@ impl Runtime {
             )));
             store.committer.set_foreign(true);
             // A replica serves no keys (shard requests are fenced): nothing to refuse reads for.
-            if let Ok(mut r) = self.read_refusal.lock() {
-                *r = None;
-            }
+            self.refuse_reads(None);
             // Its copy of the primary's in-doubt transactions is the primary's to resolve.
             let (prepared, decisions) = db.twopc.forget_loaded();
             if prepared + decisions > 0 {
@@ -178,8 +276,8 @@ impl Runtime {
                     "replication: left the copied 2PC state to the primary"
                 );
             }
-            let inbox = repl_replica::start(shard, store, &info.epochs, self.retention)?;
-            let _ = self.replica.set(inbox);
+            let driver = repl_replica::start(shard, store, &info.epochs, self.retention)?;
+            self.set_role(Role::Replica(Arc::new(driver)));
             tracing::info!(shard, primary = %info.primary, "replication: replica driver started");
         }
         Ok(())
@@ -187,7 +285,7 @@ impl Runtime {
 
     /// Where the RPC listener hands replication requests, if this node runs as a replica.
     pub fn replica_inbox(&self) -> Result<mpsc::Sender<Inbound>> {
-        self.replica.get().cloned().ok_or_else(|| {
+        self.replica().map(|r| r.inbox()).ok_or_else(|| {
             Error::Refused(
                 "this node does not run as a replica (yet): no replication stream is taken".into(),
             )
@@ -196,7 +294,7 @@ impl Runtime {
 
     /// On a primary, its replicas' progress.
     pub fn progress(&self) -> Vec<ReplicaProgress> {
-        self.primary.get().map(|p| p.progress()).unwrap_or_default()
+        self.primary().map(|p| p.progress()).unwrap_or_default()
     }
 }
 

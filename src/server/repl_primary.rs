@@ -103,6 +103,8 @@ enum Input {
     Map(Arc<ClusterMap>),
     /// The log cannot be read to find its 2PC entries: committing in async mode stops.
     LogUnreadable(Error),
+    /// The node stops being the primary: the driver ends (its senders with it) and says so.
+    Stop(tokio::sync::oneshot::Sender<()>),
 }
 
 /// What a sender is asked to send.
@@ -136,6 +138,17 @@ impl PrimaryDriver {
     /// Tells the driver about a new map.
     pub fn map(&self, map: Arc<ClusterMap>) {
         let _ = self.inputs.send(Input::Map(map));
+    }
+
+    /// Stops the driver once it has followed `map` (which names a newer epoch, so the core
+    /// steps down first: the entries in flight are answered 40003). Returns when it has ended;
+    /// its senders stop at their next step.
+    pub async fn stop(&self, map: Arc<ClusterMap>) {
+        let (done, stopped) = tokio::sync::oneshot::channel();
+        let _ = self.inputs.send(Input::Map(map));
+        if self.inputs.send(Input::Stop(done)).is_ok() {
+            let _ = stopped.await;
+        }
     }
 
     /// The replicas' progress, as of the last event.
@@ -378,6 +391,11 @@ impl Loop {
                         self.follow(&map);
                         Vec::new()
                     }
+                    Some(Input::Stop(done)) => {
+                        tracing::info!(shard = self.shard, "replication: primary driver stopped");
+                        let _ = done.send(());
+                        break;
+                    }
                     None => break,
                 },
             };
@@ -432,6 +450,11 @@ impl Loop {
                 in_sync,
             });
             self.act(actions);
+        }
+        if info.epoch != self.epoch {
+            // Another node is the primary of a newer epoch (the core stepped down): its
+            // replicas are not this node's to stream to.
+            return;
         }
         self.replicas = info.replicas.clone();
         for node in info.replicas.clone() {

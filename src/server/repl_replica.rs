@@ -110,6 +110,8 @@ struct Driver {
     epochs: Vec<(u64, Lsn)>,
     /// How many entries behind the applied LSN the log keeps.
     retention: Lsn,
+    /// The applies asked of the committer and not done yet.
+    applies: tokio::task::JoinSet<()>,
 }
 
 /// The replica core as the store's log says it is now, and whether a snapshot install is
@@ -130,16 +132,40 @@ fn open_core(store: &Store, epochs: &[(u64, Lsn)]) -> Result<(Replica, bool)> {
     Ok((core, state.installing_snapshot))
 }
 
+/// The handle of a running replica driver.
+pub struct ReplicaDriver {
+    inbox: mpsc::Sender<Inbound>,
+    stop: mpsc::Sender<oneshot::Sender<()>>,
+}
+
+impl ReplicaDriver {
+    /// Where the RPC listener hands the primary's requests.
+    pub fn inbox(&self) -> mpsc::Sender<Inbound> {
+        self.inbox.clone()
+    }
+
+    /// Stops the driver (the node is being promoted): the requests still waiting are answered
+    /// with an error, and it returns once every append it handed the committer is durable and
+    /// every apply it asked for is done, so the store's log state is final.
+    pub async fn stop(&self) {
+        let (done, stopped) = oneshot::channel();
+        if self.stop.send(done).await.is_ok() {
+            let _ = stopped.await;
+        }
+    }
+}
+
 /// Starts the driver of a replica of `shard` over `store`, keeping `retention` entries of its
-/// log behind the applied LSN, and returns its inbox.
+/// log behind the applied LSN.
 pub fn start(
     shard: ShardId,
     store: Arc<Store>,
     epochs: &[(u64, Lsn)],
     retention: Lsn,
-) -> Result<mpsc::Sender<Inbound>> {
+) -> Result<ReplicaDriver> {
     let (core, installing) = open_core(&store, epochs)?;
     let (tx, rx) = mpsc::channel(INBOX);
+    let (stop_tx, stop_rx) = mpsc::channel(1);
     let driver = Driver {
         shard,
         core,
@@ -149,9 +175,13 @@ pub fn start(
         installing,
         epochs: epochs.to_vec(),
         retention,
+        applies: tokio::task::JoinSet::new(),
     };
-    tokio::spawn(driver.run(rx));
-    Ok(tx)
+    tokio::spawn(driver.run(rx, stop_rx));
+    Ok(ReplicaDriver {
+        inbox: tx,
+        stop: stop_tx,
+    })
 }
 
 type Persisting = FuturesUnordered<oneshot::Receiver<Result<crate::storage::LogId>>>;
@@ -160,13 +190,25 @@ type Persisting = FuturesUnordered<oneshot::Receiver<Result<crate::storage::LogI
 type Truncating = FuturesUnordered<BoxFuture<'static, Result<crate::storage::LogId>>>;
 
 impl Driver {
-    async fn run(mut self, mut inbox: mpsc::Receiver<Inbound>) {
+    async fn run(
+        mut self,
+        mut inbox: mpsc::Receiver<Inbound>,
+        mut stop: mpsc::Receiver<oneshot::Sender<()>>,
+    ) {
         let mut persisting: Persisting = FuturesUnordered::new();
         let mut truncate = tokio::time::interval(TRUNCATE_EVERY);
         truncate.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut truncating: Truncating = FuturesUnordered::new();
         loop {
             tokio::select! {
+                done = stop.recv() => {
+                    self.finish(&mut persisting, &mut truncating).await;
+                    if let Some(done) = done {
+                        let _ = done.send(());
+                    }
+                    return;
+                }
+                Some(_) = self.applies.join_next(), if !self.applies.is_empty() => {}
                 _ = truncate.tick(), if truncating.is_empty() => self.truncate(&mut truncating),
                 done = truncating.next(), if !truncating.is_empty() => match done {
                     Some(Ok(base)) => {
@@ -388,6 +430,20 @@ impl Driver {
         }));
     }
 
+    /// Ends the driver's work: what waits for an ack hears that the replica stopped, and
+    /// what was handed to the committer (appends, applies, a truncation) is waited for.
+    async fn finish(&mut self, persisting: &mut Persisting, truncating: &mut Truncating) {
+        for w in self.waiting.drain(..) {
+            let _ = w.reply.send(Err(Error::ShuttingDown(
+                "this node stopped being a replica (it is being promoted)".into(),
+            )));
+        }
+        while persisting.next().await.is_some() {}
+        while truncating.next().await.is_some() {}
+        while self.applies.join_next().await.is_some() {}
+        tracing::info!(shard = self.shard, "replica: driver stopped");
+    }
+
     fn wrong_shard(&self, shard: ShardId) -> Error {
         Error::Refused(format!(
             "this node is a replica of shard {}, not of shard {shard}",
@@ -438,7 +494,7 @@ impl Driver {
                 Action::Refuse { reject, .. } => refused = Some(reject),
                 Action::Apply { up_to } => {
                     let rx = committer.commit_to(up_to)?;
-                    tokio::spawn(async move {
+                    self.applies.spawn(async move {
                         match rx.await {
                             Ok(Ok(_)) => {}
                             Ok(Err(e)) => {

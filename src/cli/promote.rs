@@ -1,0 +1,322 @@
+//! `ddb promote NODE --force`: makes a replica the primary of its shard when the primary is
+//! down (DESIGN §6.2, failover).
+//!
+//! The steps, each checked before the next:
+//!
+//! 1. **Checks from the map**: NODE is a replica of a replicated shard, the primary is the one
+//!    `--expected-primary` names (if given), and in `sync` mode NODE is in the in-sync set (so
+//!    it holds every committed entry) unless `--allow-data-loss`. In `async` mode a promotion
+//!    may lose what the primary committed and no replica holds: ddb prints a lower bound (how
+//!    far the most advanced replica it can reach is ahead of NODE) and refuses without
+//!    `--allow-data-loss`.
+//! 2. **Checks of the nodes**: NODE answers; the primary does not (a live primary is moved by
+//!    a switchover, which is not built yet: a forced promotion of a primary that still serves
+//!    would let it answer reads until it hears of the new map, as ddb keeps no leases yet).
+//! 3. **Fence**: NODE takes the new epoch durably, so it refuses the old primary's entries
+//!    from then on, and answers its last entry L.
+//! 4. **Promote**: the map change "epoch e+1 begins at L+1 with NODE as primary", validated
+//!    by the map against epoch e, so of two promotions of a shard only the first applies.
+//! 5. **Wait** until NODE has followed the map and committed its log's tail, when it takes
+//!    writes (its `applied_lsn` reaches L).
+//!
+//! A re-run after the CLI was killed converges: the fence is idempotent for the same epoch,
+//! and once the map names NODE the primary, the re-run says so (refused: it already is).
+//! `--dry-run` runs the checks and changes nothing. The result has the §10.1 fields: `shard`,
+//! `old_primary`, `new_primary`, `epoch`, `pause_ms` (from the fence to NODE taking writes)
+//! and `lost_entries` (0 when NODE was in sync; else the lower bound, NULL if unknown).
+
+use std::time::{Duration, Instant};
+
+use clap::Args;
+
+use super::console::note;
+use super::global::GlobalArgs;
+use super::nodes::{col, probe, Targets};
+use super::output::{Format, Printer};
+use crate::cluster::map::{Change, ClusterMap, Mode};
+use crate::cluster::ring::ShardId;
+use crate::error::Error;
+use crate::protocol::{NodeStatus, Replicate, ReplicateReply, Request, Response};
+use crate::types::value::{DataType, Value};
+use crate::types::QueryResult;
+
+/// Arguments of `ddb promote`.
+#[derive(Debug, Args)]
+pub struct PromoteArgs {
+    /// The replica to make its shard's primary
+    pub node: String,
+    /// The primary is down: fence NODE and promote it (failover)
+    #[arg(long)]
+    pub force: bool,
+    /// Promote even when committed writes may be lost (NODE not in sync, or async replication)
+    #[arg(long)]
+    pub allow_data_loss: bool,
+    /// Refuse unless the shard's primary is this node
+    #[arg(long, value_name = "NODE")]
+    pub expected_primary: Option<String>,
+    /// Run the checks, print the plan, change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// How long to wait for NODE to take writes, in seconds
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    pub timeout: u64,
+}
+
+/// What the map says of the promotion.
+struct Plan {
+    shard: ShardId,
+    epoch: u64,
+    old_primary: String,
+    in_sync: bool,
+    mode: Mode,
+}
+
+/// Runs `ddb promote`.
+pub async fn run(args: &PromoteArgs, global: &GlobalArgs) -> anyhow::Result<()> {
+    let targets = Targets::resolve(global).await?;
+    let map = targets
+        .map()
+        .await
+        .ok_or_else(|| Error::Unreachable("no node of the cluster answers with its map".into()))?;
+    let plan = plan(&map, args)?;
+    let cluster = targets.cluster.as_deref();
+    let addr_of = |name: &str| {
+        map.node(name)
+            .map(|n| n.rpc_addr.clone())
+            .unwrap_or_default()
+    };
+    let Some((client, status)) = probe(&addr_of(&args.node), cluster).await? else {
+        return Err(Error::Refused(format!(
+            "node {} does not answer at {}: a node that is down cannot be promoted",
+            args.node,
+            addr_of(&args.node)
+        ))
+        .into());
+    };
+    let lost = lost_bound(&targets, &map, &plan, &status).await;
+    if plan.mode == Mode::Async && !args.allow_data_loss {
+        return Err(Error::Refused(format!(
+            "shard {} replicates asynchronously: promoting {} loses what the primary {} \
+             committed and {} lacks ({}); pass --allow-data-loss to promote anyway",
+            plan.shard,
+            args.node,
+            plan.old_primary,
+            args.node,
+            describe_lost(lost)
+        ))
+        .into());
+    }
+    if !args.force {
+        return Err(Error::Refused(format!(
+            "a switchover (ddb promote without --force, the primary {} alive) is not built yet; \
+             if the primary is down, promote with --force",
+            plan.old_primary
+        ))
+        .into());
+    }
+    if probe(&addr_of(&plan.old_primary), cluster).await?.is_some() {
+        return Err(Error::Refused(format!(
+            "the primary {} of shard {} answers: --force is for a primary that is down (a live \
+             one would go on answering reads until it hears of the promotion); stop it first \
+             (ddb stop {})",
+            plan.old_primary, plan.shard, plan.old_primary
+        ))
+        .into());
+    }
+    let mut printer = Printer::new(Format::resolve(global.format), global.quiet, true);
+    let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr().lock());
+    let lost_entries = if plan.in_sync { Some(0) } else { lost };
+    if args.dry_run {
+        if !global.quiet {
+            note(format_args!(
+                "dry run: would fence {} at epoch {}, then make it the primary of shard {} \
+                 in place of {} ({}); nothing was changed",
+                args.node,
+                plan.epoch + 1,
+                plan.shard,
+                plan.old_primary,
+                if plan.in_sync {
+                    "it is in sync: nothing committed is lost".to_string()
+                } else {
+                    describe_lost(lost)
+                }
+            ));
+        }
+        printer.print(
+            &result(&plan, &args.node, None, lost_entries),
+            &mut out,
+            &mut err,
+        )?;
+        return Ok(());
+    }
+    // Fence: from here on NODE refuses the old epoch's entries, so nothing it acknowledges
+    // can be past `last`.
+    let fenced = Instant::now();
+    let fence = Request::Replicate(Replicate::Fence {
+        shard: plan.shard,
+        epoch: plan.epoch + 1,
+    });
+    let last = match client.call(fence).await? {
+        Response::Replicated(ReplicateReply::Opened { last, .. }) => last,
+        Response::Replicated(ReplicateReply::Refused(why)) => {
+            return Err(Error::Refused(format!(
+                "node {} refused to be fenced at epoch {}: {why:?} (another promotion of shard \
+                 {} under way?)",
+                args.node,
+                plan.epoch + 1,
+                plan.shard
+            ))
+            .into())
+        }
+        Response::Error(e) => return Err(e.into()),
+        other => {
+            return Err(Error::Corrupt(format!("unexpected answer to a fence: {other:?}")).into())
+        }
+    };
+    let change = Change::Promote {
+        shard: plan.shard,
+        epoch: plan.epoch,
+        node: args.node.clone(),
+        first_lsn: last.lsn + 1,
+        allow_data_loss: args.allow_data_loss,
+    };
+    let version = match client.call(Request::Propose(change)).await? {
+        Response::Proposed(version) => version,
+        Response::Error(e) => return Err(e.into()),
+        other => {
+            return Err(
+                Error::Corrupt(format!("unexpected answer to a proposal: {other:?}")).into(),
+            )
+        }
+    };
+    let deadline = fenced + Duration::from_secs(args.timeout);
+    loop {
+        let writable = match probe(&addr_of(&args.node), cluster).await? {
+            Some((_, s)) => s.map_version >= version && s.applied_lsn >= last.lsn,
+            None => false,
+        };
+        if writable {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(Error::Timeout(format!(
+                "the map names {} the primary of shard {} (epoch {}), but it did not take \
+                 writes within {} s",
+                args.node,
+                plan.shard,
+                plan.epoch + 1,
+                args.timeout
+            ))
+            .into());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let pause_ms = fenced.elapsed().as_millis() as i64;
+    printer.print(
+        &result(&plan, &args.node, Some(pause_ms), lost_entries),
+        &mut out,
+        &mut err,
+    )?;
+    Ok(())
+}
+
+/// The checks the map alone answers.
+fn plan(map: &ClusterMap, args: &PromoteArgs) -> Result<Plan, Error> {
+    let node = &args.node;
+    let (shard, info) = map.shard_of_node(node).ok_or_else(|| {
+        Error::Refused(format!(
+            "node {node} is not in the cluster map of '{}'",
+            map.name
+        ))
+    })?;
+    if map.replication.factor < 2 {
+        return Err(Error::Refused(format!(
+            "shard {shard} has one copy (replication.factor 1): there is no replica to promote"
+        )));
+    }
+    if info.primary == *node {
+        return Err(Error::Refused(format!(
+            "node {node} already is the primary of shard {shard} (epoch {})",
+            info.epoch
+        )));
+    }
+    if let Some(expected) = &args.expected_primary {
+        if *expected != info.primary {
+            return Err(Error::Refused(format!(
+                "the primary of shard {shard} is {}, not {expected} (--expected-primary): \
+                 the cluster changed meanwhile",
+                info.primary
+            )));
+        }
+    }
+    let in_sync = info.in_sync.iter().any(|n| n == node);
+    if !in_sync && !args.allow_data_loss {
+        return Err(Error::Refused(format!(
+            "node {node} is not in the in-sync set of shard {shard} ({}): it may lack committed \
+             writes; promote a member of the set, or pass --allow-data-loss",
+            info.in_sync.join(", ")
+        )));
+    }
+    Ok(Plan {
+        shard,
+        epoch: info.epoch,
+        old_primary: info.primary.clone(),
+        in_sync: in_sync && map.replication.mode == Mode::Sync,
+        mode: map.replication.mode,
+    })
+}
+
+/// A lower bound of the entries a promotion of the node whose status is `target` loses: how
+/// far the most advanced other member of the shard that answers is ahead of it (`None` when
+/// none answers). What the primary alone held is not counted: it is down.
+async fn lost_bound(
+    targets: &Targets,
+    map: &ClusterMap,
+    plan: &Plan,
+    target: &NodeStatus,
+) -> Option<i64> {
+    let info = map.shards.get(&plan.shard)?;
+    let mut best = None;
+    for name in info.replicas.iter().filter(|n| **n != target.name) {
+        let Some(addr) = map.node(name).map(|n| n.rpc_addr.clone()) else {
+            continue;
+        };
+        if let Ok(Some((_, s))) = probe(&addr, targets.cluster.as_deref()).await {
+            best = best.max(Some(s.lsn));
+        }
+    }
+    Some(best?.saturating_sub(target.lsn) as i64)
+}
+
+fn describe_lost(lost: Option<i64>) -> String {
+    match lost {
+        Some(n) => format!(
+            "at least {n} entries, from what the replicas that answer hold; the primary's \
+             unreplicated tail is not known"
+        ),
+        None => "how many entries is not known: no other replica answers".into(),
+    }
+}
+
+fn result(plan: &Plan, node: &str, pause_ms: Option<i64>, lost: Option<i64>) -> QueryResult {
+    let opt = |v: Option<i64>| v.map_or(Value::Null, Value::Int);
+    QueryResult {
+        columns: vec![
+            col("shard", DataType::Int),
+            col("old_primary", DataType::Text),
+            col("new_primary", DataType::Text),
+            col("epoch", DataType::BigInt),
+            col("pause_ms", DataType::BigInt),
+            col("lost_entries", DataType::BigInt),
+        ],
+        rows: vec![vec![
+            Value::Int(plan.shard.into()),
+            Value::Text(plan.old_primary.clone()),
+            Value::Text(node.to_string()),
+            Value::Int(plan.epoch as i64 + 1),
+            opt(pause_ms),
+            opt(lost),
+        ]],
+        tag: String::new(),
+    }
+}
