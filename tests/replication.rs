@@ -1416,3 +1416,74 @@ async fn a_frozen_primary_replaced_by_promote_force_loses_no_write_when_thawed_a
     );
     assert_all_there(cluster.sql_port("n1"), &acked).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_promoted_replica_takes_up_an_in_doubt_transaction_of_its_dead_primary_and_resolves_it() {
+    // Shard 1 is n1 (primary) and n2, shard 2 is n3 and n4; n1..n3 vote in the map, so the
+    // map keeps its quorum when the gateway n4 and then n1 are gone.
+    let cluster = TestCluster::replicated("indoubt-promote", 4, "{ factor: 2 }");
+    let crash = [
+        ("FAILPOINTS", "gateway-after-all-prepares=return"),
+        ("DDB_PREPARED_TIMEOUT_MS", "3000"),
+    ];
+    cluster.init_env(&crash);
+    let c = connect(cluster.sql_port("n3")).await;
+    c.batch_execute(SCHEMA).await.unwrap();
+    let map = map_of(&cluster.rpc_addr("n3")).await.unwrap();
+    let k1 = (0..1000).find(|k| shard_of(&map, *k) == 1).unwrap();
+    let k2 = (0..1000).find(|k| shard_of(&map, *k) == 2).unwrap();
+    for k in [k1, k2] {
+        c.execute("INSERT INTO t VALUES ($1, 0)", &[&k])
+            .await
+            .unwrap();
+    }
+    // Through n4: shard 2 (written first) anchors, shard 1's primary n1 prepares, and its
+    // replica n2 holds the prepared record, when the gateway dies.
+    let g = connect(cluster.sql_port("n4")).await;
+    let block = format!(
+        "BEGIN; UPDATE t SET v = 1 WHERE k = {k2}; UPDATE t SET v = 1 WHERE k = {k1}; COMMIT"
+    );
+    let e = g.batch_execute(&block).await.expect_err("the gateway died");
+    assert!(e.as_db_error().is_none(), "the connection was lost: {e}");
+    let p1 = status_of(&cluster.rpc_addr("n1")).await.unwrap();
+    assert_eq!(p1.prepared, 1, "n1 holds the transaction prepared");
+    // Its primary dies before it resolves it; n2 is promoted and takes it up.
+    cluster.kill("n1");
+    let (code, row, stderr) = promote(&cluster, &["n2", "--force"]);
+    assert_eq!(code, Some(0), "{stderr}\n{}", cluster.logs());
+    assert_eq!(row["lost_entries"], 0, "{row}");
+    let log = std::fs::read_to_string(cluster.data_dir("n2").join("ddb.log")).unwrap();
+    assert!(
+        log.contains("reloaded a prepared transaction"),
+        "the promoted replica did not take up the prepared transaction:\n{}",
+        cluster.logs()
+    );
+    // It asks the anchor, which never heard a decision: aborted, and nothing stays in doubt.
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            let mut prepared = 0;
+            for node in ["n2", "n3"] {
+                match status_of(&cluster.rpc_addr(node)).await {
+                    Some(s) => prepared += s.prepared,
+                    None => return false,
+                }
+            }
+            prepared == 0
+        })
+        .await,
+        "a transaction stayed in doubt:\n{}",
+        cluster.logs()
+    );
+    for k in [k1, k2] {
+        let v: i64 = c
+            .query_one("SELECT v FROM t WHERE k = $1", &[&k])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(v, 0, "the undecided transaction is aborted");
+    }
+    // Its locks are gone with it: the row it held takes a write at once.
+    c.execute("UPDATE t SET v = 2 WHERE k = $1", &[&k1])
+        .await
+        .unwrap();
+}

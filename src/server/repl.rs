@@ -193,35 +193,11 @@ impl Runtime {
                 ))));
                 driver.stop().await;
                 self.set_role(Role::Idle);
-                let store = &db.txns.store;
-                store.committer.set_foreign(false);
-                // The fence made the log end where the new epoch begins; a log that ends
-                // elsewhere is cut back to it (entries after it are the old epoch's and never
-                // committed) or, shorter (an append the fence counted did not become
-                // durable), cannot serve the epoch.
-                let first = info.epochs.last().map_or(1, |&(_, first)| first);
-                let mut state = store.log_state()?;
-                if state.last.lsn >= first {
-                    store.committer.truncate_after(first - 1).await?;
-                    state = store.log_state()?;
-                }
-                if state.last.lsn + 1 < first {
-                    return Err(Error::Corrupt(format!(
-                        "the log ends at {} but epoch {} begins at {first}: entries the \
-                         promotion counted on are missing",
-                        state.last, info.epoch
-                    )));
-                }
-                // The prepared transactions in its log are this node's to resolve now: their
-                // locks are taken before the primary driver lets anything in.
-                db.twopc.load().await?;
-                tracing::info!(
-                    shard,
-                    epoch = info.epoch,
-                    last = %state.last,
-                    applied = %state.applied,
-                    "replication: promoted; this node becomes the primary"
-                );
+                self.take_over(db, shard, info).await?;
+            }
+            // A promotion that failed part way (its error refuses writes): again.
+            (None, None) if primary && db.txns.store.committer.is_foreign() => {
+                self.take_over(db, shard, info).await?;
             }
             (None, None) => {}
         }
@@ -280,6 +256,49 @@ impl Runtime {
             self.set_role(Role::Replica(Arc::new(driver)));
             tracing::info!(shard, primary = %info.primary, "replication: replica driver started");
         }
+        Ok(())
+    }
+
+    /// Takes the log over from the stopped replica driver: cuts it back to where the new
+    /// epoch begins, takes up the prepared 2PC state it holds, and only then counts it as this
+    /// node's own (so a promotion that fails here is tried again on the next map).
+    async fn take_over(
+        &self,
+        db: &Database,
+        shard: crate::cluster::ring::ShardId,
+        info: &crate::cluster::map::ShardInfo,
+    ) -> Result<()> {
+        let store = &db.txns.store;
+        // The fence made the log end where the new epoch begins; a log that ends elsewhere is
+        // cut back to it (entries after it are the old epoch's and never committed) or,
+        // shorter (an append the fence counted did not become durable), cannot serve the
+        // epoch.
+        let first = info.epochs.last().map_or(1, |&(_, first)| first);
+        let mut state = store.log_state()?;
+        if state.last.lsn >= first {
+            store.committer.truncate_after(first - 1).await?;
+            state = store.log_state()?;
+        }
+        if state.last.lsn + 1 < first {
+            return Err(Error::Corrupt(format!(
+                "the log ends at {} but epoch {} begins at {first}: entries the promotion \
+                 counted on are missing",
+                state.last, info.epoch
+            )));
+        }
+        // The prepared transactions in its log are this node's to resolve now: their locks
+        // are taken before the primary driver lets anything in (after forgetting what a
+        // failed try took up, so no transaction waits for its own earlier copy's locks).
+        db.twopc.forget_loaded();
+        db.twopc.load().await?;
+        store.committer.set_foreign(false);
+        tracing::info!(
+            shard,
+            epoch = info.epoch,
+            last = %state.last,
+            applied = %state.applied,
+            "replication: promoted; this node becomes the primary"
+        );
         Ok(())
     }
 
