@@ -970,34 +970,6 @@ async fn a_replicas_gateway_writes_rows_with_and_without_a_primary_key() {
 }
 
 #[cfg(feature = "failpoints")]
-/// Creates `t` through `node`, inserts a row on shard 1 and one on shard 2 (value 0), and
-/// updates both in one transaction through `gateway`, which dies once both shards have
-/// prepared (the cluster runs with the failpoint `gateway-after-all-prepares`). Returns a
-/// client of `node` and the two keys (shard 1's, shard 2's).
-async fn leave_in_doubt(
-    cluster: &TestCluster,
-    node: &str,
-    gateway: &str,
-) -> (tokio_postgres::Client, i64, i64) {
-    let c = connect(cluster.sql_port(node)).await;
-    c.batch_execute(SCHEMA).await.unwrap();
-    let map = map_of(&cluster.rpc_addr(node)).await.unwrap();
-    let k1 = (0..1000).find(|k| shard_of(&map, *k) == 1).unwrap();
-    let k2 = (0..1000).find(|k| shard_of(&map, *k) == 2).unwrap();
-    for k in [k1, k2] {
-        c.execute("INSERT INTO t VALUES ($1, 0)", &[&k])
-            .await
-            .unwrap();
-    }
-    let g = connect(cluster.sql_port(gateway)).await;
-    let block = format!(
-        "BEGIN; UPDATE t SET v = 1 WHERE k = {k2}; UPDATE t SET v = 1 WHERE k = {k1}; COMMIT"
-    );
-    let e = g.batch_execute(&block).await.expect_err("the gateway died");
-    assert!(e.as_db_error().is_none(), "the connection was lost: {e}");
-    (c, k1, k2)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_replica_leaves_its_copy_of_an_in_doubt_transaction_to_its_primary() {
     let cluster = TestCluster::replicated("indoubt", 3, "{ factor: 2, ack_timeout_ms: 500 }");
@@ -1008,10 +980,25 @@ async fn a_restarted_replica_leaves_its_copy_of_an_in_doubt_transaction_to_its_p
         ("DDB_PREPARED_TIMEOUT_MS", "3000"),
     ];
     cluster.init_env(&crash);
+    let c = connect(cluster.sql_port("n1")).await;
+    c.batch_execute(SCHEMA).await.unwrap();
+    let map = map_of(&cluster.rpc_addr("n1")).await.unwrap();
+    let k1 = (0..1000).find(|k| shard_of(&map, *k) == 1).unwrap();
+    let k2 = (0..1000).find(|k| shard_of(&map, *k) == 2).unwrap();
+    for k in [k1, k2] {
+        c.execute("INSERT INTO t VALUES ($1, 0)", &[&k])
+            .await
+            .unwrap();
+    }
     // Through n3 (shard 2's primary; shard 2, written first, is the anchor): shard 1's
     // primary n1 prepares, and so does its replica n2 hold the prepared record, when the
     // gateway dies.
-    let (c, k1, k2) = leave_in_doubt(&cluster, "n1", "n3").await;
+    let g = connect(cluster.sql_port("n3")).await;
+    let block = format!(
+        "BEGIN; UPDATE t SET v = 1 WHERE k = {k2}; UPDATE t SET v = 1 WHERE k = {k1}; COMMIT"
+    );
+    let e = g.batch_execute(&block).await.expect_err("the gateway died");
+    assert!(e.as_db_error().is_none(), "the connection was lost: {e}");
     assert!(
         eventually(Duration::from_secs(10), || async {
             status_of(&cluster.rpc_addr("n3")).await.is_none()
@@ -1440,9 +1427,24 @@ async fn a_promoted_replica_takes_up_an_in_doubt_transaction_of_its_dead_primary
         ("DDB_PREPARED_TIMEOUT_MS", "3000"),
     ];
     cluster.init_env(&crash);
+    let c = connect(cluster.sql_port("n3")).await;
+    c.batch_execute(SCHEMA).await.unwrap();
+    let map = map_of(&cluster.rpc_addr("n3")).await.unwrap();
+    let k1 = (0..1000).find(|k| shard_of(&map, *k) == 1).unwrap();
+    let k2 = (0..1000).find(|k| shard_of(&map, *k) == 2).unwrap();
+    for k in [k1, k2] {
+        c.execute("INSERT INTO t VALUES ($1, 0)", &[&k])
+            .await
+            .unwrap();
+    }
     // Through n4: shard 2 (written first) anchors, shard 1's primary n1 prepares, and its
     // replica n2 holds the prepared record, when the gateway dies.
-    let (c, k1, k2) = leave_in_doubt(&cluster, "n3", "n4").await;
+    let g = connect(cluster.sql_port("n4")).await;
+    let block = format!(
+        "BEGIN; UPDATE t SET v = 1 WHERE k = {k2}; UPDATE t SET v = 1 WHERE k = {k1}; COMMIT"
+    );
+    let e = g.batch_execute(&block).await.expect_err("the gateway died");
+    assert!(e.as_db_error().is_none(), "the connection was lost: {e}");
     let p1 = status_of(&cluster.rpc_addr("n1")).await.unwrap();
     assert_eq!(p1.prepared, 1, "n1 holds the transaction prepared");
     // Its primary dies before it resolves it; n2 is promoted and takes it up.
