@@ -359,6 +359,18 @@ impl Committer {
             .map_err(|_| Error::Io("the committer stopped before answering".into()))?
     }
 
+    /// WAL mode: this node stopped being the shard's primary of `epoch` (a newer epoch has
+    /// another). Every entry submitted before is written first; their watching submitters
+    /// ([`Committer::submit_watched`]) hear at once that the outcome is unknown (the entries
+    /// stay, to be applied or dropped as the new primary's log says), and every later submit
+    /// of `epoch` or older is refused with `error` without taking an LSN, so none is left
+    /// waiting for a commit this node will not make. A submit of a newer epoch (the node
+    /// promoted again) is taken as before. Not durable: a restarted node refuses writes
+    /// until its role is known.
+    pub async fn seal(&self, epoch: u64, error: Error) -> Result<()> {
+        self.call_wal(|reply| Op::Seal(epoch, error, reply)).await
+    }
+
     /// Replica side, WAL mode: appends `entries`, which carry their LSNs and must continue the
     /// log densely (the first one right after the log's last entry, each next one the LSN
     /// after); anything else is refused whole with `Error::Internal` (deciding what to send is

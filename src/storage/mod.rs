@@ -28,6 +28,6 @@ mod wal_tests;
 
 pub use engine::{Engine, KeyValue, Scan, Snapshot, Space, Write, MAX_KEY, MAX_VALUE};
 pub use log::{Committer, Lsn};
-pub use record::{LogEntry, LogId, LogRead, WalState};
+pub use record::{log_id_at, LogEntry, LogId, LogRead, WalState};
 pub use snapshot::{Cursor, ShardSnapshot, SnapshotBatch};
 pub use store::{Mode, Store};

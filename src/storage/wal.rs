@@ -70,6 +70,8 @@ pub(crate) enum Op {
     BeginSnapshot(oneshot::Sender<Result<()>>),
     InstallBatch(Vec<Write>, oneshot::Sender<Result<()>>),
     FinishSnapshot(LogId, oneshot::Sender<Result<()>>),
+    /// The node stopped being the primary of `epoch` (see [`crate::storage::Committer::seal`]).
+    Seal(u64, Error, oneshot::Sender<Result<()>>),
 }
 
 /// What the thread shares with the [`crate::storage::Committer`] that started it.
@@ -115,6 +117,8 @@ struct Wal {
     state: WalState,
     waiting: VecDeque<Waiting>,
     shared: Shared,
+    /// Submits of this epoch or older are refused with the error (the node was deposed).
+    sealed: Option<(u64, Error)>,
 }
 
 /// Runs the WAL-mode committer until its queue closes, then persists what it wrote.
@@ -129,6 +133,7 @@ pub(crate) fn run(
         state,
         waiting: VecDeque::new(),
         shared,
+        sealed: None,
     };
     while let Ok(first) = rx.recv() {
         let mut ops = vec![first];
@@ -201,6 +206,13 @@ impl Wal {
         if let Err(e) = self.check_not_installing() {
             let _ = req.reply.send(Err(e));
             return;
+        }
+        if let Some((epoch, error)) = &self.sealed {
+            if req.epoch <= *epoch {
+                // It takes no LSN: it certainly did not commit.
+                let _ = req.reply.send(Err(error.clone()));
+                return;
+            }
         }
         let entry = LogEntry {
             lsn: self.state.last.lsn + 1,
@@ -418,6 +430,20 @@ impl Wal {
             Op::FinishSnapshot(at, reply) => {
                 let result = self.finish_snapshot(at);
                 self.answer(reply, result);
+            }
+            Op::Seal(epoch, error, reply) => {
+                // Everything submitted before is in the log now (the run before this was
+                // written): its watching submitters hear at once that the outcome is unknown.
+                for w in self.waiting.iter_mut() {
+                    if let Some(fail) = w.fail.take() {
+                        let _ = fail.send(Error::UnknownOutcome(format!(
+                            "the commit's log entry {} was written, but this node stopped being                              the shard's primary before it was committed: {error}",
+                            w.id
+                        )));
+                    }
+                }
+                self.sealed = Some((epoch, error));
+                let _ = reply.send(Ok(()));
             }
             Op::Submit(_)
             | Op::SubmitWatched(..)
@@ -654,8 +680,9 @@ fn refuse(op: Op, e: Error) {
             drop(reply.send(Err(e)))
         }
         Op::CommitTo(_, reply) => drop(reply.send(Err(e))),
-        Op::BeginSnapshot(reply) | Op::InstallBatch(_, reply) | Op::FinishSnapshot(_, reply) => {
-            drop(reply.send(Err(e)))
-        }
+        Op::BeginSnapshot(reply)
+        | Op::InstallBatch(_, reply)
+        | Op::FinishSnapshot(_, reply)
+        | Op::Seal(_, _, reply) => drop(reply.send(Err(e))),
     }
 }

@@ -737,6 +737,34 @@ async fn a_snapshot_install_replaces_the_store_and_its_marker_survives_a_restart
     assert_eq!(data(f, "next").as_deref(), Some("1"));
 }
 
+/// A deposed primary's committer answers what waits and refuses what comes after, so no
+/// client waits for a commit that node will not make; a newer epoch's submit is taken again.
+async fn a_sealed_log_answers_its_waiting_submitters_and_refuses_later_ones(f: &mut dyn Fixture) {
+    let c = wal(f);
+    c.set_epoch(3);
+    let (first, failed) = c.submit_watched(1, put("a", "1")).unwrap();
+    c.seal(3, Error::not_ready("deposed")).await.unwrap();
+    // Written before the seal: in the log, and its submitter hears the outcome is unknown.
+    assert_eq!(durable(&c, 1).await, LogId::new(3, 1));
+    assert!(matches!(failed.await.unwrap(), Error::UnknownOutcome(_)));
+    // After the seal: refused, no LSN taken.
+    let (second, _) = c.submit_watched(2, put("b", "2")).unwrap();
+    assert!(second.await.unwrap().is_err());
+    assert_eq!(c.log_state().unwrap().last, LogId::new(3, 1));
+    // The first still waits for its entry to be applied or dropped.
+    c.truncate_after(0).await.unwrap();
+    assert!(matches!(
+        first.await.unwrap(),
+        Err(Error::UnknownOutcome(_))
+    ));
+    // Promoted again, in a newer epoch.
+    c.set_epoch(4);
+    let third = c.submit(3, put("c", "3")).unwrap();
+    assert_eq!(durable(&c, 1).await, LogId::new(4, 1));
+    assert_eq!(commit_to(&c, 1).await.unwrap(), 1);
+    assert_eq!(third.await.unwrap().unwrap(), 1);
+}
+
 macro_rules! wal_suite {
     ($($test:ident),* $(,)?) => {
         mod memory {
@@ -777,6 +805,7 @@ wal_suite!(
     read_entries_is_bounded_by_bytes,
     a_snapshot_is_consistent_while_writes_go_on_and_spans_many_batches,
     a_snapshot_install_replaces_the_store_and_its_marker_survives_a_restart,
+    a_sealed_log_answers_its_waiting_submitters_and_refuses_later_ones,
 );
 
 /// A store that WAL mode left with unapplied entries, or cut short installing a snapshot, is
