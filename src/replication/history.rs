@@ -7,10 +7,11 @@
 //! an entry only after checking that its previous entry matches the primary's, so two logs that
 //! hold the same `LogId` hold the same entries up to it.
 //!
-//! A log does not store the epoch of every entry: epochs change rarely, so a list of
-//! `(epoch, first_lsn)` pairs says where each epoch's entries begin, in the map for the shard's
-//! primary (DESIGN §3, §6.2) and kept by each replica for its own log. The epoch of the entry at
-//! an LSN is that of the last pair beginning at or before it.
+//! Epochs change rarely, so a list of `(epoch, first_lsn)` pairs says where each epoch's
+//! entries begin: in the map for the shard (DESIGN §3, §6.2), and for each node's own log as
+//! its entries say (a node rebuilds it from the epochs its stored entries carry, never from the
+//! map, whose list describes the primary's log only). The epoch of the entry at an LSN is that
+//! of the last pair beginning at or before it.
 
 use std::fmt;
 
@@ -148,7 +149,7 @@ impl EpochHistory {
     /// Forgets the epochs of entries before `base`, the last entry dropped from the log's
     /// front: the history becomes that of a log restarted at `base` ([`Self::from_snapshot`])
     /// followed by the epochs that begin after it, which is also what a restart rebuilds from
-    /// the log's base and the map's epochs. Returns false, and changes nothing, if this history
+    /// the log's base and its entries. Returns false, and changes nothing, if this history
     /// does not give `base.lsn` the epoch `base.epoch` (a stale report: the log was replaced
     /// meanwhile) or `base` is the empty log.
     pub fn forget_before(&mut self, base: LogId) -> bool {

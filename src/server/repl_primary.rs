@@ -191,7 +191,7 @@ pub fn start(setup: Setup, map: &ClusterMap) -> Result<Arc<PrimaryDriver>> {
         retention: setup.retention,
     };
     let in_sync: BTreeSet<String> = info.in_sync.iter().cloned().collect();
-    let history = log_history(&state, &info.epochs);
+    let history = log_history(&setup.store, &state)?;
     // Writes are still refused (the gate opens once the core runs): every entry from here on
     // is of this epoch.
     setup.store.committer.set_epoch(info.epoch);
@@ -392,6 +392,16 @@ impl Loop {
                         Vec::new()
                     }
                     Some(Input::Stop(done)) => {
+                        // What got past the gate before it closed, and what the core never
+                        // heard was durable, must not wait for a commit this node will not
+                        // make: the committer answers it and refuses the rest.
+                        let why = Error::not_ready(format!(
+                            "this node is no longer the primary of shard {} (epoch {} is                              over); the commit did not happen; retry",
+                            self.shard, self.epoch
+                        ));
+                        if let Err(e) = self.store.committer.seal(self.epoch, why).await {
+                            tracing::error!("replication: cannot seal the log: {e}");
+                        }
                         tracing::info!(shard = self.shard, "replication: primary driver stopped");
                         let _ = done.send(());
                         break;

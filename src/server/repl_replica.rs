@@ -71,21 +71,53 @@ pub fn core_id(id: crate::storage::LogId) -> LogId {
     LogId::new(id.epoch, id.lsn)
 }
 
-/// The epoch history of a log in `state`, from the shard's epochs in the map (each epoch's
-/// first LSN): the epochs that begin within the log. A log whose front was dropped (a
-/// truncation, a snapshot) knows its epochs only from its base on.
-pub fn log_history(state: &WalState, epochs: &[(u64, Lsn)]) -> EpochHistory {
+/// The epoch history of the log of `store`, whose state is `state`, read from the log itself:
+/// where each epoch's entries begin, found by a binary search over the entries' own epochs
+/// (they never fall along a log), a few reads per epoch. A log whose front was dropped (a
+/// truncation, a snapshot) knows its epochs from its base on. The log must not change while
+/// it is read (no driver runs yet, or it is the driver's own).
+pub fn log_history(store: &Store, state: &WalState) -> Result<EpochHistory> {
+    let engine = store.engine.as_ref();
+    history_of(state, |lsn| {
+        crate::storage::log_id_at(engine, lsn)?
+            .map(|id| id.epoch)
+            .ok_or_else(|| {
+                Error::Corrupt(format!(
+                    "log entry {lsn} is missing (the log ends at {})",
+                    state.last
+                ))
+            })
+    })
+}
+
+/// The epoch history of a log in `state` whose entry at an LSN has the epoch `epoch_at` reads.
+fn history_of(
+    state: &WalState,
+    mut epoch_at: impl FnMut(Lsn) -> Result<u64>,
+) -> Result<EpochHistory> {
     let mut history = EpochHistory::from_snapshot(core_id(state.base));
-    if state.last.lsn == 0 {
-        return history;
-    }
-    for &(epoch, first) in epochs {
-        if first > state.base.lsn && first <= state.last.lsn && epoch <= state.last.epoch {
-            history.note(LogId::new(epoch, first));
+    let mut first = state.base.lsn + 1;
+    while first <= state.last.lsn {
+        let epoch = epoch_at(first)?;
+        history.note(LogId::new(epoch, first));
+        if epoch >= state.last.epoch {
+            break;
         }
+        // The first entry of a newer epoch lies in (first, last]: `lo` is of `epoch`, `hi`
+        // of a newer one.
+        let (mut lo, mut hi) = (first, state.last.lsn);
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            if epoch_at(mid)? > epoch {
+                hi = mid;
+            } else {
+                lo = mid;
+            }
+        }
+        first = hi;
     }
     history.note(core_id(state.last));
-    history
+    Ok(history)
 }
 
 /// An append request waiting for its ack.
@@ -106,8 +138,6 @@ struct Driver {
     acked: Option<(u64, LogId)>,
     /// A snapshot install is begun and not finished.
     installing: bool,
-    /// The shard's epochs as the map gave them at start (to rebuild the core's history).
-    epochs: Vec<(u64, Lsn)>,
     /// How many entries behind the applied LSN the log keeps.
     retention: Lsn,
     /// The applies asked of the committer and not done yet.
@@ -116,7 +146,7 @@ struct Driver {
 
 /// The replica core as the store's log says it is now, and whether a snapshot install is
 /// half done.
-fn open_core(store: &Store, epochs: &[(u64, Lsn)]) -> Result<(Replica, bool)> {
+fn open_core(store: &Store) -> Result<(Replica, bool)> {
     let state = store.log_state()?;
     let saved = match store.engine.get(Space::Meta, EPOCH_KEY)? {
         Some(b) => u64::from_be_bytes(
@@ -126,7 +156,7 @@ fn open_core(store: &Store, epochs: &[(u64, Lsn)]) -> Result<(Replica, bool)> {
         ),
         None => 0,
     };
-    let history = log_history(&state, epochs);
+    let history = log_history(store, &state)?;
     let core = Replica::new(saved, history, core_id(state.last), state.applied.lsn)
         .map_err(|e| Error::Corrupt(format!("this replica's log: {e}")))?;
     Ok((core, state.installing_snapshot))
@@ -157,13 +187,8 @@ impl ReplicaDriver {
 
 /// Starts the driver of a replica of `shard` over `store`, keeping `retention` entries of its
 /// log behind the applied LSN.
-pub fn start(
-    shard: ShardId,
-    store: Arc<Store>,
-    epochs: &[(u64, Lsn)],
-    retention: Lsn,
-) -> Result<ReplicaDriver> {
-    let (core, installing) = open_core(&store, epochs)?;
+pub fn start(shard: ShardId, store: Arc<Store>, retention: Lsn) -> Result<ReplicaDriver> {
+    let (core, installing) = open_core(&store)?;
     let (tx, rx) = mpsc::channel(INBOX);
     let (stop_tx, stop_rx) = mpsc::channel(1);
     let driver = Driver {
@@ -173,7 +198,6 @@ pub fn start(
         waiting: VecDeque::new(),
         acked: None,
         installing,
-        epochs: epochs.to_vec(),
         retention,
         applies: tokio::task::JoinSet::new(),
     };
@@ -229,20 +253,11 @@ impl Driver {
                     Some((request, reply)) => self.request(request, reply, &mut persisting).await,
                     None => break,
                 },
-                done = persisting.next(), if !persisting.is_empty() => match done {
-                    Some(Ok(Ok(durable))) => {
-                        let actions = self.core.step(Event::Persisted { up_to: core_id(durable) });
-                        if let Err(e) = self.act(actions, &[], &mut persisting).await {
-                            tracing::error!("replica: {e}");
-                        }
+                done = persisting.next(), if !persisting.is_empty() => {
+                    if let Some(done) = done {
+                        self.persisted(done, &mut persisting).await;
                     }
-                    Some(Ok(Err(e))) => self.append_failed(e, &mut persisting),
-                    Some(Err(_)) => self.append_failed(
-                        Error::Io("the committer stopped before an append was durable".into()),
-                        &mut persisting,
-                    ),
-                    None => {}
-                },
+                }
             }
             self.answer();
         }
@@ -265,10 +280,19 @@ impl Driver {
                     let _ = reply.send(Ok(ReplicateReply::Refused(Reject::StaleEpoch { known })));
                     return;
                 }
+                let fence = matches!(request, Replicate::Fence { .. });
                 let actions = self.core.step(Event::Epoch { epoch });
                 if let Err(e) = self.act(actions, &[], persisting).await {
                     let _ = reply.send(Err(e));
                     return;
+                }
+                if fence {
+                    // The last entry a fence answers is where the new epoch begins: every
+                    // append accepted before it is made durable first (or, failed, dropped
+                    // from the core), so the answer never names an entry a crash could lose.
+                    while let Some(done) = persisting.next().await {
+                        self.persisted(done, persisting).await;
+                    }
                 }
                 let _ = reply.send(Ok(ReplicateReply::Opened {
                     last: self.core.last(),
@@ -358,6 +382,29 @@ impl Driver {
                     }
                 }
             }
+        }
+    }
+
+    /// An append handed to the committer is done: durable, or failed.
+    async fn persisted(
+        &mut self,
+        done: std::result::Result<Result<crate::storage::LogId>, oneshot::error::RecvError>,
+        persisting: &mut Persisting,
+    ) {
+        match done {
+            Ok(Ok(durable)) => {
+                let actions = self.core.step(Event::Persisted {
+                    up_to: core_id(durable),
+                });
+                if let Err(e) = self.act(actions, &[], persisting).await {
+                    tracing::error!("replica: {e}");
+                }
+            }
+            Ok(Err(e)) => self.append_failed(e, persisting),
+            Err(_) => self.append_failed(
+                Error::Io("the committer stopped before an append was durable".into()),
+                persisting,
+            ),
         }
     }
 
@@ -525,7 +572,7 @@ impl Driver {
         // Appends after the failed one are not counted on: the rebuild reads what is durable.
         *persisting = FuturesUnordered::new();
         self.acked = None;
-        match open_core(&self.store, &self.epochs) {
+        match open_core(&self.store) {
             Ok((core, installing)) => {
                 self.core = core;
                 self.installing = installing;
@@ -563,20 +610,57 @@ mod tests {
         }
     }
 
-    #[test]
-    fn an_empty_log_has_an_empty_history() {
-        let h = log_history(&state((0, 0), (0, 0)), &[(1, 1)]);
-        assert!(h.pairs().is_empty());
-        assert!(h.matches(LogId::ZERO));
+    /// The history of a log whose entries after `base` have the epochs `epochs`, and how many
+    /// entries it read.
+    fn history(base: (u64, Lsn), epochs: &[u64]) -> (EpochHistory, usize) {
+        let last = (
+            epochs.last().copied().unwrap_or(base.0),
+            base.1 + epochs.len() as Lsn,
+        );
+        let mut reads = 0;
+        let h = history_of(&state(base, last), |lsn| {
+            reads += 1;
+            let i = usize::try_from(lsn - base.1 - 1).expect("small");
+            epochs
+                .get(i)
+                .copied()
+                .ok_or_else(|| Error::Corrupt(format!("no entry {lsn}")))
+        })
+        .expect("a history");
+        (h, reads)
     }
 
     #[test]
-    fn a_log_knows_the_epochs_that_begin_within_it() {
-        let h = log_history(&state((0, 0), (2, 9)), &[(1, 1), (2, 5), (3, 20)]);
+    fn an_empty_log_has_an_empty_history() {
+        let (h, reads) = history((0, 0), &[]);
+        assert!(h.pairs().is_empty());
+        assert!(h.matches(LogId::ZERO));
+        assert_eq!(reads, 0);
+    }
+
+    #[test]
+    fn a_log_knows_the_epochs_its_entries_carry() {
+        let (h, _) = history((0, 0), &[1, 1, 1, 1, 2, 2, 2, 2, 2]);
         assert_eq!(h.pairs(), &[(1, 1), (2, 5)]);
         assert!(h.matches(LogId::new(2, 9)));
-        let h = log_history(&state((1, 4), (1, 9)), &[(1, 1)]);
+        // Epochs that wrote nothing here (3) are not in it, whatever the map says.
+        let (h, _) = history((0, 0), &[1, 2, 4, 4, 4, 5]);
+        assert_eq!(h.pairs(), &[(1, 1), (2, 2), (4, 3), (5, 6)]);
+        let (h, _) = history((1, 4), &[1, 1, 1, 1, 1]);
         assert_eq!(h.pairs(), &[(1, 4)]);
         assert!(h.matches(LogId::new(1, 9)));
+        // A base of an older epoch than every entry after it.
+        let (h, _) = history((1, 4), &[3, 3]);
+        assert_eq!(h.pairs(), &[(1, 4), (3, 5)]);
+    }
+
+    #[test]
+    fn a_long_log_is_searched_not_scanned() {
+        let mut epochs = vec![1; 50_000];
+        epochs.extend(vec![2; 30_000]);
+        epochs.extend(vec![7; 20_000]);
+        let (h, reads) = history((0, 0), &epochs);
+        assert_eq!(h.pairs(), &[(1, 1), (2, 50_001), (7, 80_001)]);
+        assert!(reads < 60, "{reads} reads");
     }
 }
