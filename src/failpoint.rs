@@ -14,7 +14,8 @@
 //! answers), `participant-after-commit-received` (a prepared participant was told to commit,
 //! before it applies the commit) and `recovery-before-apply` (recovery learned an in-doubt
 //! transaction's outcome from its anchor, before applying it). `store-before-publish` (a new
-//! node's empty store is built, before it is renamed into place). `server-before-listen` (a node
+//! node's empty store is built, before it is renamed into place). `promote-before-take-over` (a replica
+//! the map made primary stopped its replica driver, before it takes its log over). `server-before-listen` (a node
 //! starting, before it binds its ports) is used with the `fail` crate's `sleep(MS)` action
 //! instead, which delays the node there and goes on, so a test can have a node that is
 //! deterministically slow to answer. `executor-after-write` (an `INSERT` wrote a row and holds

@@ -1417,6 +1417,7 @@ async fn a_frozen_primary_replaced_by_promote_force_loses_no_write_when_thawed_a
     assert_all_there(cluster.sql_port("n1"), &acked).await;
 }
 
+#[cfg(feature = "failpoints")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_promoted_replica_takes_up_an_in_doubt_transaction_of_its_dead_primary_and_resolves_it() {
     // Shard 1 is n1 (primary) and n2, shard 2 is n3 and n4; n1..n3 vote in the map, so the
@@ -1486,4 +1487,81 @@ async fn a_promoted_replica_takes_up_an_in_doubt_transaction_of_its_dead_primary
     c.execute("UPDATE t SET v = 2 WHERE k = $1", &[&k1])
         .await
         .unwrap();
+}
+
+/// A replica that dies after the map made it the primary, before it took its log over, takes
+/// it over when it restarts (decided from its log, not from memory the crash lost): it serves
+/// writes with every acknowledged one there, and the old primary comes back as its replica.
+#[cfg(feature = "failpoints")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_killed_while_it_is_promoted_takes_over_when_it_restarts() {
+    let cluster = TestCluster::replicated("promote-crash", 3, "{ factor: 2 }");
+    cluster.init_env(&[("FAILPOINTS", "promote-before-take-over=1*return")]);
+    let gateway = cluster.sql_port("n3");
+    connect(gateway).await.batch_execute(SCHEMA).await.unwrap();
+    let map = map_of(&cluster.rpc_addr("n3")).await.unwrap();
+    let keys: Vec<i64> = (0..20_000)
+        .filter(|k| shard_of(&map, *k) == 1)
+        .take(1500)
+        .collect();
+    let (mut acked, _) = write(gateway, keys[..300].to_vec(), Duration::from_secs(60)).await;
+    let load = tokio::spawn(write(
+        gateway,
+        keys[300..].to_vec(),
+        Duration::from_secs(60),
+    ));
+    let before = status_of(&cluster.rpc_addr("n1"))
+        .await
+        .unwrap()
+        .applied_lsn;
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            status_of(&cluster.rpc_addr("n1"))
+                .await
+                .is_some_and(|s| s.applied_lsn >= before + 100)
+        })
+        .await,
+        "the load did not start"
+    );
+    cluster.kill("n1");
+    // n2 dies at the crash point: the map names it the primary, and its log is not its own.
+    let (code, _, stderr) = promote(&cluster, &["n2", "--force", "--timeout", "10"]);
+    assert_ne!(code, Some(0), "the target died: {stderr}");
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            status_of(&cluster.rpc_addr("n2")).await.is_none()
+        })
+        .await,
+        "n2 did not reach the crash point:\n{}",
+        cluster.logs()
+    );
+    let shard = map_of(&cluster.rpc_addr("n3")).await.unwrap().shards[&1].clone();
+    assert_eq!((shard.epoch, shard.primary.as_str()), (2, "n2"));
+    // Both come back: n2 as the primary, n1 as its replica.
+    cluster.init();
+    let probe = 2_000_000;
+    assert!(
+        writes_resume(gateway, probe).await,
+        "the restarted n2 takes no writes:\n{}",
+        cluster.logs()
+    );
+    acked.insert(probe);
+    let (done, _) = load.await.unwrap();
+    acked.extend(done);
+    assert_all_there(gateway, &acked).await;
+    let log = std::fs::read_to_string(cluster.data_dir("n2").join("ddb.log")).unwrap();
+    assert!(
+        log.contains("promoted; this node becomes the primary"),
+        "{}",
+        cluster.logs()
+    );
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            in_sync(&cluster, "n3").await.is_some_and(|s| s.len() == 2)
+                && same_copy(&cluster, "n2", "n1").await
+        })
+        .await,
+        "n1 did not rejoin as n2's replica:\n{}",
+        cluster.logs()
+    );
 }

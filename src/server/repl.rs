@@ -33,7 +33,9 @@
 //! anything, and starts the primary driver, which commits the log's tail of the old epoch
 //! (the in-sync set is the new primary alone) before it lets writes and reads in. When a map
 //! names another node the primary of a newer epoch (this node was deposed), the primary
-//! driver steps down (its entries in flight are answered 40003) and stops, writes are refused
+//! driver steps down (its entries in flight are answered 40003) and stops, after sealing the
+//! log ([`crate::storage::Committer::seal`]: entries the core never heard were durable are
+//! answered 40003 too, and submits that got past the gate are refused), writes are refused
 //! as on any replica (25006), the node forgets its 2PC state (the new primary's now), and the
 //! replica driver starts: the new primary's stream cuts whatever tail this log has past the
 //! entries the two share. Until the change is done, writes and reads are refused as not ready
@@ -193,10 +195,19 @@ impl Runtime {
                 ))));
                 driver.stop().await;
                 self.set_role(Role::Idle);
+                crate::failpoint::crash_point("promote-before-take-over");
                 self.take_over(db, shard, info).await?;
             }
-            // A promotion that failed part way (its error refuses writes): again.
-            (None, None) if primary && db.txns.store.committer.is_foreign() => {
+            // A promotion that failed part way (its error refuses writes), or one this node
+            // did not finish before it restarted: its log holds nothing of the epoch it is
+            // the primary of yet, so the epoch may not begin where its log ends. Decided from
+            // the durable log, not from memory a restart loses.
+            (None, None)
+                if primary
+                    && (db.txns.store.committer.is_foreign()
+                        || (db.txns.store.committer.is_wal()
+                            && db.txns.store.log_state()?.last.epoch < info.epoch)) =>
+            {
                 self.take_over(db, shard, info).await?;
             }
             (None, None) => {}
@@ -252,7 +263,7 @@ impl Runtime {
                     "replication: left the copied 2PC state to the primary"
                 );
             }
-            let driver = repl_replica::start(shard, store, &info.epochs, self.retention)?;
+            let driver = repl_replica::start(shard, store, self.retention)?;
             self.set_role(Role::Replica(Arc::new(driver)));
             tracing::info!(shard, primary = %info.primary, "replication: replica driver started");
         }
