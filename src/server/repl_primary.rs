@@ -396,7 +396,8 @@ impl Loop {
                         // heard was durable, must not wait for a commit this node will not
                         // make: the committer answers it and refuses the rest.
                         let why = Error::not_ready(format!(
-                            "this node is no longer the primary of shard {} (epoch {} is                              over); the commit did not happen; retry",
+                            "this node is no longer the primary of shard {} (epoch {} is \
+                             over); the commit did not happen; retry",
                             self.shard, self.epoch
                         ));
                         if let Err(e) = self.store.committer.seal(self.epoch, why).await {

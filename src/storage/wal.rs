@@ -437,7 +437,8 @@ impl Wal {
                 for w in self.waiting.iter_mut() {
                     if let Some(fail) = w.fail.take() {
                         let _ = fail.send(Error::UnknownOutcome(format!(
-                            "the commit's log entry {} was written, but this node stopped being                              the shard's primary before it was committed: {error}",
+                            "the commit's log entry {} was written, but this node stopped being \
+                             the shard's primary before it was committed: {error}",
                             w.id
                         )));
                     }
