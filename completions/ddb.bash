@@ -311,7 +311,7 @@ _ddb() {
             return 0
             ;;
         ddb__subcmd__promote)
-            opts="-c -q -v -h -V --force --allow-data-loss --expected-primary --dry-run --timeout --config --addr --format --quiet --verbose --help --version"
+            opts="-c -q -v -h -V --force --allow-data-loss --expected-primary --dry-run --timeout --drain-ms --config --addr --format --quiet --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -322,6 +322,10 @@ _ddb() {
                     return 0
                     ;;
                 --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --drain-ms)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

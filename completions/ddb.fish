@@ -109,6 +109,7 @@ complete -c ddb -n "__fish_ddb_using_subcommand ring" -s h -l help -d 'Print hel
 complete -c ddb -n "__fish_ddb_using_subcommand ring" -s V -l version -d 'Print version'
 complete -c ddb -n "__fish_ddb_using_subcommand promote" -l expected-primary -d 'Refuse unless the shard\'s primary is this node' -r
 complete -c ddb -n "__fish_ddb_using_subcommand promote" -l timeout -d 'How long to wait for NODE to take writes, in seconds' -r
+complete -c ddb -n "__fish_ddb_using_subcommand promote" -l drain-ms -d 'Switchover: how long the old primary lets the commits in flight finish, in milliseconds' -r
 complete -c ddb -n "__fish_ddb_using_subcommand promote" -s c -l config -d 'The cluster file' -r -F
 complete -c ddb -n "__fish_ddb_using_subcommand promote" -l addr -d 'A node\'s RPC address (HOST:PORT), instead of the cluster file: status, ring and stop act on that node alone (and what its map says); init refuses it' -r
 complete -c ddb -n "__fish_ddb_using_subcommand promote" -l format -d 'Output format [default: table on a terminal, tsv when piped]' -r -f -a "table\t''

@@ -1218,11 +1218,10 @@ async fn promote_force_replaces_a_killed_primary_twice_without_losing_an_acknowl
         .collect();
     let (mut acked, _) = write(gateway, keys[..300].to_vec(), Duration::from_secs(60)).await;
 
-    // Refused, each with exit 4 and nothing changed: the primary answers (a switchover is not
-    // built, and --force is for a primary that is down), the node already is a primary, the
-    // expected primary is another, the node is not in the map.
+    // Refused, each with exit 4 and nothing changed: the primary answers (--force is for a
+    // primary that is down), the node already is a primary, the expected primary is another,
+    // the node is not in the map.
     for (args, why) in [
-        (vec!["n2"], "switchover"),
         (vec!["n2", "--force"], "answers"),
         (vec!["n3", "--force"], "already is the primary"),
         (vec!["n2", "--force", "--expected-primary", "n3"], "not n3"),
@@ -1564,4 +1563,252 @@ async fn a_replica_killed_while_it_is_promoted_takes_over_when_it_restarts() {
         "n1 did not rejoin as n2's replica:\n{}",
         cluster.logs()
     );
+}
+
+/// With three copies and `min_in_sync: 2`, the replica that stays in sync stays in the set
+/// through a promotion, so the new primary takes writes as soon as `ddb promote` returns,
+/// and the old primary rejoins as a third copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_promotion_keeps_the_other_in_sync_replica_so_min_in_sync_holds_at_once() {
+    let cluster = TestCluster::replicated("promote-f3", 3, "{ factor: 3, min_in_sync: 2 }");
+    cluster.init();
+    let map = map_of(&cluster.rpc_addr("n3")).await.unwrap();
+    let (shard, info) = map.shard_of_node("n1").unwrap();
+    let dead = info.primary.clone();
+    let target = info.replicas[0].clone();
+    let other = info.replicas[1].clone();
+    let gateway = cluster.sql_port(&other);
+    connect(gateway).await.batch_execute(SCHEMA).await.unwrap();
+    let keys: Vec<i64> = (0..3000).collect();
+    let (mut acked, _) = write(gateway, keys[..300].to_vec(), Duration::from_secs(60)).await;
+    let load = tokio::spawn(write(
+        gateway,
+        keys[300..].to_vec(),
+        Duration::from_secs(60),
+    ));
+    let before = status_of(&cluster.rpc_addr(&dead))
+        .await
+        .unwrap()
+        .applied_lsn;
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            status_of(&cluster.rpc_addr(&dead))
+                .await
+                .is_some_and(|s| s.applied_lsn >= before + 100)
+        })
+        .await,
+        "the load did not start"
+    );
+    cluster.kill(&dead);
+    let (code, row, stderr) = promote(&cluster, &[&target, "--force"]);
+    assert_eq!(code, Some(0), "{stderr}\n{}", cluster.logs());
+    assert_eq!(row["lost_entries"], 0, "{row}");
+    // It returned once the new primary takes writes: nothing refuses them now.
+    let status = status_of(&cluster.rpc_addr(&target)).await.unwrap();
+    assert_eq!(status.write_refusal, None, "{status:?}");
+    let info = map_of(&cluster.rpc_addr(&other)).await.unwrap().shards[&shard].clone();
+    assert_eq!(info.primary, target);
+    let mut expected = vec![target.clone(), other.clone()];
+    expected.sort();
+    let mut members = info.in_sync.clone();
+    members.sort();
+    assert_eq!(
+        members, expected,
+        "the old primary left the set, the other stayed"
+    );
+    assert!(
+        writes_resume(gateway, 1_000_000).await,
+        "{}",
+        cluster.logs()
+    );
+    acked.insert(1_000_000);
+    let (done, _) = load.await.unwrap();
+    acked.extend(done);
+    assert_all_there(gateway, &acked).await;
+    cluster.init();
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            in_sync(&cluster, &other)
+                .await
+                .is_some_and(|s| s.len() == 3)
+                && same_copy(&cluster, &target, &dead).await
+                && same_copy(&cluster, &target, &other).await
+        })
+        .await,
+        "{dead} did not rejoin:\n{}",
+        cluster.logs()
+    );
+}
+
+/// Waits until both copies of shard 1 are in the in-sync set and hold the same rows.
+async fn settled(cluster: &TestCluster, primary: &str, replica: &str) -> bool {
+    eventually(Duration::from_secs(30), || async {
+        in_sync(cluster, "n3")
+            .await
+            .is_some_and(|s| s.len() == 2 && s.contains(&replica.to_string()))
+            && same_copy(cluster, primary, replica).await
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_switchover_under_load_loses_no_write_and_the_old_primary_becomes_a_replica() {
+    let cluster = TestCluster::replicated("switchover", 3, "{ factor: 2 }");
+    cluster.init();
+    let gateway = cluster.sql_port("n3");
+    connect(gateway).await.batch_execute(SCHEMA).await.unwrap();
+    let map = map_of(&cluster.rpc_addr("n3")).await.unwrap();
+    let keys: Vec<i64> = (0..60_000)
+        .filter(|k| shard_of(&map, *k) == 1)
+        .take(8000)
+        .collect();
+    let (mut acked, _) = write(gateway, keys[..200].to_vec(), Duration::from_secs(60)).await;
+    assert!(settled(&cluster, "n1", "n2").await, "{}", cluster.logs());
+
+    // A dry run checks and changes nothing.
+    let (code, row, stderr) = promote(&cluster, &["n2", "--dry-run"]);
+    assert_eq!(code, Some(0), "dry run: {stderr}");
+    assert_eq!(row["new_primary"], "n2", "{row}");
+    assert_eq!(row["pause_ms"], serde_json::Value::Null, "{row}");
+    assert!(stderr.contains("dry run"), "{stderr}");
+    assert_eq!(
+        map_of(&cluster.rpc_addr("n3")).await.unwrap().shards[&1].epoch,
+        1
+    );
+
+    // Three switchovers, each under a write load through another node's gateway.
+    let mut next = 200;
+    let mut pauses = Vec::new();
+    for (round, (from, to)) in [("n1", "n2"), ("n2", "n1"), ("n1", "n2")]
+        .into_iter()
+        .enumerate()
+    {
+        let epoch = round as u64 + 2;
+        let load = tokio::spawn(write(
+            gateway,
+            keys[next..next + 2000].to_vec(),
+            Duration::from_secs(60),
+        ));
+        next += 2000;
+        let before = status_of(&cluster.rpc_addr(from))
+            .await
+            .unwrap()
+            .applied_lsn;
+        assert!(
+            eventually(Duration::from_secs(30), || async {
+                status_of(&cluster.rpc_addr(from))
+                    .await
+                    .is_some_and(|s| s.applied_lsn >= before + 200)
+            })
+            .await,
+            "the load did not start"
+        );
+        let (code, row, stderr) = promote(&cluster, &[to, "--expected-primary", from]);
+        assert_eq!(
+            code,
+            Some(0),
+            "ddb promote {to}: {stderr}\n{}",
+            cluster.logs()
+        );
+        eprintln!("round {round}: {row}");
+        assert_eq!(row["shard"], 1, "{row}");
+        assert_eq!(row["old_primary"], from, "{row}");
+        assert_eq!(row["new_primary"], to, "{row}");
+        assert_eq!(row["epoch"], epoch, "{row}");
+        assert_eq!(row["lost_entries"], 0, "{row}");
+        pauses.push(row["pause_ms"].as_i64().expect("pause_ms"));
+        let shard = map_of(&cluster.rpc_addr("n3")).await.unwrap().shards[&1].clone();
+        assert_eq!((shard.epoch, shard.primary.as_str()), (epoch, to));
+        // A re-run finds it done.
+        let (code, _, stderr) = promote(&cluster, &[to]);
+        assert_eq!(code, Some(4), "{stderr}");
+        assert!(stderr.contains("already is the primary"), "{stderr}");
+
+        let (done, failed) = load.await.unwrap();
+        eprintln!(
+            "round {round}: {} writes acknowledged, {failed} failed",
+            done.len()
+        );
+        assert!(done.len() > 200, "the load stopped: {}", cluster.logs());
+        acked.extend(done);
+        assert_all_there(gateway, &acked).await;
+        // The old primary is the new one's replica, in sync, with the same rows.
+        assert!(
+            settled(&cluster, to, from).await,
+            "{from} did not become {to}'s replica:\n{}",
+            cluster.logs()
+        );
+    }
+    eprintln!("switchover pauses (ms): {pauses:?}");
+    assert_all_there(cluster.sql_port("n1"), &acked).await;
+    assert_all_there(cluster.sql_port("n2"), &acked).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_switchover_whose_cli_is_killed_finishes_and_a_rerun_converges() {
+    let cluster = TestCluster::replicated("switchkill", 3, "{ factor: 2 }");
+    cluster.init();
+    let gateway = cluster.sql_port("n3");
+    connect(gateway).await.batch_execute(SCHEMA).await.unwrap();
+    let map = map_of(&cluster.rpc_addr("n3")).await.unwrap();
+    let keys: Vec<i64> = (0..60_000)
+        .filter(|k| shard_of(&map, *k) == 1)
+        .take(6000)
+        .collect();
+    let (mut acked, _) = write(gateway, keys[..200].to_vec(), Duration::from_secs(60)).await;
+    let mut next = 200;
+    let (mut primary, mut replica) = ("n1", "n2");
+    // The CLI killed at several points: right away, during the drain, and near its end.
+    for (round, after_ms) in [0u64, 5, 20, 60].into_iter().enumerate() {
+        assert!(
+            settled(&cluster, primary, replica).await,
+            "{}",
+            cluster.logs()
+        );
+        let load = tokio::spawn(write(
+            gateway,
+            keys[next..next + 1000].to_vec(),
+            Duration::from_secs(60),
+        ));
+        next += 1000;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut cli = cluster
+            .command(&["promote", replica])
+            .spawn()
+            .expect("spawn");
+        tokio::time::sleep(Duration::from_millis(after_ms)).await;
+        let _ = cli.kill();
+        let _ = cli.wait();
+        // Whatever the CLI got to, writes are taken again within the drain bound (1 s) and a
+        // little, by one primary or the other.
+        let probe = 2_000_000 + round as i64;
+        assert!(
+            writes_resume(gateway, probe).await,
+            "round {round}: no writes after the CLI was killed:\n{}",
+            cluster.logs()
+        );
+        acked.insert(probe);
+        // A re-run finishes the switchover, or finds it done.
+        let (code, row, stderr) = promote(&cluster, &[replica]);
+        match code {
+            Some(0) => assert_eq!(row["new_primary"], replica, "{row}"),
+            Some(4) => assert!(stderr.contains("already is the primary"), "{stderr}"),
+            _ => panic!(
+                "round {round}: re-run: {code:?} {stderr}\n{}",
+                cluster.logs()
+            ),
+        }
+        let shard = map_of(&cluster.rpc_addr("n3")).await.unwrap().shards[&1].clone();
+        assert_eq!(shard.primary, replica, "round {round}");
+        let (done, _) = load.await.unwrap();
+        acked.extend(done);
+        assert_all_there(gateway, &acked).await;
+        std::mem::swap(&mut primary, &mut replica);
+    }
+    assert!(
+        settled(&cluster, primary, replica).await,
+        "{}",
+        cluster.logs()
+    );
+    assert_all_there(cluster.sql_port("n1"), &acked).await;
 }

@@ -447,6 +447,7 @@ mod tests {
             lsn,
             log_start: 1,
             applied_lsn: lsn,
+            write_refusal: None,
             checksum: 0,
             replicas: Vec::new(),
             keys: 0,

@@ -1,7 +1,23 @@
-//! `ddb promote NODE --force`: makes a replica the primary of its shard when the primary is
-//! down (DESIGN §6.2, failover).
+//! `ddb promote NODE`: makes a replica the primary of its shard (DESIGN §6.2), by a
+//! switchover while the primary serves, or with `--force` by a failover when it is down.
 //!
-//! The steps, each checked before the next:
+//! **Switchover** (no `--force`; both nodes answer):
+//!
+//! 1. The checks from the map below, and both nodes answer.
+//! 2. **Hand over**: the primary stops taking writes (they are refused with 57P03, retryable),
+//!    lets the commits in flight finish for at most `--drain-ms`, and once its log's last
+//!    entry is committed and NODE holds it (or at the bound, with what NODE holds: the
+//!    stragglers past it were never committed and their clients get 57P03) proposes "epoch
+//!    e+1 begins after what NODE holds, with NODE as primary", committing nothing past that
+//!    point from then on. The primary runs this itself: a CLI killed meanwhile changes
+//!    nothing about it, and a re-run joins it (or finds NODE already the primary). A
+//!    switchover that cannot finish (NODE left the in-sync set, did not catch up in async
+//!    mode, the map refused) lets writes in again and says why.
+//! 3. **Wait** until NODE has followed the map and takes writes. The old primary becomes its
+//!    replica (its log's unreplicated tail, if any, is dropped: it was never committed).
+//!    `pause_ms` is the time from the hand-over request to NODE taking writes.
+//!
+//! **Failover** (`--force`), the steps, each checked before the next:
 //!
 //! 1. **Checks from the map**: NODE is a replica of a replicated shard, the primary is the one
 //!    `--expected-primary` names (if given), and in `sync` mode NODE is in the in-sync set (so
@@ -10,8 +26,8 @@
 //!    far the most advanced replica it can reach is ahead of NODE) and refuses without
 //!    `--allow-data-loss`.
 //! 2. **Checks of the nodes**: NODE answers; the primary does not (a live primary is moved by
-//!    a switchover, which is not built yet: a forced promotion of a primary that still serves
-//!    would let it answer reads until it hears of the new map, as ddb keeps no leases yet).
+//!    a switchover: a forced promotion of a primary that still serves would let it answer
+//!    reads until it hears of the new map, as ddb keeps no leases yet).
 //! 3. **Fence**: NODE takes the new epoch durably, so it refuses the old primary's entries
 //!    from then on, and answers its last entry L.
 //! 4. **Promote**: the map change "epoch e+1 begins at L+1 with NODE as primary", validated
@@ -60,6 +76,10 @@ pub struct PromoteArgs {
     /// How long to wait for NODE to take writes, in seconds
     #[arg(long, value_name = "SECS", default_value_t = 30)]
     pub timeout: u64,
+    /// Switchover: how long the old primary lets the commits in flight finish, in milliseconds
+    #[arg(long, value_name = "MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    pub drain_ms: u64,
 }
 
 /// What the map says of the promotion.
@@ -93,6 +113,11 @@ pub async fn run(args: &PromoteArgs, global: &GlobalArgs) -> anyhow::Result<()> 
         ))
         .into());
     };
+    if !args.force {
+        // The primary hands over only what NODE holds: nothing committed is lost, in async
+        // mode too.
+        return switchover(args, global, cluster, &map, &plan).await;
+    }
     let lost = lost_bound(&targets, &map, &plan, &status).await;
     if plan.mode == Mode::Async && !args.allow_data_loss {
         return Err(Error::Refused(format!(
@@ -103,14 +128,6 @@ pub async fn run(args: &PromoteArgs, global: &GlobalArgs) -> anyhow::Result<()> 
             plan.old_primary,
             args.node,
             describe_lost(lost)
-        ))
-        .into());
-    }
-    if !args.force {
-        return Err(Error::Refused(format!(
-            "a switchover (ddb promote without --force, the primary {} alive) is not built yet; \
-             if the primary is down, promote with --force",
-            plan.old_primary
         ))
         .into());
     }
@@ -189,11 +206,138 @@ pub async fn run(args: &PromoteArgs, global: &GlobalArgs) -> anyhow::Result<()> 
             )
         }
     };
-    let deadline = fenced + Duration::from_secs(args.timeout);
+    let pause_ms = wait_writable(args, cluster, &map, &plan, version, last.lsn, fenced).await?;
+    printer.print(
+        &result(&plan, &args.node, Some(pause_ms), lost_entries),
+        &mut out,
+        &mut err,
+    )?;
+    Ok(())
+}
+
+/// A switchover: the live primary hands the shard over to NODE (see the module's notes).
+async fn switchover(
+    args: &PromoteArgs,
+    global: &GlobalArgs,
+    cluster: Option<&str>,
+    map: &ClusterMap,
+    plan: &Plan,
+) -> anyhow::Result<()> {
+    let primary_addr = map
+        .node(&plan.old_primary)
+        .map(|n| n.rpc_addr.clone())
+        .unwrap_or_default();
+    let Some((primary, status)) = probe(&primary_addr, cluster).await? else {
+        return Err(Error::Refused(format!(
+            "the primary {} of shard {} does not answer at {primary_addr}: a switchover needs \
+             it; if it is down, promote with --force",
+            plan.old_primary, plan.shard
+        ))
+        .into());
+    };
+    let progress = status.replicas.iter().find(|r| r.node == args.node);
+    let mut printer = Printer::new(Format::resolve(global.format), global.quiet, true);
+    let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr().lock());
+    if args.dry_run {
+        if !global.quiet {
+            let lag = match progress {
+                Some(p) if p.connected => format!("{} entries behind", p.lag),
+                Some(_) => "not connected to the primary: the switchover would be refused".into(),
+                None => "not known to the primary".into(),
+            };
+            note(format_args!(
+                "dry run: would stop writes on {} (for at most {} ms of draining), let {} catch \
+                 up ({lag}), then make it the primary of shard {} in epoch {}; nothing was \
+                 changed",
+                plan.old_primary,
+                args.drain_ms,
+                args.node,
+                plan.shard,
+                plan.epoch + 1
+            ));
+        }
+        printer.print(&result(plan, &args.node, None, Some(0)), &mut out, &mut err)?;
+        return Ok(());
+    }
+    let started = Instant::now();
+    let request = Request::HandOver {
+        shard: plan.shard,
+        epoch: plan.epoch,
+        to: args.node.clone(),
+        drain_ms: args.drain_ms,
+    };
+    let done = match primary.call(request).await? {
+        Response::HandedOver(done) => done,
+        Response::Error(e) => return Err(e.into()),
+        other => {
+            return Err(
+                Error::Corrupt(format!("unexpected answer to a hand-over: {other:?}")).into(),
+            )
+        }
+    };
+    if done.stragglers > 0 && !global.quiet {
+        note(format_args!(
+            "{} commits still in flight at the drain bound ({} ms) were refused (retryable): \
+             {} did not hold them",
+            done.stragglers, args.drain_ms, args.node
+        ));
+    }
+    let pause_ms = wait_writable(
+        args,
+        cluster,
+        map,
+        plan,
+        done.version,
+        done.first_lsn.saturating_sub(1),
+        started,
+    )
+    .await?;
+    printer.print(
+        &result(plan, &args.node, Some(pause_ms), Some(0)),
+        &mut out,
+        &mut err,
+    )?;
+    Ok(())
+}
+
+/// Waits until NODE has map `version`, has applied up to `last` and takes writes; returns the
+/// milliseconds since `since`.
+async fn wait_writable(
+    args: &PromoteArgs,
+    cluster: Option<&str>,
+    map: &ClusterMap,
+    plan: &Plan,
+    version: u64,
+    last: u64,
+    since: Instant,
+) -> anyhow::Result<i64> {
+    let addr = map
+        .node(&args.node)
+        .map(|n| n.rpc_addr.clone())
+        .unwrap_or_default();
+    let deadline = since + Duration::from_secs(args.timeout);
+    let mut why = String::from("it does not answer");
     loop {
-        let writable = match probe(&addr_of(&args.node), cluster).await? {
-            Some((_, s)) => s.map_version >= version && s.applied_lsn >= last.lsn,
-            None => false,
+        let writable = match probe(&addr, cluster).await? {
+            Some((_, s)) if s.map_version < version => {
+                why = format!("it has map version {}, not {version} yet", s.map_version);
+                false
+            }
+            Some((_, s)) if s.applied_lsn < last => {
+                why = format!("it applied up to {}, not {last} yet", s.applied_lsn);
+                false
+            }
+            Some((_, s)) => match s.write_refusal {
+                Some(refusal) => {
+                    why = format!("it refuses writes: {refusal}");
+                    false
+                }
+                None => true,
+            },
+            None => {
+                why = String::from("it does not answer");
+                false
+            }
         };
         if writable {
             break;
@@ -201,7 +345,7 @@ pub async fn run(args: &PromoteArgs, global: &GlobalArgs) -> anyhow::Result<()> 
         if Instant::now() > deadline {
             return Err(Error::Timeout(format!(
                 "the map names {} the primary of shard {} (epoch {}), but it did not take \
-                 writes within {} s",
+                 writes within {} s ({why})",
                 args.node,
                 plan.shard,
                 plan.epoch + 1,
@@ -209,15 +353,9 @@ pub async fn run(args: &PromoteArgs, global: &GlobalArgs) -> anyhow::Result<()> 
             ))
             .into());
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let pause_ms = fenced.elapsed().as_millis() as i64;
-    printer.print(
-        &result(&plan, &args.node, Some(pause_ms), lost_entries),
-        &mut out,
-        &mut err,
-    )?;
-    Ok(())
+    Ok(since.elapsed().as_millis() as i64)
 }
 
 /// The checks the map alone answers.

@@ -348,9 +348,9 @@ impl ClusterMap {
     }
 
     /// [`Change::Promote`]: `node` becomes the primary in epoch `epoch + 1`, which the epoch
-    /// history records as beginning at `first_lsn`; the old primary becomes a replica; the
-    /// in-sync set is the new primary alone (the others hold entries it may lack or not hold
-    /// what it has: each re-enters by [`Change::AddInSync`] once its log matches). Raises the
+    /// history records as beginning at `first_lsn`; the old primary becomes a replica and leaves
+    /// the in-sync set (it re-enters by [`Change::AddInSync`] once its log matches); the other
+    /// members stay, unless the promotion is lossy (the set is the new primary alone). Raises the
     /// version and the placement: another node serves the shard's keys.
     fn promote(
         &mut self,
@@ -375,13 +375,20 @@ impl ClusterMap {
         let s = self.shard_mut(shard)?;
         let old = std::mem::replace(&mut s.primary, node.to_string());
         s.replicas.retain(|r| r != node);
-        s.replicas.insert(0, old);
+        s.replicas.insert(0, old.clone());
         s.epoch = epoch + 1;
         // Epochs that began at or after `first_lsn` left no entry on the new primary (only a
         // lossy promotion can pick a node that lacks them): they are not part of its log.
         s.epochs.retain(|&(_, first)| first < first_lsn);
         s.epochs.push((s.epoch, first_lsn));
-        s.in_sync = vec![node.to_string()];
+        // The other members of the set hold every committed entry, and nothing of the new
+        // epoch commits without them: they stay (their tails of the old epoch are cut when the
+        // new primary's stream reaches them). A lossy promotion starts the set afresh.
+        if allow_data_loss && !s.is_in_sync(node) {
+            s.in_sync = vec![node.to_string()];
+        } else {
+            s.in_sync.retain(|n| *n != old);
+        }
         self.placement += 1;
         Ok(self.bump())
     }
@@ -779,7 +786,7 @@ mod tests {
         assert_eq!((after.version, after.placement), (2, 2));
         assert_eq!(s.primary, "n2b");
         assert_eq!(s.replicas, ["n2a", "n2c"]);
-        assert_eq!(s.in_sync, ["n2b"]);
+        assert_eq!(s.in_sync, ["n2b", "n2c"], "the old primary leaves the set");
         assert_eq!((s.epoch, s.epochs.clone()), (2, vec![(1, 1), (2, 41)]));
         assert_eq!(after.served_shard("n2b"), Some(2));
         assert_eq!(
@@ -819,11 +826,16 @@ mod tests {
     fn a_lossy_promotion_drops_the_epochs_the_new_primary_never_had() {
         let mut m = replicated();
         ClusterMap::apply(&mut m, &promote(1, 1, "n1b", 100, false)).unwrap();
-        ClusterMap::apply(&mut m, &remove(1, 2, "n1c")).unwrap_err();
-        // n1c was left out of the set by the promotion and lacks all of epoch 2.
+        // n1c falls out of the set and lacks all of epoch 2.
+        ClusterMap::apply(&mut m, &remove(1, 2, "n1c")).unwrap();
         ClusterMap::apply(&mut m, &promote(1, 2, "n1c", 90, true)).unwrap();
         let s = &m.unwrap().shards[&1];
         assert_eq!(s.primary, "n1c");
+        assert_eq!(
+            s.in_sync,
+            ["n1c"],
+            "a lossy promotion starts the set afresh"
+        );
         assert_eq!((s.epoch, s.epochs.clone()), (3, vec![(1, 1), (3, 90)]));
     }
 }

@@ -115,6 +115,16 @@ pub enum Request {
         /// The catalog version the gateway planned with; the target waits to have it.
         catalog_version: u64,
     },
+    /// A switchover (DESIGN §6.2), sent by `ddb promote` to the primary of `shard` in
+    /// `epoch`: it stops taking writes, lets the commits in flight finish for at most
+    /// `drain_ms`, and proposes `to` as the primary of the next epoch, which begins after what
+    /// `to` holds. Answered with [`Response::HandedOver`] once the map took the change.
+    HandOver {
+        shard: ShardId,
+        epoch: u64,
+        to: String,
+        drain_ms: u64,
+    },
 }
 
 /// What a shard's primary sends a replica, on one long-lived connection per replica.
@@ -226,6 +236,9 @@ pub struct NodeStatus {
     pub log_start: u64,
     /// The LSN of the last entry applied to the data.
     pub applied_lsn: u64,
+    /// Why the node refuses writes right now (a replica, a primary starting or below
+    /// `min_in_sync`, ...); `None` when it takes them.
+    pub write_refusal: Option<String>,
     /// A checksum of every row stored on this node (xxh3 of the data space in key order), so
     /// that copies of a shard can be compared.
     pub checksum: u64,
@@ -318,4 +331,21 @@ pub enum Response {
     Replicated(ReplicateReply),
     /// The request failed as a whole.
     Error(Error),
+    /// A switchover's map change was applied ([`Request::HandOver`]).
+    HandedOver(HandedOver),
+}
+
+/// What a primary that handed its shard over reports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HandedOver {
+    /// The map version with the new primary.
+    pub version: u64,
+    /// Where the new epoch begins.
+    pub first_lsn: u64,
+    /// Entries written before writes stopped but not held by the new primary at the drain
+    /// bound: never committed, their clients refused with a retryable error.
+    pub stragglers: u64,
+    /// How long writes were refused on the old primary before the map took the change, in
+    /// milliseconds.
+    pub drain_ms: u64,
 }

@@ -57,6 +57,13 @@ impl Node {
             lsn: log.last.lsn,
             log_start: log.first(),
             applied_lsn: self.db.txns.store.applied_lsn()?,
+            write_refusal: self
+                .db
+                .txns
+                .store
+                .committer
+                .refusal()
+                .map(|e| e.to_string()),
             checksum: self.db.checksum()?,
             replicas: self.repl.progress(),
             keys: self.db.count_keys()?,

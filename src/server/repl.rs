@@ -31,7 +31,8 @@
 //! committer is done, takes its log as its own again, re-acquires the locks of the prepared
 //! transactions its log holds ([`crate::txn::distributed::TwoPhase::load`]) before it serves
 //! anything, and starts the primary driver, which commits the log's tail of the old epoch
-//! (the in-sync set is the new primary alone) before it lets writes and reads in. When a map
+//! (with the in-sync members that stay, the old primary out) before it lets writes and
+//! reads in. When a map
 //! names another node the primary of a newer epoch (this node was deposed), the primary
 //! driver steps down (its entries in flight are answered 40003) and stops, after sealing the
 //! log ([`crate::storage::Committer::seal`]: entries the core never heard were durable are
@@ -320,6 +321,24 @@ impl Runtime {
                 "this node does not run as a replica (yet): no replication stream is taken".into(),
             )
         })
+    }
+
+    /// A switchover of `shard` from this node, its primary in `epoch`, to `to` (see
+    /// [`PrimaryDriver::hand_over`]).
+    pub async fn hand_over(
+        &self,
+        shard: crate::cluster::ring::ShardId,
+        epoch: u64,
+        to: &str,
+        drain: std::time::Duration,
+    ) -> Result<crate::protocol::HandedOver> {
+        let Some(driver) = self.primary() else {
+            return Err(Error::Refused(format!(
+                "this node is not the primary of shard {shard}: a switchover is sent to the \
+                 shard's primary"
+            )));
+        };
+        driver.hand_over(shard, epoch, to, drain).await
     }
 
     /// On a primary, its replicas' progress.

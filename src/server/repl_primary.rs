@@ -68,7 +68,7 @@ use crate::cluster::meta::Meta;
 use crate::cluster::ring::ShardId;
 use crate::error::{Error, Result};
 use crate::protocol::SnapshotPart;
-use crate::protocol::{ReplicaProgress, Replicate, ReplicateReply, Request, Response};
+use crate::protocol::{HandedOver, ReplicaProgress, Replicate, ReplicateReply, Request, Response};
 use crate::replication::primary::{Action, Config, Event, Mode};
 use crate::replication::{Change, LogId, Primary};
 use crate::storage::{Cursor, LogRead, Lsn, ShardSnapshot, Store};
@@ -105,6 +105,48 @@ enum Input {
     LogUnreadable(Error),
     /// The node stops being the primary: the driver ends (its senders with it) and says so.
     Stop(tokio::sync::oneshot::Sender<()>),
+    /// A switchover to `to` (see [`PrimaryDriver::hand_over`]).
+    HandOver {
+        shard: ShardId,
+        epoch: u64,
+        to: String,
+        drain: Duration,
+        reply: HandOverReply,
+    },
+    /// The switchover's map change: applied at this map version, or certainly refused.
+    HandOverProposed(Result<u64>),
+}
+
+type HandOverReply = tokio::sync::oneshot::Sender<Result<HandedOver>>;
+
+/// A switchover under way (DESIGN §6.2). Writes are paused (the committer refuses submits of
+/// this epoch), the entries already written commit as before, and once the log's last entry
+/// is committed and `to` holds it, or at the drain bound, the next epoch is proposed with
+/// `to` as primary, beginning right after what `to` holds; from then on nothing past that is
+/// committed here.
+struct Handover {
+    to: String,
+    /// The log's last entry when writes stopped.
+    last: Lsn,
+    started: Instant,
+    deadline: tokio::time::Instant,
+    drain: Duration,
+    /// Where the next epoch begins, once proposed.
+    proposed: Option<Lsn>,
+    /// The map version that took the change, once applied.
+    applied: Option<u64>,
+    /// Why writes are refused meanwhile.
+    refusal: Error,
+    replies: Vec<HandOverReply>,
+}
+
+/// A newer epoch of the shard in the map: the node is deposed.
+struct Deposed {
+    primary: String,
+    version: u64,
+    /// Where the epoch after this node's began: its entries from there on are certainly
+    /// dropped.
+    first: Option<Lsn>,
 }
 
 /// What a sender is asked to send.
@@ -138,6 +180,41 @@ impl PrimaryDriver {
     /// Tells the driver about a new map.
     pub fn map(&self, map: Arc<ClusterMap>) {
         let _ = self.inputs.send(Input::Map(map));
+    }
+
+    /// A switchover to `to` (DESIGN §6.2): stops taking writes of this epoch, lets the entries
+    /// already written commit for at most `drain`, then proposes `to` as the primary of the
+    /// next epoch, beginning after the last entry `to` holds (all of the log when it drained
+    /// in time). Answers once the map took the change; the map then deposes this node as any
+    /// promotion does. Writes are refused meanwhile, with a retryable error. A switchover that
+    /// cannot happen (`to` is not in sync, did not catch up, the map refused) lets writes in
+    /// again and says why. A second call for the same `to` while one is under way waits for it.
+    pub async fn hand_over(
+        &self,
+        shard: ShardId,
+        epoch: u64,
+        to: &str,
+        drain: Duration,
+    ) -> Result<HandedOver> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let input = Input::HandOver {
+            shard,
+            epoch,
+            to: to.to_string(),
+            drain,
+            reply,
+        };
+        if self.inputs.send(input).is_err() {
+            return Err(Error::not_ready(
+                "this node's primary driver has stopped (the map changed); retry",
+            ));
+        }
+        answer.await.map_err(|_| {
+            Error::not_ready(
+                "this node's primary driver stopped before the switchover was done (the map \
+                 changed); see ddb status",
+            )
+        })?
     }
 
     /// Stops the driver once it has followed `map` (which names a newer epoch, so the core
@@ -243,6 +320,10 @@ pub fn start(setup: Setup, map: &ClusterMap) -> Result<Arc<PrimaryDriver>> {
         progress: progress.clone(),
         times,
         stalled: false,
+        mode,
+        handover: None,
+        cap: None,
+        deposed: None,
     };
     watch_durable(&setup.store, mode, clock, inputs.clone())?;
     let first = driver.core.step(Event::Tick { now_ms: 0 });
@@ -355,6 +436,14 @@ struct Loop {
     times: BTreeMap<Lsn, u64>,
     /// Whether the core was stalled when last published (to log the change).
     stalled: bool,
+    mode: Mode,
+    /// A switchover under way.
+    handover: Option<Handover>,
+    /// Nothing past this LSN is committed (a switchover proposed the next epoch to begin
+    /// right after it).
+    cap: Option<Lsn>,
+    /// Set once the map names a newer epoch.
+    deposed: Option<Deposed>,
 }
 
 impl Loop {
@@ -400,6 +489,13 @@ impl Loop {
                              over); the commit did not happen; retry",
                             self.shard, self.epoch
                         ));
+                        if let Some(first) = self.deposed.as_ref().and_then(|d| d.first) {
+                            let error = self.dropped(first);
+                            if let Err(e) = self.store.committer.fail(first, Lsn::MAX, error) {
+                                tracing::error!("replication: {e}");
+                            }
+                        }
+                        self.end_handover();
                         if let Err(e) = self.store.committer.seal(self.epoch, why).await {
                             tracing::error!("replication: cannot seal the log: {e}");
                         }
@@ -407,10 +503,279 @@ impl Loop {
                         let _ = done.send(());
                         break;
                     }
+                    Some(Input::HandOver {
+                        shard,
+                        epoch,
+                        to,
+                        drain,
+                        reply,
+                    }) => {
+                        self.begin_handover(shard, epoch, to, drain, reply).await;
+                        Vec::new()
+                    }
+                    Some(Input::HandOverProposed(result)) => {
+                        self.handover_proposed(result);
+                        Vec::new()
+                    }
                     None => break,
                 },
             };
             self.act(actions);
+            self.check_handover();
+        }
+    }
+
+    /// The refusal of a commit whose entry is at or after `first`, where a newer epoch began:
+    /// it is certainly dropped.
+    fn dropped(&self, first: Lsn) -> Error {
+        Error::not_ready(format!(
+            "the commit did not happen: shard {} has a new primary, whose epoch begins at entry \
+             {first}, before this commit's entry; retry",
+            self.shard
+        ))
+    }
+
+    /// Starts a switchover to `to`, or joins the one under way to it.
+    async fn begin_handover(
+        &mut self,
+        shard: ShardId,
+        epoch: u64,
+        to: String,
+        drain: Duration,
+        reply: HandOverReply,
+    ) {
+        if let Some(h) = &mut self.handover {
+            if h.to == to && epoch == self.epoch {
+                h.replies.push(reply);
+                self.answer_handover();
+            } else {
+                let _ = reply.send(Err(Error::Refused(format!(
+                    "a switchover of shard {} to {} is under way",
+                    self.shard, h.to
+                ))));
+            }
+            return;
+        }
+        if let Err(e) = self.can_hand_over(shard, epoch, &to) {
+            let _ = reply.send(Err(e));
+            return;
+        }
+        let refusal = Error::not_ready(format!(
+            "shard {} is switching its primary over to {to}; retry",
+            self.shard
+        ));
+        let last = match self
+            .store
+            .committer
+            .pause(self.epoch, refusal.clone())
+            .await
+        {
+            Ok(last) => last.lsn,
+            Err(e) => {
+                let _ = reply.send(Err(e));
+                return;
+            }
+        };
+        tracing::info!(
+            shard = self.shard,
+            %to,
+            last,
+            drain_ms = drain.as_millis() as u64,
+            "replication: switchover: writes stopped, draining the commits in flight"
+        );
+        self.handover = Some(Handover {
+            to,
+            last,
+            started: Instant::now(),
+            deadline: tokio::time::Instant::now() + drain,
+            drain,
+            proposed: None,
+            applied: None,
+            refusal,
+            replies: vec![reply],
+        });
+        self.publish();
+    }
+
+    /// Why a switchover to `to` cannot start.
+    fn can_hand_over(&self, shard: ShardId, epoch: u64, to: &str) -> Result<()> {
+        if shard != self.shard || epoch != self.epoch || self.deposed.is_some() {
+            return Err(Error::Refused(format!(
+                "this node is the primary of shard {} in epoch {}, not of shard {shard} in \
+                 epoch {epoch}: the map changed meanwhile",
+                self.shard, self.epoch
+            )));
+        }
+        if !self.replicas.iter().any(|r| r == to) {
+            return Err(Error::Refused(format!(
+                "node {to} is not a replica of shard {}",
+                self.shard
+            )));
+        }
+        if self.mode == Mode::Sync && !self.in_sync.1.contains(to) {
+            return Err(Error::Refused(format!(
+                "node {to} is not in the in-sync set of shard {}: it may lack committed writes; \
+                 wait until it is (ddb status)",
+                self.shard
+            )));
+        }
+        if self
+            .core
+            .peer(to)
+            .is_none_or(|(session, _)| session.is_none())
+        {
+            return Err(Error::Refused(format!(
+                "node {to} has no replication stream from this primary: it cannot catch up"
+            )));
+        }
+        match &self.unreadable {
+            Some(e) => Err(e.clone()),
+            None => Ok(()),
+        }
+    }
+
+    /// Proposes the next epoch once the switchover drained (or its bound passed).
+    fn check_handover(&mut self) {
+        let Some(h) = &self.handover else {
+            return;
+        };
+        if h.proposed.is_some() {
+            return;
+        }
+        let commit = self.core.commit();
+        let acked = self.core.peer(&h.to).map_or(0, |(_, acked)| acked);
+        let drained = commit >= h.last && acked >= h.last;
+        if !drained && tokio::time::Instant::now() < h.deadline {
+            return;
+        }
+        if acked < commit {
+            let why = Error::Timeout(format!(
+                "node {} holds the log up to {acked}, but it is committed up to {commit}: it \
+                 did not catch up within the drain bound of {} ms; nothing changed",
+                h.to,
+                h.drain.as_millis()
+            ));
+            self.abort_handover(why);
+            return;
+        }
+        let first = if drained { h.last + 1 } else { acked + 1 };
+        // From here on nothing past what `to` holds commits here: the next epoch begins after
+        // it, so an entry committed past it would be lost.
+        self.cap = Some(first - 1);
+        let change = map::Change::Promote {
+            shard: self.shard,
+            epoch: self.epoch,
+            node: h.to.clone(),
+            first_lsn: first,
+            // In async mode the in-sync set does not say who holds what: `to` was checked to
+            // hold every committed entry just now.
+            allow_data_loss: self.mode == Mode::Async,
+        };
+        tracing::info!(
+            shard = self.shard,
+            to = %h.to,
+            first,
+            stragglers = h.last.saturating_sub(first - 1),
+            "replication: switchover: proposing the next epoch"
+        );
+        if let Some(h) = &mut self.handover {
+            h.proposed = Some(first);
+        }
+        let (meta, inputs, shard, epoch) = (
+            self.meta.clone(),
+            self.inputs.clone(),
+            self.shard,
+            self.epoch,
+        );
+        tokio::spawn(async move {
+            let result = propose_promotion(&meta, change, shard, epoch).await;
+            let _ = inputs.send(Input::HandOverProposed(result));
+        });
+    }
+
+    /// The switchover's proposal came back.
+    fn handover_proposed(&mut self, result: Result<u64>) {
+        match result {
+            Ok(version) => {
+                if let Some(h) = &mut self.handover {
+                    h.applied = Some(version);
+                    tracing::info!(
+                        shard = self.shard,
+                        to = %h.to,
+                        version,
+                        "replication: switchover: the map took the change"
+                    );
+                }
+                self.answer_handover();
+            }
+            Err(e) => self.abort_handover(e),
+        }
+    }
+
+    /// Answers the switchover's callers once the map took it.
+    fn answer_handover(&mut self) {
+        let Some(h) = &mut self.handover else {
+            return;
+        };
+        let (Some(version), Some(first)) = (h.applied, h.proposed) else {
+            return;
+        };
+        let done = HandedOver {
+            version,
+            first_lsn: first,
+            stragglers: h.last.saturating_sub(first - 1),
+            drain_ms: h.started.elapsed().as_millis() as u64,
+        };
+        for reply in h.replies.drain(..) {
+            let _ = reply.send(Ok(done.clone()));
+        }
+    }
+
+    /// Gives a switchover up before the map took it: writes are taken again, and what the
+    /// cap held back commits.
+    fn abort_handover(&mut self, why: Error) {
+        let Some(h) = self.handover.take() else {
+            return;
+        };
+        tracing::warn!(
+            shard = self.shard,
+            to = %h.to,
+            "replication: switchover abandoned, writes resume: {why}"
+        );
+        self.cap = None;
+        if let Err(e) = self.store.committer.resume(self.epoch) {
+            tracing::error!("replication: {e}");
+        }
+        for reply in h.replies {
+            let _ = reply.send(Err(why.clone()));
+        }
+        let commit = self.core.commit();
+        self.act(vec![Action::Commit { lsn: commit }]);
+    }
+
+    /// The driver stops (deposed): a switchover's callers hear whether it was theirs.
+    fn end_handover(&mut self) {
+        let Some(mut h) = self.handover.take() else {
+            return;
+        };
+        let ours = self
+            .deposed
+            .as_ref()
+            .is_some_and(|d| d.primary == h.to && h.proposed.is_some() && d.first == h.proposed);
+        if ours && h.applied.is_none() {
+            h.applied = self.deposed.as_ref().map(|d| d.version);
+        }
+        self.handover = Some(h);
+        if ours {
+            self.answer_handover();
+        }
+        if let Some(h) = self.handover.take() {
+            for reply in h.replies {
+                let _ = reply.send(Err(Error::Refused(format!(
+                    "shard {} was promoted otherwise meanwhile (see ddb status)",
+                    self.shard
+                ))));
+            }
         }
     }
 
@@ -453,6 +818,19 @@ impl Loop {
         let Some(info) = map.shards.get(&self.shard) else {
             return;
         };
+        if info.epoch > self.epoch && self.deposed.is_none() {
+            let first = info
+                .epochs
+                .iter()
+                .filter(|(epoch, _)| *epoch > self.epoch)
+                .map(|(_, first)| *first)
+                .min();
+            self.deposed = Some(Deposed {
+                primary: info.primary.clone(),
+                version: map.version,
+                first,
+            });
+        }
         let in_sync: BTreeSet<String> = info.in_sync.iter().cloned().collect();
         if (info.epoch, &in_sync) != (self.in_sync.0, &self.in_sync.1) {
             self.in_sync = (info.epoch, in_sync.clone());
@@ -499,6 +877,10 @@ impl Loop {
         for action in actions {
             match action {
                 Action::Commit { lsn } => {
+                    let lsn = self.cap.map_or(lsn, |cap| lsn.min(cap));
+                    if self.cap.is_some() && lsn <= *self.commit.borrow() {
+                        continue;
+                    }
                     match self.store.committer.commit_to(lsn) {
                         Ok(rx) => {
                             let tail = self.tail;
@@ -549,8 +931,23 @@ impl Loop {
                     tracing::warn!(
                         "replication: entries {first}..={last} cannot commit now: {error}"
                     );
-                    if let Err(e) = self.store.committer.fail(first, last, error) {
-                        tracing::error!("replication: {e}");
+                    // Entries from where a newer epoch began are certainly dropped: their
+                    // clients hear so (retryable), not that the outcome is unknown.
+                    let dropped = self.deposed.as_ref().and_then(|d| d.first);
+                    let split = dropped.filter(|f| *f <= last).map(|f| f.max(first));
+                    let fail = |from: Lsn, to: Lsn, error: Error| {
+                        if from <= to {
+                            if let Err(e) = self.store.committer.fail(from, to, error) {
+                                tracing::error!("replication: {e}");
+                            }
+                        }
+                    };
+                    match split {
+                        Some(f) => {
+                            fail(first, f - 1, error);
+                            fail(f, last, self.dropped(f));
+                        }
+                        None => fail(first, last, error),
                     }
                 }
                 Action::StepDown { epoch } => {
@@ -664,6 +1061,7 @@ impl Loop {
         let refusal = self
             .unreadable
             .clone()
+            .or_else(|| self.handover.as_ref().map(|h| h.refusal.clone()))
             .or_else(|| self.core.refuse_writes())
             .or_else(|| recovering.clone());
         if let Ok(mut r) = self.refusal.lock() {
@@ -703,6 +1101,56 @@ impl Loop {
         self.times = self.times.split_off(&(oldest + 1));
         if let Ok(mut p) = self.progress.lock() {
             *p = progress;
+        }
+    }
+}
+
+/// Proposes a promotion until the map applies it (its version) or certainly refuses it. A
+/// proposal whose answer was lost is proposed again; if the first try had applied, the retry
+/// is refused and the change shows in the map.
+async fn propose_promotion(
+    meta: &Meta,
+    change: map::Change,
+    shard: ShardId,
+    epoch: u64,
+) -> Result<u64> {
+    let map::Change::Promote {
+        node, first_lsn, ..
+    } = &change
+    else {
+        return Err(Error::Internal("not a promotion".into()));
+    };
+    let applied = |m: &ClusterMap| {
+        m.shards.get(&shard).is_some_and(|s| {
+            s.epoch == epoch + 1
+                && s.primary == *node
+                && s.epochs.last() == Some(&(epoch + 1, *first_lsn))
+        })
+    };
+    loop {
+        match meta.propose(change.clone()).await {
+            Ok(version) => return Ok(version),
+            Err(Error::Refused(why)) => {
+                let deadline = tokio::time::Instant::now() + REFLECT;
+                let mut maps = meta.subscribe();
+                loop {
+                    if let Some(m) = maps.borrow_and_update().as_deref() {
+                        if applied(m) {
+                            return Ok(m.version);
+                        }
+                    }
+                    if tokio::time::timeout_at(deadline, maps.changed())
+                        .await
+                        .is_err()
+                    {
+                        return Err(Error::Refused(why));
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!("replication: proposing the switchover: {e}; retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
         }
     }
 }

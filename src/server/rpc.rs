@@ -494,8 +494,24 @@ async fn handle(request: Request, node: &Arc<Node>, sessions: &Sessions) -> Resp
                 Err(e) => Response::Error(e),
             }
         }
+        Request::HandOver {
+            shard,
+            epoch,
+            to,
+            drain_ms,
+        } => {
+            // The CLI bounds it too; a peer's request is not trusted to.
+            let drain = Duration::from_millis(drain_ms.min(MAX_DRAIN_MS));
+            match node.repl.hand_over(shard, epoch, &to, drain).await {
+                Ok(done) => Response::HandedOver(done),
+                Err(e) => Response::Error(e),
+            }
+        }
     }
 }
+
+/// The longest drain of a switchover: writes are refused meanwhile.
+const MAX_DRAIN_MS: u64 = 60_000;
 
 fn done(r: crate::error::Result<()>) -> Response {
     match r {

@@ -368,7 +368,36 @@ impl Committer {
     /// promoted again) is taken as before. Not durable: a restarted node refuses writes
     /// until its role is known.
     pub async fn seal(&self, epoch: u64, error: Error) -> Result<()> {
-        self.call_wal(|reply| Op::Seal(epoch, error, reply)).await
+        self.call_wal(|reply| Op::Seal {
+            epoch,
+            error,
+            answer_waiting: true,
+            reply,
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// WAL mode: a primary of `epoch` hands its shard over (a switchover). Every submit of
+    /// `epoch` or older from now on is refused with `error` without taking an LSN; the entries
+    /// submitted before are written (and wait for their commit as before). Returns the log's
+    /// last entry: nothing of `epoch` will follow it unless [`Committer::resume`] is called.
+    /// Not durable, as [`Committer::seal`].
+    pub async fn pause(&self, epoch: u64, error: Error) -> Result<LogId> {
+        self.call_wal(|reply| Op::Seal {
+            epoch,
+            error,
+            answer_waiting: false,
+            reply,
+        })
+        .await
+    }
+
+    /// WAL mode: submits of `epoch` are taken again after a [`Committer::pause`] (the
+    /// switchover did not happen). A seal or pause of another epoch stays.
+    pub fn resume(&self, epoch: u64) -> Result<()> {
+        self.send_wal(|_reply: oneshot::Sender<Result<()>>| Op::Unseal(epoch))
+            .map(|_| ())
     }
 
     /// Replica side, WAL mode: appends `entries`, which carry their LSNs and must continue the

@@ -70,8 +70,18 @@ pub(crate) enum Op {
     BeginSnapshot(oneshot::Sender<Result<()>>),
     InstallBatch(Vec<Write>, oneshot::Sender<Result<()>>),
     FinishSnapshot(LogId, oneshot::Sender<Result<()>>),
-    /// The node stopped being the primary of `epoch` (see [`crate::storage::Committer::seal`]).
-    Seal(u64, Error, oneshot::Sender<Result<()>>),
+    /// Submits of `epoch` or older are refused from now on (see
+    /// [`crate::storage::Committer::seal`] and [`crate::storage::Committer::pause`]); with
+    /// `answer_waiting`, the waiting entries' watching submitters hear the outcome is unknown.
+    /// Answered with the log's last entry.
+    Seal {
+        epoch: u64,
+        error: Error,
+        answer_waiting: bool,
+        reply: oneshot::Sender<Result<LogId>>,
+    },
+    /// Submits of `epoch` are taken again (see [`crate::storage::Committer::resume`]).
+    Unseal(u64),
 }
 
 /// What the thread shares with the [`crate::storage::Committer`] that started it.
@@ -163,6 +173,11 @@ impl Wal {
                 Op::Submit(req) => self.submit(&mut run, req, None),
                 Op::SubmitWatched(req, fail) => self.submit(&mut run, req, Some(fail)),
                 Op::Fail(first, last, error) => self.fail(first, last, error),
+                Op::Unseal(epoch) => {
+                    if self.sealed.as_ref().is_some_and(|(e, _)| *e == epoch) {
+                        self.sealed = None;
+                    }
+                }
                 Op::Append(entries, reply) => self.append(&mut run, entries, reply),
                 Op::CommitTo(lsn, reply) => self.commit_to(&mut run, lsn, reply),
                 other => {
@@ -431,10 +446,16 @@ impl Wal {
                 let result = self.finish_snapshot(at);
                 self.answer(reply, result);
             }
-            Op::Seal(epoch, error, reply) => {
+            Op::Seal {
+                epoch,
+                error,
+                answer_waiting,
+                reply,
+            } => {
                 // Everything submitted before is in the log now (the run before this was
-                // written): its watching submitters hear at once that the outcome is unknown.
-                for w in self.waiting.iter_mut() {
+                // written): when deposed, its watching submitters hear at once that the
+                // outcome is unknown.
+                for w in self.waiting.iter_mut().filter(|_| answer_waiting) {
                     if let Some(fail) = w.fail.take() {
                         let _ = fail.send(Error::UnknownOutcome(format!(
                             "the commit's log entry {} was written, but this node stopped being \
@@ -444,13 +465,14 @@ impl Wal {
                     }
                 }
                 self.sealed = Some((epoch, error));
-                let _ = reply.send(Ok(()));
+                let _ = reply.send(Ok(self.state.last));
             }
             Op::Submit(_)
             | Op::SubmitWatched(..)
             | Op::Fail(..)
             | Op::Append(..)
-            | Op::CommitTo(..) => {
+            | Op::CommitTo(..)
+            | Op::Unseal(_) => {
                 refuse(
                     op,
                     Error::Internal("a log write was sent to be written alone".into()),
@@ -676,14 +698,14 @@ fn dropped(why: &str) -> Error {
 fn refuse(op: Op, e: Error) {
     match op {
         Op::Submit(req) | Op::SubmitWatched(req, _) => drop(req.reply.send(Err(e))),
-        Op::Fail(..) => {}
+        Op::Fail(..) | Op::Unseal(_) => {}
         Op::Append(_, reply) | Op::TruncateAfter(_, reply) | Op::TruncateBefore(_, reply) => {
             drop(reply.send(Err(e)))
         }
         Op::CommitTo(_, reply) => drop(reply.send(Err(e))),
-        Op::BeginSnapshot(reply)
-        | Op::InstallBatch(_, reply)
-        | Op::FinishSnapshot(_, reply)
-        | Op::Seal(_, _, reply) => drop(reply.send(Err(e))),
+        Op::BeginSnapshot(reply) | Op::InstallBatch(_, reply) | Op::FinishSnapshot(_, reply) => {
+            drop(reply.send(Err(e)))
+        }
+        Op::Seal { reply, .. } => drop(reply.send(Err(e))),
     }
 }

@@ -765,6 +765,32 @@ async fn a_sealed_log_answers_its_waiting_submitters_and_refuses_later_ones(f: &
     assert_eq!(third.await.unwrap().unwrap(), 1);
 }
 
+/// A primary handing its shard over stops taking submits but lets what waits commit; the
+/// pause tells where the log ends, and a resumed log takes submits of its epoch again.
+async fn a_paused_log_refuses_new_submits_and_lets_waiting_ones_commit(f: &mut dyn Fixture) {
+    let c = wal(f);
+    c.set_epoch(2);
+    let (first, mut failed) = c.submit_watched(1, put("a", "1")).unwrap();
+    let last = c.pause(2, Error::not_ready("handing over")).await.unwrap();
+    assert_eq!(last, LogId::new(2, 1));
+    let refused = c.submit(2, put("b", "2")).unwrap();
+    assert!(refused
+        .await
+        .unwrap()
+        .unwrap_err()
+        .to_string()
+        .contains("handing over"));
+    // The waiting entry is not failed: it commits as before.
+    assert_eq!(commit_to(&c, 1).await.unwrap(), 1);
+    assert_eq!(first.await.unwrap().unwrap(), 1);
+    assert!(failed.try_recv().is_err());
+    c.resume(2).unwrap();
+    let taken = c.submit(3, put("c", "3")).unwrap();
+    assert_eq!(durable(&c, 2).await, LogId::new(2, 2));
+    assert_eq!(commit_to(&c, 2).await.unwrap(), 2);
+    assert_eq!(taken.await.unwrap().unwrap(), 2);
+}
+
 macro_rules! wal_suite {
     ($($test:ident),* $(,)?) => {
         mod memory {
@@ -806,6 +832,7 @@ wal_suite!(
     a_snapshot_is_consistent_while_writes_go_on_and_spans_many_batches,
     a_snapshot_install_replaces_the_store_and_its_marker_survives_a_restart,
     a_sealed_log_answers_its_waiting_submitters_and_refuses_later_ones,
+    a_paused_log_refuses_new_submits_and_lets_waiting_ones_commit,
 );
 
 /// A store that WAL mode left with unapplied entries, or cut short installing a snapshot, is

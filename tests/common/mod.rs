@@ -401,6 +401,19 @@ impl TestCluster {
         )
     }
 
+    /// A `ddb ARGS…` command with this cluster file, not started (to kill it part way).
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(ddb_bin());
+        cmd.args(args)
+            .env_remove("DDB_ADDR")
+            .env_remove("DDB_FORMAT")
+            .env("DDB_CONFIG", &self.config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        cmd
+    }
+
     /// Runs `ddb ARGS…` with this cluster file and extra environment variables (which nodes
     /// started by the command inherit).
     pub fn ddb_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
