@@ -262,6 +262,12 @@ impl Error {
         }
     }
 
+    /// Whether this is a node not ready to serve (57P03): refused before anything was done,
+    /// because the node is starting or recovering, or its shard's primary is moving.
+    pub fn is_not_ready(&self) -> bool {
+        matches!(self, Error::Retry { code, .. } if code == sqlstate::CANNOT_CONNECT_NOW)
+    }
+
     /// Whether the outcome of the transaction is unknown: it may have committed.
     pub fn is_unknown_outcome(&self) -> bool {
         matches!(self, Error::UnknownOutcome(_))

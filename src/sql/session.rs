@@ -42,7 +42,10 @@
 //!   does nothing, as in PostgreSQL. An autocommit statement shipped whole to another node
 //!   (no `statement_timeout` set) is not cancelled: it runs there in one request.
 //! * `lock_timeout`: the bound on each lock wait of the session's transactions, 55P03
-//!   (0: the node's own bound, `--lock-timeout-ms`).
+//!   (0: the node's own bound, `--lock-timeout-ms`). It also bounds how long an autocommit
+//!   statement is retried: a wait-die victim, and a statement refused before anything was
+//!   done because its node is not ready or its shard's primary is moving (57P03), which is
+//!   routed anew on each try (so a switchover does not reach the client).
 //! * `idle_in_transaction_session_timeout`: read by the front end, which waits for the next
 //!   message no longer than that while a block is open ([`Session::idle_timeout`]).
 //! * `READ ONLY` transactions (`BEGIN READ ONLY`, `SET TRANSACTION READ ONLY`,
@@ -854,50 +857,63 @@ impl Session {
             let work = txn.execute(&prepared, &executor, out);
             return timed(deadline, cancelled.as_mut(), work).await;
         }
-        // An autocommit statement that belongs whole to another node runs there (unless it
-        // must be cancellable: see the module notes).
-        if !self.shipped && deadline.is_none() {
-            if let Some(result) = backend.ship(&prepared, &executor).await {
-                return emit(result?, out).await;
-            }
-        }
-        // Autocommit: retry a wait-die victim with its original age until the lock timeout.
+        // Autocommit: retry a wait-die victim with its original age, and a statement its shard
+        // refused before doing anything because the shard's primary is moving (57P03), until
+        // the lock timeout. The route is looked up again on each try: after a switchover the
+        // statement goes to the new primary.
         let started = Instant::now();
         let lock_timeout = lock_timeout.unwrap_or_else(|| backend.lock_timeout());
         let mut age = None;
         let mut backoff = Duration::from_micros(200);
         loop {
-            let mut txn = self.begin_txn(age);
             let taken = out.taken();
-            let work = txn.execute(&prepared, &executor, out);
-            match timed(deadline, cancelled.as_mut(), work).await {
-                Ok(result) => {
-                    txn.commit().await?;
-                    return Ok(result);
-                }
-                // Retried only while its client has seen nothing of it.
-                Err(e)
-                    if txn.retryable()
-                        && e.sqlstate() != sqlstate::QUERY_CANCELED
-                        && out.taken() == taken
-                        && started.elapsed() < lock_timeout =>
-                {
-                    age = Some(txn.age());
-                    txn.rollback();
-                    tracing::debug!("retrying statement after wait-die: {e}");
-                    if let Some((at, t)) = deadline {
-                        if tokio::time::Instant::now() + backoff >= at {
-                            return Err(statement_timed_out(t));
+            let (failed, wait_die) = 'attempt: {
+                // An autocommit statement that belongs whole to another node runs there
+                // (unless it must be cancellable: see the module notes).
+                if !self.shipped && deadline.is_none() {
+                    if let Some(result) = backend.ship(&prepared, &executor).await {
+                        match result {
+                            Ok(result) => return emit(result, out).await,
+                            Err(e) => break 'attempt (e, false),
                         }
                     }
-                    tokio::select! {
-                        () = tokio::time::sleep(backoff) => {}
-                        () = cancelled.as_mut() => return Err(canceled_by_user()),
-                    }
-                    backoff = (backoff * 2).min(Duration::from_millis(20));
                 }
-                Err(e) => return Err(e),
+                let mut txn = self.begin_txn(age);
+                let work = txn.execute(&prepared, &executor, out);
+                match timed(deadline, cancelled.as_mut(), work).await {
+                    Ok(result) => match txn.commit().await {
+                        Ok(()) => return Ok(result),
+                        Err(e) => break 'attempt (e, false),
+                    },
+                    Err(e) if txn.retryable() && e.sqlstate() != sqlstate::QUERY_CANCELED => {
+                        age = Some(txn.age());
+                        txn.rollback();
+                        (e, true)
+                    }
+                    Err(e) => {
+                        txn.rollback();
+                        (e, false)
+                    }
+                }
+            };
+            // A wait-die victim is retried; so is a statement refused because its primary is
+            // moving, unless this session runs a statement shipped here (its gateway retries,
+            // and routes it anew). Only while the client has seen nothing of it.
+            let retry = wait_die || (failed.is_not_ready() && !self.shipped);
+            if !retry || out.taken() != taken || started.elapsed() >= lock_timeout {
+                return Err(failed);
             }
+            tracing::debug!("retrying statement: {failed}");
+            if let Some((at, t)) = deadline {
+                if tokio::time::Instant::now() + backoff >= at {
+                    return Err(statement_timed_out(t));
+                }
+            }
+            tokio::select! {
+                () = tokio::time::sleep(backoff) => {}
+                () = cancelled.as_mut() => return Err(canceled_by_user()),
+            }
+            backoff = (backoff * 2).min(Duration::from_millis(20));
         }
     }
 }
