@@ -6,7 +6,10 @@
 #   postgres_sync   the same PostgreSQL once it has a synchronous standby on this machine
 #   ddb_f1          a 1-node ddb cluster (one shard, factor 1)
 #   ddb_f2          a 2-node ddb cluster (one shard, factor 2, replication.mode MODE)
-# and prints TPS, latency and the ratios replicated/unreplicated.
+#   ddb_f2_switch   the same cluster again while SWITCHOVERS `ddb promote` switchovers move
+#                   its primary back and forth (n2, n1, n2, ...), spread over the run
+# and prints TPS, latency, the ratios replicated/unreplicated, and each switchover's write
+# pause (pause_ms of `ddb promote --format json`) with their median and maximum.
 # See bench/README.md ("Replication: point UPDATEs").
 #
 # Environment:
@@ -17,6 +20,7 @@
 #   JOBS       pgbench threads (default 2, capped at CLIENTS)
 #   DURATION   seconds per pgbench run (default 15)
 #   MODE       replication.mode of ddb_f2: sync | async (default sync)
+#   SWITCHOVERS  switchovers during the ddb_f2_switch run (default 10; 0: no such run)
 #   LOAD_TIMEOUT  seconds allowed for loading one target (default 600)
 #
 # Summary goes to stdout; progress and diagnostics go to stderr.
@@ -38,11 +42,13 @@ MODE=${MODE:-sync}
 KEEP=${KEEP:-0}
 BUILD=${BUILD:-0}
 LOAD_TIMEOUT=${LOAD_TIMEOUT:-600}
+SWITCHOVERS=${SWITCHOVERS:-10}
 BATCH=1000
 DEADLINE=30
 
 require_positive_ints ROWS CLIENTS JOBS DURATION LOAD_TIMEOUT
 case $MODE in sync|async) ;; *) die "MODE must be sync or async (got '$MODE')" ;; esac
+[[ $SWITCHOVERS =~ ^[0-9]+$ ]] || die "SWITCHOVERS must be a non-negative integer (got '$SWITCHOVERS')"
 check_clients_jobs
 RUN_PG=0 RUN_DDB=0
 for t in $TARGETS; do
@@ -129,6 +135,41 @@ run_update() { # target label
     log "$label: tps=$tps latency_avg=${lat}ms ok=$ok failed=$failed (sum(v) checked: $sum)"
 }
 
+# ---------------------------------------------------------------- switchovers
+PAUSES=() SWITCH_FAILED=0
+# Runs SWITCHOVERS switchovers, one every DURATION/(SWITCHOVERS+1) seconds, while pgbench runs;
+# each `ddb promote` prints its JSON row into $TMP/switch.json (one line per switchover).
+switch_loop() {
+    local i to gap
+    gap=$(awk -v d="$DURATION" -v n="$SWITCHOVERS" 'BEGIN { printf "%.3f", d / (n + 1) }')
+    for (( i = 0; i < SWITCHOVERS; i++ )); do
+        sleep "$gap"
+        to=n$(( i % 2 == 0 ? 2 : 1 ))
+        if ! timeout 60 "$DDB" promote "$to" -c "$CLUSTER_YAML" --format json \
+                </dev/null >>"$TMP/switch.json" 2>>"$TMP/switch.err" 3>&-; then
+            echo "FAILED $to" >>"$TMP/switch.json"
+        fi
+    done
+}
+switch_run() { # label
+    local line pause
+    : >"$TMP/switch.json"
+    switch_loop &
+    local loop=$!
+    run_update ddb "$1"
+    wait "$loop" || true
+    while IFS= read -r line; do
+        if [[ $line == FAILED* ]]; then
+            SWITCH_FAILED=$(( SWITCH_FAILED + 1 ))
+            continue
+        fi
+        pause=$(sed -n 's/.*"pause_ms":\([0-9]*\).*/\1/p' <<<"$line")
+        [[ -n $pause ]] && PAUSES+=("$pause")
+    done <"$TMP/switch.json"
+    (( SWITCH_FAILED == 0 )) || { cat "$TMP/switch.err" >&2; log "$SWITCH_FAILED switchovers failed"; }
+    log "$1: ${#PAUSES[@]} switchovers, pauses (ms): ${PAUSES[*]}"
+}
+
 # ---------------------------------------------------------------- ddb clusters
 ddb_phase() { # factor label
     local factor=$1 label=$2 base
@@ -142,6 +183,9 @@ ddb_phase() { # factor label
     SUM_EXPECTED=0
     load ddb
     run_update ddb "$label"
+    if (( factor > 1 && SWITCHOVERS > 0 )); then
+        switch_run "${label}_switch"
+    fi
     show_cluster_status
     stop_cluster
     CLUSTER_STARTED=0
@@ -168,7 +212,7 @@ ratio() { awk -v a="${1:--}" -v b="${2:--}" 'BEGIN { if (a == "-" || b == "-" ||
 fmt='%-15s %10s %11s %9s %7s\n'
 # shellcheck disable=SC2059
 printf "$fmt" target tps lat_avg_ms txns_ok failed
-for l in postgres postgres_sync ddb_f1 ddb_f2; do
+for l in postgres postgres_sync ddb_f1 ddb_f2 ddb_f2_switch; do
     [[ -n ${TPS[$l]:-} ]] || continue
     # shellcheck disable=SC2059
     printf "$fmt" "$l" "$(awk -v x="${TPS[$l]}" 'BEGIN { printf "%.1f", x }')" "${LAT[$l]}" "${OK[$l]}" "${FAILED[$l]}"
@@ -176,6 +220,13 @@ done
 printf 'ratios tps: postgres_sync/postgres=%s ddb_f2/ddb_f1=%s ddb_f1/postgres=%s ddb_f2/postgres_sync=%s\n' \
     "$(ratio "${TPS[postgres_sync]:-}" "${TPS[postgres]:-}")" "$(ratio "${TPS[ddb_f2]:-}" "${TPS[ddb_f1]:-}")" \
     "$(ratio "${TPS[ddb_f1]:-}" "${TPS[postgres]:-}")" "$(ratio "${TPS[ddb_f2]:-}" "${TPS[postgres_sync]:-}")"
+if (( ${#PAUSES[@]} > 0 )); then
+    printf 'switchovers: %s done, %s failed; pause_ms: %s; median=%s max=%s; tps ddb_f2_switch/ddb_f2=%s ddb_f2_switch/postgres_sync=%s\n' \
+        "${#PAUSES[@]}" "$SWITCH_FAILED" "${PAUSES[*]}" \
+        "$(printf '%s\n' "${PAUSES[@]}" | sort -n | awk '{ a[NR] = $1 } END { print (NR % 2 ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2) }')" \
+        "$(printf '%s\n' "${PAUSES[@]}" | sort -n | tail -1)" \
+        "$(ratio "${TPS[ddb_f2_switch]:-}" "${TPS[ddb_f2]:-}")" "$(ratio "${TPS[ddb_f2_switch]:-}" "${TPS[postgres_sync]:-}")"
+fi
 printf 'uptime_before %s\nuptime_after  %s\n' "$UPTIME_BEFORE" "$UPTIME_AFTER"
 printf 'nproc=%s rows=%s clients=%s jobs=%s duration=%ss ddb_f2_mode=%s date=%s\n' \
     "$(nproc)" "$ROWS" "$CLIENTS" "$JOBS" "$DURATION" "$MODE" "$(date -u +%Y-%m-%dT%H:%M:%SZ)"

@@ -88,10 +88,42 @@
 //!   `async` mode the commit LSN stops before the first such entry no replica has acked.
 //!   *Test:* `h14_async_2pc_waits_for_a_replica`, `primary::tests::async_commits_on_fsync_but_2pc_entries_wait_for_a_replica`.
 //!
-//! Not covered here, and owned by the promotion code: the epoch history the primary is given
-//! must describe its own log (DESIGN §6.2: the new epoch begins after the target's last LSN,
-//! and epochs it lacks are not listed as its own), and in `async` mode a rejoining node that
-//! applied lost entries needs a snapshot (the replica says `Diverged`).
+//! The promotion hazards are owned by `server/` and `cli/promote.rs` (tests in
+//! `tests/replication.rs` unless named otherwise):
+//!
+//! * **P1. A failover target that lacks a committed entry.** *Rule:* in `sync` mode only a
+//!   member of the map's in-sync set may be promoted (it holds every committed entry), checked
+//!   by the map when it applies the change; the new epoch begins after the target's own last
+//!   LSN, fixed by the fence. *Test:* `promote_force_replaces_a_killed_primary_twice_…`,
+//!   `map::tests::a_promotion_of_a_primary_a_stranger_or_an_out_of_sync_node_is_refused`.
+//! * **P2. Two promotions of one shard both apply.** *Rule:* a promotion is validated against
+//!   the epoch it was planned under. *Test:*
+//!   `map::tests::two_promotions_of_one_shard_under_the_same_epoch_never_both_apply`.
+//! * **P3. A deposed primary goes on acknowledging** (frozen, then thawed). *Rule:* the fenced
+//!   target refuses its entries, so nothing of the old epoch commits past the fence; the
+//!   refusal (or the map) makes it seal its log: waiting commits hear 40003, later ones are
+//!   refused. *Test:* `a_frozen_primary_replaced_by_promote_force_loses_no_write_…`.
+//! * **P4. A switchover target that lacks a committed entry.** *Rule:* the old primary
+//!   pauses its log (no new entries), and proposes the promotion only once NODE holds its last
+//!   committed entry (or its last entry, when the drain finished); from the proposal on it
+//!   commits nothing past the entry the new epoch begins after, so whatever it acknowledged is
+//!   in NODE's log. *Test:* `a_switchover_under_load_loses_no_write_…` (acknowledged keys
+//!   checked on every node).
+//! * **P5. A switchover's straggler acknowledged by no one, then retried twice.** *Rule:*
+//!   an entry at or past the new epoch's first LSN is answered with a definite 57P03 (NODE
+//!   truncates its log there when it takes over, so it never commits), one before it with
+//!   40003 (NODE may commit it); gateways retry only the definite refusals. *Test:* the same
+//!   test asserts that no write failed (an `INSERT` run twice would fail on its key).
+//! * **P6. A switchover interrupted** (CLI killed, map slow). *Rule:* the old primary runs
+//!   the hand-over itself, resumes only when the outcome is known not to be a promotion, and
+//!   a re-run joins the hand-over under way. *Test:*
+//!   `a_switchover_whose_cli_is_killed_finishes_and_a_rerun_converges`.
+//! * **P7. A target killed mid-promotion.** *Rule:* whether to take the log over is decided
+//!   from the durable log against the map, so a restart finishes it. *Test:*
+//!   `a_replica_killed_while_it_is_promoted_takes_over_when_it_restarts`.
+//!
+//! Not built yet: in `async` mode a rejoining old primary that applied lost entries needs a
+//! snapshot (the replica says `Diverged`); rolling them back is issue 10's point 3.
 
 pub mod catchup;
 pub mod history;
