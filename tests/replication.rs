@@ -1488,6 +1488,84 @@ async fn a_promoted_replica_takes_up_an_in_doubt_transaction_of_its_dead_primary
         .unwrap();
 }
 
+/// A two-shard transaction whose anchor's primary dies right after its commit entry is
+/// committed (on its in-sync replica too): once the replica is promoted, the prepared
+/// participant learns the decision from it and commits, so the transaction is committed
+/// everywhere although its client heard nothing; the old anchor rejoins as a replica.
+#[cfg(feature = "failpoints")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failover_of_the_anchor_after_its_commit_entry_leaves_the_transaction_committed() {
+    // Shard 1 is n1 (primary) and n2, shard 2 is n3 and n4; n1..n3 vote in the map, so it
+    // keeps its quorum without n3.
+    let cluster = TestCluster::replicated("anchor-failover", 4, "{ factor: 2 }");
+    cluster.init_env(&[
+        ("FAILPOINTS", "anchor-after-commit=return"),
+        ("DDB_PREPARED_TIMEOUT_MS", "3000"),
+    ]);
+    let c = connect(cluster.sql_port("n2")).await;
+    c.batch_execute(SCHEMA).await.unwrap();
+    let map = map_of(&cluster.rpc_addr("n2")).await.unwrap();
+    let k1 = (0..1000).find(|k| shard_of(&map, *k) == 1).unwrap();
+    let k2 = (0..1000).find(|k| shard_of(&map, *k) == 2).unwrap();
+    for k in [k1, k2] {
+        c.execute("INSERT INTO t VALUES ($1, 0)", &[&k])
+            .await
+            .unwrap();
+    }
+    // Shard 2 (written first) anchors: its primary n3 commits the decision, n4 holds it, and
+    // n3 dies before anyone hears of it.
+    let block = format!(
+        "BEGIN; UPDATE t SET v = 1 WHERE k = {k2}; UPDATE t SET v = 1 WHERE k = {k1}; COMMIT"
+    );
+    let e = c.batch_execute(&block).await.expect_err("the anchor died");
+    assert_eq!(
+        sqlstate(&e),
+        Some("40003".into()),
+        "the outcome is unknown: {e}"
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            status_of(&cluster.rpc_addr("n3")).await.is_none()
+        })
+        .await,
+        "the anchor n3 did not crash at its crash point"
+    );
+    assert_eq!(
+        status_of(&cluster.rpc_addr("n1")).await.unwrap().prepared,
+        1,
+        "the participant n1 waits prepared for the decision"
+    );
+    let (code, row, stderr) = promote(&cluster, &["n4", "--force", "--expected-primary", "n3"]);
+    assert_eq!(code, Some(0), "{stderr}\n{}", cluster.logs());
+    assert_eq!(row["lost_entries"], 0, "{row}");
+    // The participant asks the new anchor primary, whose log holds the commit decision.
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            status_of(&cluster.rpc_addr("n1"))
+                .await
+                .is_some_and(|s| s.prepared == 0)
+        })
+        .await,
+        "the participant stayed in doubt:\n{}",
+        cluster.logs()
+    );
+    for k in [k1, k2] {
+        let v: i64 = c
+            .query_one("SELECT v FROM t WHERE k = $1", &[&k])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(v, 1, "key {k}: the committed transaction is there");
+    }
+    // The old anchor comes back (without the crash point) as n4's replica with its rows.
+    cluster.init();
+    assert!(
+        settled(&cluster, "n4", "n3").await,
+        "n3 did not rejoin as n4's replica:\n{}",
+        cluster.logs()
+    );
+}
+
 /// A replica that dies after the map made it the primary, before it took its log over, takes
 /// it over when it restarts (decided from its log, not from memory the crash lost): it serves
 /// writes with every acknowledged one there, and the old primary comes back as its replica.
@@ -1640,12 +1718,15 @@ async fn a_promotion_keeps_the_other_in_sync_replica_so_min_in_sync_holds_at_onc
     );
 }
 
-/// Waits until both copies of shard 1 are in the in-sync set and hold the same rows.
+/// Whether `replica` is in the in-sync set of `primary`'s shard (as the map on `primary` has
+/// it) and holds the same rows, within 30 s.
 async fn settled(cluster: &TestCluster, primary: &str, replica: &str) -> bool {
     eventually(Duration::from_secs(30), || async {
-        in_sync(cluster, "n3")
-            .await
-            .is_some_and(|s| s.len() == 2 && s.contains(&replica.to_string()))
+        let Some(map) = map_of(&cluster.rpc_addr(primary)).await else {
+            return false;
+        };
+        map.shard_of_node(primary)
+            .is_some_and(|(_, s)| s.in_sync.len() == 2 && s.in_sync.contains(&replica.to_string()))
             && same_copy(cluster, primary, replica).await
     })
     .await
