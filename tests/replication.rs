@@ -1566,6 +1566,81 @@ async fn a_failover_of_the_anchor_after_its_commit_entry_leaves_the_transaction_
     );
 }
 
+/// In `async` mode a forced promotion never picks a replica that lacks a two-phase commit
+/// record another replica holds, `--allow-data-loss` or not: a replica down while a
+/// transaction across shards committed (its anchor's decision on the primary and the other
+/// replica only), back once the primary is dead, is refused, the one holding the decision is promoted, and the transaction
+/// is committed on both shards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_async_promotion_refuses_a_replica_lacking_a_decision_record_another_one_holds() {
+    // Shard 1 is n1 (primary), n2 and n3; shard 2 is n4 and n5 (short of a copy). All five
+    // vote in the map, so it keeps its quorum without n1 and n3.
+    let cluster = TestCluster::replicated("async-decision", 5, "{ factor: 3, mode: async }");
+    cluster.init();
+    let c = connect(cluster.sql_port("n5")).await;
+    c.batch_execute(SCHEMA).await.unwrap();
+    let map = map_of(&cluster.rpc_addr("n5")).await.unwrap();
+    let (shard, info) = map.shard_of_node("n1").unwrap();
+    assert_eq!(
+        (info.primary.as_str(), info.replicas.len()),
+        ("n1", 2),
+        "{info:?}"
+    );
+    let other = 3 - shard;
+    let k1 = (0..1000).find(|k| shard_of(&map, *k) == shard).unwrap();
+    let k2 = (0..1000).find(|k| shard_of(&map, *k) == other).unwrap();
+    for k in [k1, k2] {
+        c.execute("INSERT INTO t VALUES ($1, 0)", &[&k])
+            .await
+            .unwrap();
+    }
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            same_copy(&cluster, "n1", "n3").await
+        })
+        .await,
+        "n3 did not catch up"
+    );
+    // n3 is down while the transaction commits: shard 1 anchors (written first), and its
+    // decision waits for one replica's ack only (n2's). (A frozen n3 would not do: what the
+    // kernel buffered for it while it was stopped would reach its log when it thaws.)
+    cluster.kill("n3");
+    c.batch_execute(&format!(
+        "BEGIN; UPDATE t SET v = 1 WHERE k = {k1}; UPDATE t SET v = 1 WHERE k = {k2}; COMMIT"
+    ))
+    .await
+    .unwrap();
+    cluster.kill("n1");
+    cluster.start_node("n3");
+    let (code, row, stderr) = promote(&cluster, &["n3", "--force", "--allow-data-loss"]);
+    assert_eq!(code, Some(4), "{row} {stderr}");
+    assert!(
+        stderr.contains("two-phase commit record") && stderr.contains("promote n2 instead"),
+        "{stderr}"
+    );
+    assert_eq!(
+        map_of(&cluster.rpc_addr("n5")).await.unwrap().shards[&shard].epoch,
+        1,
+        "the refused promotion changed nothing"
+    );
+    let (code, row, stderr) = promote(&cluster, &["n2", "--force", "--allow-data-loss"]);
+    assert_eq!(code, Some(0), "{stderr}\n{}", cluster.logs());
+    assert_eq!(row["new_primary"], "n2", "{row}");
+    assert!(
+        writes_resume(cluster.sql_port("n5"), 5000).await,
+        "n2 takes no writes:\n{}",
+        cluster.logs()
+    );
+    for k in [k1, k2] {
+        let v: i64 = c
+            .query_one("SELECT v FROM t WHERE k = $1", &[&k])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(v, 1, "key {k}: the transaction is committed on both shards");
+    }
+}
+
 /// A replica that dies after the map made it the primary, before it took its log over, takes
 /// it over when it restarts (decided from its log, not from memory the crash lost): it serves
 /// writes with every acknowledged one there, and the old primary comes back as its replica.

@@ -24,7 +24,10 @@
 //!    it holds every committed entry) unless `--allow-data-loss`. In `async` mode a promotion
 //!    may lose what the primary committed and no replica holds: ddb prints a lower bound (how
 //!    far the most advanced replica it can reach is ahead of NODE) and refuses without
-//!    `--allow-data-loss`.
+//!    `--allow-data-loss`. Whenever NODE may lack entries (`async`, or out of sync), a replica
+//!    that answers and holds a two-phase commit record past NODE's last entry makes ddb
+//!    refuse, `--allow-data-loss` or not, and name that replica: losing the record would
+//!    leave a transaction committed on some shards only.
 //! 2. **Checks of the nodes**: NODE answers; the primary does not (a live primary is moved by
 //!    a switchover: a forced promotion of a primary that still serves would let it answer
 //!    reads until it hears of the new map, as ddb keeps no leases yet).
@@ -119,6 +122,11 @@ pub async fn run(args: &PromoteArgs, global: &GlobalArgs) -> anyhow::Result<()> 
         return switchover(args, global, cluster, &map, &plan).await;
     }
     let lost = lost_bound(&targets, &map, &plan, &status).await;
+    if !(plan.mode == Mode::Sync && plan.in_sync) {
+        // NODE may lack entries another replica holds: never one with a two-phase commit
+        // record, whose loss would commit a transaction on some shards only.
+        refuse_missing_txn_record(&targets, &map, &plan, &status).await?;
+    }
     if plan.mode == Mode::Async && !args.allow_data_loss {
         return Err(Error::Refused(format!(
             "shard {} replicates asynchronously: promoting {} loses what the primary {} \
@@ -424,6 +432,59 @@ async fn lost_bound(
         }
     }
     Some(best?.saturating_sub(target.lsn) as i64)
+}
+
+/// Refuses the promotion when a replica that answers holds a two-phase commit record (a
+/// prepare or a decision) past NODE's last entry: NODE would lose it, and with it the outcome
+/// other shards committed or are waiting for. Refused too when a replica ahead of NODE cannot
+/// say (the check is what keeps a transaction atomic; `--allow-data-loss` does not lift it).
+async fn refuse_missing_txn_record(
+    targets: &Targets,
+    map: &ClusterMap,
+    plan: &Plan,
+    target: &NodeStatus,
+) -> anyhow::Result<()> {
+    let Some(info) = map.shards.get(&plan.shard) else {
+        return Ok(());
+    };
+    for name in info.replicas.iter().filter(|n| **n != target.name) {
+        let Some(addr) = map.node(name).map(|n| n.rpc_addr.clone()) else {
+            continue;
+        };
+        let Ok(Some((client, s))) = probe(&addr, targets.cluster.as_deref()).await else {
+            continue;
+        };
+        if s.lsn <= target.lsn {
+            continue;
+        }
+        let ask = Request::FirstTxnRecord {
+            shard: plan.shard,
+            after: target.lsn,
+            upto: s.lsn,
+        };
+        let why = match client.call(ask).await {
+            Ok(Response::TxnRecord(None)) => continue,
+            Ok(Response::TxnRecord(Some(lsn))) => format!(
+                "replica {name} holds a two-phase commit record at entry {lsn}, past {}'s last                  entry {}: promoting {} would lose it, and with it the outcome of a                  transaction across shards; promote {name} instead, or wait until {} holds it",
+                target.name, target.lsn, target.name, target.name
+            ),
+            Ok(Response::Error(e)) => format!(
+                "replica {name} is ahead of {} ({} entries) and could not say whether it holds                  a two-phase commit record {} lacks: {e}",
+                target.name,
+                s.lsn - target.lsn,
+                target.name
+            ),
+            Ok(other) => format!("replica {name} answered {other:?}"),
+            Err(e) => format!(
+                "replica {name} is ahead of {} ({} entries) and did not say whether it holds                  a two-phase commit record {} lacks: {e}",
+                target.name,
+                s.lsn - target.lsn,
+                target.name
+            ),
+        };
+        return Err(Error::Refused(format!("{why} (--allow-data-loss does not lift this)")).into());
+    }
+    Ok(())
 }
 
 fn describe_lost(lost: Option<i64>) -> String {

@@ -125,6 +125,14 @@ pub enum Request {
         to: String,
         drain_ms: u64,
     },
+    /// Asked by `ddb promote` of a copy of `shard`: the first entry in `(after, upto]` of its
+    /// log that holds a two-phase commit record, answered with [`Response::TxnRecord`]. An
+    /// `async` promotion must not pick a replica lacking a decision record another one holds.
+    FirstTxnRecord {
+        shard: ShardId,
+        after: u64,
+        upto: u64,
+    },
 }
 
 /// What a shard's primary sends a replica, on one long-lived connection per replica.
@@ -333,6 +341,8 @@ pub enum Response {
     Error(Error),
     /// A switchover's map change was applied ([`Request::HandOver`]).
     HandedOver(HandedOver),
+    /// The LSN of a two-phase commit record, if any ([`Request::FirstTxnRecord`]).
+    TxnRecord(Option<u64>),
 }
 
 /// What a primary that handed its shard over reports.

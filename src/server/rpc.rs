@@ -507,6 +507,29 @@ async fn handle(request: Request, node: &Arc<Node>, sessions: &Sessions) -> Resp
                 Err(e) => Response::Error(e),
             }
         }
+        Request::FirstTxnRecord { shard, after, upto } => {
+            let me = &node.name;
+            let holds = node
+                .meta()
+                .and_then(|m| m.map())
+                .and_then(|map| map.shard_of_node(me).map(|(id, _)| id))
+                == Some(shard);
+            if !holds {
+                return Response::Error(Error::Refused(format!(
+                    "node {me} holds no copy of shard {shard}"
+                )));
+            }
+            let engine = node.db.txns.store.engine.clone();
+            match tokio::task::spawn_blocking(move || {
+                crate::storage::log::first_txn_record(engine.as_ref(), after, upto)
+            })
+            .await
+            {
+                Ok(Ok(lsn)) => Response::TxnRecord(lsn),
+                Ok(Err(e)) => Response::Error(e),
+                Err(e) => Response::Error(Error::Internal(format!("log scan task: {e}"))),
+            }
+        }
     }
 }
 

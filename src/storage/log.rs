@@ -63,8 +63,8 @@ use super::group::{
     failed_error, mark_failed, stop_node, storable, write_and_persist, Request, MAX_GROUP,
 };
 pub use super::record::{
-    applied_lsn, log_id_at, log_key, read_entries, wal_state, LogEntry, LogId, LogRead, Lsn,
-    WalState, APPLIED_LSN_KEY,
+    applied_lsn, first_txn_record, log_id_at, log_key, read_entries, wal_state, LogEntry, LogId,
+    LogRead, Lsn, WalState, APPLIED_LSN_KEY,
 };
 use super::record::{applied_write, encode_entry};
 use super::wal::{self, Op};

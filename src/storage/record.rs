@@ -317,6 +317,42 @@ fn last_present(r: &(impl Reads + ?Sized), known: Lsn) -> Result<Lsn> {
     Ok(lo)
 }
 
+/// The LSN of the first entry in `(after, upto]` of the log that holds a two-phase commit
+/// record (a prepare or a decision: [`LogEntry::writes_txn`]), if any. `None` also when the
+/// log ends before `upto`. Refused when the log no longer holds `after + 1` (its front was
+/// dropped) or when the range is longer than [`MAX_TXN_SCAN`] entries, so a question from
+/// outside cannot make the node read its whole log.
+pub fn first_txn_record(engine: &dyn Engine, after: Lsn, upto: Lsn) -> Result<Option<Lsn>> {
+    if upto.saturating_sub(after) > MAX_TXN_SCAN {
+        return Err(Error::InvalidInput(format!(
+            "a scan for two-phase commit records covers at most {MAX_TXN_SCAN} entries, not \
+             {after}..={upto}"
+        )));
+    }
+    let mut from = after + 1;
+    while from <= upto {
+        let entries = match read_entries(engine, from, 4 << 20)? {
+            LogRead::Entries(entries) => entries,
+            LogRead::Truncated { base } => {
+                return Err(Error::Refused(format!(
+                    "the log was dropped up to {base}: it no longer holds entry {from}"
+                )))
+            }
+        };
+        let Some(last) = entries.last().map(|e| e.lsn) else {
+            return Ok(None);
+        };
+        if let Some(e) = entries.iter().find(|e| e.lsn <= upto && e.writes_txn()) {
+            return Ok(Some(e.lsn));
+        }
+        from = last + 1;
+    }
+    Ok(None)
+}
+
+/// The longest range [`first_txn_record`] scans.
+pub const MAX_TXN_SCAN: u64 = 1_000_000;
+
 /// What [`read_entries`] found.
 #[derive(Debug, PartialEq, Eq)]
 pub enum LogRead {

@@ -17,7 +17,10 @@ use tokio::sync::oneshot::error::TryRecvError;
 use super::disk::Disk;
 use super::engine::{Engine, Memory, Scan, Snapshot, Space, Write};
 use super::log::{log_id_at, wal_state, Committer};
-use super::record::{encode_entry, read_entries, LogEntry, LogId, LogRead, Lsn, WalState};
+use super::record::{
+    encode_entry, first_txn_record, read_entries, LogEntry, LogId, LogRead, Lsn, WalState,
+    MAX_TXN_SCAN,
+};
 use super::snapshot::{Cursor, ShardSnapshot};
 use super::store::{Mode, Store};
 use crate::error::{Error, Result};
@@ -562,6 +565,25 @@ async fn read_entries_is_bounded_by_bytes(f: &mut dyn Fixture) {
     assert_eq!(read(11, usize::MAX), Vec::new());
 }
 
+async fn the_first_txn_record_of_a_range_is_found(f: &mut dyn Fixture) {
+    let c = wal(f);
+    let mut entries: Vec<_> = (1..=10).map(|l| entry(1, l, "k", "v")).collect();
+    for lsn in [4, 7] {
+        entries[lsn as usize - 1].writes =
+            vec![Write::Put(Space::Txn, b"g".to_vec(), b"d".to_vec())];
+    }
+    append(&c, entries).await.unwrap();
+    let engine = f.engine();
+    let first = |after, upto| first_txn_record(engine.as_ref(), after, upto).unwrap();
+    assert_eq!(first(0, 10), Some(4));
+    assert_eq!(first(4, 10), Some(7));
+    assert_eq!(first(4, 6), None);
+    assert_eq!(first(7, 20), None, "past the log's end");
+    assert_eq!(first(3, 4), Some(4));
+    let long = first_txn_record(engine.as_ref(), 0, MAX_TXN_SCAN + 1);
+    assert!(matches!(long, Err(Error::InvalidInput(_))), "{long:?}");
+}
+
 /// A row's value in the snapshot tests: long enough that a batch of a few hundred bytes holds
 /// only a few rows.
 fn row_value(i: u32, round: &str) -> String {
@@ -829,6 +851,7 @@ wal_suite!(
     truncate_after_drops_an_unapplied_suffix_only,
     truncate_before_keeps_the_base_across_a_restart,
     read_entries_is_bounded_by_bytes,
+    the_first_txn_record_of_a_range_is_found,
     a_snapshot_is_consistent_while_writes_go_on_and_spans_many_batches,
     a_snapshot_install_replaces_the_store_and_its_marker_survives_a_restart,
     a_sealed_log_answers_its_waiting_submitters_and_refuses_later_ones,

@@ -496,6 +496,41 @@ impl TestCluster {
             .ok()
     }
 
+    /// Starts one node again (`ddb server` with the arguments `ddb init` gives it), leaving
+    /// the others as they are, and waits until its RPC port answers.
+    pub fn start_node(&self, node: &str) {
+        let (rpc, sql) = self.ports(node);
+        let dir = self.data_dir(node);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("ddb.log"))
+            .expect("the node's log");
+        let mut child = Command::new(ddb_bin())
+            .arg("server")
+            .arg("--data-dir")
+            .arg(&dir)
+            .args(["--listen", &format!("127.0.0.1:{rpc}")])
+            .args(["--sql-listen", &format!("127.0.0.1:{sql}")])
+            .args(["--name", node])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn ddb server");
+        // Reaped when it exits (a test kills it with kill -9, or the cluster's drop does).
+        std::thread::spawn(move || child.wait());
+        assert!(
+            wait_until(Duration::from_secs(30), || std::net::TcpStream::connect((
+                "127.0.0.1",
+                rpc
+            ))
+            .is_ok()),
+            "node {node} did not start:\n{}",
+            self.logs()
+        );
+    }
+
     /// Kills a node with SIGKILL and waits until its port is closed.
     pub fn kill(&self, node: &str) {
         if let Some(pid) = self.pid(node) {
