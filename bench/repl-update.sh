@@ -8,8 +8,12 @@
 #   ddb_f2          a 2-node ddb cluster (one shard, factor 2, replication.mode MODE)
 #   ddb_f2_switch   the same cluster again while SWITCHOVERS `ddb promote` switchovers move
 #                   its primary back and forth (n2, n1, n2, ...), spread over the run
-# and prints TPS, latency, the ratios replicated/unreplicated, and each switchover's write
-# pause (pause_ms of `ddb promote --format json`) with their median and maximum.
+#   ddb_failover    a 3-node cluster (shard 1 on n1 and n2): n1 killed (kill -9), then
+#                   `ddb promote n2 --force`, timed from the command to the first write
+#                   committed through n3 (FAILOVERS times, n1 restarted as a replica between)
+# and prints TPS, latency, the ratios replicated/unreplicated, each switchover's write
+# pause (pause_ms of `ddb promote --format json`) with their median and maximum, and each
+# failover's time.
 # See bench/README.md ("Replication: point UPDATEs").
 #
 # Environment:
@@ -21,6 +25,7 @@
 #   DURATION   seconds per pgbench run (default 15)
 #   MODE       replication.mode of ddb_f2: sync | async (default sync)
 #   SWITCHOVERS  switchovers during the ddb_f2_switch run (default 10; 0: no such run)
+#   FAILOVERS  forced failovers of the ddb_failover phase (default 3; 0: no such phase)
 #   LOAD_TIMEOUT  seconds allowed for loading one target (default 600)
 #
 # Summary goes to stdout; progress and diagnostics go to stderr.
@@ -43,12 +48,14 @@ KEEP=${KEEP:-0}
 BUILD=${BUILD:-0}
 LOAD_TIMEOUT=${LOAD_TIMEOUT:-600}
 SWITCHOVERS=${SWITCHOVERS:-10}
+FAILOVERS=${FAILOVERS:-3}
 BATCH=1000
 DEADLINE=30
 
 require_positive_ints ROWS CLIENTS JOBS DURATION LOAD_TIMEOUT
 case $MODE in sync|async) ;; *) die "MODE must be sync or async (got '$MODE')" ;; esac
 [[ $SWITCHOVERS =~ ^[0-9]+$ ]] || die "SWITCHOVERS must be a non-negative integer (got '$SWITCHOVERS')"
+[[ $FAILOVERS =~ ^[0-9]+$ ]] || die "FAILOVERS must be a non-negative integer (got '$FAILOVERS')"
 check_clients_jobs
 RUN_PG=0 RUN_DDB=0
 for t in $TARGETS; do
@@ -70,8 +77,8 @@ UPTIME_BEFORE=$(uptime)
 mkdir -p "$TMP/results"
 
 # PostgreSQL, its standby, then the two clusters' RPC and SQL ports (1 node, then 2).
-read -r -a PORTS <<<"$(pick_ports 8)"
-(( ${#PORTS[@]} == 8 )) || die "could not pick free ports"
+read -r -a PORTS <<<"$(pick_ports 14)"
+(( ${#PORTS[@]} == 14 )) || die "could not pick free ports"
 PG_PORT=${PORTS[0]} PG_STANDBY_PORT=${PORTS[1]}
 CL_RPC=() CL_SQL=() CLUSTER_NODES=0
 
@@ -170,6 +177,73 @@ switch_run() { # label
     log "$1: ${#PAUSES[@]} switchovers, pauses (ms): ${PAUSES[*]}"
 }
 
+# ---------------------------------------------------------------- failovers
+FAILOVER_MS=() FAILOVER_PAUSE=()
+# A 3-node cluster, factor 2 (shard 1 on n1 and n2, shard 2 on n3 alone; all three vote in
+# the map, so it keeps its quorum without n1). Each round: kill -9 the primary of shard 1,
+# `ddb promote OTHER --force`, then an UPDATE of a shard-1 row through n3 until one commits;
+# then the dead node is started again (ddb init) and rejoins as a replica.
+failover_phase() {
+    local round dead target t0 ms row pid
+    CLUSTER_NODES=3 CLUSTER_FACTOR=2 CLUSTER_MODE=sync
+    CL_RPC=("${PORTS[@]:8:3}")
+    CL_SQL=("${PORTS[@]:11:3}")
+    log "starting a ddb cluster of 3 nodes, factor 2, for $FAILOVERS forced failovers"
+    init_cluster "repl-update-failover"
+    SUM_EXPECTED=0
+    load ddb
+    log "probe row of shard 1: id $(failover_key)"
+    dead=n1 target=n2
+    for (( round = 0; round < FAILOVERS; round++ )); do
+        pid=$(cat "$TMP/cluster/$dead/ddb.pid")
+        kill -KILL "$pid"
+        sleep 0.2
+        t0=$(now)
+        row=$(timeout 60 "$DDB" promote "$target" --force -c "$CLUSTER_YAML" --format json \
+            </dev/null 2>"$TMP/failover.err" 3>&-) \
+            || { cat "$TMP/failover.err" >&2; die "ddb promote $target --force failed"; }
+        # The first write committed on shard 1 after the command started.
+        until run_psql_at ddb 2 -c "UPDATE t SET v = v + 1 WHERE id = $(failover_key)" >/dev/null 2>&1; do
+            sleep 0.005
+        done
+        ms=$(awk -v a="$t0" -v b="$(now)" 'BEGIN { printf "%d", (b - a) * 1000 }')
+        SUM_EXPECTED=$(( SUM_EXPECTED + 1 ))
+        FAILOVER_MS+=("$ms")
+        FAILOVER_PAUSE+=("$(sed -n 's/.*"pause_ms":\([0-9]*\).*/\1/p' <<<"$row")")
+        log "failover $round: $dead killed, $target promoted: first committed write after ${ms} ms ($row)"
+        timeout 120 "$DDB" init -c "$CLUSTER_YAML" </dev/null >/dev/null 2>"$TMP/failover-init.err" 3>&- \
+            || { cat "$TMP/failover-init.err" >&2; die "ddb init (restarting $dead) failed"; }
+        # Wait until the old primary is back in the in-sync set before the next round.
+        local t1=$SECONDS
+        until "$DDB" status -c "$CLUSTER_YAML" --format tsv </dev/null 2>/dev/null 3>&- \
+                | awk -v n="$dead" '$1 == n && $6 == "t" { ok = 1 } END { exit !ok }'; do
+            (( SECONDS - t1 < 60 )) || die "$dead did not rejoin the in-sync set within 60 s"
+            sleep 0.2
+        done
+        local swap=$dead; dead=$target; target=$swap
+    done
+    [[ $(query_value ddb 2 "SELECT sum(v) FROM t") == "$SUM_EXPECTED" ]] \
+        || target_fail ddb "after the failovers sum(v) is not $SUM_EXPECTED"
+    show_cluster_status
+    stop_cluster
+    CLUSTER_STARTED=0
+    rm -rf -- "$TMP/cluster"
+}
+# An id of table t on shard 1 (the failovers' shard), found with ddb ring --key.
+FAILOVER_KEY=""
+failover_key() {
+    local k s
+    if [[ -z $FAILOVER_KEY ]]; then
+        for (( k = 1; k <= 50; k++ )); do
+            s=$("$DDB" ring -c "$CLUSTER_YAML" --key "$k" --table t --format json </dev/null 2>/dev/null 3>&- \
+                | sed -n 's/.*"shard":\([0-9]*\).*/\1/p')
+            if [[ $s == 1 ]]; then FAILOVER_KEY=$k; break; fi
+        done
+        [[ -n $FAILOVER_KEY ]] || FAILOVER_KEY=1
+    fi
+    echo "$FAILOVER_KEY"
+}
+
 # ---------------------------------------------------------------- ddb clusters
 ddb_phase() { # factor label
     local factor=$1 label=$2 base
@@ -205,6 +279,7 @@ fi
 if (( RUN_DDB )); then
     ddb_phase 1 ddb_f1
     ddb_phase 2 ddb_f2
+    (( FAILOVERS > 0 )) && failover_phase
 fi
 UPTIME_AFTER=$(uptime)
 
@@ -226,6 +301,10 @@ if (( ${#PAUSES[@]} > 0 )); then
         "$(printf '%s\n' "${PAUSES[@]}" | sort -n | awk '{ a[NR] = $1 } END { print (NR % 2 ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2) }')" \
         "$(printf '%s\n' "${PAUSES[@]}" | sort -n | tail -1)" \
         "$(ratio "${TPS[ddb_f2_switch]:-}" "${TPS[ddb_f2]:-}")" "$(ratio "${TPS[ddb_f2_switch]:-}" "${TPS[postgres_sync]:-}")"
+fi
+if (( ${#FAILOVER_MS[@]} > 0 )); then
+    printf 'failovers (kill -9 the primary, promote --force): command to first committed write ms: %s; pause_ms reported: %s\n' \
+        "${FAILOVER_MS[*]}" "${FAILOVER_PAUSE[*]}"
 fi
 printf 'uptime_before %s\nuptime_after  %s\n' "$UPTIME_BEFORE" "$UPTIME_AFTER"
 printf 'nproc=%s rows=%s clients=%s jobs=%s duration=%ss ddb_f2_mode=%s date=%s\n' \

@@ -56,6 +56,8 @@ use crate::cluster::map::{Change, ClusterMap, Mode};
 use crate::cluster::ring::ShardId;
 use crate::error::Error;
 use crate::protocol::{NodeStatus, Replicate, ReplicateReply, Request, Response};
+use crate::replication::LogId;
+use crate::storage::log::Lsn;
 use crate::types::value::{DataType, Value};
 use crate::types::QueryResult;
 
@@ -197,6 +199,14 @@ pub async fn run(args: &PromoteArgs, global: &GlobalArgs) -> anyhow::Result<()> 
         other => {
             return Err(Error::Corrupt(format!("unexpected answer to a fence: {other:?}")).into())
         }
+    };
+    // NODE's log may hold a tail of an older epoch past where a later epoch began (a
+    // switchover's stragglers, a deposed primary's last entries): not part of the shard's
+    // history, never committed, and answered as dropped. The new epoch begins before it, so
+    // NODE cuts it when it takes over.
+    let last = match map.shards.get(&plan.shard) {
+        Some(info) => within_history(&info.epochs, last),
+        None => last,
     };
     let change = Change::Promote {
         shard: plan.shard,
@@ -465,18 +475,22 @@ async fn refuse_missing_txn_record(
         let why = match client.call(ask).await {
             Ok(Response::TxnRecord(None)) => continue,
             Ok(Response::TxnRecord(Some(lsn))) => format!(
-                "replica {name} holds a two-phase commit record at entry {lsn}, past {}'s last                  entry {}: promoting {} would lose it, and with it the outcome of a                  transaction across shards; promote {name} instead, or wait until {} holds it",
+                "replica {name} holds a two-phase commit record at entry {lsn}, past {}'s last \
+                 entry {}: promoting {} would lose it, and with it the outcome of a \
+                 transaction across shards; promote {name} instead, or wait until {} holds it",
                 target.name, target.lsn, target.name, target.name
             ),
             Ok(Response::Error(e)) => format!(
-                "replica {name} is ahead of {} ({} entries) and could not say whether it holds                  a two-phase commit record {} lacks: {e}",
+                "replica {name} is ahead of {} ({} entries) and could not say whether it holds \
+                 a two-phase commit record {} lacks: {e}",
                 target.name,
                 s.lsn - target.lsn,
                 target.name
             ),
             Ok(other) => format!("replica {name} answered {other:?}"),
             Err(e) => format!(
-                "replica {name} is ahead of {} ({} entries) and did not say whether it holds                  a two-phase commit record {} lacks: {e}",
+                "replica {name} is ahead of {} ({} entries) and did not say whether it holds \
+                 a two-phase commit record {} lacks: {e}",
                 target.name,
                 s.lsn - target.lsn,
                 target.name
@@ -485,6 +499,19 @@ async fn refuse_missing_txn_record(
         return Err(Error::Refused(format!("{why} (--allow-data-loss does not lift this)")).into());
     }
     Ok(())
+}
+
+/// The last entry of a log ending at `last` that belongs to the shard's history `epochs`
+/// (each epoch with the LSN it begins at): entries of an older epoch at or past the LSN where
+/// a later epoch began are not part of it.
+fn within_history(epochs: &[(u64, Lsn)], last: LogId) -> LogId {
+    match epochs
+        .iter()
+        .find(|(epoch, first)| *epoch > last.epoch && *first <= last.lsn)
+    {
+        Some(&(_, first)) => LogId::new(last.epoch, first - 1),
+        None => last,
+    }
 }
 
 fn describe_lost(lost: Option<i64>) -> String {
@@ -517,5 +544,29 @@ fn result(plan: &Plan, node: &str, pause_ms: Option<i64>, lost: Option<i64>) -> 
             opt(lost),
         ]],
         tag: String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_log_tail_past_where_a_later_epoch_began_is_not_part_of_the_history() {
+        let epochs = [(1, 1), (2, 9)];
+        // A tail of epoch 1 past entry 8, where epoch 2 began: cut at 8.
+        assert_eq!(within_history(&epochs, LogId::new(1, 10)), LogId::new(1, 8));
+        assert_eq!(within_history(&epochs, LogId::new(1, 9)), LogId::new(1, 8));
+        // Within the history: kept.
+        assert_eq!(within_history(&epochs, LogId::new(1, 8)), LogId::new(1, 8));
+        assert_eq!(
+            within_history(&epochs, LogId::new(2, 30)),
+            LogId::new(2, 30)
+        );
+        assert_eq!(
+            within_history(&[(1, 1)], LogId::new(1, 30)),
+            LogId::new(1, 30)
+        );
+        assert_eq!(within_history(&epochs, LogId::default()), LogId::default());
     }
 }

@@ -648,6 +648,21 @@ impl Loop {
         if !drained && tokio::time::Instant::now() < h.deadline {
             return;
         }
+        if !drained
+            && self
+                .core
+                .peer(&h.to)
+                .is_none_or(|(session, _)| session.is_none())
+        {
+            // At the bound, what `to` acked is all it holds only while its stream is up: a
+            // node that went away during the drain may not come back to take the shard.
+            let why = Error::Refused(format!(
+                "node {} lost its replication stream during the drain; nothing changed",
+                h.to
+            ));
+            self.abort_handover(why);
+            return;
+        }
         if acked < commit {
             let why = Error::Timeout(format!(
                 "node {} holds the log up to {acked}, but it is committed up to {commit}: it \
@@ -734,9 +749,33 @@ impl Loop {
     /// Gives a switchover up before the map took it: writes are taken again, and what the
     /// cap held back commits.
     fn abort_handover(&mut self, why: Error) {
-        let Some(h) = self.handover.take() else {
+        let Some(mut h) = self.handover.take() else {
             return;
         };
+        // Once proposed, a failed answer may still hide a change the map took (a retry
+        // refused because the first try applied): if the map has moved past this epoch, or
+        // this node heard it is deposed, writes stay refused and the cap stays until the
+        // driver follows the map and stops.
+        let moved_on = self.deposed.is_some()
+            || self
+                .meta
+                .map()
+                .and_then(|m| m.shards.get(&self.shard).map(|s| s.epoch > self.epoch))
+                .unwrap_or(false);
+        if h.proposed.is_some() && moved_on {
+            tracing::warn!(
+                shard = self.shard,
+                to = %h.to,
+                "replication: switchover answered {why}, but the map has moved past epoch {}: \
+                 writes stay refused until this node follows it",
+                self.epoch
+            );
+            for reply in h.replies.drain(..) {
+                let _ = reply.send(Err(why.clone()));
+            }
+            self.handover = Some(h);
+            return;
+        }
         tracing::warn!(
             shard = self.shard,
             to = %h.to,
@@ -1127,16 +1166,24 @@ async fn propose_promotion(
                 && s.epochs.last() == Some(&(epoch + 1, *first_lsn))
         })
     };
+    // Whether an earlier try may have been applied (its answer was lost): a refusal of a
+    // retry may then be the map refusing a change it already took.
+    let mut unsure = false;
     loop {
         match meta.propose(change.clone()).await {
             Ok(version) => return Ok(version),
             Err(Error::Refused(why)) => {
-                let deadline = tokio::time::Instant::now() + REFLECT;
+                let wait = if unsure { REFLECT * 10 } else { REFLECT };
+                let deadline = tokio::time::Instant::now() + wait;
                 let mut maps = meta.subscribe();
                 loop {
                     if let Some(m) = maps.borrow_and_update().as_deref() {
                         if applied(m) {
                             return Ok(m.version);
+                        }
+                        if m.shards.get(&shard).is_some_and(|s| s.epoch > epoch) {
+                            // Another promotion won: this node is deposed either way.
+                            return Err(Error::Refused(why));
                         }
                     }
                     if tokio::time::timeout_at(deadline, maps.changed())
@@ -1148,6 +1195,7 @@ async fn propose_promotion(
                 }
             }
             Err(e) => {
+                unsure = true;
                 tracing::warn!("replication: proposing the switchover: {e}; retrying");
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }

@@ -329,7 +329,9 @@ pub fn first_txn_record(engine: &dyn Engine, after: Lsn, upto: Lsn) -> Result<Op
              {after}..={upto}"
         )));
     }
-    let mut from = after + 1;
+    let Some(mut from) = after.checked_add(1) else {
+        return Ok(None);
+    };
     while from <= upto {
         let entries = match read_entries(engine, from, 4 << 20)? {
             LogRead::Entries(entries) => entries,
@@ -345,7 +347,10 @@ pub fn first_txn_record(engine: &dyn Engine, after: Lsn, upto: Lsn) -> Result<Op
         if let Some(e) = entries.iter().find(|e| e.lsn <= upto && e.writes_txn()) {
             return Ok(Some(e.lsn));
         }
-        from = last + 1;
+        match last.checked_add(1) {
+            Some(next) => from = next,
+            None => break,
+        }
     }
     Ok(None)
 }

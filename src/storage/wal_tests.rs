@@ -580,6 +580,11 @@ async fn the_first_txn_record_of_a_range_is_found(f: &mut dyn Fixture) {
     assert_eq!(first(4, 6), None);
     assert_eq!(first(7, 20), None, "past the log's end");
     assert_eq!(first(3, 4), Some(4));
+    assert_eq!(
+        first(u64::MAX, u64::MAX),
+        None,
+        "no overflow at the end of the LSNs"
+    );
     let long = first_txn_record(engine.as_ref(), 0, MAX_TXN_SCAN + 1);
     assert!(matches!(long, Err(Error::InvalidInput(_))), "{long:?}");
 }
