@@ -216,7 +216,8 @@ failover_phase() {
         # Wait until the old primary is back in the in-sync set before the next round.
         local t1=$SECONDS
         until "$DDB" status -c "$CLUSTER_YAML" --format tsv </dev/null 2>/dev/null 3>&- \
-                | awk -v n="$dead" '$1 == n && $6 == "t" { ok = 1 } END { exit !ok }'; do
+                | awk -F'\t' -v n="$dead" 'NR == 1 { for (i = 1; i <= NF; i++) if ($i == "in_sync") c = i; next }
+                    c && $1 == n && $c == "t" { ok = 1 } END { exit !ok }'; do
             (( SECONDS - t1 < 60 )) || die "$dead did not rejoin the in-sync set within 60 s"
             sleep 0.2
         done

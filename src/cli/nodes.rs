@@ -139,19 +139,27 @@ impl Targets {
         })
     }
 
-    /// The map: the one `--addr`'s node gave, else that of the first node that has one.
+    /// The map: the one `--addr`'s node gave, else the newest (highest version) of those the
+    /// nodes that answer have. A node that has just restarted may not have caught up with the
+    /// map's Raft log yet: its map may name a primary that is no longer one.
     pub async fn map(&self) -> Option<ClusterMap> {
         if let Some(m) = &self.map {
             return Some(m.clone());
         }
-        for node in &self.nodes {
-            if let Ok(Some((client, _))) = probe(&node.rpc_addr, self.cluster.as_deref()).await {
-                if let Ok(Response::Map(Some(map))) = client.call(Request::GetMap).await {
-                    return Some(*map);
-                }
+        let asks = self.nodes.iter().map(|node| async move {
+            let (client, _) = probe(&node.rpc_addr, self.cluster.as_deref())
+                .await
+                .ok()??;
+            match client.call(Request::GetMap).await {
+                Ok(Response::Map(Some(map))) => Some(*map),
+                _ => None,
             }
-        }
-        None
+        });
+        futures::future::join_all(asks)
+            .await
+            .into_iter()
+            .flatten()
+            .max_by_key(|m| m.version)
     }
 
     /// Probes every node, in order.
