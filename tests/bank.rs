@@ -714,11 +714,14 @@ async fn progress_or_logs(bank: &Bank, cluster: &TestCluster, accounts: &[i64], 
     }
 }
 
-// Fails in about one run of three (2026-12-04): after a promotion, one or two accounts of the
-// shard whose primary moved stay locked for good (every transfer on them is a wait-die victim,
-// 40001), with no transaction prepared on any node. Not caused by the gateway's 57P03 retry
-// (it fails with the retry switched off too). Run it with `--ignored` while fixing it.
-#[ignore = "a row lock stays held after a promotion in about one run of three: see the comment"]
+// Fails in about one run of four (2026-12-04): a reader's `SELECT sum(balance)` sees a wrong
+// total across a switchover. A multi-shard read-only part is released at commit without a
+// check, so a read of shard 1 on the old primary before the hand-over and of shard 2 after a
+// transfer committed through the new primary is not serializable (the new primary does not
+// know the old one's read locks). Fix: validate read-only parts at commit, refused once their
+// node handed over or was deposed. (The lock it also found, a deposed primary's open parts
+// kept locked, is fixed.) Run it with `--ignored` while fixing it.
+#[ignore = "a cross-shard read is not serializable across a switchover: see the comment"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn transfers_across_shards_survive_switchovers_and_failovers_on_three_shards_of_two() {
     // Shards: n1 (primary) and n2, n3 and n4, n5 and n6, in sync mode; n1..n5 vote in the map.

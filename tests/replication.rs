@@ -1641,6 +1641,60 @@ async fn an_async_promotion_refuses_a_replica_lacking_a_decision_record_another_
     }
 }
 
+/// A deposed primary rolls back the open parts gateways had on it: a block that wrote a row
+/// there and stayed open across two switchovers (away and back) leaves no lock behind, so
+/// another client writes the row at once when the node is the primary again, and the block's
+/// COMMIT fails with a definite error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deposed_primary_keeps_no_lock_of_an_open_transaction() {
+    let cluster = TestCluster::replicated("deposed-locks", 3, "{ factor: 2 }");
+    cluster.init();
+    let gateway = cluster.sql_port("n3");
+    let a = connect(gateway).await;
+    a.batch_execute(SCHEMA).await.unwrap();
+    let map = map_of(&cluster.rpc_addr("n3")).await.unwrap();
+    let k = (0..1000).find(|k| shard_of(&map, *k) == 1).unwrap();
+    a.execute("INSERT INTO t VALUES ($1, 0)", &[&k])
+        .await
+        .unwrap();
+    assert!(settled(&cluster, "n1", "n2").await, "{}", cluster.logs());
+    // The block's part on n1 holds the row's lock.
+    a.batch_execute(&format!("BEGIN; UPDATE t SET v = 1 WHERE k = {k}"))
+        .await
+        .unwrap();
+    for to in ["n2", "n1"] {
+        let (code, _, stderr) = promote(&cluster, &[to]);
+        assert_eq!(
+            code,
+            Some(0),
+            "ddb promote {to}: {stderr}\n{}",
+            cluster.logs()
+        );
+        let from = if to == "n1" { "n2" } else { "n1" };
+        assert!(settled(&cluster, to, from).await, "{}", cluster.logs());
+    }
+    // n1 is the primary again: the row takes another client's write.
+    let b = connect(gateway).await;
+    b.execute("UPDATE t SET v = 2 WHERE k = $1", &[&k])
+        .await
+        .expect("the row is not locked by the open block");
+    let e = a
+        .batch_execute("COMMIT")
+        .await
+        .expect_err("its part is gone");
+    let code = sqlstate(&e);
+    assert!(
+        code.as_deref() != Some("40003"),
+        "the block's commit is definitely refused: {e:?}"
+    );
+    let v: i64 = b
+        .query_one("SELECT v FROM t WHERE k = $1", &[&k])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(v, 2);
+}
+
 /// A replica that dies after the map made it the primary, before it took its log over, takes
 /// it over when it restarts (decided from its log, not from memory the crash lost): it serves
 /// writes with every acknowledged one there, and the old primary comes back as its replica.

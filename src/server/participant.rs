@@ -136,8 +136,9 @@ async fn run(node: &Node, conn: &Participants, req: ShardRequest) -> Result<Shar
         None => true,
     };
     if fenced {
-        if matches!(req.op, ShardOp::Commit) {
-            // The gateway takes a refused commit as definite: make it so.
+        if matches!(req.op, ShardOp::Commit | ShardOp::Rollback) {
+            // The gateway takes a refused commit as definite: make it so. A rollback ends the
+            // part too: an open part left here would keep its locks.
             drop(conn.end(gid));
         }
         return Ok(ShardReply::WrongShard {

@@ -179,11 +179,14 @@ impl Runtime {
                 ))));
                 driver.stop(map.clone()).await;
                 self.set_role(Role::Idle);
+                let open = db.twopc.abort_all_open();
                 tracing::warn!(
                     shard,
                     epoch = info.epoch,
                     primary = %info.primary,
-                    "replication: deposed; this node becomes a replica"
+                    open,
+                    "replication: deposed; this node becomes a replica (its open participant \
+                     transactions rolled back)"
                 );
             }
             (None, Some(_)) if !primary => return Ok(()),

@@ -305,6 +305,17 @@ impl TwoPhase {
         (prepared.len(), decisions.len())
     }
 
+    /// Rolls back every open (not yet prepared) participant transaction, releasing its locks:
+    /// called when this node stops being its shard's primary. Their gateways' messages are
+    /// refused from then on (another epoch), including a rollback, so nothing else would end
+    /// them before the gateway's connection closes, and their locks would block the rows if
+    /// this node became the primary again. An operation still running holds its own handle and
+    /// rolls the transaction back when it ends. Returns how many there were.
+    pub fn abort_all_open(&self) -> usize {
+        let open: Vec<_> = lock(&self.open).drain().map(|(_, txn)| txn).collect();
+        open.len()
+    }
+
     /// The open participant transaction `gid`, begun with `age` if it is new.
     pub fn open(&self, gid: Gid, age: u64) -> Arc<tokio::sync::Mutex<Transaction>> {
         lock(&self.open)
