@@ -204,6 +204,11 @@ async fn reader(n: usize, ports: Vec<u16>, total: i64, stop: Arc<AtomicBool>) ->
                 reads += 1;
                 let sum: i64 = row.get(0);
                 if sum != total {
+                    eprintln!(
+                        "reader {n} through port {} saw {sum} at {:?}",
+                        ports[at % ports.len()],
+                        std::time::SystemTime::now()
+                    );
                     wrong.push(sum);
                 }
             }
@@ -714,14 +719,13 @@ async fn progress_or_logs(bank: &Bank, cluster: &TestCluster, accounts: &[i64], 
     }
 }
 
-// Fails in about one run of four (2026-12-04): a reader's `SELECT sum(balance)` sees a wrong
-// total across a switchover. A multi-shard read-only part is released at commit without a
-// check, so a read of shard 1 on the old primary before the hand-over and of shard 2 after a
-// transfer committed through the new primary is not serializable (the new primary does not
-// know the old one's read locks). Fix: validate read-only parts at commit, refused once their
-// node handed over or was deposed. (The lock it also found, a deposed primary's open parts
-// kept locked, is fixed.) Run it with `--ignored` while fixing it.
-#[ignore = "a cross-shard read is not serializable across a switchover: see the comment"]
+// Ignored in CI for now (2026-12-04). It found three bugs, fixed this session: a deposed
+// primary's open parts kept their locks; a cross-shard read across a switchover was not
+// serializable (read-only parts are now checked at commit, refused by a node that is handing
+// over or no longer serves the shard, and the old primary refuses reads from the moment it
+// proposes); the local part was not checked. After the fixes it passed 8 runs of 8 here; run
+// it with `--ignored` until it has passed enough runs to join CI.
+#[ignore = "new: passed 8 of 8 after this session's fixes; joins CI once proven (see the comment)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn transfers_across_shards_survive_switchovers_and_failovers_on_three_shards_of_two() {
     // Shards: n1 (primary) and n2, n3 and n4, n5 and n6, in sync mode; n1..n5 vote in the map.
@@ -765,6 +769,11 @@ async fn transfers_across_shards_survive_switchovers_and_failovers_on_three_shar
         let all = bank.accounts.clone();
         progress_or_logs(&bank, &cluster, &all, "before the step").await;
         let t0 = Instant::now();
+        eprintln!(
+            "step: promote {target}{} at {:?}",
+            if force { " --force" } else { "" },
+            std::time::SystemTime::now()
+        );
         let old = blocking(&cluster, move |c| primary_of(c, target)).await;
         assert_ne!(old, target, "{target} is a replica before its promotion");
         let out = if force {

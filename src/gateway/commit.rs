@@ -14,6 +14,7 @@ use futures::StreamExt;
 
 use super::peers::call;
 use super::txn::{ClusterTxn, Part};
+use crate::cluster::map::ClusterMap;
 use crate::cluster::ring::ShardId;
 use crate::error::{Error, Result};
 use crate::failpoint::crash_point;
@@ -64,13 +65,25 @@ impl Commit {
     /// Commits: one phase if one shard was written, two-phase commit otherwise (see
     /// [`crate::txn::twopc`]); this drives the [`Coordinator`] and carries out its actions.
     pub(super) async fn run(mut self) -> Result<()> {
-        let read_only: Vec<ShardId> = self
+        let mut read_only: Vec<ShardId> = self
             .txn
             .parts
             .keys()
             .copied()
             .filter(|s| !self.txn.written.contains(s))
             .collect();
+        if self.txn.parts.len() > 1 && !read_only.is_empty() {
+            // Across shards, what was read must still stand when the transaction commits:
+            // a shard whose primary moved since (or is handing over) may have taken writes
+            // the reads here missed. Checked before anything is prepared, so a refusal rolls
+            // everything back.
+            if let Err(e) = self.release_readers(&read_only).await {
+                let released = self.txn.release_all();
+                settle(released, None).await;
+                return Err(e);
+            }
+            read_only.clear();
+        }
         let (coord, mut queue) = Coordinator::start(&self.txn.written, &read_only);
         let mut run = Run {
             coord,
@@ -375,6 +388,63 @@ impl Commit {
     /// Ends a participant: rolls back (or aborts, if prepared) this node's part, and sends a
     /// rollback to a remote one, in a task whose handle it returns (the answer waits for it
     /// within [`SETTLE_WAIT`]; the task goes on past it).
+    /// Ends the read-only parts `shards` and checks that their reads still stand (see
+    /// [`ShardOp::Release`]): the first refusal, as a retryable 57P03 (nothing was done).
+    async fn release_readers(&mut self, shards: &[ShardId]) -> Result<()> {
+        let moved = |shard: ShardId, why: String| {
+            Error::not_ready(format!(
+                "shard {shard} changed its primary while this transaction read it ({why}); \
+                 nothing was done; retry the transaction"
+            ))
+        };
+        let mut refusal = None;
+        let mut calls = FuturesUnordered::new();
+        for &shard in shards {
+            match self.txn.parts.remove(&shard) {
+                Some(Part::Local(t)) => {
+                    // As a participant judges a release: this node must still be the shard's
+                    // primary under the epoch the transaction read it in, and not handing it
+                    // over.
+                    let as_read =
+                        |m: &ClusterMap| m.shards.get(&shard).map(|s| (s.epoch, s.primary.clone()));
+                    let now = self.txn.gw.meta.map();
+                    let why = if now.as_deref().and_then(as_read) != as_read(&self.txn.map) {
+                        Some("this node no longer serves it".to_string())
+                    } else {
+                        self.txn
+                            .gw
+                            .txns
+                            .store
+                            .committer
+                            .read_refusal()
+                            .map(|e| e.to_string())
+                    };
+                    t.rollback();
+                    if let Some(why) = why {
+                        refusal.get_or_insert(moved(shard, why));
+                    }
+                }
+                Some(Part::Remote { client, node, .. }) => {
+                    let req = self.txn.request(shard, ShardOp::Release);
+                    calls.push(async move { (shard, node, call(&client, req).await) });
+                }
+                None => {}
+            }
+        }
+        while let Some((shard, node, reply)) = calls.next().await {
+            let why = match reply {
+                Ok(ShardReply::Done) => continue,
+                Ok(ShardReply::WrongShard { version }) => {
+                    format!("node {node} no longer serves it: map version {version}")
+                }
+                Ok(other) => format!("node {node} answered {other:?}"),
+                Err(e) => format!("node {node}: {e}"),
+            };
+            refusal.get_or_insert(moved(shard, why));
+        }
+        refusal.map_or(Ok(()), Err)
+    }
+
     fn end_part(&mut self, shard: ShardId) -> Option<tokio::task::JoinHandle<()>> {
         match self.txn.parts.remove(&shard) {
             Some(Part::Local(t)) => {

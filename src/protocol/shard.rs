@@ -103,6 +103,11 @@ pub enum ShardOp {
     IsPrepared,
     /// Every participant applied the commit: the anchor drops its record.
     Forget,
+    /// Ends a read-only part at commit and says whether its reads still stand: answered
+    /// `Done` by the shard's primary of the request's epoch, refused (the transaction must
+    /// abort) by a node that no longer is, or that is handing the shard over (its reads may
+    /// be older than writes the next primary takes).
+    Release,
 }
 
 /// A request to a shard's primary on behalf of a gateway transaction.

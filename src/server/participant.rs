@@ -136,7 +136,10 @@ async fn run(node: &Node, conn: &Participants, req: ShardRequest) -> Result<Shar
         None => true,
     };
     if fenced {
-        if matches!(req.op, ShardOp::Commit | ShardOp::Rollback) {
+        if matches!(
+            req.op,
+            ShardOp::Commit | ShardOp::Rollback | ShardOp::Release
+        ) {
             // The gateway takes a refused commit as definite: make it so. A rollback ends the
             // part too: an open part left here would keep its locks.
             drop(conn.end(gid));
@@ -152,6 +155,15 @@ async fn run(node: &Node, conn: &Participants, req: ShardRequest) -> Result<Shar
         ShardOp::Rollback => {
             drop(conn.end(gid));
             twopc.abort(gid).await?;
+            return Ok(ShardReply::Done);
+        }
+        ShardOp::Release => {
+            drop(conn.end(gid));
+            // A shard being handed over refuses reads from the proposal on: what this part
+            // read may be older than a write the next primary has taken.
+            if let Some(refusal) = node.db.txns.store.committer.read_refusal() {
+                return Err(refusal);
+            }
             return Ok(ShardReply::Done);
         }
         ShardOp::Commit => {
@@ -405,7 +417,8 @@ async fn run(node: &Node, conn: &Participants, req: ShardRequest) -> Result<Shar
         | ShardOp::CommitPrepared
         | ShardOp::Resolve
         | ShardOp::IsPrepared
-        | ShardOp::Forget => Ok(ShardReply::Done),
+        | ShardOp::Forget
+        | ShardOp::Release => Ok(ShardReply::Done),
     }
 }
 

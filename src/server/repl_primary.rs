@@ -696,6 +696,9 @@ impl Loop {
         if let Some(h) = &mut self.handover {
             h.proposed = Some(first);
         }
+        // Reads are refused from here on, before the proposal can commit: once it has, the
+        // next primary may take writes that a read here would miss.
+        self.publish();
         let (meta, inputs, shard, epoch) = (
             self.meta.clone(),
             self.inputs.clone(),
@@ -1106,7 +1109,16 @@ impl Loop {
         if let Ok(mut r) = self.refusal.lock() {
             *r = refusal;
         }
-        let read_refusal = if self.tail_applied.load(std::sync::atomic::Ordering::SeqCst) {
+        let handing_over = self
+            .handover
+            .as_ref()
+            .filter(|h| h.proposed.is_some())
+            .map(|h| h.refusal.clone());
+        let read_refusal = if let Some(refusal) = handing_over {
+            // From the proposal on, the next primary may take writes before this node hears
+            // of it: reads here (and the read-only parts that read here) could miss them.
+            Some(refusal)
+        } else if self.tail_applied.load(std::sync::atomic::Ordering::SeqCst) {
             None
         } else {
             Some(Error::not_ready(format!(
