@@ -538,6 +538,15 @@ async fn transfers_across_shards_survive_kill_9_of_any_node() {
 }
 
 /// Whether `ddb status` shows `node` in (`want`) or out of its shard's in-sync set.
+/// The SQL port of every node, in the cluster file's order.
+fn sql_ports(cluster: &TestCluster) -> Vec<u16> {
+    cluster
+        .nodes()
+        .iter()
+        .map(|(n, _, _)| cluster.sql_port(n))
+        .collect()
+}
+
 fn in_sync_is(cluster: &TestCluster, node: &str, want: bool) -> bool {
     let (_, status) = cluster.status();
     status
@@ -561,11 +570,7 @@ async fn transfers_across_shards_survive_kill_9_of_replicas_on_three_shards_of_t
         shard_accounts.insert(primary, cluster.keys_on(primary, ACCOUNTS_PER_SHARD));
     }
     let accounts: Vec<i64> = shard_accounts.values().flatten().copied().collect();
-    let ports: Vec<u16> = cluster
-        .nodes()
-        .iter()
-        .map(|(n, _, _)| cluster.sql_port(n))
-        .collect();
+    let ports = sql_ports(&cluster);
     // One writer per gateway to begin with.
     let mut bank = Bank::open(ports, accounts, 6).await;
 
@@ -746,11 +751,7 @@ async fn transfers_across_shards_survive_switchovers_and_failovers_on_three_shar
         .iter()
         .flat_map(|(p, _)| shard_accounts[p].clone())
         .collect();
-    let ports: Vec<u16> = cluster
-        .nodes()
-        .iter()
-        .map(|(n, _, _)| cluster.sql_port(n))
-        .collect();
+    let ports = sql_ports(&cluster);
     let mut bank = Bank::open(ports, accounts, 6).await;
 
     // Switchovers and forced failovers (kill -9 of the primary, then `ddb promote --force`),

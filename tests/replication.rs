@@ -63,6 +63,24 @@ fn shard_of(map: &ClusterMap, k: i64) -> u32 {
     map.shard_of_token(token).expect("an owner")
 }
 
+/// The first `n` keys from 0 up that shard `shard` owns under `map`.
+fn keys_of(map: &ClusterMap, shard: u32, n: usize) -> Vec<i64> {
+    (0..)
+        .filter(|k| shard_of(map, *k) == shard)
+        .take(n)
+        .collect()
+}
+
+/// Creates table `t` through `node`'s SQL port and returns `node`'s map.
+async fn with_schema(cluster: &TestCluster, node: &str) -> ClusterMap {
+    connect(cluster.sql_port(node))
+        .await
+        .batch_execute(SCHEMA)
+        .await
+        .unwrap();
+    map_of(&cluster.rpc_addr(node)).await.unwrap()
+}
+
 /// Inserts keys `keys` one statement at a time through `port` until they are all tried or
 /// `budget` has passed; returns the keys whose insert was acknowledged. Failures (a node
 /// going away under the load) are counted, not fatal; a failed connection is reopened.
@@ -205,16 +223,8 @@ async fn replicas_hold_exactly_their_primarys_rows_after_writes_through_every_ga
 async fn a_replica_killed_under_load_catches_up_from_the_log_and_rejoins_the_in_sync_set() {
     let cluster = TestCluster::replicated("catchup", 3, "{ factor: 2, ack_timeout_ms: 500 }");
     cluster.init();
-    connect(cluster.sql_port("n1"))
-        .await
-        .batch_execute(SCHEMA)
-        .await
-        .unwrap();
-    let map = map_of(&cluster.rpc_addr("n1")).await.unwrap();
-    let keys: Vec<i64> = (0..20_000)
-        .filter(|k| shard_of(&map, *k) == 1)
-        .take(1500)
-        .collect();
+    let map = with_schema(&cluster, "n1").await;
+    let keys: Vec<i64> = keys_of(&map, 1, 1500);
     let load = tokio::spawn(write(
         cluster.sql_port("n3"),
         keys,
@@ -282,16 +292,8 @@ async fn a_frozen_replica_leaves_the_in_sync_set_within_the_ack_timeout_and_rejo
     const ACK_TIMEOUT_MS: u64 = 500;
     let cluster = TestCluster::replicated("frozen", 3, "{ factor: 2, ack_timeout_ms: 500 }");
     cluster.init();
-    connect(cluster.sql_port("n1"))
-        .await
-        .batch_execute(SCHEMA)
-        .await
-        .unwrap();
-    let map = map_of(&cluster.rpc_addr("n1")).await.unwrap();
-    let keys: Vec<i64> = (0..40_000)
-        .filter(|k| shard_of(&map, *k) == 1)
-        .take(4000)
-        .collect();
+    let map = with_schema(&cluster, "n1").await;
+    let keys: Vec<i64> = keys_of(&map, 1, 4000);
     // Four writers, so more than a window of appends (MAX_IN_FLIGHT) is unanswered while the
     // replica is frozen.
     let loads: Vec<_> = keys
@@ -389,10 +391,7 @@ async fn below_min_in_sync_writes_fail_with_53000_and_reads_go_on() {
     let c = connect(cluster.sql_port("n1")).await;
     c.batch_execute(SCHEMA).await.unwrap();
     let map = map_of(&cluster.rpc_addr("n1")).await.unwrap();
-    let keys: Vec<i64> = (0..20_000)
-        .filter(|k| shard_of(&map, *k) == 1)
-        .take(40)
-        .collect();
+    let keys: Vec<i64> = keys_of(&map, 1, 40);
     for k in &keys[..20] {
         c.execute("INSERT INTO t VALUES ($1, $2)", &[k, &(k * 7)])
             .await
@@ -478,16 +477,8 @@ async fn below_min_in_sync_writes_fail_with_53000_and_reads_go_on() {
 async fn a_primary_killed_under_load_restarts_without_losing_an_acknowledged_write() {
     let cluster = TestCluster::replicated("primary", 3, "{ factor: 2 }");
     cluster.init();
-    connect(cluster.sql_port("n3"))
-        .await
-        .batch_execute(SCHEMA)
-        .await
-        .unwrap();
-    let map = map_of(&cluster.rpc_addr("n3")).await.unwrap();
-    let keys: Vec<i64> = (0..20_000)
-        .filter(|k| shard_of(&map, *k) == 1)
-        .take(3000)
-        .collect();
+    let map = with_schema(&cluster, "n3").await;
+    let keys: Vec<i64> = keys_of(&map, 1, 3000);
     let probe = *keys.last().unwrap();
     // Acknowledged before the crash: all of them must be read right after the restart (the
     // apply is not fsynced, so the restarted primary holds them only in its log's tail).
@@ -679,12 +670,7 @@ async fn a_replica_keeps_its_log_within_the_retention_and_catches_up_after_kill_
     let env = [("DDB_LOG_RETENTION", "50")];
     let cluster = TestCluster::replicated("trunc", 3, "{ factor: 2, ack_timeout_ms: 500 }");
     cluster.init_env(&env);
-    connect(cluster.sql_port("n1"))
-        .await
-        .batch_execute(SCHEMA)
-        .await
-        .unwrap();
-    let map = map_of(&cluster.rpc_addr("n1")).await.unwrap();
+    let map = with_schema(&cluster, "n1").await;
     let keys: Vec<i64> = (0..20_000).filter(|k| shard_of(&map, *k) == 1).collect();
     assert!(keys.len() > 3500, "{} keys on shard 1", keys.len());
 
@@ -857,12 +843,7 @@ async fn async_commits_on_the_primarys_fsync_but_two_phase_entries_wait_for_a_re
     let c = connect(cluster.sql_port("n1")).await;
     c.batch_execute(SCHEMA).await.unwrap();
     let map = map_of(&cluster.rpc_addr("n1")).await.unwrap();
-    let on = |shard: u32| -> Vec<i64> {
-        (0..10_000)
-            .filter(|k| shard_of(&map, *k) == shard)
-            .take(20)
-            .collect()
-    };
+    let on = |shard: u32| -> Vec<i64> { keys_of(&map, shard, 20) };
     let (one, two) = (on(1), on(2));
     // Every gateway knows the table before the replica is frozen.
     assert!(
@@ -983,8 +964,8 @@ async fn a_restarted_replica_leaves_its_copy_of_an_in_doubt_transaction_to_its_p
     let c = connect(cluster.sql_port("n1")).await;
     c.batch_execute(SCHEMA).await.unwrap();
     let map = map_of(&cluster.rpc_addr("n1")).await.unwrap();
-    let k1 = (0..1000).find(|k| shard_of(&map, *k) == 1).unwrap();
-    let k2 = (0..1000).find(|k| shard_of(&map, *k) == 2).unwrap();
+    let k1 = keys_of(&map, 1, 1)[0];
+    let k2 = keys_of(&map, 2, 1)[0];
     for k in [k1, k2] {
         c.execute("INSERT INTO t VALUES ($1, 0)", &[&k])
             .await
@@ -1072,10 +1053,7 @@ async fn a_write_on_a_two_node_cluster_whose_map_lost_its_quorum_fails_with_4000
     let info = map.shards.get(&1).expect("shard 1").clone();
     assert_eq!(info.primary, "n1");
     assert_eq!(info.replicas, ["n2"]);
-    let keys: Vec<i64> = (0..20_000)
-        .filter(|k| shard_of(&map, *k) == 1)
-        .take(60)
-        .collect();
+    let keys: Vec<i64> = keys_of(&map, 1, 60);
     let mut acked = BTreeSet::new();
     for k in &keys[..20] {
         c.execute("INSERT INTO t VALUES ($1, $2)", &[k, &(k * 7)])
@@ -1210,12 +1188,8 @@ async fn promote_force_replaces_a_killed_primary_twice_without_losing_an_acknowl
     let cluster = TestCluster::replicated("failover", 3, "{ factor: 2 }");
     cluster.init();
     let gateway = cluster.sql_port("n3");
-    connect(gateway).await.batch_execute(SCHEMA).await.unwrap();
-    let map = map_of(&cluster.rpc_addr("n3")).await.unwrap();
-    let keys: Vec<i64> = (0..40_000)
-        .filter(|k| shard_of(&map, *k) == 1)
-        .take(6000)
-        .collect();
+    let map = with_schema(&cluster, "n3").await;
+    let keys: Vec<i64> = keys_of(&map, 1, 6000);
     let (mut acked, _) = write(gateway, keys[..300].to_vec(), Duration::from_secs(60)).await;
 
     // Refused, each with exit 4 and nothing changed: the primary answers (--force is for a
@@ -1340,12 +1314,8 @@ async fn a_frozen_primary_replaced_by_promote_force_loses_no_write_when_thawed_a
     let cluster = TestCluster::replicated("zombie", 3, "{ factor: 2 }");
     cluster.init();
     let gateway = cluster.sql_port("n3");
-    connect(gateway).await.batch_execute(SCHEMA).await.unwrap();
-    let map = map_of(&cluster.rpc_addr("n3")).await.unwrap();
-    let keys: Vec<i64> = (0..40_000)
-        .filter(|k| shard_of(&map, *k) == 1)
-        .take(3000)
-        .collect();
+    let map = with_schema(&cluster, "n3").await;
+    let keys: Vec<i64> = keys_of(&map, 1, 3000);
     let (mut acked, _) = write(gateway, keys[..300].to_vec(), Duration::from_secs(60)).await;
     // A client of the old primary's own gateway, connected before it froze.
     let zombie_client = connect(cluster.sql_port("n1")).await;
@@ -1430,8 +1400,8 @@ async fn a_promoted_replica_takes_up_an_in_doubt_transaction_of_its_dead_primary
     let c = connect(cluster.sql_port("n3")).await;
     c.batch_execute(SCHEMA).await.unwrap();
     let map = map_of(&cluster.rpc_addr("n3")).await.unwrap();
-    let k1 = (0..1000).find(|k| shard_of(&map, *k) == 1).unwrap();
-    let k2 = (0..1000).find(|k| shard_of(&map, *k) == 2).unwrap();
+    let k1 = keys_of(&map, 1, 1)[0];
+    let k2 = keys_of(&map, 2, 1)[0];
     for k in [k1, k2] {
         c.execute("INSERT INTO t VALUES ($1, 0)", &[&k])
             .await
@@ -1505,8 +1475,8 @@ async fn a_failover_of_the_anchor_after_its_commit_entry_leaves_the_transaction_
     let c = connect(cluster.sql_port("n2")).await;
     c.batch_execute(SCHEMA).await.unwrap();
     let map = map_of(&cluster.rpc_addr("n2")).await.unwrap();
-    let k1 = (0..1000).find(|k| shard_of(&map, *k) == 1).unwrap();
-    let k2 = (0..1000).find(|k| shard_of(&map, *k) == 2).unwrap();
+    let k1 = keys_of(&map, 1, 1)[0];
+    let k2 = keys_of(&map, 2, 1)[0];
     for k in [k1, k2] {
         c.execute("INSERT INTO t VALUES ($1, 0)", &[&k])
             .await
@@ -1587,8 +1557,8 @@ async fn an_async_promotion_refuses_a_replica_lacking_a_decision_record_another_
         "{info:?}"
     );
     let other = 3 - shard;
-    let k1 = (0..1000).find(|k| shard_of(&map, *k) == shard).unwrap();
-    let k2 = (0..1000).find(|k| shard_of(&map, *k) == other).unwrap();
+    let k1 = keys_of(&map, shard, 1)[0];
+    let k2 = keys_of(&map, other, 1)[0];
     for k in [k1, k2] {
         c.execute("INSERT INTO t VALUES ($1, 0)", &[&k])
             .await
@@ -1653,7 +1623,7 @@ async fn a_deposed_primary_keeps_no_lock_of_an_open_transaction() {
     let a = connect(gateway).await;
     a.batch_execute(SCHEMA).await.unwrap();
     let map = map_of(&cluster.rpc_addr("n3")).await.unwrap();
-    let k = (0..1000).find(|k| shard_of(&map, *k) == 1).unwrap();
+    let k = keys_of(&map, 1, 1)[0];
     a.execute("INSERT INTO t VALUES ($1, 0)", &[&k])
         .await
         .unwrap();
@@ -1704,12 +1674,8 @@ async fn a_replica_killed_while_it_is_promoted_takes_over_when_it_restarts() {
     let cluster = TestCluster::replicated("promote-crash", 3, "{ factor: 2 }");
     cluster.init_env(&[("FAILPOINTS", "promote-before-take-over=1*return")]);
     let gateway = cluster.sql_port("n3");
-    connect(gateway).await.batch_execute(SCHEMA).await.unwrap();
-    let map = map_of(&cluster.rpc_addr("n3")).await.unwrap();
-    let keys: Vec<i64> = (0..20_000)
-        .filter(|k| shard_of(&map, *k) == 1)
-        .take(1500)
-        .collect();
+    let map = with_schema(&cluster, "n3").await;
+    let keys: Vec<i64> = keys_of(&map, 1, 1500);
     let (mut acked, _) = write(gateway, keys[..300].to_vec(), Duration::from_secs(60)).await;
     let load = tokio::spawn(write(
         gateway,
@@ -1866,12 +1832,8 @@ async fn a_switchover_under_load_loses_no_write_and_the_old_primary_becomes_a_re
     let cluster = TestCluster::replicated("switchover", 3, "{ factor: 2 }");
     cluster.init();
     let gateway = cluster.sql_port("n3");
-    connect(gateway).await.batch_execute(SCHEMA).await.unwrap();
-    let map = map_of(&cluster.rpc_addr("n3")).await.unwrap();
-    let keys: Vec<i64> = (0..100_000)
-        .filter(|k| shard_of(&map, *k) == 1)
-        .take(9200)
-        .collect();
+    let map = with_schema(&cluster, "n3").await;
+    let keys: Vec<i64> = keys_of(&map, 1, 9200);
     let (mut acked, _) = write(gateway, keys[..200].to_vec(), Duration::from_secs(60)).await;
     assert!(settled(&cluster, "n1", "n2").await, "{}", cluster.logs());
 
@@ -1975,12 +1937,8 @@ async fn a_switchover_whose_cli_is_killed_finishes_and_a_rerun_converges() {
     let cluster = TestCluster::replicated("switchkill", 3, "{ factor: 2 }");
     cluster.init();
     let gateway = cluster.sql_port("n3");
-    connect(gateway).await.batch_execute(SCHEMA).await.unwrap();
-    let map = map_of(&cluster.rpc_addr("n3")).await.unwrap();
-    let keys: Vec<i64> = (0..60_000)
-        .filter(|k| shard_of(&map, *k) == 1)
-        .take(6000)
-        .collect();
+    let map = with_schema(&cluster, "n3").await;
+    let keys: Vec<i64> = keys_of(&map, 1, 6000);
     let (mut acked, _) = write(gateway, keys[..200].to_vec(), Duration::from_secs(60)).await;
     let mut next = 200;
     let (mut primary, mut replica) = ("n1", "n2");
