@@ -1611,6 +1611,130 @@ async fn an_async_promotion_refuses_a_replica_lacking_a_decision_record_another_
     }
 }
 
+/// `async` mode, issue 10 points 3 and 5: the primary n1 commits 300 writes while its replica
+/// n2 is down (each on n1's fsync alone), then is killed; n2 is promoted with
+/// `--allow-data-loss`. When n1 returns it finds where its log parts from n2's, rolls back the
+/// applied entries after that point (a rebuild from a snapshot of n2) and reports exactly
+/// their LSN range, in its status and in `ddb status`; the acknowledged writes missing are
+/// exactly those 300, and n1 ends with n2's rows, back in the in-sync set.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_async_old_primary_rolls_back_exactly_the_lost_range_and_reports_it() {
+    let cluster = TestCluster::replicated("async-rollback", 3, "{ factor: 2, mode: async }");
+    cluster.init();
+    let gateway = cluster.sql_port("n3");
+    let map = with_schema(&cluster, "n3").await;
+    let keys = keys_of(&map, 1, 1200);
+    let (kept, failed) = write(gateway, keys[..200].to_vec(), Duration::from_secs(60)).await;
+    assert_eq!((kept.len(), failed), (200, 0));
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            same_copy(&cluster, "n1", "n2").await
+        })
+        .await,
+        "n2 did not catch up"
+    );
+    let shared = status_of(&cluster.rpc_addr("n2")).await.unwrap().lsn;
+    // (Killed, not frozen: what the kernel buffered for a frozen replica would reach its log
+    // when it thaws.)
+    cluster.kill("n2");
+    let (lost, failed) = write(gateway, keys[200..500].to_vec(), Duration::from_secs(60)).await;
+    assert_eq!(
+        (lost.len(), failed),
+        (300, 0),
+        "async writes with the replica down"
+    );
+    let before = status_of(&cluster.rpc_addr("n1")).await.unwrap();
+    assert_eq!(before.applied_lsn, shared + 300, "one entry per insert");
+    cluster.kill("n1");
+    cluster.start_node("n2");
+    let (code, _, stderr) = promote(&cluster, &["n2", "--force"]);
+    assert_eq!(code, Some(4), "{stderr}");
+    assert!(stderr.contains("--allow-data-loss"), "{stderr}");
+    let (code, row, stderr) = promote(&cluster, &["n2", "--force", "--allow-data-loss"]);
+    assert_eq!(code, Some(0), "{stderr}\n{}", cluster.logs());
+    assert_eq!(row["epoch"], 2, "{row}");
+    let mut acked = kept.clone();
+    assert!(
+        writes_resume(gateway, 1_000_000).await,
+        "{}",
+        cluster.logs()
+    );
+    acked.insert(1_000_000);
+    let (after, _) = write(gateway, keys[500..700].to_vec(), Duration::from_secs(60)).await;
+    acked.extend(after);
+
+    // Exactly the writes acknowledged while n2 was down are missing.
+    let c = connect(gateway).await;
+    let stored: BTreeSet<i64> = c
+        .query("SELECT k FROM t", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(stored.intersection(&lost).count(), 0, "n2 never had them");
+    assert_all_there(gateway, &acked).await;
+
+    cluster.start_node("n1");
+    assert!(
+        eventually(Duration::from_secs(60), || async {
+            in_sync(&cluster, "n3")
+                .await
+                .is_some_and(|s| s.len() == 2 && s.contains(&"n1".to_string()))
+                && same_copy(&cluster, "n2", "n1").await
+        })
+        .await,
+        "n1 did not rejoin as n2's replica:\n{}",
+        cluster.logs()
+    );
+    let record = status_of(&cluster.rpc_addr("n1"))
+        .await
+        .unwrap()
+        .rolled_back
+        .unwrap_or_else(|| panic!("n1 reports no rollback:\n{}", cluster.logs()));
+    assert_eq!(
+        (
+            record.first_lsn,
+            record.last_lsn,
+            record.count(),
+            record.epoch,
+            record.by_epoch,
+            record.exact,
+            record.dropped
+        ),
+        (shared + 1, before.applied_lsn, 300, 1, 2, true, 0),
+        "{record:?}"
+    );
+    assert!(
+        cluster.log("n1").contains(&format!(
+            "rolling back 300 entries (LSN {}..={}",
+            shared + 1,
+            before.applied_lsn
+        )),
+        "the rollback is in n1's log"
+    );
+    assert_eq!(
+        status_of(&cluster.rpc_addr("n2"))
+            .await
+            .unwrap()
+            .rolled_back,
+        None
+    );
+    // `ddb status` says it too, as columns and as a note.
+    let out = cluster.ddb(&["status", "--format", "json"]);
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let n1 = rows.iter().find(|r| r["name"] == "n1").unwrap();
+    assert_eq!(n1["rolled_back"], 300, "{n1}");
+    assert_eq!(
+        n1["rolled_back_lsns"],
+        format!("{}..={}", shared + 1, before.applied_lsn),
+        "{n1}"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("n1 rolled back 300 entries"), "{stderr}");
+    assert_all_there(cluster.sql_port("n1"), &acked).await;
+}
+
 /// A deposed primary rolls back the open parts gateways had on it: a block that wrote a row
 /// there and stayed open across two switchovers (away and back) leaves no lock behind, so
 /// another client writes the row at once when the node is the primary again, and the block's

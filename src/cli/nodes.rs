@@ -301,6 +301,8 @@ pub fn node_table(
         col("keys", DataType::BigInt),
         col("prepared", DataType::BigInt),
         col("oldest_prepared_s", DataType::Double),
+        col("rolled_back", DataType::BigInt),
+        col("rolled_back_lsns", DataType::Text),
     ];
     let status_of = |name: &str| {
         nodes
@@ -314,6 +316,7 @@ pub fn node_table(
         let place = GroupPlace::of(node, map);
         let opt_int = |v: Option<u64>| v.map(|v| Value::Int(v as i64)).unwrap_or(Value::Null);
         let (lag, lag_ms) = place.lag(status.as_ref(), &node.name, &status_of);
+        let rolled = status.as_ref().and_then(|s| s.rolled_back.as_ref());
         rows.push(vec![
             Value::Text(node.name.clone()),
             Value::Text(node.rpc_addr.clone()),
@@ -343,10 +346,35 @@ pub fn node_table(
                 .as_ref()
                 .map(|s| Value::Float(s.oldest_prepared_ms as f64 / 1000.0))
                 .unwrap_or(Value::Null),
+            opt_int(rolled.map(|r| r.count())),
+            rolled
+                .map(|r| Value::Text(format!("{}..={}", r.first_lsn, r.last_lsn)))
+                .unwrap_or(Value::Null),
         ]);
     }
     let tag = format!("SELECT {}", rows.len());
     QueryResult { columns, rows, tag }
+}
+
+/// The notes `ddb status` prints about rollbacks: one line per answering node that rolled
+/// back applied entries lost in a failover (the last time it did), saying which and when.
+pub fn rollback_notes(nodes: &[Target], statuses: &[Option<NodeStatus>]) -> Vec<String> {
+    nodes
+        .iter()
+        .zip(statuses)
+        .filter_map(|(node, status)| {
+            let r = status.as_ref()?.rolled_back.as_ref()?;
+            let when = i64::try_from(r.at_unix_ms)
+                .ok()
+                .and_then(chrono::DateTime::from_timestamp_millis)
+                .map_or_else(|| "an unknown time".into(), |t| t.to_rfc3339());
+            Some(format!(
+                "NOTE: {} rolled back {r}, which the primary of epoch {} did not have (lost in a \
+                 failover), at {when}; its data was rebuilt from that primary's",
+                node.name, r.by_epoch
+            ))
+        })
+        .collect()
 }
 
 /// The warnings `ddb status` and `ddb init` print about the map: one line per shard whose
@@ -474,6 +502,7 @@ mod tests {
             twopc_prepare_us: 0,
             twopc_decide_us: 0,
             twopc_finish_us: 0,
+            rolled_back: None,
         }
     }
 

@@ -5,12 +5,14 @@
 //! the map) and how far it has got (`lsn`, and `lag` behind its primary); see
 //! [`node_table`]. A shard whose in-sync set is smaller than `replication.factor` runs with
 //! fewer copies of its data than asked for: that is said loudly, one `WARNING:` line per shard
-//! on stderr (whatever `--quiet` says: it is not chatter), and the table keeps its shape.
+//! on stderr (whatever `--quiet` says: it is not chatter), and the table keeps its shape. A
+//! node that rolled back applied entries lost in a failover (`async` mode) says so in the
+//! `rolled_back` columns and in one `NOTE:` line on stderr.
 
 use clap::Args;
 
 use super::global::GlobalArgs;
-use super::nodes::{add_txn_columns, copy_warnings, node_table, Targets};
+use super::nodes::{add_txn_columns, copy_warnings, node_table, rollback_notes, Targets};
 use super::output::{Format, Printer};
 use crate::error::Error;
 
@@ -40,6 +42,9 @@ pub async fn run(args: &StatusArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     )?;
     for warning in copy_warnings(map.as_ref()) {
         super::console::note(format_args!("{warning}"));
+    }
+    for note in rollback_notes(&targets.nodes, &statuses) {
+        super::console::note(format_args!("{note}"));
     }
     let down: Vec<&str> = targets
         .nodes

@@ -179,8 +179,10 @@ pub enum Replicate {
 /// One step of a snapshot transfer (DESIGN §6.1, catch-up), on the stream's connection.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum SnapshotPart {
-    /// Clear the replica's data and log (durably marked as installing a snapshot).
-    Begin,
+    /// Clear the replica's data and log (durably marked as installing a snapshot). `epochs` is
+    /// where each epoch begins in the primary's log (the map's list for the shard), so the
+    /// replica can tell which of its applied entries the snapshot rolls back.
+    Begin { epochs: Vec<(u64, u64)> },
     /// Puts into the `data` and `txn` spaces (about 1 MiB).
     Batch(Vec<crate::storage::Write>),
     /// The snapshot is whole: it stands at the request's `at`.
@@ -217,6 +219,47 @@ pub struct ReplicaProgress {
     pub lag_ms: u64,
     /// Whether a stream to it is open.
     pub connected: bool,
+}
+
+/// Applied entries a node rolled back because the shard's new primary does not have them (in
+/// `async` mode, an old primary's tail lost in a failover; DESIGN §6.2, "Rejoining"). The
+/// node's data was rebuilt from a snapshot of the new primary.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RolledBack {
+    /// The first and last LSN rolled back, and the epoch the last was written in.
+    pub first_lsn: u64,
+    pub last_lsn: u64,
+    pub epoch: u64,
+    /// Whether `first_lsn` is exact; otherwise the logs parted at it or earlier (the new
+    /// primary's log no longer reached back to where), so at least this many were lost.
+    pub exact: bool,
+    /// Entries after `last_lsn` that were durable but never applied, dropped with them.
+    pub dropped: u64,
+    /// The epoch of the primary whose snapshot replaced them.
+    pub by_epoch: u64,
+    /// When, in milliseconds since the Unix epoch.
+    pub at_unix_ms: u64,
+}
+
+impl RolledBack {
+    /// How many entries were rolled back.
+    pub fn count(&self) -> u64 {
+        self.last_lsn.saturating_sub(self.first_lsn) + 1
+    }
+}
+
+impl std::fmt::Display for RolledBack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}{} entries (LSN {}..={} of epoch {})",
+            if self.exact { "" } else { "at least " },
+            self.count(),
+            self.first_lsn,
+            self.last_lsn,
+            self.epoch
+        )
+    }
 }
 
 /// The failing statement of a [`Request::Sql`].
@@ -283,6 +326,8 @@ pub struct NodeStatus {
     pub twopc_prepare_us: u64,
     pub twopc_decide_us: u64,
     pub twopc_finish_us: u64,
+    /// The last run of applied entries this node rolled back on rejoining a new primary.
+    pub rolled_back: Option<RolledBack>,
 }
 
 /// A response from a node.

@@ -7,6 +7,7 @@ pub mod shard;
 pub use frame::{FrameReader, FrameWriter, Limits};
 pub use message::{
     Caller, Envelope, HandedOver, NodeStatus, RaftRequest, RaftResponse, ReplicaProgress,
-    Replicate, ReplicateReply, Request, Response, SnapshotPart, StatementError, PROTOCOL_VERSION,
+    Replicate, ReplicateReply, Request, Response, RolledBack, SnapshotPart, StatementError,
+    PROTOCOL_VERSION,
 };
 pub use shard::{ShardOp, ShardReply, ShardRequest};

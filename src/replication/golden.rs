@@ -243,7 +243,7 @@ impl goldenscript::Runner for Runner {
                     self.truncate_replica(&node, retention)?
                 }
                 None => {
-                    let through = self.primary()?.truncate_through();
+                    let through = self.primary()?.truncate_through(&[]);
                     let mut s = format!("p: truncate through {through}\n");
                     s.push_str(&self.tell_primary(PEvent::Truncated { through })?);
                     s

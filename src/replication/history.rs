@@ -161,6 +161,31 @@ impl EpochHistory {
         self.epochs = epochs;
         true
     }
+
+    /// The last LSN, at most `last` (this log's end), that this log shares with the log whose
+    /// history is `other`: the newest entry both give the same epoch, which by log matching
+    /// has the same entries up to it in both. `None` if no entry this history knows is
+    /// shared: the logs part before its first pair, or where is not known.
+    pub fn shared_with(&self, last: Lsn, other: &EpochHistory) -> Option<Lsn> {
+        let end_of = |epochs: &[(u64, Lsn)], i: usize, head: Lsn| {
+            epochs
+                .get(i + 1)
+                .map_or(head, |next: &(u64, Lsn)| next.1.saturating_sub(1))
+        };
+        let mut shared = None;
+        for (i, &(epoch, start)) in self.epochs.iter().enumerate() {
+            let end = end_of(&self.epochs, i, last).min(last);
+            let Some(j) = other.epochs.iter().position(|p| p.0 == epoch) else {
+                continue;
+            };
+            let from = start.max(other.epochs[j].1);
+            let to = end.min(end_of(&other.epochs, j, Lsn::MAX));
+            if from <= to {
+                shared = Some(to);
+            }
+        }
+        shared
+    }
 }
 
 #[cfg(test)]
@@ -214,6 +239,30 @@ mod tests {
         hist.note(LogId::new(1, 5));
         hist.note(LogId::new(3, 6));
         assert_eq!(hist.pairs(), &[(1, 1), (3, 6)]);
+    }
+
+    #[test]
+    fn two_logs_share_up_to_the_newest_entry_of_an_epoch_both_hold() {
+        // An old primary's epoch 1 ran to 500; the new primary's epoch 2 began at 201.
+        let old = h(&[(1, 1)]);
+        let new = h(&[(1, 1), (2, 201)]);
+        assert_eq!(old.shared_with(500, &new), Some(200));
+        assert_eq!(new.shared_with(450, &old), Some(200));
+        // A log that stops before the other's epoch changes shares all of it.
+        assert_eq!(old.shared_with(150, &new), Some(150));
+        // Epoch 2 was a deposed primary's, that left nothing in the new primary's log.
+        let deposed = h(&[(1, 1), (2, 8)]);
+        let later = h(&[(1, 1), (2, 12), (3, 12)]);
+        assert_eq!(deposed.shared_with(20, &later), Some(7));
+        let skipped = h(&[(1, 1), (3, 8)]);
+        assert_eq!(deposed.shared_with(20, &skipped), Some(7));
+        // Both in the newest epoch: shared to this log's end.
+        assert_eq!(h(&[(1, 1), (3, 8)]).shared_with(30, &skipped), Some(30));
+        // A log restarted from a snapshot knows only its base and what follows.
+        let snap = EpochHistory::from_snapshot(LogId::new(1, 300));
+        assert_eq!(snap.shared_with(320, &new), None);
+        assert_eq!(snap.shared_with(320, &old), Some(320));
+        assert_eq!(EpochHistory::default().shared_with(0, &new), None);
     }
 
     #[test]

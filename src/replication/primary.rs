@@ -366,13 +366,22 @@ impl Primary {
     /// The LSN up to which the log may be truncated: entries every known replica has
     /// acknowledged, but no more than `retention` entries behind the head are kept for them,
     /// and nothing beyond the commit LSN (pending entries are not applied anywhere yet).
-    pub fn truncate_through(&self) -> Lsn {
+    /// `replicas` are the shard's replicas in the map: one not heard from since this primary
+    /// started (down, or this node restarted) counts as holding nothing, so it finds up to
+    /// `retention` entries it lacks when it comes back, and a restarted primary keeps the log
+    /// that says where it parts from a new primary's should it turn out to be deposed.
+    pub fn truncate_through(&self, replicas: &[String]) -> Lsn {
+        let unheard = replicas
+            .iter()
+            .filter(|n| **n != self.config.me && !self.peers.contains_key(*n))
+            .map(|_| 0);
         let laggard = self
             .in_sync
             .iter()
             .filter(|n| **n != self.config.me)
             .map(|n| self.acked(n))
             .chain(self.peers.values().map(|p| p.acked))
+            .chain(unheard)
             .min()
             .unwrap_or(self.durable.lsn);
         let bounded = laggard.max(self.durable.lsn.saturating_sub(self.config.retention));
@@ -849,6 +858,20 @@ mod tests {
         assert!(durable(&mut p, 3, 0).is_empty());
         assert!(ack(&mut p, "a", sa, 3).is_empty());
         assert_eq!(ack(&mut p, "b", sb, 2), vec![Action::Commit { lsn: 2 }]);
+    }
+
+    #[test]
+    fn a_replica_not_heard_from_since_the_start_keeps_the_retention() {
+        let mut p = primary(Mode::Async, &["p"], 1);
+        durable(&mut p, 30, 0);
+        assert_eq!(p.commit(), 30);
+        assert_eq!(p.truncate_through(&[]), 30);
+        // "a" has not connected since this primary started: 10 entries stay for it.
+        let replicas = ["a".to_string()];
+        assert_eq!(p.truncate_through(&replicas), 20);
+        let s = open(&mut p, "a");
+        ack(&mut p, "a", s, 25);
+        assert_eq!(p.truncate_through(&replicas), 25);
     }
 
     #[test]

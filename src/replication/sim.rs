@@ -448,7 +448,7 @@ impl Sim {
                 }
             }
             Op::Truncate => {
-                let through = self.primary.truncate_through();
+                let through = self.primary.truncate_through(&[]);
                 prop_assert!(through <= self.primary.commit());
                 self.log_start = self.log_start.max(through + 1);
                 self.tell_primary(PEvent::Truncated { through })?;

@@ -65,6 +65,7 @@ impl Node {
                 .refusal()
                 .map(|e| e.to_string()),
             checksum: self.db.checksum()?,
+            rolled_back: super::repl_replica::rolled_back(&self.db.txns.store)?,
             replicas: self.repl.progress(),
             keys: self.db.count_keys()?,
             locks: self.db.txns.locks.locked_resources() as u64,

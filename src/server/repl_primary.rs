@@ -828,7 +828,10 @@ impl Loop {
         let Ok(state) = self.store.log_state() else {
             return;
         };
-        let through = self.core.truncate_through().min(state.applied.lsn);
+        let through = self
+            .core
+            .truncate_through(&self.replicas)
+            .min(state.applied.lsn);
         if through < state.base.lsn + TRUNCATE_MIN || truncating.swap(true, Ordering::AcqRel) {
             return;
         }
@@ -1488,7 +1491,12 @@ impl Sender {
                 .map_err(|_| silent())?
         };
         let mut inflight = FuturesOrdered::new();
-        inflight.push_back(send(part(SnapshotPart::Begin)).await?);
+        let epochs = self
+            .meta
+            .map()
+            .and_then(|m| m.shards.get(&self.shard).map(|s| s.epochs.clone()))
+            .unwrap_or_default();
+        inflight.push_back(send(part(SnapshotPart::Begin { epochs })).await?);
         let mut cursor = Some(Cursor::start());
         let (mut batches, mut bytes) = (0u64, 0usize);
         loop {

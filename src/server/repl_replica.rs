@@ -47,7 +47,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::cluster::ring::ShardId;
 use crate::error::{Error, Result};
-use crate::protocol::{Replicate, ReplicateReply, SnapshotPart};
+use crate::protocol::{Replicate, ReplicateReply, RolledBack, SnapshotPart};
 use crate::replication::replica::{Action, Event};
 use crate::replication::{EpochHistory, LogId, Reject, Replica};
 use crate::storage::{LogEntry, Lsn, Space, Store, WalState, Write};
@@ -62,6 +62,19 @@ pub const INBOX: usize = 64;
 
 /// The meta key of the newest shard epoch a replica has seen (DESIGN §3: fencing).
 const EPOCH_KEY: &[u8] = b"replica_epoch";
+
+/// The meta key of the last run of applied entries rolled back ([`RolledBack`], JSON).
+const ROLLED_BACK_KEY: &[u8] = b"rolled_back";
+
+/// The last run of applied entries `store` rolled back on rejoining a new primary, if any.
+pub fn rolled_back(store: &Store) -> Result<Option<RolledBack>> {
+    match store.engine.get(Space::Meta, ROLLED_BACK_KEY)? {
+        Some(b) => serde_json::from_slice(&b)
+            .map(Some)
+            .map_err(|e| Error::Corrupt(format!("the rollback record: {e}"))),
+        None => Ok(None),
+    }
+}
 
 /// A request for the driver and where its answer goes.
 pub type Inbound = (Replicate, oneshot::Sender<Result<ReplicateReply>>);
@@ -420,7 +433,10 @@ impl Driver {
     ) -> Result<Option<Reject>> {
         let committer = &self.store.committer;
         match part {
-            SnapshotPart::Begin => {
+            SnapshotPart::Begin { epochs } => {
+                if !self.installing {
+                    self.record_rollback(epoch, epochs)?;
+                }
                 committer.begin_snapshot().await?;
                 self.installing = true;
                 tracing::info!("replica: installing a snapshot at {at}");
@@ -452,6 +468,60 @@ impl Driver {
                 Ok(refused)
             }
         }
+    }
+
+    /// Before a snapshot of the primary of `epoch`, whose log's epochs begin at `epochs`,
+    /// replaces the data: the applied entries of this log the primary's does not have (in
+    /// `async` mode, an old primary's tail lost in a failover) are rolled back by it. Says so in
+    /// the log and keeps the record durably for `ddb status` (DESIGN §6.2, "Rejoining").
+    fn record_rollback(&self, epoch: u64, epochs: Vec<(u64, Lsn)>) -> Result<()> {
+        if epochs.is_empty() {
+            tracing::warn!(
+                shard = self.shard,
+                "replica: a snapshot without the primary's epoch history: what it rolls back \
+                 is not known"
+            );
+            return Ok(());
+        }
+        let primary = EpochHistory::new(epochs).map_err(|e| {
+            Error::Refused(format!("a snapshot with a malformed epoch history: {e}"))
+        })?;
+        let (history, last, applied) = (self.core.history(), self.core.last(), self.core.applied());
+        let (first, exact) = match history.shared_with(last.lsn, &primary) {
+            Some(shared) => (shared + 1, true),
+            // Nothing this log knows is shared: at least everything from its first known entry.
+            None => (history.pairs().first().map_or(1, |p| p.1), false),
+        };
+        if first > applied {
+            return Ok(());
+        }
+        let record = RolledBack {
+            first_lsn: first,
+            last_lsn: applied,
+            epoch: history.epoch_at(applied).unwrap_or(0),
+            exact,
+            dropped: last.lsn - applied,
+            by_epoch: epoch,
+            at_unix_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |t| t.as_millis() as u64),
+        };
+        tracing::warn!(
+            shard = self.shard,
+            "replica: rolling back {record}, applied here but not in the log of the primary of \
+             epoch {epoch} (lost in a failover), and dropping {} unapplied entries after them: \
+             the data is rebuilt from a snapshot of that primary",
+            record.dropped
+        );
+        let json = serde_json::to_vec(&record)
+            .map_err(|e| Error::Internal(format!("the rollback record: {e}")))?;
+        self.store.engine.write(vec![Write::Put(
+            Space::Meta,
+            ROLLED_BACK_KEY.to_vec(),
+            json,
+        )])?;
+        self.store.engine.persist()?;
+        Ok(())
     }
 
     /// Starts dropping the front of the log that the retention no longer keeps, if that is at

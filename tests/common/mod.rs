@@ -547,6 +547,11 @@ impl TestCluster {
         );
     }
 
+    /// The whole log of `node` (every life of it: a restart appends).
+    pub fn log(&self, node: &str) -> String {
+        std::fs::read_to_string(self.data_dir(node).join("ddb.log")).unwrap_or_default()
+    }
+
     /// The last lines of every node's log.
     pub fn logs(&self) -> String {
         let mut all = String::new();
