@@ -268,6 +268,22 @@ impl Error {
         matches!(self, Error::Retry { code, .. } if code == sqlstate::CANNOT_CONNECT_NOW)
     }
 
+    /// A replica's refusal of a write (25006, "writes go to its primary"), which reaches a
+    /// gateway only when it routed by a map that named the node primary: the map is stale, or
+    /// the node is being promoted. Nothing was done; routing it again may succeed.
+    pub fn replica_refusal(message: impl Into<String>) -> Self {
+        Error::Retry {
+            code: sqlstate::READ_ONLY_SQL_TRANSACTION.to_string(),
+            message: message.into(),
+        }
+    }
+
+    /// Whether this is [`Error::replica_refusal`] (a user's `READ ONLY` transaction refusing a
+    /// write is an `Error::Sql` with the same SQLSTATE, and is not retried).
+    pub fn is_replica_refusal(&self) -> bool {
+        matches!(self, Error::Retry { code, .. } if code == sqlstate::READ_ONLY_SQL_TRANSACTION)
+    }
+
     /// Whether the outcome of the transaction is unknown: it may have committed.
     pub fn is_unknown_outcome(&self) -> bool {
         matches!(self, Error::UnknownOutcome(_))

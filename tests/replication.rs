@@ -2056,6 +2056,94 @@ async fn a_switchover_under_load_loses_no_write_and_the_old_primary_becomes_a_re
     assert_all_there(cluster.sql_port("n2"), &acked).await;
 }
 
+/// The old primary killed while its switchover's map change is pending (the map has no
+/// quorum: three of its five voters are frozen) and restarted before the change commits. It
+/// must not take writes in the old epoch meanwhile: the promotion, once it commits, begins the
+/// next epoch right after what n2 held when it was proposed, so anything n1 committed past
+/// that would be lost. It finds its durable switchover marker, stays paused, proposes the
+/// change again, and the switchover completes when the map is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_restarted_while_its_switchover_is_pending_takes_no_write_until_it_is_done() {
+    let cluster = TestCluster::replicated("switch-restart", 5, "{ factor: 2 }");
+    cluster.init();
+    let gateway = cluster.sql_port("n2");
+    let map = with_schema(&cluster, "n2").await;
+    let (shard, info) = map.shard_of_node("n1").unwrap();
+    assert_eq!(
+        (info.primary.as_str(), info.replicas.as_slice()),
+        ("n1", ["n2".to_string()].as_slice())
+    );
+    let keys = keys_of(&map, shard, 400);
+    let (mut acked, _) = write(gateway, keys[..100].to_vec(), Duration::from_secs(60)).await;
+    assert!(settled(&cluster, "n1", "n2").await, "{}", cluster.logs());
+    let voters = ["n3", "n4", "n5"];
+    for n in voters {
+        signal(&cluster, n, "-STOP");
+    }
+    let mut cli = cluster
+        .command(&["promote", "n2", "--timeout", "60"])
+        .spawn()
+        .expect("spawn");
+    let proposed = eventually(Duration::from_secs(20), || async {
+        cluster
+            .logs()
+            .contains("switchover: proposing the next epoch")
+    })
+    .await;
+    if !proposed {
+        for n in voters {
+            signal(&cluster, n, "-CONT");
+        }
+        panic!("n1 did not propose the switchover:\n{}", cluster.logs());
+    }
+    cluster.kill("n1");
+    let _ = cli.kill();
+    let _ = cli.wait();
+    cluster.start_node("n1");
+    // Writes while the change is pending: none may be acknowledged by n1 in epoch 1.
+    let (during, failed) = write(gateway, keys[100..130].to_vec(), Duration::from_secs(8)).await;
+    eprintln!(
+        "while the switchover was pending: {} writes acknowledged, {failed} failed",
+        during.len()
+    );
+    let restored = cluster
+        .log("n1")
+        .contains("switchover proposed before this node restarted");
+    for n in voters {
+        signal(&cluster, n, "-CONT");
+    }
+    assert!(
+        restored,
+        "n1 did not take up its switchover:\n{}",
+        cluster.logs()
+    );
+    assert!(
+        during.is_empty(),
+        "n1 acknowledged {during:?} in the old epoch while its switchover was pending"
+    );
+    acked.extend(during);
+    assert!(
+        eventually(Duration::from_secs(60), || async {
+            map_of(&cluster.rpc_addr("n3"))
+                .await
+                .is_some_and(|m| m.shards[&shard].epoch == 2 && m.shards[&shard].primary == "n2")
+        })
+        .await,
+        "the switchover did not complete:\n{}",
+        cluster.logs()
+    );
+    let (after, _) = write(gateway, keys[130..230].to_vec(), Duration::from_secs(60)).await;
+    assert!(!after.is_empty(), "n2 takes no writes:\n{}", cluster.logs());
+    acked.extend(after);
+    assert_all_there(gateway, &acked).await;
+    assert!(
+        settled(&cluster, "n2", "n1").await,
+        "n1 did not become n2's replica:\n{}",
+        cluster.logs()
+    );
+    assert_all_there(cluster.sql_port("n1"), &acked).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_switchover_whose_cli_is_killed_finishes_and_a_rerun_converges() {
     let cluster = TestCluster::replicated("switchkill", 3, "{ factor: 2 }");

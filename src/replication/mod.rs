@@ -121,9 +121,22 @@
 //! * **P7. A target killed mid-promotion.** *Rule:* whether to take the log over is decided
 //!   from the durable log against the map, so a restart finishes it. *Test:*
 //!   `a_replica_killed_while_it_is_promoted_takes_over_when_it_restarts`.
-//!
-//! Not built yet: in `async` mode a rejoining old primary that applied lost entries needs a
-//! snapshot (the replica says `Diverged`); rolling them back is issue 10's point 3.
+//! * **P8. `async`: an old primary's applied entries the new primary lacks** (acknowledged on
+//!   its fsync alone, lost in the failover). *Rule:* they are never undone in place: its log
+//!   conflicts below its applied LSN (`Diverged`), or no longer meets the primary's, so it gets
+//!   a snapshot that replaces its data; the snapshot's `Begin` carries the map's epoch
+//!   history, from which the replica finds the last entry it shares
+//!   ([`EpochHistory::shared_with`]) and records the rolled-back range durably for `ddb status`. A primary keeps `retention`
+//!   entries for a map replica it has not heard from since it started, so a restarted old
+//!   primary still knows where its log parts. *Test:*
+//!   `an_async_old_primary_rolls_back_exactly_the_lost_range_and_reports_it`.
+//! * **P9. A switchover's old primary restarted while its proposal may still commit.**
+//!   Restarted in the old epoch, it would commit entries past the cap, which the promotion
+//!   drops once it applies. *Rule:* the proposal is written durably first (a marker with the
+//!   epoch, NODE and the first LSN); a primary that starts in that epoch with the marker stays
+//!   paused with the same cap and proposes the same change again until the map takes it or
+//!   certainly refuses it; the marker is removed before writes resume. *Test:*
+//!   `a_primary_restarted_while_its_switchover_is_pending_takes_no_write_until_it_is_done`.
 
 pub mod catchup;
 pub mod history;

@@ -247,13 +247,10 @@ impl Runtime {
             self.set_role(Role::Primary(driver));
         } else {
             // As a PostgreSQL hot standby answers a write: 25006.
-            self.refuse(Some(Error::sql(
-                crate::error::sqlstate::READ_ONLY_SQL_TRANSACTION,
-                format!(
-                    "node {me} is a replica of shard {shard}: writes go to its primary {}",
-                    info.primary
-                ),
-            )));
+            self.refuse(Some(Error::replica_refusal(format!(
+                "node {me} is a replica of shard {shard}: writes go to its primary {}",
+                info.primary
+            ))));
             store.committer.set_foreign(true);
             // A replica serves no keys (shard requests are fenced): nothing to refuse reads for.
             self.refuse_reads(None);

@@ -149,6 +149,49 @@ struct Deposed {
     first: Option<Lsn>,
 }
 
+/// The meta key of a switchover's durable marker ([`Proposed`], JSON).
+const HANDOVER_KEY: &[u8] = b"handover";
+
+/// A switchover whose promotion this node proposed, written durably before the proposal goes
+/// out and removed before writes resume: a primary that restarts while the proposal may still
+/// commit finds it, stays paused with the same cap, and proposes the same change again until
+/// the map takes it or certainly refuses it. (Without it a restarted primary would commit its
+/// entries past the cap, which the promotion drops once it applies.)
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct Proposed {
+    epoch: u64,
+    to: String,
+    first: Lsn,
+}
+
+fn read_proposed(store: &Store) -> Result<Option<Proposed>> {
+    match store
+        .engine
+        .get(crate::storage::Space::Meta, HANDOVER_KEY)?
+    {
+        Some(b) => serde_json::from_slice(&b)
+            .map(Some)
+            .map_err(|e| Error::Corrupt(format!("the switchover marker: {e}"))),
+        None => Ok(None),
+    }
+}
+
+/// Writes (or, with `None`, removes) the switchover marker durably.
+fn write_proposed(store: &Store, marker: Option<&Proposed>) -> Result<()> {
+    let key = HANDOVER_KEY.to_vec();
+    let write = match marker {
+        Some(m) => crate::storage::Write::Put(
+            crate::storage::Space::Meta,
+            key,
+            serde_json::to_vec(m)
+                .map_err(|e| Error::Internal(format!("the switchover marker: {e}")))?,
+        ),
+        None => crate::storage::Write::Delete(crate::storage::Space::Meta, key),
+    };
+    store.engine.write(vec![write])?;
+    store.engine.persist()
+}
+
 /// What a sender is asked to send.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Cmd {
@@ -324,7 +367,22 @@ pub fn start(setup: Setup, map: &ClusterMap) -> Result<Arc<PrimaryDriver>> {
         handover: None,
         cap: None,
         deposed: None,
+        restored: None,
     };
+    match read_proposed(&setup.store)? {
+        Some(m) if m.epoch == info.epoch => driver.restored = Some(m),
+        Some(m) => {
+            tracing::info!(
+                shard = setup.shard,
+                "replication: forgetting the switchover to {} of epoch {}: the map is at epoch {}",
+                m.to,
+                m.epoch,
+                info.epoch
+            );
+            write_proposed(&setup.store, None)?;
+        }
+        None => {}
+    }
     watch_durable(&setup.store, mode, clock, inputs.clone())?;
     let first = driver.core.step(Event::Tick { now_ms: 0 });
     driver.act(first);
@@ -444,6 +502,8 @@ struct Loop {
     cap: Option<Lsn>,
     /// Set once the map names a newer epoch.
     deposed: Option<Deposed>,
+    /// A switchover this node had proposed before it restarted, taken up when the loop runs.
+    restored: Option<Proposed>,
 }
 
 impl Loop {
@@ -452,6 +512,9 @@ impl Loop {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut truncate = tokio::time::interval(TRUNCATE_EVERY);
         let truncating = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        if let Some(marker) = self.restored.take() {
+            self.restore_handover(marker).await;
+        }
         loop {
             let actions = tokio::select! {
                 _ = truncate.tick() => {
@@ -674,18 +737,21 @@ impl Loop {
             return;
         }
         let first = if drained { h.last + 1 } else { acked + 1 };
+        let to = h.to.clone();
         // From here on nothing past what `to` holds commits here: the next epoch begins after
-        // it, so an entry committed past it would be lost.
+        // it, so an entry committed past it would be lost. The cap outlives a restart.
         self.cap = Some(first - 1);
-        let change = map::Change::Promote {
-            shard: self.shard,
+        let marker = Proposed {
             epoch: self.epoch,
-            node: h.to.clone(),
-            first_lsn: first,
-            // In async mode the in-sync set does not say who holds what: `to` was checked to
-            // hold every committed entry just now.
-            allow_data_loss: self.mode == Mode::Async,
+            to: to.clone(),
+            first,
         };
+        if let Err(e) = write_proposed(&self.store, Some(&marker)) {
+            self.abort_handover(Error::Io(format!(
+                "cannot write the switchover marker, nothing proposed: {e}"
+            )));
+            return;
+        }
         tracing::info!(
             shard = self.shard,
             to = %h.to,
@@ -699,6 +765,21 @@ impl Loop {
         // Reads are refused from here on, before the proposal can commit: once it has, the
         // next primary may take writes that a read here would miss.
         self.publish();
+        self.propose_handover(to, first);
+    }
+
+    /// Proposes the next epoch with `to` as primary, beginning at `first`, in a task; the
+    /// answer comes back as [`Input::HandOverProposed`].
+    fn propose_handover(&self, to: String, first: Lsn) {
+        let change = map::Change::Promote {
+            shard: self.shard,
+            epoch: self.epoch,
+            node: to,
+            first_lsn: first,
+            // In async mode the in-sync set does not say who holds what: `to` was checked to
+            // hold every committed entry when the switchover was proposed.
+            allow_data_loss: self.mode == Mode::Async,
+        };
         let (meta, inputs, shard, epoch) = (
             self.meta.clone(),
             self.inputs.clone(),
@@ -709,6 +790,50 @@ impl Loop {
             let result = propose_promotion(&meta, change, shard, epoch).await;
             let _ = inputs.send(Input::HandOverProposed(result));
         });
+    }
+
+    /// Takes up the switchover this node proposed before it restarted: writes stay paused and
+    /// capped where the proposal put the next epoch's start, and the same change is proposed
+    /// again (the map applies it once at most) until it is taken or certainly refused.
+    async fn restore_handover(&mut self, marker: Proposed) {
+        let refusal = Error::not_ready(format!(
+            "shard {} is switching its primary over to {}; retry",
+            self.shard, marker.to
+        ));
+        let last = match self
+            .store
+            .committer
+            .pause(self.epoch, refusal.clone())
+            .await
+        {
+            Ok(last) => last.lsn,
+            Err(e) => {
+                tracing::error!("replication: cannot pause the log: {e}");
+                self.tail
+            }
+        };
+        tracing::warn!(
+            shard = self.shard,
+            to = %marker.to,
+            first = marker.first,
+            "replication: switchover proposed before this node restarted: writes stay paused \
+             and the promotion is proposed again"
+        );
+        self.cap = Some(marker.first - 1);
+        let now = tokio::time::Instant::now();
+        self.handover = Some(Handover {
+            to: marker.to.clone(),
+            last,
+            started: Instant::now(),
+            deadline: now,
+            drain: Duration::ZERO,
+            proposed: Some(marker.first),
+            applied: None,
+            refusal,
+            replies: Vec::new(),
+        });
+        self.publish();
+        self.propose_handover(marker.to, marker.first);
     }
 
     /// The switchover's proposal came back.
@@ -778,6 +903,22 @@ impl Loop {
             }
             self.handover = Some(h);
             return;
+        }
+        if h.proposed.is_some() {
+            // Gone before writes resume: a restart must not take up a switchover whose cap
+            // the log has since passed.
+            if let Err(e) = write_proposed(&self.store, None) {
+                tracing::error!(
+                    shard = self.shard,
+                    "replication: switchover abandoned ({why}), but its marker cannot be \
+                     removed, so writes stay refused: {e}"
+                );
+                for reply in h.replies.drain(..) {
+                    let _ = reply.send(Err(why.clone()));
+                }
+                self.handover = Some(h);
+                return;
+            }
         }
         tracing::warn!(
             shard = self.shard,

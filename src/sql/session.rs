@@ -897,9 +897,12 @@ impl Session {
                 }
             };
             // A wait-die victim is retried; so is a statement refused because its primary is
-            // moving, unless this session runs a statement shipped here (its gateway retries,
-            // and routes it anew). Only while the client has seen nothing of it.
-            let retry = wait_die || (failed.is_not_ready() && !self.shipped);
+            // moving, or by a replica the map named primary (promoted, its role not switched
+            // yet; or the map here is stale), unless this session runs a statement shipped here
+            // (its gateway retries, and routes it anew). Only while the client has seen nothing
+            // of it.
+            let moving = failed.is_not_ready() || failed.is_replica_refusal();
+            let retry = wait_die || (moving && !self.shipped);
             if !retry || out.taken() != taken || started.elapsed() >= lock_timeout {
                 return Err(failed);
             }
