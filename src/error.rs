@@ -248,14 +248,17 @@ impl Error {
     }
 
     /// Whether this is a serialization failure (40001), a node not ready yet (57P03, refused
-    /// before anything was done) or a lock wait that timed out (55P03):
+    /// before anything was done), a replica's refusal ([`Error::replica_refusal`], 25006, at
+    /// the log's gate) or a lock wait that timed out (55P03):
     /// the refusal of a participant or an anchor that wrote nothing, so the transaction is
     /// definitely rolled back there. Narrower than [`Error::is_retryable`] on purpose: a
     /// two-phase commit may treat only these answers from the anchor as a definite abort.
     pub fn is_refusal(&self) -> bool {
         match self {
             Error::Retry { code, .. } => {
-                code == sqlstate::SERIALIZATION_FAILURE || code == sqlstate::CANNOT_CONNECT_NOW
+                code == sqlstate::SERIALIZATION_FAILURE
+                    || code == sqlstate::CANNOT_CONNECT_NOW
+                    || code == sqlstate::READ_ONLY_SQL_TRANSACTION
             }
             Error::Sql { code, .. } => code == sqlstate::LOCK_NOT_AVAILABLE,
             _ => false,
@@ -365,5 +368,16 @@ mod tests {
         assert!(!bad.is_retryable() && !bad.is_unknown_outcome());
         assert_eq!(bad.exit_code(), 6);
         assert!(!Error::Unreachable("gone".into()).is_retryable());
+    }
+
+    #[test]
+    fn a_replicas_refusal_is_retried_but_a_read_only_transactions_is_not() {
+        let replica = Error::replica_refusal("node n2 is a replica of shard 1");
+        assert_eq!(replica.sqlstate(), "25006");
+        assert!(replica.is_replica_refusal() && replica.is_refusal() && replica.is_retryable());
+        let read_only = Error::sql(sqlstate::READ_ONLY_SQL_TRANSACTION, "read-only transaction");
+        assert_eq!(read_only.sqlstate(), "25006");
+        assert!(!read_only.is_replica_refusal() && !read_only.is_refusal());
+        assert!(!read_only.is_retryable());
     }
 }

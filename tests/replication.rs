@@ -2064,7 +2064,22 @@ async fn a_switchover_under_load_loses_no_write_and_the_old_primary_becomes_a_re
 /// change again, and the switchover completes when the map is back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_primary_restarted_while_its_switchover_is_pending_takes_no_write_until_it_is_done() {
-    let cluster = TestCluster::replicated("switch-restart", 5, "{ factor: 2 }");
+    restarted_while_the_switchover_is_pending("sync").await;
+}
+
+/// The same in `async` mode, where a restarted primary that took up its tail without the cap
+/// would commit (and acknowledge) it on its own fsync.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_async_primary_restarted_while_its_switchover_is_pending_takes_no_write_either() {
+    restarted_while_the_switchover_is_pending("async").await;
+}
+
+async fn restarted_while_the_switchover_is_pending(mode: &str) {
+    let cluster = TestCluster::replicated(
+        &format!("switch-restart-{mode}"),
+        5,
+        &format!("{{ factor: 2, mode: {mode} }}"),
+    );
     cluster.init();
     let gateway = cluster.sql_port("n2");
     let map = with_schema(&cluster, "n2").await;

@@ -28,7 +28,7 @@ use openraft::raft::{
 };
 
 /// The version of this protocol. Bumped on any incompatible change to the messages.
-pub const PROTOCOL_VERSION: u32 = 6;
+pub const PROTOCOL_VERSION: u32 = 7;
 
 /// Who opens a connection, and which cluster it expects the node to be in (DESIGN §10.3).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -180,8 +180,8 @@ pub enum Replicate {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum SnapshotPart {
     /// Clear the replica's data and log (durably marked as installing a snapshot). `epochs` is
-    /// where each epoch begins in the primary's log (the map's list for the shard), so the
-    /// replica can tell which of its applied entries the snapshot rolls back.
+    /// where each epoch begins in the primary's log (its own history, from its log's base on),
+    /// so the replica can tell which of its applied entries the snapshot rolls back.
     Begin { epochs: Vec<(u64, u64)> },
     /// Puts into the `data` and `txn` spaces (about 1 MiB).
     Batch(Vec<crate::storage::Write>),
@@ -230,8 +230,8 @@ pub struct RolledBack {
     pub first_lsn: u64,
     pub last_lsn: u64,
     pub epoch: u64,
-    /// Whether `first_lsn` is exact; otherwise the logs parted at it or earlier (the new
-    /// primary's log no longer reached back to where), so at least this many were lost.
+    /// Whether `first_lsn` is exact; otherwise the logs parted before it (the new primary's
+    /// log no longer reached back to where), so at least this many were lost.
     pub exact: bool,
     /// Entries after `last_lsn` that were durable but never applied, dropped with them.
     pub dropped: u64,

@@ -124,7 +124,7 @@
 //! * **P8. `async`: an old primary's applied entries the new primary lacks** (acknowledged on
 //!   its fsync alone, lost in the failover). *Rule:* they are never undone in place: its log
 //!   conflicts below its applied LSN (`Diverged`), or no longer meets the primary's, so it gets
-//!   a snapshot that replaces its data; the snapshot's `Begin` carries the map's epoch
+//!   a snapshot that replaces its data; the snapshot's `Begin` carries the primary's epoch
 //!   history, from which the replica finds the last entry it shares
 //!   ([`EpochHistory::shared_with`]) and records the rolled-back range durably for `ddb status`. A primary keeps `retention`
 //!   entries for a map replica it has not heard from since it started, so a restarted old
@@ -133,10 +133,19 @@
 //! * **P9. A switchover's old primary restarted while its proposal may still commit.**
 //!   Restarted in the old epoch, it would commit entries past the cap, which the promotion
 //!   drops once it applies. *Rule:* the proposal is written durably first (a marker with the
-//!   epoch, NODE and the first LSN); a primary that starts in that epoch with the marker stays
-//!   paused with the same cap and proposes the same change again until the map takes it or
-//!   certainly refuses it; the marker is removed before writes resume. *Test:*
-//!   `a_primary_restarted_while_its_switchover_is_pending_takes_no_write_until_it_is_done`.
+//!   epoch, NODE and the first LSN); a primary that starts in that epoch with the marker (and
+//!   a log not applied past the cap) is paused and capped before its core commits anything,
+//!   and proposes the same change again as a retry whose first try may have applied (a
+//!   refusal counts only once the map has had time to show the change); the marker is
+//!   removed before writes resume, and if it cannot be, writes stay refused. Reads stay
+//!   refused from the proposal on (the restarted tail's apply no longer lifts that). *Tests:*
+//!   `a_primary_restarted_while_its_switchover_is_pending_takes_no_write_until_it_is_done`
+//!   and its `async` twin.
+//! * **P10. `async`: the rollback report trusts the primary's own history.** The map's list of
+//!   promotions need not describe the new primary's log (an epoch may begin where that log
+//!   holds an older epoch's entries), so the snapshot carries the primary's log history; an
+//!   entry both give the same epoch is shared, so the report is exact when that history
+//!   reaches back to the parting point and says "at least" otherwise.
 
 pub mod catchup;
 pub mod history;

@@ -115,6 +115,8 @@ enum Input {
     },
     /// The switchover's map change: applied at this map version, or certainly refused.
     HandOverProposed(Result<u64>),
+    /// Something `publish` reads changed outside the loop (the restarted tail was applied).
+    Publish,
 }
 
 type HandOverReply = tokio::sync::oneshot::Sender<Result<HandedOver>>;
@@ -368,16 +370,25 @@ pub fn start(setup: Setup, map: &ClusterMap) -> Result<Arc<PrimaryDriver>> {
         cap: None,
         deposed: None,
         restored: None,
+        history: Arc::new(Mutex::new(Vec::new())),
     };
     match read_proposed(&setup.store)? {
-        Some(m) if m.epoch == info.epoch => driver.restored = Some(m),
+        // Applied past the cap: the hand-over was given up before the restart (a cap keeps
+        // every commit before `first`).
+        Some(m) if m.epoch == info.epoch && m.first > state.applied.lsn && m.first > 0 => {
+            driver.restore_handover(&m, state.last.lsn);
+            driver.restored = Some(m);
+        }
         Some(m) => {
             tracing::info!(
                 shard = setup.shard,
-                "replication: forgetting the switchover to {} of epoch {}: the map is at epoch {}",
+                "replication: forgetting the switchover to {} at {} of epoch {}: the map is at \
+                 epoch {} and the log is applied up to {}",
                 m.to,
+                m.first,
                 m.epoch,
-                info.epoch
+                info.epoch,
+                state.applied.lsn
             );
             write_proposed(&setup.store, None)?;
         }
@@ -502,8 +513,12 @@ struct Loop {
     cap: Option<Lsn>,
     /// Set once the map names a newer epoch.
     deposed: Option<Deposed>,
-    /// A switchover this node had proposed before it restarted, taken up when the loop runs.
+    /// A switchover this node had proposed before it restarted: paused and capped from the
+    /// start, proposed again when the loop runs.
     restored: Option<Proposed>,
+    /// The core's epoch history, as of the last snapshot ordered: a snapshot's `Begin` carries
+    /// it, so the replica can tell which of its applied entries this log does not have.
+    history: Arc<Mutex<Vec<(u64, Lsn)>>>,
 }
 
 impl Loop {
@@ -513,7 +528,7 @@ impl Loop {
         let mut truncate = tokio::time::interval(TRUNCATE_EVERY);
         let truncating = Arc::new(std::sync::atomic::AtomicBool::new(false));
         if let Some(marker) = self.restored.take() {
-            self.restore_handover(marker).await;
+            self.propose_restored(marker).await;
         }
         loop {
             let actions = tokio::select! {
@@ -578,6 +593,10 @@ impl Loop {
                     }
                     Some(Input::HandOverProposed(result)) => {
                         self.handover_proposed(result);
+                        Vec::new()
+                    }
+                    Some(Input::Publish) => {
+                        self.publish();
                         Vec::new()
                     }
                     None => break,
@@ -747,9 +766,27 @@ impl Loop {
             first,
         };
         if let Err(e) = write_proposed(&self.store, Some(&marker)) {
-            self.abort_handover(Error::Io(format!(
+            // Nothing is proposed; but the write may reach the disk later, and a restart must
+            // not take up a marker whose cap the log has passed (the start also ignores one
+            // the log is applied past).
+            let why = Error::Io(format!(
                 "cannot write the switchover marker, nothing proposed: {e}"
-            )));
+            ));
+            if let Err(e) = write_proposed(&self.store, None) {
+                tracing::error!(
+                    shard = self.shard,
+                    "replication: switchover abandoned ({why}), and its marker cannot be \
+                     removed either, so writes stay refused: {e}"
+                );
+                if let Some(h) = &mut self.handover {
+                    for reply in h.replies.drain(..) {
+                        let _ = reply.send(Err(why.clone()));
+                    }
+                }
+                return;
+            }
+            self.cap = None;
+            self.abort_handover(why);
             return;
         }
         tracing::info!(
@@ -765,12 +802,13 @@ impl Loop {
         // Reads are refused from here on, before the proposal can commit: once it has, the
         // next primary may take writes that a read here would miss.
         self.publish();
-        self.propose_handover(to, first);
+        self.propose_handover(to, first, false);
     }
 
     /// Proposes the next epoch with `to` as primary, beginning at `first`, in a task; the
-    /// answer comes back as [`Input::HandOverProposed`].
-    fn propose_handover(&self, to: String, first: Lsn) {
+    /// answer comes back as [`Input::HandOverProposed`]. `unsure`: an earlier proposal of the
+    /// same change may have applied (its answer was lost, or this node restarted).
+    fn propose_handover(&self, to: String, first: Lsn, unsure: bool) {
         let change = map::Change::Promote {
             shard: self.shard,
             epoch: self.epoch,
@@ -787,31 +825,16 @@ impl Loop {
             self.epoch,
         );
         tokio::spawn(async move {
-            let result = propose_promotion(&meta, change, shard, epoch).await;
+            let result = propose_promotion(&meta, change, shard, epoch, unsure).await;
             let _ = inputs.send(Input::HandOverProposed(result));
         });
     }
 
-    /// Takes up the switchover this node proposed before it restarted: writes stay paused and
-    /// capped where the proposal put the next epoch's start, and the same change is proposed
-    /// again (the map applies it once at most) until it is taken or certainly refused.
-    async fn restore_handover(&mut self, marker: Proposed) {
-        let refusal = Error::not_ready(format!(
-            "shard {} is switching its primary over to {}; retry",
-            self.shard, marker.to
-        ));
-        let last = match self
-            .store
-            .committer
-            .pause(self.epoch, refusal.clone())
-            .await
-        {
-            Ok(last) => last.lsn,
-            Err(e) => {
-                tracing::error!("replication: cannot pause the log: {e}");
-                self.tail
-            }
-        };
+    /// Takes up the switchover this node proposed before it restarted (called before the
+    /// core commits anything): writes are refused and commits capped where the proposal put
+    /// the next epoch's start, as before the restart. [`Self::propose_restored`] then pauses
+    /// the log and proposes the same change again.
+    fn restore_handover(&mut self, marker: &Proposed, last: Lsn) {
         tracing::warn!(
             shard = self.shard,
             to = %marker.to,
@@ -820,20 +843,35 @@ impl Loop {
              and the promotion is proposed again"
         );
         self.cap = Some(marker.first - 1);
-        let now = tokio::time::Instant::now();
         self.handover = Some(Handover {
             to: marker.to.clone(),
             last,
             started: Instant::now(),
-            deadline: now,
+            deadline: tokio::time::Instant::now(),
             drain: Duration::ZERO,
             proposed: Some(marker.first),
             applied: None,
-            refusal,
+            refusal: Error::not_ready(format!(
+                "shard {} is switching its primary over to {}; retry",
+                self.shard, marker.to
+            )),
             replies: Vec::new(),
         });
         self.publish();
-        self.propose_handover(marker.to, marker.first);
+    }
+
+    /// The second half of [`Self::restore_handover`], in the loop: the log is paused (a submit
+    /// that got past the gate is refused) and the promotion proposed again. Its earlier try
+    /// may have applied, so a refusal counts only once the map shows it did not.
+    async fn propose_restored(&mut self, marker: Proposed) {
+        let refusal = match &self.handover {
+            Some(h) => h.refusal.clone(),
+            None => return,
+        };
+        if let Err(e) = self.store.committer.pause(self.epoch, refusal).await {
+            tracing::error!("replication: cannot pause the log: {e}");
+        }
+        self.propose_handover(marker.to, marker.first, true);
     }
 
     /// The switchover's proposal came back.
@@ -1050,6 +1088,7 @@ impl Loop {
                         }
                     },
                     commit: self.commit.subscribe(),
+                    history: self.history.clone(),
                     cmds: rx,
                     inputs: self.inputs.clone(),
                 };
@@ -1071,15 +1110,17 @@ impl Loop {
                         Ok(rx) => {
                             let tail = self.tail;
                             let tail_applied = self.tail_applied.clone();
-                            let read_refusal = self.read_refusal.clone();
+                            let inputs = self.inputs.clone();
                             tokio::spawn(async move {
                                 match rx.await {
                                     Ok(Ok(_)) => {
-                                        if lsn >= tail {
-                                            tail_applied.store(true, std::sync::atomic::Ordering::SeqCst);
-                                            if let Ok(mut r) = read_refusal.lock() {
-                                                *r = None;
-                                            }
+                                        // The loop decides what reads are refused for (a
+                                        // switchover may refuse them still).
+                                        if lsn >= tail
+                                            && !tail_applied
+                                                .swap(true, std::sync::atomic::Ordering::SeqCst)
+                                        {
+                                            let _ = inputs.send(Input::Publish);
                                         }
                                     }
                                     Ok(Err(e)) => tracing::error!(
@@ -1110,6 +1151,9 @@ impl Loop {
                 ),
                 Action::Snapshot { node, session } => {
                     tracing::info!(%node, "replication: sending a snapshot of shard {}", self.shard);
+                    if let Ok(mut h) = self.history.lock() {
+                        *h = self.core.history().pairs().to_vec();
+                    }
                     self.command(&node, Cmd::Snapshot { session });
                 }
                 Action::Propose { epoch, change } => self.propose(epoch, change),
@@ -1308,6 +1352,7 @@ async fn propose_promotion(
     change: map::Change,
     shard: ShardId,
     epoch: u64,
+    unsure: bool,
 ) -> Result<u64> {
     let map::Change::Promote {
         node, first_lsn, ..
@@ -1324,7 +1369,7 @@ async fn propose_promotion(
     };
     // Whether an earlier try may have been applied (its answer was lost): a refusal of a
     // retry may then be the map refusing a change it already took.
-    let mut unsure = false;
+    let mut unsure = unsure;
     loop {
         match meta.propose(change.clone()).await {
             Ok(version) => return Ok(version),
@@ -1368,6 +1413,8 @@ struct Sender {
     meta: Arc<Meta>,
     durable: watch::Receiver<crate::storage::LogId>,
     commit: watch::Receiver<Lsn>,
+    /// The primary's epoch history (see `Loop::history`).
+    history: Arc<Mutex<Vec<(u64, Lsn)>>>,
     cmds: watch::Receiver<Option<Cmd>>,
     inputs: mpsc::UnboundedSender<Input>,
 }
@@ -1632,11 +1679,9 @@ impl Sender {
                 .map_err(|_| silent())?
         };
         let mut inflight = FuturesOrdered::new();
-        let epochs = self
-            .meta
-            .map()
-            .and_then(|m| m.shards.get(&self.shard).map(|s| s.epochs.clone()))
-            .unwrap_or_default();
+        // This log's own history (the map's list of promotions need not describe it: an
+        // epoch may have begun where this log holds an older epoch's entries).
+        let epochs = self.history.lock().map(|h| h.clone()).unwrap_or_default();
         inflight.push_back(send(part(SnapshotPart::Begin { epochs })).await?);
         let mut cursor = Some(Cursor::start());
         let (mut batches, mut bytes) = (0u64, 0usize);

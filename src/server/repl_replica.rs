@@ -435,7 +435,12 @@ impl Driver {
         match part {
             SnapshotPart::Begin { epochs } => {
                 if !self.installing {
-                    self.record_rollback(epoch, epochs)?;
+                    if let Err(e) = self.record_rollback(epoch, epochs) {
+                        tracing::warn!(
+                            shard = self.shard,
+                            "replica: cannot record what the snapshot rolls back: {e}"
+                        );
+                    }
                 }
                 committer.begin_snapshot().await?;
                 self.installing = true;
@@ -470,27 +475,37 @@ impl Driver {
         }
     }
 
-    /// Before a snapshot of the primary of `epoch`, whose log's epochs begin at `epochs`,
-    /// replaces the data: the applied entries of this log the primary's does not have (in
-    /// `async` mode, an old primary's tail lost in a failover) are rolled back by it. Says so in
-    /// the log and keeps the record durably for `ddb status` (DESIGN §6.2, "Rejoining").
+    /// Before a snapshot of the primary of `epoch`, whose log's epochs begin at `epochs` (its
+    /// own log's history), replaces the data: the applied entries of this log the primary's
+    /// does not have (in `async` mode, an old primary's tail lost in a failover) are rolled
+    /// back by it. Says so in the log and keeps the record durably for `ddb status` (DESIGN
+    /// §6.2, "Rejoining"). Only a report: a history it cannot use is warned about, and the
+    /// snapshot goes on.
     fn record_rollback(&self, epoch: u64, epochs: Vec<(u64, Lsn)>) -> Result<()> {
-        if epochs.is_empty() {
-            tracing::warn!(
-                shard = self.shard,
-                "replica: a snapshot without the primary's epoch history: what it rolls back \
-                 is not known"
-            );
-            return Ok(());
-        }
-        let primary = EpochHistory::new(epochs).map_err(|e| {
-            Error::Refused(format!("a snapshot with a malformed epoch history: {e}"))
-        })?;
+        let primary = match EpochHistory::new(epochs) {
+            Ok(h) if !h.pairs().is_empty() => h,
+            other => {
+                tracing::warn!(
+                    shard = self.shard,
+                    "replica: a snapshot without a usable epoch history of its primary's log \
+                     ({:?}): what it rolls back here is not known",
+                    other.err()
+                );
+                return Ok(());
+            }
+        };
         let (history, last, applied) = (self.core.history(), self.core.last(), self.core.applied());
+        // An entry both histories give the same epoch is shared (log matching), so the last
+        // such entry is exact when the primary's history reaches back to it. When none does,
+        // the logs part before the primary's history begins: at least everything from there
+        // (and from this history's own first entry) on is not shared.
         let (first, exact) = match history.shared_with(last.lsn, &primary) {
             Some(shared) => (shared + 1, true),
-            // Nothing this log knows is shared: at least everything from its first known entry.
-            None => (history.pairs().first().map_or(1, |p| p.1), false),
+            None => {
+                let theirs = primary.pairs().first().map_or(1, |p| p.1);
+                let ours = history.pairs().first().map_or(1, |p| p.1);
+                (theirs.max(ours), false)
+            }
         };
         if first > applied {
             return Ok(());
@@ -500,7 +515,7 @@ impl Driver {
             last_lsn: applied,
             epoch: history.epoch_at(applied).unwrap_or(0),
             exact,
-            dropped: last.lsn - applied,
+            dropped: last.lsn.saturating_sub(applied),
             by_epoch: epoch,
             at_unix_ms: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
