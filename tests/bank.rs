@@ -724,13 +724,11 @@ async fn progress_or_logs(bank: &Bank, cluster: &TestCluster, accounts: &[i64], 
     }
 }
 
-// Ignored in CI for now (2026-12-04). It found three bugs, fixed this session: a deposed
-// primary's open parts kept their locks; a cross-shard read across a switchover was not
-// serializable (read-only parts are now checked at commit, refused by a node that is handing
-// over or no longer serves the shard, and the old primary refuses reads from the moment it
-// proposes); the local part was not checked. After the fixes it passed 8 runs of 8 here; run
-// it with `--ignored` until it has passed enough runs to join CI.
-#[ignore = "new: passed 8 of 8 after this session's fixes; joins CI once proven (see the comment)"]
+// It found three bugs when it was written: a deposed primary's open parts kept their locks; a
+// cross-shard read across a switchover was not serializable (read-only parts are now checked
+// at commit, refused by a node that is handing over or no longer serves the shard, and the old
+// primary refuses reads from the moment it proposes); the local part was not checked. It
+// passed 12 runs of 12 after the fixes before joining CI.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn transfers_across_shards_survive_switchovers_and_failovers_on_three_shards_of_two() {
     // Shards: n1 (primary) and n2, n3 and n4, n5 and n6, in sync mode; n1..n5 vote in the map.

@@ -2095,13 +2095,15 @@ async fn restarted_while_the_switchover_is_pending(mode: &str) {
     for n in voters {
         signal(&cluster, n, "-STOP");
     }
+    let cli_err = cluster.data_dir("n1").with_file_name("promote.err");
     let mut cli = cluster
         .command(&["promote", "n2", "--timeout", "60"])
+        .stderr(std::fs::File::create(&cli_err).expect("a file"))
         .spawn()
         .expect("spawn");
-    let proposed = eventually(Duration::from_secs(20), || async {
+    let proposed = eventually(Duration::from_secs(40), || async {
         cluster
-            .logs()
+            .log("n1")
             .contains("switchover: proposing the next epoch")
     })
     .await;
@@ -2109,7 +2111,17 @@ async fn restarted_while_the_switchover_is_pending(mode: &str) {
         for n in voters {
             signal(&cluster, n, "-CONT");
         }
-        panic!("n1 did not propose the switchover:\n{}", cluster.logs());
+        let _ = cli.kill();
+        panic!(
+            "n1 did not propose the switchover; ddb promote said: {}\nn1: {}",
+            std::fs::read_to_string(&cli_err).unwrap_or_default(),
+            cluster
+                .log("n1")
+                .lines()
+                .filter(|l| l.contains("ddb::"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
     }
     cluster.kill("n1");
     let _ = cli.kill();
