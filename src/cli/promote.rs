@@ -215,13 +215,31 @@ pub async fn run(args: &PromoteArgs, global: &GlobalArgs) -> anyhow::Result<()> 
         first_lsn: last.lsn + 1,
         allow_data_loss: args.allow_data_loss,
     };
-    let version = match client.call(Request::Propose(change)).await? {
-        Response::Proposed(version) => version,
-        Response::Error(e) => return Err(e.into()),
-        other => {
-            return Err(
-                Error::Corrupt(format!("unexpected answer to a proposal: {other:?}")).into(),
-            )
+    let proposed = match client.call(Request::Propose(change)).await {
+        Ok(Response::Proposed(version)) => Ok(version),
+        Ok(Response::Error(e)) | Err(e) => Err(e),
+        Ok(other) => Err(Error::Corrupt(format!(
+            "unexpected answer to a proposal: {other:?}"
+        ))),
+    };
+    let version = match proposed {
+        Ok(version) => version,
+        Err(e) => {
+            // The fence stays: say what it means for the shard and how to finish.
+            note(format_args!(
+                "{} is fenced at epoch {} and refuses the entries of the old primary {}, so \
+                 shard {} takes no writes until a promotion completes (the map may still apply \
+                 this one); re-run `ddb promote {} --force` once the map has a quorum, or \
+                 `ddb promote {}` if {} answers again",
+                args.node,
+                plan.epoch + 1,
+                plan.old_primary,
+                plan.shard,
+                args.node,
+                args.node,
+                plan.old_primary
+            ));
+            return Err(e.into());
         }
     };
     let pause_ms = wait_writable(args, cluster, &map, &plan, version, last.lsn, fenced).await?;

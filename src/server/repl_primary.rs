@@ -415,6 +415,11 @@ fn watch_durable(
     let mut seen = durable.borrow_and_update().lsn;
     tokio::spawn(async move {
         while durable.changed().await.is_ok() {
+            if inputs.is_closed() {
+                // The driver stopped (deposed): the log is another primary's business now,
+                // and may have been replaced by a snapshot.
+                break;
+            }
             let up_to = *durable.borrow_and_update();
             let mut decisions = Vec::new();
             if mode == Mode::Async && up_to.lsn > seen {
