@@ -399,7 +399,7 @@ fn plan(map: &ClusterMap, args: &PromoteArgs) -> Result<Plan, Error> {
     let node = &args.node;
     let (shard, info) = map.shard_of_node(node).ok_or_else(|| {
         Error::Refused(format!(
-            "node {node} is not in the cluster map of '{}'",
+            "node {node:?} is not in the cluster map of '{}'",
             map.name
         ))
     })?;
@@ -415,10 +415,16 @@ fn plan(map: &ClusterMap, args: &PromoteArgs) -> Result<Plan, Error> {
         )));
     }
     if let Some(expected) = &args.expected_primary {
+        if map.node(expected).is_none() {
+            return Err(Error::Refused(format!(
+                "--expected-primary {expected:?} is not a node of the cluster map of '{}'",
+                map.name
+            )));
+        }
         if *expected != info.primary {
             return Err(Error::Refused(format!(
                 "the primary of shard {shard} is {}, not {expected} (--expected-primary): \
-                 the cluster changed meanwhile",
+                 the cluster changed meanwhile, or the name is not the one meant",
                 info.primary
             )));
         }
