@@ -314,6 +314,12 @@ fn files() -> Vec<std::path::PathBuf> {
             .as_ref()
             .is_none_or(|s| f.to_string_lossy().contains(s.as_str()))
     });
+    assert!(
+        !files.is_empty(),
+        "SLT={:?} names no .slt file in {}",
+        filter.unwrap_or_default(),
+        dir.display()
+    );
     files
 }
 

@@ -377,6 +377,34 @@ pub fn rollback_notes(nodes: &[Target], statuses: &[Option<NodeStatus>]) -> Vec<
         .collect()
 }
 
+/// The warnings `ddb status` prints about primaries that refuse writes: one line per shard
+/// whose primary (as the map names it) answers but refuses writes now, with its reason (a
+/// switchover's pause, a restart's recovery, too few copies in sync, or a node fenced by a
+/// promotion the map has not taken). A replica's refusal is its role, not a warning.
+pub fn refusal_warnings(
+    nodes: &[Target],
+    statuses: &[Option<NodeStatus>],
+    map: Option<&ClusterMap>,
+) -> Vec<String> {
+    let Some(map) = map else {
+        return Vec::new();
+    };
+    map.shards
+        .iter()
+        .filter_map(|(id, shard)| {
+            let (_, status) = nodes
+                .iter()
+                .zip(statuses)
+                .find(|(n, _)| n.name == shard.primary)?;
+            let why = status.as_ref()?.write_refusal.as_ref()?;
+            Some(format!(
+                "WARNING: shard {id}'s primary {} refuses writes: {why}",
+                shard.primary
+            ))
+        })
+        .collect()
+}
+
 /// The warnings `ddb status` and `ddb init` print about the map: one line per shard whose
 /// in-sync set is smaller than `replication.factor`, naming who is in it. Empty when every
 /// shard has its copies (or there is no map).
@@ -583,6 +611,23 @@ mod tests {
         assert_eq!(cell(&t, "n4", "in_sync"), Value::Bool(false));
         assert_eq!(cell(&t, "n3", "in_sync"), Value::Bool(true));
         assert!(copy_warnings(None).is_empty());
+    }
+
+    #[test]
+    fn a_primary_that_refuses_writes_is_warned_about_and_a_replica_is_not() {
+        let (map, nodes) = groups();
+        let mut n1 = status("n1", 4);
+        let mut n2 = status("n2", 4);
+        n2.write_refusal = Some("node n2 is a replica of shard 1".into());
+        let statuses = vec![Some(n1.clone()), Some(n2.clone()), None, None];
+        assert!(refusal_warnings(&nodes, &statuses, Some(&map)).is_empty());
+        n1.write_refusal = Some("epoch 3 replaced epoch 2".into());
+        let statuses = vec![Some(n1), Some(n2), None, None];
+        assert_eq!(
+            refusal_warnings(&nodes, &statuses, Some(&map)),
+            ["WARNING: shard 1's primary n1 refuses writes: epoch 3 replaced epoch 2"]
+        );
+        assert!(refusal_warnings(&nodes, &statuses, None).is_empty());
     }
 
     #[test]

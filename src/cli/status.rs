@@ -6,13 +6,16 @@
 //! [`node_table`]. A shard whose in-sync set is smaller than `replication.factor` runs with
 //! fewer copies of its data than asked for: that is said loudly, one `WARNING:` line per shard
 //! on stderr (whatever `--quiet` says: it is not chatter), and the table keeps its shape. A
-//! node that rolled back applied entries lost in a failover (`async` mode) says so in the
-//! `rolled_back` columns and in one `NOTE:` line on stderr.
+//! shard whose primary answers but refuses writes gets one `WARNING:` line with the reason,
+//! and a node that rolled back applied entries lost in a failover (`async` mode) says so in
+//! the `rolled_back` columns and in one `NOTE:` line on stderr.
 
 use clap::Args;
 
 use super::global::GlobalArgs;
-use super::nodes::{add_txn_columns, copy_warnings, node_table, rollback_notes, Targets};
+use super::nodes::{
+    add_txn_columns, copy_warnings, node_table, refusal_warnings, rollback_notes, Targets,
+};
 use super::output::{Format, Printer};
 use crate::error::Error;
 
@@ -41,6 +44,9 @@ pub async fn run(args: &StatusArgs, global: &GlobalArgs) -> anyhow::Result<()> {
         &mut std::io::stderr().lock(),
     )?;
     for warning in copy_warnings(map.as_ref()) {
+        super::console::note(format_args!("{warning}"));
+    }
+    for warning in refusal_warnings(&targets.nodes, &statuses, map.as_ref()) {
         super::console::note(format_args!("{warning}"));
     }
     for note in rollback_notes(&targets.nodes, &statuses) {
