@@ -1062,9 +1062,33 @@ async fn a_write_on_a_two_node_cluster_whose_map_lost_its_quorum_fails_with_4000
         acked.insert(*k);
     }
     // Both map members are needed for a Raft quorum: with n2 frozen, the primary cannot take
-    // it out of the in-sync set, so the write can never commit while n2 is away.
-    signal(&cluster, "n2", "-STOP");
+    // it out of the in-sync set, so the write can never commit while n2 is away. On a loaded
+    // machine n2 may have left the set (an ack later than 500 ms) and not be back yet: then the
+    // write would rightly commit on n1 alone. So freeze it only while it is in the set, and
+    // look again once it is frozen (a change it acked just before may still apply on n1).
     let thaw = Thaw(&cluster, "n2");
+    let mut frozen_in_sync = false;
+    for _ in 0..20 {
+        assert!(
+            eventually(Duration::from_secs(30), || async {
+                in_sync(&cluster, "n1").await.is_some_and(|s| s.len() == 2)
+            })
+            .await,
+            "n2 did not come back into the in-sync set:\n{}",
+            cluster.logs()
+        );
+        signal(&cluster, "n2", "-STOP");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        if in_sync(&cluster, "n1").await.is_some_and(|s| s.len() == 2) {
+            frozen_in_sync = true;
+            break;
+        }
+        signal(&cluster, "n2", "-CONT");
+    }
+    assert!(
+        frozen_in_sync,
+        "n2 never stayed in the in-sync set long enough to be frozen in it"
+    );
     let started = Instant::now();
     let stuck = keys[20];
     let e = tokio::time::timeout(
